@@ -1,0 +1,180 @@
+"""Writing outputs safely: atomic file sets, GeoPackage and GeoTIFF writers, manifests.
+
+Every output of a run is first written under a temporary name next to its
+final path and renamed into place only when the whole run has succeeded, so a
+failed or cancelled run leaves nothing half-written. Existing files are never
+replaced unless the caller passed ``overwrite=True``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .errors import BadInput
+
+# GeoPackage 1.3 opens without warnings in QGIS 3.22's GDAL 3.6 (newer GDALs write 1.4 by default).
+GPKG_OPTIONS = {"VERSION": "1.3"}
+
+
+def sha256_file(path: "str | Path", chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _writable(folder: Path) -> bool:
+    """Whether a file can really be created in ``folder`` (os.access is always true for root)."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+class OutputSet:
+    """The files one run writes, committed together.
+
+    >>> with OutputSet([out_gpkg, out_tif], overwrite=False) as outs:
+    ...     write_gpkg(outs.temp(out_gpkg), ...)
+    ...     outs.commit()
+
+    ``check()`` (called by the constructor) fails early, before any work, if a
+    folder is missing or not writable, or a file exists and overwrite is off.
+    Leaving the block without ``commit()`` (an error, Ctrl+C) removes the
+    temporary files.
+    """
+
+    def __init__(self, paths: Iterable["str | Path"], overwrite: bool = False):
+        self.paths = [Path(p) for p in paths]
+        self.overwrite = overwrite
+        self._temps: dict[Path, Path] = {}
+        self.check()
+
+    def check(self) -> None:
+        for p in self.paths:
+            folder = p.parent if str(p.parent) else Path(".")
+            if not folder.is_dir():
+                raise BadInput(f"output folder {str(folder)!r} does not exist; create it or choose another --out.")
+            if not _writable(folder):
+                raise BadInput(f"output folder {str(folder)!r} is not writable; choose another --out.")
+            if p.exists() and not self.overwrite:
+                raise BadInput(f"output {str(p)!r} already exists; pass --overwrite to replace it, "
+                               "or choose another --out.")
+            if p.exists() and p.is_dir():
+                raise BadInput(f"output {str(p)!r} is a folder; give a file name.")
+
+    def temp(self, path: "str | Path") -> Path:
+        """The temporary name to write ``path`` under (same folder, same suffix)."""
+        path = Path(path)
+        if path not in self._temps:
+            self._temps[path] = path.with_name(f".{path.stem}.part-{os.getpid()}{path.suffix}")
+            self._remove(self._temps[path])
+        return self._temps[path]
+
+    @staticmethod
+    def _remove(tmp: Path) -> None:
+        for extra in ("", "-wal", "-shm", "-journal", ".aux.xml"):
+            q = Path(str(tmp) + extra)
+            if q.exists():
+                q.unlink()
+
+    def commit(self) -> None:
+        for final, tmp in self._temps.items():
+            if final.exists() and final.is_file():
+                final.unlink()
+            os.replace(tmp, final)
+            aux = Path(str(tmp) + ".aux.xml")
+            if aux.exists():
+                os.replace(aux, Path(str(final) + ".aux.xml"))
+        self._temps.clear()
+
+    def abort(self) -> None:
+        for tmp in self._temps.values():
+            self._remove(tmp)
+        self._temps.clear()
+
+    def __enter__(self) -> "OutputSet":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.abort()
+
+
+def write_gpkg_chunks(path: "str | Path", layer: str, frames: Iterable, crs) -> int:
+    """Write GeoDataFrames one after another into ``layer`` of a GeoPackage; returns rows written."""
+    import pyogrio
+
+    n = 0
+    for i, gdf in enumerate(frames):
+        gdf = gdf.set_crs(crs, allow_override=True)
+        pyogrio.write_dataframe(gdf, str(path), layer=layer, driver="GPKG", append=i > 0,
+                                dataset_options=GPKG_OPTIONS if i == 0 else None,
+                                layer_options={"SPATIAL_INDEX": "YES"})
+        n += len(gdf)
+    return n
+
+
+def write_cluster_tif(path: "str | Path", labels: np.ndarray, transform, crs, colors: list) -> None:
+    """A uint8 GeoTIFF, one pixel per tile, 255 = no tile, with a colour table."""
+    import rasterio
+
+    if labels.max(initial=0) >= 255:
+        raise BadInput("more than 254 clusters cannot be written to the cluster GeoTIFF.")
+    data = np.where(labels < 0, 255, labels).astype(np.uint8)
+    profile = dict(driver="GTiff", width=data.shape[1], height=data.shape[0], count=1, dtype="uint8",
+                   crs=crs, transform=transform, nodata=255, compress="deflate")
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data, 1)
+        dst.write_colormap(1, {i: (*c, 255) for i, c in enumerate(colors)} | {255: (0, 0, 0, 0)})
+        dst.set_band_description(1, "cluster")
+
+
+def write_json(path: "str | Path", obj: dict) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=2, default=_json_default)
+        fh.write("\n")
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def versions() -> dict:
+    """Versions of the libraries that shape results, for the manifest."""
+    import platform
+    import sys
+
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    from . import __version__
+
+    out["engine"] = __version__
+    for mod in ("numpy", "torch", "torchvision", "rasterio", "sklearn", "pyogrio", "shapely", "geopandas"):
+        try:
+            m = __import__(mod)
+            out[mod] = getattr(m, "__version__", "?")
+        except ImportError:
+            pass
+    try:
+        import rasterio
+
+        out["gdal"] = rasterio.__gdal_version__
+    except ImportError:
+        pass
+    return out
