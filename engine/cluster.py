@@ -49,8 +49,9 @@ class KMeansTiles:
     whiten : scale components to unit variance before normalising.
     seed : random state of PCA sampling and k-means (same seed, same clusters).
     n_init : k-means restarts.
-    max_fit_samples : PCA is fitted on at most this many tiles (sampled), so
-        memory does not grow with the raster; all tiles are then projected.
+    max_fit_samples : k-means is fitted on at most this many tiles (a seeded
+        sample) so memory does not grow with the raster; PCA sees every tile
+        (its covariance is accumulated in chunks) and every tile is assigned.
     """
 
     def __init__(self, n_clusters: int = 8, pca_dims: "int | str" = "auto", whiten: bool = False,
@@ -73,53 +74,64 @@ class KMeansTiles:
         if self.pca_dims != "auto" and int(self.pca_dims) < 1:
             raise BadInput(f"--pca-dims {self.pca_dims}: use 'auto' or a positive number.")
 
-    def fit(self, X: np.ndarray) -> "KMeansTiles":
-        """Fit on features X (n_tiles, n_features); X may be a memmap."""
+    def fit(self, X) -> "KMeansTiles":
+        """Fit on features X (n_tiles, n_features): an array, memmap or ``io.NpyFile``.
+
+        Memory stays flat in the number of tiles: the PCA covariance is
+        accumulated chunk by chunk over all tiles, k-means is fitted on at most
+        ``max_fit_samples`` tiles (all of them when there are fewer) and every
+        tile is then assigned to its nearest centre chunk by chunk.
+        """
         from sklearn.cluster import KMeans
 
         n, f = X.shape
         self._check(n)
-        rng = np.random.default_rng(self.seed)
-        idx = np.sort(rng.choice(n, self.max_fit_samples, replace=False)) if n > self.max_fit_samples \
-            else np.arange(n)
-        sample = np.asarray(X[idx], dtype=np.float64)
-        self.mean_ = sample.mean(axis=0)
-        centred = sample - self.mean_
-        # eigen-decomposition of the covariance: deterministic, fast for n >> f
-        if len(sample) > f:
-            cov = centred.T @ centred / max(len(sample) - 1, 1)
-            evals, evecs = np.linalg.eigh(cov)
-            order = np.argsort(evals)[::-1]
-            evals, evecs = np.clip(evals[order], 0, None), evecs[:, order].T
-        else:
-            _, s, vt = np.linalg.svd(centred, full_matrices=False)
-            evals, evecs = s ** 2 / max(len(sample) - 1, 1), vt
-        # fix signs so results do not depend on the LAPACK build
-        signs = np.sign(evecs[np.arange(len(evecs)), np.argmax(np.abs(evecs), axis=1)])
-        evecs = evecs * signs[:, None]
-        total = evals.sum() or 1.0
-        ratio = evals / total
+        self.n_features_in_ = int(f)
+        evals, evecs = self._covariance_eigen(X)
+        ratio = evals / (evals.sum() or 1.0)
         dims = auto_pca_dims(ratio, n) if self.pca_dims == "auto" else min(int(self.pca_dims), len(evals))
         self.n_components_ = int(dims)
         self.components_ = evecs[:dims].astype(np.float32)
         self.explained_variance_ = evals[:dims].astype(np.float32)
         self.explained_variance_ratio_ = ratio[:dims].astype(np.float32)
-        self.mean_ = self.mean_.astype(np.float32)
 
-        Z = self.reduce(X)
+        rng = np.random.default_rng(self.seed)
+        sample = np.sort(rng.choice(n, self.max_fit_samples, replace=False)) if n > self.max_fit_samples \
+            else slice(0, n)
         km = KMeans(n_clusters=int(self.n_clusters), n_init=self.n_init, random_state=self.seed)
-        km.fit(Z)
+        km.fit(self.reduce(np.asarray(X[sample])))
+        self.cluster_centers_ = km.cluster_centers_.astype(np.float32)
+        labels = np.concatenate([self.transform(X[s: s + self.chunk]).argmin(1) for s in range(0, n, self.chunk)])
         # order clusters by size (0 = largest), ties by first member, so ids are stable and readable
-        counts = np.bincount(km.labels_, minlength=self.n_clusters)
-        first = np.array([np.argmax(km.labels_ == k) if counts[k] else n for k in range(self.n_clusters)])
+        counts = np.bincount(labels, minlength=self.n_clusters)
+        first = np.array([np.argmax(labels == k) if counts[k] else n for k in range(self.n_clusters)])
         order = np.lexsort((first, -counts))
-        self.cluster_centers_ = km.cluster_centers_[order].astype(np.float32)
+        self.cluster_centers_ = self.cluster_centers_[order]
         remap = np.empty_like(order)
         remap[order] = np.arange(len(order))
-        self.labels_ = remap[km.labels_].astype(np.int32)
+        self.labels_ = remap[labels].astype(np.int32)
         self.inertia_ = float(km.inertia_)
-        self.n_features_in_ = int(f)
         return self
+
+    def _covariance_eigen(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and covariance over all rows, in chunks (float64); eigenpairs, largest first."""
+        n, f = X.shape
+        shift = np.asarray(X[0: min(n, self.chunk)], dtype=np.float64).mean(axis=0)
+        total = np.zeros(f)
+        outer = np.zeros((f, f))
+        for s in range(0, n, self.chunk):
+            block = np.asarray(X[s: s + self.chunk], dtype=np.float64) - shift
+            total += block.sum(axis=0)
+            outer += block.T @ block
+        mean_shifted = total / n
+        cov = (outer - n * np.outer(mean_shifted, mean_shifted)) / max(n - 1, 1)
+        self.mean_ = (shift + mean_shifted).astype(np.float32)
+        evals, evecs = np.linalg.eigh(cov)
+        order = np.argsort(evals)[::-1]
+        evals, evecs = np.clip(evals[order], 0, None), evecs[:, order].T
+        # fix signs so results do not depend on the LAPACK build
+        signs = np.sign(evecs[np.arange(len(evecs)), np.argmax(np.abs(evecs), axis=1)])
+        return evals, evecs * signs[:, None]
 
     # -- applying -------------------------------------------------------------
     def project(self, X: np.ndarray) -> np.ndarray:
@@ -145,7 +157,23 @@ class KMeansTiles:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         self._check_fitted(X)
-        return self.transform(X).argmin(axis=1).astype(np.int32)
+        return self.assign(X)[0]
+
+    def assign(self, X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(cluster, distance to its centre, first two PCA scores) per tile, chunk by chunk."""
+        self._check_fitted(X)
+        n = len(X)
+        labels = np.empty(n, dtype=np.int32)
+        dist = np.empty(n, dtype=np.float32)
+        scores = np.zeros((n, 2), dtype=np.float32)
+        for s in range(0, n, self.chunk):
+            block = X[s: s + self.chunk]
+            d = self.transform(block)
+            labels[s: s + len(d)] = d.argmin(axis=1)
+            dist[s: s + len(d)] = d.min(axis=1)
+            pcs = self.project(block)[:, :2]
+            scores[s: s + len(d), : pcs.shape[1]] = pcs
+        return labels, dist, scores
 
     def _check_fitted(self, X) -> None:
         if not hasattr(self, "cluster_centers_"):

@@ -178,3 +178,64 @@ def versions() -> dict:
     except ImportError:
         pass
     return out
+
+
+class NpyFile:
+    """Rows of a 2-D ``.npy`` file read and written with plain file I/O.
+
+    A memory map would do the same, but every page it touches counts as
+    resident memory until it is unmapped; reading and writing through the file
+    keeps the process's memory flat however many tiles there are.
+    ``f[a:b]`` and ``f[index_array]`` read rows; ``f[a:b] = rows`` writes them.
+    """
+
+    def __init__(self, path: "str | Path", shape: tuple[int, int] | None = None, dtype=np.float32):
+        self.path = Path(path)
+        if shape is not None:                      # create
+            self.shape, self.dtype = (int(shape[0]), int(shape[1])), np.dtype(dtype)
+            with open(self.path, "wb") as fh:
+                np.lib.format.write_array_header_1_0(
+                    fh, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                         "shape": self.shape})
+                self.offset = fh.tell()
+                fh.truncate(self.offset + self.shape[0] * self.shape[1] * self.dtype.itemsize)
+        else:                                      # open
+            with open(self.path, "rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read_header(fh)
+                if fortran or len(shape) != 2:
+                    raise ValueError(f"{self.path} is not a C-ordered 2-D array")
+                self.shape, self.dtype, self.offset = tuple(shape), np.dtype(dtype), fh.tell()
+        self.row_bytes = self.shape[1] * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _read(self, fh, start: int, stop: int) -> np.ndarray:
+        fh.seek(self.offset + start * self.row_bytes)
+        data = np.fromfile(fh, dtype=self.dtype, count=(stop - start) * self.shape[1])
+        return data.reshape(stop - start, self.shape[1])
+
+    def __getitem__(self, key) -> np.ndarray:
+        with open(self.path, "rb") as fh:
+            if isinstance(key, slice):
+                start, stop, step = key.indices(self.shape[0])
+                if step != 1:
+                    raise IndexError("NpyFile slices need step 1")
+                return self._read(fh, start, max(start, stop))
+            idx = np.asarray(key)
+            out = np.empty((len(idx), self.shape[1]), dtype=self.dtype)
+            for i, row in enumerate(idx):
+                out[i] = self._read(fh, int(row), int(row) + 1)[0]
+            return out
+
+    def __setitem__(self, key: slice, rows: np.ndarray) -> None:
+        start, stop, _ = key.indices(self.shape[0])
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        if rows.shape != (stop - start, self.shape[1]):
+            raise ValueError(f"rows of shape {rows.shape} do not fit rows {start}:{stop}")
+        with open(self.path, "r+b") as fh:
+            fh.seek(self.offset + start * self.row_bytes)
+            fh.write(rows.tobytes())

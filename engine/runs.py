@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BadInput
+from .io import NpyFile
 from .progress import Progress
 
 
@@ -113,28 +114,29 @@ def _weights_id(path, seed) -> str:
 
 
 def _compute_features(tiled, rows, cols, extractor, params, cache_dir: Path, key: str, progress):
-    """Features of the valid tiles as a read-only memmap, from the cache when possible."""
+    """Features of the valid tiles as an ``NpyFile``, from the cache when possible."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     final = cache_dir / f"{key}.npy"
     if params.use_cache and final.exists():
-        feats = np.load(final, mmap_mode="r")
-        if feats.shape == (len(rows), extractor.dim):
+        try:
+            feats = NpyFile(final)
+        except (OSError, ValueError):
+            feats = None
+        if feats is not None and feats.shape == (len(rows), extractor.dim):
             progress("features", len(rows), len(rows), "reused cached features")
             return feats, True, final
     from .features import extract_features
 
     tmp = cache_dir / f".{key}.part-{os.getpid()}.npy"
     try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(rows), extractor.dim))
+        out = NpyFile(tmp, shape=(len(rows), extractor.dim))
         extract_features(tiled, rows, cols, extractor, out, batch_size=params.batch_size,
                          progress=progress.stage("features"))
-        out.flush()
-        del out
         os.replace(tmp, final)
     finally:
         if tmp.exists():
             tmp.unlink()
-    return np.load(final, mmap_mode="r"), False, final
+    return NpyFile(final), False, final
 
 
 def tile_frames(tiled, rows, cols, columns: dict, chunk: int = 20000):
@@ -212,8 +214,7 @@ def run_cluster(params: ClusterParams, progress: Progress | None = None) -> dict
 
         progress("cluster", 0, 1, f"k-means, K={params.k}")
         est = KMeansTiles(params.k, params.pca_dims, params.whiten, params.seed).fit(feats)
-        dist = est.transform(feats)[np.arange(len(rows)), est.labels_]
-        scores = est.project(feats)[:, :2]
+        _, dist, scores = est.assign(feats)
         progress("cluster", 1, 1, f"{est.n_components_} PCA dims")
         lap("cluster")
 
