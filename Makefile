@@ -15,13 +15,14 @@ DEMO_RASTER  := resources/sample/kampala_ug_oam_rgb_z19_epsg3857.tif
 # headless Qt for every QGIS process started from here
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: help setup system-packages demo test test-engine test-plugin bench package deploy undeploy clean distclean
+.PHONY: help setup system-packages demo test test-engine test-plugin bench eval package deploy undeploy clean distclean
 
 help:
 	@echo "make demo      set up if needed, then cluster the bundled Kampala sample into demo_out/"
 	@echo "make test      set up if needed, then run every test (engine and real-QGIS plugin tests)"
 	@echo "make setup     install QGIS (Debian, as root) and the engine venv (.venv)"
 	@echo "make bench     throughput, malloc tuning and memory benchmarks (minutes)"
+	@echo "make eval      clustering quality on real Kampala imagery and the synthetic city"
 	@echo "make package   plugin zip in dist/ for QGIS 'Install from ZIP'"
 	@echo "make deploy    link this tree into the QGIS profile '$(PROFILE)' for development"
 	@echo "make clean     remove build and demo outputs (distclean also removes .venv)"
@@ -72,6 +73,9 @@ test-engine: setup
 
 test-plugin: setup
 	$(PY) -m pytest tests/plugin -q -ra --junitxml=.test-results/plugin.xml
+
+eval: setup
+	$(PY) tests/bench/eval.py --out bench_out
 
 bench: setup
 	$(PY) tests/bench/bench.py --out bench_out
