@@ -33,7 +33,7 @@ from .errors import BadInput
 
 # GDAL's block cache defaults to 5% of RAM; a bounded cache keeps memory flat
 # when streaming through rasters far larger than it.
-GDAL_ENV = {"GDAL_CACHEMAX": 64, "GDAL_NUM_THREADS": "1"}
+GDAL_ENV = {"GDAL_CACHEMAX": 64 * 1024 * 1024, "GDAL_NUM_THREADS": "1"}  # bytes: rasterio passes ints as bytes
 
 EDGE_POLICIES = ("drop", "pad")
 
