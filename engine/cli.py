@@ -1,4 +1,4 @@
-"""Command line: ``python -m engine <tool> ...``.
+"""Urban Form Mapper engine: python -m engine TOOL ... (python -m engine TOOL --help for each tool).
 
 Tools:
   cluster   cluster the tiles of a raster into K groups by CNN features
@@ -132,7 +132,10 @@ def cmd_check(args) -> int:
 
         info.update(torch=torch.__version__, devices=available_devices(), ok=True)
         if args.backbone:
-            info["weights"] = str(resolve_weights(backbone_spec(args.backbone), "imagenet"))
+            try:
+                info["weights"] = str(resolve_weights(backbone_spec(args.backbone), "imagenet"))
+            except BadInput as exc:
+                info["weights_error"] = str(exc)
     except ImportError as exc:
         info.update(ok=False, error=f"{exc}; install the engine requirements (make setup).")
     print(json.dumps(info))

@@ -234,3 +234,9 @@ def test_cuda_without_gpu_exits_2(kampala_z19, tmp_path):
     proc = run_cli("cluster", kampala_z19, "--out", tmp_path / "c.gpkg", "--weights", "none", "--device", "cuda")
     assert proc.returncode == 2 and "no CUDA device is available" in proc.stderr and "Traceback" not in proc.stderr
     assert list(tmp_path.glob("c*")) == []
+
+
+def test_check_reports_python_torch_devices_and_weights():
+    info = json.loads(run_cli("check", "--backbone", "efficientnet_lite0", check=0).stdout)
+    assert info["ok"] and info["devices"][-1] == "cpu" and Path(info["weights"]).is_file()
+    assert info["python"] == sys.executable and info["torch"].startswith("2.")
