@@ -34,6 +34,7 @@ def write_quicklook(path, tiled, grid_labels: np.ndarray, k: int, title: str = "
     ax.set_xlim(extent[0], extent[1])
     ax.set_ylim(extent[2], extent[3])
     ax.tick_params(labelsize=7)
+    ax.ticklabel_format(useOffset=False, style="plain")
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    fig.savefig(path, format="png", bbox_inches="tight")
     plt.close(fig)
