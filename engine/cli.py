@@ -2,6 +2,7 @@
 
 Tools:
   cluster   cluster the tiles of a raster into K groups by CNN features
+  probe     check a raster and tiling; tile count and model speed (JSON)
   check     report the Python, torch version and available devices (JSON)
 
 Exit codes: 0 success, 2 bad input (the message says which input and the
@@ -61,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiles that hang over the right/bottom edge: drop them or pad with invalid pixels")
     c.add_argument("--min-valid", type=float, default=0.5,
                    help="skip tiles with a smaller share of valid pixels (nodata/alpha/outside) (default 0.5)")
+    c.add_argument("--extent", default=None,
+                   help="only tiles whose centre lies in xmin,ymin,xmax,ymax (in the raster's CRS)")
+    c.add_argument("--area", default=None,
+                   help="only tiles whose centre lies in the polygons of this vector file (any CRS)")
     c.add_argument("--bands", default=None,
                    help="1-based bands to use, '1,2,3' or a single band (default: RGB, or band 1)")
     c.add_argument("--backbone", default="resnet18",
@@ -88,6 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--progress", choices=("auto", "bar", "log", "json", "none"), default="auto",
                    help="progress: a bar on a terminal, plain lines otherwise, or JSON lines on stdout")
 
+    pr = sub.add_parser("probe", help="tile count of a raster and tiling (JSON); with --speed, model tiles/s",
+                        description="Check a raster and tiling without running them and print what a run would "
+                                    "do as JSON (exit 2 with the message on bad input).")
+    pr.add_argument("raster")
+    for name in ("--tile-size", "--overlap", "--edge", "--bands", "--backbone", "--weights", "--device",
+                 "--precision"):
+        pr.add_argument(name, default={"--tile-size": "64px", "--overlap": "0px", "--edge": "drop",
+                                       "--backbone": "resnet18", "--weights": "imagenet", "--device": "auto",
+                                       "--precision": "auto"}.get(name), help="as for cluster")
+    pr.add_argument("--batch-size", type=_positive_int, default=None, help="as for cluster")
+    pr.add_argument("--speed", action="store_true", help="also time the model on random tiles (imports torch)")
+
     k = sub.add_parser("check", help="report the Python, torch and available devices as JSON")
     k.add_argument("--backbone", default=None, help="also check that this backbone's ImageNet weights are here")
     return parser
@@ -106,7 +123,8 @@ def cmd_cluster(args) -> int:
         edge=args.edge, min_valid=args.min_valid, bands=args.bands, backbone=args.backbone,
         weights=args.weights, device=args.device, precision=args.precision, batch_size=args.batch_size,
         seed=args.seed, pca_dims=args.pca_dims, whiten=args.whiten, overwrite=args.overwrite,
-        cache_dir=args.cache_dir, use_cache=args.use_cache, quicklook=args.quicklook)
+        cache_dir=args.cache_dir, use_cache=args.use_cache, quicklook=args.quicklook, extent=args.extent,
+        area=args.area)
     progress = Progress(args.progress)
     try:
         manifest = run_cluster(params, progress)
@@ -118,6 +136,14 @@ def cmd_cluster(args) -> int:
               f"{manifest['timings_s']['total']:.1f} s", file=sys.stderr)
         for name, path in manifest["outputs"].items():
             print(f"  {name:10s} {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_probe(args) -> int:
+    from .runs import probe
+
+    print(json.dumps(probe(args.raster, args.tile_size, args.overlap, args.edge, args.bands, args.speed,
+                           args.backbone, args.weights, args.device, args.precision, args.batch_size)))
     return 0
 
 
@@ -150,7 +176,7 @@ def main(argv=None) -> int:
         return 2
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return {"cluster": cmd_cluster, "check": cmd_check}[args.tool](args)
+        return {"cluster": cmd_cluster, "probe": cmd_probe, "check": cmd_check}[args.tool](args)
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -46,6 +46,8 @@ class ClusterParams:
     cache_dir: str | None = None
     use_cache: bool = True
     quicklook: bool = True
+    extent: str | None = None
+    area: str | None = None
 
 
 @dataclass
@@ -93,15 +95,17 @@ def _check_params(p: ClusterParams) -> None:
     backbone_spec(p.backbone)
 
 
-def feature_key(checksum: str, tiled, extractor, params: ClusterParams) -> str:
-    """Cache key: the raster's content and everything that changes its features."""
+def feature_key(checksum: str, tiled, extractor, params: ClusterParams, rows, cols) -> str:
+    """Cache key: the raster's content, the tiles kept and everything that changes their features."""
     g = tiled.grid
     ident = {
+        "positions": hashlib.sha256(np.asarray(rows, np.int64).tobytes() + np.asarray(cols, np.int64).tobytes())
+        .hexdigest(),
         "raster": checksum, "size": g.size, "stride": g.stride, "edge": g.edge, "bands": tiled.bands,
         "warp": str(tiled.working_crs) if tiled.warped else None,
-        "stretch": tiled.stretch.as_list() if tiled.stretch else None, "min_valid": params.min_valid,
+        "stretch": tiled.stretch.as_list() if tiled.stretch else None,
         "backbone": params.backbone, "weights": _weights_id(extractor.weights_path, params.seed),
-        "precision": extractor.precision, "device": extractor.device.type, "v": 1,
+        "precision": extractor.precision, "device": extractor.device.type, "v": 2,
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -163,6 +167,7 @@ def tile_frames(tiled, rows, cols, columns: dict, chunk: int = 20000):
 
 def run_cluster(params: ClusterParams, progress: Progress | None = None) -> dict:
     """Run the ``cluster`` tool; returns the manifest (also written to disk)."""
+    from .area import tiles_inside
     from .cluster import KMeansTiles
     from .features import FeatureExtractor
     from .io import OutputSet, sha256_file, versions, write_cluster_tif, write_gpkg_chunks, write_json
@@ -185,16 +190,21 @@ def run_cluster(params: ClusterParams, progress: Progress | None = None) -> dict
     progress("open", 0, 0, f"opening {params.raster}")
     with outset, TiledRaster(params.raster, params.tile_size, params.overlap, params.edge,
                              params.bands, seed=params.seed) as tiled:
+        inside = tiles_inside(tiled, params.extent, params.area)
+        if not inside.any():
+            raise BadInput("no tile centre lies inside the --extent/--area limit; check that it overlaps the raster "
+                           f"{params.raster!r} (the extent is in the raster's CRS).")
         extractor = FeatureExtractor(params.backbone, params.weights, params.device, params.precision,
                                      seed=params.seed)
         lap("open")
         g = tiled.grid
         progress("scan", 0, g.n_rows, f"{len(g)} tiles of {g.size} px")
         valid = tiled.valid_fraction(progress=progress.stage("scan"))
-        keep = valid >= params.min_valid
+        keep = (valid >= params.min_valid) & inside
         if not keep.any():
-            raise BadInput(f"every tile of {params.raster!r} has less than --min-valid {params.min_valid} "
-                           f"valid pixels (best: {valid.max():.2f}). Lower --min-valid or check the nodata value.")
+            raise BadInput(f"every tile of {params.raster!r} (inside any area limit) has less than --min-valid "
+                           f"{params.min_valid} valid pixels (best: {valid[inside].max():.2f}). "
+                           "Lower --min-valid or check the nodata value.")
         if params.k > keep.sum():
             raise BadInput(f"--k {params.k} is larger than the number of valid tiles ({int(keep.sum())}). "
                            "Use a smaller K, a smaller tile size or a lower --min-valid.")
@@ -202,7 +212,7 @@ def run_cluster(params: ClusterParams, progress: Progress | None = None) -> dict
         lap("scan")
 
         checksum = sha256_file(params.raster)
-        key = feature_key(checksum, tiled, extractor, params)
+        key = feature_key(checksum, tiled, extractor, params, rows, cols)
         tmpdir = None
         cache_dir = Path(params.cache_dir) if params.cache_dir else default_cache_dir()
         if not params.use_cache:
@@ -275,3 +285,34 @@ def run_cluster(params: ClusterParams, progress: Progress | None = None) -> dict
         if tmpdir is not None:
             tmpdir.cleanup()
     return manifest
+
+
+def probe(raster: str, tile_size="64px", overlap="0px", edge="drop", bands=None, speed: bool = False,
+          backbone="resnet18", weights="imagenet", device="auto", precision="auto", batch_size=None) -> dict:
+    """What a run would do, cheaply: the tile grid, and with ``speed`` the model's tiles/s here.
+
+    Without ``speed`` torch is never imported, so the answer comes in well under
+    a second; the plugin uses it for inline validation and the time estimate.
+    """
+    from .tiling import TiledRaster
+
+    with TiledRaster(raster, tile_size, overlap, edge, bands, stretch_samples=1) as tiled:
+        g = tiled.grid
+        out = {"tiles": len(g), "rows": g.n_rows, "cols": g.n_cols, "tile_px": g.size, "stride_px": g.stride,
+               "warped": tiled.warped, "working_crs": tiled.working_crs.to_string(),
+               "pixel_size_m": tiled.pixel_size_m}
+    if speed:
+        from .features import FeatureExtractor, default_batch_size
+
+        extractor = FeatureExtractor(backbone, weights, device, precision)
+        batch = batch_size or default_batch_size(g.size, extractor.device)
+        tiles = np.random.default_rng(0).integers(0, 256, size=(batch, 3, g.size, g.size), dtype=np.uint8)
+        extractor(tiles)                                   # warm-up
+        t0 = time.perf_counter()
+        n = 0
+        while n < 2 * batch or time.perf_counter() - t0 < 1.0:
+            extractor(tiles)
+            n += batch
+        out.update(tiles_per_s=n / (time.perf_counter() - t0), device=str(extractor.device),
+                   precision=extractor.precision, batch_size=batch)
+    return out

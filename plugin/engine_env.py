@@ -1,0 +1,113 @@
+"""Which Python runs the engine, and whether it works.
+
+The engine needs torch, rasterio and friends, which QGIS's own Python rarely
+has, so it runs in its own interpreter. In order of preference:
+
+1. ``URBANFORM_ENGINE_PYTHON`` from the environment (servers, CI);
+2. the path saved in the settings (/urbanform/engine_python);
+3. the ``.venv`` next to the plugin (running from a source checkout, ``make setup``);
+4. a plugin-managed venv in the QGIS settings folder (``urbanform/venv``);
+5. a ``python3`` on the PATH that can import torch.
+
+``check(python)`` runs ``python -m engine check`` (a few seconds: it imports
+torch) and returns its JSON, or a dict with ``ok: False`` and the fix.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from . import settings
+from .paths import PLUGIN_DIR
+
+SETUP_HINT = (
+    "Create the engine environment: in a terminal, `cd {dir}` and run `make setup` (Debian/Ubuntu), or "
+    "`python3 -m venv --system-site-packages .venv && .venv/bin/pip install -r requirements.txt`; "
+    "then choose its Python (…/.venv/bin/python) under Engine in the Urban Form Mapper panel."
+)
+
+
+def _venv_python(folder: Path) -> Path:
+    return folder / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+
+
+def managed_venv() -> Path:
+    from qgis.core import QgsApplication
+
+    return Path(QgsApplication.qgisSettingsDirPath()) / "urbanform" / "venv"
+
+
+def candidates() -> list[tuple[str, str]]:
+    """(source, python path) in order of preference; paths not checked."""
+    out = []
+    if os.environ.get("URBANFORM_ENGINE_PYTHON"):
+        out.append(("environment", os.environ["URBANFORM_ENGINE_PYTHON"]))
+    saved = settings.get("engine_python", "", str)
+    if saved:
+        out.append(("settings", saved))
+    out.append(("source checkout", str(_venv_python(PLUGIN_DIR / ".venv"))))
+    try:
+        out.append(("plugin-managed venv", str(_venv_python(managed_venv()))))
+    except Exception:  # noqa: BLE001 - no QgsApplication (should not happen inside QGIS)
+        pass
+    system = shutil.which("python3")
+    if system:
+        out.append(("system python3", system))
+    return out
+
+
+def detect() -> str | None:
+    """The first candidate that exists (the environment and settings win even if broken: they were chosen)."""
+    for source, path in candidates():
+        if source in ("environment", "settings"):
+            return path
+        if Path(path).is_file() and (source != "system python3" or _imports_torch(path)):
+            return path
+    return None
+
+
+def _imports_torch(python: str) -> bool:
+    try:
+        return subprocess.run([python, "-c", "import torch, rasterio"], capture_output=True,
+                              timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def engine_command(python: str, tool: str, *args: str) -> list[str]:
+    return [python, "-m", "engine", tool, *args]
+
+
+def run_env() -> dict:
+    """Environment for engine processes: the plugin folder importable, no QGIS Python paths leaking in."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(PLUGIN_DIR)
+    env.pop("PYTHONHOME", None)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def check(python: str | None, timeout: float = 120) -> dict:
+    """Ask ``python`` to run ``-m engine check``: {'ok', 'python', 'torch', 'devices'} or {'ok': False, 'error'}."""
+    hint = SETUP_HINT.format(dir=PLUGIN_DIR)
+    if not python:
+        return {"ok": False, "error": f"No engine Python is set and none was found. {hint}"}
+    if not Path(python).is_file():
+        return {"ok": False, "python": python, "error": f"The engine Python {python} does not exist. {hint}"}
+    try:
+        proc = subprocess.run(engine_command(python, "check"), capture_output=True, text=True, timeout=timeout,
+                              cwd=str(PLUGIN_DIR), env=run_env())
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"ok": False, "python": python, "error": f"{python} could not run the engine ({exc}). {hint}"}
+    try:
+        info = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"ok": False, "python": python, "error": f"{python} cannot run the engine: {last}. {hint}"}
+    if not info.get("ok"):
+        info["error"] = f"{info.get('error', 'the engine is not usable')}. {hint}"
+    return info

@@ -1,0 +1,117 @@
+"""Run one engine command in a subprocess and follow its JSON progress lines.
+
+Shared by the dock's background task and the Processing algorithms. It never
+touches the GUI: progress goes to a callback, cancellation is polled from a
+callable, and the caller decides what to show. Cancelling sends SIGTERM (the
+engine then removes its temporary files and exits 130); a process that does
+not stop within ``grace`` seconds is killed, and any temporary files it left
+are removed here.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .engine_env import engine_command, run_env
+from .paths import PLUGIN_DIR
+
+EXIT_BAD_INPUT = 2
+EXIT_CANCELLED = 130
+
+
+@dataclass
+class EngineResult:
+    returncode: int
+    stderr: str
+    cancelled: bool
+    last_event: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.cancelled
+
+    @property
+    def message(self) -> str:
+        """The engine's own last words (its error line), for a message bar."""
+        if self.cancelled:
+            return "Cancelled; no output was written."
+        lines = [ln for ln in self.stderr.strip().splitlines() if ln.strip()]
+        for line in reversed(lines):
+            if line.startswith(("error:", "failed:")):
+                return line.split(":", 1)[1].strip()
+        if self.returncode < 0:
+            return f"The engine process was killed (signal {-self.returncode})."
+        return lines[-1] if lines else f"The engine exited with code {self.returncode}."
+
+
+def _pump(stream, sink) -> None:
+    for line in iter(stream.readline, ""):
+        sink(line)
+    stream.close()
+
+
+def run_engine(python: str, args: list[str], on_event: Callable[[dict], None] | None = None,
+               is_cancelled: Callable[[], bool] = lambda: False, grace: float = 30.0,
+               outputs: list[Path] | None = None) -> EngineResult:
+    """Run ``python -m engine ARGS`` to the end (or until cancelled); returns its EngineResult."""
+    try:
+        proc = subprocess.Popen(engine_command(python, *args), cwd=str(PLUGIN_DIR), env=run_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                text=True, bufsize=1)
+    except OSError as exc:
+        return EngineResult(-1, f"error: the engine Python {python} cannot be started ({exc}).", False)
+    lines: queue.Queue = queue.Queue()
+    errors: list[str] = []
+    readers = [threading.Thread(target=_pump, args=(proc.stdout, lines.put), daemon=True),
+               threading.Thread(target=_pump, args=(proc.stderr, errors.append), daemon=True)]
+    for t in readers:
+        t.start()
+    cancelled = False
+    last: dict = {}
+    deadline = None
+    while True:
+        try:
+            line = lines.get(timeout=0.1)
+        except queue.Empty:
+            line = None
+        if line:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                errors.append(line)
+            else:
+                last = event
+                if on_event is not None:
+                    on_event(event)
+        if not cancelled and is_cancelled():
+            cancelled = True
+            proc.terminate()
+            deadline = time.monotonic() + grace
+        if deadline is not None and time.monotonic() > deadline and proc.poll() is None:
+            proc.kill()
+            deadline = None
+        if proc.poll() is not None and lines.empty() and not readers[0].is_alive():
+            break
+    for t in readers:
+        t.join(timeout=5)
+    result = EngineResult(proc.returncode, "".join(errors), cancelled or proc.returncode == EXIT_CANCELLED, last)
+    if not result.ok and outputs:
+        remove_partials(outputs, proc.pid)
+    return result
+
+
+def remove_partials(outputs: list[Path], pid: int) -> None:
+    """Remove temporary files a killed engine process may have left next to ``outputs``."""
+    for out in outputs:
+        out = Path(out)
+        for tmp in out.parent.glob(f".{out.stem}.part-{pid}*"):
+            try:
+                tmp.unlink()
+            except OSError:
+                pass

@@ -1,0 +1,96 @@
+"""Add a run's outputs to the project, styled, and save the styles next to the files.
+
+The cluster colours come from the cluster GeoTIFF's colour table, written by
+the engine (cluster i always has the same colour), so the raster, the tiles and
+the quicklook agree without the plugin knowing the palette.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import (QgsCategorizedSymbolRenderer, QgsFillSymbol, QgsPalettedRasterRenderer, QgsProject,
+                       QgsRasterLayer, QgsRendererCategory, QgsVectorLayer)
+from qgis.PyQt.QtGui import QColor
+
+TILE_OPACITY = 0.55      # the image shows through the tiles
+RASTER_OPACITY = 0.6
+
+
+def cluster_colors(raster: QgsRasterLayer) -> dict[int, QColor]:
+    """value -> colour from a paletted raster (its GDAL colour table)."""
+    renderer = raster.renderer()
+    if isinstance(renderer, QgsPalettedRasterRenderer):
+        return {int(c.value): QColor(c.color) for c in renderer.classes() if int(c.value) != 255}
+    return {}
+
+
+def style_cluster_raster(raster: QgsRasterLayer, k: int | None = None) -> dict[int, QColor]:
+    colors = cluster_colors(raster)
+    values = sorted(colors) if k is None else [v for v in sorted(colors) if v < k]
+    classes = [QgsPalettedRasterRenderer.Class(v, colors[v], f"cluster {v}") for v in values]
+    renderer = QgsPalettedRasterRenderer(raster.dataProvider(), 1, classes)
+    raster.setRenderer(renderer)
+    raster.renderer().setOpacity(RASTER_OPACITY)
+    return {v: colors[v] for v in values}
+
+
+def cluster_values(layer: QgsVectorLayer, field: str = "cluster") -> list[int]:
+    idx = layer.fields().indexOf(field)
+    return sorted(int(v) for v in layer.uniqueValues(idx)) if idx >= 0 else []
+
+
+def style_tiles(layer: QgsVectorLayer, colors: dict[int, QColor], field: str = "cluster") -> None:
+    """Categorized renderer on ``field``, semi-transparent fills with a thin outline of the same hue."""
+    categories = []
+    for value in sorted(set(colors) | set(cluster_values(layer, field))):
+        color = QColor(colors.get(value, QColor("#999999")))
+        fill = QColor(color)
+        fill.setAlphaF(TILE_OPACITY)
+        symbol = QgsFillSymbol.createSimple({"color": fill.name(QColor.HexArgb), "outline_color": color.darker(130).name(),
+                                             "outline_width": "0.2"})
+        categories.append(QgsRendererCategory(value, symbol, f"cluster {value}"))
+    layer.setRenderer(QgsCategorizedSymbolRenderer(field, categories))
+
+
+def add_cluster_outputs(outputs: dict, name: str, project: QgsProject | None = None) -> tuple:
+    """Add the tiles layer and the cluster raster under a group ``name``; returns (group, tiles, raster)."""
+    project = project or QgsProject.instance()
+    gpkg, tif = Path(outputs["gpkg"]), Path(outputs["tif"])
+    raster = QgsRasterLayer(str(tif), f"{name} clusters (raster)")
+    tiles = QgsVectorLayer(f"{gpkg}|layername=tiles", f"{name} tiles", "ogr")
+    if not raster.isValid() or not tiles.isValid():
+        raise RuntimeError(f"QGIS cannot open {gpkg if not tiles.isValid() else tif}")
+    k = _k_of_run(outputs) or (max(cluster_values(tiles), default=0) + 1)
+    colors = style_cluster_raster(raster, k)
+    style_tiles(tiles, colors)
+    save_styles(tiles, raster, gpkg, tif)
+    root = project.layerTreeRoot()
+    existing = root.findGroup(name)
+    if existing is not None:
+        root.removeChildNode(existing)
+    group = root.insertGroup(0, name)
+    for layer in (tiles, raster):
+        project.addMapLayer(layer, False)
+        group.addLayer(layer)
+    return group, tiles, raster
+
+
+def _k_of_run(outputs: dict) -> int | None:
+    import json
+
+    try:
+        return int(json.loads(Path(outputs["manifest"]).read_text())["clustering"]["k"])
+    except (KeyError, OSError, ValueError, TypeError):
+        return None
+
+
+def save_styles(tiles: QgsVectorLayer, raster: QgsRasterLayer, gpkg: Path, tif: Path) -> None:
+    """QML files next to the outputs, and the tiles style as the GeoPackage's default style.
+
+    QGIS loads ``NAME_clusters.qml`` automatically with ``NAME_clusters.tif`` and
+    a GeoPackage's default style with its layer, so the files open styled in
+    any QGIS, with or without this plugin.
+    """
+    tiles.saveNamedStyle(str(gpkg.with_name(gpkg.stem + "_tiles.qml")))
+    raster.saveNamedStyle(str(tif.with_suffix(".qml")))
+    tiles.saveStyleToDatabase("tiles", "Urban Form Mapper clusters", True, "")

@@ -1,0 +1,36 @@
+"""Helpers for plugin tests: wait for QgsTasks while letting Qt deliver their signals."""
+from __future__ import annotations
+
+import time
+
+from qgis.core import QgsApplication, QgsTask
+from qgis.PyQt.QtCore import QCoreApplication
+
+
+def wait_for(predicate, timeout: float = 300.0, step: float = 0.05) -> bool:
+    """Process Qt events until ``predicate()`` is true or ``timeout`` seconds pass."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        QCoreApplication.processEvents()
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+def run_task(task: QgsTask, timeout: float = 300.0) -> int:
+    """Add ``task`` to QGIS's task manager and wait until it ended and finished() ran; returns its status."""
+    done = track(task)
+    name = task.description()
+    QgsApplication.taskManager().addTask(task)
+    assert wait_for(lambda: bool(done), timeout), f"task {name} did not end in {timeout} s"
+    wait_for(lambda: False, 0.2)      # let finished() and queued signals run
+    return done[0]
+
+
+def track(task: QgsTask) -> list:
+    """A list that receives the task's final status (the task manager deletes the task afterwards)."""
+    done: list = []
+    task.taskCompleted.connect(lambda: done.append(QgsTask.Complete))
+    task.taskTerminated.connect(lambda: done.append(QgsTask.Terminated))
+    return done
