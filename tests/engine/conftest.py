@@ -70,3 +70,8 @@ def city(tmp_path_factory):
     from engine.synthetic import make_city
 
     return make_city(tmp_path_factory.mktemp("city") / "city.tif", zone_grid=(4, 4), zone_px=256, seed=3)
+
+
+def pytest_configure(config):
+    # rasterio 1.4 composes affine transforms with `*`, which affine 3 deprecates; not ours to fix
+    config.addinivalue_line("filterwarnings", "ignore:Use `@` matmul:PendingDeprecationWarning")
