@@ -120,6 +120,7 @@ def _weights_id(path, seed) -> str:
 def _compute_features(tiled, rows, cols, extractor, params, cache_dir: Path, key: str, progress):
     """Features of the valid tiles as an ``NpyFile``, from the cache when possible."""
     cache_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_parts(cache_dir)
     final = cache_dir / f"{key}.npy"
     if params.use_cache and final.exists():
         try:
@@ -141,6 +142,18 @@ def _compute_features(tiled, rows, cols, extractor, params, cache_dir: Path, key
         if tmp.exists():
             tmp.unlink()
     return NpyFile(final), False, final
+
+
+def _remove_stale_parts(folder: Path) -> None:
+    """Delete partial feature files left by engine processes that were killed (their pid is gone)."""
+    for part in folder.glob(".*.part-*.npy"):
+        try:
+            pid = int(part.stem.rsplit("-", 1)[1])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            part.unlink(missing_ok=True)
+        except (ValueError, PermissionError, OSError):
+            continue
 
 
 def tile_frames(tiled, rows, cols, columns: dict, chunk: int = 20000):

@@ -58,7 +58,7 @@ def _pump(stream, sink) -> None:
 
 def run_engine(python: str, args: list[str], on_event: Callable[[dict], None] | None = None,
                is_cancelled: Callable[[], bool] = lambda: False, grace: float = 30.0,
-               outputs: list[Path] | None = None) -> EngineResult:
+               outputs: list[Path] | None = None, on_start: Callable[[int], None] | None = None) -> EngineResult:
     """Run ``python -m engine ARGS`` to the end (or until cancelled); returns its EngineResult."""
     try:
         proc = subprocess.Popen(engine_command(python, *args), cwd=str(PLUGIN_DIR), env=run_env(),
@@ -66,6 +66,8 @@ def run_engine(python: str, args: list[str], on_event: Callable[[dict], None] | 
                                 text=True, bufsize=1)
     except OSError as exc:
         return EngineResult(-1, f"error: the engine Python {python} cannot be started ({exc}).", False)
+    if on_start is not None:
+        on_start(proc.pid)
     lines: queue.Queue = queue.Queue()
     errors: list[str] = []
     readers = [threading.Thread(target=_pump, args=(proc.stdout, lines.put), daemon=True),

@@ -47,6 +47,7 @@ class EngineTask(QgsTask):
         self.on_failure = on_failure
         self.message_bar = message_bar
         self.result: EngineResult | None = None
+        self.pid: int | None = None
         self.status_message = ""
 
     def _on_event(self, event: dict) -> None:
@@ -54,8 +55,12 @@ class EngineTask(QgsTask):
         self.status_message = status_text(event)
         self.statusChanged.emit(self.status_message)
 
+    def _on_start(self, pid: int) -> None:
+        self.pid = pid
+
     def run(self) -> bool:  # worker thread: no GUI here
-        self.result = run_engine(self.python, self.args, self._on_event, self.isCanceled, outputs=self.outputs)
+        self.result = run_engine(self.python, self.args, self._on_event, self.isCanceled, outputs=self.outputs,
+                                 on_start=self._on_start)
         return self.result.ok
 
     def finished(self, ok: bool) -> None:  # main thread

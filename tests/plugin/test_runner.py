@@ -114,3 +114,32 @@ def test_request_problems_catch_what_the_engine_would_reject(urbanform_modules, 
     (tmp_path / "o.gpkg").write_text("x")
     assert any("already exists" in p for p in request.ClusterRequest(**ok).problems())
     assert request.ClusterRequest(**ok, overwrite=True).problems() == []
+
+
+def test_engine_process_dying_gives_its_message_and_leaves_no_file(urbanform_modules, tmp_path, qgis_iface):
+    import os
+    import signal
+
+    request, task_mod, _, _ = urbanform_modules
+    req = request.ClusterRequest(raster=str(SAMPLE), out=str(tmp_path / "d.gpkg"), k=3, weights="none",
+                                 backbone="resnet50", tile_size=32)
+    calls = []
+    t = task_mod.EngineTask("cluster d", sys.executable, req.argv() + ["--batch-size", "2", "--cache-dir",
+                                                                       str(tmp_path / "cache")],
+                            outputs=list(req.outputs().values()), on_success=lambda t: calls.append("success"),
+                            message_bar=qgis_iface.messageBar())
+    done = track(t)
+    QgsApplication.taskManager().addTask(t)
+    assert wait_for(lambda: t.status_message.startswith("features") and t.pid is not None, 120)
+    os.kill(t.pid, signal.SIGKILL)            # as if it ran out of memory
+    assert wait_for(lambda: bool(done), 60)
+    assert done == [QgsTask.Terminated] and calls == []
+    assert "killed (signal 9)" in t.result.message
+    assert not [p for p in tmp_path.iterdir() if p.is_file()]
+    # the next run clears the partial feature file the killed process left in the cache
+    assert list((tmp_path / "cache").glob(".*.part-*.npy"))
+    req.backbone, req.tile_size = "resnet18", 64
+    assert run_task(task_mod.EngineTask("cluster d2", sys.executable, req.argv() + [
+        "--cache-dir", str(tmp_path / "cache")])) == QgsTask.Complete
+    assert not list((tmp_path / "cache").glob(".*.part-*.npy"))
+    assert QgsProject.instance().mapLayers() == {}
