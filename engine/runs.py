@@ -22,6 +22,9 @@ from .io import NpyFile
 from .progress import Progress
 
 
+MAX_K = 254        # the cluster GeoTIFF is uint8 with 255 as "no tile"
+
+
 @dataclass
 class ClusterParams:
     """Everything that decides a ``cluster`` run (the manifest records all of it)."""
@@ -78,8 +81,8 @@ def default_cache_dir() -> Path:
 
 
 def _check_params(p: ClusterParams) -> None:
-    if int(p.k) < 2:
-        raise BadInput(f"--k {p.k}: K must be at least 2.")
+    if not 2 <= int(p.k) <= MAX_K:
+        raise BadInput(f"--k {p.k}: K must be between 2 and {MAX_K}.")
     if not 0.0 <= float(p.min_valid) <= 1.0:
         raise BadInput(f"--min-valid {p.min_valid}: give a fraction between 0 and 1.")
     if p.pca_dims != "auto":

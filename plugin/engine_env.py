@@ -70,12 +70,18 @@ def detect() -> str | None:
     return None
 
 
+_TORCH_CACHE: dict[str, bool] = {}
+
+
 def _imports_torch(python: str) -> bool:
-    try:
-        return subprocess.run([python, "-c", "import torch, rasterio"], capture_output=True,
-                              timeout=60).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+    """Whether ``python`` can import the engine's libraries (slow: imports torch; cached per session)."""
+    if python not in _TORCH_CACHE:
+        try:
+            _TORCH_CACHE[python] = subprocess.run([python, "-c", "import torch, rasterio"], capture_output=True,
+                                                  timeout=60).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            _TORCH_CACHE[python] = False
+    return _TORCH_CACHE[python]
 
 
 def engine_command(python: str, tool: str, *args: str) -> list[str]:
@@ -109,5 +115,5 @@ def check(python: str | None, timeout: float = 120) -> dict:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {"ok": False, "python": python, "error": f"{python} cannot run the engine: {last}. {hint}"}
     if not info.get("ok"):
-        info["error"] = f"{info.get('error', 'the engine is not usable')}. {hint}"
+        info["error"] = f"{info.get('error', 'the engine is not usable').rstrip('. ')}. {hint}"
     return info

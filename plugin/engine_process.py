@@ -77,29 +77,38 @@ def run_engine(python: str, args: list[str], on_event: Callable[[dict], None] | 
     cancelled = False
     last: dict = {}
     deadline = None
-    while True:
-        try:
-            line = lines.get(timeout=0.1)
-        except queue.Empty:
-            line = None
-        if line:
+    try:
+        while True:
             try:
-                event = json.loads(line)
-            except ValueError:
-                errors.append(line)
-            else:
-                last = event
-                if on_event is not None:
-                    on_event(event)
-        if not cancelled and is_cancelled():
-            cancelled = True
+                line = lines.get(timeout=0.1)
+            except queue.Empty:
+                line = None
+            if line:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    errors.append(line)
+                else:
+                    last = event
+                    if on_event is not None:
+                        on_event(event)
+            if not cancelled and is_cancelled():
+                cancelled = True
+                proc.terminate()
+                deadline = time.monotonic() + grace
+            if deadline is not None and time.monotonic() > deadline and proc.poll() is None:
+                proc.kill()
+                deadline = None
+            if proc.poll() is not None and lines.empty() and not readers[0].is_alive():
+                break
+    finally:
+        if proc.poll() is None:          # the caller's callback raised: never leave an orphan engine
             proc.terminate()
-            deadline = time.monotonic() + grace
-        if deadline is not None and time.monotonic() > deadline and proc.poll() is None:
-            proc.kill()
-            deadline = None
-        if proc.poll() is not None and lines.empty() and not readers[0].is_alive():
-            break
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     for t in readers:
         t.join(timeout=5)
     result = EngineResult(proc.returncode, "".join(errors), cancelled or proc.returncode == EXIT_CANCELLED, last)

@@ -12,7 +12,7 @@ from qgis.core import (QgsCategorizedSymbolRenderer, QgsFillSymbol, QgsPalettedR
                        QgsRasterLayer, QgsRendererCategory, QgsVectorLayer)
 from qgis.PyQt.QtGui import QColor
 
-TILE_OPACITY = 0.55      # the image shows through the tiles
+TILE_OPACITY = 0.45      # the image shows through the tiles
 RASTER_OPACITY = 0.6
 
 
@@ -66,12 +66,15 @@ def add_cluster_outputs(outputs: dict, name: str, project: QgsProject | None = N
     save_styles(tiles, raster, gpkg, tif)
     root = project.layerTreeRoot()
     existing = root.findGroup(name)
-    if existing is not None:
+    if existing is not None:          # a re-run under the same name replaces its layers
+        project.removeMapLayers([node.layerId() for node in existing.findLayers()])
         root.removeChildNode(existing)
     group = root.insertGroup(0, name)
     for layer in (tiles, raster):
         project.addMapLayer(layer, False)
         group.addLayer(layer)
+    # the tiles already show the clusters; the raster (same colours) is one click away
+    group.findLayer(raster.id()).setItemVisibilityChecked(False)
     return group, tiles, raster
 
 

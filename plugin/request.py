@@ -59,8 +59,8 @@ class ClusterRequest:
                        "(right-click the layer > Export > Save As…).")
         if self.method not in METHODS:
             out.append(f"Method {self.method!r} is not available; use {', '.join(METHODS)}.")
-        if int(self.k) < 2:
-            out.append("K must be at least 2.")
+        if not 2 <= int(self.k) <= 254:
+            out.append("K must be between 2 and 254.")
         if self.tile_unit not in UNITS:
             out.append("The tile size unit must be px or m.")
         elif self.tile_size <= 0 or (self.tile_unit == "px" and self.tile_size != int(self.tile_size)):
@@ -76,6 +76,10 @@ class ClusterRequest:
         if self.device not in DEVICES:
             out.append(f"Unknown device {self.device!r}.")
         out.extend(output_problems(self.out, self.overwrite))
+        if not self.overwrite and not any("already exists" in p for p in out):
+            taken = [p.name for p in self.outputs().values() if p.exists()]
+            if taken:
+                out.append(f"{taken[0]} already exists.")
         return out
 
     def argv(self) -> list[str]:

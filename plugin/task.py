@@ -80,7 +80,10 @@ class EngineTask(QgsTask):
             log.critical(f"{self.description()} failed (exit {result.returncode}). Engine output:\n{result.stderr}")
             self._report(result.message + " (details in the log panel, tab Urban Form Mapper)", Qgis.Critical)
         if self.on_failure is not None:
-            self.on_failure(self)
+            try:
+                self.on_failure(self)
+            except Exception as exc:  # noqa: BLE001 - report, never crash QGIS
+                log.critical(f"{self.description()}: error while reporting the failure: {exc}")
 
     def _report(self, text: str, level) -> None:
         if self.message_bar is not None:

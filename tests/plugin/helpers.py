@@ -34,3 +34,17 @@ def track(task: QgsTask) -> list:
     task.taskCompleted.connect(lambda: done.append(QgsTask.Complete))
     task.taskTerminated.connect(lambda: done.append(QgsTask.Terminated))
     return done
+
+
+def fresh_qgis_env(home, **extra) -> dict:
+    """Environment for a separate QGIS process with a fresh profile under ``home``.
+
+    pytest-qgis points QGIS_CUSTOM_CONFIG_PATH/QGIS_OPTIONS_PATH at the repo's
+    .qgis-settings; a child QGIS must not inherit them, or HOME would not matter.
+    """
+    import os
+
+    env = dict(os.environ, HOME=str(home), **{k: str(v) for k, v in extra.items()})
+    for leaked in ("PYTHONHOME", "QGIS_CUSTOM_CONFIG_PATH", "QGIS_OPTIONS_PATH"):
+        env.pop(leaked, None)
+    return env

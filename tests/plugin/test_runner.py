@@ -88,7 +88,7 @@ def test_wrong_engine_python_gives_a_message_not_an_exception(urbanform_modules,
 
 def test_engine_error_reaches_the_message(urbanform_modules, tmp_path):
     request, task_mod, _, _ = urbanform_modules
-    req = request.ClusterRequest(raster=str(SAMPLE), out=str(tmp_path / "e.gpkg"), k=500, weights="none")
+    req = request.ClusterRequest(raster=str(SAMPLE), out=str(tmp_path / "e.gpkg"), k=200, weights="none")
     t = task_mod.EngineTask("cluster e", sys.executable, req.argv())
     assert run_task(t) == QgsTask.Terminated
     assert t.result.returncode == 2 and "larger than the number of valid tiles" in t.result.message
@@ -104,7 +104,7 @@ def test_request_problems_catch_what_the_engine_would_reject(urbanform_modules, 
     request, *_ = urbanform_modules
     ok = dict(raster=str(SAMPLE), out=str(tmp_path / "o.gpkg"))
     assert request.ClusterRequest(**ok).problems() == []
-    cases = {"K must be at least 2": dict(k=1), "smaller than the tile size": dict(overlap=64),
+    cases = {"K must be between 2 and 254": dict(k=1), "between 2 and 254": dict(k=255), "smaller than the tile size": dict(overlap=64),
              "at least 16 px": dict(tile_size=8), "not a local file": dict(raster="https://example.org/wms"),
              "ending in .gpkg": dict(out=str(tmp_path / "o.shp")), "not writable": dict(out="/proc/o.gpkg"),
              "does not exist": dict(out=str(tmp_path / "missing" / "o.gpkg"))}
