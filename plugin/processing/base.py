@@ -1,0 +1,123 @@
+"""What every Urban Form Mapper algorithm shares: its group, a fresh instance per
+run, and "run an engine command with Processing feedback".
+
+Processing runs an algorithm on a worker thread (no GUI calls here) on an
+instance made by ``createInstance`` for that run, so nothing is kept on the
+instance from one run to the next; batch mode and the model builder rely on it.
+The one piece of session state is the cache of engine checks (``_CHECKED``):
+checking an engine Python imports torch (seconds), which a batch of fifty runs
+should not pay fifty times.
+"""
+from __future__ import annotations
+
+import shlex
+import threading
+from pathlib import Path
+
+from qgis.core import QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingFeedback
+
+from .. import engine_env
+from ..engine_process import run_engine
+from ..task import overall_progress, status_text
+
+GROUP = "Urban form"
+GROUP_ID = "urbanform"
+
+_CHECKED: dict[str, dict] = {}       # engine Python path -> its successful `engine check` answer
+_CHECK_LOCK = threading.Lock()
+
+
+class UrbanFormAlgorithm(QgsProcessingAlgorithm):
+    """Base of every algorithm of the provider: group, and a new instance per run."""
+
+    def group(self) -> str:
+        return GROUP
+
+    def groupId(self) -> str:  # noqa: N802 - QGIS API
+        return GROUP_ID
+
+    def createInstance(self):  # noqa: N802 - QGIS API
+        return type(self)()
+
+
+class EngineAlgorithm(UrbanFormAlgorithm):
+    """An algorithm that runs one engine command in the engine's own Python."""
+
+    def run_engine_command(self, args: list[str], outputs: list[Path], feedback) -> bool:
+        """Run ``python -m engine ARGS`` with progress and cancel wired to ``feedback``.
+
+        Returns True on success and False when the user cancelled (the engine has
+        then removed its temporary files and written nothing). Raises
+        QgsProcessingException with the engine's message on failure.
+        """
+        feedback = feedback or QgsProcessingFeedback()
+        python = engine_python(feedback)
+        feedback.pushCommandInfo(" ".join(shlex.quote(a) for a in engine_env.engine_command(python, *args)))
+        result = run_engine(python, args, on_event=progress_reporter(feedback), is_cancelled=feedback.isCanceled,
+                            outputs=outputs)
+        if result.cancelled:
+            feedback.pushInfo(result.message)
+            return False
+        if not result.ok:
+            if result.stderr.strip():
+                feedback.reportError(f"Engine output (exit {result.returncode}):\n{result.stderr.strip()}")
+            raise QgsProcessingException(result.message)
+        return True
+
+
+def engine_python(feedback=None) -> str:
+    """The engine Python (engine_env.detect), checked once per path and session; else the fix as an exception."""
+    python = engine_env.detect()
+    if python is None:
+        raise QgsProcessingException(engine_env.check(None)["error"])
+    with _CHECK_LOCK:
+        if python not in _CHECKED:
+            if feedback is not None:
+                feedback.pushInfo(f"Checking the engine Python {python}…")
+            info = engine_env.check(python)
+            if not info.get("ok"):
+                raise QgsProcessingException(info["error"])      # not cached: the user may fix it and rerun
+            _CHECKED[python] = info
+    return python
+
+
+def progress_reporter(feedback):
+    """An ``on_event`` callback: every event moves the progress bar; a new stage also sets the progress text.
+
+    The text is set once per stage, not per event: the algorithm dialog and
+    qgis_process print each progress text as a log line.
+    """
+    current = {"stage": None}
+
+    def on_event(event: dict) -> None:
+        feedback.setProgress(overall_progress(event))
+        if event.get("stage") != current["stage"]:
+            current["stage"] = event.get("stage")
+            feedback.setProgressText(status_text(event))
+
+    return on_event
+
+
+# -- layers Processing loads when the run has finished ------------------------------------------
+def load_output_as(context, path: str, uri: str, post_processor=None) -> None:
+    """Make Processing load ``uri`` (e.g. ``path|layername=tiles``) instead of ``path``, if it loads ``path`` at all.
+
+    Only outputs with a destination project (the toolbox, runAndLoadResults)
+    are registered for loading; otherwise this does nothing. ``post_processor``
+    must outlive the run (a module-level instance): QGIS keeps a bare pointer.
+    """
+    layers = context.layersToLoadOnCompletion()
+    if path not in layers:
+        return
+    details = layers.pop(path)
+    if post_processor is not None:
+        details.setPostProcessor(post_processor)
+    layers[uri] = details
+    context.setLayersToLoadOnCompletion(layers)
+
+
+def forget_output(context, path: str) -> None:
+    """Do not try to load ``path`` (a cancelled run wrote nothing; loading it would report an error)."""
+    layers = context.layersToLoadOnCompletion()
+    if layers.pop(path, None) is not None:
+        context.setLayersToLoadOnCompletion(layers)
