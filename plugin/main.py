@@ -1,11 +1,13 @@
-"""The plugin object QGIS creates: menu entry and Processing provider.
+"""The plugin object QGIS creates: the panel, the menu entries and the Processing provider.
 
 Kept thin (QuickOSM style): it wires actions to the modules that do the work
-and undoes everything in ``unload`` so that reloading the plugin is clean.
+and undoes everything in ``unload`` so that reloading the plugin is clean. The
+panel (plugin/dock.py, with its .ui) is created on first use.
 """
 from __future__ import annotations
 
 from qgis.core import QgsApplication
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction, QMessageBox
 
@@ -20,6 +22,8 @@ class UrbanFormPlugin:
         self.iface = iface
         self.provider: UrbanFormProvider | None = None
         self.actions: list[QAction] = []
+        self.dock_action: QAction | None = None
+        self.dock = None                      # plugin.dock.UrbanFormDock, created on first use
 
     # -- QGIS hooks -------------------------------------------------------------
     def initProcessing(self) -> None:  # noqa: N802 - QGIS API
@@ -28,13 +32,29 @@ class UrbanFormPlugin:
 
     def initGui(self) -> None:  # noqa: N802 - QGIS API
         self.initProcessing()
-        about = QAction(QIcon(str(icon_path())), "About Urban Form Mapper…", self.iface.mainWindow())
+        icon = QIcon(str(icon_path()))
+        self.dock_action = QAction(icon, "Urban Form Mapper", self.iface.mainWindow())
+        self.dock_action.setObjectName("urbanformDock")
+        self.dock_action.setCheckable(True)
+        self.dock_action.setToolTip("Urban Form Mapper: cluster raster tiles into urban-form types")
+        self.dock_action.triggered.connect(self.toggle_dock)
+        self.iface.addPluginToRasterMenu(MENU, self.dock_action)
+        self.iface.addToolBarIcon(self.dock_action)
+        about = QAction(icon, "About Urban Form Mapper…", self.iface.mainWindow())
         about.setObjectName("urbanformAbout")
         about.triggered.connect(self.show_about)
         self.iface.addPluginToRasterMenu(MENU, about)
-        self.actions.append(about)
+        self.actions += [self.dock_action, about]
 
     def unload(self) -> None:
+        if self.dock is not None:
+            self.dock.shutdown()              # cancels a running task
+            self.iface.removeDockWidget(self.dock)
+            self.dock.deleteLater()
+            self.dock = None
+        if self.dock_action is not None:
+            self.iface.removeToolBarIcon(self.dock_action)
+            self.dock_action = None
         for action in self.actions:
             self.iface.removePluginRasterMenu(MENU, action)
             action.deleteLater()
@@ -43,12 +63,37 @@ class UrbanFormPlugin:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
 
+    # -- the panel ----------------------------------------------------------------
+    def toggle_dock(self, checked: bool) -> None:
+        if checked:
+            self.open_dock()
+        elif self.dock is not None:
+            self.dock.setUserVisible(False)
+
+    def open_dock(self):
+        """Show the panel (creating it the first time) and return it."""
+        if self.dock is None:
+            from .dock import UrbanFormDock   # loads the .ui: only when the panel is first wanted
+
+            self.dock = UrbanFormDock(self.iface, self.iface.mainWindow())
+            self.dock.setObjectName("UrbanFormMapperDock")
+            self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+            self.dock.closedStateChanged.connect(self._dock_closed_changed)
+        self.dock.setUserVisible(True)
+        self.dock_action.setChecked(True)
+        return self.dock
+
+    def _dock_closed_changed(self, closed: bool) -> None:
+        if self.dock_action is not None:
+            self.dock_action.setChecked(not closed)
+
     # -- actions ------------------------------------------------------------------
     def about_text(self) -> str:
         meta = read_metadata()
         return (f"<b>{meta.get('name', 'Urban Form Mapper')}</b> {meta.get('version', '')}<br><br>"
                 f"{meta.get('about', '')}<br><br>"
-                "Run the engine from a terminal in the plugin folder:<br>"
+                "Open the panel from Raster > Urban Form Mapper > Urban Form Mapper or the toolbar. "
+                "The engine also runs from a terminal in the plugin folder:<br>"
                 "<code>make setup</code>, then "
                 "<code>.venv/bin/python -m engine cluster RASTER --out OUT.gpkg --k 8</code>")
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from qgis.core import QgsApplication
 
+from .helpers import fresh_qgis_env
+
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "torchvision", "rasterio", "geopandas", "sklearn", "engine")
 
@@ -38,7 +40,7 @@ def test_plugin_loads_registers_provider_and_unloads(urbanform, qgis_iface):
     try:
         provider = registry.providerById("urbanform")
         assert provider is not None and provider.name() == "Urban Form Mapper"
-        assert [a.objectName() for a in plugin.actions] == ["urbanformAbout"]
+        assert [a.objectName() for a in plugin.actions] == ["urbanformDock", "urbanformAbout"]
         assert "Urban Form Mapper" in plugin.about_text()
     finally:
         plugin.unload()
@@ -75,8 +77,7 @@ def test_plugin_loads_in_the_qgis_desktop_app(plugin_parent, tmp_path):
         open({str(report)!r}, "w").write("\\n".join(lines))
         os._exit(0)
     """))
-    env = dict(os.environ, QGIS_PLUGINPATH=str(plugin_parent), QT_QPA_PLATFORM="xcb",
-               HOME=str(tmp_path))
+    env = fresh_qgis_env(tmp_path, QGIS_PLUGINPATH=plugin_parent, QT_QPA_PLATFORM="xcb")
     # own process group, so that a hung QGIS is killed with xvfb-run rather than left running
     proc = subprocess.Popen(["xvfb-run", "-a", "qgis.bin", "--noversioncheck", "--nologo", "--noplugins",
                              "--code", str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

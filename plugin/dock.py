@@ -1,0 +1,594 @@
+"""The Urban Form Mapper panel: pick a raster and parameters, see what a run would do, run it.
+
+The dock builds a ``request.ClusterRequest`` from its widgets (``request()``)
+and nothing else: validation is ``ClusterRequest.problems()``, the tile count,
+the time estimate and the engine check come from ``probe`` in background
+tasks, and a run is a ``task.EngineTask``. The UI thread does no subprocess
+work and no I/O beyond trivial path checks (and writing a polygon layer to a
+temporary GeoPackage when a run is limited to it).
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from qgis.core import (Qgis, QgsApplication, QgsCoordinateTransform, QgsCsException, QgsMapLayerProxyModel,
+                       QgsProject, QgsRasterLayer, QgsRectangle, QgsVectorFileWriter, QgsVectorLayer)
+from qgis.gui import QgsDockWidget, QgsFileWidget
+from qgis.PyQt import sip, uic
+from qgis.PyQt.QtCore import QTimer, pyqtSignal
+from qgis.PyQt.QtWidgets import QMessageBox
+
+from . import engine_env, probe, settings
+from .layers import add_cluster_outputs
+from .paths import RESOURCES
+from .request import BACKBONES, METHODS, UNITS, ClusterRequest, default_output
+from .task import EngineTask
+
+FORM_CLASS, _ = uic.loadUiType(str(RESOURCES / "ui" / "dock.ui"))
+
+AREA_MODES = (("none", "Whole raster"), ("extent", "Current map extent"),
+              ("layer", "Polygon layer features"))
+METHOD_LABELS = {"kmeans": "k-means", "deepcluster": "DeepCluster"}
+WEIGHT_CHOICES = (("imagenet", "ImageNet (pretrained)"), ("none", "None (random)"), ("file", "File…"))
+DEBOUNCE_MS = 500
+KEY = "dock/"            # settings under /urbanform/dock/; the engine Python is /urbanform/engine_python
+ERROR_STYLE = "color: #b00020;"
+
+
+def confirm_overwrite(parent, path: str) -> bool:
+    """Ask whether to replace an existing output (the dock's default; tests replace ``dock.confirm_overwrite``)."""
+    answer = QMessageBox.question(parent, "Urban Form Mapper",
+                                  f"{path} (or a file named after it) already exists.\nReplace these outputs?",
+                                  QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+    return answer == QMessageBox.Yes
+
+
+def raster_path(layer) -> str:
+    """The file behind a raster layer, or '' when it is not a local GDAL file (WMS, XYZ, virtual...)."""
+    if not isinstance(layer, QgsRasterLayer) or layer.providerType() != "gdal":
+        return ""
+    source = layer.source()
+    return source if Path(source).is_file() else ""
+
+
+class UrbanFormDock(QgsDockWidget, FORM_CLASS):
+    """The panel. ``request()`` is what it would run; ``run()`` runs it; ``runFinished(ok)`` says how it ended."""
+
+    runFinished = pyqtSignal(bool)
+
+    def __init__(self, iface, parent=None):
+        super().__init__(parent)
+        self.setupUi(self)
+        self.iface = iface
+        self.confirm_overwrite = confirm_overwrite
+        self.task: EngineTask | None = None
+        self.engine_info: dict | None = None       # the last engine check (its "asked" is the Python checked)
+        self.detected_python: str | None = None
+        self._detecting = False
+        self._checking: str | None = None          # the Python whose check is under way
+        self._tiles: dict | None = None            # the last tile probe's answer ...
+        self._tiles_for: tuple | None = None       # ... for this (python, probe arguments)
+        self._speed_pending: set[tuple] = set()
+        self._background: list[probe.BackgroundCall] = []
+        self._run_request: ClusterRequest | None = None
+        self._auto_output = ""
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(DEBOUNCE_MS)
+        self._timer.timeout.connect(self._refresh)
+        self._init_widgets()
+        self.restore_settings()
+        self._connect_signals()
+        self._raster_changed()
+        self._area_mode_changed()
+        self._refresh()
+
+    # -- set-up ------------------------------------------------------------------------------------
+    def _init_widgets(self) -> None:
+        self.rasterCombo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.areaLayerCombo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.areaLayerCombo.setToolTip("Its selected features, or all of them when none is selected")
+        for value, label in AREA_MODES:
+            self.areaCombo.addItem(label, value)
+        for method in METHODS:
+            self.methodCombo.addItem(METHOD_LABELS.get(method, method), method)
+        for unit in UNITS:
+            self.tileUnitCombo.addItem(unit, unit)
+        for backbone in BACKBONES:
+            self.backboneCombo.addItem(backbone, backbone)
+        for value, label in WEIGHT_CHOICES:
+            self.weightsCombo.addItem(label, value)
+        for device in ("auto", "cpu"):              # until the engine check lists the devices
+            self.deviceCombo.addItem(device, device)
+        self.weightsFile.setStorageMode(QgsFileWidget.GetFile)
+        self.weightsFile.setFilter("PyTorch weights (*.pt *.pth *.bin);;All files (*)")
+        self.outputFile.setStorageMode(QgsFileWidget.SaveFile)
+        self.outputFile.setFilter("GeoPackage (*.gpkg)")
+        self.outputFile.setConfirmOverwrite(False)          # Run asks, once
+        self.outputFile.setDialogTitle("Output GeoPackage")
+        self.enginePython.setStorageMode(QgsFileWidget.GetFile)
+        self.enginePython.setDialogTitle("Engine Python (with torch and rasterio)")
+        self.engineGroup.setSaveCollapsedState(False)
+        self.engineGroup.setCollapsed(True)
+        self.progressBar.setRange(0, 100)
+        self.problemsLabel.setStyleSheet(ERROR_STYLE)
+
+    def _connect_signals(self) -> None:
+        self.rasterCombo.layerChanged.connect(self._raster_changed)
+        self.areaCombo.currentIndexChanged.connect(self._area_mode_changed)
+        self.tileUnitCombo.currentIndexChanged.connect(self._unit_changed)
+        self.weightsCombo.currentIndexChanged.connect(self._weights_changed)
+        for signal in (self.rasterCombo.layerChanged, self.areaCombo.currentIndexChanged,
+                       self.areaLayerCombo.layerChanged, self.methodCombo.currentIndexChanged,
+                       self.kSpin.valueChanged, self.tileSizeSpin.valueChanged, self.tileUnitCombo.currentIndexChanged,
+                       self.overlapSpin.valueChanged, self.backboneCombo.currentIndexChanged,
+                       self.weightsCombo.currentIndexChanged, self.weightsFile.fileChanged,
+                       self.deviceCombo.currentIndexChanged, self.seedSpin.valueChanged, self.outputFile.fileChanged,
+                       self.enginePython.fileChanged):
+            signal.connect(self._changed)
+        self.iface.mapCanvas().extentsChanged.connect(self._extent_changed)
+        self.checkButton.clicked.connect(self.recheck)
+        self.runButton.clicked.connect(self.run)
+        self.cancelButton.clicked.connect(self.cancel)
+
+    # -- the request -------------------------------------------------------------------------------
+    def request(self) -> ClusterRequest:
+        """What a run would do now, from the widgets."""
+        layer = self.rasterCombo.currentLayer()
+        mode = self.areaCombo.currentData()
+        return ClusterRequest(
+            raster=raster_path(layer), out=self.outputFile.filePath().strip(), k=self.kSpin.value(),
+            method=self.methodCombo.currentData(), tile_size=self.tileSizeSpin.value(),
+            tile_unit=self.tileUnitCombo.currentData(), overlap=self.overlapSpin.value(),
+            backbone=self.backboneCombo.currentData(), weights=self._weights(), device=self.deviceCombo.currentData(),
+            seed=self.seedSpin.value(),
+            extent=self._map_extent(layer) if mode == "extent" else None,
+            area=self._area_file(self.areaLayerCombo.currentLayer()) if mode == "layer" else None)
+
+    def _weights(self) -> str:
+        choice = self.weightsCombo.currentData()
+        return self.weightsFile.filePath().strip() if choice == "file" else choice
+
+    def _map_extent(self, layer) -> tuple[float, float, float, float] | None:
+        """The map canvas extent in the raster layer's CRS (None when it cannot be transformed)."""
+        if layer is None:
+            return None
+        canvas = self.iface.mapCanvas()
+        rect = canvas.extent()
+        source = canvas.mapSettings().destinationCrs()
+        if source.isValid() and layer.crs().isValid() and source != layer.crs():
+            try:
+                rect = QgsCoordinateTransform(source, layer.crs(), QgsProject.instance()).transformBoundingBox(rect)
+            except QgsCsException:
+                return None
+        return (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+
+    @staticmethod
+    def _area_file(layer) -> str | None:
+        """Where Run writes the polygon layer for ``--area`` (a temporary GeoPackage)."""
+        if layer is None:
+            return None
+        name = re.sub(r"\W+", "_", layer.id())
+        return str(Path(tempfile.gettempdir()) / "urbanform-area" / f"{os.getpid()}_{name}.gpkg")
+
+    def problems(self) -> list[str]:
+        """Why Run is disabled (empty when it can run). An existing output is no reason: Run asks."""
+        req = self.request()
+        layer = self.rasterCombo.currentLayer()
+        out = []
+        if layer is not None and not req.raster:
+            out.append(f"The layer {layer.name()!r} is not a local raster file (it comes from "
+                       f"{layer.providerType()}); save it to a GeoTIFF first (right-click the layer > "
+                       "Export > Save As…) and choose that layer.")
+        out += [p for p in replace(req, overwrite=True).problems() if not (out and p == "Choose a raster layer.")]
+        mode = self.areaCombo.currentData()
+        if mode == "extent" and layer is not None:
+            if req.extent is None:
+                out.append("The map extent cannot be transformed to the raster's CRS; choose another area limit.")
+            elif not layer.extent().intersects(QgsRectangle(*req.extent)):
+                out.append("The current map extent does not overlap the raster; zoom to the raster or choose "
+                           "another area limit.")
+        if mode == "layer" and req.area is None:
+            out.append("Choose a polygon layer for the area limit.")
+        out += self._probe_errors(req)
+        return out
+
+    def _probe_errors(self, req: ClusterRequest) -> list[str]:
+        """The engine's own error for bad input (probe exit code 2), for the current parameters."""
+        python = self.engine_python()
+        if self._tiles is None or self._tiles_for != self._tile_key(python, req):
+            return []
+        if not self._tiles.get("ok"):
+            return [self._tiles["error"]] if self._tiles.get("bad_input") else []
+        speed = probe.SPEED_CACHE.get(probe.speed_key(python, req, self._tiles["tile_px"]))
+        return [speed["error"]] if speed and speed.get("bad_input") else []
+
+    @staticmethod
+    def _tile_key(python: str | None, req: ClusterRequest) -> tuple:
+        return (python, tuple(probe.tile_args(req)))
+
+    # -- engine ------------------------------------------------------------------------------------
+    def engine_python(self) -> str | None:
+        """The Python in the Engine box, else the detected one (None until detection has finished)."""
+        return self.enginePython.filePath().strip() or self.detected_python
+
+    def engine_problem(self, python: str | None) -> str | None:
+        """Why ``python`` cannot run the engine, with the fix; None when it can (or is not checked yet)."""
+        if not python:
+            if self._detecting:
+                return "Still looking for the engine Python; try again in a moment."
+            return engine_env.check(None)["error"]                  # no process: nothing to run
+        if not Path(python).is_file():
+            return engine_env.check(python)["error"]                # no process: the file is missing
+        info = self.engine_info
+        if info and info.get("asked") == python and not info.get("ok"):
+            return info.get("error", "the engine does not work")
+        return None
+
+    def check_engine(self) -> None:
+        """Check the engine Python (detecting it first when the box is empty), in the background."""
+        python = self.engine_python()
+        if python is None:
+            self._detect()
+            return
+        self._checking = python
+        self.engineLabel.setText(f"Checking {python}…")
+        self.engineLabel.setStyleSheet("")
+        self._start("Urban Form Mapper: check the engine", lambda c: probe.check_engine(python, c),
+                    self._check_done)
+
+    def recheck(self) -> None:
+        """The Check button: check the engine again and forget failed probes (the user may have fixed them)."""
+        for key in [k for k, v in probe.SPEED_CACHE.items() if not v.get("ok")]:
+            del probe.SPEED_CACHE[key]
+        self._tiles = self._tiles_for = None
+        self.check_engine()
+        self._refresh()
+
+    def _detect(self) -> None:
+        if self._detecting:
+            return
+        self._detecting = True
+        self.engineLabel.setText("Looking for the engine Python…")
+        self._start("Urban Form Mapper: find the engine", probe.detect_engine, self._detect_done)
+
+    def _detect_done(self, value: dict) -> None:
+        self._detecting = False
+        self.detected_python = value.get("python") if isinstance(value, dict) else None
+        self.enginePython.lineEdit().setPlaceholderText(
+            f"detected: {self.detected_python}" if self.detected_python else "none found: choose a Python")
+        if self.detected_python is None:
+            self._show_engine({"ok": False, "asked": None, "error": engine_env.check(None)["error"]})
+        self._refresh()
+
+    def _check_done(self, info: dict) -> None:
+        if info.get("asked") == self._checking:
+            self._checking = None
+        if info.get("asked") != self.engine_python():
+            return                                                       # the box changed meanwhile
+        self._show_engine(info)
+        if info.get("ok"):
+            self._set_devices(info.get("devices") or ["cpu"])
+
+    def _show_engine(self, info: dict) -> None:
+        self.engine_info = info
+        self.engineLabel.setText(probe.engine_text(info))
+        self.engineLabel.setStyleSheet("" if info.get("ok") else ERROR_STYLE)
+        if not info.get("ok"):
+            self.engineGroup.setCollapsed(False)
+
+    def _set_devices(self, devices: list[str]) -> None:
+        current = self.deviceCombo.currentData() or settings.get(KEY + "device", "auto", str)
+        self.deviceCombo.blockSignals(True)
+        self.deviceCombo.clear()
+        for device in ["auto", *[d for d in devices if d != "auto"]]:
+            self.deviceCombo.addItem(device, device)
+        index = self.deviceCombo.findData(current)
+        self.deviceCombo.setCurrentIndex(max(index, 0))
+        self.deviceCombo.blockSignals(False)
+        if self.deviceCombo.currentData() != current:
+            self._changed()
+
+    # -- reacting to changes -----------------------------------------------------------------------
+    def _changed(self, *_args) -> None:
+        """Validate now (cheap); probe and save after the user paused for DEBOUNCE_MS."""
+        self.update_state()
+        self._timer.start()
+
+    def _extent_changed(self) -> None:
+        if self.areaCombo.currentData() == "extent":
+            self._changed()
+
+    def _raster_changed(self, *_args) -> None:
+        """Follow the raster with the default output, unless the user chose an output."""
+        current = self.outputFile.filePath().strip()
+        if not current or current == self._auto_output:
+            self._auto_output = default_output(raster_path(self.rasterCombo.currentLayer()))
+            self.outputFile.setFilePath(self._auto_output)
+
+    def _area_mode_changed(self, *_args) -> None:
+        self.areaLayerCombo.setEnabled(self.areaCombo.currentData() == "layer")
+
+    def _unit_changed(self, *_args) -> None:
+        decimals = 0 if self.tileUnitCombo.currentData() == "px" else 2
+        self.tileSizeSpin.setDecimals(decimals)
+        self.overlapSpin.setDecimals(decimals)
+        self.overlapUnitLabel.setText(self.tileUnitCombo.currentData())
+
+    def _weights_changed(self, *_args) -> None:
+        self.weightsFile.setVisible(self.weightsCombo.currentData() == "file")
+
+    def update_state(self) -> None:
+        """Show why Run is disabled (or that it will ask before replacing files) and enable it accordingly."""
+        problems = self.problems()
+        running = self.is_running()
+        text = "\n".join(problems)
+        req = self.request()
+        if not problems and any(p.exists() for p in req.outputs().values()):
+            text = f"{Path(req.out).name} exists; Run will ask before replacing it."
+        self.problemsLabel.setText(text)
+        self.problemsLabel.setStyleSheet(ERROR_STYLE if problems else "")
+        self.runButton.setEnabled(not running and not problems)
+        self.runButton.setToolTip(text if problems else "Run the engine on this raster")
+        self.cancelButton.setEnabled(running and not self.task.isCanceled())
+
+    def _refresh(self) -> None:
+        """After a pause: remember the parameters, check a new engine Python, count tiles."""
+        self.save_settings()
+        python = self.engine_python()
+        if python is None:
+            self._detect()
+            self.update_state()
+            return
+        if python != self._checking and (self.engine_info is None or self.engine_info.get("asked") != python):
+            self.check_engine()
+        req = self.request()
+        inputs_ok = not [p for p in replace(req, overwrite=True, out="").problems()
+                         if p != "Choose an output GeoPackage."]
+        key = self._tile_key(python, req)
+        if not inputs_ok:
+            self.estimateLabel.setText("")
+        elif key != self._tiles_for:
+            self.estimateLabel.setText("Counting tiles…")
+            args = probe.tile_args(req)
+            self._start("Urban Form Mapper: count tiles",
+                        lambda c: {"key": key, "answer": probe.probe(python, args, c)}, self._tiles_done)
+        else:
+            self._update_estimate()
+        self.update_state()
+
+    def _tiles_done(self, value: dict) -> None:
+        self._tiles_for, self._tiles = value["key"], value["answer"]
+        self._update_estimate()
+        self.update_state()
+
+    def _update_estimate(self) -> None:
+        """The tile count and time estimate for the current parameters; starts the speed probe when needed."""
+        python, req = self.engine_python(), self.request()
+        if self._tiles is None or self._tiles_for != self._tile_key(python, req):
+            return
+        tiles = self._tiles
+        if not tiles.get("ok"):
+            self.estimateLabel.setText("" if tiles.get("bad_input") else f"No tile count: {tiles.get('error')}")
+            return
+        key = probe.speed_key(python, req, tiles["tile_px"])
+        speed = probe.SPEED_CACHE.get(key)
+        if speed is None and key not in self._speed_pending and not self.is_running():
+            self._speed_pending.add(key)
+            args = probe.speed_args(req, tiles["tile_px"])
+            self._start("Urban Form Mapper: time the model",
+                        lambda c: {"key": key, "answer": probe.probe(python, args, c, probe.SPEED_TIMEOUT_S)},
+                        self._speed_done)
+        self.estimateLabel.setText(probe.estimate_text(tiles, speed, limited=bool(req.extent or req.area)))
+
+    def _speed_done(self, value: dict) -> None:
+        key, answer = value["key"], value["answer"]
+        self._speed_pending.discard(key)
+        if not answer.get("cancelled"):
+            probe.SPEED_CACHE[key] = answer
+        self._update_estimate()
+        self.update_state()
+
+    def _start(self, description: str, function, on_done) -> None:
+        """Run ``function(is_cancelled)`` in a background task; ``on_done(value)`` on the main thread."""
+        self._background = [t for t in self._background if not sip.isdeleted(t)]
+        call = probe.BackgroundCall(description, function)
+        call.done.connect(on_done)
+        self._background.append(call)
+        QgsApplication.taskManager().addTask(call)
+
+    # -- running -----------------------------------------------------------------------------------
+    def is_running(self) -> bool:
+        return self.task is not None
+
+    def run(self) -> bool:
+        """Start the engine on ``request()``; False (with the reason shown) when it cannot start."""
+        if self.is_running():
+            return False
+        python = self.engine_python()
+        problem = self.engine_problem(python)
+        if problem:
+            self._show_engine({"ok": False, "asked": python, "error": problem})
+            self._report(problem, Qgis.Critical)
+            return False
+        problems = self.problems()
+        if problems:
+            self._report(problems[0], Qgis.Warning)
+            return False
+        req = self.request()
+        if any(p.exists() for p in req.outputs().values()):
+            if not self.confirm_overwrite(self, req.out):
+                self.statusLabel.setText("Not run: the existing output was kept.")
+                return False
+            req.overwrite = True
+            remove_layers_of(req.outputs().values())
+        if req.area and not self._write_area(self.areaLayerCombo.currentLayer(), req.area):
+            return False
+        self.save_settings()
+        task = EngineTask(f"Urban Form Mapper: {req.name}", python, req.argv(), outputs=list(req.outputs().values()),
+                          on_success=self._on_success, on_failure=self._on_failure,
+                          message_bar=self.iface.messageBar())
+        task.progressChanged.connect(self._on_progress)
+        task.statusChanged.connect(self._on_status)
+        self.task, self._run_request = task, req
+        self.progressBar.setValue(0)
+        self._set_status(f"Starting {req.name}…")
+        QgsApplication.taskManager().addTask(task)
+        self.update_state()
+        return True
+
+    def _write_area(self, layer: QgsVectorLayer, path: str) -> bool:
+        """Write the polygon layer (its selection, if any) to ``path`` for ``--area``."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        options = QgsVectorFileWriter.SaveVectorOptions()
+        options.driverName = "GPKG"
+        options.layerName = "area"
+        options.onlySelectedFeatures = layer.selectedFeatureCount() > 0
+        options.actionOnExistingFile = QgsVectorFileWriter.CreateOrOverwriteFile
+        error, message, *_ = QgsVectorFileWriter.writeAsVectorFormatV3(
+            layer, path, QgsProject.instance().transformContext(), options)
+        if error != QgsVectorFileWriter.NoError:
+            self._report(f"The polygon layer {layer.name()!r} could not be written for the run: {message}",
+                         Qgis.Critical)
+            return False
+        return True
+
+    def cancel(self) -> None:
+        """Cancel the running engine (it removes its partial files)."""
+        if self.task is not None and not self.task.isCanceled():
+            self.task.cancel()
+            self._set_status("Cancelling…")
+            self.update_state()
+
+    def _on_progress(self, value: float) -> None:
+        self.progressBar.setValue(int(value))
+
+    def _on_status(self, text: str) -> None:
+        self._set_status(text)
+
+    def _on_success(self, task: EngineTask) -> None:
+        """Main thread, from the task's finished(): add the styled layers."""
+        if sip.isdeleted(self):
+            return
+        req, ok = self._run_request, False
+        try:
+            _group, tiles, _raster = add_cluster_outputs(req.outputs(), req.name)
+            count = tiles.featureCount()
+            del _group, tiles, _raster                          # the project owns the layers
+            text = f"{req.name}: {count} tiles in up to {req.k} clusters, added to the map ({req.out})."
+            self.iface.messageBar().pushMessage("Urban Form Mapper", text, level=Qgis.Success, duration=8)
+            self._set_status(text)
+            ok = True
+        finally:       # an exception goes on to EngineTask, which reports it
+            self._finish_run(ok)
+
+    def _on_failure(self, task: EngineTask) -> None:
+        """Main thread: the task has reported the error or the cancellation in the message bar already."""
+        if sip.isdeleted(self):
+            return
+        result = task.result
+        if result is None or result.cancelled:
+            self._set_status("Cancelled; no output was written.")
+        else:
+            self._set_status(f"Failed: {result.message}", error=True)
+        self._finish_run(False)
+
+    def _finish_run(self, ok: bool) -> None:
+        self.task = self._run_request = None
+        self.progressBar.setValue(100 if ok else 0)
+        if ok and self.outputFile.filePath().strip() == self._auto_output:
+            self._auto_output = ""
+            self._raster_changed()                               # the next free name, so nothing is replaced
+        self.update_state()
+        self._update_estimate()
+        self.runFinished.emit(ok)
+
+    def _set_status(self, text: str, error: bool = False) -> None:
+        self.statusLabel.setText(text)
+        self.statusLabel.setStyleSheet(ERROR_STYLE if error else "")
+
+    def _report(self, text: str, level) -> None:
+        """A message in the dock and in QGIS's message bar."""
+        self._set_status(text, error=level == Qgis.Critical)
+        self.iface.messageBar().pushMessage("Urban Form Mapper", text, level=level,
+                                            duration=0 if level == Qgis.Critical else 8)
+
+    # -- settings ----------------------------------------------------------------------------------
+    def save_settings(self) -> None:
+        """Remember the parameters (QgsSettings /urbanform/); the output is not remembered: it follows the raster."""
+        values = {"method": self.methodCombo.currentData(), "k": self.kSpin.value(),
+                  "tile_size": self.tileSizeSpin.value(), "tile_unit": self.tileUnitCombo.currentData(),
+                  "overlap": self.overlapSpin.value(), "backbone": self.backboneCombo.currentData(),
+                  "weights": self.weightsCombo.currentData(), "weights_file": self.weightsFile.filePath(),
+                  "device": self.deviceCombo.currentData(), "seed": self.seedSpin.value(),
+                  "area": self.areaCombo.currentData(), "raster": raster_path(self.rasterCombo.currentLayer())}
+        for key, value in values.items():
+            settings.set(KEY + key, value)
+        settings.set("engine_python", self.enginePython.filePath().strip())
+
+    def restore_settings(self) -> None:
+        get = settings.get
+        _select(self.methodCombo, get(KEY + "method", "kmeans", str))
+        self.kSpin.setValue(get(KEY + "k", 8, int))
+        _select(self.tileUnitCombo, get(KEY + "tile_unit", "px", str))
+        self._unit_changed()
+        self.tileSizeSpin.setValue(get(KEY + "tile_size", 64.0, float))
+        self.overlapSpin.setValue(get(KEY + "overlap", 0.0, float))
+        _select(self.backboneCombo, get(KEY + "backbone", "efficientnet_lite0", str))
+        _select(self.weightsCombo, get(KEY + "weights", "imagenet", str))
+        self.weightsFile.setFilePath(get(KEY + "weights_file", "", str))
+        self._weights_changed()
+        device = get(KEY + "device", "auto", str)
+        if self.deviceCombo.findData(device) < 0:
+            self.deviceCombo.addItem(device, device)        # until the engine check lists the real devices
+        _select(self.deviceCombo, device)
+        self.seedSpin.setValue(get(KEY + "seed", 0, int))
+        _select(self.areaCombo, get(KEY + "area", "none", str))
+        self.enginePython.setFilePath(get("engine_python", "", str))
+        raster = get(KEY + "raster", "", str)
+        for layer in QgsProject.instance().mapLayers().values():
+            if raster and isinstance(layer, QgsRasterLayer) and layer.source() == raster:
+                self.rasterCombo.setLayer(layer)
+                break
+
+    # -- closing -----------------------------------------------------------------------------------
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        """Closing the panel cancels a run."""
+        self.cancel()
+        self.save_settings()
+        super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Plugin unload: cancel the run and background look-ups and forget the callbacks into this dock."""
+        self._timer.stop()
+        try:
+            self.iface.mapCanvas().extentsChanged.disconnect(self._extent_changed)
+        except TypeError:
+            pass
+        if self.task is not None:
+            self.task.on_success = self.task.on_failure = None
+            self.task.cancel()
+            self.task = self._run_request = None
+        for call in self._background:
+            if not sip.isdeleted(call):
+                call.cancel()
+        self._background = []
+
+
+def remove_layers_of(paths) -> None:
+    """Remove the project's layers that show any of ``paths`` (before their files are replaced)."""
+    files = {os.path.abspath(p) for p in paths}
+    project = QgsProject.instance()
+    ids = [layer.id() for layer in project.mapLayers().values()
+           if os.path.abspath(layer.source().split("|")[0]) in files]
+    project.removeMapLayers(ids)
+
+
+def _select(combo, value) -> None:
+    index = combo.findData(value)
+    if index >= 0:
+        combo.setCurrentIndex(index)

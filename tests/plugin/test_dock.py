@@ -1,0 +1,343 @@
+"""The Urban Form Mapper panel in real QGIS (pytest-qgis, offscreen): build, validate, probe, run, cancel."""
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+from qgis.core import Qgis, QgsProject, QgsRasterLayer, QgsSettings, QgsVectorLayer
+from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
+
+from .helpers import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "resources" / "sample" / "kampala_ug_oam_rgb_z19_epsg3857.tif"
+BUILDINGS = REPO / "resources" / "sample" / "kampala_ug_osm_buildings.geojson"
+HEAVY = ("torch", "torchvision", "rasterio", "geopandas", "sklearn", "engine")
+
+
+@pytest.fixture(autouse=True)
+def clean_settings():
+    """Each test starts without /urbanform/ settings; whatever was there before comes back afterwards."""
+    qs = QgsSettings()
+    qs.beginGroup("urbanform")
+    saved = {key: qs.value(key) for key in qs.allKeys()}
+    qs.endGroup()
+    qs.remove("urbanform")
+    yield
+    qs.remove("urbanform")
+    for key, value in saved.items():
+        qs.setValue(f"urbanform/{key}", value)
+
+
+@pytest.fixture
+def engine_here(monkeypatch, tmp_path):
+    """The engine runs in this test's Python, with its feature cache in the test's folder."""
+    monkeypatch.setenv("URBANFORM_ENGINE_PYTHON", sys.executable)
+    monkeypatch.setenv("URBANFORM_CACHE", str(tmp_path / "cache"))
+
+
+@dataclass
+class Sample:
+    raster_path: Path
+    raster_id: str
+    buildings_id: str
+
+
+@pytest.fixture
+def sample_layers(qgis_new_project, tmp_path):
+    """A copy of the sample raster (QGIS writes statistics next to it) and the buildings in the project."""
+    raster_path = tmp_path / "input" / SAMPLE.name
+    raster_path.parent.mkdir()
+    shutil.copyfile(SAMPLE, raster_path)
+    project = QgsProject.instance()
+    raster = QgsRasterLayer(str(raster_path), "kampala")
+    buildings = QgsVectorLayer(str(BUILDINGS), "buildings", "ogr")
+    assert raster.isValid() and buildings.isValid()
+    project.addMapLayers([raster, buildings])
+    sample = Sample(raster_path, raster.id(), buildings.id())
+    del raster, buildings                              # the project owns them; no references past the test
+    yield sample
+    project.removeAllMapLayers()
+
+
+@pytest.fixture
+def make_dock(urbanform, engine_here, qgis_iface):
+    """A factory of docks on the pytest-qgis iface; every dock is shut down at the end."""
+    from urbanform.plugin.dock import UrbanFormDock
+
+    docks = []
+
+    def make():
+        dock = UrbanFormDock(qgis_iface)
+        dock.confirm_overwrite = lambda parent, path: pytest.fail(f"unexpected question about {path}")
+        docks.append(dock)
+        return dock
+
+    yield make
+    for dock in docks:
+        dock.shutdown()
+        dock.deleteLater()
+    wait_for(lambda: False, 0.3)
+    qgis_iface.messageBar().clear_messages()
+
+
+def set_params(dock, out: Path, **changes) -> None:
+    """Fill the widgets like a user would: K 4, ResNet-18 with random weights, 64 px tiles."""
+    params = {**dict(k=4, backbone="resnet18", weights="none", tile=64, overlap=0, unit="px"), **changes}
+    dock.tileUnitCombo.setCurrentIndex(dock.tileUnitCombo.findData(params["unit"]))
+    dock.kSpin.setValue(params["k"])
+    dock.backboneCombo.setCurrentIndex(dock.backboneCombo.findData(params["backbone"]))
+    dock.weightsCombo.setCurrentIndex(dock.weightsCombo.findData(params["weights"]))
+    dock.tileSizeSpin.setValue(params["tile"])
+    dock.overlapSpin.setValue(params["overlap"])
+    dock.outputFile.setFilePath(str(out))
+
+
+def wait_estimate(dock, timeout: float = 120) -> str:
+    """Wait until the probes have answered (tile count and model speed); returns the estimate line."""
+    assert wait_for(lambda: " · about " in dock.estimateLabel.text() or "no time" in dock.estimateLabel.text(),
+                    timeout), dock.estimateLabel.text()
+    return dock.estimateLabel.text()
+
+
+def project_layer_names() -> list[str]:
+    return sorted(layer.name() for layer in QgsProject.instance().mapLayers().values())
+
+
+def test_dock_builds_from_the_ui_file_and_lists_only_rasters(make_dock, sample_layers):
+    dock = make_dock()
+    assert isinstance(dock, QgsDockWidget) and dock.windowTitle() == "Urban Form Mapper"
+    assert isinstance(dock.rasterCombo, QgsMapLayerComboBox) and isinstance(dock.outputFile, QgsFileWidget)
+    assert isinstance(dock.engineGroup, QgsCollapsibleGroupBox)
+    assert dock.rasterCombo.count() == 1 and dock.rasterCombo.currentLayer().id() == sample_layers.raster_id
+    assert dock.areaLayerCombo.count() == 1 and dock.areaLayerCombo.layer(0).id() == sample_layers.buildings_id
+    assert [dock.methodCombo.itemData(i) for i in range(dock.methodCombo.count())] == ["kmeans"]
+    assert (dock.kSpin.minimum(), dock.kSpin.maximum()) == (2, 254)
+    assert dock.backboneCombo.currentData() == "efficientnet_lite0"
+    assert dock.outputFile.storageMode() == QgsFileWidget.SaveFile and "*.gpkg" in dock.outputFile.filter()
+    raster = sample_layers.raster_path
+    assert dock.outputFile.filePath() == str(raster.with_name(raster.stem + "_clusters.gpkg"))  # next to the raster
+    req = dock.request()
+    assert req.raster == str(raster) and req.backbone == "efficientnet_lite0" and req.extent is None
+    # the engine check fills the devices
+    assert wait_for(lambda: "torch" in dock.engineLabel.text(), 120), dock.engineLabel.text()
+    devices = [dock.deviceCombo.itemData(i) for i in range(dock.deviceCombo.count())]
+    assert devices[0] == "auto" and "cpu" in devices
+
+
+def test_probe_shows_the_tile_count_and_a_time_estimate(make_dock, sample_layers, tmp_path):
+    dock = make_dock()
+    set_params(dock, tmp_path / "p.gpkg")
+    estimate = wait_estimate(dock)
+    assert estimate.startswith("96 tiles of 64 px · about ") and estimate.endswith(" on cpu"), estimate
+    dock.tileSizeSpin.setValue(32)
+    assert wait_for(lambda: dock.estimateLabel.text().startswith("384 tiles of 32 px"), 60), dock.estimateLabel.text()
+    # the engine's own check (probe exit 2) shows inline and blocks Run
+    dock.tileSizeSpin.setValue(1000)
+    assert wait_for(lambda: "larger than the raster" in dock.problemsLabel.text(), 60), dock.problemsLabel.text()
+    assert not dock.runButton.isEnabled()
+    # limited to the map extent, the count is an upper bound
+    dock.tileSizeSpin.setValue(64)
+    dock.areaCombo.setCurrentIndex(dock.areaCombo.findData("extent"))
+    dock.iface.mapCanvas().setDestinationCrs(dock.rasterCombo.currentLayer().crs())
+    dock.iface.mapCanvas().setExtent(dock.rasterCombo.currentLayer().extent())
+    assert wait_for(lambda: dock.estimateLabel.text().startswith("up to 96 tiles"), 60), dock.estimateLabel.text()
+    assert dock.request().extent is not None and dock.runButton.isEnabled()
+
+
+def test_speed_probe_error_blocks_run(make_dock, sample_layers, tmp_path, monkeypatch):
+    """Missing ImageNet weights: the engine's own message (from probe --speed, exit 2) shows and Run is off."""
+    from urbanform.plugin import probe
+
+    monkeypatch.setattr(probe, "SPEED_CACHE", {})       # this test's failures stay in this test
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-cache"))
+    dock = make_dock()
+    set_params(dock, tmp_path / "i.gpkg", weights="imagenet")
+    assert wait_for(lambda: "not on this machine" in dock.problemsLabel.text(), 120), \
+        (dock.problemsLabel.text(), dock.estimateLabel.text())
+    assert not dock.runButton.isEnabled() and "--weights none" in dock.problemsLabel.text()
+    assert "96 tiles of 64 px" in dock.estimateLabel.text()
+    # Check forgets failed probes (the user may have fixed the cause) and probes again
+    assert len(probe.SPEED_CACHE) == 1
+    dock.checkButton.click()
+    assert probe.SPEED_CACHE == {}
+    assert wait_for(lambda: len(probe.SPEED_CACHE) == 1, 120)
+    assert wait_for(lambda: "not on this machine" in dock.problemsLabel.text(), 10)
+
+
+def test_invalid_settings_disable_run_with_a_reason(make_dock, sample_layers, tmp_path):
+    dock = make_dock()
+    set_params(dock, tmp_path / "ok.gpkg")
+    assert dock.runButton.isEnabled(), dock.problemsLabel.text()
+    dock.overlapSpin.setValue(64)
+    assert not dock.runButton.isEnabled()
+    assert "smaller than the tile size" in dock.problemsLabel.text()
+    dock.overlapSpin.setValue(8)
+    assert dock.runButton.isEnabled()
+    dock.outputFile.setFilePath(str(tmp_path / "missing" / "o.gpkg"))
+    assert not dock.runButton.isEnabled() and "does not exist" in dock.problemsLabel.text()
+    dock.outputFile.setFilePath(str(tmp_path / "ok.gpkg"))
+    dock.areaCombo.setCurrentIndex(dock.areaCombo.findData("layer"))
+    assert dock.request().area and dock.runButton.isEnabled()
+    dock.areaCombo.setCurrentIndex(dock.areaCombo.findData("none"))
+    # an existing output is no blocker: Run will ask
+    (tmp_path / "exists.gpkg").write_text("x")
+    dock.outputFile.setFilePath(str(tmp_path / "exists.gpkg"))
+    assert dock.runButton.isEnabled() and "will ask" in dock.problemsLabel.text()
+    # a raster that is not a local file (an XYZ tile service) must be saved first
+    xyz = QgsRasterLayer("type=xyz&url=https://tile.openstreetmap.org/{z}/{x}/{y}.png&zmax=19&zmin=0", "osm", "wms")
+    QgsProject.instance().addMapLayer(xyz)
+    dock.rasterCombo.setLayer(xyz)
+    del xyz
+    assert not dock.runButton.isEnabled()
+    assert "not a local raster file" in dock.problemsLabel.text() and "Save As" in dock.problemsLabel.text()
+
+
+def test_run_through_the_dock_adds_the_styled_layers(make_dock, sample_layers, tmp_path, qgis_iface):
+    dock = make_dock()
+    out = tmp_path / "dockrun.gpkg"
+    set_params(dock, out)
+    wait_estimate(dock)
+    ended = []
+    dock.runFinished.connect(ended.append)
+    progress = []
+    dock.progressBar.valueChanged.connect(progress.append)
+    dock.runButton.click()
+    assert dock.is_running() and not dock.runButton.isEnabled() and dock.cancelButton.isEnabled()
+    assert wait_for(lambda: bool(ended), 300), dock.statusLabel.text()
+    assert ended == [True], dock.statusLabel.text()
+    assert progress and max(progress) == 100
+    project = QgsProject.instance()
+    group = project.layerTreeRoot().findGroup("dockrun")
+    assert group is not None and [c.name() for c in group.children()] == ["dockrun tiles",
+                                                                         "dockrun clusters (raster)"]
+    tiles, raster = (node.layer() for node in group.children())
+    assert tiles.featureCount() == 96
+    assert tiles.renderer().type() == "categorizedSymbol" and tiles.renderer().classAttribute() == "cluster"
+    assert len(tiles.renderer().categories()) == 4
+    assert raster.renderer().type() == "paletted" and len(raster.renderer().classes()) == 4
+    del tiles, raster, group
+    successes = qgis_iface.messageBar().get_messages(Qgis.Success)
+    assert any("dockrun: 96 tiles" in m for m in successes), successes
+    assert "96 tiles" in dock.statusLabel.text() and dock.runButton.isEnabled() and not dock.cancelButton.isEnabled()
+
+    # the same output again: the dock asks; "no" keeps the files, "yes" replaces them and the layers
+    questions = []
+    dock.confirm_overwrite = lambda parent, path: questions.append(path) or False
+    before = out.stat().st_mtime_ns
+    assert dock.run() is False and questions == [str(out)] and out.stat().st_mtime_ns == before
+    dock.confirm_overwrite = lambda parent, path: questions.append(path) or True
+    dock.kSpin.setValue(3)
+    assert dock.run() is True
+    assert wait_for(lambda: len(ended) == 2, 300) and ended[1] is True, dock.statusLabel.text()
+    assert len(questions) == 2 and out.stat().st_mtime_ns != before
+    group = project.layerTreeRoot().findGroup("dockrun")
+    assert len(group.children()[0].layer().renderer().categories()) == 3
+    del group
+    assert project_layer_names() == ["buildings", "dockrun clusters (raster)", "dockrun tiles", "kampala"]
+    assert [m for m in HEAVY if m in sys.modules] == []
+
+
+def _slow_request(dock, tmp_path):
+    """Make the dock's runs slow enough to cancel: ResNet-50 on 32 px tiles, two tiles per batch."""
+    original = dock.request
+    dock.request = lambda: replace(original(), extra=["--batch-size", "2"])
+    set_params(dock, tmp_path / "out" / "c.gpkg", backbone="resnet50", tile=32, k=3)
+    assert wait_for(lambda: dock.engine_python() is not None, 60)      # detected in the background
+
+
+def _in_features(dock) -> bool:
+    return dock.statusLabel.text().startswith("features") and dock.progressBar.value() >= 7
+
+
+def test_cancel_mid_run_leaves_no_file_and_no_layer(make_dock, sample_layers, tmp_path, qgis_iface):
+    (tmp_path / "out").mkdir()
+    dock = make_dock()
+    _slow_request(dock, tmp_path)
+    ended = []
+    dock.runFinished.connect(ended.append)
+    before = project_layer_names()
+
+    assert dock.run(), dock.statusLabel.text()
+    assert wait_for(lambda: _in_features(dock), 180), dock.statusLabel.text()
+    dock.cancelButton.click()
+    assert wait_for(lambda: bool(ended), 120)
+    assert ended == [False] and "Cancelled" in dock.statusLabel.text()
+    assert list((tmp_path / "out").iterdir()) == []
+    assert project_layer_names() == before
+    assert any("cancelled" in m for m in qgis_iface.messageBar().get_messages(Qgis.Info))
+
+    # closing the panel cancels the run too
+    assert dock.run(), dock.statusLabel.text()
+    assert wait_for(lambda: _in_features(dock), 180), dock.statusLabel.text()
+    dock.close()
+    assert wait_for(lambda: len(ended) == 2, 120)
+    assert ended[1] is False and list((tmp_path / "out").iterdir()) == []
+    assert project_layer_names() == before
+
+
+def test_plugin_opens_the_dock_and_unload_cancels_its_run(urbanform, engine_here, sample_layers, tmp_path,
+                                                          qgis_iface):
+    (tmp_path / "out").mkdir()
+    plugin = urbanform.classFactory(qgis_iface)
+    plugin.initGui()
+    try:
+        plugin.dock_action.trigger()                    # the toolbar button / menu entry
+        dock = plugin.dock
+        assert dock is not None and plugin.dock_action.isChecked()
+        dock.confirm_overwrite = lambda parent, path: pytest.fail("unexpected question")
+        _slow_request(dock, tmp_path)
+        ended = []
+        assert dock.run()
+        task = dock.task
+        task.taskTerminated.connect(lambda: ended.append("terminated"))
+        assert wait_for(lambda: _in_features(dock), 180), dock.statusLabel.text()
+        del dock
+    finally:
+        plugin.unload()
+    assert plugin.dock is None and plugin.actions == []
+    assert wait_for(lambda: bool(ended), 120)
+    wait_for(lambda: False, 0.3)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_wrong_engine_python_gives_a_message_not_an_exception(make_dock, sample_layers, tmp_path, qgis_iface):
+    dock = make_dock()
+    set_params(dock, tmp_path / "w.gpkg")
+    dock.enginePython.setFilePath("/nonexistent/python")
+    assert dock.engine_python() == "/nonexistent/python"
+    assert dock.runButton.isEnabled()                    # Run explains the fix rather than staying grey
+    assert dock.run() is False and not dock.is_running()
+    text = dock.statusLabel.text()
+    assert "/nonexistent/python does not exist" in text and "make setup" in text
+    critical = qgis_iface.messageBar().get_messages(Qgis.Critical)
+    assert any("does not exist" in m and "make setup" in m for m in critical), critical
+    assert "does not exist" in dock.engineLabel.text() and not dock.engineGroup.isCollapsed()
+    dock.checkButton.click()                             # the Check button says the same
+    assert wait_for(lambda: "Engine not usable" in dock.engineLabel.text()
+                    and "Checking" not in dock.engineLabel.text(), 60)
+    assert list(tmp_path.glob("w*")) == []
+
+
+def test_parameters_are_remembered_between_docks(make_dock, sample_layers, tmp_path):
+    first = make_dock()
+    set_params(first, tmp_path / "s.gpkg", k=5, backbone="resnet50", weights="none", tile=20.5, overlap=2.5, unit="m")
+    first.seedSpin.setValue(7)
+    first.areaCombo.setCurrentIndex(first.areaCombo.findData("extent"))
+    first.enginePython.setFilePath(sys.executable)
+    first.close()                                        # closing saves (and so does every pause)
+    second = make_dock()
+    req = second.request()
+    assert (req.k, req.backbone, req.weights, req.tile_size, req.tile_unit, req.overlap, req.seed) == \
+        (5, "resnet50", "none", 20.5, "m", 2.5, 7)
+    assert second.areaCombo.currentData() == "extent" and req.extent is not None
+    assert second.enginePython.filePath() == sys.executable
+    assert req.raster == str(sample_layers.raster_path)
+    assert QgsSettings().value("urbanform/engine_python") == sys.executable
+
+
+def test_heavy_libraries_never_loaded_in_qgis():
+    assert [m for m in HEAVY if m in sys.modules] == []
