@@ -85,6 +85,7 @@ package:
 	@rm -rf dist/build && mkdir -p dist/build/urbanform
 	@cp -r $(PLUGIN_FILES) dist/build/urbanform/
 	@find dist/build -name '__pycache__' -prune -exec rm -rf {} +
+	@find dist/build -name '*.aux.xml' -delete
 	@rm -f dist/urbanform-$(VERSION).zip
 	@cd dist/build && $(SYS_PY) -m zipfile -c ../urbanform-$(VERSION).zip urbanform
 	@rm -rf dist/build
