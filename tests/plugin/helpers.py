@@ -48,3 +48,23 @@ def fresh_qgis_env(home, **extra) -> dict:
     for leaked in ("PYTHONHOME", "QGIS_CUSTOM_CONFIG_PATH", "QGIS_OPTIONS_PATH"):
         env.pop(leaked, None)
     return env
+
+
+def run_in_own_group(cmd: list[str], env: dict, timeout: float, cwd=None):
+    """Run ``cmd`` in its own process group; on timeout kill the whole group (xvfb-run, QGIS and all).
+
+    Returns (returncode, stdout, stderr, timed_out).
+    """
+    import os
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return proc.returncode, out, err, False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        return proc.returncode, out, err, True

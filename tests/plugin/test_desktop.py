@@ -6,14 +6,11 @@ and a screenshot (.test-results/artifacts/desktop_dock_run.png, kept for CI).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
-from .helpers import fresh_qgis_env
+from .helpers import fresh_qgis_env, run_in_own_group
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("desktop_smoke.py")
@@ -35,15 +32,10 @@ def test_dock_runs_on_the_sample_in_the_qgis_desktop_app(plugin_parent, tmp_path
                          UF_SMOKE_RASTER=raster, UF_SMOKE_OUT=tmp_path / "out" / "desktop_run.gpkg",
                          UF_SMOKE_PNG=png, UF_SMOKE_REPORT=report, UF_SMOKE_TIMEOUT=TIMEOUT_S - 40)
     (tmp_path / "out").mkdir()
-    # own process group, so that a hung QGIS is killed with xvfb-run rather than left running
-    proc = subprocess.Popen(["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "qgis.bin", "--noversioncheck",
-                             "--nologo", "--noplugins", "--code", str(SCRIPT)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        output, _ = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
+    code, out, err, _ = run_in_own_group(["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "qgis.bin",
+                                       "--noversioncheck", "--nologo", "--noplugins", "--code", str(SCRIPT)],
+                                      env, TIMEOUT_S)
+    output = out + err
     assert report.exists(), f"QGIS wrote no report within {TIMEOUT_S} s; its output:\n{output[-3000:]}"
     got = json.loads(report.read_text())
     assert got["errors"] == [], got
@@ -54,5 +46,5 @@ def test_dock_runs_on_the_sample_in_the_qgis_desktop_app(plugin_parent, tmp_path
     assert got["renderers"]["desktop_run tiles"] == "categorizedSymbol", got
     assert got["renderers"]["desktop_run clusters (raster)"] == "paletted", got
     assert got["heavy"] == [], got
-    assert got["ok"] is True and proc.returncode == 0, got
+    assert got["ok"] is True and code == 0, got
     assert png.exists() and png.stat().st_size > 20_000, f"screenshot missing or blank: {png}"

@@ -295,7 +295,6 @@ def test_plugin_opens_the_dock_and_unload_cancels_its_run(urbanform, engine_here
         task = dock.task
         task.taskTerminated.connect(lambda: ended.append("terminated"))
         assert wait_for(lambda: _in_features(dock), 180), dock.statusLabel.text()
-        del dock
     finally:
         plugin.unload()
     assert plugin.dock is None and plugin.actions == []

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import configparser
-import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -12,7 +10,7 @@ from pathlib import Path
 
 from qgis.core import QgsApplication
 
-from .helpers import fresh_qgis_env
+from .helpers import fresh_qgis_env, run_in_own_group
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "torchvision", "rasterio", "geopandas", "sklearn", "engine")
@@ -78,15 +76,8 @@ def test_plugin_loads_in_the_qgis_desktop_app(plugin_parent, tmp_path):
         os._exit(0)
     """))
     env = fresh_qgis_env(tmp_path, QGIS_PLUGINPATH=plugin_parent, QT_QPA_PLATFORM="xcb")
-    # own process group, so that a hung QGIS is killed with xvfb-run rather than left running
-    proc = subprocess.Popen(["xvfb-run", "-a", "qgis.bin", "--noversioncheck", "--nologo", "--noplugins",
-                             "--code", str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        proc.communicate(timeout=180)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+    run_in_own_group(["xvfb-run", "-a", "qgis.bin", "--noversioncheck", "--nologo", "--noplugins", "--code",
+                      str(script)], env, timeout=180)
     assert report.exists(), "QGIS did not finish the script within 180 s"
     got = dict(line.split("=", 1) for line in report.read_text().splitlines())
     assert got.get("error") is None, got

@@ -2,9 +2,7 @@
 export, and qgis_process running the algorithm from the packaged plugin zip."""
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -18,7 +16,7 @@ from qgis.core import (QgsApplication, QgsCoordinateReferenceSystem, QgsCoordina
                        QgsProcessingException, QgsProcessingFeedback, QgsProcessingOutputLayerDefinition,
                        QgsProcessingUtils, QgsProject, QgsRasterLayer, QgsRectangle, QgsTask, QgsVectorLayer)
 
-from .helpers import fresh_qgis_env, run_task
+from .helpers import fresh_qgis_env, run_in_own_group, run_task
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "resources" / "sample" / "kampala_ug_oam_rgb_z19_epsg3857.tif"
@@ -359,12 +357,7 @@ def test_qgis_process_runs_cluster_from_the_packaged_zip(alg, tmp_path):
 
 def qgis_process(args: list[str], env: dict, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run qgis_process.bin (the `qgis_process` wrapper script is broken here) in its own process group."""
-    proc = subprocess.Popen(["qgis_process.bin", *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
+    code, stdout, stderr, timed_out = run_in_own_group(["qgis_process.bin", *args], env, timeout, cwd=cwd)
+    if timed_out:
         pytest.fail(f"qgis_process {' '.join(args[:2])} did not finish in {timeout} s:\n{stdout[-2000:]}")
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    return subprocess.CompletedProcess(["qgis_process.bin", *args], code, stdout, stderr)
