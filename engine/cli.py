@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "--backbone": "resnet18", "--weights": "imagenet", "--device": "auto",
                                        "--precision": "auto"}.get(name), help="as for cluster")
     pr.add_argument("--batch-size", type=_positive_int, default=None, help="as for cluster")
+    pr.add_argument("--extent", default=None, help="as for cluster: count only tiles inside")
+    pr.add_argument("--area", default=None, help="as for cluster: count only tiles inside")
     pr.add_argument("--speed", action="store_true", help="also time the model on random tiles (imports torch)")
 
     k = sub.add_parser("check", help="report the Python, torch and available devices as JSON")
@@ -143,7 +145,8 @@ def cmd_probe(args) -> int:
     from .runs import probe
 
     print(json.dumps(probe(args.raster, args.tile_size, args.overlap, args.edge, args.bands, args.speed,
-                           args.backbone, args.weights, args.device, args.precision, args.batch_size)))
+                           args.backbone, args.weights, args.device, args.precision, args.batch_size,
+                           args.extent, args.area)))
     return 0
 
 

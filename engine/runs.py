@@ -304,17 +304,22 @@ def run_cluster(params: ClusterParams, progress: Progress | None = None) -> dict
 
 
 def probe(raster: str, tile_size="64px", overlap="0px", edge="drop", bands=None, speed: bool = False,
-          backbone="resnet18", weights="imagenet", device="auto", precision="auto", batch_size=None) -> dict:
+          backbone="resnet18", weights="imagenet", device="auto", precision="auto", batch_size=None,
+          extent: str | None = None, area: str | None = None) -> dict:
     """What a run would do, cheaply: the tile grid, and with ``speed`` the model's tiles/s here.
 
     Without ``speed`` torch is never imported, so the answer comes in well under
     a second; the plugin uses it for inline validation and the time estimate.
+    ``tiles`` counts the tiles inside ``extent``/``area`` when given (before
+    the validity scan, which needs the pixels).
     """
+    from .area import tiles_inside
     from .tiling import TiledRaster
 
     with TiledRaster(raster, tile_size, overlap, edge, bands, stretch_samples=1) as tiled:
         g = tiled.grid
-        out = {"tiles": len(g), "rows": g.n_rows, "cols": g.n_cols, "tile_px": g.size, "stride_px": g.stride,
+        count = int(tiles_inside(tiled, extent, area).sum()) if (extent or area) else len(g)
+        out = {"tiles": count, "rows": g.n_rows, "cols": g.n_cols, "tile_px": g.size, "stride_px": g.stride,
                "warped": tiled.warped, "working_crs": tiled.working_crs.to_string(),
                "pixel_size_m": tiled.pixel_size_m}
     if speed:

@@ -383,7 +383,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             self._start("Urban Form Mapper: time the model",
                         lambda c: {"key": key, "answer": probe.probe(python, args, c, probe.SPEED_TIMEOUT_S)},
                         self._speed_done)
-        self.estimateLabel.setText(probe.estimate_text(tiles, speed, limited=bool(req.extent or req.area)))
+        self.estimateLabel.setText(probe.estimate_text(tiles, speed, limited=bool(req.area)))
 
     def _speed_done(self, value: dict) -> None:
         key, answer = value["key"], value["answer"]

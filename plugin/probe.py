@@ -83,8 +83,11 @@ def engine_text(info: dict) -> str:
 
 # -- probes ----------------------------------------------------------------------------------------
 def tile_args(req: ClusterRequest) -> list[str]:
-    """``probe`` arguments for the tile grid of ``req`` (fast: no torch)."""
-    return ["probe", req.raster, "--tile-size", req.tile_text, "--overlap", req.overlap_text]
+    """``probe`` arguments for the tile grid of ``req`` (fast: no torch); a map extent limits the count."""
+    args = ["probe", req.raster, "--tile-size", req.tile_text, "--overlap", req.overlap_text]
+    if req.extent:
+        args += ["--extent", ",".join(repr(float(v)) for v in req.extent)]
+    return args
 
 
 def speed_key(python: str, req: ClusterRequest, tile_px: int) -> tuple:
@@ -155,8 +158,8 @@ def duration_text(seconds: float) -> str:
 def estimate_text(tiles: dict, speed: dict | None, limited: bool = False) -> str:
     """'96 tiles of 64 px · about 10 s on cpu' from a tile probe and (when known) a speed probe.
 
-    ``limited``: the run is limited to an extent or polygons, and the probe counted the
-    whole raster, so the count is an upper bound.
+    ``limited``: the run is limited to polygons (written to a file only at Run), which
+    the probe did not see, so the count is an upper bound.
     """
     count = f"{'up to ' if limited else ''}{tiles['tiles']} tiles of {tiles['tile_px']} px"
     if speed is None:

@@ -81,6 +81,11 @@ def test_probe_reports_the_grid_fast_and_the_speed_on_request(kampala_z19):
     assert "tiles_per_s" not in info
     fast = json.loads(run_cli("probe", kampala_z19, "--speed", "--weights", "none", check=0).stdout)
     assert fast["tiles"] == 96 and fast["tiles_per_s"] > 0 and fast["device"] == "cpu"
+    with TiledRaster(kampala_z19, "64px") as tiled:
+        left, bottom, right, top = tiled.dataset.bounds
+    half = json.loads(run_cli("probe", kampala_z19, "--extent", f"{left},{bottom},{(left + right) / 2},{top}",
+                              check=0).stdout)
+    assert half["tiles"] == 48
     bad = run_cli("probe", kampala_z19, "--tile-size", "900px")
     assert bad.returncode == 2 and "larger than the raster" in bad.stderr
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from qgis.core import Qgis, QgsProject, QgsRasterLayer, QgsSettings, QgsVectorLayer
+from qgis.core import Qgis, QgsProject, QgsRasterLayer, QgsRectangle, QgsSettings, QgsVectorLayer
 from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
 
 from .helpers import wait_for
@@ -139,13 +139,27 @@ def test_probe_shows_the_tile_count_and_a_time_estimate(make_dock, sample_layers
     dock.tileSizeSpin.setValue(1000)
     assert wait_for(lambda: "larger than the raster" in dock.problemsLabel.text(), 60), dock.problemsLabel.text()
     assert not dock.runButton.isEnabled()
-    # limited to the map extent, the count is an upper bound
+    # limited to the map extent, the count follows the map
     dock.tileSizeSpin.setValue(64)
     dock.areaCombo.setCurrentIndex(dock.areaCombo.findData("extent"))
-    dock.iface.mapCanvas().setDestinationCrs(dock.rasterCombo.currentLayer().crs())
-    dock.iface.mapCanvas().setExtent(dock.rasterCombo.currentLayer().extent())
-    assert wait_for(lambda: dock.estimateLabel.text().startswith("up to 96 tiles"), 60), dock.estimateLabel.text()
+    canvas = dock.iface.mapCanvas()
+    canvas.setDestinationCrs(dock.rasterCombo.currentLayer().crs())
+    full = dock.rasterCombo.currentLayer().extent()
+    canvas.setExtent(full)
+    assert wait_for(lambda: dock.estimateLabel.text().startswith("96 tiles"), 60), dock.estimateLabel.text()
     assert dock.request().extent is not None and dock.runButton.isEnabled()
+    # a small view in the middle: the canvas fits it to its own shape, so compute the expected count
+    # from the extent the dock will pass, with the raster's own 8 x 12 grid of 64 px tiles
+    cx, cy, w, h = full.center().x(), full.center().y(), full.width() / 6, full.height() / 6
+    canvas.setExtent(QgsRectangle(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
+    xmin, ymin, xmax, ymax = dock.request().extent
+    side = full.width() / 12
+    centres = [(full.xMinimum() + (c + 0.5) * side, full.yMaximum() - (r + 0.5) * side)
+               for r in range(8) for c in range(12)]
+    expected = sum(xmin <= x <= xmax and ymin <= y <= ymax for x, y in centres)
+    assert 0 < expected < 96
+    assert wait_for(lambda: dock.estimateLabel.text().startswith(f"{expected} tiles"), 60), \
+        (dock.estimateLabel.text(), expected)
 
 
 def test_speed_probe_error_blocks_run(make_dock, sample_layers, tmp_path, monkeypatch):
