@@ -238,16 +238,21 @@ class RasterInfo:
 def inspect_raster(path: str) -> RasterInfo:
     """Open ``path`` and check that it is a georeferenced raster, or raise BadInput."""
     import os
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
 
     if not os.path.exists(path):
         raise BadInput(f"raster {path!r} does not exist. Check the path.")
     try:
-        with rasterio.Env(**GDAL_ENV), rasterio.open(path) as src:
-            info = RasterInfo(
-                path=str(path), width=src.width, height=src.height, count=src.count,
-                dtype=src.dtypes[0], crs=src.crs, transform=src.transform, nodata=src.nodata,
-                colorinterp=tuple(src.colorinterp), mask_flags=tuple(tuple(f) for f in src.mask_flag_enums),
-            )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)     # reported below, in plain words
+            with rasterio.Env(**GDAL_ENV), rasterio.open(path) as src:
+                info = RasterInfo(
+                    path=str(path), width=src.width, height=src.height, count=src.count,
+                    dtype=src.dtypes[0], crs=src.crs, transform=src.transform, nodata=src.nodata,
+                    colorinterp=tuple(src.colorinterp), mask_flags=tuple(tuple(f) for f in src.mask_flag_enums),
+                )
     except rasterio.RasterioIOError as exc:
         raise BadInput(f"raster {path!r} cannot be read ({exc}). Give a GeoTIFF or another GDAL raster.") from None
     if info.crs is None:
