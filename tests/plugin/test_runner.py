@@ -20,6 +20,26 @@ def urbanform_modules(urbanform):
     return request, task, layers, engine_env
 
 
+def start_slow_run(modules, tmp_path, name, **task_kw):
+    """Start a deliberately slow engine run (resnet50, 32 px, batches of 2) and wait until it computes features.
+
+    Returns (request, task, calls, done): ``calls`` records on_success/on_failure, ``done`` the final status.
+    """
+    request, task_mod, _, _ = modules
+    req = request.ClusterRequest(raster=str(SAMPLE), out=str(tmp_path / f"{name}.gpkg"), k=3, weights="none",
+                                 backbone="resnet50", tile_size=32)
+    calls = []
+    t = task_mod.EngineTask(f"cluster {name}", sys.executable,
+                            req.argv() + ["--batch-size", "2", "--cache-dir", str(tmp_path / "cache")],
+                            outputs=list(req.outputs().values()), on_success=lambda t: calls.append("success"),
+                            on_failure=lambda t: calls.append("failure"), **task_kw)
+    done = track(t)
+    QgsApplication.taskManager().addTask(t)
+    assert wait_for(lambda: t.status_message.startswith("features") and t.progress() > 6.5 and t.pid, 120), \
+        t.status_message
+    return req, t, calls, done
+
+
 def test_task_runs_the_engine_and_adds_styled_layers(urbanform_modules, tmp_path, qgis_new_project):
     request, task_mod, layers, _ = urbanform_modules
     req = request.ClusterRequest(raster=str(SAMPLE), out=str(tmp_path / "run1.gpkg"), k=4, weights="none",
@@ -55,17 +75,7 @@ def test_task_runs_the_engine_and_adds_styled_layers(urbanform_modules, tmp_path
 
 
 def test_cancel_mid_run_leaves_no_file_and_no_layer(urbanform_modules, tmp_path, qgis_new_project):
-    request, task_mod, layers, _ = urbanform_modules
-    req = request.ClusterRequest(raster=str(SAMPLE), out=str(tmp_path / "c.gpkg"), k=3, weights="none",
-                                 backbone="resnet50", tile_size=32)
-    calls = []
-    t = task_mod.EngineTask("cluster c", sys.executable, req.argv() + ["--batch-size", "2", "--cache-dir",
-                                                                       str(tmp_path / "cache")],
-                            outputs=list(req.outputs().values()), on_success=lambda t: calls.append("success"),
-                            on_failure=lambda t: calls.append("failure"))
-    done = track(t)
-    QgsApplication.taskManager().addTask(t)
-    assert wait_for(lambda: t.status_message.startswith("features") and t.progress() > 6.5, 120), t.status_message
+    _, t, calls, done = start_slow_run(urbanform_modules, tmp_path, "c")
     t.cancel()
     assert wait_for(lambda: bool(calls) and bool(done), 120)
     assert done == [QgsTask.Terminated] and calls == ["failure"]
@@ -120,20 +130,11 @@ def test_engine_process_dying_gives_its_message_and_leaves_no_file(urbanform_mod
     import os
     import signal
 
-    request, task_mod, _, _ = urbanform_modules
-    req = request.ClusterRequest(raster=str(SAMPLE), out=str(tmp_path / "d.gpkg"), k=3, weights="none",
-                                 backbone="resnet50", tile_size=32)
-    calls = []
-    t = task_mod.EngineTask("cluster d", sys.executable, req.argv() + ["--batch-size", "2", "--cache-dir",
-                                                                       str(tmp_path / "cache")],
-                            outputs=list(req.outputs().values()), on_success=lambda t: calls.append("success"),
-                            message_bar=qgis_iface.messageBar())
-    done = track(t)
-    QgsApplication.taskManager().addTask(t)
-    assert wait_for(lambda: t.status_message.startswith("features") and t.pid is not None, 120)
+    _, task_mod, _, _ = urbanform_modules
+    req, t, calls, done = start_slow_run(urbanform_modules, tmp_path, "d", message_bar=qgis_iface.messageBar())
     os.kill(t.pid, signal.SIGKILL)            # as if it ran out of memory
     assert wait_for(lambda: bool(done), 60)
-    assert done == [QgsTask.Terminated] and calls == []
+    assert done == [QgsTask.Terminated] and calls == ["failure"]
     assert "killed (signal 9)" in t.result.message
     assert not [p for p in tmp_path.iterdir() if p.is_file()]
     # the next run clears the partial feature file the killed process left in the cache
