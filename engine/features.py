@@ -166,12 +166,49 @@ def load_state_dict(path: Path) -> dict:
     return obj
 
 
-def build_backbone(name: str, weights: str = "imagenet", seed: int = 0):
-    """(pooled model in eval mode, spec, weights path or None)."""
+class _SobelFactory:
+    """Wraps a pooled trunk so it sees grey level and Sobel gradients instead of colour.
+
+    DeepCluster's option against trivial colour clusters: the normalised RGB
+    input becomes three channels (grey, d/dx, d/dy), so the trunk keeps its
+    3-channel stem. The filter is fixed (a non-persistent buffer); the state
+    dict holds only the trunk, under ``body.``.
+    """
+
+    def __call__(self, body):
+        import torch
+
+        class SobelInput(torch.nn.Module):
+            def __init__(self, body):
+                super().__init__()
+                self.body = body
+                kx = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]]) / 4.0
+                ident = torch.zeros(3, 3)
+                ident[1, 1] = 1.0
+                self.register_buffer("kernel", torch.stack([ident, kx, kx.T]).unsqueeze(1), persistent=False)
+
+            def forward(self, x):
+                grey = x.mean(1, keepdim=True)
+                return self.body(torch.nn.functional.conv2d(grey, self.kernel.to(grey.dtype), padding=1))
+
+        return SobelInput(body)
+
+
+sobel_input = _SobelFactory()
+
+
+def build_backbone(name: str, weights: str = "imagenet", seed: int = 0, sobel: bool = False,
+                   state_dict: dict | None = None):
+    """(pooled model in eval mode, spec, weights path or None).
+
+    ``sobel`` puts a fixed grey + Sobel-gradient input layer in front of the
+    trunk. ``state_dict`` (the state of a model built the same way, e.g. from a
+    saved cluster model) replaces ``weights`` and must match exactly.
+    """
     import torch
 
     spec = backbone_spec(name)
-    path = resolve_weights(spec, weights)
+    path = None if state_dict is not None else resolve_weights(spec, weights)
     torch.manual_seed(seed)
     model = spec.build()
     if path is not None:
@@ -189,7 +226,16 @@ def build_backbone(name: str, weights: str = "imagenet", seed: int = 0):
                 "Pick the backbone these weights were trained for."
             )
         model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
-    return spec.pool(model).eval(), spec, path
+    model = spec.pool(model)
+    if sobel:
+        model = sobel_input(model)
+    if state_dict is not None:
+        try:
+            model.load_state_dict(state_dict)
+        except RuntimeError as exc:
+            raise BadInput(f"the saved network does not fit backbone {name} (sobel={sobel}): "
+                           f"{str(exc).splitlines()[0]}") from None
+    return model.eval(), spec, path
 
 
 def available_devices() -> list[str]:
@@ -258,12 +304,14 @@ class FeatureExtractor:
     """Callable turning uint8 tiles (n, 3, h, w) into float32 features (n, dim)."""
 
     def __init__(self, backbone: str = "resnet18", weights: str = "imagenet", device: str = "auto",
-                 precision: str = "auto", channels_last: bool = True, seed: int = 0):
+                 precision: str = "auto", channels_last: bool = True, seed: int = 0, sobel: bool = False,
+                 state_dict: dict | None = None):
         import torch
 
         tune_malloc()
         self.device = choose_device(device)
-        self.model, self.spec, self.weights_path = build_backbone(backbone, weights, seed)
+        self.sobel = sobel
+        self.model, self.spec, self.weights_path = build_backbone(backbone, weights, seed, sobel, state_dict)
         self.precision = choose_precision(self.device, precision)
         self.channels_last = channels_last and self.device.type != "mps"
         self.dim = self.spec.dim
