@@ -1,7 +1,9 @@
 """Urban Form Mapper engine: python -m engine TOOL ... (python -m engine TOOL --help for each tool).
 
 Tools:
-  cluster   cluster the tiles of a raster into K groups by CNN features
+  cluster   cluster the tiles of a raster into K groups by CNN features (k-means or DeepCluster)
+  predict   assign the tiles of another raster to the clusters of a saved model
+  sweep     sensitivity runs over K and tile size: consistent ids, agreement metrics, plots
   probe     check a raster and tiling; tile count and model speed (JSON)
   check     report the Python, torch version and available devices (JSON)
 
@@ -22,15 +24,44 @@ from .errors import BadInput, Cancelled
 EPILOG_CLUSTER = textwrap.dedent("""\
     outputs (next to --out):
       OUT.gpkg               layer 'tiles': tile_id, row, col, cluster, clust_dist, pc1, pc2, valid_frac
+                             (+ bldg_cov with --buildings)
       OUT_clusters.tif       cluster map, one pixel per tile (255 = skipped tile), with a colour table
       OUT_quicklook.png      the image with the clusters over it
-      OUT_model.npz          the fitted PCA + k-means (for assigning other rasters)
-      OUT_manifest.json      parameters, versions, seed, device, timings, input checksum
+      OUT_model.pt           the fitted model: CNN weights, PCA, centroids, tiling (for `predict`)
+      OUT_manifest.json      parameters, versions, seed, device, timings, input checksum; for DeepCluster
+                             the loss, NMI and (with --buildings) eta-squared of building coverage per epoch
+      OUT_checkpoint.pt      DeepCluster only, while training; kept when a run is interrupted (--resume)
 
     examples:
       python -m engine cluster image.tif --out run.gpkg --k 8 --tile-size 64px
       python -m engine cluster image.tif --out run.gpkg --k 6 --tile-size 20m --overlap 5m \\
           --backbone efficientnet_lite0 --weights imagenet --seed 1
+      python -m engine cluster image.tif --out deep.gpkg --k 6 --method deepcluster --epochs 5 \\
+          --backbone efficientnet_lite0 --buildings footprints.gpkg
+    """)
+
+EPILOG_PREDICT = textwrap.dedent("""\
+    outputs (next to --out): OUT.gpkg, OUT_clusters.tif, OUT_quicklook.png, OUT_manifest.json
+    (as for cluster; the clusters are the model's, so colours and ids match the model's run).
+
+    The raster must have the model's band count and about its ground resolution (within
+    --res-tolerance); --resample cuts tiles of the model's ground size and resizes them instead.
+
+    example:
+      python -m engine predict run_model.pt other_city.tif --out other.gpkg
+    """)
+
+EPILOG_SWEEP = textwrap.dedent("""\
+    outputs (next to --out):
+      SWEEP.gpkg             one layer per tile size (tiles_32px, tiles_64px, ...) with a column per K
+                             (k2 ... k12); cluster ids are matched across K so a colour means the same place
+      SWEEP_metrics.csv      per tile size and K: silhouette, Calinski-Harabasz, Davies-Bouldin, NMI/ARI with
+                             the previous K, agreement across tile sizes
+      SWEEP_metrics.png, SWEEP_lineage_<size>.png, SWEEP_pca_<size>.png    plots
+      SWEEP_manifest.json    parameters, versions, what is complete and what is missing
+
+    example:
+      python -m engine sweep image.tif --out sweep.gpkg --k 2..12 --tile-size 32px,64px,128px
     """)
 
 
@@ -42,56 +73,144 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _add_tiling(p, sweep: bool = False) -> None:
+    if not sweep:
+        p.add_argument("--tile-size", default="64px",
+                       help="tile side in pixels ('64px') or ground metres ('20m'; geographic and Web Mercator "
+                            "rasters are warped on the fly to the local UTM zone) (default 64px)")
+    p.add_argument("--overlap", default="0px", help="overlap between neighbouring tiles, px or m (default 0px)")
+    p.add_argument("--edge", choices=("drop", "pad"), default="drop",
+                   help="tiles that hang over the right/bottom edge: drop them or pad with invalid pixels")
+    p.add_argument("--min-valid", type=float, default=0.5,
+                   help="skip tiles with a smaller share of valid pixels (nodata/alpha/outside) (default 0.5)")
+    p.add_argument("--bands", default=None,
+                   help="1-based bands to use, '1,2,3' or a single band (default: RGB, or band 1)")
+
+
+def _add_area(p) -> None:
+    p.add_argument("--extent", default=None,
+                   help="only tiles whose centre lies in xmin,ymin,xmax,ymax (in the raster's CRS)")
+    p.add_argument("--area", default=None,
+                   help="only tiles whose centre lies in the polygons of this vector file (any CRS)")
+
+
+def _add_device(p) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="inference precision (default: bf16 where the CPU supports it, fp16/bf16 on CUDA)")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="tiles per batch for features (default: about 1 Mpx per batch on CPU, 16 Mpx on GPU)")
+
+
+def _add_model(p, default_backbone: str = "resnet18") -> None:
+    p.add_argument("--backbone", default=default_backbone,
+                   help=f"CNN: resnet18, resnet50, vgg16, efficientnet_lite0 (default {default_backbone})")
+    p.add_argument("--weights", default="imagenet",
+                   help="'imagenet' (local torch cache, or packaged for efficientnet_lite0), 'none' (random), "
+                        "or a state-dict file (default imagenet)")
+    _add_device(p)
+    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same clusters (default 0)")
+    p.add_argument("--pca-dims", default="auto",
+                   help="PCA dimensions before k-means: 'auto' (90%% of variance, at most one per 10 tiles) or N")
+    p.add_argument("--whiten", action=argparse.BooleanOptionalAction, default=False,
+                   help="whiten PCA components (the published recipe; off by default: it amplifies noise "
+                        "when tiles are few)")
+
+
+def _add_method(p) -> None:
+    p.add_argument("--method", choices=("kmeans", "deepcluster"), default="kmeans",
+                   help="kmeans: k-means on fixed CNN features (fast, the default); deepcluster: k-means "
+                        "pseudo-labels fine-tune the CNN, repeated for --epochs")
+    g = p.add_argument_group("DeepCluster training (--method deepcluster)")
+    g.add_argument("--epochs", type=_positive_int, default=5, help="training epochs (default 5)")
+    g.add_argument("--lr", default="auto",
+                   help="SGD learning rate; auto: low for pretrained weights, higher from scratch (default auto)")
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    g.add_argument("--weight-decay", type=float, default=1e-5, help="SGD weight decay (default 1e-5)")
+    g.add_argument("--train-batch-size", type=_positive_int, default=64, help="training crops per batch (default 64)")
+    g.add_argument("--freeze", default="auto",
+                   help="early blocks kept fixed: auto (about half for pretrained weights, none from scratch), "
+                        "none, or a number (default auto)")
+    g.add_argument("--crops-per-tile", type=_positive_int, default=8,
+                   help="training crops per tile per epoch, shifted up to half a tile (default 8)")
+    g.add_argument("--patience", type=_positive_int, default=2,
+                   help="with --buildings: stop after this many epochs without a better eta-squared and keep "
+                        "the best epoch (default 2)")
+    g.add_argument("--sobel", action="store_true",
+                   help="feed the CNN grey level and Sobel gradients instead of colour")
+
+
+def _add_run(p) -> None:
+    p.add_argument("--cache-dir", default=None,
+                   help="feature cache folder (default $URBANFORM_CACHE or ~/.cache/urbanform/features)")
+    p.add_argument("--no-cache", dest="use_cache", action="store_false",
+                   help="compute features afresh and keep none")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    _add_progress(p)
+
+
+def _add_progress(p) -> None:
+    p.add_argument("--progress", choices=("auto", "bar", "log", "json", "none"), default="auto",
+                   help="progress: a bar on a terminal, plain lines otherwise, or JSON lines on stdout")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks for failures")
     sub = parser.add_subparsers(dest="tool", metavar="TOOL")
 
-    c = sub.add_parser("cluster", help="cluster raster tiles by CNN features",
-                       description="Cut RASTER into tiles, compute CNN features and cluster them with k-means.",
+    c = sub.add_parser("cluster", help="cluster raster tiles by CNN features (k-means or DeepCluster)",
+                       description="Cut RASTER into tiles, compute CNN features and cluster them with k-means, "
+                                   "or with DeepCluster (k-means pseudo-labels that fine-tune the CNN).",
                        epilog=EPILOG_CLUSTER, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("raster", help="input raster (GeoTIFF or any GDAL raster with a CRS)")
     c.add_argument("--out", required=True, help="output GeoPackage (.gpkg); other outputs are named after it")
     c.add_argument("--k", type=_positive_int, default=8, help="number of clusters K, >= 2 (default 8)")
-    c.add_argument("--tile-size", default="64px",
-                   help="tile side in pixels ('64px') or ground metres ('20m'; geographic and Web Mercator "
-                        "rasters are warped on the fly to the local UTM zone) (default 64px)")
-    c.add_argument("--overlap", default="0px", help="overlap between neighbouring tiles, px or m (default 0px)")
-    c.add_argument("--edge", choices=("drop", "pad"), default="drop",
-                   help="tiles that hang over the right/bottom edge: drop them or pad with invalid pixels")
-    c.add_argument("--min-valid", type=float, default=0.5,
-                   help="skip tiles with a smaller share of valid pixels (nodata/alpha/outside) (default 0.5)")
-    c.add_argument("--extent", default=None,
-                   help="only tiles whose centre lies in xmin,ymin,xmax,ymax (in the raster's CRS)")
-    c.add_argument("--area", default=None,
-                   help="only tiles whose centre lies in the polygons of this vector file (any CRS)")
-    c.add_argument("--bands", default=None,
-                   help="1-based bands to use, '1,2,3' or a single band (default: RGB, or band 1)")
-    c.add_argument("--backbone", default="resnet18",
-                   help="CNN: resnet18, resnet50, vgg16, efficientnet_lite0 (default resnet18)")
-    c.add_argument("--weights", default="imagenet",
-                   help="'imagenet' (local torch cache, or packaged for efficientnet_lite0), 'none' (random), "
-                        "or a state-dict file (default imagenet)")
-    c.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
-    c.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="inference precision (default: bf16 where the CPU supports it, fp16/bf16 on CUDA)")
-    c.add_argument("--batch-size", type=_positive_int, default=None,
-                   help="tiles per batch (default: about 1 Mpx per batch on CPU, 16 Mpx on GPU)")
-    c.add_argument("--seed", type=int, default=0, help="random seed; same seed, same clusters (default 0)")
-    c.add_argument("--pca-dims", default="auto",
-                   help="PCA dimensions before k-means: 'auto' (90%% of variance, at most one per 10 tiles) or N")
-    c.add_argument("--whiten", action=argparse.BooleanOptionalAction, default=False,
-                   help="whiten PCA components (the published recipe; off by default: it amplifies noise "
-                        "when tiles are few)")
-    c.add_argument("--cache-dir", default=None,
-                   help="feature cache folder (default $URBANFORM_CACHE or ~/.cache/urbanform/features)")
-    c.add_argument("--no-cache", dest="use_cache", action="store_false",
-                   help="compute features afresh and keep none")
+    _add_tiling(c)
+    _add_area(c)
+    _add_model(c)
+    _add_method(c)
+    c.add_argument("--buildings", default=None,
+                   help="building footprints (any vector file and CRS): adds bldg_cov per tile and the "
+                        "eta-squared of building coverage to the manifest (per epoch for DeepCluster)")
+    c.add_argument("--save-model", default=None, help="where to write the model (default OUT_model.pt)")
+    c.add_argument("--resume", action="store_true",
+                   help="continue an interrupted DeepCluster run from OUT_checkpoint.pt (same parameters)")
     c.add_argument("--no-quicklook", dest="quicklook", action="store_false", help="skip the PNG quicklook")
-    c.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    c.add_argument("--progress", choices=("auto", "bar", "log", "json", "none"), default="auto",
-                   help="progress: a bar on a terminal, plain lines otherwise, or JSON lines on stdout")
+    _add_run(c)
+
+    pd = sub.add_parser("predict", help="assign another raster's tiles to a saved model's clusters",
+                        description="Cut RASTER into tiles as MODEL's run did and put every tile into MODEL's "
+                                    "clusters (another city, another date).",
+                        epilog=EPILOG_PREDICT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pd.add_argument("model", help="a model file written by cluster (OUT_model.pt)")
+    pd.add_argument("raster", help="the raster to assign")
+    pd.add_argument("--out", required=True, help="output GeoPackage (.gpkg); other outputs are named after it")
+    pd.add_argument("--resample", action="store_true",
+                    help="accept another resolution: tiles of the model's ground size resized to its pixels")
+    pd.add_argument("--res-tolerance", type=float, default=0.1,
+                    help="accepted difference in ground pixel size without --resample (default 0.1 = 10%%)")
+    _add_area(pd)
+    _add_device(pd)
+    pd.add_argument("--no-quicklook", dest="quicklook", action="store_false", help="skip the PNG quicklook")
+    pd.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    _add_progress(pd)
+
+    sw = sub.add_parser("sweep", help="cluster over a range of K and tile sizes, with agreement metrics and plots",
+                        description="Sensitivity analysis: cluster RASTER for every K and tile size, make cluster "
+                                    "ids consistent across K, and measure how clusters change.",
+                        epilog=EPILOG_SWEEP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sw.add_argument("raster", help="input raster")
+    sw.add_argument("--out", required=True, help="output GeoPackage (.gpkg); other outputs are named after it")
+    sw.add_argument("--k", default="2..12", help="K values: '2..12', '2,4,6' or '2..6,8,12' (default 2..12)")
+    sw.add_argument("--tile-size", default="32px,64px,128px",
+                    help="comma-separated tile sizes in px or m (default 32px,64px,128px)")
+    _add_tiling(sw, sweep=True)
+    _add_model(sw, default_backbone="efficientnet_lite0")
+    _add_method(sw)
+    sw.add_argument("--resume", action="store_true", help="finish an interrupted sweep (same parameters)")
+    _add_run(sw)
 
     pr = sub.add_parser("probe", help="tile count of a raster and tiling (JSON); with --speed, model tiles/s",
                         description="Check a raster and tiling without running them and print what a run would "
@@ -116,28 +235,61 @@ def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
     raise Cancelled("terminated")
 
 
-def cmd_cluster(args) -> int:
-    from .progress import Progress
-    from .runs import ClusterParams, run_cluster
+def _fields(cls, args, **renames) -> dict:
+    """The dataclass fields of ``cls`` that ``args`` has (argparse dest names match field names)."""
+    from dataclasses import fields
 
-    params = ClusterParams(
-        raster=args.raster, out=args.out, k=args.k, tile_size=args.tile_size, overlap=args.overlap,
-        edge=args.edge, min_valid=args.min_valid, bands=args.bands, backbone=args.backbone,
-        weights=args.weights, device=args.device, precision=args.precision, batch_size=args.batch_size,
-        seed=args.seed, pca_dims=args.pca_dims, whiten=args.whiten, overwrite=args.overwrite,
-        cache_dir=args.cache_dir, use_cache=args.use_cache, quicklook=args.quicklook, extent=args.extent,
-        area=args.area)
+    ns = vars(args)
+    out = {f.name: ns[f.name] for f in fields(cls) if f.name in ns}
+    out.update({field: ns[dest] for field, dest in renames.items()})
+    return out
+
+
+def _run(fn, params, args):
+    from .progress import Progress
+
     progress = Progress(args.progress)
     try:
-        manifest = run_cluster(params, progress)
+        return fn(params, progress)
     finally:
         progress.close()
-    if args.progress != "json":
-        sizes = manifest["clustering"]["cluster_sizes"]
-        print(f"{manifest['tiling']['tiles_valid']} tiles in {len(sizes)} clusters (sizes {sizes}); "
-              f"{manifest['timings_s']['total']:.1f} s", file=sys.stderr)
-        for name, path in manifest["outputs"].items():
-            print(f"  {name:10s} {path}", file=sys.stderr)
+
+
+def _print_outputs(manifest: dict, args, summary: str) -> None:
+    if args.progress == "json":
+        return
+    print(f"{summary}; {manifest['timings_s']['total']:.1f} s", file=sys.stderr)
+    for name, path in manifest["outputs"].items():
+        print(f"  {name:10s} {path}", file=sys.stderr)
+
+
+def cmd_cluster(args) -> int:
+    from .runs import ClusterParams, run_cluster
+
+    manifest = _run(run_cluster, ClusterParams(**_fields(ClusterParams, args)), args)
+    sizes = manifest["clustering"]["cluster_sizes"]
+    summary = f"{manifest['tiling']['tiles_valid']} tiles in {len(sizes)} clusters (sizes {sizes})"
+    if "evaluation" in manifest:
+        summary += f"; eta-squared of building coverage {manifest['evaluation']['eta2_bldg_cov']:.3f}"
+    _print_outputs(manifest, args, summary)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .predict import PredictParams, run_predict
+
+    manifest = _run(run_predict, PredictParams(**_fields(PredictParams, args)), args)
+    sizes = manifest["clustering"]["cluster_sizes"]
+    _print_outputs(manifest, args, f"{manifest['tiling']['tiles_valid']} tiles assigned (sizes {sizes})")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import SweepParams, run_sweep
+
+    params = SweepParams(**_fields(SweepParams, args, k="k", tile_sizes="tile_size"))
+    manifest = _run(run_sweep, params, args)
+    _print_outputs(manifest, args, f"sweep complete: {', '.join(manifest.get('layers', {}))}")
     return 0
 
 
@@ -179,7 +331,8 @@ def main(argv=None) -> int:
         return 2
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return {"cluster": cmd_cluster, "probe": cmd_probe, "check": cmd_check}[args.tool](args)
+        return {"cluster": cmd_cluster, "predict": cmd_predict, "sweep": cmd_sweep, "probe": cmd_probe,
+                "check": cmd_check}[args.tool](args)
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -74,26 +74,26 @@ class KMeansTiles:
         if self.pca_dims != "auto" and int(self.pca_dims) < 1:
             raise BadInput(f"--pca-dims {self.pca_dims}: use 'auto' or a positive number.")
 
-    def fit(self, X) -> "KMeansTiles":
+    def fit(self, X, pca_from: "KMeansTiles | None" = None) -> "KMeansTiles":
         """Fit on features X (n_tiles, n_features): an array, memmap or ``io.NpyFile``.
 
         Memory stays flat in the number of tiles: the PCA covariance is
         accumulated chunk by chunk over all tiles, k-means is fitted on at most
         ``max_fit_samples`` tiles (all of them when there are fewer) and every
         tile is then assigned to its nearest centre chunk by chunk.
+
+        ``pca_from``: a KMeansTiles already fitted on the same X whose PCA is
+        reused instead of refitted (a sweep over K fits the PCA once; the
+        result is the same as refitting, since the PCA does not depend on K).
         """
         from sklearn.cluster import KMeans
 
         n, f = X.shape
         self._check(n)
-        self.n_features_in_ = int(f)
-        evals, evecs = self._covariance_eigen(X)
-        ratio = evals / (evals.sum() or 1.0)
-        dims = auto_pca_dims(ratio, n) if self.pca_dims == "auto" else min(int(self.pca_dims), len(evals))
-        self.n_components_ = int(dims)
-        self.components_ = evecs[:dims].astype(np.float32)
-        self.explained_variance_ = evals[:dims].astype(np.float32)
-        self.explained_variance_ratio_ = ratio[:dims].astype(np.float32)
+        if pca_from is not None:
+            self._copy_pca(pca_from, f)
+        else:
+            self.fit_pca(X)
 
         rng = np.random.default_rng(self.seed)
         sample = np.sort(rng.choice(n, self.max_fit_samples, replace=False)) if n > self.max_fit_samples \
@@ -112,6 +112,33 @@ class KMeansTiles:
         self.labels_ = remap[labels].astype(np.int32)
         self.inertia_ = float(km.inertia_)
         return self
+
+    def fit_pca(self, X) -> "KMeansTiles":
+        """Fit only the PCA step (mean, components, variances); k-means is left unfitted."""
+        n, f = X.shape
+        self.n_features_in_ = int(f)
+        evals, evecs = self._covariance_eigen(X)
+        ratio = evals / (evals.sum() or 1.0)
+        dims = auto_pca_dims(ratio, n) if self.pca_dims == "auto" else min(int(self.pca_dims), len(evals))
+        self.n_components_ = int(dims)
+        self.components_ = evecs[:dims].astype(np.float32)
+        self.explained_variance_ = evals[:dims].astype(np.float32)
+        self.explained_variance_ratio_ = ratio[:dims].astype(np.float32)
+        return self
+
+    _PCA_STATE = ("n_features_in_", "n_components_", "mean_", "components_", "explained_variance_",
+                  "explained_variance_ratio_")
+
+    def _copy_pca(self, other: "KMeansTiles", n_features: int) -> None:
+        if not hasattr(other, "components_"):
+            raise RuntimeError("pca_from has no fitted PCA; call its fit or fit_pca first.")
+        if other.n_features_in_ != n_features:
+            raise BadInput(f"features have {n_features} dimensions but pca_from was fitted on "
+                           f"{other.n_features_in_}; use the same backbone.")
+        if (other.pca_dims, other.whiten) != (self.pca_dims, self.whiten):
+            raise ValueError("pca_from must have the same pca_dims and whiten as this estimator.")
+        for name in self._PCA_STATE:
+            setattr(self, name, getattr(other, name))
 
     def _covariance_eigen(self, X) -> tuple[np.ndarray, np.ndarray]:
         """Mean and covariance over all rows, in chunks (float64); eigenpairs, largest first."""
@@ -189,24 +216,43 @@ class KMeansTiles:
         return {k: getattr(self, k) for k in ("n_clusters", "pca_dims", "whiten", "seed", "n_init",
                                                "max_fit_samples", "chunk")}
 
-    def save(self, path: "str | Path", extra: dict | None = None) -> None:
-        """Save the fitted state (and JSON-able ``extra`` such as tiling parameters) to one .npz."""
+    def get_state(self) -> tuple[dict, dict]:
+        """The fitted state as (JSON-able metadata, named float32 arrays); see ``from_state``."""
+        if not hasattr(self, "cluster_centers_"):
+            raise RuntimeError("KMeansTiles is not fitted yet; call fit first.")
         meta = {"class": "KMeansTiles", "params": self.get_params(), "n_components_": self.n_components_,
-                "n_features_in_": self.n_features_in_, "inertia_": self.inertia_, "extra": extra or {}}
+                "n_features_in_": self.n_features_in_, "inertia_": self.inertia_}
+        return meta, {k: np.asarray(getattr(self, k)) for k in self._ARRAYS}
+
+    @classmethod
+    def from_state(cls, meta: dict, arrays: dict) -> "KMeansTiles":
+        if meta.get("class") != "KMeansTiles" or any(k not in arrays for k in cls._ARRAYS):
+            raise ValueError("not the state of a fitted KMeansTiles")
+        est = cls(**meta["params"])
+        for k in cls._ARRAYS:
+            setattr(est, k, np.asarray(arrays[k], dtype=np.float32))
+        est.n_components_ = int(meta["n_components_"])
+        est.n_features_in_ = int(meta["n_features_in_"])
+        est.inertia_ = float(meta["inertia_"])
+        return est
+
+    def save(self, path: "str | Path", extra: dict | None = None) -> None:
+        """Save the fitted state (and JSON-able ``extra``) to one .npz (plain arrays, no pickles).
+
+        Runs save the whole model, CNN included, with ``engine.modelfile``;
+        this is for the clustering step alone.
+        """
+        meta, arrays = self.get_state()
         with open(path, "wb") as fh:
-            np.savez(fh, meta=np.array(json.dumps(meta)), **{k: getattr(self, k) for k in self._ARRAYS})
+            np.savez(fh, meta=np.array(json.dumps({**meta, "extra": extra or {}})), **arrays)
 
     @classmethod
     def load(cls, path: "str | Path") -> "KMeansTiles":
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            if meta.get("class") != "KMeansTiles":
-                raise BadInput(f"{path!r} is not a saved KMeansTiles model.")
-            est = cls(**meta["params"])
-            for k in cls._ARRAYS:
-                setattr(est, k, z[k])
-        est.n_components_ = meta["n_components_"]
-        est.n_features_in_ = meta["n_features_in_"]
-        est.inertia_ = meta["inertia_"]
-        est.extra_ = meta["extra"]
+            try:
+                est = cls.from_state(meta, {k: z[k] for k in cls._ARRAYS if k in z})
+            except ValueError:
+                raise BadInput(f"{path!r} is not a saved KMeansTiles model.") from None
+        est.extra_ = meta.get("extra", {})
         return est

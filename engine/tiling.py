@@ -186,6 +186,21 @@ class TileGrid:
         return self.transform @ Affine.translation(half, half) @ Affine.scale(self.stride)
 
 
+def ground_pixel_size(path: str) -> float:
+    """Metres per pixel on the ground at the raster's centre, whatever its CRS."""
+    from pyproj import Geod
+    from rasterio.warp import transform as warp_points
+
+    with rasterio.open(path) as src:
+        cx, cy = src.xy(src.height / 2, src.width / 2)
+        dx, dy = src.xy(src.height / 2 + 1, src.width / 2 + 1)
+        (lon0, lon1), (lat0, lat1) = warp_points(src.crs, "EPSG:4326", [cx, dx], [cy, dy])
+    geod = Geod(ellps="WGS84")
+    _, _, w = geod.inv(lon0, lat0, lon1, lat0)
+    _, _, h = geod.inv(lon0, lat0, lon0, lat1)
+    return float(math.sqrt(abs(w * h)))
+
+
 def utm_crs_for(lon: float, lat: float) -> CRS:
     """The WGS84 UTM zone CRS that contains a point."""
     zone = int(math.floor((lon + 180.0) / 6.0)) % 60 + 1
@@ -503,6 +518,22 @@ class TiledRaster:
         for i, c in enumerate(cols):
             x = (c - c0) * g.stride
             out[i] = data[:, :, x: x + g.size]
+        return out
+
+    def read_window_rgb(self, col_off: int, row_off: int, size: int) -> np.ndarray:
+        """uint8 (3, size, size) at any pixel offset, off-grid (DeepCluster's training crops).
+
+        The window may hang over any edge (negative offsets too); pixels
+        outside the raster or invalid are 0, as in ``read_tiles``.
+        """
+        ds = self.dataset
+        out = np.zeros((3, size, size), dtype=np.uint8)
+        c0, r0 = max(0, int(col_off)), max(0, int(row_off))
+        c1, r1 = min(ds.width, int(col_off) + size), min(ds.height, int(row_off) + size)
+        if c1 > c0 and r1 > r0:
+            data, mask = self._read_padded(Window(c0, r0, c1 - c0, r1 - r0))
+            data[:, ~mask] = 0
+            out[:, r0 - int(row_off): r1 - int(row_off), c0 - int(col_off): c1 - int(col_off)] = data
         return out
 
     def read_quicklook(self, max_side: int = 1024) -> tuple[np.ndarray, Affine]:

@@ -32,7 +32,7 @@ def run_cli(*args, cwd=REPO, env=None, check=None):
 
 def outputs_of(gpkg: Path) -> list[Path]:
     stem = str(gpkg.with_suffix(""))
-    return [gpkg] + [Path(stem + s) for s in ("_clusters.tif", "_manifest.json", "_quicklook.png", "_model.npz")]
+    return [gpkg] + [Path(stem + s) for s in ("_clusters.tif", "_manifest.json", "_quicklook.png", "_model.pt")]
 
 
 def no_files_left(folder: Path) -> bool:
