@@ -2,15 +2,22 @@
 
 The cluster colours come from the cluster GeoTIFF's colour table, written by
 the engine (cluster i always has the same colour), so the raster, the tiles and
-the quicklook agree without the plugin knowing the palette.
+the quicklook agree without the plugin knowing the palette. A sweep writes no
+GeoTIFF: its layers take the engine's palette from engine/style.py, read as a
+plain file (importing the ``engine`` package in QGIS is not allowed).
 """
 from __future__ import annotations
 
+import importlib.util
+import re
+from functools import lru_cache
 from pathlib import Path
 
 from qgis.core import (QgsCategorizedSymbolRenderer, QgsFillSymbol, QgsPalettedRasterRenderer, QgsProject,
                        QgsRasterLayer, QgsRendererCategory, QgsVectorLayer)
 from qgis.PyQt.QtGui import QColor
+
+from .paths import PLUGIN_DIR
 
 TILE_OPACITY = 0.45      # the image shows through the tiles
 RASTER_OPACITY = 0.6
@@ -97,3 +104,90 @@ def save_styles(tiles: QgsVectorLayer, raster: QgsRasterLayer, gpkg: Path, tif: 
     tiles.saveNamedStyle(str(gpkg.with_name(gpkg.stem + "_tiles.qml")))
     raster.saveNamedStyle(str(tif.with_suffix(".qml")))
     tiles.saveStyleToDatabase("tiles", "Urban Form Mapper clusters", True, "")
+
+
+# -- sweeps -----------------------------------------------------------------------------------------
+K_FIELD = re.compile(r"^k(\d+)$")
+
+
+@lru_cache(maxsize=1)
+def engine_palette() -> tuple[str, ...]:
+    """The engine's cluster colours (engine/style.py PALETTE), loaded from the file under a private name."""
+    try:
+        spec = importlib.util.spec_from_file_location("_urbanform_engine_style", PLUGIN_DIR / "engine" / "style.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return tuple(module.PALETTE)
+    except (OSError, AttributeError, ImportError, SyntaxError):
+        return ("#999999",)
+
+
+def palette_colors(values) -> dict[int, QColor]:
+    palette = engine_palette()
+    return {int(v): QColor(palette[int(v) % len(palette)]) for v in values}
+
+
+def k_values(layer: QgsVectorLayer) -> list[int]:
+    """The K of each ``k<K>`` column of a sweep layer, sorted."""
+    return sorted(int(m.group(1)) for m in (K_FIELD.match(f.name()) for f in layer.fields()) if m)
+
+
+def style_sweep_layer(layer: QgsVectorLayer, k: int) -> bool:
+    """Categorized on ``k<K>`` in the engine's palette; False (style unchanged) when the layer has no such column."""
+    field = f"k{int(k)}"
+    if layer.fields().indexOf(field) < 0:
+        return False
+    style_tiles(layer, palette_colors(range(int(k))), field)
+    layer.triggerRepaint()
+    return True
+
+
+def sweep_layer_names(gpkg: Path) -> list[str]:
+    """The ``tiles_<size>`` layers of a sweep GeoPackage, in the order the engine wrote them."""
+    from qgis.core import QgsProviderRegistry
+
+    names = []
+    for sub in QgsProviderRegistry.instance().querySublayers(str(gpkg)):
+        if sub.name().startswith("tiles_"):
+            names.append(sub.name())
+    return sorted(names, key=_size_key)
+
+
+def _size_key(name: str):
+    number = re.match(r"tiles_([0-9.]+)", name)
+    return (float(number.group(1)) if number else float("inf"), name)
+
+
+def add_sweep_outputs(gpkg, name: str, k: int | None = None, project: QgsProject | None = None) -> tuple:
+    """Add every ``tiles_<size>`` layer of a sweep under a group ``name``, styled on ``k<K>``.
+
+    ``k`` None or not in the sweep: the smallest K. Returns (group, layers, K values common to the layers).
+    """
+    project = project or QgsProject.instance()
+    gpkg = Path(gpkg)
+    layers = []
+    for layer_name in sweep_layer_names(gpkg):
+        layer = QgsVectorLayer(f"{gpkg}|layername={layer_name}", f"{name} {layer_name}", "ogr")
+        if not layer.isValid():
+            raise RuntimeError(f"QGIS cannot open the layer {layer_name} of {gpkg}")
+        layers.append(layer)
+    if not layers:
+        raise RuntimeError(f"{gpkg} has no tiles_<size> layer")
+    common = set(k_values(layers[0]))
+    for layer in layers[1:]:
+        common &= set(k_values(layer))
+    ks = sorted(common) or k_values(layers[0])
+    chosen = k if k in ks else (ks[0] if ks else None)
+    for layer in layers:
+        if chosen is not None:
+            style_sweep_layer(layer, chosen)
+    root = project.layerTreeRoot()
+    existing = root.findGroup(name)
+    if existing is not None:          # a re-run under the same name replaces its layers
+        project.removeMapLayers([node.layerId() for node in existing.findLayers()])
+        root.removeChildNode(existing)
+    group = root.insertGroup(0, name)
+    for i, layer in enumerate(layers):
+        project.addMapLayer(layer, False)
+        group.addLayer(layer).setItemVisibilityChecked(i == 0)      # one tile size at a time on the map
+    return group, layers, ks

@@ -15,6 +15,9 @@ from .paths import icon_path
 
 ALGORITHMS: list[str] = [
     "cluster.ClusterAlgorithm",
+    "deepcluster.DeepClusterAlgorithm",
+    "sweep.SweepAlgorithm",
+    "predict.PredictAlgorithm",
     "export.ExportShapefileAlgorithm",
 ]
 

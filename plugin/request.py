@@ -6,12 +6,15 @@ would reject, so the UI can say so before anything runs. No Qt here.
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-METHODS = ("kmeans",)                       # later issues add deepcluster
+METHODS = ("kmeans", "deepcluster")
+MAX_EPOCHS = 200
+MAX_K = 254
 BACKBONES = ("resnet18", "resnet50", "vgg16", "efficientnet_lite0")
 WEIGHTS = ("imagenet", "none")              # or a file path
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -24,6 +27,8 @@ class ClusterRequest:
     out: str
     k: int = 8
     method: str = "kmeans"
+    epochs: int = 5                                           # DeepCluster only
+    lr: float | None = None                                   # DeepCluster only; None: the engine's "auto"
     tile_size: float = 64
     tile_unit: str = "px"
     overlap: float = 0
@@ -51,16 +56,13 @@ class ClusterRequest:
 
     def problems(self) -> list[str]:
         """What the engine would reject, as messages for the user (empty when runnable)."""
-        out = []
-        if not self.raster:
-            out.append("Choose a raster layer.")
-        elif not Path(self.raster).is_file():
-            out.append(f"The raster {self.raster} is not a local file; save it to a GeoTIFF first "
-                       "(right-click the layer > Export > Save As…).")
+        out = raster_problems(self.raster)
         if self.method not in METHODS:
             out.append(f"Method {self.method!r} is not available; use {', '.join(METHODS)}.")
-        if not 2 <= int(self.k) <= 254:
-            out.append("K must be between 2 and 254.")
+        if not 2 <= int(self.k) <= MAX_K:
+            out.append(f"K must be between 2 and {MAX_K}.")
+        if self.method == "deepcluster":
+            out.extend(deepcluster_problems(self.epochs, self.lr))
         if self.tile_unit not in UNITS:
             out.append("The tile size unit must be px or m.")
         elif self.tile_size <= 0 or (self.tile_unit == "px" and self.tile_size != int(self.tile_size)):
@@ -76,17 +78,15 @@ class ClusterRequest:
         if self.device not in DEVICES:
             out.append(f"Unknown device {self.device!r}.")
         out.extend(output_problems(self.out, self.overwrite))
-        if not self.overwrite and not any("already exists" in p for p in out):
-            taken = [p.name for p in self.outputs().values() if p.exists()]
-            if taken:
-                out.append(f"{taken[0]} already exists.")
-        return out
+        return out + unique_output_problem(self.outputs, self.overwrite, out)
 
     def argv(self) -> list[str]:
         """Arguments after ``python -m engine``."""
         args = ["cluster", self.raster, "--out", self.out, "--k", str(int(self.k)), "--tile-size", self.tile_text,
                 "--overlap", self.overlap_text, "--backbone", self.backbone, "--weights", self.weights,
                 "--device", self.device, "--seed", str(int(self.seed)), "--progress", "json"]
+        if self.method != "kmeans":             # k-means is the engine's default (and its fast path)
+            args += method_args(self.method, self.epochs, self.lr)
         if self.extent:
             args += ["--extent", ",".join(repr(float(v)) for v in self.extent)]
         if self.area:
@@ -100,7 +100,241 @@ class ClusterRequest:
         stem = str(Path(self.out).with_suffix(""))
         return {"gpkg": Path(self.out), "tif": Path(stem + "_clusters.tif"),
                 "manifest": Path(stem + "_manifest.json"), "quicklook": Path(stem + "_quicklook.png"),
-                "model": Path(stem + "_model.npz")}
+                "model": Path(stem + "_model.pt")}
+
+
+@dataclass
+class SweepRequest:
+    """``python -m engine sweep``: cluster for every K of ``k_text`` at every tile size of ``tile_sizes``."""
+
+    raster: str
+    out: str
+    k_text: str = "2..12"
+    tile_sizes: str = "32,64,128"           # numbers in ``tile_unit``, comma-separated
+    tile_unit: str = "px"
+    method: str = "kmeans"
+    epochs: int = 5
+    lr: float | None = None
+    backbone: str = "efficientnet_lite0"
+    weights: str = "imagenet"
+    device: str = "auto"
+    seed: int = 0
+    overwrite: bool = False
+    resume: bool = False                    # finish an interrupted sweep in ``out`` (its missing tile sizes)
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return Path(self.out).stem
+
+    def interrupted(self) -> dict | None:
+        """{'finished': [...], 'missing': [...]} when ``out`` holds an interrupted sweep, else None.
+
+        The engine keeps the finished tile sizes of a sweep that was cancelled or
+        failed, and says in the manifest which layers are missing; ``--resume``
+        does only those.
+        """
+        try:
+            manifest = json.loads(self.outputs()["manifest"].read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(manifest, dict) or manifest.get("tool") != "sweep" or manifest.get("complete", True):
+            return None
+        return {"finished": sorted(manifest.get("layers") or {}), "missing": list(manifest.get("missing") or [])}
+
+    def ks(self) -> list[int]:
+        """The K values, sorted (ValueError with a message for the user when the text is not a K list)."""
+        return parse_k(self.k_text)
+
+    def sizes(self) -> list[float]:
+        return parse_sizes(self.tile_sizes, self.tile_unit)
+
+    def tile_labels(self) -> list[str]:
+        """'64px', '20m': the engine's tile size texts, which also name the layers (``tiles_64px``)."""
+        try:
+            return [f"{s:g}{self.tile_unit}" for s in self.sizes()]
+        except ValueError:
+            return []
+
+    def layer_names(self) -> list[str]:
+        return [f"tiles_{label}" for label in self.tile_labels()]
+
+    def problems(self) -> list[str]:
+        out = raster_problems(self.raster)
+        if self.method not in METHODS:
+            out.append(f"Method {self.method!r} is not available; use {', '.join(METHODS)}.")
+        elif self.method == "deepcluster":
+            out.extend(deepcluster_problems(self.epochs, self.lr))
+        try:
+            self.ks()
+        except ValueError as exc:
+            out.append(str(exc))
+        if self.tile_unit not in UNITS:
+            out.append("The tile size unit must be px or m.")
+        else:
+            try:
+                self.sizes()
+            except ValueError as exc:
+                out.append(str(exc))
+        if self.backbone not in BACKBONES:
+            out.append(f"Unknown backbone {self.backbone!r}.")
+        if self.weights not in WEIGHTS and not Path(self.weights).is_file():
+            out.append(f"The weights file {self.weights} does not exist.")
+        if self.device not in DEVICES:
+            out.append(f"Unknown device {self.device!r}.")
+        out.extend(output_problems(self.out, self.overwrite or self.resume))
+        return out + unique_output_problem(self.outputs, self.overwrite or self.resume, out)
+
+    def argv(self) -> list[str]:
+        args = ["sweep", self.raster, "--out", self.out, "--k", self.k_text.replace(" ", ""),
+                "--tile-size", ",".join(self.tile_labels()), "--backbone", self.backbone, "--weights", self.weights,
+                "--seed", str(int(self.seed)), "--progress", "json"]
+        args += method_args(self.method, self.epochs, self.lr)
+        if self.device != "auto":
+            args += ["--device", self.device]
+        if self.resume:
+            args.append("--resume")
+        elif self.overwrite:
+            args.append("--overwrite")
+        return args + list(self.extra)
+
+    def outputs(self) -> dict[str, Path]:
+        stem = str(Path(self.out).with_suffix(""))
+        files = {"gpkg": Path(self.out), "metrics_csv": Path(stem + "_metrics.csv"),
+                 "metrics_png": Path(stem + "_metrics.png"), "manifest": Path(stem + "_manifest.json")}
+        for label in self.tile_labels():
+            files[f"lineage_{label}"] = Path(f"{stem}_lineage_{label}.png")
+            files[f"pca_{label}"] = Path(f"{stem}_pca_{label}.png")
+        return files
+
+    def plots(self) -> list[Path]:
+        """The sweep's PNG plots: metrics against K, then lineage and PCA scatter per tile size."""
+        return [p for p in self.outputs().values() if p.suffix == ".png"]
+
+
+@dataclass
+class PredictRequest:
+    """``python -m engine predict``: assign the tiles of ``raster`` to the clusters of a saved model."""
+
+    model: str
+    raster: str
+    out: str
+    resample: bool = False
+    overwrite: bool = False
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return Path(self.out).stem
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.model:
+            out.append("Choose a model file (OUT_model.pt, written by a cluster run).")
+        elif not Path(self.model).is_file():
+            out.append(f"The model file {self.model} does not exist.")
+        elif Path(self.model).suffix.lower() != ".pt":
+            out.append(f"The model file {self.model} is not a .pt file written by a cluster run.")
+        out += raster_problems(self.raster)
+        out += output_problems(self.out, self.overwrite)
+        return out + unique_output_problem(self.outputs, self.overwrite, out)
+
+    def argv(self) -> list[str]:
+        args = ["predict", self.model, self.raster, "--out", self.out, "--progress", "json"]
+        if self.resample:
+            args.append("--resample")
+        if self.overwrite:
+            args.append("--overwrite")
+        return args + list(self.extra)
+
+    def outputs(self) -> dict[str, Path]:
+        outputs = ClusterRequest(raster=self.raster, out=self.out).outputs()
+        del outputs["model"]
+        return outputs
+
+
+def parse_k(text: str) -> list[int]:
+    """'2..12', '2,4,6' or '2..6,8,12' -> sorted K values; ValueError naming the problem."""
+    values: set[int] = set()
+    parts = [p.strip() for p in (text or "").split(",")]
+    if not any(parts):
+        raise ValueError("Give the K values, e.g. 2..12 or 2,4,6.")
+    for part in parts:
+        try:
+            if ".." in part:
+                low, high = (int(v) for v in part.split(".."))
+                if low > high:
+                    raise ValueError(f"The K range {part} runs backwards; write it as {high}..{low}.")
+                values.update(range(low, high + 1))
+            else:
+                values.add(int(part))
+        except ValueError as exc:
+            if "backwards" in str(exc):
+                raise
+            raise ValueError(f"{part!r} is not a K value or range; write e.g. 2..12 or 2,4,6.") from None
+    if min(values) < 2 or max(values) > MAX_K:
+        raise ValueError(f"K values must be between 2 and {MAX_K}.")
+    return sorted(values)
+
+
+def parse_sizes(text: str, unit: str) -> list[float]:
+    """'32,64,128' (optionally '32px,64px') -> sizes in ``unit``; ValueError naming the problem."""
+    sizes = []
+    for part in (p.strip() for p in (text or "").split(",")):
+        if not part:
+            continue
+        number = part[: -len(unit)] if unit and part.endswith(unit) else part
+        try:
+            size = float(number)
+        except ValueError:
+            raise ValueError(f"Tile size {part!r} is not a number of {unit}; write e.g. 32,64,128.") from None
+        if size <= 0 or (unit == "px" and size != int(size)):
+            raise ValueError(f"Tile size {part!r} must be a positive whole number of pixels or a positive "
+                             "number of metres.")
+        if unit == "px" and size < 16:
+            raise ValueError(f"Tile size {part!r}: tiles need at least 16 px.")
+        if size not in sizes:
+            sizes.append(size)
+    if not sizes:
+        raise ValueError("Give at least one tile size, e.g. 32,64,128.")
+    return sizes
+
+
+def raster_problems(raster: str) -> list[str]:
+    if not raster:
+        return ["Choose a raster layer."]
+    if not Path(raster).is_file():
+        return [f"The raster {raster} is not a local file; save it to a GeoTIFF first "
+                "(right-click the layer > Export > Save As…)."]
+    return []
+
+
+def method_args(method: str, epochs: int, lr: float | None) -> list[str]:
+    """``--method`` and, for DeepCluster, ``--epochs`` and ``--lr`` (omitted: the engine chooses)."""
+    args = ["--method", method]
+    if method == "deepcluster":
+        args += ["--epochs", str(int(epochs))]
+        if lr:
+            args += ["--lr", repr(float(lr))]
+    return args
+
+
+def deepcluster_problems(epochs: int, lr: float | None) -> list[str]:
+    out = []
+    if not 1 <= int(epochs) <= MAX_EPOCHS:
+        out.append(f"DeepCluster needs between 1 and {MAX_EPOCHS} epochs.")
+    if lr is not None and not 0 <= float(lr) < 10:
+        out.append("The learning rate must be a small positive number (e.g. 0.001), or empty for automatic.")
+    return out
+
+
+def unique_output_problem(outputs, overwrite: bool, found: list[str]) -> list[str]:
+    """'X already exists' for the first existing file of ``outputs()``, unless overwriting or already said
+    (or the output path itself is wrong)."""
+    if overwrite or any("already exists" in p or "GeoPackage" in p or "output folder" in p for p in found):
+        return []
+    taken = [p.name for p in outputs().values() if p.exists()]
+    return [f"{taken[0]} already exists."] if taken else []
 
 
 def output_problems(out: str, overwrite: bool) -> list[str]:
@@ -122,12 +356,12 @@ def output_problems(out: str, overwrite: bool) -> list[str]:
     return []
 
 
-def default_output(raster: str) -> str:
+def default_output(raster: str, kind: str = "clusters") -> str:
     """A free output path next to the raster (or in the home folder if that is not writable)."""
     base = Path(raster).with_suffix("") if raster else Path.home() / "urbanform"
     folder = base.parent if os.access(base.parent, os.W_OK) else Path.home()
     for i in range(1, 1000):
-        candidate = folder / f"{base.name}_clusters{'' if i == 1 else i}.gpkg"
+        candidate = folder / f"{base.name}_{kind}{'' if i == 1 else i}.gpkg"
         if not candidate.exists():
             return str(candidate)
-    return str(folder / f"{base.name}_clusters.gpkg")
+    return str(folder / f"{base.name}_{kind}.gpkg")

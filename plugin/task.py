@@ -8,6 +8,7 @@ to ``on_success`` (which adds the layers).
 """
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 from qgis.core import Qgis, QgsTask
@@ -18,13 +19,78 @@ from .engine_process import EngineResult, run_engine
 
 # share of the progress bar per engine stage: (start, end) in percent
 STAGES = {"open": (0, 3), "scan": (3, 6), "features": (6, 90), "cluster": (90, 95), "write": (95, 100)}
+# DeepCluster: the first features are a small part; the epochs (training, then features each) are most of it
+DEEPCLUSTER_STAGES = {"open": (0, 2), "scan": (2, 4), "features": (4, 12), "epoch": (12, 92), "cluster": (92, 95),
+                      "write": (95, 100)}
+BATCH = re.compile(r"\((\d+)/(\d+)\)")          # "epoch 2/5: training on 768 crops (3/12)"
 
 
-def overall_progress(event: dict) -> float:
-    start, end = STAGES.get(event.get("stage"), (0, 0))
+def overall_progress(event: dict, stages: dict | None = None) -> float | None:
+    """Percent done after ``event``; None for a stage the map does not know (the bar then stays)."""
+    span = (stages or STAGES).get(event.get("stage"))
+    if span is None:
+        return None
+    start, end = span
+    return start + (end - start) * stage_fraction(event)
+
+
+def stage_fraction(event: dict) -> float:
+    """done/total of the event's stage; within an epoch, the training batch adds its share."""
     total = event.get("total") or 0
-    frac = min(1.0, event.get("done", 0) / total) if total else 0.0
-    return start + (end - start) * frac
+    if not total:
+        return 0.0
+    done = float(event.get("done", 0))
+    batch = BATCH.search(event.get("message") or "") if event.get("stage") == "epoch" else None
+    if batch and int(batch.group(2)):
+        done += int(batch.group(1)) / int(batch.group(2))
+    return min(1.0, done / total)
+
+
+class SweepProgress:
+    """Progress of a sweep: one span per tile size (its features, then its K values), then plots and write.
+
+    The engine reports ``features`` (message "64px: ...") and then ``tiles_64px``
+    (one step per K) for each tile size, smallest first (small tiles are
+    compared with the large tiles that contain them).
+    """
+
+    def __init__(self, tile_labels: list[str]):
+        self.labels = sorted(tile_labels, key=_size_of) or ["?"]
+        self.current = 0
+
+    def __call__(self, event: dict) -> float | None:
+        stage, message = event.get("stage") or "", event.get("message") or ""
+        width = 90 / len(self.labels)
+        if stage.startswith("tiles_") and stage[6:] in self.labels:
+            self.current = self.labels.index(stage[6:])
+            return width * self.current + width * (0.7 + 0.3 * stage_fraction(event))
+        if stage in ("features", "epoch"):
+            prefix = message.split(":", 1)[0]
+            if prefix in self.labels:
+                self.current = self.labels.index(prefix)
+            return width * self.current + width * 0.7 * stage_fraction(event)
+        if stage == "plots":
+            return 90 + 7 * stage_fraction(event)
+        if stage == "write":
+            return 97 + 3 * stage_fraction(event)
+        return None
+
+
+def _size_of(label: str) -> float:
+    match = re.match(r"[0-9.]+", label)
+    try:
+        return float(match.group(0)) if match else float("inf")
+    except ValueError:
+        return float("inf")
+
+
+def progress_for(argv: list[str]):
+    """``event -> percent or None`` for an engine command line (cluster, DeepCluster, predict or sweep)."""
+    if argv and argv[0] == "sweep" and "--tile-size" in argv:
+        return SweepProgress(argv[argv.index("--tile-size") + 1].split(","))
+    if "--method" in argv and argv[argv.index("--method") + 1] == "deepcluster":
+        return lambda event: overall_progress(event, DEEPCLUSTER_STAGES)
+    return lambda event: overall_progress(event, STAGES)
 
 
 def status_text(event: dict) -> str:
@@ -42,16 +108,21 @@ class EngineTask(QgsTask):
         super().__init__(description, QgsTask.CanCancel)
         self.python = python
         self.args = list(args)
+        self.progress_of = progress_for(self.args)
         self.outputs = list(outputs or [])
         self.on_success = on_success
         self.on_failure = on_failure
         self.message_bar = message_bar
+        # what a cancelled run leaves (a sweep keeps its finished tile sizes); main thread, after the run
+        self.describe_cancel: Callable[[], str] = lambda: "cancelled; no output was written."
         self.result: EngineResult | None = None
         self.pid: int | None = None
         self.status_message = ""
 
     def _on_event(self, event: dict) -> None:
-        self.setProgress(overall_progress(event))
+        percent = self.progress_of(event)
+        if percent is not None and percent >= self.progress():     # a repeated stage never moves the bar back
+            self.setProgress(percent)
         self.status_message = status_text(event)
         self.statusChanged.emit(self.status_message)
 
@@ -74,8 +145,9 @@ class EngineTask(QgsTask):
                     self._report(f"the run finished but its layers could not be added: {exc}", Qgis.Critical)
             return
         if result is None or result.cancelled or self.isCanceled():
-            log.info(f"{self.description()}: cancelled; no output was written.")
-            self._report("cancelled; no output was written.", Qgis.Info)
+            text = self.describe_cancel()
+            log.info(f"{self.description()}: {text}")
+            self._report(text, Qgis.Info)
         else:
             log.critical(f"{self.description()} failed (exit {result.returncode}). Engine output:\n{result.stderr}")
             self._report(result.message + " (details in the log panel, tab Urban Form Mapper)", Qgis.Critical)

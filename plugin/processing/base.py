@@ -18,7 +18,7 @@ from qgis.core import QgsProcessingAlgorithm, QgsProcessingException, QgsProcess
 
 from .. import engine_env
 from ..engine_process import run_engine
-from ..task import overall_progress, status_text
+from ..task import progress_for, status_text
 
 GROUP = "Urban form"
 GROUP_ID = "urbanform"
@@ -53,8 +53,8 @@ class EngineAlgorithm(UrbanFormAlgorithm):
         feedback = feedback or QgsProcessingFeedback()
         python = engine_python(feedback)
         feedback.pushCommandInfo(" ".join(shlex.quote(a) for a in engine_env.engine_command(python, *args)))
-        result = run_engine(python, args, on_event=progress_reporter(feedback), is_cancelled=feedback.isCanceled,
-                            outputs=outputs)
+        result = run_engine(python, args, on_event=progress_reporter(feedback, progress_for(args)),
+                            is_cancelled=feedback.isCanceled, outputs=outputs)
         if result.cancelled:
             feedback.pushInfo(result.message)
             return False
@@ -81,16 +81,19 @@ def engine_python(feedback=None) -> str:
     return python
 
 
-def progress_reporter(feedback):
+def progress_reporter(feedback, progress_of=None):
     """An ``on_event`` callback: every event moves the progress bar; a new stage also sets the progress text.
 
     The text is set once per stage, not per event: the algorithm dialog and
-    qgis_process print each progress text as a log line.
+    qgis_process print each progress text as a log line. DeepCluster repeats
+    stages (features each epoch): the bar never moves back.
     """
     current = {"stage": None}
 
     def on_event(event: dict) -> None:
-        feedback.setProgress(overall_progress(event))
+        percent = (progress_of or progress_for([]))(event)
+        if percent is not None and percent >= feedback.progress():
+            feedback.setProgress(percent)
         if event.get("stage") != current["stage"]:
             current["stage"] = event.get("stage")
             feedback.setProgressText(status_text(event))

@@ -61,7 +61,8 @@ HELP = "\n".join([
     "valid_frac (share of valid pixels). Loaded into the project styled by cluster.",
     "• Cluster raster: OUT_clusters.tif, one pixel per tile, with a colour table (255 = skipped tile).",
     "• Run manifest: OUT_manifest.json with the parameters, versions, device, timings and cluster sizes.",
-    "A quicklook (OUT_quicklook.png) and the fitted model (OUT_model.npz) are written next to them.",
+    "A quicklook (OUT_quicklook.png) and the fitted model (OUT_model.pt, for urbanform:predict) are written next "
+    "to them.",
 ])
 
 

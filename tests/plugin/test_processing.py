@@ -82,7 +82,9 @@ def cluster_run(alg, tmp_path_factory) -> dict:
 # -- the algorithms -----------------------------------------------------------------------------
 def test_provider_lists_the_algorithms_with_their_help(alg):
     provider = QgsApplication.processingRegistry().providerById("urbanform")
-    assert sorted(a.id() for a in provider.algorithms()) == ["urbanform:cluster", "urbanform:exportshapefile"]
+    assert sorted(a.id() for a in provider.algorithms()) == [
+        "urbanform:cluster", "urbanform:deepcluster", "urbanform:exportshapefile", "urbanform:predict",
+        "urbanform:sweep"]
     for algorithm in provider.algorithms():
         assert algorithm.group() == "Urban form" and algorithm.groupId() == "urbanform"
         help_text = algorithm.shortHelpString()
@@ -227,6 +229,70 @@ def test_model_chains_cluster_and_shapefile_export(alg, tmp_path):
         assert back.featureCount() == 96 and "cluster" in back.fields().names()
     finally:
         del back
+
+
+# -- DeepCluster, sweep and predict (issue 4) ---------------------------------------------------
+def test_predict_assigns_the_tiles_to_a_saved_cluster_model(alg, cluster_run, tmp_path):
+    """A model saved by a cluster run, applied to the same raster, gives back that run's clusters."""
+    model = Path(cluster_run["OUTPUT"]).with_name("kampala_model.pt")
+    assert model.is_file()
+    result = run("urbanform:predict", {"MODEL": str(model), "INPUT": alg.params["INPUT"],
+                                       "OUTPUT": str(tmp_path / "p.gpkg")})
+    assert Path(result["CLUSTER_RASTER"]).is_file() and Path(result["MANIFEST"]).is_file()
+    assert not (tmp_path / "p_model.pt").exists()
+    predicted, original = tiles_of(result["OUTPUT"]), tiles_of(cluster_run["OUTPUT"])
+    try:
+        assert predicted.featureCount() == 96
+        mine = {f["tile_id"]: f["cluster"] for f in predicted.getFeatures()}
+        theirs = {f["tile_id"]: f["cluster"] for f in original.getFeatures()}
+        same = sum(mine[t] == theirs[t] for t in theirs)
+        assert same >= 0.95 * len(theirs), f"{same} of {len(theirs)} tiles kept their cluster"
+    finally:
+        del predicted, original
+    with pytest.raises(QgsProcessingException, match="does not exist"):
+        run("urbanform:predict", {"MODEL": str(tmp_path / "none_model.pt"), "INPUT": alg.params["INPUT"],
+                                  "OUTPUT": str(tmp_path / "q.gpkg")})
+
+
+def test_sweep_writes_a_layer_per_tile_size_and_the_metrics(alg, tmp_path, qgis_new_project):
+    from processing.gui.Postprocessing import handleAlgorithmResults
+
+    project = QgsProject.instance()
+    context = QgsProcessingContext()
+    context.setProject(project)
+    feedback = QgsProcessingFeedback()
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("urbanform:sweep")
+    params = {"INPUT": alg.params["INPUT"], "K": "2..3", "TILE_SIZES": "64,128", "BACKBONE": alg.params["BACKBONE"],
+              "WEIGHTS": alg.params["WEIGHTS"], "OUTPUT": str(tmp_path / "sweep.gpkg")}
+    task = QgsProcessingAlgRunnerTask(algorithm, params, context, feedback)
+    executed = {}
+    task.executed.connect(lambda ok, results: executed.update(ok=ok, results=results))
+    assert run_task(task, 300) == QgsTask.Complete and executed["ok"]
+    result = executed["results"]
+    assert result["OUTPUT"] == str(tmp_path / "sweep.gpkg") and Path(result["METRICS"]).name == "sweep_metrics.csv"
+    assert Path(result["METRICS"]).is_file() and Path(result["MANIFEST"]).is_file()
+    assert handleAlgorithmResults(algorithm, context, feedback, True, params)
+    layers = sorted(project.mapLayers().values(), key=lambda layer: layer.featureCount(), reverse=True)
+    try:
+        assert [layer.name() for layer in layers] == ["sweep tiles_64px", "sweep tiles_128px"]
+        assert [layer.featureCount() for layer in layers] == [96, 24]
+        assert all(layer.renderer().classAttribute() == "k3" for layer in layers)   # styled on the largest K
+    finally:
+        del layers
+        project.removeAllMapLayers()
+    with pytest.raises(QgsProcessingException, match="runs backwards"):
+        run("urbanform:sweep", {**params, "K": "5..2", "OUTPUT": str(tmp_path / "bad.gpkg")})
+
+
+def test_deepcluster_runs_the_engine_with_its_training_options(alg, tmp_path):
+    """The engine accepts the DeepCluster command line (its own K check answers before any training)."""
+    feedback = QgsProcessingFeedback()
+    with pytest.raises(QgsProcessingException, match="larger than the number of valid tiles"):
+        run("urbanform:deepcluster", {**alg.params, "K": 200, "EPOCHS": 2, "LR": 0.001,
+                                      "OUTPUT": str(tmp_path / "dc.gpkg")}, feedback)
+    assert files_in(tmp_path) == []
+    algorithm = QgsApplication.processingRegistry().algorithmById("urbanform:deepcluster")
+    assert algorithm.parameterDefinition("EPOCHS").minimum() == 1
 
 
 # -- errors and cancel ------------------------------------------------------------------------
