@@ -1,7 +1,8 @@
 """The Urban Form Mapper panel: pick a raster and parameters, see what a run would do, run it.
 
-The dock builds a ``request.ClusterRequest`` from its widgets (``request()``)
-and nothing else: validation is ``ClusterRequest.problems()``, the tile count,
+The dock builds a ``request.ClusterRequest`` (or, in "Sensitivity sweep" mode, a
+``request.SweepRequest``) from its widgets (``request()``) and nothing else:
+validation is the request's ``problems()``, the tile count,
 the time estimate and the engine check come from ``probe`` in background
 tasks, and a run is a ``task.EngineTask``. The UI thread does no subprocess
 work and no I/O beyond trivial path checks (and writing a polygon layer to a
@@ -22,10 +23,10 @@ from qgis.PyQt import sip, uic
 from qgis.PyQt.QtCore import QTimer, pyqtSignal
 from qgis.PyQt.QtWidgets import QMessageBox
 
-from . import engine_env, probe, settings
-from .layers import add_cluster_outputs
+from . import engine_env, plots, probe, settings
+from .layers import add_cluster_outputs, add_sweep_outputs, style_sweep_layer
 from .paths import RESOURCES
-from .request import BACKBONES, METHODS, UNITS, ClusterRequest, default_output
+from .request import BACKBONES, METHODS, UNITS, ClusterRequest, SweepRequest, default_output
 from .task import EngineTask
 
 FORM_CLASS, _ = uic.loadUiType(str(RESOURCES / "ui" / "dock.ui"))
@@ -33,6 +34,7 @@ FORM_CLASS, _ = uic.loadUiType(str(RESOURCES / "ui" / "dock.ui"))
 AREA_MODES = (("none", "Whole raster"), ("extent", "Current map extent"),
               ("layer", "Polygon layer features"))
 METHOD_LABELS = {"kmeans": "k-means", "deepcluster": "DeepCluster"}
+MODES = (("single", "Single clustering"), ("sweep", "Sensitivity sweep (K × tile size)"))
 WEIGHT_CHOICES = (("imagenet", "ImageNet (pretrained)"), ("none", "None (random)"), ("file", "File…"))
 DEBOUNCE_MS = 500
 KEY = "dock/"            # settings under /urbanform/dock/; the engine Python is /urbanform/engine_python
@@ -45,6 +47,20 @@ def confirm_overwrite(parent, path: str) -> bool:
                                   f"{path} (or a file named after it) already exists.\nReplace these outputs?",
                                   QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
     return answer == QMessageBox.Yes
+
+
+def ask_resume(parent, path: str, state: dict) -> bool | None:
+    """An interrupted sweep is in ``path``: True finishes it, False replaces it, None keeps it (tests replace
+    ``dock.ask_resume``)."""
+    box = QMessageBox(QMessageBox.Question, "Urban Form Mapper",
+                      f"{path} holds an interrupted sweep.\nFinished: {', '.join(state['finished']) or 'none'}; "
+                      f"missing: {', '.join(state['missing']) or 'none'}.\n\nFinish the missing tile sizes (same "
+                      "parameters), or start again and replace it?", QMessageBox.Cancel, parent)
+    finish = box.addButton("Finish it", QMessageBox.AcceptRole)
+    replace_button = box.addButton("Replace it", QMessageBox.DestructiveRole)
+    box.exec_()
+    clicked = box.clickedButton()
+    return True if clicked is finish else False if clicked is replace_button else None
 
 
 def raster_path(layer) -> str:
@@ -65,6 +81,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.setupUi(self)
         self.iface = iface
         self.confirm_overwrite = confirm_overwrite
+        self.ask_resume = ask_resume
         self.task: EngineTask | None = None
         self.engine_info: dict | None = None       # the last engine check (its "asked" is the Python checked)
         self.detected_python: str | None = None
@@ -74,8 +91,10 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self._tiles_for: tuple | None = None       # ... for this (python, probe arguments)
         self._speed_pending: set[tuple] = set()
         self._background: list[probe.BackgroundCall] = []
-        self._run_request: ClusterRequest | None = None
+        self._run_request: ClusterRequest | SweepRequest | None = None
         self._auto_output = ""
+        self.sweep: dict | None = None               # the last sweep loaded: name, ks, layer_ids, plots
+        self.plots_dialog = None
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
@@ -94,8 +113,11 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.areaLayerCombo.setToolTip("Its selected features, or all of them when none is selected")
         for value, label in AREA_MODES:
             self.areaCombo.addItem(label, value)
+        for value, label in MODES:
+            self.modeCombo.addItem(label, value)
         for method in METHODS:
             self.methodCombo.addItem(METHOD_LABELS.get(method, method), method)
+        self.sweepGroup.setVisible(False)
         for unit in UNITS:
             self.tileUnitCombo.addItem(unit, unit)
         for backbone in BACKBONES:
@@ -122,8 +144,14 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.areaCombo.currentIndexChanged.connect(self._area_mode_changed)
         self.tileUnitCombo.currentIndexChanged.connect(self._unit_changed)
         self.weightsCombo.currentIndexChanged.connect(self._weights_changed)
+        self.modeCombo.currentIndexChanged.connect(self._mode_changed)
+        self.methodCombo.currentIndexChanged.connect(self._method_changed)
+        self.kSlider.valueChanged.connect(self._sweep_k_changed)
+        self.plotsButton.clicked.connect(self.show_plots)
         for signal in (self.rasterCombo.layerChanged, self.areaCombo.currentIndexChanged,
                        self.areaLayerCombo.layerChanged, self.methodCombo.currentIndexChanged,
+                       self.modeCombo.currentIndexChanged, self.epochsSpin.valueChanged, self.kFromSpin.valueChanged,
+                       self.kToSpin.valueChanged, self.tileSizesEdit.textChanged,
                        self.kSpin.valueChanged, self.tileSizeSpin.valueChanged, self.tileUnitCombo.currentIndexChanged,
                        self.overlapSpin.valueChanged, self.backboneCombo.currentIndexChanged,
                        self.weightsCombo.currentIndexChanged, self.weightsFile.fileChanged,
@@ -136,13 +164,23 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.cancelButton.clicked.connect(self.cancel)
 
     # -- the request -------------------------------------------------------------------------------
-    def request(self) -> ClusterRequest:
+    def is_sweep(self) -> bool:
+        return self.modeCombo.currentData() == "sweep"
+
+    def request(self) -> ClusterRequest | SweepRequest:
         """What a run would do now, from the widgets."""
         layer = self.rasterCombo.currentLayer()
+        if self.is_sweep():
+            return SweepRequest(
+                raster=raster_path(layer), out=self.outputFile.filePath().strip(),
+                k_text=f"{self.kFromSpin.value()}..{self.kToSpin.value()}", tile_sizes=self.tileSizesEdit.text(),
+                tile_unit=self.tileUnitCombo.currentData(), method=self.methodCombo.currentData(),
+                epochs=self.epochsSpin.value(), backbone=self.backboneCombo.currentData(), weights=self._weights(),
+                device=self.deviceCombo.currentData(), seed=self.seedSpin.value())
         mode = self.areaCombo.currentData()
         return ClusterRequest(
             raster=raster_path(layer), out=self.outputFile.filePath().strip(), k=self.kSpin.value(),
-            method=self.methodCombo.currentData(), tile_size=self.tileSizeSpin.value(),
+            method=self.methodCombo.currentData(), epochs=self.epochsSpin.value(), tile_size=self.tileSizeSpin.value(),
             tile_unit=self.tileUnitCombo.currentData(), overlap=self.overlapSpin.value(),
             backbone=self.backboneCombo.currentData(), weights=self._weights(), device=self.deviceCombo.currentData(),
             seed=self.seedSpin.value(),
@@ -185,6 +223,8 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
                        f"{layer.providerType()}); save it to a GeoTIFF first (right-click the layer > "
                        "Export > Save As…) and choose that layer.")
         out += [p for p in replace(req, overwrite=True).problems() if not (out and p == "Choose a raster layer.")]
+        if isinstance(req, SweepRequest):
+            return out                                   # no area limit and no probe for a sweep
         mode = self.areaCombo.currentData()
         if mode == "extent" and layer is not None:
             if req.extent is None:
@@ -200,7 +240,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
     def _probe_errors(self, req: ClusterRequest) -> list[str]:
         """The engine's own error for bad input (probe exit code 2), for the current parameters."""
         python = self.engine_python()
-        if self._tiles is None or self._tiles_for != self._tile_key(python, req):
+        if isinstance(req, SweepRequest) or self._tiles is None or self._tiles_for != self._tile_key(python, req):
             return []
         if not self._tiles.get("ok"):
             return [self._tiles["error"]] if self._tiles.get("bad_input") else []
@@ -304,14 +344,35 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             self._changed()
 
     def _raster_changed(self, *_args) -> None:
-        """Follow the raster with the default output, unless the user chose an output."""
+        """Follow the raster (and the mode) with the default output, unless the user chose an output."""
         current = self.outputFile.filePath().strip()
         if not current or current == self._auto_output:
-            self._auto_output = default_output(raster_path(self.rasterCombo.currentLayer()))
+            self._auto_output = default_output(raster_path(self.rasterCombo.currentLayer()),
+                                               "sweep" if self.is_sweep() else "clusters")
             self.outputFile.setFilePath(self._auto_output)
 
+    def _mode_changed(self, *_args) -> None:
+        """A sweep takes a K range and a list of tile sizes; it has no overlap or area limit."""
+        sweep = self.is_sweep()
+        for widget in (self.kLabel, self.kSpin, self.tileSizeSpin):
+            widget.setVisible(not sweep)
+        for widget in (self.kRangeLabel, self.kRangeWidget, self.tileSizesEdit):
+            widget.setVisible(sweep)
+        self.tileSizeLabel.setText("Tile sizes" if sweep else "Tile size")
+        for widget in (self.overlapLabel, self.overlapSpin, self.overlapUnitLabel, self.areaLabel, self.areaCombo):
+            widget.setEnabled(not sweep)
+        self.areaCombo.setToolTip("A sweep always uses the whole raster" if sweep
+                                  else "Only tiles whose centre lies in this area")
+        self._area_mode_changed()
+        self._raster_changed()
+
+    def _method_changed(self, *_args) -> None:
+        deep = self.methodCombo.currentData() == "deepcluster"
+        self.epochsSpin.setEnabled(deep)
+        self.epochsLabel.setEnabled(deep)
+
     def _area_mode_changed(self, *_args) -> None:
-        self.areaLayerCombo.setEnabled(self.areaCombo.currentData() == "layer")
+        self.areaLayerCombo.setEnabled(self.areaCombo.currentData() == "layer" and not self.is_sweep())
 
     def _unit_changed(self, *_args) -> None:
         decimals = 0 if self.tileUnitCombo.currentData() == "px" else 2
@@ -328,7 +389,11 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         running = self.is_running()
         text = "\n".join(problems)
         req = self.request()
-        if not problems and any(p.exists() for p in req.outputs().values()):
+        interrupted = req.interrupted() if isinstance(req, SweepRequest) and not problems else None
+        if interrupted:
+            text = (f"{Path(req.out).name} holds an interrupted sweep (missing: "
+                    f"{', '.join(interrupted['missing']) or 'none'}); Run will ask whether to finish it.")
+        elif not problems and any(p.exists() for p in req.outputs().values()):
             text = f"{Path(req.out).name} exists; Run will ask before replacing it."
         self.problemsLabel.setText(text)
         self.problemsLabel.setStyleSheet(ERROR_STYLE if problems else "")
@@ -349,6 +414,10 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         req = self.request()
         inputs_ok = not [p for p in replace(req, overwrite=True, out="").problems()
                          if p != "Choose an output GeoPackage."]
+        if isinstance(req, SweepRequest):
+            self.estimateLabel.setText(sweep_text(req) if inputs_ok else "")
+            self.update_state()
+            return
         key = self._tile_key(python, req)
         if not inputs_ok:
             self.estimateLabel.setText("")
@@ -369,7 +438,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
     def _update_estimate(self) -> None:
         """The tile count and time estimate for the current parameters; starts the speed probe when needed."""
         python, req = self.engine_python(), self.request()
-        if self._tiles is None or self._tiles_for != self._tile_key(python, req):
+        if isinstance(req, SweepRequest) or self._tiles is None or self._tiles_for != self._tile_key(python, req):
             return
         tiles = self._tiles
         if not tiles.get("ok"):
@@ -420,18 +489,28 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             self._report(problems[0], Qgis.Warning)
             return False
         req = self.request()
-        if any(p.exists() for p in req.outputs().values()):
-            if not self.confirm_overwrite(self, req.out):
+        interrupted = req.interrupted() if isinstance(req, SweepRequest) else None
+        resume = self.ask_resume(self, req.out, interrupted) if interrupted else False
+        if interrupted and resume is None:
+            self.statusLabel.setText("Not run: the interrupted sweep was kept.")
+            return False
+        if resume:
+            req.resume = True
+            remove_layers_of(req.outputs().values())
+        elif any(p.exists() for p in req.outputs().values()):
+            if not interrupted and not self.confirm_overwrite(self, req.out):
                 self.statusLabel.setText("Not run: the existing output was kept.")
                 return False
             req.overwrite = True
             remove_layers_of(req.outputs().values())
-        if req.area and not self._write_area(self.areaLayerCombo.currentLayer(), req.area):
+        if getattr(req, "area", None) and not self._write_area(self.areaLayerCombo.currentLayer(), req.area):
             return False
         self.save_settings()
         task = EngineTask(f"Urban Form Mapper: {req.name}", python, req.argv(), outputs=list(req.outputs().values()),
                           on_success=self._on_success, on_failure=self._on_failure,
                           message_bar=self.iface.messageBar())
+        if isinstance(req, SweepRequest):
+            task.describe_cancel = lambda: sweep_cancel_text(req)
         task.progressChanged.connect(self._on_progress)
         task.statusChanged.connect(self._on_status)
         self.task, self._run_request = task, req
@@ -476,6 +555,10 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             return
         req, ok = self._run_request, False
         try:
+            if isinstance(req, SweepRequest):
+                self._load_sweep(req)
+                ok = True
+                return
             _group, tiles, _raster = add_cluster_outputs(req.outputs(), req.name)
             count = tiles.featureCount()
             del _group, tiles, _raster                          # the project owns the layers
@@ -486,13 +569,79 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         finally:       # an exception goes on to EngineTask, which reports it
             self._finish_run(ok)
 
+    # -- sweep results -------------------------------------------------------------------------------
+    def _load_sweep(self, req: SweepRequest) -> None:
+        """Main thread: the sweep's layers in a group named after the run, styled on K; the plots opened."""
+        chosen = settings.get(KEY + "sweep_k", self.kSpin.value(), int)
+        group, layers, ks = add_sweep_outputs(req.outputs()["gpkg"], req.name, chosen)
+        k = chosen if chosen in ks else ks[0]
+        self.sweep = {"name": req.name, "ks": ks, "layer_ids": [layer.id() for layer in layers],
+                      "plots": req.plots()}
+        sizes = ", ".join(layer.name()[len(req.name) + 1:] for layer in layers)
+        del group, layers                                   # the project owns the layers
+        self.kSlider.blockSignals(True)
+        self.kSlider.setRange(0, len(ks) - 1)
+        self.kSlider.setValue(ks.index(k))
+        self.kSlider.blockSignals(False)
+        self.kValueLabel.setText(str(k))
+        self.sweepLabel.setText(f"{req.name}: {sizes}; K {ks[0]}–{ks[-1]}")
+        self.sweepGroup.setVisible(True)
+        state = req.interrupted()
+        missing = ", ".join(state["missing"]) if state else ""
+        text = (f"{req.name}: sweep of {len(ks)} K values × {len(self.sweep['layer_ids'])} tile sizes added to the "
+                f"map ({req.out}).") + (f" Missing: {missing}." if missing else "")
+        self.iface.messageBar().pushMessage("Urban Form Mapper", text, level=Qgis.Warning if missing else Qgis.Success,
+                                            duration=8)
+        self._set_status(text)
+        self.show_plots()
+
+    def sweep_k(self) -> int | None:
+        """The K the sweep layers show (None before a sweep was loaded)."""
+        if not self.sweep:
+            return None
+        return self.sweep["ks"][self.kSlider.value()]
+
+    def _sweep_k_changed(self, index: int) -> None:
+        """Restyle every layer of the loaded sweep on ``k<K>``."""
+        if not self.sweep or not 0 <= index < len(self.sweep["ks"]):
+            return
+        k = self.sweep["ks"][index]
+        self.kValueLabel.setText(str(k))
+        project = QgsProject.instance()
+        view = self.iface.layerTreeView()
+        for layer_id in self.sweep["layer_ids"]:
+            layer = project.mapLayer(layer_id)
+            if layer is not None and style_sweep_layer(layer, k) and view is not None:
+                view.refreshLayerSymbology(layer_id)          # the legend shows the new classes
+        settings.set(KEY + "sweep_k", k)
+
+    def show_plots(self) -> None:
+        """The sweep's PNG plots in a non-modal dialog (or the system viewer, per setting)."""
+        if not self.sweep:
+            return
+        if self.plots_dialog is not None and not sip.isdeleted(self.plots_dialog) \
+                and self.plots_dialog.run_name == self.sweep["name"]:
+            self.plots_dialog.show()
+            self.plots_dialog.raise_()
+            return
+        self._close_plots()
+        self.plots_dialog = plots.show_plots(self.sweep["name"], self.sweep["plots"], self)
+
+    def _close_plots(self) -> None:
+        if self.plots_dialog is not None and not sip.isdeleted(self.plots_dialog):
+            self.plots_dialog.close()
+            self.plots_dialog.deleteLater()
+        self.plots_dialog = None
+
     def _on_failure(self, task: EngineTask) -> None:
         """Main thread: the task has reported the error or the cancellation in the message bar already."""
         if sip.isdeleted(self):
             return
         result = task.result
         if result is None or result.cancelled:
-            self._set_status("Cancelled; no output was written.")
+            req = self._run_request
+            text = sweep_cancel_text(req) if isinstance(req, SweepRequest) else "cancelled; no output was written."
+            self._set_status(text[:1].upper() + text[1:])
         else:
             self._set_status(f"Failed: {result.message}", error=True)
         self._finish_run(False)
@@ -520,7 +669,9 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
     # -- settings ----------------------------------------------------------------------------------
     def save_settings(self) -> None:
         """Remember the parameters (QgsSettings /urbanform/); the output is not remembered: it follows the raster."""
-        values = {"method": self.methodCombo.currentData(), "k": self.kSpin.value(),
+        values = {"mode": self.modeCombo.currentData(), "method": self.methodCombo.currentData(),
+                  "epochs": self.epochsSpin.value(), "k_from": self.kFromSpin.value(), "k_to": self.kToSpin.value(),
+                  "tile_sizes": self.tileSizesEdit.text(), "k": self.kSpin.value(),
                   "tile_size": self.tileSizeSpin.value(), "tile_unit": self.tileUnitCombo.currentData(),
                   "overlap": self.overlapSpin.value(), "backbone": self.backboneCombo.currentData(),
                   "weights": self.weightsCombo.currentData(), "weights_file": self.weightsFile.filePath(),
@@ -533,7 +684,14 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
     def restore_settings(self) -> None:
         get = settings.get
         _select(self.methodCombo, get(KEY + "method", "kmeans", str))
+        self.epochsSpin.setValue(get(KEY + "epochs", 5, int))
+        self._method_changed()
         self.kSpin.setValue(get(KEY + "k", 8, int))
+        self.kFromSpin.setValue(get(KEY + "k_from", 2, int))
+        self.kToSpin.setValue(get(KEY + "k_to", 12, int))
+        self.tileSizesEdit.setText(get(KEY + "tile_sizes", "32,64,128", str))
+        _select(self.modeCombo, get(KEY + "mode", "single", str))
+        self._mode_changed()
         _select(self.tileUnitCombo, get(KEY + "tile_unit", "px", str))
         self._unit_changed()
         self.tileSizeSpin.setValue(get(KEY + "tile_size", 64.0, float))
@@ -577,6 +735,24 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             if not sip.isdeleted(call):
                 call.cancel()
         self._background = []
+        self._close_plots()
+
+
+def sweep_text(req: SweepRequest) -> str:
+    """'3 K values × 2 tile sizes (64px, 128px) · 6 clusterings' for the estimate line."""
+    ks, labels = req.ks(), req.tile_labels()
+    method = METHOD_LABELS.get(req.method, req.method)
+    return (f"Sweep: {len(ks)} K values × {len(labels)} tile sizes ({', '.join(labels)}) · "
+            f"{len(ks) * len(labels)} {method} clusterings on the whole raster")
+
+
+def sweep_cancel_text(req: SweepRequest) -> str:
+    """What a cancelled sweep left: nothing, or its finished tile sizes (which Run can finish)."""
+    state = req.interrupted()
+    if not state or not state["finished"]:
+        return "cancelled; no output was written."
+    return (f"cancelled; the finished tile sizes are kept in {Path(req.out).name} ({', '.join(state['finished'])}; "
+            f"missing: {', '.join(state['missing'])}). Run again to finish them.")
 
 
 def remove_layers_of(paths) -> None:

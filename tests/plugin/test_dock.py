@@ -114,7 +114,8 @@ def test_dock_builds_from_the_ui_file_and_lists_only_rasters(make_dock, sample_l
     assert isinstance(dock.engineGroup, QgsCollapsibleGroupBox)
     assert dock.rasterCombo.count() == 1 and dock.rasterCombo.currentLayer().id() == sample_layers.raster_id
     assert dock.areaLayerCombo.count() == 1 and dock.areaLayerCombo.layer(0).id() == sample_layers.buildings_id
-    assert [dock.methodCombo.itemData(i) for i in range(dock.methodCombo.count())] == ["kmeans"]
+    assert [dock.methodCombo.itemData(i) for i in range(dock.methodCombo.count())] == ["kmeans", "deepcluster"]
+    assert dock.modeCombo.currentData() == "single" and not dock.epochsSpin.isEnabled()
     assert (dock.kSpin.minimum(), dock.kSpin.maximum()) == (2, 254)
     assert dock.backboneCombo.currentData() == "efficientnet_lite0"
     assert dock.outputFile.storageMode() == QgsFileWidget.SaveFile and "*.gpkg" in dock.outputFile.filter()
