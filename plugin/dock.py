@@ -34,7 +34,7 @@ FORM_CLASS, _ = uic.loadUiType(str(RESOURCES / "ui" / "dock.ui"))
 AREA_MODES = (("none", "Whole raster"), ("extent", "Current map extent"),
               ("layer", "Polygon layer features"))
 METHOD_LABELS = {"kmeans": "k-means", "deepcluster": "DeepCluster"}
-MODES = (("single", "Single clustering"), ("sweep", "Sensitivity sweep (K × tile size)"))
+MODES = (("single", "Single clustering"), ("sweep", "Sensitivity sweep"))
 WEIGHT_CHOICES = (("imagenet", "ImageNet (pretrained)"), ("none", "None (random)"), ("file", "File…"))
 DEBOUNCE_MS = 500
 KEY = "dock/"            # settings under /urbanform/dock/; the engine Python is /urbanform/engine_python
@@ -452,7 +452,11 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             self._start("Urban Form Mapper: time the model",
                         lambda c: {"key": key, "answer": probe.probe(python, args, c, probe.SPEED_TIMEOUT_S)},
                         self._speed_done)
-        self.estimateLabel.setText(probe.estimate_text(tiles, speed, limited=bool(req.area)))
+        text = probe.estimate_text(tiles, speed, limited=bool(req.area))
+        if req.method == "deepcluster":      # the probe times feature extraction only, not training
+            text = text.replace(" · about ", " · features about ") + \
+                f" · DeepCluster then trains {req.epochs} epochs (much longer)"
+        self.estimateLabel.setText(text)
 
     def _speed_done(self, value: dict) -> None:
         key, answer = value["key"], value["answer"]

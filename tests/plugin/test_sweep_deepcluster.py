@@ -119,6 +119,8 @@ def test_deepcluster_enables_epochs_and_the_argv_carries_them(make_dock, sample_
     argv = dock.request().argv()
     assert argv[argv.index("--method") + 1] == "deepcluster" and argv[argv.index("--epochs") + 1] == "3"
     assert dock.runButton.isEnabled(), dock.problemsLabel.text()
+    assert wait_for(lambda: "DeepCluster then trains 3 epochs" in dock.estimateLabel.text(), 120), \
+        dock.estimateLabel.text()
     dock.methodCombo.setCurrentIndex(dock.methodCombo.findData("kmeans"))
     assert not dock.epochsSpin.isEnabled() and "--epochs" not in dock.request().argv()
     # remembered like the other fields, with the sweep's fields
