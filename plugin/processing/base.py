@@ -89,9 +89,10 @@ def progress_reporter(feedback, progress_of=None):
     stages (features each epoch): the bar never moves back.
     """
     current = {"stage": None}
+    progress_of = progress_of or progress_for([])
 
     def on_event(event: dict) -> None:
-        percent = (progress_of or progress_for([]))(event)
+        percent = progress_of(event)
         if percent is not None and percent >= feedback.progress():
             feedback.setProgress(percent)
         if event.get("stage") != current["stage"]:
