@@ -296,3 +296,30 @@ def test_cancelled_sweep_keeps_finished_tile_sizes_and_run_finishes_them(make_do
     assert [c.layer().featureCount() for c in group.children()] == [96, 24]
     del group
     assert dock.request().interrupted() is None
+
+
+def test_deepcluster_run_through_the_dock_shows_epochs_and_adds_the_layers(make_dock, sample_layers, tmp_path):
+    dock = make_dock()
+    out = tmp_path / "dcrun.gpkg"
+    set_params(dock, out, k=3, tile=128)                # 24 tiles: one quick epoch
+    dock.methodCombo.setCurrentIndex(dock.methodCombo.findData("deepcluster"))
+    dock.epochsSpin.setValue(1)
+    assert wait_for(lambda: dock.engine_python() is not None, 60)
+    ended, progress, statuses = [], [], []
+    dock.runFinished.connect(ended.append)
+    dock.progressBar.valueChanged.connect(progress.append)
+    assert dock.run(), dock.statusLabel.text()
+    dock.task.statusChanged.connect(statuses.append)
+    assert wait_for(lambda: bool(ended), 300), dock.statusLabel.text()
+    assert ended == [True], dock.statusLabel.text()
+    assert any(s.startswith("epoch") and "training" in s for s in statuses), statuses[-5:]
+    assert any(s.startswith("epoch 1/1") and "loss" in s for s in statuses), statuses[-5:]
+    assert progress == sorted(progress) and max(progress) == 100
+    group = QgsProject.instance().layerTreeRoot().findGroup("dcrun")
+    assert [c.name() for c in group.children()] == ["dcrun tiles", "dcrun clusters (raster)"]
+    tiles = group.children()[0].layer()
+    try:
+        assert tiles.featureCount() == 24 and tiles.renderer().classAttribute() == "cluster"
+    finally:
+        del tiles, group
+    assert (tmp_path / "dcrun_model.pt").is_file() and not (tmp_path / "dcrun_checkpoint.pt").exists()
