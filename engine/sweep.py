@@ -26,6 +26,14 @@ For k-means the CNN features are computed once per tile size (and cached as
 for ``cluster``), the PCA is fitted once per tile size and only k-means runs
 per K. DeepCluster trains a network per (tile size, K).
 
+K values below 2 or above the valid tiles of a tile size are skipped there
+with a warning (progress stage ``warning``, one event each, and the manifest's
+``skipped``); BadInput only when no K is left anywhere.
+
+Progress stages: ``open``, ``scan``, ``warning``, then per tile size
+``features`` (k-means) and ``tiles_<size>`` (done/total over its K values;
+DeepCluster adds its ``epoch`` events), ``plots`` and ``write``.
+
 Atomic and resumable: every tile size is a part committed on its own. When a
 part is finished its layer is added to a temporary copy of SWEEP.gpkg that
 then replaces it (``os.replace``), its two plots and the CSV are replaced the
@@ -99,7 +107,7 @@ class SweepParams:
     weight_decay: float = 1e-5
     train_batch_size: int = 64
     patience: int = 2
-    # k-means restarts per K
+    # k-means restarts per K (as in ``cluster``, so column kK matches a ``cluster --k K`` run up to ids)
     n_init: int = 10
 
 
@@ -638,8 +646,8 @@ def run_sweep(params: SweepParams, progress: Progress | None = None) -> dict:
             "metrics_columns": header,
             "outputs": {"gpkg": str(outputs.gpkg), "metrics_csv": str(outputs.csv),
                         "metrics_png": str(outputs.metrics_png), "manifest": str(outputs.manifest),
-                        **{f"lineage_{layer_name(s)[6:]}": str(v) for s, v in outputs.lineage.items()},
-                        **{f"pca_{layer_name(s)[6:]}": str(v) for s, v in outputs.pca.items()}},
+                        **{f"lineage_{p.layer[6:]}": str(outputs.lineage[p.size]) for p in parts if p.labels},
+                        **{f"pca_{p.layer[6:]}": str(outputs.pca[p.size]) for p in parts if p.labels}},
             "seed": params.seed,
             "versions": lib_versions,
             "timings_s": {**timings, "total": round(time.perf_counter() - t_all, 3)},

@@ -201,6 +201,12 @@ def _rect(x, y, w, h, color):
     return Rectangle((x, y), w, h, facecolor=color, edgecolor="white", linewidth=0.5)
 
 
+def _rgba(n: int) -> np.ndarray:
+    from matplotlib.colors import to_rgba
+
+    return np.array([to_rgba(cluster_color(i)) for i in range(n)])
+
+
 def pick_panels(ks: list[int], most: int = MAX_PCA_PANELS) -> list[int]:
     """At most ``most`` of the K values, evenly spread, always the first and the last."""
     ks = sorted(ks)
@@ -228,7 +234,7 @@ def plot_pca(path, scores, labels_by_k: dict[int, np.ndarray], title: str = "", 
     for ax, k in zip(axes, ks):
         sc = scores[k] if isinstance(scores, dict) else scores
         lab = labels_by_k[k][sample]
-        palette = np.array([cluster_color(i) for i in range(int(lab.max(initial=0)) + 1)])
+        palette = _rgba(int(lab.max(initial=0)) + 1)           # RGBA rows: no per-point colour parsing
         ax.scatter(sc[sample, 0], sc[sample, 1], c=palette[lab], s=4, linewidths=0, alpha=0.8)
         ax.set_title(f"K={k}", fontsize=9)
         ax.set_xlabel("pc1", fontsize=7)
