@@ -336,8 +336,11 @@ def main(argv=None) -> int:
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (Cancelled, KeyboardInterrupt):
-        print("cancelled: no output was written", file=sys.stderr)
+    except (Cancelled, KeyboardInterrupt) as exc:
+        detail = str(exc) if isinstance(exc, Cancelled) else ""
+        # a bare SIGTERM/Ctrl+C left nothing; tools that keep finished parts (sweep) say what they kept
+        print(f"cancelled: {detail}" if detail not in ("", "terminated") else "cancelled: no output was written",
+              file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
         if args.debug:
