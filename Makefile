@@ -76,9 +76,12 @@ test-plugin: setup
 
 eval: setup
 	$(PY) tests/bench/eval.py --out bench_out
+	$(PY) tests/bench/eval_deepcluster.py --out bench_out
 
 bench: setup
 	$(PY) tests/bench/bench.py --out bench_out
+	$(PY) tests/bench/bench_deepcluster.py --out bench_out
+	$(PY) tests/bench/bench_sweep.py --out bench_out
 
 # ---------------------------------------------------------------- plugin
 package:
