@@ -117,7 +117,7 @@ def test_files_that_are_not_our_models_are_refused(kind, kampala_z19, tmp_path):
     elif kind == "state dict":
         torch.save({"w": torch.zeros(2)}, path)
     else:
-        path.write_bytes(pickle.dumps(_Evil()))
+        path.write_bytes(pickle.dumps(_Evil(), protocol=2))
     with pytest.raises(BadInput, match="not an Urban Form Mapper"):
         load_model(path)
     out_dir = tmp_path / "out"
