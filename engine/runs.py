@@ -118,11 +118,16 @@ def _check_params(p: ClusterParams) -> None:
     if p.method not in METHODS:
         raise BadInput(f"--method {p.method!r} is unknown; use {' or '.join(METHODS)}.")
     if p.method == "deepcluster":
-        _check_training(p)
+        check_training(p)
     if p.buildings and not Path(p.buildings).exists():
         raise BadInput(f"--buildings {p.buildings!r}: no such file. Give a polygon layer of building footprints.")
     if not 2 <= int(p.k) <= MAX_K:
         raise BadInput(f"--k {p.k}: K must be between 2 and {MAX_K}.")
+    check_tiling_and_features(p)
+
+
+def check_tiling_and_features(p) -> None:
+    """Options shared by cluster and sweep (any params object with these fields)."""
     if not 0.0 <= float(p.min_valid) <= 1.0:
         raise BadInput(f"--min-valid {p.min_valid}: give a fraction between 0 and 1.")
     if p.pca_dims != "auto":
@@ -138,8 +143,8 @@ def _check_params(p: ClusterParams) -> None:
     backbone_spec(p.backbone)
 
 
-def _check_training(p: ClusterParams) -> None:
-    """DeepCluster options, checked before any work."""
+def check_training(p) -> None:
+    """DeepCluster options (of cluster or sweep params), checked before any work."""
     if int(p.epochs) < 1:
         raise BadInput(f"--epochs {p.epochs}: train for at least 1 epoch.")
     if p.lr != "auto":

@@ -230,48 +230,15 @@ def _write_json_atomic(path: Path, obj: dict) -> None:
 def _check_params(p: SweepParams) -> None:
     if p.method not in METHODS:
         raise BadInput(f"--method {p.method!r} is unknown; use {' or '.join(METHODS)}.")
-    if not 0.0 <= float(p.min_valid) <= 1.0:
-        raise BadInput(f"--min-valid {p.min_valid}: give a fraction between 0 and 1.")
-    if p.pca_dims != "auto":
-        try:
-            if int(p.pca_dims) < 1:
-                raise ValueError
-        except ValueError:
-            raise BadInput(f"--pca-dims {p.pca_dims!r}: use 'auto' or a positive whole number.") from None
-    if p.batch_size is not None and int(p.batch_size) < 1:
-        raise BadInput(f"--batch-size {p.batch_size}: use a positive whole number.")
+    from .runs import check_tiling_and_features, check_training
+
+    check_tiling_and_features(p)
     if int(p.n_init) < 1:
         raise BadInput(f"n_init {p.n_init}: use at least 1 k-means restart.")
     if not Path(p.raster).exists():
         raise BadInput(f"raster {p.raster!r}: no such file.")
-    from .features import backbone_spec
-
-    backbone_spec(p.backbone)
     if p.method == "deepcluster":
-        if int(p.epochs) < 1:
-            raise BadInput(f"--epochs {p.epochs}: train for at least 1 epoch.")
-        if p.lr != "auto":
-            try:
-                if float(p.lr) <= 0:
-                    raise ValueError
-            except ValueError:
-                raise BadInput(f"--lr {p.lr!r}: use 'auto' or a positive number such as 0.001.") from None
-        if int(p.crops_per_tile) < 1:
-            raise BadInput(f"--crops-per-tile {p.crops_per_tile}: use at least 1.")
-        if not 0 <= float(p.momentum) < 1:
-            raise BadInput(f"--momentum {p.momentum}: use a value in [0, 1), e.g. 0.9.")
-        if float(p.weight_decay) < 0:
-            raise BadInput(f"--weight-decay {p.weight_decay}: use 0 or a small positive number such as 1e-5.")
-        if int(p.train_batch_size) < 2:
-            raise BadInput(f"--train-batch-size {p.train_batch_size}: use at least 2 (batch norm needs it).")
-        if int(p.patience) < 1:
-            raise BadInput(f"--patience {p.patience}: use at least 1 epoch.")
-        if p.freeze not in ("auto", "none"):
-            try:
-                if int(p.freeze) < 0:
-                    raise ValueError
-            except ValueError:
-                raise BadInput(f"--freeze {p.freeze!r}: use auto, none or a number of early blocks.") from None
+        check_training(p)
 
 
 def _comparable(params: dict) -> dict:
