@@ -102,7 +102,7 @@ def metric_crs(data, crs_hint=None):
     x0, y0, x1, y1 = data.total_bounds
     if not np.all(np.isfinite([x0, y0, x1, y1])):
         raise BadInput("the layer is empty, so no local UTM zone can be chosen for it.")
-    lon, lat = Transformer.from_crs(src, "EPSG:4326", always_xy=True).transform((x0 + x1) / 2, (y0 + y1) / 2)
+    lon, lat = Transformer.from_crs(src, "EPSG:4326", always_xy=True).transform(float(x0 + x1) / 2, float(y0 + y1) / 2)
     return utm_crs_for(lon, lat)
 
 
@@ -193,8 +193,14 @@ def _keep_types(geoms, types, name: str, noun: str, warnings):
     if invalid.any():
         g = g.copy()
         g[invalid] = _valid_parts(shapely.make_valid(g[invalid]), types)
+        lost = shapely.is_empty(g)
+        extra = f" ({int(lost.sum())} left nothing of that type and were dropped)" if lost.any() else ""
         _warn(f"{name}: {int(invalid.sum())} invalid geometr{'y' if invalid.sum() == 1 else 'ies'} "
-              "repaired with make_valid.", warnings)
+              f"repaired with make_valid{extra}.", warnings)
+        kept = np.flatnonzero(keep)
+        keep = keep.copy()
+        keep[kept[lost]] = False
+        g = g[~lost]
     return keep, g
 
 
