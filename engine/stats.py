@@ -237,18 +237,16 @@ def read_buildings(path: "str | Path", crs, name: str = "--buildings", *, layer:
     docstring for ``warnings``). A file with several layers takes ``layer``
     (or 'file.gpkg|layername=NAME'); without it the only polygon layer, or the
     only one named like buildings. BadInput: missing or unreadable file, no
-    CRS, and - unless ``allow_empty`` (then an empty GeoSeries and a warning)
-    - a layer with no polygons.
+    CRS, and - unless ``allow_empty`` (then an empty GeoSeries; the empty
+    layer is reported by :func:`building_stats`, not here) - a layer with no
+    polygons.
     """
     import geopandas as gpd
 
     gdf = _read_layer(path, name, "polygon", layer)
     keep, geoms = _keep_types(gdf.geometry.values, _POLYGONAL, name, "polygons", warnings)
-    if len(geoms) == 0:
-        if not allow_empty:
-            raise BadInput(f"{name} {str(path)!r} has no polygons; give building footprints.")
-        _warn(f"{name}: the layer has no polygons; bldg_count, bldg_area and bldg_cov are 0, "
-              "bldg_mean and bldg_orien null.", warnings)
+    if len(geoms) == 0 and not allow_empty:
+        raise BadInput(f"{name} {str(path)!r} has no polygons; give building footprints.")
     out = gpd.GeoSeries(geoms, index=gdf.index[keep], crs=gdf.crs)
     return out.to_crs(crs) if crs is not None else out
 
@@ -259,7 +257,7 @@ def read_roads(path: "str | Path", crs, name: str = "--roads", *, layer: "str | 
 
     Other geometry types are dropped and reported; invalid lines are repaired
     with make_valid and counted in a warning; an empty layer gives an empty
-    GeoDataFrame and a warning. BadInput: missing or unreadable file, no CRS,
+    GeoDataFrame (reported by :func:`road_stats`, not here). BadInput: missing or unreadable file, no CRS,
     several layers without a name (as :func:`read_buildings`).
     """
     import geopandas as gpd
@@ -268,8 +266,6 @@ def read_roads(path: "str | Path", crs, name: str = "--roads", *, layer: "str | 
     keep, geoms = _keep_types(gdf.geometry.values, _LINEAR, name, "lines", warnings)
     out = gdf.loc[keep].copy()
     out = out.set_geometry(gpd.array.from_shapely(geoms, crs=gdf.crs))
-    if len(out) == 0:
-        _warn(f"{name}: the layer has no lines; road_len is 0, road_dist and major_dist null.", warnings)
     return out.to_crs(crs) if crs is not None else out
 
 
@@ -464,8 +460,8 @@ def building_stats(tiles, buildings, *, name: str = "--buildings",
     t = _geoms(tiles)
     b, _ = _clean(buildings)
     if len(b) == 0:
-        _warn(f"{name}: the layer is empty; bldg_count, bldg_area and bldg_cov are 0, bldg_mean and "
-              "bldg_orien null.", warnings)
+        _warn(f"{name}: no footprints (empty layer, or no polygons); bldg_count, bldg_area and bldg_cov "
+              "are 0, bldg_mean and bldg_orien null.", warnings)
     else:
         _overlap_warning(t, b, name, "footprints", warnings)
     owner = _owner(t, b)
@@ -533,8 +529,9 @@ def road_stats(tiles, roads, field: "str | None" = "highway", values=MAJOR_ROADS
     ``roads`` is a GeoDataFrame (a GeoSeries has no attribute: major_dist is
     omitted). Without ``field`` in the layer major_dist is omitted and the
     :class:`MissingAttribute` message is reported; ``field=None`` omits it
-    silently. An empty layer gives road_len 0 and null distances with a
-    warning; a layer that overlaps no tile, or has no major road, a warning."""
+    silently. An empty layer gives road_len 0 and null distances (major_dist
+    included, whatever the attributes) with a warning; a layer that overlaps
+    no tile, or has no major road, a warning."""
     import pandas as pd
     import shapely
 
@@ -542,17 +539,20 @@ def road_stats(tiles, roads, field: "str | None" = "highway", values=MAJOR_ROADS
     g = _geoms(roads)
     r, pos = _clean(g)
     if len(r) == 0:
-        _warn(f"{name}: the layer is empty; road_len is 0, road_dist and major_dist null.", warnings)
+        _warn(f"{name}: no roads (empty layer, or no lines); road_len is 0, road_dist and major_dist null.",
+              warnings)
     else:
         _overlap_warning(t, r, name, "roads", warnings)
     cols = {"road_len": _clipped(t, r, shapely.length), "road_dist": _nearest(t, r)}
-    if field is not None:
+    if field is not None and len(r) == 0:
+        cols["major_dist"] = np.full(len(t), np.nan)          # nothing to classify: null, whatever the attributes
+    elif field is not None:
         try:
             mask = _major_mask(roads, field, values, name)[pos]
         except MissingAttribute as exc:
             _warn(str(exc), warnings)
         else:
-            if len(r) and not mask.any():
+            if not mask.any():
                 shown = ", ".join(MAJOR_ROADS if values is None else map(str, values))
                 _warn(f"{name}: no road has {field} in ({shown}); major_dist is null. Set --major-values "
                       "to the classes of major roads in this layer.", warnings)

@@ -174,11 +174,11 @@ def test_empty_and_far_away_layers_give_0_or_null_and_a_warning_naming_the_layer
     df = building_stats(TWO_TILES, empty, warnings=w, name="--buildings")
     assert df.bldg_count.tolist() == [0, 0] and df.bldg_area.tolist() == [0, 0] and df.bldg_cov.tolist() == [0, 0]
     assert df.bldg_mean.isna().all() and df.bldg_orien.isna().all()
-    assert len(w) == 1 and w[0].startswith("--buildings: the layer is empty")
+    assert len(w) == 1 and w[0].startswith("--buildings: no footprints (empty layer, or no polygons)")
     w = []
     df = road_stats(TWO_TILES, gpd.GeoDataFrame({"highway": []}, geometry=[], crs="EPSG:32630"), warnings=w)
     assert df.road_len.tolist() == [0, 0] and df.road_dist.isna().all() and df.major_dist.isna().all()
-    assert len(w) == 1 and w[0].startswith("--roads: the layer is empty")
+    assert len(w) == 1 and w[0].startswith("--roads: no roads (empty layer, or no lines)")
     far = gpd.GeoSeries([box(1000, 1000, 1010, 1010)])
     w = []
     assert building_stats(TWO_TILES, far, warnings=w, name="footprints.gpkg").bldg_count.tolist() == [0, 0]
@@ -214,10 +214,13 @@ def test_read_roads_keeps_lines_reports_the_rest_and_refuses_no_crs(tmp_path):
         read_roads(tmp_path / "none.gpkg", "EPSG:32630")
     gpd.GeoDataFrame(geometry=[Point(0, 0)], crs="EPSG:32630").to_file(tmp_path / "pts.gpkg")
     w = []
-    assert len(read_roads(tmp_path / "pts.gpkg", None, warnings=w)) == 0 and "has no lines" in w[-1]
+    roads = read_roads(tmp_path / "pts.gpkg", None, warnings=w)     # nothing left: the statistics say so, once
+    assert len(roads) == 0 and w == ["--roads: 1 feature(s) that are not lines ignored (1 Point)."]
+    df = road_stats(TWO_TILES, roads, warnings=w)
+    assert len(w) == 2 and w[1].startswith("--roads: no roads") and df.road_dist.isna().all()
     w = []
     assert len(read_buildings(tmp_path / "pts.gpkg", None, warnings=w, allow_empty=True)) == 0
-    assert "has no polygons" in w[-1]
+    assert w == ["--buildings: 1 feature(s) that are not polygons ignored (1 Point)."]
 
 
 def test_to_metric_projects_geographic_and_web_mercator_to_local_utm_and_keeps_metric():
