@@ -194,7 +194,8 @@ def _keep_types(geoms, types, name: str, noun: str, warnings):
         g = g.copy()
         g[invalid] = _valid_parts(shapely.make_valid(g[invalid]), types)
         lost = shapely.is_empty(g)
-        extra = f" ({int(lost.sum())} left nothing of that type and were dropped)" if lost.any() else ""
+        n_lost = int(lost.sum())
+        extra = f" ({n_lost} had no {noun} left and {'was' if n_lost == 1 else 'were'} dropped)" if n_lost else ""
         _warn(f"{name}: {int(invalid.sum())} invalid geometr{'y' if invalid.sum() == 1 else 'ies'} "
               f"repaired with make_valid{extra}.", warnings)
         kept = np.flatnonzero(keep)
@@ -280,19 +281,16 @@ def _geoms(layer):
     return np.asarray(vals, dtype=object)
 
 
-def _clean(layer):
-    """Non-missing, non-empty, valid geometries of a layer (shapely array) and their positions."""
-    import shapely
+def _clean(layer, types=_POLYGONAL, name: str = "", warnings: "list | None" = None):
+    """The valid geometries of ``types`` in a layer (shapely array) and their positions in it.
 
-    g = _geoms(layer)
-    ok = ~(shapely.is_missing(g) | shapely.is_empty(g))
-    pos = np.flatnonzero(ok)
-    g = g[ok]
-    bad = ~shapely.is_valid(g)
-    if bad.any():
-        g = g.copy()
-        g[bad] = shapely.make_valid(g[bad])
-    return g, pos
+    Missing and empty geometries are skipped; invalid ones repaired with
+    make_valid (keeping the parts of ``types``). Other types and repairs are
+    reported to ``warnings`` (a throwaway list by default: only
+    building_stats and road_stats report)."""
+    noun = "polygons" if types == _POLYGONAL else "lines"
+    keep, g = _keep_types(_geoms(layer), types, name, noun, [] if warnings is None else warnings)
+    return g, np.flatnonzero(keep)
 
 
 def _index(tiles):
@@ -458,7 +456,7 @@ def building_stats(tiles, buildings, *, name: str = "--buildings",
     import shapely
 
     t = _geoms(tiles)
-    b, _ = _clean(buildings)
+    b, _ = _clean(buildings, _POLYGONAL, name, warnings)
     if len(b) == 0:
         _warn(f"{name}: no footprints (empty layer, or no polygons); bldg_count, bldg_area and bldg_cov "
               "are 0, bldg_mean and bldg_orien null.", warnings)
@@ -481,7 +479,7 @@ def road_len(tiles, roads) -> "pandas.Series":  # noqa: F821
     import shapely
 
     t = _geoms(tiles)
-    r, _ = _clean(roads)
+    r, _ = _clean(roads, _LINEAR)
     return _series(_clipped(t, r, shapely.length), tiles, "road_len")
 
 
@@ -500,7 +498,7 @@ def _nearest(t, r) -> np.ndarray:
 def road_dist(tiles, roads) -> "pandas.Series":  # noqa: F821
     """m from each tile's centroid to the nearest road, Series ``road_dist`` (NaN when there are no roads)."""
     t = _geoms(tiles)
-    r, _ = _clean(roads)
+    r, _ = _clean(roads, _LINEAR)
     return _series(_nearest(t, r), tiles, "road_dist")
 
 
@@ -518,7 +516,7 @@ def major_dist(tiles, roads, field: str = "highway", values=MAJOR_ROADS) -> "pan
     Series ``major_dist`` (NaN when there is no such road). Raises MissingAttribute without ``field``."""
     t = _geoms(tiles)
     mask = _major_mask(roads, field, values)
-    r, _ = _clean(_geoms(roads)[mask])
+    r, _ = _clean(_geoms(roads)[mask], _LINEAR)
     return _series(_nearest(t, r), tiles, "major_dist")
 
 
@@ -537,7 +535,7 @@ def road_stats(tiles, roads, field: "str | None" = "highway", values=MAJOR_ROADS
 
     t = _geoms(tiles)
     g = _geoms(roads)
-    r, pos = _clean(g)
+    r, pos = _clean(g, _LINEAR, name, warnings)
     if len(r) == 0:
         _warn(f"{name}: no roads (empty layer, or no lines); road_len is 0, road_dist and major_dist null.",
               warnings)

@@ -189,10 +189,24 @@ def test_empty_and_far_away_layers_give_0_or_null_and_a_warning_naming_the_layer
     assert df.road_len.tolist() == [0, 0] and df.road_dist.tolist() == pytest.approx([95.0, 95.0])
 
 
-def test_invalid_geometries_are_repaired_in_the_statistics():
+def test_invalid_and_mixed_geometries_in_the_statistics_are_repaired_or_left_out_and_reported():
     bowtie = shapely.Polygon([(0, 0), (4, 4), (4, 0), (0, 4)])      # two triangles of 4 m2 meeting at (2, 2)
-    df = building_stats(TWO_TILES, gpd.GeoSeries([bowtie, None]))
+    flat = shapely.Polygon([(12, 2), (13, 3), (14, 4), (12, 2)])   # no area: make_valid leaves a line, dropped
+    w = []
+    df = building_stats(TWO_TILES, gpd.GeoSeries([bowtie, None, flat, Point(15, 5), LineString([(11, 1), (12, 1)])]),
+                        warnings=w)
     assert df.bldg_count.tolist() == [1, 0] and df.bldg_area.tolist() == pytest.approx([8.0, 0.0])
+    assert df.bldg_mean.tolist()[0] == pytest.approx(8.0) and math.isnan(df.bldg_mean.tolist()[1])
+    assert w == ["--buildings: 2 feature(s) that are not polygons ignored (1 LineString, 1 Point).",
+                 "--buildings: 2 invalid geometries repaired with make_valid (1 had no polygons left and was "
+                 "dropped)."]
+    assert bldg_count(TWO_TILES, gpd.GeoSeries([flat, Point(15, 5)])).tolist() == [0, 0]     # silently, alone
+    w = []
+    df = road_stats(TWO_TILES, gpd.GeoDataFrame({"highway": ["primary", "primary"]},
+                                                geometry=[box(0, 0, 1, 1), LineString([(0, 5), (20, 5)])]),
+                    warnings=w)
+    assert df.road_len.tolist() == pytest.approx([10.0, 10.0]) and df.major_dist.tolist() == pytest.approx([0, 0])
+    assert w == ["--roads: 1 feature(s) that are not lines ignored (1 Polygon)."]
 
 
 def test_read_roads_keeps_lines_reports_the_rest_and_refuses_no_crs(tmp_path):
@@ -205,7 +219,7 @@ def test_read_roads_keeps_lines_reports_the_rest_and_refuses_no_crs(tmp_path):
     r = read_roads(tmp_path / "r.gpkg", "EPSG:32630", warnings=w)
     assert r.crs == "EPSG:32630" and r.highway.tolist() == ["primary"]
     assert any("2 feature(s) that are not lines ignored (1 Point, 1 Polygon)" in m for m in w)
-    assert any("1 invalid geometry repaired with make_valid (1 left nothing" in m for m in w)
+    assert any("1 invalid geometry repaired with make_valid (1 had no lines left and was dropped)" in m for m in w)
     gpd.GeoDataFrame(geometry=[line], crs="EPSG:32630").to_file(tmp_path / "nocrs.shp")
     (tmp_path / "nocrs.prj").unlink()
     with pytest.raises(BadInput, match="--roads.*has no CRS"):
