@@ -222,8 +222,7 @@ def _valid_parts(fixed, types):
     out[:] = shapely.from_wkt("POLYGON EMPTY" if poly else "LINESTRING EMPTY")
     if ok.any():
         maker = shapely.multipolygons if poly else shapely.multilinestrings
-        got = maker(parts[ok], indices=idx[ok])
-        out[np.unique(idx[ok])] = got
+        maker(parts[ok], indices=idx[ok], out=out)       # collections with no such part stay empty
     fixed = fixed.copy()
     fixed[mixed] = out
     return fixed
@@ -245,9 +244,12 @@ def read_buildings(path: "str | Path", crs, name: str = "--buildings", *, layer:
     import geopandas as gpd
 
     gdf = _read_layer(path, name, "polygon", layer)
-    keep, geoms = _keep_types(gdf.geometry.values, _POLYGONAL, name, "polygons", warnings)
+    found: list[str] = []
+    keep, geoms = _keep_types(gdf.geometry.values, _POLYGONAL, name, "polygons", found)
     if len(geoms) == 0 and not allow_empty:
         raise BadInput(f"{name} {str(path)!r} has no polygons; give building footprints.")
+    for msg in found:
+        _warn(msg, warnings)
     out = gpd.GeoSeries(geoms, index=gdf.index[keep], crs=gdf.crs)
     return out.to_crs(crs) if crs is not None else out
 

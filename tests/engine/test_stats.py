@@ -192,13 +192,15 @@ def test_empty_and_far_away_layers_give_0_or_null_and_a_warning_naming_the_layer
 def test_invalid_and_mixed_geometries_in_the_statistics_are_repaired_or_left_out_and_reported():
     bowtie = shapely.Polygon([(0, 0), (4, 4), (4, 0), (0, 4)])      # two triangles of 4 m2 meeting at (2, 2)
     flat = shapely.Polygon([(12, 2), (13, 3), (14, 4), (12, 2)])   # no area: make_valid leaves a line, dropped
+    # a 2 x 2 m square with a spike to (11, 1): make_valid gives a collection of the square and a line
+    spike = shapely.Polygon([(12, 2), (14, 2), (14, 4), (12, 4), (12, 2), (11, 1), (12, 2)])
     w = []
-    df = building_stats(TWO_TILES, gpd.GeoSeries([bowtie, None, flat, Point(15, 5), LineString([(11, 1), (12, 1)])]),
-                        warnings=w)
-    assert df.bldg_count.tolist() == [1, 0] and df.bldg_area.tolist() == pytest.approx([8.0, 0.0])
-    assert df.bldg_mean.tolist()[0] == pytest.approx(8.0) and math.isnan(df.bldg_mean.tolist()[1])
+    df = building_stats(TWO_TILES, gpd.GeoSeries([bowtie, None, flat, Point(15, 5), LineString([(11, 1), (12, 1)]),
+                                                  spike]), warnings=w)
+    assert df.bldg_count.tolist() == [1, 1] and df.bldg_area.tolist() == pytest.approx([8.0, 4.0])
+    assert df.bldg_mean.tolist() == pytest.approx([8.0, 4.0]) and df.bldg_orien.tolist() == pytest.approx([0, 0])  # bowtie's box: 0..4
     assert w == ["--buildings: 2 feature(s) that are not polygons ignored (1 LineString, 1 Point).",
-                 "--buildings: 2 invalid geometries repaired with make_valid (1 had no polygons left and was "
+                 "--buildings: 3 invalid geometries repaired with make_valid (1 had no polygons left and was "
                  "dropped)."]
     assert bldg_count(TWO_TILES, gpd.GeoSeries([flat, Point(15, 5)])).tolist() == [0, 0]     # silently, alone
     w = []
@@ -245,7 +247,7 @@ def test_to_metric_projects_geographic_and_web_mercator_to_local_utm_and_keeps_m
     assert m.crs.to_epsg() == 32633
     lat = math.degrees(2 * math.atan(math.exp(6400050 / 6378137.0)) - math.pi / 2)
     assert m.area[0] == pytest.approx((100 * math.cos(math.radians(lat))) ** 2, rel=2e-3)  # true ground m2
-    assert to_metric(gpd.GeoSeries([Point(32.58, 0.31)], crs="EPSG:4326")).crs.to_epsg() == 32636     # Kampala
+    assert to_metric(gpd.GeoSeries([box(32.58, 0.31, 32.59, 0.32)], crs="EPSG:4326")).crs.to_epsg() == 32636     # Kampala
     assert to_metric(merc, "EPSG:32630").crs.to_epsg() == 32630          # a metric hint is the target
     with pytest.raises(BadInput, match="no CRS"):
         to_metric(gpd.GeoSeries([Point(0, 0)]))
