@@ -126,10 +126,12 @@ def plot_profile(path, profile, title: str = "") -> None:
     fig = _figure(max(6.0, 1.0 + 0.9 * len(stats)), 4.8)
     ax = fig.add_subplot(1, 1, 1)
     x = np.arange(len(stats))
-    for _, row in profile.iterrows():
+    n = len(profile)
+    for i, (_, row) in enumerate(profile.iterrows()):
         c = int(row["cluster"])
         y = [row[col] for _, col in stats]
-        ax.plot(x, y, marker="o", ms=4, lw=1.8, color=cluster_color(c),
+        dx = (i - (n - 1) / 2) * min(0.03, 0.3 / max(n, 1))     # clusters with equal values stay visible
+        ax.plot(x + dx, y, marker="o", ms=4, lw=1.8, color=cluster_color(c),
                 label=f"cluster {c} ({int(row['tiles'])} tiles)")
     ax.axhline(0.5, color="0.6", lw=0.8, ls="--")
     ax.set_xticks(x)

@@ -59,7 +59,7 @@ class StatsParams:
     roads: str | None = None
     population: str | None = None
     nir_band: int | None = None
-    red_band: int | None = None
+    red_band: int | None = None          # default 1 when nir_band is given
     ndvi_raster: str | None = None
     road_field: str = "highway"
     major_values: "str | list[str] | None" = None   # "a,b" or a list; default OSM major classes

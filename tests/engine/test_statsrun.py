@@ -165,3 +165,20 @@ def test_sweep_layer_and_label(run, made_run):
     assert run.with_name("run_64px_k2_stats.csv").exists() and _png(run.with_name("run_64px_k2_profile.png"))
     assert m["statistics_64px_k2"]["layer"] == "tiles_64px"
     assert "bldg_count" not in gpd.read_file(run, layer="tiles").columns     # the other layer is untouched
+
+
+def test_profile_by_hand_and_field_names_fit_a_shapefile():
+    from engine.profile import cluster_profile, eta_table, stat_codes
+
+    df = pd.DataFrame({"cluster": [0, 0, 1, 1, 1], "bldg_orien": [1.0, 2.0, 3.0, 4.0, np.nan]})
+    prof = cluster_profile(df, ["bldg_orien"])
+    assert list(prof.columns) == ["cluster", "tiles", "borien_avg", "borien_sd", "borien_med", "borien_q"]
+    assert prof["tiles"].tolist() == [2, 3]
+    assert prof["borien_avg"].tolist() == [1.5, 3.5]
+    assert prof["borien_sd"].tolist() == pytest.approx([np.sqrt(0.5), np.sqrt(0.5)])
+    assert prof["borien_q"].tolist() == [(0.25 + 0.5) / 2, (0.75 + 1.0) / 2]    # percentile ranks of 4 values
+    eta = eta_table(df, ["bldg_orien"])
+    assert eta.iloc[0]["n"] == 4 and eta.iloc[0]["eta2"] == pytest.approx(4.0 / 5.0)   # 2*(1^2)*2 / 5
+    codes = stat_codes(list(STAT_ORDER) + ["population_x", "population_y"])
+    assert codes["population_x"] == "popula" and codes["population_y"] == "popul1"
+    assert all(len(c + suf) <= 10 for c in codes.values() for suf in ("_avg", "_sd", "_med", "_q"))
