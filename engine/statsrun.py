@@ -371,7 +371,7 @@ def run_stats(params: StatsParams, progress: Progress | None = None) -> dict:
             "profile_columns": profile_columns(stat_cols),
             "eta_squared": [{k: _clean(v) for k, v in r.items()} for r in eta.to_dict("records")],
             "cluster_sizes": {str(int(c)): int(n) for c, n in zip(profile["cluster"], profile["tiles"])},
-            "warnings": warnings,
+            "warnings": list(dict.fromkeys(warnings)),
             "outputs": {"gpkg": str(run), "csv": str(outputs.csv), "profile": str(outputs.profile),
                         "boxes": str(outputs.boxes)},
             "versions": versions(),
