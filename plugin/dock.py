@@ -23,8 +23,8 @@ from qgis.PyQt import sip, uic
 from qgis.PyQt.QtCore import QTimer, pyqtSignal
 from qgis.PyQt.QtWidgets import QMessageBox
 
-from . import engine_env, plots, probe, settings
-from .layers import add_cluster_outputs, add_sweep_outputs, style_sweep_layer
+from . import engine_env, plots, probe, settings, stats_inputs
+from .layers import add_cluster_outputs, add_clusters_table, add_sweep_outputs, style_sweep_layer
 from .paths import RESOURCES
 from .request import BACKBONES, METHODS, UNITS, ClusterRequest, SweepRequest, default_output
 from .task import EngineTask
@@ -92,6 +92,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self._speed_pending: set[tuple] = set()
         self._background: list[probe.BackgroundCall] = []
         self._run_request: ClusterRequest | SweepRequest | None = None
+        self._temp_layers = stats_inputs.TempLayers()   # statistics layers written to files for the running run
         self._auto_output = ""
         self.sweep: dict | None = None               # the last sweep loaded: name, ks, layer_ids, plots
         self.plots_dialog = None
@@ -111,6 +112,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.rasterCombo.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.areaLayerCombo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
         self.areaLayerCombo.setToolTip("Its selected features, or all of them when none is selected")
+        stats_inputs.init_pickers(self)
         for value, label in AREA_MODES:
             self.areaCombo.addItem(label, value)
         for value, label in MODES:
@@ -156,7 +158,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
                        self.overlapSpin.valueChanged, self.backboneCombo.currentIndexChanged,
                        self.weightsCombo.currentIndexChanged, self.weightsFile.fileChanged,
                        self.deviceCombo.currentIndexChanged, self.seedSpin.valueChanged, self.outputFile.fileChanged,
-                       self.enginePython.fileChanged):
+                       self.enginePython.fileChanged, *stats_inputs.signals(self)):
             signal.connect(self._changed)
         self.iface.mapCanvas().extentsChanged.connect(self._extent_changed)
         self.checkButton.clicked.connect(self.recheck)
@@ -185,7 +187,8 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             backbone=self.backboneCombo.currentData(), weights=self._weights(), device=self.deviceCombo.currentData(),
             seed=self.seedSpin.value(),
             extent=self._map_extent(layer) if mode == "extent" else None,
-            area=self._area_file(self.areaLayerCombo.currentLayer()) if mode == "layer" else None)
+            area=self._area_file(self.areaLayerCombo.currentLayer()) if mode == "layer" else None,
+            **stats_inputs.paths(self))
 
     def _weights(self) -> str:
         choice = self.weightsCombo.currentData()
@@ -222,7 +225,8 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             out.append(f"The layer {layer.name()!r} is not a local raster file (it comes from "
                        f"{layer.providerType()}); save it to a GeoTIFF first (right-click the layer > "
                        "Export > Save As…) and choose that layer.")
-        out += [p for p in replace(req, overwrite=True).problems() if not (out and p == "Choose a raster layer.")]
+        out += [p for p in replace(req, overwrite=True).problems() if not (out and p == "Choose a raster layer.")
+                and "is not a local file." not in p]             # statistics layers: Run writes them first
         if isinstance(req, SweepRequest):
             return out                                   # no area limit and no probe for a sweep
         mode = self.areaCombo.currentData()
@@ -359,7 +363,8 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         for widget in (self.kRangeLabel, self.kRangeWidget, self.tileSizesEdit):
             widget.setVisible(sweep)
         self.tileSizeLabel.setText("Tile sizes" if sweep else "Tile size")
-        for widget in (self.overlapLabel, self.overlapSpin, self.overlapUnitLabel, self.areaLabel, self.areaCombo):
+        for widget in (self.overlapLabel, self.overlapSpin, self.overlapUnitLabel, self.areaLabel, self.areaCombo,
+                       self.statsGroup):
             widget.setEnabled(not sweep)
         self.areaCombo.setToolTip("A sweep always uses the whole raster" if sweep
                                   else "Only tiles whose centre lies in this area")
@@ -509,6 +514,11 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             remove_layers_of(req.outputs().values())
         if getattr(req, "area", None) and not self._write_area(self.areaLayerCombo.currentLayer(), req.area):
             return False
+        error = None if self.is_sweep() else self._temp_layers.write(stats_inputs.layers(self), stats_inputs.paths(self))
+        if error:
+            self._temp_layers.remove()
+            self._report(error, Qgis.Critical)
+            return False
         self.save_settings()
         task = EngineTask(f"Urban Form Mapper: {req.name}", python, req.argv(), outputs=list(req.outputs().values()),
                           on_success=self._on_success, on_failure=self._on_failure,
@@ -563,10 +573,14 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
                 self._load_sweep(req)
                 ok = True
                 return
-            _group, tiles, _raster = add_cluster_outputs(req.outputs(), req.name)
+            group, tiles, _raster = add_cluster_outputs(req.outputs(), req.name)
             count = tiles.featureCount()
-            del _group, tiles, _raster                          # the project owns the layers
+            table = add_clusters_table(req.out, req.name, group) if req.with_stats else None
+            del group, tiles, _raster, table                    # the project owns the layers
             text = f"{req.name}: {count} tiles in up to {req.k} clusters, added to the map ({req.out})."
+            if req.with_stats:
+                self._close_plots()
+                self.plots_dialog = plots.show_plots(req.name, req.plots(), self, "statistics")
             self.iface.messageBar().pushMessage("Urban Form Mapper", text, level=Qgis.Success, duration=8)
             self._set_status(text)
             ok = True
@@ -652,6 +666,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
 
     def _finish_run(self, ok: bool) -> None:
         self.task = self._run_request = None
+        self._temp_layers.remove()
         self.progressBar.setValue(100 if ok else 0)
         if ok and self.outputFile.filePath().strip() == self._auto_output:
             self._auto_output = ""
@@ -683,6 +698,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
                   "area": self.areaCombo.currentData(), "raster": raster_path(self.rasterCombo.currentLayer())}
         for key, value in values.items():
             settings.set(KEY + key, value)
+        stats_inputs.save(self)
         settings.set("engine_python", self.enginePython.filePath().strip())
 
     def restore_settings(self) -> None:
@@ -716,6 +732,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             if raster and isinstance(layer, QgsRasterLayer) and layer.source() == raster:
                 self.rasterCombo.setLayer(layer)
                 break
+        stats_inputs.restore(self)
 
     # -- closing -----------------------------------------------------------------------------------
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
@@ -735,6 +752,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             self.task.on_success = self.task.on_failure = None
             self.task.cancel()
             self.task = self._run_request = None
+        self._temp_layers.remove()
         for call in self._background:
             if not sip.isdeleted(call):
                 call.cancel()

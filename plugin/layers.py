@@ -85,6 +85,22 @@ def add_cluster_outputs(outputs: dict, name: str, project: QgsProject | None = N
     return group, tiles, raster
 
 
+def add_clusters_table(gpkg, name: str, group=None, project: QgsProject | None = None) -> QgsVectorLayer | None:
+    """Add the run's ``clusters`` layer (one row per cluster: tile count, mean/std/median of each statistic)
+    to ``group`` (or the top of the layer tree) as ``NAME clusters``; None when the GeoPackage has none."""
+    from qgis.core import QgsProviderRegistry
+
+    project = project or QgsProject.instance()
+    if "clusters" not in {s.name() for s in QgsProviderRegistry.instance().querySublayers(str(gpkg))}:
+        return None
+    table = QgsVectorLayer(f"{gpkg}|layername=clusters", f"{name} clusters", "ogr")
+    if not table.isValid():
+        raise RuntimeError(f"QGIS cannot open the clusters layer of {gpkg}")
+    project.addMapLayer(table, False)
+    (group if group is not None else project.layerTreeRoot()).addLayer(table)
+    return table
+
+
 def _k_of_run(outputs: dict) -> int | None:
     import json
 

@@ -1,4 +1,5 @@
-"""The plots of a sensitivity sweep (PNG files the engine wrote), shown without blocking QGIS.
+"""The plots of a sensitivity sweep or of a run's statistics (PNG files the engine wrote), shown without
+blocking QGIS.
 
 A non-modal dialog with one tab per plot: the metrics against K first, then
 the cluster lineage across K and the PCA scatter of each tile size. With the
@@ -27,10 +28,10 @@ def plot_title(path: Path, run_name: str) -> str:
 class PlotsDialog(QDialog):
     """One tab per PNG; closing it only hides it (the dock reuses it for the same run)."""
 
-    def __init__(self, run_name: str, paths: list[Path], parent=None):
+    def __init__(self, run_name: str, paths: list[Path], parent=None, kind: str = "sweep"):
         super().__init__(parent)
         self.setModal(False)
-        self.setWindowTitle(f"Urban Form Mapper: sweep {run_name}")
+        self.setWindowTitle(f"Urban Form Mapper: {kind} {run_name}")
         self.run_name = run_name
         self.tabs = QTabWidget(self)
         self.paths: list[Path] = []
@@ -55,13 +56,16 @@ class PlotsDialog(QDialog):
         self.resize(900, 700)
 
 
-def show_plots(run_name: str, paths: list[Path], parent=None) -> PlotsDialog | None:
-    """Show the existing PNGs of ``paths``: a non-modal dialog (returned), or the system viewer (None)."""
+def show_plots(run_name: str, paths: list[Path], parent=None, kind: str = "sweep") -> PlotsDialog | None:
+    """Show the existing PNGs of ``paths``: a non-modal dialog (returned), or the system viewer (None).
+
+    ``kind`` names the plots in the title: a sweep's, or a run's statistics (cluster profile, box plots).
+    """
     existing = [Path(p) for p in paths if Path(p).is_file()]
     if settings.get(EXTERNAL_KEY, False, bool):
         for path in existing:
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
         return None
-    dialog = PlotsDialog(run_name, existing, parent)
+    dialog = PlotsDialog(run_name, existing, parent, kind)
     dialog.show()
     return dialog

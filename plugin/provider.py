@@ -19,6 +19,8 @@ ALGORITHMS: list[str] = [
     "sweep.SweepAlgorithm",
     "predict.PredictAlgorithm",
     "export.ExportShapefileAlgorithm",
+    "statistics.StatisticsAlgorithm",
+    "statistics.ExportAlgorithm",
 ]
 
 

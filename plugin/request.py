@@ -38,8 +38,16 @@ class ClusterRequest:
     seed: int = 0
     extent: tuple[float, float, float, float] | None = None   # in the raster's CRS
     area: str | None = None                                   # a polygon file
+    buildings: str | None = None                              # statistics after clustering (files; see StatsRequest)
+    roads: str | None = None
+    population: str | None = None
     overwrite: bool = False
     extra: list[str] = field(default_factory=list)
+
+    @property
+    def with_stats(self) -> bool:
+        """The run also computes urban-form statistics (the engine then writes the ``clusters`` layer and plots)."""
+        return bool(self.buildings or self.roads or self.population)
 
     @property
     def tile_text(self) -> str:
@@ -77,6 +85,7 @@ class ClusterRequest:
             out.append(f"The weights file {self.weights} does not exist.")
         if self.device not in DEVICES:
             out.append(f"Unknown device {self.device!r}.")
+        out.extend(layer_problems(self.buildings, self.roads, self.population))
         out.extend(output_problems(self.out, self.overwrite))
         return out + unique_output_problem(self.outputs, self.overwrite, out)
 
@@ -91,6 +100,7 @@ class ClusterRequest:
             args += ["--extent", ",".join(repr(float(v)) for v in self.extent)]
         if self.area:
             args += ["--area", self.area]
+        args += layer_args(self.buildings, self.roads, self.population)
         if self.overwrite:
             args.append("--overwrite")
         return args + list(self.extra)
@@ -98,9 +108,117 @@ class ClusterRequest:
     def outputs(self) -> dict[str, Path]:
         """The files a successful run writes (named after ``out``, as the engine names them)."""
         stem = str(Path(self.out).with_suffix(""))
-        return {"gpkg": Path(self.out), "tif": Path(stem + "_clusters.tif"),
-                "manifest": Path(stem + "_manifest.json"), "quicklook": Path(stem + "_quicklook.png"),
-                "model": Path(stem + "_model.pt")}
+        files = {"gpkg": Path(self.out), "tif": Path(stem + "_clusters.tif"),
+                 "manifest": Path(stem + "_manifest.json"), "quicklook": Path(stem + "_quicklook.png"),
+                 "model": Path(stem + "_model.pt")}
+        if self.with_stats:
+            files.update(stats_outputs(self.out))
+        return files
+
+    def plots(self) -> list[Path]:
+        """The statistics plots (cluster profile, then box plots); none without statistics."""
+        return stats_plots(self.out) if self.with_stats else []
+
+
+@dataclass
+class StatsRequest:
+    """``python -m engine stats``: urban-form statistics of a cluster run's tiles and clusters.
+
+    ``run`` is the run's GeoPackage (layer ``tiles``); the layers are local files
+    (the dock and the algorithm write other layers to temporary files first).
+    The engine adds the statistic columns to ``tiles``, writes the ``clusters``
+    layer (one row per cluster) and, next to the GeoPackage, RUN_stats.csv
+    (eta-squared per statistic), RUN_profile.png and RUN_boxes.png.
+    """
+
+    run: str
+    buildings: str | None = None
+    roads: str | None = None
+    population: str | None = None
+    nir_band: int | None = None              # NDVI from the run's raster: its NIR band (1-based)
+    red_band: int | None = None
+    road_field: str = "highway"              # the attribute that says which roads are major
+    overwrite: bool = False                  # statistics already in the run are replaced
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return Path(self.run).stem
+
+    def problems(self) -> list[str]:
+        out = run_problems(self.run)
+        if not (self.buildings or self.roads or self.population or self.nir_band):
+            out.append("Choose at least one of a building layer, a road layer, a population raster or the NIR band.")
+        out.extend(layer_problems(self.buildings, self.roads, self.population))
+        for name, band in (("NIR", self.nir_band), ("red", self.red_band)):
+            if band is not None and int(band) < 1:
+                out.append(f"The {name} band must be a band number from 1.")
+        if self.roads and not (self.road_field or "").strip():
+            out.append("Give the road attribute that names the road class (e.g. highway).")
+        if not out and not self.overwrite and stats_outputs(self.run)["stats_csv"].exists():
+            out.append(f"{Path(self.run).name} has statistics already; allow overwriting to replace them.")
+        return out
+
+    def argv(self) -> list[str]:
+        args = ["stats", self.run, *layer_args(self.buildings, self.roads, self.population)]
+        if self.nir_band:
+            args += ["--nir-band", str(int(self.nir_band))]
+        if self.red_band:
+            args += ["--red-band", str(int(self.red_band))]
+        if self.roads and self.road_field.strip() != "highway":
+            args += ["--road-field", self.road_field.strip()]
+        args += ["--progress", "json"]
+        if self.overwrite:
+            args.append("--overwrite")
+        return args + list(self.extra)
+
+    def outputs(self) -> dict[str, Path]:
+        """What the run rewrites or writes (the GeoPackage is replaced atomically)."""
+        stem = str(Path(self.run).with_suffix(""))
+        return {"gpkg": Path(self.run), "manifest": Path(stem + "_manifest.json"), **stats_outputs(self.run)}
+
+    def plots(self) -> list[Path]:
+        return stats_plots(self.run)
+
+
+EXPORT_FORMATS = ("shp", "gpkg", "csv")
+
+
+@dataclass
+class ExportRequest:
+    """``python -m engine export``: every layer of a run's GeoPackage as Shapefile, GeoPackage or CSV, one file each."""
+
+    run: str
+    out_dir: str
+    format: str = "shp"                     # noqa: A003 - the engine's option name
+    overwrite: bool = False
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return Path(self.run).stem
+
+    def problems(self) -> list[str]:
+        out = run_problems(self.run)
+        if self.format not in EXPORT_FORMATS:
+            out.append(f"Format {self.format!r} is not available; use {', '.join(EXPORT_FORMATS)}.")
+        if not self.out_dir:
+            out.append("Choose an output folder.")
+        elif Path(self.out_dir).exists() and not Path(self.out_dir).is_dir():
+            out.append(f"The output folder {self.out_dir} is a file; choose a folder.")
+        elif not Path(self.out_dir).parent.is_dir():
+            out.append(f"The folder {Path(self.out_dir).parent} does not exist.")
+        return out
+
+    def argv(self) -> list[str]:
+        args = ["export", self.run, "--format", self.format, "--out", self.out_dir]     # no progress: it is quick
+        if self.overwrite:
+            args.append("--overwrite")
+        return args + list(self.extra)
+
+    def outputs(self) -> dict[str, Path]:
+        """The output folder (the engine writes one file per layer in it, named after the run and the layer)."""
+        return {"folder": Path(self.out_dir)}
 
 
 @dataclass
@@ -306,6 +424,46 @@ def raster_problems(raster: str) -> list[str]:
     if not Path(raster).is_file():
         return [f"The raster {raster} is not a local file; save it to a GeoTIFF first "
                 "(right-click the layer > Export > Save As…)."]
+    return []
+
+
+def stats_outputs(run: str) -> dict[str, Path]:
+    """The files the engine's statistics write next to a run's GeoPackage."""
+    stem = str(Path(run).with_suffix(""))
+    return {"stats_csv": Path(stem + "_stats.csv"), "profile": Path(stem + "_profile.png"),
+            "boxes": Path(stem + "_boxes.png")}
+
+
+def stats_plots(run: str) -> list[Path]:
+    files = stats_outputs(run)
+    return [files["profile"], files["boxes"]]
+
+
+def layer_args(buildings: str | None, roads: str | None, population: str | None) -> list[str]:
+    """``--buildings B --roads R --population P`` for the layers given."""
+    args = []
+    for option, path in (("--buildings", buildings), ("--roads", roads), ("--population", population)):
+        if path:
+            args += [option, path]
+    return args
+
+
+def layer_problems(buildings: str | None, roads: str | None, population: str | None) -> list[str]:
+    """A statistics layer must be a local file (the dock and the algorithms write other layers to one first)."""
+    out = []
+    for label, path in (("building layer", buildings), ("road layer", roads), ("population raster", population)):
+        if path and not Path(path).is_file():
+            out.append(f"The {label} {path} is not a local file.")
+    return out
+
+
+def run_problems(run: str) -> list[str]:
+    if not run:
+        return ["Choose a run GeoPackage (written by a cluster run)."]
+    if Path(run).suffix.lower() != ".gpkg":
+        return [f"The run {run} is not a GeoPackage (.gpkg) written by a cluster run."]
+    if not Path(run).is_file():
+        return [f"The run GeoPackage {run} does not exist."]
     return []
 
 

@@ -85,7 +85,10 @@ def _size_of(label: str) -> float:
 
 
 def progress_for(argv: list[str]):
-    """``event -> percent or None`` for an engine command line (cluster, DeepCluster, predict or sweep)."""
+    """``event -> percent or None`` for an engine command line (cluster, DeepCluster, predict, sweep, stats,
+    export)."""
+    if argv and argv[0] in ("stats", "export"):             # one bar per stage; it never moves back
+        return lambda event: 100 * stage_fraction(event)
     if argv and argv[0] == "sweep" and "--tile-size" in argv:
         return SweepProgress(argv[argv.index("--tile-size") + 1].split(","))
     if "--method" in argv and argv[argv.index("--method") + 1] == "deepcluster":

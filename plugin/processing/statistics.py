@@ -1,0 +1,262 @@
+"""``urbanform:statistics`` and ``urbanform:export``: the engine's ``stats`` and ``export`` tools.
+
+Statistics take a cluster run's GeoPackage and optional building, road and
+population layers; layers that are not plain local files (memory layers,
+database tables, selected features only, web rasters) are written to a
+temporary GeoPackage or GeoTIFF for the engine and removed after the run.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from qgis.core import (
+    QgsFeature,
+    QgsProcessing,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeatureSourceDefinition,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingOutputFile,
+    QgsProcessingOutputVectorLayer,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingUtils,
+    QgsVectorFileWriter,
+)
+from qgis.PyQt import sip
+
+from ..request import EXPORT_FORMATS, ExportRequest, StatsRequest
+from ..stats_inputs import local_file, write_layer
+from .base import EngineAlgorithm
+from .styling import style_tiles_like_raster
+
+RUN, BUILDINGS, ROADS, POPULATION, NIR_BAND, ROAD_FIELD = "RUN", "BUILDINGS", "ROADS", "POPULATION", "NIR_BAND", \
+    "ROAD_FIELD"
+OVERWRITE, OUTPUT, CLUSTERS, STATS_CSV, PROFILE, BOXES = "OVERWRITE", "OUTPUT", "CLUSTERS", "STATS_CSV", "PROFILE", \
+    "BOXES"
+FORMAT = "FORMAT"
+VECTORS = {BUILDINGS: "buildings", ROADS: "roads"}
+FORMAT_LABELS = ("ESRI Shapefile (.shp)", "GeoPackage (.gpkg)", "CSV table, no geometry (.csv)")   # EXPORT_FORMATS
+
+HELP = "\n".join([
+    "Urban-form statistics of a cluster run, per tile and per cluster, in ground metres (the layers are projected "
+    "to the local UTM zone): building count, area, coverage, mean size and orientation; road length, distance to "
+    "the nearest road and to the nearest major road; people per km². The engine adds the columns to the run's "
+    "'tiles' layer, writes a 'clusters' layer (tile count and mean, standard deviation and median of each "
+    "statistic per cluster) and says how much of each statistic the clusters explain (eta-squared).",
+    "Parameters:",
+    "• Run GeoPackage: the .gpkg written by Cluster raster tiles (or the dock).",
+    "• Buildings (optional): footprint polygons, any CRS. Layers that are not local files (memory layers, "
+    "databases, selected features only) are written to a temporary GeoPackage for the run.",
+    "• Roads (optional): road lines, any CRS; the road class attribute decides which roads are major.",
+    "• Population raster (optional): people per cell (WorldPop style), any CRS.",
+    "• NIR band (optional): the band of the run's raster with near infrared, for NDVI (0: none).",
+    "• Road class attribute (advanced): default highway (OSM); without it major-road distance is left out.",
+    "• Replace existing statistics: otherwise a run that has statistics already is refused.",
+    "Outputs:",
+    "• Run with statistics: the run's GeoPackage, rewritten; its 'tiles' layer is loaded styled by cluster.",
+    "• Clusters: the 'clusters' layer (one row per cluster), loaded as a table.",
+    "• Eta-squared table: RUN_stats.csv, the share of each statistic's variance explained by the clusters.",
+    "• Cluster profile plot: RUN_profile.png; Box plots: RUN_boxes.png.",
+])
+
+EXPORT_HELP = "\n".join([
+    "Writes every layer of a run's GeoPackage (tiles, clusters) as its own file in a folder, for other GIS and "
+    "statistics tools. Shapefiles come with a .prj (the CRS) and a .cpg (UTF-8); field names are kept as they "
+    "are (the engine's names fit the 10-character limit). CSV files hold the attributes without geometry.",
+    "Parameters:",
+    "• Run GeoPackage: the .gpkg of a cluster run (with or without statistics).",
+    "• Format: ESRI Shapefile, GeoPackage or CSV.",
+    "• Output folder: where the files go; files of the same names are replaced.",
+])
+
+
+def vector_file(alg, parameters, name: str, context) -> str:
+    """Main thread: the file behind a vector parameter when the engine can read it as is, else ''."""
+    definition = parameters.get(name)
+    if isinstance(definition, QgsProcessingFeatureSourceDefinition) and definition.selectedFeaturesOnly:
+        return ""
+    layer = alg.parameterAsVectorLayer(parameters, name, context)
+    return local_file(layer) if layer is not None else ""
+
+
+def write_source(source, path: str, context) -> str:
+    """The features of a Processing feature source (attributes included) in a new GeoPackage; returns ``path``."""
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "GPKG"
+    writer = QgsVectorFileWriter.create(path, source.fields(), source.wkbType(), source.sourceCrs(),
+                                        context.transformContext(), options)
+    if writer.hasError() != QgsVectorFileWriter.NoError:
+        raise QgsProcessingException(f"Cannot write a temporary copy of the layer to {path}: {writer.errorMessage()}")
+    for feature in source.getFeatures():
+        copy = QgsFeature(feature)
+        writer.addFeature(copy)
+    del writer                             # closes the file
+    return path
+
+
+class StatisticsAlgorithm(EngineAlgorithm):
+    """Processing front end of ``python -m engine stats``."""
+
+    files: dict = {}            # parameter -> local file, found on the main thread (prepareAlgorithm)
+    raster = None               # a population raster that is not a local file: a clone, written in the run
+
+    def name(self) -> str:
+        return "statistics"
+
+    def displayName(self) -> str:  # noqa: N802 - QGIS API
+        return "Urban-form statistics of a cluster run"
+
+    def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
+        return HELP
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS API
+        self.addParameter(QgsProcessingParameterFile(RUN, "Run GeoPackage", extension="gpkg"))
+        self.addParameter(QgsProcessingParameterFeatureSource(BUILDINGS, "Buildings",
+                                                              [QgsProcessing.TypeVectorPolygon], optional=True))
+        self.addParameter(QgsProcessingParameterFeatureSource(ROADS, "Roads", [QgsProcessing.TypeVectorLine],
+                                                              optional=True))
+        self.addParameter(QgsProcessingParameterRasterLayer(POPULATION, "Population raster", optional=True))
+        number = QgsProcessingParameterNumber
+        self.addParameter(number(NIR_BAND, "NIR band", number.Integer, 0, True, 0))
+        field = QgsProcessingParameterString(ROAD_FIELD, "Road class attribute", "highway")
+        field.setFlags(field.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(field)
+        self.addParameter(QgsProcessingParameterBoolean(OVERWRITE, "Replace existing statistics", True))
+        self.addOutput(QgsProcessingOutputVectorLayer(OUTPUT, "Run with statistics", QgsProcessing.TypeVectorPolygon))
+        self.addOutput(QgsProcessingOutputVectorLayer(CLUSTERS, "Clusters", QgsProcessing.TypeVector))
+        self.addOutput(QgsProcessingOutputFile(STATS_CSV, "Eta-squared table"))
+        self.addOutput(QgsProcessingOutputFile(PROFILE, "Cluster profile plot"))
+        self.addOutput(QgsProcessingOutputFile(BOXES, "Box plots"))
+
+    def prepareAlgorithm(self, parameters, context, feedback) -> bool:  # noqa: N802 - QGIS API
+        """Main thread: which layers are local files; a copy of a population raster that is not."""
+        self.files = {name: vector_file(self, parameters, name, context) for name in VECTORS}
+        raster = self.parameterAsRasterLayer(parameters, POPULATION, context)
+        self.files[POPULATION] = local_file(raster) if raster is not None else ""
+        self.raster = raster.clone() if raster is not None and not self.files[POPULATION] else None
+        return True
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+        workdir = tempfile.mkdtemp(prefix="urbanform_stats_", dir=QgsProcessingUtils.tempFolder())
+        try:
+            layers = {field: self.layer_file(parameters, name, context, workdir) for name, field in VECTORS.items()}
+            layers["population"] = self.population_file(workdir)
+            request = StatsRequest(
+                run=self.parameterAsFile(parameters, RUN, context), **layers,
+                nir_band=self.parameterAsInt(parameters, NIR_BAND, context) or None,
+                road_field=self.parameterAsString(parameters, ROAD_FIELD, context) or "highway",
+                overwrite=self.parameterAsBool(parameters, OVERWRITE, context))
+            problems = request.problems()
+            if problems:
+                raise QgsProcessingException("\n".join(problems))
+            outputs = request.outputs()
+            finished = self.run_engine_command(request.argv(), list(outputs.values()), feedback)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        if not finished:
+            return {}
+        gpkg = request.run
+        self.load(context, f"{gpkg}|layername=tiles", f"{request.name} tiles", ReloadedLayer(styled=True))
+        self.load(context, f"{gpkg}|layername=clusters", f"{request.name} clusters", ReloadedLayer())
+        return {OUTPUT: f"{gpkg}|layername=tiles", CLUSTERS: f"{gpkg}|layername=clusters",
+                STATS_CSV: str(outputs["stats_csv"]), PROFILE: str(outputs["profile"]), BOXES: str(outputs["boxes"])}
+
+    def postProcessAlgorithm(self, context, feedback):  # noqa: N802 - QGIS API
+        self.raster = None                   # release the copy on the main thread
+        return {}
+
+    def layer_file(self, parameters, name: str, context, workdir: str) -> str | None:
+        if self.files.get(name):
+            return self.files[name]
+        source = self.parameterAsSource(parameters, name, context)
+        if source is None:
+            return None
+        return write_source(source, str(Path(workdir) / f"{name.lower()}.gpkg"), context)
+
+    def population_file(self, workdir: str) -> str | None:
+        if self.files.get(POPULATION):
+            return self.files[POPULATION]
+        if self.raster is None:
+            return None
+        path = str(Path(workdir) / "population.tif")
+        error = write_layer(self.raster, path)
+        if error:
+            raise QgsProcessingException(f"Cannot write a temporary copy of the population raster: {error}")
+        return path
+
+    @staticmethod
+    def load(context, uri: str, name: str, post_processor) -> None:
+        """Have Processing load ``uri`` when the run ends (only where it loads results); the layer details take
+        ownership of ``post_processor`` (and delete it after use), so each load needs a new one."""
+        project = context.project()
+        if project is None:
+            return
+        details = QgsProcessingContext.LayerDetails(name, project, name)
+        details.setPostProcessor(post_processor)
+        _LIVE[:] = [p for p in _LIVE if not sip.isdeleted(p)] + [post_processor]   # its Python side stays alive
+        context.addLayerToLoadOnCompletion(uri, details)
+
+
+_LIVE: list = []
+
+
+class ReloadedLayer(QgsProcessingLayerPostProcessorInterface):
+    """Main thread, after the run: re-read the rewritten GeoPackage (Processing hands over the project's own layer
+    when one already shows it), then style the tiles by cluster; never fails the run."""
+
+    def __init__(self, styled: bool = False):
+        super().__init__()
+        self.styled = styled
+
+    def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802 - QGIS API
+        try:
+            layer.dataProvider().reloadData()
+            layer.updateFields()
+            layer.triggerRepaint()
+            if self.styled and not style_tiles_like_raster(layer) and feedback is not None:
+                feedback.pushInfo(f"{layer.name()} keeps the default style (no cluster GeoTIFF next to it).")
+        except Exception as exc:  # noqa: BLE001 - the layer is loaded anyway
+            if feedback is not None:
+                feedback.pushInfo(f"{layer.name()} could not be re-read or styled ({exc}).")
+
+
+class ExportAlgorithm(EngineAlgorithm):
+    """Processing front end of ``python -m engine export``."""
+
+    def name(self) -> str:
+        return "export"
+
+    def displayName(self) -> str:  # noqa: N802 - QGIS API
+        return "Export a run (Shapefile, GeoPackage or CSV)"
+
+    def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
+        return EXPORT_HELP
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS API
+        self.addParameter(QgsProcessingParameterFile(RUN, "Run GeoPackage", extension="gpkg"))
+        self.addParameter(QgsProcessingParameterEnum(FORMAT, "Format", list(FORMAT_LABELS), defaultValue=0))
+        self.addParameter(QgsProcessingParameterFolderDestination(OUTPUT, "Output folder"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
+        out_dir = self.parameterAsString(parameters, OUTPUT, context)
+        request = ExportRequest(run=self.parameterAsFile(parameters, RUN, context), out_dir=out_dir,
+                                format=EXPORT_FORMATS[self.parameterAsEnum(parameters, FORMAT, context)],
+                                overwrite=True)
+        problems = request.problems()
+        if problems:
+            raise QgsProcessingException("\n".join(problems))
+        Path(out_dir).mkdir(exist_ok=True)
+        if not self.run_engine_command(request.argv(), [], feedback):
+            return {}
+        return {OUTPUT: out_dir}
+

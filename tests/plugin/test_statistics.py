@@ -1,0 +1,319 @@
+"""Urban-form statistics in the plugin (issue 5), in real QGIS with the real engine subprocess.
+
+Requests (argv, problems, outputs); the dock's building, road and population
+pickers (geometry filters, the arguments they add, a memory layer written to a
+temporary GeoPackage and removed after the run, remembered between docks); the
+Processing algorithms ``urbanform:statistics`` and ``urbanform:export``; and
+an end-to-end run on the Kampala sample with its OSM buildings that adds the
+``clusters`` table and opens the profile plot, then statistics again through
+Processing and a Shapefile export.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+from qgis.core import (
+    QgsApplication,
+    QgsFeature,
+    QgsGeometry,
+    QgsPointXY,
+    QgsProcessingFeedback,
+    QgsProject,
+    QgsVectorLayer,
+)
+
+from .helpers import wait_for
+from .test_dock import BUILDINGS, SAMPLE, clean_settings, engine_here, make_dock, sample_layers, set_params
+
+__all__ = ["clean_settings", "engine_here", "make_dock", "sample_layers"]       # fixtures used here
+REPO = Path(__file__).resolve().parents[2]
+
+
+@lru_cache(maxsize=None)
+def engine_help(*tool: str) -> str | None:
+    """``python -m engine TOOL --help`` as the engine answers it (None when it has no such tool or option yet)."""
+    proc = subprocess.run([sys.executable, "-m", "engine", *tool, "--help"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def need_engine_statistics() -> None:
+    """Skip (with the reason) only when the engine side of issue 5 is not there: checked by a real --help call."""
+    if engine_help("stats") is None:
+        pytest.skip("the engine has no `stats` tool yet (python -m engine stats --help fails)")
+    if engine_help("export") is None:
+        pytest.skip("the engine has no `export` tool yet (python -m engine export --help fails)")
+    if "--roads" not in (engine_help("cluster") or ""):
+        pytest.skip("the engine's `cluster` has no --roads option yet (python -m engine cluster --help)")
+
+
+@pytest.fixture
+def request_mod(urbanform):
+    from urbanform.plugin import request
+
+    return request
+
+
+def memory_roads(name: str = "roads") -> QgsVectorLayer:
+    """Two roads across the sample (EPSG:3857), one primary: a memory layer, which the engine cannot read."""
+    layer = QgsVectorLayer("LineString?crs=EPSG:3857&field=highway:string", name, "memory")
+    ext = QgsProject.instance().mapLayersByName("kampala")[0].extent() if QgsProject.instance().mapLayersByName(
+        "kampala") else None
+    x0, y0, x1, y1 = (ext.xMinimum(), ext.yMinimum(), ext.xMaximum(), ext.yMaximum()) if ext else (0, 0, 100, 100)
+    features = []
+    for highway, points in (("primary", [(x0, y0), (x1, y1)]), ("residential", [(x0, (y0 + y1) / 2),
+                                                                               (x1, (y0 + y1) / 2)])):
+        feature = QgsFeature(layer.fields())
+        feature.setGeometry(QgsGeometry.fromPolylineXY([QgsPointXY(x, y) for x, y in points]))
+        feature.setAttribute("highway", highway)
+        features.append(feature)
+    assert layer.dataProvider().addFeatures(features)[0]
+    layer.updateExtents()
+    return layer
+
+
+@pytest.fixture
+def roads_layer(sample_layers):
+    layer = memory_roads()
+    QgsProject.instance().addMapLayer(layer)
+    layer_id = layer.id()
+    del layer
+    yield layer_id
+
+
+def combo_layers(combo) -> list:
+    return [combo.layer(i).name() if combo.layer(i) is not None else None for i in range(combo.count())]
+
+
+# -- requests (no engine run) ------------------------------------------------------------------------
+def test_cluster_request_passes_the_statistics_layers(request_mod, tmp_path):
+    roads, pop = tmp_path / "roads.gpkg", tmp_path / "pop.tif"
+    roads.write_bytes(b"x")
+    pop.write_bytes(b"x")
+    plain = request_mod.ClusterRequest(raster=str(SAMPLE), out=str(tmp_path / "r.gpkg"))
+    assert not plain.with_stats and plain.plots() == [] and "stats_csv" not in plain.outputs()
+    assert not {"--buildings", "--roads", "--population"} & set(plain.argv())
+    req = request_mod.ClusterRequest(raster=str(SAMPLE), out=str(tmp_path / "r.gpkg"), buildings=str(BUILDINGS),
+                                     roads=str(roads), population=str(pop))
+    assert req.problems() == []
+    argv = req.argv()
+    assert argv[argv.index("--buildings") + 1] == str(BUILDINGS) and argv[argv.index("--roads") + 1] == str(roads)
+    assert argv[argv.index("--population") + 1] == str(pop)
+    assert {p.name for p in req.outputs().values()} >= {"r_stats.csv", "r_profile.png", "r_boxes.png"}
+    assert [p.name for p in req.plots()] == ["r_profile.png", "r_boxes.png"]
+    missing = request_mod.ClusterRequest(raster=str(SAMPLE), out=str(tmp_path / "r.gpkg"),
+                                         roads=str(tmp_path / "nope.gpkg"))
+    assert any("road layer" in p and "not a local file" in p for p in missing.problems())
+
+
+def test_stats_request_argv_and_problems(request_mod, tmp_path):
+    run = tmp_path / "run.gpkg"
+    req = request_mod.StatsRequest(run=str(run), buildings=str(BUILDINGS))
+    assert any("does not exist" in p for p in req.problems())
+    run.write_bytes(b"x")
+    assert req.problems() == []
+    assert req.argv() == ["stats", str(run), "--buildings", str(BUILDINGS), "--progress", "json"]
+    assert {k: p.name for k, p in req.outputs().items()} == {
+        "gpkg": "run.gpkg", "manifest": "run_manifest.json", "stats_csv": "run_stats.csv",
+        "profile": "run_profile.png", "boxes": "run_boxes.png"}
+    full = request_mod.StatsRequest(run=str(run), roads=str(BUILDINGS), population=str(SAMPLE), nir_band=4,
+                                    road_field="fclass", overwrite=True)
+    assert full.argv() == ["stats", str(run), "--roads", str(BUILDINGS), "--population", str(SAMPLE),
+                           "--nir-band", "4", "--road-field", "fclass", "--progress", "json", "--overwrite"]
+    assert any("at least one" in p for p in request_mod.StatsRequest(run=str(run)).problems())
+    assert any("not a GeoPackage" in p for p in request_mod.StatsRequest(run=str(SAMPLE),
+                                                                         buildings=str(BUILDINGS)).problems())
+    assert any("band number" in p for p in request_mod.StatsRequest(run=str(run), nir_band=0, red_band=-1,
+                                                                    buildings=str(BUILDINGS)).problems())
+    (tmp_path / "run_stats.csv").write_text("stat,eta2\n")
+    assert any("has statistics already" in p for p in req.problems())
+    assert request_mod.StatsRequest(run=str(run), buildings=str(BUILDINGS), overwrite=True).problems() == []
+
+
+def test_export_request_argv_and_problems(request_mod, tmp_path):
+    run = tmp_path / "run.gpkg"
+    run.write_bytes(b"x")
+    req = request_mod.ExportRequest(run=str(run), out_dir=str(tmp_path / "shp"))
+    assert req.problems() == []
+    assert req.argv() == ["export", str(run), "--format", "shp", "--out", str(tmp_path / "shp")]
+    assert request_mod.ExportRequest(str(run), str(tmp_path), "csv", overwrite=True).argv()[-1] == "--overwrite"
+    assert any("not available" in p for p in request_mod.ExportRequest(str(run), str(tmp_path), "kml").problems())
+    assert any("is a file" in p for p in request_mod.ExportRequest(str(run), str(run)).problems())
+    assert any("does not exist" in p for p in request_mod.ExportRequest(str(run), str(tmp_path / "a" / "b")).problems())
+
+
+# -- the dock ------------------------------------------------------------------------------------------
+def test_pickers_filter_geometry_types_and_pass_the_layers(make_dock, sample_layers, roads_layer, tmp_path):
+    dock = make_dock()
+    set_params(dock, tmp_path / "s.gpkg")
+    assert combo_layers(dock.buildingsCombo) == [None, "buildings"]          # polygons only
+    assert combo_layers(dock.roadsCombo) == [None, "roads"]                  # lines only
+    assert combo_layers(dock.populationCombo) == [None, "kampala"]           # rasters only
+    assert all(c.allowEmptyLayer() and c.currentLayer() is None
+               for c in (dock.buildingsCombo, dock.roadsCombo, dock.populationCombo))
+    assert not {"--buildings", "--roads", "--population"} & set(dock.request().argv())
+    project = QgsProject.instance()
+    dock.buildingsCombo.setLayer(project.mapLayer(sample_layers.buildings_id))
+    dock.roadsCombo.setLayer(project.mapLayer(roads_layer))
+    argv = dock.request().argv()
+    assert argv[argv.index("--buildings") + 1] == str(BUILDINGS)              # a local file goes as it is
+    temp = Path(argv[argv.index("--roads") + 1])                              # a memory layer: a temporary file
+    assert temp.suffix == ".gpkg" and not temp.exists() and "--population" not in argv
+    assert all("not a local file" not in p for p in dock.problems())      # Run writes it first
+    dock.modeCombo.setCurrentIndex(dock.modeCombo.findData("sweep"))
+    assert not dock.statsGroup.isEnabled() and "--buildings" not in dock.request().argv()
+
+
+def test_memory_layer_is_written_to_a_temporary_file_and_removed(make_dock, sample_layers, roads_layer):
+    from urbanform.plugin import stats_inputs
+
+    dock = make_dock()
+    dock.roadsCombo.setLayer(QgsProject.instance().mapLayer(roads_layer))
+    paths = stats_inputs.paths(dock)
+    assert paths["buildings"] is None and paths["population"] is None
+    temp = stats_inputs.TempLayers()
+    assert temp.write(stats_inputs.layers(dock), paths) is None
+    written = QgsVectorLayer(paths["roads"], "written", "ogr")
+    assert written.isValid() and written.featureCount() == 2
+    assert sorted(f["highway"] for f in written.getFeatures()) == ["primary", "residential"]
+    assert written.crs().authid() == "EPSG:3857"
+    del written
+    temp.remove()
+    assert not Path(paths["roads"]).exists() and temp.files == []
+
+
+def test_statistics_layers_are_remembered_between_docks(make_dock, sample_layers, roads_layer):
+    dock = make_dock()
+    dock.buildingsCombo.setLayer(QgsProject.instance().mapLayer(sample_layers.buildings_id))
+    dock.roadsCombo.setLayer(QgsProject.instance().mapLayer(roads_layer))
+    dock.save_settings()
+    again = make_dock()
+    assert again.buildingsCombo.currentLayer().id() == sample_layers.buildings_id
+    assert again.roadsCombo.currentLayer().id() == roads_layer
+    assert again.populationCombo.currentLayer() is None
+
+
+# -- Processing -------------------------------------------------------------------------------------------
+@pytest.fixture
+def provider(urbanform, qgis_processing):
+    from urbanform.plugin.provider import UrbanFormProvider
+
+    registry = QgsApplication.processingRegistry()
+    assert registry.addProvider(UrbanFormProvider())
+    yield registry
+    registry.removeProvider("urbanform")
+
+
+def test_processing_lists_statistics_and_export(provider):
+    statistics = provider.algorithmById("urbanform:statistics")
+    export = provider.algorithmById("urbanform:export")
+    assert statistics is not None and export is not None
+    assert [p.name() for p in statistics.parameterDefinitions()] == ["RUN", "BUILDINGS", "ROADS", "POPULATION",
+                                                                     "NIR_BAND", "ROAD_FIELD", "OVERWRITE"]
+    assert all(statistics.parameterDefinition(n).flags() & statistics.parameterDefinition(n).FlagOptional
+               for n in ("BUILDINGS", "ROADS", "POPULATION"))
+    assert [p.name() for p in export.parameterDefinitions()] == ["RUN", "FORMAT", "OUTPUT"]
+    assert export.parameterDefinition("FORMAT").options()[0].startswith("ESRI Shapefile")
+
+
+def test_statistics_refuses_a_run_without_layers_before_the_engine_starts(provider, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    run = tmp_path / "run.gpkg"
+    run.write_bytes(b"x")
+    with pytest.raises(QgsProcessingException, match="at least one"):
+        processing.run("urbanform:statistics", {"RUN": str(run)}, feedback=QgsProcessingFeedback())
+
+
+# -- end to end (the engine's stats, export and cluster --roads) -------------------------------------------
+def test_run_with_statistics_adds_the_clusters_table_and_processing_reruns_them(
+        make_dock, sample_layers, roads_layer, tmp_path, provider):
+    need_engine_statistics()
+    import processing
+
+    dock = make_dock()
+    out = tmp_path / "statrun.gpkg"
+    set_params(dock, out)
+    project = QgsProject.instance()
+    dock.buildingsCombo.setLayer(project.mapLayer(sample_layers.buildings_id))
+    dock.roadsCombo.setLayer(project.mapLayer(roads_layer))
+    temp = Path(dock.request().roads)
+    assert wait_for(lambda: dock.engine_python() is not None and dock.runButton.isEnabled(), 60), \
+        dock.problemsLabel.text()
+    ended = []
+    dock.runFinished.connect(ended.append)
+    assert dock.run() is True
+    assert temp.is_file()                                                    # written for the run ...
+    assert wait_for(lambda: bool(ended), 300), dock.statusLabel.text()
+    assert ended == [True], dock.statusLabel.text()
+    assert not temp.exists()                                                 # ... and removed after it
+    group = project.layerTreeRoot().findGroup("statrun")
+    assert [c.name() for c in group.children()] == ["statrun tiles", "statrun clusters (raster)", "statrun clusters"]
+    tiles, table = group.children()[0].layer(), group.children()[2].layer()
+    assert {"bldg_count", "road_len"} <= set(tiles.fields().names())
+    clusters = sorted(int(v) for v in tiles.uniqueValues(tiles.fields().indexOf("cluster")))
+    assert table.featureCount() == len(clusters)
+    del tiles, table, group
+    dialog = dock.plots_dialog
+    assert dialog is not None and dialog.isVisible() and "statistics statrun" in dialog.windowTitle()
+    assert [dialog.tabs.tabText(i) for i in range(dialog.tabs.count())] == ["profile", "boxes"]
+    del dialog
+
+    # statistics again through Processing (buildings only): the layers of the run it shows are re-read and restyled
+    result = processing.runAndLoadResults("urbanform:statistics", {
+        "RUN": str(out), "BUILDINGS": sample_layers.buildings_id, "OVERWRITE": True},
+        feedback=QgsProcessingFeedback())
+    assert Path(result["STATS_CSV"]).is_file() and Path(result["PROFILE"]).is_file()
+    tiles = project.layerTreeRoot().findGroup("statrun").children()[0].layer()
+    assert "bldg_count" in tiles.fields().names() and len(list(tiles.getFeatures())) == 96
+    assert tiles.renderer().classAttribute() == "cluster"
+    del tiles
+    # ... and where the project does not show the run, Processing loads the tiles styled and the clusters table
+    project.removeMapLayers([layer.id() for layer in project.mapLayers().values() if "statrun" in layer.name()])
+    processing.runAndLoadResults("urbanform:statistics", {
+        "RUN": str(out), "ROADS": roads_layer, "OVERWRITE": True}, feedback=QgsProcessingFeedback())
+    loaded = {layer.name(): layer for layer in project.mapLayers().values() if "statrun" in layer.name()}
+    assert sorted(loaded) == ["statrun clusters", "statrun tiles"]
+    assert loaded["statrun tiles"].renderer().type() == "categorizedSymbol"
+    assert "road_len" in loaded["statrun tiles"].fields().names()
+    assert loaded["statrun clusters"].featureCount() == len(clusters)
+    del loaded
+
+
+def test_export_of_a_run_the_plugin_loaded_writes_shapefiles_with_prj_and_cpg(urbanform, engine_here, provider,
+                                                                                 qgis_new_project, tmp_path):
+    """A cluster run with statistics, loaded by the plugin (which saves its style into the GeoPackage, as the
+    dock does), exported through ``urbanform:export``: one Shapefile per layer, each with .prj and UTF-8 .cpg."""
+    need_engine_statistics()
+    import processing
+    from urbanform.plugin.layers import add_cluster_outputs, add_clusters_table
+    from urbanform.plugin.request import ClusterRequest
+
+    req = ClusterRequest(raster=str(SAMPLE), out=str(tmp_path / "exp.gpkg"), k=3, backbone="resnet18",
+                         weights="none", buildings=str(BUILDINGS))
+    argv = req.argv()
+    argv[argv.index("--progress") + 1] = "none"
+    proc = subprocess.run([sys.executable, "-m", "engine", *argv], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    group, tiles, raster = add_cluster_outputs(req.outputs(), req.name)
+    assert add_clusters_table(req.out, req.name, group) is not None
+    del group, tiles, raster
+    folder = tmp_path / "shp"
+    result = processing.run("urbanform:export", {"RUN": req.out, "FORMAT": 0, "OUTPUT": str(folder)},
+                            feedback=QgsProcessingFeedback())
+    assert result["OUTPUT"] == str(folder)
+    shps = sorted(folder.glob("*.shp"))
+    assert {"tiles", "clusters"} <= {p.stem.rsplit("_", 1)[-1] for p in shps}, sorted(p.name for p in folder.iterdir())
+    for shp in shps:
+        assert shp.with_suffix(".prj").is_file(), shp
+        assert shp.with_suffix(".cpg").read_text().strip().upper().replace("-", "") == "UTF8", shp
+    exported = QgsVectorLayer(str([p for p in shps if p.stem.endswith("tiles")][0]), "exported", "ogr")
+    assert exported.isValid() and exported.featureCount() == 96 and "bldg_count" in exported.fields().names()
+    del exported
+    QgsProject.instance().removeAllMapLayers()
