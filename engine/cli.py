@@ -4,6 +4,8 @@ Tools:
   cluster   cluster the tiles of a raster into K groups by CNN features (k-means or DeepCluster)
   predict   assign the tiles of another raster to the clusters of a saved model
   sweep     sensitivity runs over K and tile size: consistent ids, agreement metrics, plots
+  stats     building, road, NDVI and population statistics per tile and per cluster of a run
+  export    a run's layers as Shapefile, GeoPackage or CSV
   probe     check a raster and tiling; tile count and model speed (JSON)
   check     report the Python, torch version and available devices (JSON)
 
@@ -24,7 +26,7 @@ from .errors import BadInput, Cancelled
 EPILOG_CLUSTER = textwrap.dedent("""\
     outputs (next to --out):
       OUT.gpkg               layer 'tiles': tile_id, row, col, cluster, clust_dist, pc1, pc2, valid_frac
-                             (+ bldg_cov with --buildings)
+                             (+ the statistics and a 'clusters' layer with --buildings/--roads/..., as `stats`)
       OUT_clusters.tif       cluster map, one pixel per tile (255 = skipped tile), with a colour table
       OUT_quicklook.png      the image with the clusters over it
       OUT_model.pt           the fitted model: CNN weights, PCA, centroids, tiling (for `predict`)
@@ -154,6 +156,27 @@ def _add_progress(p) -> None:
                    help="progress: a bar on a terminal, plain lines otherwise, or JSON lines on stdout")
 
 
+def _add_stats(p, buildings_help: str) -> None:
+    g = p.add_argument_group("urban-form statistics (the stats tool; also after cluster)")
+    g.add_argument("--buildings", default=None, help=buildings_help)
+    g.add_argument("--roads", default=None,
+                   help="road lines (any vector file and CRS): road_len, road_dist and major_dist per tile")
+    g.add_argument("--road-field", default="highway",
+                   help="road attribute that says which roads are major (default highway, as in OSM)")
+    g.add_argument("--major-values", default=None,
+                   help="comma-separated values of --road-field that are major roads (default: motorway, trunk, "
+                        "primary, secondary and their _link)")
+    g.add_argument("--population", default=None,
+                   help="population raster of counts per cell (WorldPop style, any CRS): pop_dens in people/km2")
+    g.add_argument("--nir-band", type=_positive_int, default=None,
+                   help="1-based near-infrared band of the raster (or of --ndvi-raster): mean NDVI per tile")
+    g.add_argument("--red-band", type=_positive_int, default=None, help="1-based red band for NDVI (default 1)")
+    g.add_argument("--ndvi-raster", default=None, help="a separate multispectral raster for NDVI")
+
+
+STATS_OPTIONS = ("buildings", "roads", "population", "nir_band", "ndvi_raster")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -171,9 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_area(c)
     _add_model(c)
     _add_method(c)
-    c.add_argument("--buildings", default=None,
-                   help="building footprints (any vector file and CRS): adds bldg_cov per tile and the "
-                        "eta-squared of building coverage to the manifest (per epoch for DeepCluster)")
+    _add_stats(c, "building footprints (any vector file and CRS): the building statistics per tile and "
+                  "cluster as `stats` computes them, and the eta-squared of building coverage in the manifest "
+                  "(per epoch for DeepCluster, where it also picks the epoch kept)")
     c.add_argument("--save-model", default=None, help="where to write the model (default OUT_model.pt)")
     c.add_argument("--resume", action="store_true",
                    help="continue an interrupted DeepCluster run from OUT_checkpoint.pt (same parameters)")
@@ -211,6 +234,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_method(sw)
     sw.add_argument("--resume", action="store_true", help="finish an interrupted sweep (same parameters)")
     _add_run(sw)
+
+    st = sub.add_parser("stats", help="statistics per tile and per cluster of a run (buildings, roads, NDVI, people)",
+                        description="Add urban-form statistics to the tiles of RUN.gpkg, write its 'clusters' layer "
+                                    "(per-cluster profile), the eta-squared table (RUN_stats.csv) and profile plots.")
+    st.add_argument("run", help="a run's GeoPackage (from cluster or predict)")
+    _add_stats(st, "building footprints (any vector file and CRS): bldg_count, bldg_area, bldg_cov, bldg_mean, "
+                   "bldg_orien per tile")
+    st.add_argument("--overwrite", action="store_true", help="recompute statistics the run already has")
+    _add_progress(st)
+
+    ex = sub.add_parser("export", help="a run's layers as Shapefile, GeoPackage or CSV",
+                        description="Write every layer of RUN.gpkg to DIR as one file per layer.")
+    ex.add_argument("run", help="a run's GeoPackage")
+    ex.add_argument("--format", choices=("shp", "gpkg", "csv"), default="shp",
+                    help="shp (with .prj and UTF-8 .cpg), gpkg, or csv (no geometry) (default shp)")
+    ex.add_argument("--out", required=True, help="output folder")
+    ex.add_argument("--overwrite", action="store_true", help="replace existing files")
 
     pr = sub.add_parser("probe", help="tile count of a raster and tiling (JSON); with --speed, model tiles/s",
                         description="Check a raster and tiling without running them and print what a run would "
@@ -263,15 +303,41 @@ def _print_outputs(manifest: dict, args, summary: str) -> None:
         print(f"  {name:10s} {path}", file=sys.stderr)
 
 
+def _stats_params(args, run: str, overwrite: bool):
+    from .statsrun import StatsParams
+
+    return StatsParams(**{**_fields(StatsParams, args), "run": run, "overwrite": overwrite})
+
+
 def cmd_cluster(args) -> int:
     from .runs import ClusterParams, run_cluster
 
+    wants_stats = any(getattr(args, k) for k in STATS_OPTIONS)
+    if wants_stats:                     # the statistics inputs must exist before the clustering work
+        from pathlib import Path
+
+        for name in ("buildings", "roads", "population", "ndvi_raster"):
+            value = getattr(args, name)
+            if value and not Path(value).exists():
+                raise BadInput(f"--{name.replace('_', '-')} {value!r}: no such file.")
     manifest = _run(run_cluster, ClusterParams(**_fields(ClusterParams, args)), args)
+    if wants_stats:
+        from .statsrun import run_stats
+
+        try:
+            manifest = _run(run_stats, _stats_params(args, args.out, True), args)
+        except BaseException:
+            from .runs import RunOutputs
+
+            for path in RunOutputs.for_out(args.out, args.quicklook, args.save_model or True).paths():
+                path.unlink(missing_ok=True)   # the statistics failed: no run half with, half without them
+            raise
     sizes = manifest["clustering"]["cluster_sizes"]
     summary = f"{manifest['tiling']['tiles_valid']} tiles in {len(sizes)} clusters (sizes {sizes})"
     if "evaluation" in manifest:
         summary += f"; eta-squared of building coverage {manifest['evaluation']['eta2_bldg_cov']:.3f}"
     _print_outputs(manifest, args, summary)
+    _print_statistics(manifest, args)
     return 0
 
 
@@ -290,6 +356,32 @@ def cmd_sweep(args) -> int:
     params = SweepParams(**_fields(SweepParams, args, k="k", tile_sizes="tile_size"))
     manifest = _run(run_sweep, params, args)
     _print_outputs(manifest, args, f"sweep complete: {', '.join(manifest.get('layers', {}))}")
+    return 0
+
+
+def _print_statistics(manifest: dict, args) -> None:
+    if args.progress == "json":
+        return
+    stats = manifest.get("statistics", {})
+    for row in stats.get("eta_squared", []):
+        value = "-" if row.get("eta2") is None else f"{row['eta2']:.3f}"
+        print(f"  eta-squared {row['stat']:10s} {value}", file=sys.stderr)
+    for name, path in stats.get("outputs", {}).items():
+        print(f"  {name:10s} {path}", file=sys.stderr)
+
+
+def cmd_stats(args) -> int:
+    from .statsrun import run_stats
+
+    _print_statistics(_run(run_stats, _stats_params(args, args.run, args.overwrite), args), args)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import run_export
+
+    for path in run_export(args.run, args.format, args.out, args.overwrite).values():
+        print(path, file=sys.stderr)
     return 0
 
 
@@ -331,7 +423,8 @@ def main(argv=None) -> int:
         return 2
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return {"cluster": cmd_cluster, "predict": cmd_predict, "sweep": cmd_sweep, "probe": cmd_probe,
+        return {"cluster": cmd_cluster, "predict": cmd_predict, "sweep": cmd_sweep, "stats": cmd_stats,
+                "export": cmd_export, "probe": cmd_probe,
                 "check": cmd_check}[args.tool](args)
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)

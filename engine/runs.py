@@ -300,14 +300,14 @@ def tile_polygons(tiled, rows, cols):
     return shapely.polygons(np.concatenate([corners, corners[:, :1]], axis=1))
 
 
-def building_coverage(tiled, rows, cols, buildings: str) -> np.ndarray:
-    """Footprint share of each tile (computed in the working CRS)."""
-    from .stats import bldg_cov, read_buildings
-
-    b = read_buildings(buildings, tiled.working_crs)
-    polys = tile_polygons(tiled, rows, cols)
+def building_coverage(tiled, rows, cols, buildings: str, warnings: list | None = None) -> np.ndarray:
+    """Footprint share of each tile (computed in the working CRS); problems with the layer go to ``warnings``."""
     import shapely
 
+    from .stats import bldg_cov, read_buildings
+
+    b = read_buildings(buildings, tiled.working_crs, warnings=warnings)
+    polys = tile_polygons(tiled, rows, cols)
     if not shapely.STRtree(b.values).query(polys, predicate="intersects").size:
         raise BadInput(f"--buildings {buildings!r}: no footprint overlaps the tiles of the raster; "
                        "check that both cover the same place.")
@@ -395,7 +395,11 @@ def run_cluster(params: ClusterParams, progress: Progress | None = None) -> dict
         if params.k > len(rows):
             raise BadInput(f"--k {params.k} is larger than the number of valid tiles ({len(rows)}). "
                            "Use a smaller K, a smaller tile size or a lower --min-valid.")
-        coverage = building_coverage(tiled, rows, cols, params.buildings) if params.buildings else None
+        layer_warnings: list[str] = []
+        coverage = building_coverage(tiled, rows, cols, params.buildings, layer_warnings) if params.buildings \
+            else None
+        for w in layer_warnings:
+            progress("warning", 1, 1, w)
         lap("scan")
         checksum = sha256_file(params.raster)
 
@@ -469,7 +473,7 @@ def run_cluster(params: ClusterParams, progress: Progress | None = None) -> dict
         if coverage is not None:
             manifest["evaluation"] = {"buildings": os.path.abspath(params.buildings),
                                       "eta2_bldg_cov": eta_squared(labels, coverage),
-                                      "mean_bldg_cov": float(coverage.mean())}
+                                      "mean_bldg_cov": float(coverage.mean()), "warnings": layer_warnings}
         manifest["timings_s"] = lap.total()
         write_json(outset.temp(outputs.manifest), manifest)
         outset.commit()

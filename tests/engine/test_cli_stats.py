@@ -1,0 +1,72 @@
+"""`stats` and `export` through the real CLI, and statistics as part of `cluster`."""
+from __future__ import annotations
+
+import json
+
+import geopandas as gpd
+import pyogrio
+import pytest
+
+from engine.stats import eta_squared
+
+from .test_cli import run_cli
+
+
+@pytest.fixture(scope="module")
+def city_layers(city, tmp_path_factory):
+    """The synthetic city's footprints and roads as GeoPackages."""
+    folder = tmp_path_factory.mktemp("layers")
+    city.footprints.to_file(folder / "buildings.gpkg")
+    city.roads.to_file(folder / "roads.gpkg")
+    return folder / "buildings.gpkg", folder / "roads.gpkg"
+
+
+def test_cluster_with_buildings_and_roads_writes_the_statistics(city, city_layers, tmp_path):
+    buildings, roads = city_layers
+    out = tmp_path / "c.gpkg"
+    proc = run_cli("cluster", city.raster, "--out", out, "--k", 4, "--backbone", "efficientnet_lite0",
+                   "--buildings", buildings, "--roads", roads, "--no-quicklook", check=0)
+    assert "eta-squared bldg_cov" in proc.stderr
+    tiles = gpd.read_file(out, layer="tiles")
+    for col in ("bldg_count", "bldg_area", "bldg_cov", "bldg_mean", "bldg_orien", "road_len", "road_dist",
+                "major_dist"):
+        assert col in tiles.columns
+    clusters = gpd.read_file(out, layer="clusters")
+    assert clusters.tiles.sum() == len(tiles) and len(clusters) == 4
+    manifest = json.loads((tmp_path / "c_manifest.json").read_text())
+    eta = {r["stat"]: r["eta2"] for r in manifest["statistics"]["eta_squared"]}
+    assert eta["bldg_cov"] == pytest.approx(eta_squared(tiles.cluster, tiles.bldg_cov), abs=1e-9)
+    assert eta["bldg_cov"] > 0.5                       # the city's zones differ by building coverage
+    for name in ("c_stats.csv", "c_profile.png", "c_boxes.png", "c_model.pt", "c_clusters.tif"):
+        assert (tmp_path / name).is_file()
+
+
+def test_stats_then_export_to_shapefile_and_csv(city, city_layers, tmp_path):
+    buildings, roads = city_layers
+    out = tmp_path / "r.gpkg"
+    run_cli("cluster", city.raster, "--out", out, "--k", 3, "--weights", "none", "--no-quicklook", check=0)
+    run_cli("stats", out, "--buildings", buildings, check=0)
+    again = run_cli("stats", out, "--buildings", buildings)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    proc = run_cli("stats", out, "--roads", roads, "--road-field", "kind", check=0)   # no such attribute
+    assert "--road-field" in proc.stderr
+    assert "major_dist" not in pyogrio.read_info(out, layer="tiles")["fields"]
+    run_cli("export", out, "--format", "shp", "--out", tmp_path / "shp", check=0)
+    for ext in (".shp", ".prj", ".cpg", ".dbf"):
+        assert (tmp_path / "shp" / f"r_tiles{ext}").is_file()
+    shp = gpd.read_file(tmp_path / "shp" / "r_tiles.shp")
+    assert list(shp.columns) == list(gpd.read_file(out, layer="tiles").columns)
+    run_cli("export", out, "--format", "csv", "--out", tmp_path / "csv", check=0)
+    csv = (tmp_path / "csv" / "r_tiles.csv").read_text().splitlines()
+    assert "geometry" not in csv[0] and len(csv) == len(shp) + 1
+    proc = run_cli("export", out, "--format", "csv", "--out", tmp_path / "csv")
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr
+
+
+def test_missing_statistics_input_is_refused_before_clustering(city, tmp_path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = run_cli("cluster", city.raster, "--out", out_dir / "c.gpkg", "--weights", "none",
+                   "--roads", tmp_path / "nope.gpkg")
+    assert proc.returncode == 2 and "--roads" in proc.stderr and "no such file" in proc.stderr
+    assert list(out_dir.iterdir()) == []
