@@ -48,7 +48,7 @@ def test_stats_then_export_to_shapefile_and_csv(city, city_layers, tmp_path):
     run_cli("stats", out, "--buildings", buildings, check=0)
     again = run_cli("stats", out, "--buildings", buildings)
     assert again.returncode == 2 and "--overwrite" in again.stderr
-    proc = run_cli("stats", out, "--roads", roads, "--road-field", "kind", check=0)   # no such attribute
+    proc = run_cli("stats", out, "--roads", roads, "--road-field", "kind", "--overwrite", check=0)  # no such field
     assert "--road-field" in proc.stderr
     assert "major_dist" not in pyogrio.read_info(out, layer="tiles")["fields"]
     run_cli("export", out, "--format", "shp", "--out", tmp_path / "shp", check=0)
