@@ -103,19 +103,36 @@ def progress_reporter(feedback, progress_of=None):
 
 
 # -- layers Processing loads when the run has finished ------------------------------------------
+_LIVE: list = []           # post-processors handed to QGIS, until QGIS has deleted them
+
+
+def set_post_processor(details, factory) -> None:
+    """Give ``details`` a new post-processor made by ``factory`` (a class or a function).
+
+    The layer details take ownership of their post-processor and delete it
+    after use, so every load needs its own; its Python side is kept here until
+    then (otherwise QGIS would call the bare C++ base class, which does nothing).
+    """
+    from qgis.PyQt import sip
+
+    processor = factory()
+    _LIVE[:] = [p for p in _LIVE if not sip.isdeleted(p)] + [processor]
+    details.setPostProcessor(processor)
+
+
 def load_output_as(context, path: str, uri: str, post_processor=None) -> None:
     """Make Processing load ``uri`` (e.g. ``path|layername=tiles``) instead of ``path``, if it loads ``path`` at all.
 
     Only outputs with a destination project (the toolbox, runAndLoadResults)
     are registered for loading; otherwise this does nothing. ``post_processor``
-    must outlive the run (a module-level instance): QGIS keeps a bare pointer.
+    is a factory (e.g. the class): each load gets a new one (see set_post_processor).
     """
     layers = context.layersToLoadOnCompletion()
     if path not in layers:
         return
     details = layers.pop(path)
     if post_processor is not None:
-        details.setPostProcessor(post_processor)
+        set_post_processor(details, post_processor)
     layers[uri] = details
     context.setLayersToLoadOnCompletion(layers)
 

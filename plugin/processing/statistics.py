@@ -32,11 +32,10 @@ from qgis.core import (
     QgsProcessingUtils,
     QgsVectorFileWriter,
 )
-from qgis.PyQt import sip
 
 from ..request import EXPORT_FORMATS, ExportRequest, StatsRequest
 from ..stats_inputs import local_file, write_layer
-from .base import EngineAlgorithm
+from .base import EngineAlgorithm, set_post_processor
 from .styling import style_tiles_like_raster
 
 RUN, BUILDINGS, ROADS, POPULATION, NIR_BAND, ROAD_FIELD = "RUN", "BUILDINGS", "ROADS", "POPULATION", "NIR_BAND", \
@@ -166,8 +165,8 @@ class StatisticsAlgorithm(EngineAlgorithm):
         if not finished:
             return {}
         gpkg = request.run
-        self.load(context, f"{gpkg}|layername=tiles", f"{request.name} tiles", ReloadedLayer(styled=True))
-        self.load(context, f"{gpkg}|layername=clusters", f"{request.name} clusters", ReloadedLayer())
+        self.load(context, f"{gpkg}|layername=tiles", f"{request.name} tiles", lambda: ReloadedLayer(styled=True))
+        self.load(context, f"{gpkg}|layername=clusters", f"{request.name} clusters", ReloadedLayer)
         return {OUTPUT: f"{gpkg}|layername=tiles", CLUSTERS: f"{gpkg}|layername=clusters",
                 STATS_CSV: str(outputs["stats_csv"]), PROFILE: str(outputs["profile"]), BOXES: str(outputs["boxes"])}
 
@@ -196,18 +195,14 @@ class StatisticsAlgorithm(EngineAlgorithm):
 
     @staticmethod
     def load(context, uri: str, name: str, post_processor) -> None:
-        """Have Processing load ``uri`` when the run ends (only where it loads results); the layer details take
-        ownership of ``post_processor`` (and delete it after use), so each load needs a new one."""
+        """Have Processing load ``uri`` when the run ends (only where it loads results); ``post_processor`` is a
+        factory (see base.set_post_processor)."""
         project = context.project()
         if project is None:
             return
         details = QgsProcessingContext.LayerDetails(name, project, name)
-        details.setPostProcessor(post_processor)
-        _LIVE[:] = [p for p in _LIVE if not sip.isdeleted(p)] + [post_processor]   # its Python side stays alive
+        set_post_processor(details, post_processor)
         context.addLayerToLoadOnCompletion(uri, details)
-
-
-_LIVE: list = []
 
 
 class ReloadedLayer(QgsProcessingLayerPostProcessorInterface):

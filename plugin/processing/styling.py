@@ -2,8 +2,8 @@
 
 Processing adds the output layer to the project on the main thread, then calls
 the layer's post-processor. The colours come from the run's cluster GeoTIFF
-(named after the GeoPackage), so the styler needs no state of its own and one
-module-level instance serves every run (QGIS keeps only a bare pointer to it).
+(named after the GeoPackage), so the styler needs no state of its own; each load
+gets a new one (base.set_post_processor), since QGIS deletes it after use.
 """
 from __future__ import annotations
 
@@ -46,4 +46,4 @@ class TilesStyler(QgsProcessingLayerPostProcessorInterface):
             feedback.pushInfo(f"The tiles layer keeps the default style ({reason}).")
 
 
-TILES_STYLER = TilesStyler()
+TILES_STYLER = TilesStyler      # a factory: the layer details own (and delete) each post-processor

@@ -17,7 +17,7 @@ from qgis.core import (QgsProcessingContext, QgsProcessingException, QgsProcessi
 
 from ..layers import k_values, style_sweep_layer, sweep_layer_names
 from ..request import BACKBONES, DEVICES, MAX_EPOCHS, METHODS, UNITS, SweepRequest
-from .base import EngineAlgorithm
+from .base import EngineAlgorithm, set_post_processor
 from .cluster import DEFAULT_BACKBONE, UNIT_LABELS, WEIGHT_CHOICES, WEIGHT_LABELS, local_raster_path
 
 INPUT, K, TILE_SIZES, TILE_UNIT, METHOD, EPOCHS = "INPUT", "K", "TILE_SIZES", "TILE_UNIT", "METHOD", "EPOCHS"
@@ -130,7 +130,7 @@ class SweepAlgorithm(EngineAlgorithm):
         gpkg = request.outputs()["gpkg"]
         for layer_name in sweep_layer_names(Path(gpkg)):
             details = QgsProcessingContext.LayerDetails(f"{request.name} {layer_name}", project, layer_name)
-            details.setPostProcessor(SWEEP_STYLER)
+            set_post_processor(details, SWEEP_STYLER)
             context.addLayerToLoadOnCompletion(f"{gpkg}|layername={layer_name}", details)
 
 
@@ -146,4 +146,4 @@ class SweepStyler(QgsProcessingLayerPostProcessorInterface):
                 feedback.pushInfo(f"The sweep layer keeps the default style ({exc}).")
 
 
-SWEEP_STYLER = SweepStyler()
+SWEEP_STYLER = SweepStyler      # a factory: the layer details own (and delete) each post-processor

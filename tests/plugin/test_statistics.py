@@ -317,3 +317,18 @@ def test_export_of_a_run_the_plugin_loaded_writes_shapefiles_with_prj_and_cpg(ur
     assert exported.isValid() and exported.featureCount() == 96 and "bldg_count" in exported.fields().names()
     del exported
     QgsProject.instance().removeAllMapLayers()
+
+
+def test_toolbox_runs_twice_in_a_session_and_loads_styled_tiles_each_time(urbanform, engine_here, provider,
+                                                                          qgis_new_project, tmp_path):
+    """The layer details own (and delete) their post-processor: a second run must get a new styler, not the
+    deleted one (this failed with "wrapped C/C++ object of type TilesStyler has been deleted")."""
+    import processing
+
+    for i in range(2):
+        processing.runAndLoadResults("urbanform:cluster", {"INPUT": str(SAMPLE), "K": 3, "BACKBONE": 0, "WEIGHTS": 1,
+                                                           "OUTPUT": str(tmp_path / f"t{i}.gpkg")},
+                                     feedback=QgsProcessingFeedback())
+    renderers = [layer.renderer().type() for layer in QgsProject.instance().mapLayers().values()]
+    assert renderers == ["categorizedSymbol"] * 2
+    QgsProject.instance().removeAllMapLayers()
