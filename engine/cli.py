@@ -233,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(sw, default_backbone="efficientnet_lite0")
     _add_method(sw)
     sw.add_argument("--resume", action="store_true", help="finish an interrupted sweep (same parameters)")
+    _add_stats(sw, "building footprints: the building statistics on every tile-size layer, and the "
+                   "eta-squared of each statistic for every tile size and K (SWEEP_stats_eta.csv/.png)")
     _add_run(sw)
 
     st = sub.add_parser("stats", help="statistics per tile and per cluster of a run (buildings, roads, NDVI, people)",
@@ -309,17 +311,22 @@ def _stats_params(args, run: str, overwrite: bool):
     return StatsParams(**{**_fields(StatsParams, args), "run": run, "overwrite": overwrite})
 
 
+def _check_stats_files(args) -> None:
+    """The statistics inputs must exist before the clustering work is spent."""
+    from pathlib import Path
+
+    for name in ("buildings", "roads", "population", "ndvi_raster"):
+        value = getattr(args, name)
+        if value and not Path(value).exists():
+            raise BadInput(f"--{name.replace('_', '-')} {value!r}: no such file.")
+
+
 def cmd_cluster(args) -> int:
     from .runs import ClusterParams, run_cluster
 
     wants_stats = any(getattr(args, k) for k in STATS_OPTIONS)
-    if wants_stats:                     # the statistics inputs must exist before the clustering work
-        from pathlib import Path
-
-        for name in ("buildings", "roads", "population", "ndvi_raster"):
-            value = getattr(args, name)
-            if value and not Path(value).exists():
-                raise BadInput(f"--{name.replace('_', '-')} {value!r}: no such file.")
+    if wants_stats:
+        _check_stats_files(args)
     manifest = _run(run_cluster, ClusterParams(**_fields(ClusterParams, args)), args)
     if wants_stats:
         from .statsrun import run_stats
@@ -354,8 +361,17 @@ def cmd_sweep(args) -> int:
     from .sweep import SweepParams, run_sweep
 
     params = SweepParams(**_fields(SweepParams, args, k="k", tile_sizes="tile_size"))
+    wants_stats = any(getattr(args, k) for k in STATS_OPTIONS)
+    if wants_stats:
+        _check_stats_files(args)
     manifest = _run(run_sweep, params, args)
     _print_outputs(manifest, args, f"sweep complete: {', '.join(manifest.get('layers', {}))}")
+    if wants_stats:
+        from .statsrun import run_sweep_stats
+
+        manifest = _run(run_sweep_stats, _stats_params(args, args.out, True), args)
+        if args.progress != "json":
+            print(f"  stats_eta  {manifest['sweep_statistics']['eta_csv']}", file=sys.stderr)
     return 0
 
 

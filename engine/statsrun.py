@@ -383,3 +383,78 @@ def run_stats(params: StatsParams, progress: Progress | None = None) -> dict:
         outs.commit()
     progress("write", 4, 4, f"wrote {run}")
     return manifest
+
+
+def run_sweep_stats(params: StatsParams, progress: Progress | None = None) -> dict:
+    """Statistics for every tile-size layer of a sweep, and how much of each every K explains.
+
+    Each ``tiles_<size>`` layer gets the statistics columns and, for its
+    largest K, the ``clusters_<size>_k<K>`` profile layer and plots (as
+    ``run_stats``). ``SWEEP_stats_eta.csv`` has the eta-squared of every
+    statistic for every (tile size, K) and ``SWEEP_stats_eta.png`` draws it
+    against K: the urban-form side of the sensitivity analysis.
+    """
+    from dataclasses import replace
+
+    import pandas as pd
+    import pyogrio
+
+    from matplotlib.ticker import MaxNLocator
+
+    from .io import OutputSet, write_json
+    from .profile import _figure, eta_table
+    from .style import cluster_color
+
+    progress = progress or Progress("none")
+    run = Path(params.run)
+    stem = run.with_suffix("")
+    sweep = _read_manifest(Path(f"{stem}_manifest.json"))
+    layers = sweep.get("layers")
+    if sweep.get("tool") != "sweep" or not layers:
+        raise BadInput(f"{str(run)!r} is not a finished sweep (its manifest lists no tile-size layers); "
+                       "run `sweep` first, or use `stats` on a cluster run.")
+    eta_csv, eta_png = Path(f"{stem}_stats_eta.csv"), Path(f"{stem}_stats_eta.png")
+    outset = OutputSet([eta_csv, eta_png], overwrite=params.overwrite)
+    parts = [replace(params, layer=layer, label=f"k{max(ks)}") for layer, ks in layers.items()]
+    for part in parts:                       # every check before any work
+        _check(part, StatsOutputs.for_run(part.run, part.layer, part.label))
+    rows = []
+    with outset:
+        for part in parts:
+            run_stats(part, progress)
+            stats = planned_columns(part)
+            table = pyogrio.read_dataframe(str(run), layer=part.layer, read_geometry=False)
+            stats = [s for s in stats if s in table.columns]
+            for k in layers[part.layer]:
+                for r in eta_table(table, stats, f"k{k}").to_dict("records"):
+                    rows.append({"tile_size": part.layer[len("tiles_"):], "k": int(k), **r})
+        eta = pd.DataFrame(rows, columns=["tile_size", "k", "stat", "eta2", "n"])
+        eta.to_csv(outset.temp(eta_csv), index=False, float_format="%.6g")
+        stats = list(dict.fromkeys(eta.stat))
+        fig = _figure(3.2 * min(len(stats), 4), 2.8 * ((len(stats) + 3) // 4))
+        for i, stat in enumerate(stats):
+            ax = fig.add_subplot((len(stats) + 3) // 4, min(len(stats), 4), i + 1)
+            for j, (size, group) in enumerate(eta[eta.stat == stat].groupby("tile_size", sort=False)):
+                ax.plot(group.k, group.eta2, marker="o", ms=3, color=cluster_color(j), label=size)
+            ax.set_title(stat, fontsize=9)
+            ax.set_xlabel("K", fontsize=8)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylim(0, 1)
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=7)
+            if i == 0:
+                ax.set_ylabel("eta-squared", fontsize=8)
+                ax.legend(fontsize=7, title="tile size", title_fontsize=7)
+        fig.suptitle("Share of each statistic's variance explained by the clusters", fontsize=10)
+        fig.subplots_adjust(hspace=0.5, wspace=0.3)
+        fig.savefig(outset.temp(eta_png), format="png")
+        manifest = _read_manifest(Path(f"{stem}_manifest.json"))
+        manifest["sweep_statistics"] = {"eta_csv": str(eta_csv), "eta_png": str(eta_png),
+                                        "eta_squared": [{k: _clean(v) for k, v in r.items()} for r in rows]}
+        manifest_path = Path(f"{stem}_manifest.json")
+        tmp = manifest_path.with_name(f".{manifest_path.name}.part")
+        write_json(tmp, manifest)
+        outset.commit()
+        os.replace(tmp, manifest_path)
+    progress("write", 1, 1, f"wrote {eta_csv}")
+    return manifest

@@ -70,3 +70,22 @@ def test_missing_statistics_input_is_refused_before_clustering(city, tmp_path):
                    "--roads", tmp_path / "nope.gpkg")
     assert proc.returncode == 2 and "--roads" in proc.stderr and "no such file" in proc.stderr
     assert list(out_dir.iterdir()) == []
+
+
+def test_sweep_with_statistics_explains_them_for_every_k_and_tile_size(city, city_layers, tmp_path):
+    import pandas as pd
+
+    buildings, roads = city_layers
+    out = tmp_path / "s.gpkg"
+    run_cli("sweep", city.raster, "--out", out, "--k", "2..4", "--tile-size", "64px,128px", "--buildings", buildings,
+            "--roads", roads, "--progress", "none", check=0)
+    eta = pd.read_csv(tmp_path / "s_stats_eta.csv")
+    assert set(eta.tile_size) == {"64px", "128px"} and set(eta.k) == {2, 3, 4}
+    assert {"bldg_cov", "road_len", "major_dist"} <= set(eta.stat)
+    tiles = gpd.read_file(out, layer="tiles_64px")
+    row = eta[(eta.tile_size == "64px") & (eta.k == 3) & (eta.stat == "bldg_cov")].eta2.item()
+    assert row == pytest.approx(eta_squared(tiles.k3, tiles.bldg_cov), abs=1e-5)
+    assert len(gpd.read_file(out, layer="clusters_64px_k4")) == 4
+    assert (tmp_path / "s_stats_eta.png").read_bytes()[:4] == b"\x89PNG"
+    manifest = json.loads((tmp_path / "s_manifest.json").read_text())
+    assert manifest["complete"] and "sweep_statistics" in manifest
