@@ -59,12 +59,14 @@ $(VENV)/.setup-done: requirements.txt | system-packages
 demo: setup
 	@mkdir -p demo_out
 	$(PY) -m engine cluster $(DEMO_RASTER) --out demo_out/kampala.gpkg --k 6 --tile-size 64px \
-		--backbone efficientnet_lite0 --weights imagenet --seed 0 --overwrite
+		--backbone efficientnet_lite0 --weights imagenet --seed 0 \
+		--buildings resources/sample/kampala_ug_osm_buildings.geojson --overwrite
 	@echo ""
 	@echo "Demo outputs in $(CURDIR)/demo_out/:"
 	@ls -1 demo_out | sed 's/^/  /'
 	@echo "Open demo_out/kampala.gpkg (layer 'tiles') and demo_out/kampala_clusters.tif in QGIS;"
-	@echo "demo_out/kampala_quicklook.png shows the clusters over the image."
+	@echo "demo_out/kampala_quicklook.png shows the clusters over the image; kampala_profile.png and"
+	@echo "kampala_stats.csv describe the clusters by their buildings (layer 'clusters' in the GeoPackage)."
 
 test: setup test-engine test-plugin
 
