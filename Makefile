@@ -84,6 +84,7 @@ bench: setup
 	$(PY) tests/bench/bench.py --out bench_out
 	$(PY) tests/bench/bench_deepcluster.py --out bench_out
 	$(PY) tests/bench/bench_sweep.py --repeats 3 --out bench_out
+	$(PY) tests/bench/bench_stats.py --out bench_out
 
 # ---------------------------------------------------------------- plugin
 package:
