@@ -10,6 +10,7 @@ Processing and a Shapefile export.
 """
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from functools import lru_cache
@@ -84,6 +85,35 @@ def roads_layer(sample_layers):
     layer_id = layer.id()
     del layer
     yield layer_id
+
+
+@pytest.fixture
+def population_layer(sample_layers):
+    """People per cell (5 in each of 8 x 8 cells) over the sample, in EPSG:4326 and in GDAL's memory file system:
+    a raster layer that is not a local file."""
+    from osgeo import gdal, osr
+    from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsRasterLayer
+
+    project = QgsProject.instance()
+    raster = project.mapLayer(sample_layers.raster_id)
+    wgs84 = QgsCoordinateReferenceSystem("EPSG:4326")
+    ext = QgsCoordinateTransform(raster.crs(), wgs84, project).transformBoundingBox(raster.extent())
+    path = "/vsimem/urbanform_test_population.tif"
+    data = gdal.GetDriverByName("GTiff").Create(path, 8, 8, 1, gdal.GDT_Float32)
+    data.SetGeoTransform((ext.xMinimum(), ext.width() / 8, 0, ext.yMaximum(), 0, -ext.height() / 8))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(4326)
+    data.SetProjection(srs.ExportToWkt())
+    data.GetRasterBand(1).Fill(5)
+    data = None
+    layer = QgsRasterLayer(path, "population")
+    assert layer.isValid()
+    project.addMapLayer(layer)
+    layer_id = layer.id()
+    del layer, raster
+    yield layer_id
+    project.removeMapLayer(layer_id)
+    gdal.Unlink(path)
 
 
 def combo_layers(combo) -> list:
@@ -169,22 +199,29 @@ def test_pickers_filter_geometry_types_and_pass_the_layers(make_dock, sample_lay
     assert not dock.statsGroup.isEnabled() and "--buildings" not in dock.request().argv()
 
 
-def test_memory_layer_is_written_to_a_temporary_file_and_removed(make_dock, sample_layers, roads_layer):
+def test_memory_layer_is_written_to_a_temporary_file_and_removed(make_dock, sample_layers, roads_layer,
+                                                                  population_layer):
+    from qgis.core import QgsRasterLayer
     from urbanform.plugin import stats_inputs
 
     dock = make_dock()
     dock.roadsCombo.setLayer(QgsProject.instance().mapLayer(roads_layer))
+    dock.populationCombo.setLayer(QgsProject.instance().mapLayer(population_layer))
     paths = stats_inputs.paths(dock)
-    assert paths["buildings"] is None and paths["population"] is None
+    assert paths["buildings"] is None and paths["population"].endswith(".tif")
     temp = stats_inputs.TempLayers()
     assert temp.write(stats_inputs.layers(dock), paths) is None
     written = QgsVectorLayer(paths["roads"], "written", "ogr")
     assert written.isValid() and written.featureCount() == 2
     assert sorted(f["highway"] for f in written.getFeatures()) == ["primary", "residential"]
     assert written.crs().authid() == "EPSG:3857"
-    del written
+    population = QgsRasterLayer(paths["population"], "written")
+    assert population.isValid() and population.crs().authid() == "EPSG:4326"
+    assert (population.width(), population.height()) == (8, 8)
+    assert population.dataProvider().sample(population.extent().center(), 1)[0] == 5
+    del written, population
     temp.remove()
-    assert not Path(paths["roads"]).exists() and temp.files == []
+    assert not Path(paths["roads"]).exists() and not Path(paths["population"]).exists() and temp.files == []
 
 
 def test_statistics_layers_are_remembered_between_docks(make_dock, sample_layers, roads_layer):
@@ -232,7 +269,7 @@ def test_statistics_refuses_a_run_without_layers_before_the_engine_starts(provid
 
 # -- end to end (the engine's stats, export and cluster --roads) -------------------------------------------
 def test_run_with_statistics_adds_the_clusters_table_and_processing_reruns_them(
-        make_dock, sample_layers, roads_layer, tmp_path, provider):
+        make_dock, sample_layers, roads_layer, population_layer, tmp_path, provider):
     need_engine_statistics()
     import processing
 
@@ -242,20 +279,23 @@ def test_run_with_statistics_adds_the_clusters_table_and_processing_reruns_them(
     project = QgsProject.instance()
     dock.buildingsCombo.setLayer(project.mapLayer(sample_layers.buildings_id))
     dock.roadsCombo.setLayer(project.mapLayer(roads_layer))
-    temp = Path(dock.request().roads)
+    dock.populationCombo.setLayer(project.mapLayer(population_layer))
+    temp, temp_pop = Path(dock.request().roads), Path(dock.request().population)
+    assert temp_pop.suffix == ".tif"
     assert wait_for(lambda: dock.engine_python() is not None and dock.runButton.isEnabled(), 60), \
         dock.problemsLabel.text()
     ended = []
     dock.runFinished.connect(ended.append)
     assert dock.run() is True
-    assert temp.is_file()                                                    # written for the run ...
+    assert temp.is_file() and temp_pop.is_file()                             # written for the run ...
     assert wait_for(lambda: bool(ended), 300), dock.statusLabel.text()
     assert ended == [True], dock.statusLabel.text()
-    assert not temp.exists()                                                 # ... and removed after it
+    assert not temp.exists() and not temp_pop.exists()                       # ... and removed after it
     group = project.layerTreeRoot().findGroup("statrun")
     assert [c.name() for c in group.children()] == ["statrun tiles", "statrun clusters (raster)", "statrun clusters"]
     tiles, table = group.children()[0].layer(), group.children()[2].layer()
-    assert {"bldg_count", "road_len"} <= set(tiles.fields().names())
+    assert {"bldg_count", "road_len", "major_dist", "pop_dens"} <= set(tiles.fields().names())
+    assert max(f["bldg_count"] for f in tiles.getFeatures()) > 0 and min(f["pop_dens"] for f in tiles.getFeatures()) > 0
     clusters = sorted(int(v) for v in tiles.uniqueValues(tiles.fields().indexOf("cluster")))
     assert table.featureCount() == len(clusters)
     del tiles, table, group
@@ -342,8 +382,10 @@ def test_toolbox_runs_twice_in_a_session_and_loads_styled_tiles_each_time(urbanf
     deleted one (this failed with "wrapped C/C++ object of type TilesStyler has been deleted")."""
     import processing
 
+    raster = tmp_path / SAMPLE.name                  # a copy: QGIS writes statistics next to a raster it opens
+    shutil.copyfile(SAMPLE, raster)
     for i in range(2):
-        processing.runAndLoadResults("urbanform:cluster", {"INPUT": str(SAMPLE), "K": 3, "BACKBONE": 0, "WEIGHTS": 1,
+        processing.runAndLoadResults("urbanform:cluster", {"INPUT": str(raster), "K": 3, "BACKBONE": 0, "WEIGHTS": 1,
                                                            "OUTPUT": str(tmp_path / f"t{i}.gpkg")},
                                      feedback=QgsProcessingFeedback())
     renderers = [layer.renderer().type() for layer in QgsProject.instance().mapLayers().values()]
