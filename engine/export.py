@@ -31,15 +31,20 @@ SHP_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
 MAX_SHP_FIELD = 10
 
 
+NOT_DATA = ("layer_styles",)
+
+
 def _layers(run: Path) -> list[str]:
     import pyogrio
 
     if not run.exists():
         raise BadInput(f"RUN {str(run)!r}: no such file. Give a run's GeoPackage.")
     try:
-        return [str(n) for n, _ in pyogrio.list_layers(str(run))]
+        layers = [str(n) for n, _ in pyogrio.list_layers(str(run))]
     except Exception as exc:  # noqa: BLE001
         raise BadInput(f"RUN {str(run)!r} cannot be read as a GeoPackage ({exc}).") from None
+    # QGIS keeps the styles it saves in the GeoPackage in a 'layer_styles' table: metadata, not a run layer
+    return [name for name in layers if name not in NOT_DATA]
 
 
 def output_files(run: "str | Path", fmt: str, out_dir: "str | Path", layers: list[str]) -> dict[str, list[Path]]:
