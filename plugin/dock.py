@@ -178,7 +178,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
                 k_text=f"{self.kFromSpin.value()}..{self.kToSpin.value()}", tile_sizes=self.tileSizesEdit.text(),
                 tile_unit=self.tileUnitCombo.currentData(), method=self.methodCombo.currentData(),
                 epochs=self.epochsSpin.value(), backbone=self.backboneCombo.currentData(), weights=self._weights(),
-                device=self.deviceCombo.currentData(), seed=self.seedSpin.value())
+                device=self.deviceCombo.currentData(), seed=self.seedSpin.value(), **stats_inputs.paths(self))
         mode = self.areaCombo.currentData()
         return ClusterRequest(
             raster=raster_path(layer), out=self.outputFile.filePath().strip(), k=self.kSpin.value(),
@@ -363,8 +363,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         for widget in (self.kRangeLabel, self.kRangeWidget, self.tileSizesEdit):
             widget.setVisible(sweep)
         self.tileSizeLabel.setText("Tile sizes" if sweep else "Tile size")
-        for widget in (self.overlapLabel, self.overlapSpin, self.overlapUnitLabel, self.areaLabel, self.areaCombo,
-                       self.statsGroup):
+        for widget in (self.overlapLabel, self.overlapSpin, self.overlapUnitLabel, self.areaLabel, self.areaCombo):
             widget.setEnabled(not sweep)
         self.areaCombo.setToolTip("A sweep always uses the whole raster" if sweep
                                   else "Only tiles whose centre lies in this area")
@@ -514,7 +513,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             remove_layers_of(req.outputs().values())
         if getattr(req, "area", None) and not self._write_area(self.areaLayerCombo.currentLayer(), req.area):
             return False
-        error = None if self.is_sweep() else self._temp_layers.write(stats_inputs.layers(self), stats_inputs.paths(self))
+        error = self._temp_layers.write(stats_inputs.layers(self), stats_inputs.paths(self))
         if error:
             self._temp_layers.remove()
             self._report(error, Qgis.Critical)

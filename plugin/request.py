@@ -239,6 +239,9 @@ class SweepRequest:
     seed: int = 0
     overwrite: bool = False
     resume: bool = False                    # finish an interrupted sweep in ``out`` (its missing tile sizes)
+    buildings: str | None = None            # statistics on every tile-size layer (files; see StatsRequest)
+    roads: str | None = None
+    population: str | None = None
     extra: list[str] = field(default_factory=list)
 
     @property
@@ -300,6 +303,7 @@ class SweepRequest:
             out.append(f"The weights file {self.weights} does not exist.")
         if self.device not in DEVICES:
             out.append(f"Unknown device {self.device!r}.")
+        out.extend(layer_problems(self.buildings, self.roads, self.population))
         out.extend(output_problems(self.out, self.overwrite or self.resume))
         return out + unique_output_problem(self.outputs, self.overwrite or self.resume, out)
 
@@ -308,6 +312,7 @@ class SweepRequest:
                 "--tile-size", ",".join(self.tile_labels()), "--backbone", self.backbone, "--weights", self.weights,
                 "--seed", str(int(self.seed)), "--progress", "json"]
         args += method_args(self.method, self.epochs, self.lr)
+        args += layer_args(self.buildings, self.roads, self.population)
         if self.device != "auto":
             args += ["--device", self.device]
         if self.resume:
@@ -323,6 +328,9 @@ class SweepRequest:
         for label in self.tile_labels():
             files[f"lineage_{label}"] = Path(f"{stem}_lineage_{label}.png")
             files[f"pca_{label}"] = Path(f"{stem}_pca_{label}.png")
+        if self.buildings or self.roads or self.population:
+            files["stats_eta_csv"] = Path(stem + "_stats_eta.csv")
+            files["stats_eta_png"] = Path(stem + "_stats_eta.png")
         return files
 
     def plots(self) -> list[Path]:
