@@ -36,6 +36,16 @@ def _pieces(mask: np.ndarray, r0: int, c0: int) -> list:
     return out
 
 
+def _canon(polys: list) -> list:
+    """Collinear vertices dropped and rings started at a canonical vertex (exact on integer pixel coordinates),
+    so a building gives the same vertex list - hence the same simplification - whatever the blocks were."""
+    import shapely
+
+    if not polys:
+        return []
+    return list(shapely.normalize(shapely.simplify(np.array(polys, dtype=object), 0.0)))
+
+
 def _merge(pieces: list) -> list:
     """Union pieces that touch (share an edge) into single polygons; return exploded polygons."""
     import shapely
@@ -102,7 +112,7 @@ class BlockPolygonizer:
             done.extend(self._block_row(data))
             self._r0 += len(data)
             self._rows, self._n_rows = [], 0
-        done.extend(_merge(self._carry))
+        done.extend(_canon(_merge(self._carry)))
         self._carry = []
         return done
 
@@ -125,7 +135,7 @@ class BlockPolygonizer:
                 self._carry.append(p)         # may continue in the next block row
             else:
                 final.append(p)
-        return final
+        return _canon(final)
 
 
 def polygons_from_mask(path, block: int = 1024) -> Iterator:

@@ -1,0 +1,365 @@
+"""Apply a segmentation model to a whole raster: blended sliding windows, streamed, mask + polygons.
+
+Chips of ``chip`` px are laid on a global grid with stride ``chip - overlap``
+(chip j covers columns ``j*stride - overlap`` .. ``+chip``; likewise rows), so
+every raster pixel lies in the plateau of one chip or in the overlapping ramps
+of two neighbours. Each chip's probabilities are weighted by a separable
+raised-cosine window (``sin^2`` ramps over ``overlap`` px, 1 in the middle):
+the ramps of neighbouring chips sum to exactly 1, and the sum of weights is
+divided out anyway, so there are no seams where chips meet.
+
+Streaming: one row of chips is run at a time into accumulators ``chip`` rows
+high and the raster's width; after each chip row the ``stride`` rows no later
+chip touches are final, so they are thresholded and written to the mask (and
+probability) GeoTIFF at once and passed to the block polygoniser
+(:mod:`.polygons`). Memory depends on the raster's width and the chip size,
+never on its height. The tiled mask is then rewritten as a COG.
+
+Files (committed together, atomically, by :class:`engine.io.OutputSet`):
+OUT.gpkg (layer ``buildings``: area m2, orien deg), OUT_mask.tif (COG, uint8
+1 building / 0 background / 255 nodata), OUT_prob.tif with ``probability``
+(float32 0-1, nodata -1), OUT.json (manifest).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BadInput
+
+MASK_NODATA = 255
+PROB_NODATA = -1.0
+
+
+@dataclass
+class SegmentParams:
+    raster: str
+    model: object                 # MODEL.pt path, or (torch module, meta dict) for a model already in memory
+    out: str
+    overlap: int = 64
+    threshold: float = 0.5
+    probability: bool = False
+    min_area: float = 4.0
+    simplify: float = 0.5
+    regularize: bool = False
+    batch_size: "int | None" = None
+    device: str = "auto"
+    precision: str = "auto"
+    overwrite: bool = False
+    resample: bool = False
+    chip: "int | None" = None     # default: the model's training chip (meta['chip']), else 256
+    block: int = 1024             # polygonisation block (px)
+
+
+def output_paths(out: "str | Path") -> dict:
+    out = Path(out)
+    if out.suffix.lower() != ".gpkg":
+        raise BadInput(f"--out {str(out)!r} must end in .gpkg (the buildings layer; the mask goes next to it).")
+    stem = out.with_suffix("")
+    return {"gpkg": out, "mask": Path(f"{stem}_mask.tif"), "prob": Path(f"{stem}_prob.tif"),
+            "manifest": Path(f"{stem}.json")}
+
+
+def blend_weights(chip: int, overlap: int) -> np.ndarray:
+    """1-D window: sin^2 ramps over ``overlap`` px at both ends, 1 in between (all ones without overlap)."""
+    w = np.ones(chip, np.float64)
+    if overlap > 0:
+        i = np.arange(overlap)
+        ramp = np.sin(0.5 * np.pi * (i + 0.5) / overlap) ** 2
+        w[:overlap] = ramp
+        w[chip - overlap:] = ramp[::-1]
+    return w
+
+
+def _load_model(model):
+    if isinstance(model, (tuple, list)):
+        net, meta = model
+        return net.eval(), dict(meta)
+    from .modelfile import load_seg_model
+
+    return load_seg_model(model)
+
+
+class _Reader:
+    """Reads raster windows that may hang over any edge as uint8 RGB (model normalisation) + validity."""
+
+    def __init__(self, path: str, meta: dict, resample: bool):
+        import rasterio
+        from rasterio.enums import Resampling
+        from rasterio.vrt import WarpedVRT
+
+        from ..tiling import Stretch, inspect_raster
+
+        self.info = inspect_raster(path)
+        self._src = rasterio.open(path)
+        ds = self._src
+        n_model = meta.get("n_bands")
+        bands = meta.get("bands") or None
+        if n_model is not None and int(n_model) != ds.count:
+            raise BadInput(f"raster {path!r} has {ds.count} band(s) but the model was trained on a raster with "
+                           f"{n_model}; give imagery like the training raster, or train a model on this one.")
+        self.bands = [int(b) for b in bands] if bands else list(range(1, min(3, ds.count) + 1))
+        if max(self.bands) > ds.count:
+            raise BadInput(f"raster {path!r}: the model reads bands {self.bands} but the raster has {ds.count}.")
+        st = meta.get("stretch")
+        self.stretch = Stretch(np.array([s[0] for s in st], float), np.array([s[1] for s in st], float)) \
+            if st else None
+        if self.stretch is None and ds.dtypes[0] != "uint8":
+            from ..tiling import TiledRaster
+
+            with TiledRaster(path, bands=self.bands) as tr:          # model without a stretch: estimate one
+                self.stretch = tr.stretch
+        self.ds = ds
+        self.pixel_size_m = None
+        if not ds.crs.is_geographic:
+            factor = ds.crs.linear_units_factor[1] if ds.crs.linear_units_factor else 1.0
+            self.pixel_size_m = float(abs(ds.transform.a)) * factor
+        want = meta.get("pixel_size_m")
+        self.resampled = False
+        if want and self.pixel_size_m and abs(self.pixel_size_m / float(want) - 1) > 0.1:
+            if not resample:
+                raise BadInput(f"raster {path!r} has {self.pixel_size_m:.3g} m pixels but the model was trained "
+                               f"at {float(want):.3g} m; pass --resample to read the raster at the model's "
+                               "resolution, or train a model at this one.")
+            scale = float(want) / self.pixel_size_m
+            t = ds.transform * ds.transform.scale(scale, scale)
+            w, h = max(1, int(round(ds.width / scale))), max(1, int(round(ds.height / scale)))
+            self.ds = WarpedVRT(ds, crs=ds.crs, transform=t, width=w, height=h, resampling=Resampling.bilinear)
+            self.pixel_size_m = float(want)
+            self.resampled = True
+        self.all_valid = not self.resampled and all(
+            "all_valid" in [f.name for f in flags] for flags in ds.mask_flag_enums)
+
+    @property
+    def width(self) -> int:
+        return self.ds.width
+
+    @property
+    def height(self) -> int:
+        return self.ds.height
+
+    def valid(self, r0: int, r1: int) -> np.ndarray:
+        from rasterio.windows import Window
+
+        if self.all_valid:
+            return np.ones((r1 - r0, self.width), bool)
+        return self.ds.dataset_mask(window=Window(0, r0, self.width, r1 - r0)) > 0
+
+    def read(self, r0: int, c0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        from rasterio.windows import Window
+
+        data = np.zeros((3, h, w), np.uint8)
+        valid = np.zeros((h, w), bool)
+        rr0, cc0 = max(r0, 0), max(c0, 0)
+        rr1, cc1 = min(r0 + h, self.height), min(c0 + w, self.width)
+        if rr1 <= rr0 or cc1 <= cc0:
+            return data, valid
+        win = Window(cc0, rr0, cc1 - cc0, rr1 - rr0)
+        raw = self.ds.read(self.bands, window=win)
+        if self.stretch is not None:
+            raw = self.stretch.apply(raw)
+        elif raw.dtype != np.uint8:
+            raw = raw.astype(np.uint8)
+        if raw.shape[0] == 1:
+            raw = np.repeat(raw, 3, axis=0)
+        sl = (slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0))
+        data[(slice(None),) + sl] = raw[:3]
+        valid[sl] = True if self.all_valid else self.ds.dataset_mask(window=win) > 0
+        return data, valid
+
+    def close(self) -> None:
+        if self.ds is not self._src:
+            self.ds.close()
+        self._src.close()
+
+
+class _Runner:
+    """Batched forward passes with autocast; on GPU out-of-memory the batch is halved and retried."""
+
+    def __init__(self, net, device, precision: str, batch_size: int):
+        import torch
+
+        self.torch = torch
+        self.net = net.to(device).eval()
+        self.device = device
+        self.precision = precision
+        self.batch = batch_size
+
+    def __call__(self, chips: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        out = np.empty((len(chips),) + chips.shape[-2:], np.float32)
+        i = 0
+        while i < len(chips):
+            n = min(self.batch, len(chips) - i)
+            try:
+                x = torch.from_numpy(chips[i:i + n]).to(self.device)
+                dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+                with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype or torch.float32,
+                                                            enabled=dtype is not None):
+                    y = torch.sigmoid(self.net(x).float())[:, 0]
+                out[i:i + n] = y.cpu().numpy()
+                i += n
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                if self.batch == 1:
+                    raise BadInput("the GPU ran out of memory even with batch 1; use --device cpu or a smaller "
+                                   "--chip.") from None
+                self.batch = max(1, self.batch // 2)
+        return out
+
+
+def _write_profile(width, height, transform, crs, dtype, nodata) -> dict:
+    return {"driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": dtype, "crs": crs,
+            "transform": transform, "nodata": nodata, "tiled": True, "blockxsize": 256, "blockysize": 256,
+            "compress": "deflate", "BIGTIFF": "IF_SAFER"}
+
+
+def _to_cog(src: Path, dst: Path) -> None:
+    import rasterio.shutil
+
+    rasterio.shutil.copy(str(src), str(dst), driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=256,
+                         OVERVIEW_RESAMPLING="NEAREST", BIGTIFF="IF_SAFER")
+
+
+def predict_stream(reader: _Reader, runner: _Runner, chip: int, overlap: int):
+    """Yield (r0, prob rows (float32, nodata where invalid), valid rows) top to bottom, ``stride`` rows at a time."""
+    stride = chip - overlap
+    W, H = reader.width, reader.height
+    n_cols = max(1, -(-(W + overlap) // stride))
+    n_rows = max(1, -(-(H + overlap) // stride))
+    wp = (n_cols - 1) * stride + chip                 # accumulator width; column 0 is raster column -overlap
+    w1 = blend_weights(chip, overlap).astype(np.float32)
+    w2 = np.outer(w1, w1)
+    acc_p = np.zeros((chip, wp), np.float32)
+    acc_w = np.zeros((chip, wp), np.float32)
+    for k in range(n_rows):
+        y0 = k * stride - overlap
+        data, valid = reader.read(y0, -overlap, chip, wp)
+        idx = [j for j in range(n_cols) if valid[:, j * stride:j * stride + chip].any()]
+        if idx:
+            chips = np.stack([data[:, :, j * stride:j * stride + chip] for j in idx])
+            probs = runner(chips)
+            for j, p in zip(idx, probs):
+                acc_p[:, j * stride:j * stride + chip] += p * w2
+        for j in range(n_cols):
+            acc_w[:, j * stride:j * stride + chip] += w2
+        # rows y0 .. y0+stride are final
+        r0, r1 = max(y0, 0), min(y0 + stride, H)
+        if r1 > r0:
+            a, b = r0 - y0, r1 - y0
+            prob = acc_p[a:b, overlap:overlap + W] / acc_w[a:b, overlap:overlap + W]
+            yield r0, prob, reader.valid(r0, r1)
+        acc_p[:-stride] = acc_p[stride:]
+        acc_w[:-stride] = acc_w[stride:]
+        acc_p[-stride:] = 0
+        acc_w[-stride:] = 0
+
+
+def run_segment(params: SegmentParams, progress=None) -> dict:
+    """Run the ``segment`` tool; returns the manifest (also written to OUT.json)."""
+    import geopandas as gpd  # noqa: F401 - fail early if missing
+    import rasterio
+    from rasterio.windows import Window
+
+    from ..features import choose_device, choose_precision
+    from ..io import OutputSet, versions, write_gpkg_chunks, write_json
+    from .polygons import BlockPolygonizer, buildings_frame, to_crs_coords
+
+    progress = progress or (lambda *a, **k: None)
+    t_start = time.perf_counter()
+    paths = output_paths(params.out)
+    if not Path(params.raster).is_file():
+        raise BadInput(f"raster {str(params.raster)!r}: no such file.")
+    if not 0 < params.threshold < 1:
+        raise BadInput(f"--threshold {params.threshold} must be between 0 and 1.")
+    if params.min_area < 0 or params.simplify < 0:
+        raise BadInput("--min-area and --simplify must be >= 0.")
+    wanted = [paths["gpkg"], paths["mask"], paths["manifest"]] + ([paths["prob"]] if params.probability else [])
+    net, meta = _load_model(params.model)
+    chip = int(params.chip or meta.get("chip") or 256)
+    if chip % 32 or chip < 32:
+        raise BadInput(f"--chip {chip} must be a multiple of 32 (the U-Net's downsampling).")
+    overlap = int(params.overlap)
+    if not 0 <= overlap <= chip // 2:
+        raise BadInput(f"--overlap {overlap} must be between 0 and half the chip ({chip // 2} px).")
+    device = choose_device(params.device)
+    precision = choose_precision(device, params.precision)
+    batch = int(params.batch_size or (32 if device.type == "cuda" else 8))
+    reader = _Reader(str(params.raster), meta, params.resample)
+    try:
+        with OutputSet(wanted, overwrite=params.overwrite) as outs:
+            ds = reader.ds
+            W, H, crs, transform = reader.width, reader.height, ds.crs, ds.transform
+            runner = _Runner(net, device, precision, batch)
+            staging = paths["mask"].with_name(f".{paths['mask'].stem}.stage-{id(outs)}.tif")
+            prob_tmp = outs.temp(paths["prob"]) if params.probability else None
+            poly = BlockPolygonizer(W, H, params.block)
+            stats = {"building_px": 0, "valid_px": 0}
+            t_inf = time.perf_counter()
+
+            def frames():
+                n_rows = max(1, -(-(H + overlap) // (chip - overlap)))
+                pdst = rasterio.open(prob_tmp, "w", **_write_profile(W, H, transform, crs, "float32",
+                                                                      PROB_NODATA)) if prob_tmp else None
+                try:
+                    with rasterio.open(staging, "w", **_write_profile(W, H, transform, crs, "uint8",
+                                                                      MASK_NODATA)) as mdst:
+                        k = 0
+                        for r0, prob, valid in predict_stream(reader, runner, chip, overlap):
+                            k += 1
+                            build = (prob >= params.threshold) & valid
+                            m = np.where(valid, build.astype(np.uint8), np.uint8(MASK_NODATA))
+                            win = Window(0, r0, W, len(prob))
+                            mdst.write(m, 1, window=win)
+                            if pdst is not None:
+                                pdst.write(np.where(valid, prob, PROB_NODATA).astype(np.float32), 1, window=win)
+                            stats["building_px"] += int(build.sum())
+                            stats["valid_px"] += int(valid.sum())
+                            done = poly.add(build)
+                            if done:
+                                yield buildings_frame([to_crs_coords(p, transform) for p in done], crs,
+                                                      params.min_area, params.simplify, params.regularize)
+                            progress("segment", k, n_rows, f"rows {r0 + len(prob)}/{H}")
+                finally:
+                    if pdst is not None:
+                        pdst.close()
+                rest = poly.finish()
+                yield buildings_frame([to_crs_coords(p, transform) for p in rest], crs,
+                                      params.min_area, params.simplify, params.regularize)
+
+            try:
+                n_buildings = write_gpkg_chunks(outs.temp(paths["gpkg"]), "buildings", frames(), crs)
+                t_inf = time.perf_counter() - t_inf
+                progress("write", 0, 1, "mask COG")
+                _to_cog(staging, outs.temp(paths["mask"]))
+            finally:
+                for extra in ("", ".aux.xml"):
+                    q = Path(str(staging) + extra)
+                    if q.exists():
+                        q.unlink()
+            manifest = {
+                "tool": "segment",
+                "params": {f.name: (str(getattr(params, f.name)) if f.name in ("raster", "out")
+                                    else getattr(params, f.name)) for f in fields(params) if f.name != "model"},
+                "model": str(params.model) if not isinstance(params.model, (tuple, list)) else "<in memory>",
+                "model_meta": {k: meta.get(k) for k in ("encoder", "bands", "n_bands", "pixel_size_m", "chip",
+                                                        "val_iou") if k in meta},
+                "chip": chip, "overlap": overlap, "stride": chip - overlap, "batch_size": runner.batch,
+                "device": str(device), "precision": precision, "resampled": reader.resampled,
+                "width": W, "height": H, "pixel_size_m": reader.pixel_size_m,
+                "n_buildings": int(n_buildings), "building_px": stats["building_px"], "valid_px": stats["valid_px"],
+                "outputs": {k: str(v) for k, v in paths.items() if k != "prob" or params.probability},
+                "timings_s": {"inference_and_polygons": round(t_inf, 3),
+                              "total": round(time.perf_counter() - t_start, 3)},
+                "mpx_per_s": round(W * H / 1e6 / max(t_inf, 1e-9), 3),
+                "versions": versions(),
+            }
+            write_json(outs.temp(paths["manifest"]), manifest)
+            outs.commit()
+            progress("write", 1, 1, "done")
+    finally:
+        reader.close()
+    return manifest
