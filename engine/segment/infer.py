@@ -96,14 +96,13 @@ class _Reader:
         self.info = inspect_raster(path)
         self._src = rasterio.open(path)
         ds = self._src
-        n_model = meta.get("n_bands")
         bands = meta.get("bands") or None
-        if n_model is not None and int(n_model) != ds.count:
-            raise BadInput(f"raster {path!r} has {ds.count} band(s) but the model was trained on a raster with "
-                           f"{n_model}; give imagery like the training raster, or train a model on this one.")
-        self.bands = [int(b) for b in bands] if bands else list(range(1, min(3, ds.count) + 1))
-        if max(self.bands) > ds.count:
-            raise BadInput(f"raster {path!r}: the model reads bands {self.bands} but the raster has {ds.count}.")
+        n_model = int(meta.get("n_bands") or (len(bands) if bands else 3))
+        self.bands = [int(b) for b in bands] if bands else list(range(1, min(n_model, ds.count) + 1))
+        if max(self.bands) > ds.count or len(self.bands) != n_model:
+            raise BadInput(f"raster {path!r} has {ds.count} band(s) but the model was trained on band(s) "
+                           f"{self.bands} ({n_model} band(s)) of its training raster; give imagery with the same "
+                           "bands as the training raster, or train a model on this one.")
         st = meta.get("stretch")
         self.stretch = Stretch(np.array([s[0] for s in st], float), np.array([s[1] for s in st], float)) \
             if st else None
