@@ -140,13 +140,6 @@ class _Reader:
     def height(self) -> int:
         return self.ds.height
 
-    def valid(self, r0: int, r1: int) -> np.ndarray:
-        from rasterio.windows import Window
-
-        if self.all_valid:
-            return np.ones((r1 - r0, self.width), bool)
-        return self.ds.dataset_mask(window=Window(0, r0, self.width, r1 - r0)) > 0
-
     def read(self, r0: int, c0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         from rasterio.windows import Window
 
@@ -234,9 +227,23 @@ def predict_stream(reader: _Reader, runner: _Runner, chip: int, overlap: int):
     w2 = np.outer(w1, w1)
     acc_p = np.zeros((chip, wp), np.float32)
     acc_w = np.zeros((chip, wp), np.float32)
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(1)       # reads the next chip row while the model runs (GDAL frees the GIL)
+    try:
+        yield from _stream_rows(reader, runner, chip, overlap, stride, n_rows, n_cols, wp, w2, acc_p, acc_w, pool)
+    finally:
+        pool.shutdown(wait=True)
+
+
+def _stream_rows(reader, runner, chip, overlap, stride, n_rows, n_cols, wp, w2, acc_p, acc_w, pool):
+    W, H = reader.width, reader.height
+    nxt = pool.submit(reader.read, -overlap, -overlap, chip, wp)
     for k in range(n_rows):
         y0 = k * stride - overlap
-        data, valid = reader.read(y0, -overlap, chip, wp)
+        data, valid = nxt.result()
+        if k + 1 < n_rows:
+            nxt = pool.submit(reader.read, y0 + stride, -overlap, chip, wp)
         idx = [j for j in range(n_cols) if valid[:, j * stride:j * stride + chip].any()]
         if idx:
             chips = np.stack([data[:, :, j * stride:j * stride + chip] for j in idx])
@@ -250,7 +257,7 @@ def predict_stream(reader: _Reader, runner: _Runner, chip: int, overlap: int):
         if r1 > r0:
             a, b = r0 - y0, r1 - y0
             prob = acc_p[a:b, overlap:overlap + W] / acc_w[a:b, overlap:overlap + W]
-            yield r0, prob, reader.valid(r0, r1)
+            yield r0, prob, valid[a:b, overlap:overlap + W].copy()   # no second read: the handle is the reader's
         acc_p[:-stride] = acc_p[stride:]
         acc_w[:-stride] = acc_w[stride:]
         acc_p[-stride:] = 0

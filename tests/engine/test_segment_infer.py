@@ -263,3 +263,24 @@ def test_segment_then_evaluate_on_the_synthetic_city(tmp_path):
     b = evaluate(tmp_path / "o.gpkg", tmp_path / "fp.gpkg")
     assert 0 < a["iou"] <= 1 and 0 < b["iou"] <= 1 and a["n_truth"] == b["n_truth"] > 0
     assert b["obj_precision"] >= a["obj_precision"]
+
+
+def test_streaming_memory_does_not_grow_with_raster_height(tmp_path):
+    """Peak Python/numpy allocations of the streamed inference: a raster 8x taller costs the same."""
+    import tracemalloc
+
+    from engine.segment.infer import _Reader, _Runner, predict_stream
+
+    peaks = []
+    for h in (128, 1024):
+        rgb = np.random.default_rng(0).integers(0, 255, size=(3, h, 160), dtype=np.uint8)
+        r = write_rgb(tmp_path / f"h{h}.tif", rgb)
+        reader = _Reader(r, META, False)
+        runner = _Runner(Bright(), torch.device("cpu"), "fp32", 8)
+        tracemalloc.start()
+        n = sum(len(p) for _, p, _ in predict_stream(reader, runner, 64, 16))
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        reader.close()
+        assert n == h
+    assert peaks[1] < peaks[0] * 1.1
