@@ -337,7 +337,16 @@ def run_segment(params: SegmentParams, progress=None) -> dict:
                                       params.min_area, params.simplify, params.regularize)
 
             try:
-                n_buildings = write_gpkg_chunks(outs.temp(paths["gpkg"]), "buildings", frames(), crs)
+                gpkg = outs.temp(paths["gpkg"])
+                n_buildings = write_gpkg_chunks(gpkg, "buildings", (f for f in frames() if len(f)), crs)
+                if n_buildings == 0:        # still a polygon layer (not 'Unknown') with its fields, for QGIS
+                    import pyogrio
+
+                    from ..io import GPKG_OPTIONS
+
+                    pyogrio.write_dataframe(buildings_frame([], crs), str(gpkg), layer="buildings", driver="GPKG",
+                                            geometry_type="Polygon", dataset_options=GPKG_OPTIONS,
+                                            layer_options={"SPATIAL_INDEX": "YES"})
                 t_inf = time.perf_counter() - t_inf
                 progress("write", 0, 1, "mask COG")
                 _to_cog(staging, outs.temp(paths["mask"]))

@@ -284,3 +284,13 @@ def test_streaming_memory_does_not_grow_with_raster_height(tmp_path):
         reader.close()
         assert n == h
     assert peaks[1] < peaks[0] * 1.1
+
+
+def test_no_buildings_gives_an_empty_polygon_layer(tmp_path):
+    import pyogrio
+
+    r = write_rgb(tmp_path / "e.tif", np.full((3, 100, 80), 50, np.uint8))
+    m, out = run(tmp_path, r, "e", Bright())
+    info = pyogrio.read_info(out, layer="buildings")
+    assert m["n_buildings"] == 0 and info["features"] == 0
+    assert info["geometry_type"] == "Polygon" and list(info["fields"]) == ["area", "orien"]
