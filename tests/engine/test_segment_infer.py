@@ -294,3 +294,17 @@ def test_no_buildings_gives_an_empty_polygon_layer(tmp_path):
     info = pyogrio.read_info(out, layer="buildings")
     assert m["n_buildings"] == 0 and info["features"] == 0
     assert info["geometry_type"] == "Polygon" and list(info["fields"]) == ["area", "orien"]
+
+
+def test_uint16_raster_uses_the_models_stretch_and_single_band(tmp_path):
+    """The model's recorded stretch maps 0..1000 to 0..255: a roof at 900 (229 after stretch) is found;
+    a one-band model reads one band (repeated to RGB inside the reader, as in tiling)."""
+    data = np.full((1, 96, 96), 200, np.uint16)
+    data[0, 20:60, 30:70] = 900
+    with rasterio.open(tmp_path / "u.tif", "w", driver="GTiff", width=96, height=96, count=1, dtype="uint16",
+                       crs="EPSG:32630", transform=Affine(0.5, 0, 500000, 0, -0.5, 700000)) as ds:
+        ds.write(data)
+    m, out = run(tmp_path, str(tmp_path / "u.tif"), "u", Bright(),
+                 meta={"bands": [1], "n_bands": 1, "stretch": [[0, 1000]]})
+    g = gpd.read_file(out, layer="buildings")
+    assert len(g) == 1 and g.iloc[0]["area"] == pytest.approx(20 * 20)
