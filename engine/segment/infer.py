@@ -216,52 +216,51 @@ def _to_cog(src: Path, dst: Path) -> None:
                          OVERVIEW_RESAMPLING="NEAREST", BIGTIFF="IF_SAFER")
 
 
+def chip_starts(n: int, chip: int, stride: int) -> list[int]:
+    """Chip offsets along one axis of ``n`` px: every ``stride`` px from 0, the last one flush with the end
+    (so no chip is spent on padding; neighbours overlap by at least ``chip - stride``)."""
+    if n <= chip:
+        return [0]
+    return list(range(0, n - chip, stride)) + [n - chip]
+
+
 def predict_stream(reader: _Reader, runner: _Runner, chip: int, overlap: int):
-    """Yield (r0, prob rows (float32, nodata where invalid), valid rows) top to bottom, ``stride`` rows at a time."""
-    stride = chip - overlap
-    W, H = reader.width, reader.height
-    n_cols = max(1, -(-(W + overlap) // stride))
-    n_rows = max(1, -(-(H + overlap) // stride))
-    wp = (n_cols - 1) * stride + chip                 # accumulator width; column 0 is raster column -overlap
-    w1 = blend_weights(chip, overlap).astype(np.float32)
-    w2 = np.outer(w1, w1)
-    acc_p = np.zeros((chip, wp), np.float32)
-    acc_w = np.zeros((chip, wp), np.float32)
+    """Yield (r0, prob rows (float32), valid rows) top to bottom, one chip row's worth of final rows at a time."""
     from concurrent.futures import ThreadPoolExecutor
 
+    stride = chip - overlap
+    W, H = reader.width, reader.height
+    xs, ys = chip_starts(W, chip, stride), chip_starts(H, chip, stride)
+    wp = max(W, chip)                                 # accumulator width (padded only for a raster narrower than a chip)
+    w1 = blend_weights(chip, overlap).astype(np.float32)
+    w2 = np.outer(w1, w1)
+    acc_w = np.zeros((chip, wp), np.float32)
+    wrow = np.zeros((chip, wp), np.float32)           # the summed weights of one chip row (the same for every row)
+    for x in xs:
+        wrow[:, x:x + chip] += w2
+    acc_p = np.zeros((chip, wp), np.float32)
     pool = ThreadPoolExecutor(1)       # reads the next chip row while the model runs (GDAL frees the GIL)
     try:
-        yield from _stream_rows(reader, runner, chip, overlap, stride, n_rows, n_cols, wp, w2, acc_p, acc_w, pool)
+        nxt = pool.submit(reader.read, ys[0], 0, chip, wp)
+        for k, y0 in enumerate(ys):
+            data, valid = nxt.result()
+            if k + 1 < len(ys):
+                nxt = pool.submit(reader.read, ys[k + 1], 0, chip, wp)
+            idx = [x for x in xs if valid[:, x:x + chip].any()]
+            if idx:
+                probs = runner(np.stack([data[:, :, x:x + chip] for x in idx]))
+                for x, p in zip(idx, probs):
+                    acc_p[:, x:x + chip] += p * w2
+            acc_w += wrow
+            y1 = min(ys[k + 1] if k + 1 < len(ys) else H, H)    # rows y0 .. y1 are final: no later chip reaches them
+            n = y1 - y0
+            yield y0, acc_p[:n, :W] / acc_w[:n, :W], valid[:n, :W].copy()
+            acc_p[:chip - n] = acc_p[n:].copy()
+            acc_w[:chip - n] = acc_w[n:].copy()
+            acc_p[chip - n:] = 0
+            acc_w[chip - n:] = 0
     finally:
         pool.shutdown(wait=True)
-
-
-def _stream_rows(reader, runner, chip, overlap, stride, n_rows, n_cols, wp, w2, acc_p, acc_w, pool):
-    W, H = reader.width, reader.height
-    nxt = pool.submit(reader.read, -overlap, -overlap, chip, wp)
-    for k in range(n_rows):
-        y0 = k * stride - overlap
-        data, valid = nxt.result()
-        if k + 1 < n_rows:
-            nxt = pool.submit(reader.read, y0 + stride, -overlap, chip, wp)
-        idx = [j for j in range(n_cols) if valid[:, j * stride:j * stride + chip].any()]
-        if idx:
-            chips = np.stack([data[:, :, j * stride:j * stride + chip] for j in idx])
-            probs = runner(chips)
-            for j, p in zip(idx, probs):
-                acc_p[:, j * stride:j * stride + chip] += p * w2
-        for j in range(n_cols):
-            acc_w[:, j * stride:j * stride + chip] += w2
-        # rows y0 .. y0+stride are final
-        r0, r1 = max(y0, 0), min(y0 + stride, H)
-        if r1 > r0:
-            a, b = r0 - y0, r1 - y0
-            prob = acc_p[a:b, overlap:overlap + W] / acc_w[a:b, overlap:overlap + W]
-            yield r0, prob, valid[a:b, overlap:overlap + W].copy()   # no second read: the handle is the reader's
-        acc_p[:-stride] = acc_p[stride:]
-        acc_w[:-stride] = acc_w[stride:]
-        acc_p[-stride:] = 0
-        acc_w[-stride:] = 0
 
 
 def run_segment(params: SegmentParams, progress=None) -> dict:
@@ -307,7 +306,7 @@ def run_segment(params: SegmentParams, progress=None) -> dict:
             t_inf = time.perf_counter()
 
             def frames():
-                n_rows = max(1, -(-(H + overlap) // (chip - overlap)))
+                n_rows = len(chip_starts(H, chip, chip - overlap))
                 pdst = rasterio.open(prob_tmp, "w", **_write_profile(W, H, transform, crs, "float32",
                                                                       PROB_NODATA)) if prob_tmp else None
                 try:
