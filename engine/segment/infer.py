@@ -1,19 +1,25 @@
 """Apply a segmentation model to a whole raster: blended sliding windows, streamed, mask + polygons.
 
-Chips of ``chip`` px are laid on a global grid with stride ``chip - overlap``
-(chip j covers columns ``j*stride - overlap`` .. ``+chip``; likewise rows), so
-every raster pixel lies in the plateau of one chip or in the overlapping ramps
-of two neighbours. Each chip's probabilities are weighted by a separable
-raised-cosine window (``sin^2`` ramps over ``overlap`` px, 1 in the middle):
-the ramps of neighbouring chips sum to exactly 1, and the sum of weights is
-divided out anyway, so there are no seams where chips meet.
+Chips of ``chip`` px start every ``stride = chip - overlap`` px from the
+raster's first pixel, the last one flush with the far edge (:func:`chip_starts`),
+so neighbours overlap by at least ``overlap`` px and no chip is spent on
+padding. Each chip's probabilities are weighted by a separable raised-cosine
+window (``sin^2`` ramps over ``overlap`` px, 1 in the middle; the ramps of two
+regular neighbours sum to exactly 1) and the accumulated sum is divided by the
+summed weights, so there are no seams where chips meet: a chip's edge pixels,
+which saw zero padding, weigh almost nothing next to a neighbour's interior.
+``overlap=0`` gives naive non-overlapping tiles (for comparison).
 
 Streaming: one row of chips is run at a time into accumulators ``chip`` rows
-high and the raster's width; after each chip row the ``stride`` rows no later
-chip touches are final, so they are thresholded and written to the mask (and
+high and the raster's width; after each chip row the rows no later chip
+touches are final, so they are thresholded and written to the mask (and
 probability) GeoTIFF at once and passed to the block polygoniser
 (:mod:`.polygons`). Memory depends on the raster's width and the chip size,
 never on its height. The tiled mask is then rewritten as a COG.
+
+A model whose resolution differs from the raster's by more than 10% is
+refused unless ``resample``: then the raster is read through a WarpedVRT at
+the model's pixel size and the outputs are on that grid.
 
 Files (committed together, atomically, by :class:`engine.io.OutputSet`):
 OUT.gpkg (layer ``buildings``: area m2, orien deg), OUT_mask.tif (COG, uint8
