@@ -66,7 +66,7 @@ def output_paths(out: "str | Path") -> dict:
         raise BadInput(f"--out {str(out)!r} must end in .gpkg (the buildings layer; the mask goes next to it).")
     stem = out.with_suffix("")
     return {"gpkg": out, "mask": Path(f"{stem}_mask.tif"), "prob": Path(f"{stem}_prob.tif"),
-            "manifest": Path(f"{stem}.json")}
+            "manifest": Path(f"{stem}_manifest.json")}
 
 
 def blend_weights(chip: int, overlap: int) -> np.ndarray:

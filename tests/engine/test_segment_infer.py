@@ -183,9 +183,9 @@ def test_outputs_cog_manifest_and_regularize(tmp_path):
         assert ds.nodata == 255 and ds.crs.to_epsg() == 32630
     assert set(np.unique(mask)) <= {0, 1}
     assert not (tmp_path / "o_prob.tif").exists()
-    man = json.loads((tmp_path / "o.json").read_text())
+    man = json.loads((tmp_path / "o_manifest.json").read_text())
     assert man["n_buildings"] == m["n_buildings"] == 3 and man["mpx_per_s"] > 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.gpkg", "o.json", "o_mask.tif", "r.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.gpkg", "o_manifest.json", "o_mask.tif", "r.tif"]
 
 
 def test_no_overwrite_without_flag_and_atomic_on_failure(tmp_path):
@@ -203,7 +203,7 @@ def test_no_overwrite_without_flag_and_atomic_on_failure(tmp_path):
 
     with pytest.raises(RuntimeError, match="boom"):
         run(tmp_path, r, "b", Broken())
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gpkg", "a.json", "a_mask.tif", "r.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gpkg", "a_manifest.json", "a_mask.tif", "r.tif"]
 
 
 def test_refuses_other_band_count_or_resolution(tmp_path):
