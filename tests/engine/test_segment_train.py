@@ -120,10 +120,12 @@ def test_training_beats_trivial_guesses(trained, city):
     truth = np.stack([rasterize_footprints(city.raster, city.footprints, w) for w in val])
     all_building_iou = truth.mean()           # IoU of predicting "building" everywhere; all-background is 0
     assert all_building_iou < 0.4
-    # Measured (seed 0, deterministic on CPU): best val IoU 0.647 in 6 epochs of 64 chips of 64 px from
-    # efficientnet_lite0 ImageNet weights (0.72 after 8); the all-building guess scores 0.356, all-background 0.
-    assert manifest["val_iou"] > 0.55
-    assert manifest["val_iou"] > all_building_iou + 0.2
+    # Measured (seed 0, repeatable on one CPU): best val IoU 0.62 (bf16 autocast) / 0.65 (fp32) after 6 epochs
+    # of 64 chips of 64 px from efficientnet_lite0 ImageNet weights; the all-building guess scores 0.356 on
+    # these validation blocks, all-background 0. A broken pipeline (labels misaligned, no learning) stays
+    # near or below the all-building figure.
+    assert manifest["val_iou"] > 0.5
+    assert manifest["val_iou"] > all_building_iou + 0.15
     assert [h["epoch"] for h in manifest["history"]] == list(range(1, EPOCHS + 1))
     train_msgs = [m for s, m in messages if s == "train" and m.startswith("epoch")]
     assert len(train_msgs) == EPOCHS
