@@ -6,6 +6,9 @@ Tools:
   sweep     sensitivity runs over K and tile size: consistent ids, agreement metrics, plots
   stats     building, road, NDVI and population statistics per tile and per cluster of a run
   export    a run's layers as Shapefile, GeoPackage or CSV
+  train-seg     train a building segmentation model (U-Net) from footprints
+  segment       map every building of a raster with a trained model
+  evaluate-seg  IoU, precision, recall, F1 and object F1 of predicted buildings
   probe     check a raster and tiling; tile count and model speed (JSON)
   check     report the Python, torch version and available devices (JSON)
 
@@ -254,6 +257,51 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="output folder")
     ex.add_argument("--overwrite", action="store_true", help="replace existing files")
 
+    ts = sub.add_parser("train-seg", help="train a building segmentation model (U-Net) from footprints",
+                        description="Rasterise FOOTPRINTS onto RASTER and train a U-Net on chips of the labelled "
+                                    "area, with validation on spatially separate blocks.")
+    ts.add_argument("raster")
+    ts.add_argument("--buildings", required=True, help="building footprints (any vector file and CRS)")
+    ts.add_argument("--out", required=True, help="the model file to write (.pt)")
+    ts.add_argument("--encoder", default="resnet18", help="resnet18, resnet34, resnet50 or efficientnet_lite0")
+    ts.add_argument("--weights", default="imagenet", help="imagenet, none or a state-dict file (default imagenet)")
+    ts.add_argument("--chip", type=_positive_int, default=256, help="chip side in px, a multiple of 32 (default 256)")
+    ts.add_argument("--epochs", type=_positive_int, default=None, help="training epochs")
+    ts.add_argument("--minutes", type=float, default=None, help="training time budget instead of --epochs")
+    ts.add_argument("--val-fraction", type=float, default=0.2, help="share of blocks held out (default 0.2)")
+    ts.add_argument("--label-area", default=None, help="polygons of the mapped area (default: footprints' extent)")
+    ts.add_argument("--bands", default=None, help="1-based bands to use (default: RGB, or band 1)")
+    ts.add_argument("--seed", type=int, default=0)
+    _add_device(ts)
+    ts.add_argument("--resume", action="store_true", help="continue from the checkpoint next to --out")
+    ts.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+    _add_progress(ts)
+
+    sg = sub.add_parser("segment", help="map every building of a raster with a trained model",
+                        description="Sliding-window inference with blended overlaps, streamed block by block; "
+                                    "writes OUT_mask.tif (and OUT_prob.tif) and the buildings layer of OUT.gpkg.")
+    sg.add_argument("raster")
+    sg.add_argument("--model", required=True, help="a model file from train-seg")
+    sg.add_argument("--out", required=True, help="output GeoPackage (.gpkg)")
+    sg.add_argument("--overlap", type=int, default=None,
+                    help="overlap between windows in px (default a quarter of the model's chip: 64 for 256)")
+    sg.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
+    sg.add_argument("--probability", action="store_true", help="also write OUT_prob.tif")
+    sg.add_argument("--min-area", type=float, default=4.0, help="drop buildings and holes below this m2")
+    sg.add_argument("--simplify", type=float, default=0.5, help="simplification tolerance in m (default 0.5)")
+    sg.add_argument("--regularize", action="store_true", help="square building outlines to right angles")
+    sg.add_argument("--resample", action="store_true", help="accept another resolution than the model's")
+    _add_device(sg)
+    sg.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    _add_progress(sg)
+
+    ev = sub.add_parser("evaluate-seg", help="pixel and object scores of predicted buildings against footprints",
+                        description="Pixel IoU, accuracy, precision, recall, F1 and object-level F1 (matched at "
+                                    "IoU >= 0.5) of a mask GeoTIFF or a buildings layer; prints JSON.")
+    ev.add_argument("--pred", required=True, help="OUT_mask.tif or OUT.gpkg from segment")
+    ev.add_argument("--truth", required=True, help="true footprints (any vector file and CRS)")
+    ev.add_argument("--area", default=None, help="only inside these polygons")
+
     pr = sub.add_parser("probe", help="tile count of a raster and tiling (JSON); with --speed, model tiles/s",
                         description="Check a raster and tiling without running them and print what a run would "
                                     "do as JSON (exit 2 with the message on bad input).")
@@ -401,6 +449,35 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_train_seg(args) -> int:
+    from .segment.train import TrainParams, run_train
+
+    given = {k: v for k, v in _fields(TrainParams, args).items() if v is not None}   # None: the estimator's default
+    manifest = _run(run_train, TrainParams(**given), args)
+    if args.progress != "json":
+        best = manifest.get("val_iou")
+        print(f"trained {manifest.get('epochs_done', '?')} epochs; best validation IoU "
+              f"{best if best is None else round(best, 3)}; model {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_segment(args) -> int:
+    from .segment.infer import SegmentParams, run_segment
+
+    manifest = _run(run_segment, SegmentParams(**_fields(SegmentParams, args)), args)
+    if args.progress != "json":
+        for name, path in manifest.get("outputs", {}).items():
+            print(f"  {name:10s} {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate_seg(args) -> int:
+    from .segment.evaluate import evaluate
+
+    print(json.dumps(evaluate(args.pred, args.truth, args.area), default=float))
+    return 0
+
+
 def cmd_probe(args) -> int:
     from .runs import probe
 
@@ -440,7 +517,8 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return {"cluster": cmd_cluster, "predict": cmd_predict, "sweep": cmd_sweep, "stats": cmd_stats,
-                "export": cmd_export, "probe": cmd_probe,
+                "export": cmd_export, "train-seg": cmd_train_seg, "segment": cmd_segment,
+                "evaluate-seg": cmd_evaluate_seg, "probe": cmd_probe,
                 "check": cmd_check}[args.tool](args)
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -45,7 +45,7 @@ class SegmentParams:
     raster: str
     model: object                 # MODEL.pt path, or (torch module, meta dict) for a model already in memory
     out: str
-    overlap: int = 64
+    overlap: int | None = None          # None: a quarter of the chip (64 px for 256 px chips)
     threshold: float = 0.5
     probability: bool = False
     min_area: float = 4.0
@@ -293,7 +293,7 @@ def run_segment(params: SegmentParams, progress=None) -> dict:
     chip = int(params.chip or meta.get("chip") or 256)
     if chip % 32 or chip < 32:
         raise BadInput(f"--chip {chip} must be a multiple of 32 (the U-Net's downsampling).")
-    overlap = int(params.overlap)
+    overlap = chip // 4 if params.overlap is None else int(params.overlap)
     if not 0 <= overlap <= chip // 2:
         raise BadInput(f"--overlap {overlap} must be between 0 and half the chip ({chip // 2} px).")
     device = choose_device(params.device)
