@@ -166,6 +166,20 @@ def load_state_dict(path: Path) -> dict:
     return obj
 
 
+def load_trunk_weights(model, path: Path, what: str, fix: str) -> None:
+    """Load a state dict file into ``model``'s trunk (classifier heads may be absent or differ), or BadInput."""
+    state = {k.removeprefix("module."): v for k, v in load_state_dict(path).items()}
+    own = model.state_dict()
+    trunk = {k for k in own if not k.startswith(("fc.", "_fc.", "classifier."))}
+    missing = sorted(trunk - set(state))
+    shape_bad = [k for k in trunk & set(state) if tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or shape_bad:
+        bad = (missing or shape_bad)[:3]
+        raise BadInput(f"--weights {str(path)!r} does not fit {what}: {len(missing)} missing and "
+                       f"{len(shape_bad)} mis-shaped parameters (e.g. {', '.join(bad)}). {fix}")
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+
 class _SobelFactory:
     """Wraps a pooled trunk so it sees grey level and Sobel gradients instead of colour.
 
@@ -212,20 +226,7 @@ def build_backbone(name: str, weights: str = "imagenet", seed: int = 0, sobel: b
     torch.manual_seed(seed)
     model = spec.build()
     if path is not None:
-        state = load_state_dict(path)
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-        own = model.state_dict()
-        trunk = {k for k in own if not k.startswith(("fc.", "_fc.", "classifier."))}
-        missing = sorted(trunk - set(state))
-        shape_bad = [k for k in trunk & set(state) if tuple(state[k].shape) != tuple(own[k].shape)]
-        if missing or shape_bad:
-            bad = (missing or shape_bad)[:3]
-            raise BadInput(
-                f"--weights {str(path)!r} does not fit backbone {name}: "
-                f"{len(missing)} missing and {len(shape_bad)} mis-shaped parameters (e.g. {', '.join(bad)}). "
-                "Pick the backbone these weights were trained for."
-            )
-        model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+        load_trunk_weights(model, path, f"backbone {name}", "Pick the backbone these weights were trained for.")
     model = spec.pool(model)
     if sobel:
         model = sobel_input(model)

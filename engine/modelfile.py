@@ -61,24 +61,31 @@ def save_model(path: "str | Path", kmeans: KMeansTiles, network: dict, *, backbo
     torch.save(obj, path)
 
 
-def load_model(path: "str | Path") -> ClusterModel:
-    """Read a model file, or BadInput saying why it is not one of ours."""
+def read_container(path: "str | Path", fmt: str, version: int, kind: str, hint: str) -> dict:
+    """A model file's dict (torch.load with weights_only=True, nothing in it can run), or BadInput saying why
+    it is not an Urban Form Mapper ``kind`` file of format ``fmt``. Shared by every model file we write."""
     import torch
 
     path = Path(path)
     if not path.is_file():
-        raise BadInput(f"model {str(path)!r}: no such file. Give the OUT_model.pt written by `cluster`.")
+        raise BadInput(f"model {str(path)!r}: no such file. {hint}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not ours"
-        raise BadInput(f"model {str(path)!r} is not an Urban Form Mapper model file and was not loaded "
-                       f"({type(exc).__name__}). Give the OUT_model.pt written by `cluster`.") from None
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise BadInput(f"model {str(path)!r} is a PyTorch file but not an Urban Form Mapper cluster model "
-                       "(no 'format' marker). Give the OUT_model.pt written by `cluster`.")
-    if int(obj.get("version", 0)) > VERSION:
+        raise BadInput(f"model {str(path)!r} is not an Urban Form Mapper {kind} file and was not loaded "
+                       f"({type(exc).__name__}). {hint}") from None
+    if not isinstance(obj, dict) or obj.get("format") != fmt:
+        raise BadInput(f"model {str(path)!r} is a PyTorch file but not an Urban Form Mapper {kind} "
+                       f"(no '{fmt}' marker). {hint}")
+    if int(obj.get("version", 0)) > version:
         raise BadInput(f"model {str(path)!r} was written by a newer version (format {obj['version']}); "
-                       "update the plugin.")
+                       "update Urban Form Mapper.")
+    return obj
+
+
+def load_model(path: "str | Path") -> ClusterModel:
+    """Read a model file, or BadInput saying why it is not one of ours."""
+    obj = read_container(path, FORMAT, VERSION, "cluster model", "Give the OUT_model.pt written by `cluster`.")
     meta = json.loads(obj["meta"])
     kmeans = KMeansTiles.from_state(meta["kmeans"], {k: v.numpy() for k, v in obj["kmeans"].items()})
     return ClusterModel(kmeans=kmeans, network=obj["network"], backbone=meta["backbone"], sobel=meta["sobel"],

@@ -56,23 +56,10 @@ def save_seg_model(path: "str | Path", model, meta: dict, extra: dict | None = N
 
 def read_seg_file(path: "str | Path") -> dict:
     """The raw container of a model file (weights_only=True), or BadInput saying why it is not ours."""
-    import torch
+    from ..modelfile import read_container
 
-    path = Path(path)
     hint = "Give the MODEL.pt written by `train-seg`."
-    if not path.is_file():
-        raise BadInput(f"model {str(path)!r}: no such file. {hint}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not ours"
-        raise BadInput(f"model {str(path)!r} is not an Urban Form Mapper segmentation model and was not loaded "
-                       f"({type(exc).__name__}). {hint}") from None
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise BadInput(f"model {str(path)!r} is a PyTorch file but not an Urban Form Mapper segmentation model "
-                       f"(no '{FORMAT}' marker). {hint}")
-    if int(obj.get("version", 0)) > VERSION:
-        raise BadInput(f"model {str(path)!r} was written by a newer version (format {obj['version']}); "
-                       "update Urban Form Mapper.")
+    obj = read_container(path, FORMAT, VERSION, "segmentation model", hint)
     try:
         obj["meta"] = json.loads(obj["meta"])
         obj["meta"]["encoder"]

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import BadInput
-from ..features import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec, backbone_spec, load_state_dict, resolve_weights
+from ..features import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec, backbone_spec, load_trunk_weights, resolve_weights
 
 ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
 DECODER_CHANNELS = (128, 64, 48, 32, 16)   # from stride 16 up to full resolution
@@ -95,17 +95,8 @@ def _load_encoder_weights(net: nn.Module, spec: BackboneSpec, weights: str) -> s
     path = resolve_weights(spec, weights)
     if path is None:
         return None
-    state = {k.removeprefix("module."): v for k, v in load_state_dict(path).items()}
-    own = net.state_dict()
-    trunk = {k for k in own if not k.startswith(("fc.", "_fc.", "classifier."))}
-    missing = sorted(trunk - set(state))
-    shape_bad = [k for k in trunk & set(state) if tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or shape_bad:
-        bad = (missing or shape_bad)[:3]
-        raise BadInput(f"--weights {str(path)!r} does not fit encoder {spec.name}: {len(missing)} missing and "
-                       f"{len(shape_bad)} mis-shaped parameters (e.g. {', '.join(bad)}). "
+    load_trunk_weights(net, path, f"encoder {spec.name}",
                        "Pick the encoder these weights were trained for, or --weights none.")
-    net.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     return str(path)
 
 
