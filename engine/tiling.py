@@ -233,6 +233,24 @@ class Stretch:
     def as_list(self) -> list[list[float]]:
         return [[float(a), float(b)] for a, b in zip(self.lo, self.hi)]
 
+    @classmethod
+    def from_list(cls, pairs) -> "Stretch | None":
+        """The inverse of ``as_list`` (None stays None), e.g. from a model file."""
+        if not pairs:
+            return None
+        return cls(np.array([p[0] for p in pairs], float), np.array([p[1] for p in pairs], float))
+
+
+def to_rgb8(data: np.ndarray, stretch: "Stretch | None") -> np.ndarray:
+    """Raw band values (bands, h, w) -> uint8 (3, h, w): stretched unless uint8, one band replicated to grey."""
+    if stretch is not None:
+        data = stretch.apply(data)
+    elif data.dtype != np.uint8:
+        data = data.astype(np.uint8)
+    if data.shape[0] == 1:
+        data = np.repeat(data, 3, axis=0)
+    return data
+
 
 @dataclass
 class RasterInfo:
@@ -456,14 +474,8 @@ class TiledRaster:
         return Stretch(np.array(lo, dtype=np.float64), np.array(hi, dtype=np.float64))
 
     def to_rgb8(self, data: np.ndarray) -> np.ndarray:
-        """Raw band values (bands, h, w) -> uint8 RGB (3, h, w)."""
-        if self.stretch is not None:
-            data = self.stretch.apply(data)
-        elif data.dtype != np.uint8:
-            data = data.astype(np.uint8)
-        if data.shape[0] == 1:
-            data = np.repeat(data, 3, axis=0)
-        return data
+        """Raw band values (bands, h, w) -> uint8 RGB (3, h, w) with this raster's stretch."""
+        return to_rgb8(data, self.stretch)
 
     # -- reading ----------------------------------------------------------------
     def _read_padded(self, window: Window, with_data: bool = True):

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInput
+from ..tiling import to_rgb8
 
 MASK_NODATA = 255
 PROB_NODATA = -1.0
@@ -97,7 +98,7 @@ class _Reader:
         from rasterio.enums import Resampling
         from rasterio.vrt import WarpedVRT
 
-        from ..tiling import Stretch, inspect_raster
+        from ..tiling import Stretch, ground_pixel_size, inspect_raster
 
         self.info = inspect_raster(path)
         self._src = rasterio.open(path)
@@ -109,27 +110,24 @@ class _Reader:
             raise BadInput(f"raster {path!r} has {ds.count} band(s) but the model was trained on band(s) "
                            f"{self.bands} ({n_model} band(s)) of its training raster; give imagery with the same "
                            "bands as the training raster, or train a model on this one.")
-        st = meta.get("stretch")
-        self.stretch = Stretch(np.array([s[0] for s in st], float), np.array([s[1] for s in st], float)) \
-            if st else None
+        self.stretch = Stretch.from_list(meta.get("stretch"))
         if self.stretch is None and ds.dtypes[0] != "uint8":
             from ..tiling import TiledRaster
 
             with TiledRaster(path, bands=self.bands) as tr:          # model without a stretch: estimate one
                 self.stretch = tr.stretch
         self.ds = ds
-        self.pixel_size_m = None
-        if not ds.crs.is_geographic:
-            factor = ds.crs.linear_units_factor[1] if ds.crs.linear_units_factor else 1.0
-            self.pixel_size_m = float(abs(ds.transform.a)) * factor
-        want = meta.get("pixel_size_m")
+        # resolutions compare in ground metres (Web Mercator units are not, away from the equator);
+        # models from before ground_pixel_m recorded only CRS units
+        self.pixel_size_m = ground_pixel_size(path)
+        want = meta.get("ground_pixel_m") or meta.get("pixel_size_m")
         self.resampled = False
-        if want and self.pixel_size_m and abs(self.pixel_size_m / float(want) - 1) > 0.1:
+        if want and abs(self.pixel_size_m / float(want) - 1) > 0.1:
             if not resample:
                 raise BadInput(f"raster {path!r} has {self.pixel_size_m:.3g} m pixels but the model was trained "
                                f"at {float(want):.3g} m; pass --resample to read the raster at the model's "
                                "resolution, or train a model at this one.")
-            scale = float(want) / self.pixel_size_m
+            scale = float(want) / self.pixel_size_m           # the same ratio in the raster's own units
             t = ds.transform * ds.transform.scale(scale, scale)
             w, h = max(1, int(round(ds.width / scale))), max(1, int(round(ds.height / scale)))
             self.ds = WarpedVRT(ds, crs=ds.crs, transform=t, width=w, height=h, resampling=Resampling.bilinear)
@@ -157,12 +155,7 @@ class _Reader:
             return data, valid
         win = Window(cc0, rr0, cc1 - cc0, rr1 - rr0)
         raw = self.ds.read(self.bands, window=win)
-        if self.stretch is not None:
-            raw = self.stretch.apply(raw)
-        elif raw.dtype != np.uint8:
-            raw = raw.astype(np.uint8)
-        if raw.shape[0] == 1:
-            raw = np.repeat(raw, 3, axis=0)
+        raw = to_rgb8(raw, self.stretch)
         sl = (slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0))
         data[(slice(None),) + sl] = raw[:3]
         valid[sl] = True if self.all_valid else self.ds.dataset_mask(window=win) > 0

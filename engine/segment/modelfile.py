@@ -10,7 +10,8 @@ Layout::
 
 ``meta`` keys written by ``train.run_train``: encoder, bands, n_bands, stretch
 (per-band [lo, hi] or null for uint8), mean, std (0-1 scale, applied inside the
-model), pixel_size_m (ground metres per pixel, null if geographic), crs, chip,
+model), pixel_size_m (CRS units per pixel, null if geographic), ground_pixel_m (ground metres per pixel
+at the centre: what segment compares), crs, chip,
 threshold (0.5), decoder_channels, history (one dict per epoch), val_iou (best),
 best_epoch, epochs_done, params (training parameters), versions.
 ``encoder`` is required to rebuild the network; the rest is information.

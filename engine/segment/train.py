@@ -313,7 +313,7 @@ def run_train(params: TrainParams, progress=None) -> dict:
 
     from ..features import choose_device, choose_precision
     from ..io import OutputSet, versions, write_json
-    from ..tiling import TiledRaster
+    from ..tiling import TiledRaster, ground_pixel_size
     from .modelfile import read_seg_file, save_seg_model
     from .unet import DECODER_CHANNELS, UNet
 
@@ -405,10 +405,12 @@ def run_train(params: TrainParams, progress=None) -> dict:
         deadline = None if p.minutes is None else time.monotonic() + 60.0 * p.minutes
         train_s = 0.0
         chips_seen = 0
+        ground_m = ground_pixel_size(tiled.path)            # what segment compares resolutions by
         meta_base = {
             "bands": list(tiled.bands), "n_bands": len(tiled.bands),
             "stretch": tiled.stretch.as_list() if tiled.stretch is not None else None,
-            "pixel_size_m": tiled.pixel_size_m, "crs": ds.crs.to_string(), "chip": p.chip, "threshold": 0.5,
+            "pixel_size_m": tiled.pixel_size_m, "ground_pixel_m": ground_m, "crs": ds.crs.to_string(),
+            "chip": p.chip, "threshold": 0.5,
             "decoder_channels": list(DECODER_CHANNELS), "input": "uint8 RGB (B,3,H,W), H and W multiples of 32; "
             "the model divides by 255 and normalises with mean/std itself",
             "weights": p.weights, "precision": precision, "run": fingerprint,
@@ -481,7 +483,7 @@ def run_train(params: TrainParams, progress=None) -> dict:
             "tool": "train-seg", "model": os.path.abspath(outputs.model),
             "checkpoint": os.path.abspath(outputs.checkpoint), "params": {**_as_dict(p), **fingerprint},
             "encoder": p.encoder, "precision": precision, "device": device.type,
-            "chip": p.chip, "bands": list(tiled.bands), "pixel_size_m": tiled.pixel_size_m,
+            "chip": p.chip, "bands": list(tiled.bands), "pixel_size_m": tiled.pixel_size_m, "ground_pixel_m": ground_m,
             "split": {"block_cells": block, "n_usable_cells": n_usable, "n_train_cells": int(train_cells.sum()),
                       "n_val_cells": int(val_cells.sum()), "building_px": n_building_px,
                       "val_windows": [[int(w.col_off), int(w.row_off), int(w.width), int(w.height)]

@@ -167,7 +167,10 @@ def test_buildings_in_metres_on_web_mercator(tmp_path):
     rgb = np.full((3, 64, 96), 50, np.uint8)
     rgb[:, 10:30, 20:60] = 230
     r = write_rgb(tmp_path / "m.tif", rgb, crs="EPSG:3857", transform=Affine(0.5, 0, x, 0, -0.5, y))
-    _, out = run(tmp_path, r, "wm", Bright(), meta={"pixel_size_m": None}, min_area=1.0)
+    with pytest.raises(BadInput, match="--resample"):       # a model trained on 0.5 m ground pixels: 2x off
+        run(tmp_path, r, "wm", Bright(), meta={"ground_pixel_m": 0.5})
+    # the same 0.25 m ground pixels the model was trained on are accepted, although the CRS units say 0.5
+    _, out = run(tmp_path, r, "wm", Bright(), meta={"ground_pixel_m": 0.25}, min_area=1.0)
     g = gpd.read_file(out, layer="buildings")
     assert len(g) == 1 and g.crs.to_epsg() == 3857
     assert g.iloc[0]["area"] == pytest.approx(50.0, rel=0.02)
