@@ -28,7 +28,23 @@ _CHECK_LOCK = threading.Lock()
 
 
 class UrbanFormAlgorithm(QgsProcessingAlgorithm):
-    """Base of every algorithm of the provider: group, and a new instance per run."""
+    """Base of every algorithm of the provider: group, names and help from class attributes, a new instance per run.
+
+    A subclass sets ``NAME`` (the id after ``urbanform:``), ``DISPLAY_NAME`` and ``HELP_TEXT``.
+    """
+
+    NAME = ""
+    DISPLAY_NAME = ""
+    HELP_TEXT = ""
+
+    def name(self) -> str:
+        return self.NAME
+
+    def displayName(self) -> str:  # noqa: N802 - QGIS API
+        return self.DISPLAY_NAME
+
+    def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
+        return self.HELP_TEXT
 
     def group(self) -> str:
         return GROUP

@@ -69,14 +69,9 @@ HELP = "\n".join([
 class ClusterAlgorithm(EngineAlgorithm):
     """Processing front end of ``python -m engine cluster``."""
 
-    def name(self) -> str:
-        return "cluster"
-
-    def displayName(self) -> str:  # noqa: N802 - QGIS API
-        return "Cluster raster tiles"
-
-    def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
-        return HELP
+    NAME = "cluster"
+    DISPLAY_NAME = "Cluster raster tiles"
+    HELP_TEXT = HELP
 
     # -- parameters -----------------------------------------------------------------------------
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS API

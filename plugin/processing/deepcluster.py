@@ -32,14 +32,9 @@ HELP = "\n".join([
 class DeepClusterAlgorithm(ClusterAlgorithm):
     """Processing front end of ``python -m engine cluster --method deepcluster``."""
 
-    def name(self) -> str:
-        return "deepcluster"
-
-    def displayName(self) -> str:  # noqa: N802 - QGIS API
-        return "Cluster raster tiles with DeepCluster"
-
-    def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
-        return HELP
+    NAME = "deepcluster"
+    DISPLAY_NAME = "Cluster raster tiles with DeepCluster"
+    HELP_TEXT = HELP
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS API
         super().initAlgorithm(config)

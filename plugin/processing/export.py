@@ -31,14 +31,9 @@ class ExportShapefileAlgorithm(UrbanFormAlgorithm):
 
     layer = None          # the copy taken in prepareAlgorithm, for this run only
 
-    def name(self) -> str:
-        return "exportshapefile"
-
-    def displayName(self) -> str:  # noqa: N802 - QGIS API
-        return "Export layer to Shapefile"
-
-    def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
-        return HELP
+    NAME = "exportshapefile"
+    DISPLAY_NAME = "Export layer to Shapefile"
+    HELP_TEXT = HELP
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS API
         self.addParameter(QgsProcessingParameterVectorLayer(INPUT, "Vector layer", [QgsProcessing.TypeVector]))

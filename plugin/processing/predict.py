@@ -38,14 +38,9 @@ HELP = "\n".join([
 class PredictAlgorithm(EngineAlgorithm):
     """Processing front end of ``python -m engine predict``."""
 
-    def name(self) -> str:
-        return "predict"
-
-    def displayName(self) -> str:  # noqa: N802 - QGIS API
-        return "Assign tiles to a saved cluster model"
-
-    def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
-        return HELP
+    NAME = "predict"
+    DISPLAY_NAME = "Assign tiles to a saved cluster model"
+    HELP_TEXT = HELP
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS API
         self.addParameter(QgsProcessingParameterFile(MODEL, "Cluster model", extension="pt"))

@@ -109,14 +109,9 @@ class StatisticsAlgorithm(EngineAlgorithm):
     files: dict = {}            # parameter -> local file, found on the main thread (prepareAlgorithm)
     raster = None               # a population raster that is not a local file: a clone, written in the run
 
-    def name(self) -> str:
-        return "statistics"
-
-    def displayName(self) -> str:  # noqa: N802 - QGIS API
-        return "Urban-form statistics of a cluster run"
-
-    def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
-        return HELP
+    NAME = "statistics"
+    DISPLAY_NAME = "Urban-form statistics of a cluster run"
+    HELP_TEXT = HELP
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS API
         self.addParameter(QgsProcessingParameterFile(RUN, "Run GeoPackage", extension="gpkg"))
@@ -228,14 +223,9 @@ class ReloadedLayer(QgsProcessingLayerPostProcessorInterface):
 class ExportAlgorithm(EngineAlgorithm):
     """Processing front end of ``python -m engine export``."""
 
-    def name(self) -> str:
-        return "export"
-
-    def displayName(self) -> str:  # noqa: N802 - QGIS API
-        return "Export a run (Shapefile, GeoPackage or CSV)"
-
-    def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
-        return EXPORT_HELP
+    NAME = "export"
+    DISPLAY_NAME = "Export a run (Shapefile, GeoPackage or CSV)"
+    HELP_TEXT = EXPORT_HELP
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS API
         self.addParameter(QgsProcessingParameterFile(RUN, "Run GeoPackage", extension="gpkg"))

@@ -56,14 +56,9 @@ HELP = "\n".join([
 class SweepAlgorithm(EngineAlgorithm):
     """Processing front end of ``python -m engine sweep``."""
 
-    def name(self) -> str:
-        return "sweep"
-
-    def displayName(self) -> str:  # noqa: N802 - QGIS API
-        return "Sensitivity sweep over K and tile size"
-
-    def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
-        return HELP
+    NAME = "sweep"
+    DISPLAY_NAME = "Sensitivity sweep over K and tile size"
+    HELP_TEXT = HELP
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS API
         number = QgsProcessingParameterNumber
