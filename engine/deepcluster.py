@@ -63,6 +63,7 @@ import numpy as np
 
 from .cluster import KMeansTiles
 from .errors import BadInput
+from .stats import eta_squared
 
 CHECKPOINT_FORMAT = "urbanform-deepcluster-checkpoint"
 CONVERGED_NMI = 0.95          # without coverage: stop once successive assignments agree this much
@@ -165,17 +166,6 @@ def _nmi(a, b) -> float:
     from sklearn.metrics import normalized_mutual_info_score
 
     return float(normalized_mutual_info_score(a, b))
-
-
-def _eta2(labels: np.ndarray, y: np.ndarray) -> float:
-    y = np.asarray(y, dtype=np.float64)
-    total = ((y - y.mean()) ** 2).sum()
-    if total <= 0:
-        return 0.0
-    counts = np.bincount(labels)
-    sums = np.bincount(labels, weights=y)
-    nz = counts > 0
-    return float((counts[nz] * (sums[nz] / counts[nz] - y.mean()) ** 2).sum() / total)
 
 
 # ----------------------------------------------------------------------------- the estimator
@@ -438,7 +428,7 @@ class DeepCluster:
         sil = float(silhouette_score(z, lab)) if 1 < len(np.unique(lab)) < len(lab) else None
         h = {"epoch": epoch, "loss": None if loss is None else round(float(loss), 5),
              "nmi": None if nmi is None else round(nmi, 5),
-             "eta2": None if self._coverage is None else round(_eta2(km.labels_, self._coverage), 5),
+             "eta2": None if self._coverage is None else round(eta_squared(km.labels_, self._coverage), 5),
              "silhouette": None if sil is None else round(sil, 5),
              "clusters_used": int(len(np.unique(km.labels_))), "seconds": round(float(seconds), 3)}
         self.history_.append(h)
