@@ -531,3 +531,297 @@ def default_output(raster: str, kind: str = "clusters") -> str:
         if not candidate.exists():
             return str(candidate)
     return str(folder / f"{base.name}_{kind}.gpkg")
+
+
+# -- building segmentation ----------------------------------------------------------------------------
+SEG_ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
+SEG_METRICS = ("iou", "precision", "recall", "f1", "obj_f1")      # what the plugin shows of evaluate-seg
+SEG_METRIC_LABELS = {"iou": "IoU", "precision": "precision", "recall": "recall", "f1": "F1", "obj_f1": "object F1",
+                     "accuracy": "accuracy", "obj_precision": "object precision", "obj_recall": "object recall"}
+
+
+@dataclass
+class TrainSegRequest:
+    """``python -m engine train-seg``: a building U-Net trained from footprint polygons on ``raster``.
+
+    ``buildings`` (and ``label_area``) are local files (the dock and the algorithm write other layers to
+    temporary files first). Exactly one of ``epochs`` and ``minutes`` bounds the training. The engine writes
+    MODEL.pt, MODEL_checkpoint.pt (the latest epoch, for --resume) and MODEL_manifest.json.
+    """
+
+    raster: str
+    buildings: str | None
+    out: str
+    encoder: str = "resnet18"
+    weights: str = "imagenet"                 # or a file path
+    chip: int = 256
+    epochs: int | None = 10
+    minutes: float | None = None
+    val_fraction: float = 0.2
+    chips_per_epoch: int | None = None         # None: the engine's choice
+    label_area: str | None = None
+    device: str = "auto"
+    seed: int = 0
+    overwrite: bool = False
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return Path(self.out).stem
+
+    def problems(self) -> list[str]:
+        out = raster_problems(self.raster)
+        if self.chips_per_epoch is not None and int(self.chips_per_epoch) < 2:
+            out.append("An epoch needs at least 2 chips (or the engine's choice).")
+        if not self.buildings:
+            out.append("Choose a building footprint layer (polygons) to train from.")
+        elif not Path(self.buildings).is_file():
+            out.append(f"The building footprint layer {self.buildings} is not a local file.")
+        if self.label_area and not Path(self.label_area).is_file():
+            out.append(f"The labelled-area layer {self.label_area} is not a local file.")
+        if self.encoder not in SEG_ENCODERS:
+            out.append(f"Unknown encoder {self.encoder!r}; use {', '.join(SEG_ENCODERS)}.")
+        if self.weights not in WEIGHTS and not Path(self.weights).is_file():
+            out.append(f"The weights file {self.weights} does not exist.")
+        if int(self.chip) < 32 or int(self.chip) % 32:
+            out.append("The chip size must be a multiple of 32 px (e.g. 128, 256, 512).")
+        if (self.epochs is None) == (self.minutes is None):
+            out.append("Give either a number of epochs or a time budget in minutes.")
+        elif self.epochs is not None and not 1 <= int(self.epochs) <= MAX_EPOCHS:
+            out.append(f"Training needs between 1 and {MAX_EPOCHS} epochs.")
+        elif self.minutes is not None and not float(self.minutes) > 0:
+            out.append("The time budget must be more than 0 minutes.")
+        if not 0 < float(self.val_fraction) < 1:
+            out.append("The validation share must be between 0 and 1 (e.g. 0.2).")
+        if self.device not in DEVICES:
+            out.append(f"Unknown device {self.device!r}.")
+        output = model_output_problems(self.out, self.overwrite)
+        return out + (output or unique_output_problem(self.outputs, self.overwrite, out))
+
+    def argv(self) -> list[str]:
+        args = ["train-seg", self.raster, "--buildings", self.buildings or "", "--out", self.out,
+                "--encoder", self.encoder, "--weights", self.weights, "--chip", str(int(self.chip)),
+                "--val-fraction", repr(float(self.val_fraction)), "--seed", str(int(self.seed)),
+                "--device", self.device, "--progress", "json"]
+        if self.minutes is not None:
+            args += ["--minutes", repr(float(self.minutes))]
+        else:
+            args += ["--epochs", str(int(self.epochs))]
+        if self.chips_per_epoch:
+            args += ["--chips-per-epoch", str(int(self.chips_per_epoch))]
+        if self.label_area:
+            args += ["--label-area", self.label_area]
+        if self.overwrite:
+            args.append("--overwrite")
+        return args + list(self.extra)
+
+    def outputs(self) -> dict[str, Path]:
+        stem = str(Path(self.out).with_suffix(""))
+        return {"model": Path(self.out), "checkpoint": Path(stem + "_checkpoint.pt"),
+                "manifest": Path(stem + "_manifest.json")}
+
+    def summary(self) -> str:
+        """'best validation IoU 0.712 at epoch 4 of 5 (precision 0.81, recall 0.84)' from the run's manifest."""
+        try:
+            manifest = json.loads(self.outputs()["manifest"].read_text())
+        except (OSError, ValueError):
+            return "no manifest"
+        best, epoch = manifest.get("val_iou"), manifest.get("best_epoch")
+        history = {h.get("epoch"): h for h in manifest.get("history") or [] if isinstance(h, dict)}
+        text = f"best validation IoU {best:.3f}" if isinstance(best, (int, float)) else "no validation IoU"
+        if epoch is not None:
+            text += f" at epoch {epoch} of {manifest.get('epochs_done', '?')}"
+            rec = history.get(epoch) or {}
+            if isinstance(rec.get("val_precision"), (int, float)) and isinstance(rec.get("val_recall"), (int, float)):
+                text += f" (precision {rec['val_precision']:.2f}, recall {rec['val_recall']:.2f})"
+        return text
+
+    def progress(self):
+        """``event -> percent or None``: epochs done of the epochs asked, or the time spent of the budget."""
+        import time
+
+        start: list[float] = []
+
+        def percent(event: dict) -> float | None:
+            stage = event.get("stage")
+            if stage == "open":
+                return 1.0
+            if stage == "write":
+                return 98.0 + 2.0 * stage_share(event)
+            if stage != "train":
+                return None
+            if event.get("total"):
+                return 3.0 + 95.0 * stage_share(event)
+            start[:] = start or [time.monotonic()]          # --minutes: the engine gives no total
+            return 3.0 + 95.0 * min(1.0, (time.monotonic() - start[0]) / (60.0 * float(self.minutes or 1)))
+
+        return percent
+
+
+@dataclass
+class SegmentRequest:
+    """``python -m engine segment``: every building of ``raster`` mapped by a model from train-seg.
+
+    Writes OUT.gpkg (layer ``buildings``: area, orien), OUT_mask.tif (1 building, 0 not, 255 nodata), with
+    ``probability`` OUT_prob.tif (0..1, nodata -1), and OUT_manifest.json.
+    """
+
+    raster: str
+    model: str
+    out: str
+    overlap: int | None = None                # px; None: the engine's choice (a quarter of the chip)
+    threshold: float = 0.5
+    probability: bool = False
+    min_area: float = 4.0
+    simplify: float = 0.5
+    regularize: bool = False
+    resample: bool = False
+    device: str = "auto"
+    overwrite: bool = False
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return Path(self.out).stem
+
+    def problems(self) -> list[str]:
+        out = model_file_problems(self.model)
+        out += raster_problems(self.raster)
+        if self.overlap is not None and int(self.overlap) < 0:
+            out.append("The overlap must be 0 or more pixels (or automatic).")
+        if not 0 < float(self.threshold) < 1:
+            out.append("The threshold must be between 0 and 1 (e.g. 0.5).")
+        if float(self.min_area) < 0 or float(self.simplify) < 0:
+            out.append("The minimum area and the simplification tolerance must be 0 or more.")
+        if self.device not in DEVICES:
+            out.append(f"Unknown device {self.device!r}.")
+        out += output_problems(self.out, self.overwrite)
+        return out + unique_output_problem(self.outputs, self.overwrite, out)
+
+    def argv(self) -> list[str]:
+        args = ["segment", self.raster, "--model", self.model, "--out", self.out,
+                "--threshold", repr(float(self.threshold)), "--min-area", repr(float(self.min_area)),
+                "--simplify", repr(float(self.simplify)), "--device", self.device, "--progress", "json"]
+        if self.overlap is not None:
+            args += ["--overlap", str(int(self.overlap))]
+        for flag, on in (("--probability", self.probability), ("--regularize", self.regularize),
+                         ("--resample", self.resample), ("--overwrite", self.overwrite)):
+            if on:
+                args.append(flag)
+        return args + list(self.extra)
+
+    def outputs(self) -> dict[str, Path]:
+        stem = str(Path(self.out).with_suffix(""))
+        files = {"gpkg": Path(self.out), "mask": Path(stem + "_mask.tif"), "manifest": Path(stem + "_manifest.json")}
+        if self.probability:
+            files["prob"] = Path(stem + "_prob.tif")
+        return files
+
+    def progress(self):
+        """``event -> percent or None``: the row blocks segmented, then writing."""
+        def percent(event: dict) -> float | None:
+            stage = event.get("stage")
+            if stage == "segment":
+                return 2.0 + 90.0 * stage_share(event)
+            if stage == "write":
+                return 92.0 + 8.0 * stage_share(event)
+            return 1.0 if stage == "open" else None
+
+        return percent
+
+
+@dataclass
+class EvaluateSegRequest:
+    """``python -m engine evaluate-seg``: pixel and object scores of predicted buildings against footprints.
+
+    The engine prints one JSON object on stdout (iou, accuracy, precision, recall, f1, obj_precision,
+    obj_recall, obj_f1, ...); the runner hands it over as the run's last event.
+    """
+
+    pred: str                                  # OUT_mask.tif or OUT.gpkg of a segment run
+    truth: str | None
+    area: str | None = None
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return Path(self.pred).stem
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.pred:
+            out.append("Choose the predicted buildings (OUT_mask.tif or OUT.gpkg of a segment run).")
+        elif not Path(self.pred).is_file():
+            out.append(f"The predicted buildings {self.pred} do not exist.")
+        if not self.truth:
+            out.append("Choose the true building footprints (polygons) to evaluate against.")
+        elif not Path(self.truth).is_file():
+            out.append(f"The footprint layer {self.truth} is not a local file.")
+        if self.area and not Path(self.area).is_file():
+            out.append(f"The area layer {self.area} is not a local file.")
+        return out
+
+    def argv(self) -> list[str]:
+        args = ["evaluate-seg", "--pred", self.pred, "--truth", self.truth or ""]
+        if self.area:
+            args += ["--area", self.area]
+        return args + list(self.extra)
+
+    def outputs(self) -> dict[str, Path]:
+        return {}                              # it writes nothing
+
+
+def seg_scores_text(scores: dict) -> str:
+    """'IoU 0.812 · precision 0.9 · recall 0.88 · F1 0.89 · object F1 0.7' from evaluate-seg's answer."""
+    parts = []
+    for key in SEG_METRICS:
+        value = scores.get(key)
+        parts.append(f"{SEG_METRIC_LABELS[key]} {value:.3f}" if isinstance(value, (int, float)) else
+                     f"{SEG_METRIC_LABELS[key]} –")
+    counts = ""
+    if "n_pred" in scores and "n_truth" in scores:
+        counts = f" ({scores['n_pred']} predicted, {scores['n_truth']} true buildings, {scores.get('n_matched', 0)} " \
+                 "matched)"
+    return " · ".join(parts) + counts
+
+
+def stage_share(event: dict) -> float:
+    total = event.get("total") or 0
+    return min(1.0, float(event.get("done", 0)) / total) if total else 0.0
+
+
+def model_file_problems(model: str) -> list[str]:
+    if not model:
+        return ["Choose a model file (.pt, written by train-seg or the Buildings training)."]
+    if not Path(model).is_file():
+        return [f"The model file {model} does not exist."]
+    if Path(model).suffix.lower() != ".pt":
+        return [f"The model file {model} is not a .pt file written by train-seg."]
+    return []
+
+
+def model_output_problems(out: str, overwrite: bool) -> list[str]:
+    """The model file to write: a .pt in a writable folder, not replacing a file unless allowed."""
+    if not out:
+        return ["Choose the model file to write (.pt)."]
+    path = Path(out)
+    if path.suffix.lower() != ".pt":
+        return ["The model file must end in .pt."]
+    if not path.parent.is_dir():
+        return [f"The output folder {path.parent} does not exist."]
+    if not os.access(path.parent, os.W_OK):
+        return [f"The output folder {path.parent} is not writable; choose another."]
+    if path.exists() and not overwrite:
+        return [f"{path.name} already exists."]
+    return []
+
+
+def default_model_output(raster: str) -> str:
+    """A free model file name next to the raster (or in the home folder if that is not writable)."""
+    base = Path(raster).with_suffix("") if raster else Path.home() / "urbanform"
+    folder = base.parent if os.access(base.parent, os.W_OK) else Path.home()
+    for i in range(1, 1000):
+        candidate = folder / f"{base.name}_buildings{'' if i == 1 else i}.pt"
+        if not candidate.exists():
+            return str(candidate)
+    return str(folder / f"{base.name}_buildings.pt")
