@@ -24,6 +24,7 @@ from qgis.PyQt.QtCore import QTimer, pyqtSignal
 from qgis.PyQt.QtWidgets import QMessageBox
 
 from . import engine_env, plots, probe, settings, stats_inputs
+from .buildings_panel import BuildingsPanel
 from .layers import add_cluster_outputs, add_clusters_table, add_sweep_outputs, style_sweep_layer
 from .paths import RESOURCES
 from .request import BACKBONES, METHODS, UNITS, ClusterRequest, SweepRequest, default_output
@@ -34,7 +35,7 @@ FORM_CLASS, _ = uic.loadUiType(str(RESOURCES / "ui" / "dock.ui"))
 AREA_MODES = (("none", "Whole raster"), ("extent", "Current map extent"),
               ("layer", "Polygon layer features"))
 METHOD_LABELS = {"kmeans": "k-means", "deepcluster": "DeepCluster"}
-MODES = (("single", "Single clustering"), ("sweep", "Sensitivity sweep"))
+MODES = (("single", "Single clustering"), ("sweep", "Sensitivity sweep"), ("buildings", "Buildings (segmentation)"))
 WEIGHT_CHOICES = (("imagenet", "ImageNet (pretrained)"), ("none", "None (random)"), ("file", "File…"))
 DEBOUNCE_MS = 500
 KEY = "dock/"            # settings under /urbanform/dock/; the engine Python is /urbanform/engine_python
@@ -140,9 +141,23 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.engineGroup.setCollapsed(True)
         self.progressBar.setRange(0, 100)
         self.problemsLabel.setStyleSheet(ERROR_STYLE)
+        # "Buildings" mode: its own panel (plugin/buildings_panel.py) below the mode, in place of the clustering
+        self.buildings = BuildingsPanel(self, self.iface, self.scrollContents)
+        self.scrollLayout.insertWidget(self.scrollLayout.indexOf(self.clusterGroup) + 1, self.buildings)
+
+    def _cluster_widgets(self) -> list:
+        """What only clustering uses (hidden in Buildings mode; the raster, device and seed are shared)."""
+        names = ("areaLabel", "areaCombo", "areaLayerLabel", "areaLayerCombo", "methodLabel", "methodCombo",
+                 "epochsLabel", "epochsSpin", "kLabel", "kSpin", "kRangeLabel", "kRangeWidget", "tileSizeLabel",
+                 "tileSizeSpin", "tileSizesEdit", "tileUnitCombo", "overlapLabel", "overlapSpin", "overlapUnitLabel",
+                 "backboneLabel", "backboneCombo", "weightsLabel", "weightsCombo", "weightsFile", "statsGroup",
+                 "outputGroup", "sweepGroup", "estimateLabel", "problemsLabel", "progressBar", "statusLabel",
+                 "runButton", "cancelButton")
+        return [getattr(self, name) for name in names]
 
     def _connect_signals(self) -> None:
         self.rasterCombo.layerChanged.connect(self._raster_changed)
+        self.rasterCombo.layerChanged.connect(self.buildings.raster_changed)
         self.areaCombo.currentIndexChanged.connect(self._area_mode_changed)
         self.tileUnitCombo.currentIndexChanged.connect(self._unit_changed)
         self.weightsCombo.currentIndexChanged.connect(self._weights_changed)
@@ -168,6 +183,9 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
     # -- the request -------------------------------------------------------------------------------
     def is_sweep(self) -> bool:
         return self.modeCombo.currentData() == "sweep"
+
+    def is_buildings(self) -> bool:
+        return self.modeCombo.currentData() == "buildings"
 
     def request(self) -> ClusterRequest | SweepRequest:
         """What a run would do now, from the widgets."""
@@ -356,7 +374,18 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             self.outputFile.setFilePath(self._auto_output)
 
     def _mode_changed(self, *_args) -> None:
-        """A sweep takes a K range and a list of tile sizes; it has no overlap or area limit."""
+        """A sweep takes a K range and a list of tile sizes; it has no overlap or area limit. Buildings mode shows
+        its own panel instead of the clustering widgets."""
+        buildings = self.is_buildings()
+        for widget in self._cluster_widgets():
+            widget.setVisible(not buildings)
+        self.buildings.setVisible(buildings)
+        self.clusterGroup.setTitle("Building segmentation" if buildings else "Clustering")
+        if buildings:
+            self.buildings.update_state()
+            return
+        self.sweepGroup.setVisible(bool(self.sweep))
+        self._weights_changed()
         sweep = self.is_sweep()
         for widget in (self.kLabel, self.kSpin, self.tileSizeSpin):
             widget.setVisible(not sweep)
@@ -415,6 +444,9 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             return
         if python != self._checking and (self.engine_info is None or self.engine_info.get("asked") != python):
             self.check_engine()
+        if self.is_buildings():                  # no tile count or time estimate for segmentation
+            self.buildings.update_state()
+            return
         req = self.request()
         inputs_ok = not [p for p in replace(req, overwrite=True, out="").problems()
                          if p != "Choose an output GeoPackage."]
@@ -484,7 +516,9 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
 
     def run(self) -> bool:
         """Start the engine on ``request()``; False (with the reason shown) when it cannot start."""
-        if self.is_running():
+        if self.is_buildings():
+            return self.buildings.run()
+        if self.is_running() or self.buildings.is_running():
             return False
         python = self.engine_python()
         problem = self.engine_problem(python)
@@ -551,6 +585,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
 
     def cancel(self) -> None:
         """Cancel the running engine (it removes its partial files)."""
+        self.buildings.cancel()
         if self.task is not None and not self.task.isCanceled():
             self.task.cancel()
             self._set_status("Cancelling…")
@@ -752,6 +787,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             self.task.cancel()
             self.task = self._run_request = None
         self._temp_layers.remove()
+        self.buildings.shutdown()
         for call in self._background:
             if not sip.isdeleted(call):
                 call.cancel()

@@ -1,0 +1,469 @@
+"""The dock's "Buildings" mode: train a building model from a footprint layer, or map the buildings of the
+raster with a model file, and optionally score the result against footprints.
+
+The panel builds a ``request.TrainSegRequest``, ``SegmentRequest`` or ``EvaluateSegRequest`` from its widgets
+(``train_request()``, ``segment_request()``, ``evaluate_request()``) and nothing else: validation is the
+request's ``problems()``, and every run is a ``task.EngineTask`` (engine subprocess, JSON progress, cancel).
+The raster, the engine Python and the device come from the dock that embeds the panel. Footprint layers that
+are not plain local files (memory or database layers, one layer of a multi-layer GeoPackage) are written to
+temporary files at Run, as for the statistics (``stats_inputs``), and removed when the run ends.
+
+A run is a chain: train, then (if "apply after training" is ticked) segment, then (if a layer to evaluate
+against is chosen) evaluate. ``runFinished(ok)`` is emitted once, when the chain ends.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from qgis.core import Qgis, QgsApplication, QgsMapLayerProxyModel
+from qgis.gui import QgsFileWidget
+from qgis.PyQt import sip, uic
+from qgis.PyQt.QtCore import pyqtSignal
+from qgis.PyQt.QtWidgets import QPushButton, QWidget
+
+from . import log, settings, stats_inputs
+from .paths import RESOURCES
+from .request import (SEG_ENCODERS, EvaluateSegRequest, SegmentRequest, TrainSegRequest, default_model_output,
+                      default_output, seg_scores_text)
+from .seg_layers import add_segment_outputs
+from .task import EngineTask
+
+FORM_CLASS, _ = uic.loadUiType(str(RESOURCES / "ui" / "buildings_panel.ui"))
+
+ACTIONS = (("train", "Train a model from footprints"), ("apply", "Map buildings with a model file"))
+WEIGHT_CHOICES = (("imagenet", "ImageNet (pretrained)"), ("none", "None (from scratch)"), ("file", "File…"))
+BUDGETS = (("epochs", "epochs"), ("minutes", "minutes"))
+KEY = "dock/seg_"
+ERROR_STYLE = "color: #b00020;"
+
+
+class BuildingsPanel(QWidget, FORM_CLASS):
+    """``dock`` gives the raster layer (``rasterCombo``), the engine (``engine_python()``, ``engine_problem()``),
+    the device and seed widgets and the overwrite question (``confirm_overwrite``)."""
+
+    runFinished = pyqtSignal(bool)
+
+    def __init__(self, dock, iface, parent=None):
+        super().__init__(parent)
+        self.setupUi(self)
+        self.dock = dock
+        self.iface = iface
+        self.task: EngineTask | None = None
+        self.stage = ""                               # "train", "segment" or "evaluate" while running
+        self.scores: dict | None = None               # the last evaluation's answer
+        self.offer_button: QPushButton | None = None  # "Apply it" in the message bar after training
+        self._chain: dict = {}                        # the requests of the running chain
+        self._temp_layers = stats_inputs.TempLayers()
+        self._started = 0.0
+        self._auto = {"model": "", "gpkg": ""}        # default outputs (they follow the raster)
+        self._init_widgets()
+        self.restore_settings()
+        self._connect_signals()
+        self.raster_changed()
+        self._action_changed()
+
+    # -- set-up ------------------------------------------------------------------------------------
+    def _init_widgets(self) -> None:
+        for value, label in ACTIONS:
+            self.actionCombo.addItem(label, value)
+        for encoder in SEG_ENCODERS:
+            self.encoderCombo.addItem(encoder, encoder)
+        for value, label in WEIGHT_CHOICES:
+            self.segWeightsCombo.addItem(label, value)
+        for value, label in BUDGETS:
+            self.budgetCombo.addItem(label, value)
+        for combo, empty in ((self.footprintsCombo, False), (self.evaluateCombo, True)):
+            combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+            combo.setAllowEmptyLayer(empty)
+        self.evaluateCombo.setLayer(None)
+        self.segWeightsFile.setStorageMode(QgsFileWidget.GetFile)
+        self.segWeightsFile.setFilter("PyTorch weights (*.pt *.pth *.bin);;All files (*)")
+        self.modelOutFile.setStorageMode(QgsFileWidget.SaveFile)
+        self.modelOutFile.setFilter("Model file (*.pt)")
+        self.modelOutFile.setConfirmOverwrite(False)              # Run asks, once
+        self.modelFile.setStorageMode(QgsFileWidget.GetFile)
+        self.modelFile.setFilter("Model file (*.pt)")
+        self.segOutFile.setStorageMode(QgsFileWidget.SaveFile)
+        self.segOutFile.setFilter("GeoPackage (*.gpkg)")
+        self.segOutFile.setConfirmOverwrite(False)
+        self.segProgressBar.setRange(0, 100)
+        self.segProblemsLabel.setStyleSheet(ERROR_STYLE)
+
+    def _connect_signals(self) -> None:
+        self.actionCombo.currentIndexChanged.connect(self._action_changed)
+        self.segWeightsCombo.currentIndexChanged.connect(self._weights_changed)
+        self.budgetCombo.currentIndexChanged.connect(self._budget_changed)
+        self.applyAfterCheck.toggled.connect(self._action_changed)
+        for signal in (self.actionCombo.currentIndexChanged, self.footprintsCombo.layerChanged,
+                       self.encoderCombo.currentIndexChanged, self.segWeightsCombo.currentIndexChanged,
+                       self.segWeightsFile.fileChanged, self.epochsSpin.valueChanged, self.minutesSpin.valueChanged,
+                       self.budgetCombo.currentIndexChanged, self.chipSpin.valueChanged,
+                       self.chipsPerEpochSpin.valueChanged, self.modelOutFile.fileChanged,
+                       self.applyAfterCheck.toggled, self.modelFile.fileChanged, self.segOverlapSpin.valueChanged,
+                       self.thresholdSpin.valueChanged, self.probabilityCheck.toggled, self.regularizeCheck.toggled,
+                       self.segOutFile.fileChanged, self.evaluateCombo.layerChanged):
+            signal.connect(self.update_state)
+        self.segRunButton.clicked.connect(self.run)
+        self.segCancelButton.clicked.connect(self.cancel)
+
+    # -- the requests ------------------------------------------------------------------------------
+    def action(self) -> str:
+        return self.actionCombo.currentData()
+
+    def set_action(self, action: str) -> None:
+        self.actionCombo.setCurrentIndex(max(0, self.actionCombo.findData(action)))
+
+    def raster(self) -> str:
+        from .dock import raster_path
+
+        return raster_path(self.dock.rasterCombo.currentLayer())
+
+    def device(self) -> str:
+        return self.dock.deviceCombo.currentData() or "auto"
+
+    def train_request(self) -> TrainSegRequest:
+        layer = self.footprintsCombo.currentLayer()
+        minutes = self.budgetCombo.currentData() == "minutes"
+        weights = self.segWeightsCombo.currentData()
+        return TrainSegRequest(
+            raster=self.raster(), out=self.modelOutFile.filePath().strip(),
+            buildings=(stats_inputs.local_file(layer) or stats_inputs.temp_path(layer)) if layer else None,
+            encoder=self.encoderCombo.currentData(),
+            weights=self.segWeightsFile.filePath().strip() if weights == "file" else weights,
+            chip=self.chipSpin.value(), chips_per_epoch=self.chipsPerEpochSpin.value() or None,
+            epochs=None if minutes else self.epochsSpin.value(),
+            minutes=self.minutesSpin.value() if minutes else None, device=self.device(),
+            seed=self.dock.seedSpin.value())
+
+    def segment_request(self, model: str | None = None) -> SegmentRequest:
+        """What mapping the buildings would do; ``model`` replaces the model file (the one being trained)."""
+        overlap = self.segOverlapSpin.value()
+        return SegmentRequest(
+            raster=self.raster(), model=self.modelFile.filePath().strip() if model is None else model,
+            out=self.segOutFile.filePath().strip(), overlap=None if overlap < 0 else overlap,
+            threshold=self.thresholdSpin.value(), probability=self.probabilityCheck.isChecked(),
+            regularize=self.regularizeCheck.isChecked(), device=self.device())
+
+    def evaluate_request(self, seg: SegmentRequest) -> EvaluateSegRequest | None:
+        """The evaluation after ``seg`` (of its mask, pixel and object scores), or None when no layer is chosen."""
+        layer = self.evaluateCombo.currentLayer()
+        if layer is None:
+            return None
+        return EvaluateSegRequest(pred=str(seg.outputs()["mask"]),
+                                  truth=stats_inputs.local_file(layer) or stats_inputs.temp_path(layer))
+
+    def _planned(self) -> tuple[dict, dict]:
+        """(field -> layer, field -> file) of the layers Run writes to temporary files when they are not files."""
+        chosen = {"evaluate": self.evaluateCombo.currentLayer() if self._segments() else None}
+        if self.action() == "train":
+            chosen["buildings"] = self.footprintsCombo.currentLayer()
+        planned = {field: (stats_inputs.local_file(layer) or stats_inputs.temp_path(layer)) if layer else None
+                   for field, layer in chosen.items()}
+        return chosen, planned
+
+    def _segments(self) -> bool:
+        return self.action() == "apply" or self.applyAfterCheck.isChecked()
+
+    def requests(self) -> list:
+        """The requests Run would start, in order (an evaluation is checked on the mask the segment writes)."""
+        out = []
+        model = None
+        if self.action() == "train":
+            out.append(self.train_request())
+            model = out[0].out
+        if self._segments():
+            out.append(self.segment_request(model))
+        return out
+
+    def problems(self) -> list[str]:
+        """Why Run is disabled (empty when it can run). An existing output is no reason: Run asks."""
+        from dataclasses import replace
+
+        out = []
+        layer = self.dock.rasterCombo.currentLayer()
+        if layer is not None and not self.raster():
+            out.append(f"The layer {layer.name()!r} is not a local raster file; save it to a GeoTIFF first "
+                       "(right-click the layer > Export > Save As…) and choose that layer.")
+        for req in self.requests():
+            if isinstance(req, SegmentRequest) and self.action() == "train":
+                req = replace(req, model="")                # the model is the one training writes
+            for problem in replace(req, overwrite=True).problems():
+                if isinstance(req, SegmentRequest) and self.action() == "train" and "model file" in problem:
+                    continue
+                if "is not a local file." in problem or (out and problem == "Choose a raster layer."):
+                    continue                                  # footprint layers: Run writes them first
+                if problem not in out:
+                    out.append(problem)
+        return out
+
+    def existing_outputs(self) -> list[Path]:
+        return [p for req in self.requests() for p in req.outputs().values() if p.exists()]
+
+    # -- reacting to changes -----------------------------------------------------------------------
+    def raster_changed(self, *_args) -> None:
+        """Follow the raster with the default outputs, unless the user chose them."""
+        raster = self.raster()
+        for key, widget, make in (("model", self.modelOutFile, default_model_output),
+                                  ("gpkg", self.segOutFile, lambda r: default_output(r, "buildings"))):
+            current = widget.filePath().strip()
+            if not current or current == self._auto[key]:
+                self._auto[key] = make(raster)
+                widget.setFilePath(self._auto[key])
+        self.update_state()
+
+    def _action_changed(self, *_args) -> None:
+        train = self.action() == "train"
+        self.trainGroup.setVisible(train)
+        self.applyGroup.setVisible(self._segments())
+        for widget in (self.modelLabel, self.modelFile):
+            widget.setVisible(not train)                       # training applies its own model
+        self.segRunButton.setText("Train" if train else "Map buildings")
+        self.update_state()
+
+    def _weights_changed(self, *_args) -> None:
+        self.segWeightsFile.setVisible(self.segWeightsCombo.currentData() == "file")
+
+    def _budget_changed(self, *_args) -> None:
+        minutes = self.budgetCombo.currentData() == "minutes"
+        self.epochsSpin.setVisible(not minutes)
+        self.minutesSpin.setVisible(minutes)
+
+    def update_state(self, *_args) -> None:
+        problems = self.problems()
+        running = self.is_running()
+        text = "\n".join(problems)
+        if not problems and self.existing_outputs():
+            text = f"{self.existing_outputs()[0].name} exists; Run will ask before replacing it."
+        self.segProblemsLabel.setText(text)
+        self.segProblemsLabel.setStyleSheet(ERROR_STYLE if problems else "")
+        self.segRunButton.setEnabled(not running and not problems)
+        self.segCancelButton.setEnabled(running and not self.task.isCanceled())
+
+    # -- running -----------------------------------------------------------------------------------
+    def is_running(self) -> bool:
+        return self.task is not None
+
+    def run(self) -> bool:
+        """Start the chain (train, segment, evaluate as chosen); False (with the reason shown) when it cannot."""
+        if self.is_running() or self.dock.is_running():
+            return False
+        python = self.dock.engine_python()
+        problem = self.dock.engine_problem(python)
+        if problem:
+            self._report(problem, Qgis.Critical)
+            return False
+        problems = self.problems()
+        if problems:
+            self._report(problems[0], Qgis.Warning)
+            return False
+        reqs = self.requests()
+        existing = self.existing_outputs()
+        if existing:
+            if not self.dock.confirm_overwrite(self, str(existing[0])):
+                self._set_status("Not run: the existing output was kept.")
+                return False
+            for req in reqs:
+                req.overwrite = True
+            from .dock import remove_layers_of
+
+            remove_layers_of([p for req in reqs for p in req.outputs().values()])
+        chosen, planned = self._planned()
+        error = self._temp_layers.write(chosen, planned)
+        if error:
+            self._temp_layers.remove()
+            self._report(error, Qgis.Critical)
+            return False
+        self.save_settings()
+        self.scores = None
+        self._chain = {"python": python, "train": next((r for r in reqs if isinstance(r, TrainSegRequest)), None),
+                       "segment": next((r for r in reqs if isinstance(r, SegmentRequest)), None)}
+        if self._chain["segment"] is not None:
+            self._chain["evaluate"] = self.evaluate_request(self._chain["segment"])
+        self._start(self._chain["train"] or self._chain["segment"])
+        return True
+
+    def _start(self, req) -> None:
+        stage = {TrainSegRequest: "train", SegmentRequest: "segment", EvaluateSegRequest: "evaluate"}[type(req)]
+        verb = {"train": "Training", "segment": "Mapping the buildings of", "evaluate": "Evaluating"}[stage]
+        task = EngineTask(f"Urban Form Mapper: {req.name}", self._chain["python"], req.argv(),
+                          outputs=list(req.outputs().values()), on_success=self._on_success,
+                          on_failure=self._on_failure, message_bar=self.iface.messageBar())
+        if hasattr(req, "progress"):
+            task.progress_of = req.progress()
+        task.progressChanged.connect(self._on_progress)
+        task.statusChanged.connect(self._set_status)
+        self.task, self.stage, self._started = task, stage, time.time()
+        self._chain["current"] = req
+        self.segProgressBar.setValue(0)
+        self._set_status(f"{verb} {req.name}…")
+        QgsApplication.taskManager().addTask(task)
+        self.update_state()
+
+    def cancel(self) -> None:
+        """Cancel the running engine (it removes its partial files)."""
+        if self.task is not None and not self.task.isCanceled():
+            self.task.cancel()
+            self._set_status("Cancelling…")
+            self.update_state()
+
+    def _on_progress(self, value: float) -> None:
+        self.segProgressBar.setValue(int(value))
+
+    def _on_success(self, task: EngineTask) -> None:
+        """Main thread: the next step of the chain, or the layers and figures."""
+        if sip.isdeleted(self):
+            return
+        req, finished = self._chain.get("current"), True
+        try:
+            if isinstance(req, TrainSegRequest):
+                finished = self._trained(req)
+            elif isinstance(req, SegmentRequest):
+                finished = self._segmented(req)
+            else:
+                self._evaluated(task.result.last_event if task.result else {})
+        except Exception:
+            self._finish(False)         # EngineTask reports the exception
+            raise
+        if finished:
+            self._finish(True)
+
+    def _trained(self, req: TrainSegRequest) -> bool:
+        """After training: the validation figures; then segment (ticked) or offer to. True when the chain ends."""
+        text = f"{req.name}: model trained ({req.summary()}), {req.out}."
+        log.info(text)
+        self.modelFile.setFilePath(req.out)
+        if self._chain.get("segment") is not None:
+            self._set_status(text)
+            self._start(self._chain["segment"])
+            return False
+        self._set_status(text)
+        self._offer_apply(text, req.out)
+        return True
+
+    def _offer_apply(self, text: str, model: str) -> None:
+        """A message with a button that maps the buildings of the raster with the new model."""
+        bar = self.iface.messageBar()
+        item = bar.createMessage("Urban Form Mapper", text)
+        button = QPushButton("Map buildings with it", item)
+        button.clicked.connect(lambda: self.apply_model(model))
+        item.layout().addWidget(button)
+        bar.pushWidget(item, Qgis.Success, 0)
+        self.offer_button = button
+
+    def apply_model(self, model: str) -> bool:
+        """Switch to "apply" with ``model`` and run it (the offer after training)."""
+        self.set_action("apply")
+        self.modelFile.setFilePath(model)
+        return self.run()
+
+    def _segmented(self, req: SegmentRequest) -> bool:
+        group, layers = add_segment_outputs(req.outputs(), req.name)
+        count = layers["buildings"].featureCount()
+        del group, layers                                   # the project owns the layers
+        text = f"{req.name}: {count} buildings mapped, added to the map ({req.out})."
+        log.info(text)
+        self._set_status(text)
+        evaluation = self._chain.get("evaluate")
+        if evaluation is not None:
+            self._start(evaluation)
+            return False
+        self.iface.messageBar().pushMessage("Urban Form Mapper", text, level=Qgis.Success, duration=8)
+        return True
+
+    def _evaluated(self, scores: dict) -> None:
+        if not isinstance(scores, dict) or "iou" not in scores:
+            raise RuntimeError("the evaluation printed no scores")
+        self.scores = scores
+        name = self._chain["segment"].name
+        text = f"{name} against {self.evaluateCombo.currentText() or 'the footprints'}: {seg_scores_text(scores)}"
+        log.info(f"{text}\n{json.dumps(scores, default=float)}")
+        self.iface.messageBar().pushMessage("Urban Form Mapper", text, level=Qgis.Success, duration=0)
+        self._set_status(text)
+
+    def _on_failure(self, task: EngineTask) -> None:
+        """Main thread: the task has reported the error or the cancellation already."""
+        if sip.isdeleted(self):
+            return
+        req = self._chain.get("current")
+        result = task.result
+        if isinstance(req, TrainSegRequest):
+            # the engine keeps MODEL_checkpoint.pt (for --resume) after a cancel; this panel offers no resume,
+            # so a cancelled or failed training leaves nothing behind
+            checkpoint = req.outputs()["checkpoint"]
+            try:
+                if checkpoint.is_file() and checkpoint.stat().st_mtime >= self._started - 1:
+                    checkpoint.unlink()
+            except OSError:
+                pass
+        if result is None or result.cancelled:
+            self._set_status(f"{self.stage.capitalize()} cancelled; no output was written.")
+        else:
+            self._set_status(f"Failed: {result.message}", error=True)
+        self._finish(False)
+
+    def _finish(self, ok: bool) -> None:
+        self.task, self.stage = None, ""
+        self._chain = {}
+        self._temp_layers.remove()
+        self.segProgressBar.setValue(100 if ok else 0)
+        if ok:
+            self.raster_changed()                 # default outputs move on to free names
+        self.update_state()
+        self.runFinished.emit(ok)
+
+    def _set_status(self, text: str, error: bool = False) -> None:
+        self.segStatusLabel.setText(text)
+        self.segStatusLabel.setStyleSheet(ERROR_STYLE if error else "")
+
+    def _report(self, text: str, level) -> None:
+        self._set_status(text, error=level == Qgis.Critical)
+        self.iface.messageBar().pushMessage("Urban Form Mapper", text, level=level,
+                                            duration=0 if level == Qgis.Critical else 8)
+
+    # -- settings ----------------------------------------------------------------------------------
+    def save_settings(self) -> None:
+        values = {"action": self.action(), "encoder": self.encoderCombo.currentData(),
+                  "weights": self.segWeightsCombo.currentData(), "weights_file": self.segWeightsFile.filePath(),
+                  "budget": self.budgetCombo.currentData(), "epochs": self.epochsSpin.value(),
+                  "minutes": self.minutesSpin.value(), "chip": self.chipSpin.value(),
+                  "chips_per_epoch": self.chipsPerEpochSpin.value(),
+                  "apply_after": self.applyAfterCheck.isChecked(), "model": self.modelFile.filePath(),
+                  "overlap": self.segOverlapSpin.value(), "threshold": self.thresholdSpin.value(),
+                  "probability": self.probabilityCheck.isChecked(), "regularize": self.regularizeCheck.isChecked()}
+        for key, value in values.items():
+            settings.set(KEY + key, value)
+
+    def restore_settings(self) -> None:
+        get = settings.get
+        for combo, key, default in ((self.actionCombo, "action", "train"), (self.encoderCombo, "encoder", "resnet18"),
+                                    (self.segWeightsCombo, "weights", "imagenet"),
+                                    (self.budgetCombo, "budget", "epochs")):
+            index = combo.findData(get(KEY + key, default, str))
+            if index >= 0:
+                combo.setCurrentIndex(index)
+        self.segWeightsFile.setFilePath(get(KEY + "weights_file", "", str))
+        self.epochsSpin.setValue(get(KEY + "epochs", 10, int))
+        self.minutesSpin.setValue(get(KEY + "minutes", 15.0, float))
+        self.chipSpin.setValue(get(KEY + "chip", 256, int))
+        self.chipsPerEpochSpin.setValue(get(KEY + "chips_per_epoch", 0, int))
+        self.applyAfterCheck.setChecked(get(KEY + "apply_after", True, bool))
+        self.modelFile.setFilePath(get(KEY + "model", "", str))
+        self.segOverlapSpin.setValue(get(KEY + "overlap", -1, int))
+        self.thresholdSpin.setValue(get(KEY + "threshold", 0.5, float))
+        self.probabilityCheck.setChecked(get(KEY + "probability", False, bool))
+        self.regularizeCheck.setChecked(get(KEY + "regularize", False, bool))
+        self._weights_changed()
+        self._budget_changed()
+
+    # -- closing -----------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Plugin unload: cancel the run and forget the callbacks into this panel."""
+        if self.task is not None:
+            self.task.on_success = self.task.on_failure = None
+            self.task.cancel()
+            self.task = None
+        self._chain = {}
+        self._temp_layers.remove()
+
