@@ -21,6 +21,9 @@ ALGORITHMS: list[str] = [
     "export.ExportShapefileAlgorithm",
     "statistics.StatisticsAlgorithm",
     "statistics.ExportAlgorithm",
+    "segmentation.TrainSegmentationAlgorithm",
+    "segmentation.SegmentAlgorithm",
+    "segmentation.EvaluateSegmentationAlgorithm",
 ]
 
 

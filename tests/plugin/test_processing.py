@@ -83,8 +83,9 @@ def cluster_run(alg, tmp_path_factory) -> dict:
 def test_provider_lists_the_algorithms_with_their_help(alg):
     provider = QgsApplication.processingRegistry().providerById("urbanform")
     assert sorted(a.id() for a in provider.algorithms()) == [
-        "urbanform:cluster", "urbanform:deepcluster", "urbanform:export", "urbanform:exportshapefile",
-        "urbanform:predict", "urbanform:statistics", "urbanform:sweep"]
+        "urbanform:cluster", "urbanform:deepcluster", "urbanform:evaluatesegmentation", "urbanform:export",
+        "urbanform:exportshapefile", "urbanform:predict", "urbanform:segment", "urbanform:statistics",
+        "urbanform:sweep", "urbanform:trainsegmentation"]
     for algorithm in provider.algorithms():
         assert algorithm.group() == "Urban form" and algorithm.groupId() == "urbanform"
         help_text = algorithm.shortHelpString()
