@@ -174,7 +174,8 @@ class _Runner:
         import torch
 
         self.torch = torch
-        self.net = net.to(device).eval()
+        # channels_last: measured 1.9x faster with bf16 on this CPU for the resnet18 U-Net (2.75 -> 5.29 Mpx/s)
+        self.net = net.to(device, memory_format=torch.channels_last).eval()
         self.device = device
         self.precision = precision
         self.batch = batch_size
@@ -186,7 +187,7 @@ class _Runner:
         while i < len(chips):
             n = min(self.batch, len(chips) - i)
             try:
-                x = torch.from_numpy(chips[i:i + n]).to(self.device)
+                x = torch.from_numpy(chips[i:i + n]).to(self.device).contiguous(memory_format=torch.channels_last)
                 dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
                 with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype or torch.float32,
                                                             enabled=dtype is not None):
@@ -264,6 +265,17 @@ def predict_stream(reader: _Reader, runner: _Runner, chip: int, overlap: int):
 
 def run_segment(params: SegmentParams, progress=None) -> dict:
     """Run the ``segment`` tool; returns the manifest (also written to OUT.json)."""
+    import rasterio
+
+    from ..tiling import GDAL_ENV
+
+    # GDAL's block cache defaults to 5 % of RAM and keeps every block read or written until it is full:
+    # without a cap, peak memory grew with the raster (input, mask and probability blocks).
+    with rasterio.Env(**GDAL_ENV):
+        return _run_segment(params, progress)
+
+
+def _run_segment(params: SegmentParams, progress=None) -> dict:
     import geopandas as gpd  # noqa: F401 - fail early if missing
     import rasterio
     from rasterio.windows import Window

@@ -311,3 +311,31 @@ def test_uint16_raster_uses_the_models_stretch_and_single_band(tmp_path):
                  meta={"bands": [1], "n_bands": 1, "stretch": [[0, 1000]]})
     g = gpd.read_file(out, layer="buildings")
     assert len(g) == 1 and g.iloc[0]["area"] == pytest.approx(20 * 20)
+
+
+class OutOfMemoryAbove(nn.Module):
+    """Fails like a full GPU (torch.cuda.OutOfMemoryError) on batches above ``limit`` chips, else runs ``net``."""
+
+    def __init__(self, net: nn.Module, limit: int):
+        super().__init__()
+        self.net, self.limit, self.sizes = net, limit, []
+
+    def forward(self, x):
+        self.sizes.append(len(x))
+        if len(x) > self.limit:
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (batch {len(x)})")
+        return self.net(x)
+
+
+def test_out_of_memory_halves_the_batch_then_gives_a_clear_error():
+    from engine.segment.infer import _Runner
+
+    chips = np.random.default_rng(0).integers(0, 255, (8, 3, 32, 32), dtype=np.uint8)
+    expected = _Runner(Bright(3), torch.device("cpu"), "fp32", 8)(chips)
+    net = OutOfMemoryAbove(Bright(3), limit=3)
+    runner = _Runner(net, torch.device("cpu"), "fp32", 8)
+    got = runner(chips)
+    assert runner.batch == 2 and net.sizes[:3] == [8, 4, 2]      # halved until it fits, then kept
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    with pytest.raises(BadInput, match="out of memory even with batch 1"):
+        _Runner(OutOfMemoryAbove(Bright(3), limit=0), torch.device("cpu"), "fp32", 8)(chips)
