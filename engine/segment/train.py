@@ -37,6 +37,10 @@ from ..errors import BadInput
 from .labels import footprints_on_grid, rasterize_window
 
 MIN_BUILDING_PX = 1024      # fewer building pixels than this cannot teach a model anything
+# An epoch (training chips, then validation and a checkpoint) is at least this many chips: with only a few
+# labelled cells, one chip per cell made epochs of ~1 s, and the per-epoch validation, copy and ~200 MB
+# checkpoint took three quarters of a time budget (2-minute run on the synthetic city: 530 chips trained).
+MIN_CHIPS_PER_EPOCH = 256
 MIN_COVER = 0.9             # share of a cell inside the labelled area and valid for it to be used
 
 # Parameters that define a training run: a checkpoint resumes only with the same values.
@@ -64,7 +68,7 @@ class TrainParams:
     resume: bool = False
     overwrite: bool = False
     bands: "str | list[int] | None" = None
-    chips_per_epoch: int | None = None  # default: one per training cell (at least 4 batches)
+    chips_per_epoch: int | None = None  # default: one per training cell, at least MIN_CHIPS_PER_EPOCH
     threads: int | None = None
 
 
@@ -194,6 +198,42 @@ def bce_dice_loss(logits, target):
     return bce + dice
 
 
+def train_step(model, opt, x: np.ndarray, y: np.ndarray, device, precision: str, splits: int = 1):
+    """One optimiser step on the batch (x uint8/float (B,3,H,W), y (B,H,W)); returns (loss, splits).
+
+    The batch runs in ``splits`` parts with gradients accumulated (weighted by part size, so the step is the
+    same as for the whole batch up to BatchNorm statistics). On GPU out-of-memory the parts are halved and
+    the step retried; when a single chip does not fit, a clear error.
+    """
+    import torch
+
+    while True:
+        try:
+            opt.zero_grad(set_to_none=True)
+            total = 0.0
+            for part in np.array_split(np.arange(len(x)), splits):
+                if len(part) == 0:
+                    continue
+                xb = torch.from_numpy(np.ascontiguousarray(x[part])).to(device).contiguous(
+                    memory_format=torch.channels_last)
+                yb = torch.from_numpy(np.ascontiguousarray(y[part])).to(device, torch.float32)[:, None]
+                with _autocast(device, precision):
+                    logits = model(xb)
+                loss = bce_dice_loss(logits, yb) * (len(part) / len(x))
+                loss.backward()
+                total += float(loss.detach())
+            opt.step()
+            return total, splits
+        except torch.cuda.OutOfMemoryError:
+            opt.zero_grad(set_to_none=True)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if splits >= len(x):
+                raise BadInput(f"the GPU ran out of memory training even one {x.shape[-1]}-px chip at a time; "
+                               "use --device cpu, a smaller --chip or a smaller --encoder.") from None
+            splits = min(len(x), splits * 2)
+
+
 def _autocast(device, precision):
     import torch
 
@@ -210,7 +250,7 @@ def evaluate_iou(model, tiled, geoms, windows, batch_size, device, precision) ->
     with torch.inference_mode():
         for x, y in _batches(tiled, geoms, windows, batch_size):
             with _autocast(device, precision):
-                logits = model(torch.from_numpy(x).to(device))
+                logits = model(torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last))
             pred = (logits.float()[:, 0] > 0).cpu().numpy()
             truth = y.astype(bool)
             tp += int((pred & truth).sum())
@@ -377,7 +417,7 @@ def run_train(params: TrainParams, progress=None) -> dict:
             raise BadInput(f"the labelled area ({n_usable} chips of {p.chip} px) is too small to hold out a "
                            "validation block; give a larger area or a smaller --chip.")
         val_windows = cell_windows(val_cells, p.chip)
-        n_chips = p.chips_per_epoch or max(int(train_cells.sum()), 4 * p.batch_size)
+        n_chips = p.chips_per_epoch or max(int(train_cells.sum()), MIN_CHIPS_PER_EPOCH)
 
         torch.manual_seed(p.seed)
         model = UNet(p.encoder, weights=p.weights if ckpt is None else "none")
@@ -392,7 +432,8 @@ def run_train(params: TrainParams, progress=None) -> dict:
             done = int(ckpt["meta"]["epochs_done"])
             best_iou, best_epoch = float(ckpt["meta"]["val_iou"]), int(ckpt["meta"]["best_epoch"])
             best_state = dict(ckpt["best_state"])
-        model = model.to(device)
+        # channels_last: measured 13.3 -> 19.1 chips/s training the resnet18 U-Net with bf16 on this CPU
+        model = model.to(device, memory_format=torch.channels_last)
         epochs = p.epochs or (10 if p.minutes is None else 10_000)
         if p.resume and done >= epochs:
             raise BadInput(f"--resume: the checkpoint has already trained {done} epochs; ask for more "
@@ -420,6 +461,7 @@ def run_train(params: TrainParams, progress=None) -> dict:
             return {**meta_base, "history": history, "val_iou": best_iou, "best_epoch": best_epoch,
                     "epochs_done": done}
 
+        splits = 1               # parts each batch is cut into after GPU out-of-memory (gradients accumulated)
         for epoch in range(done + 1, epochs + 1):
             if deadline is not None and time.monotonic() >= deadline:
                 break
@@ -440,15 +482,8 @@ def run_train(params: TrainParams, progress=None) -> dict:
                     frac = 1.0 - (deadline - time.monotonic()) / (60.0 * p.minutes)
                 for group in opt.param_groups:
                     group["lr"] = cosine_lr(p.lr, frac)
-                xb = torch.from_numpy(x).to(device)
-                yb = torch.from_numpy(y).to(device, torch.float32)[:, None]
-                with _autocast(device, precision):
-                    logits = model(xb)
-                loss = bce_dice_loss(logits, yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(float(loss.detach()))
+                loss, splits = train_step(model, opt, x, y, device, precision, splits)
+                losses.append(loss)
                 seen += len(x)
                 if deadline is not None and time.monotonic() >= deadline:
                     break

@@ -272,3 +272,27 @@ def rasterio_open(path):
     import rasterio
 
     return rasterio.open(path)
+
+
+def test_out_of_memory_splits_the_training_batch_then_gives_a_clear_error():
+    from engine.segment.train import train_step
+    from tests.engine.test_segment_infer import OutOfMemoryAbove
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (4, 3, 64, 64), dtype=np.uint8)
+    y = (rng.random((4, 64, 64)) > 0.6).astype(np.uint8)
+    grads = []
+    for limit in (4, 1):            # the whole batch fits / only one chip at a time fits
+        torch.manual_seed(0)
+        unet = UNet("resnet18", weights="none").eval()      # eval: BatchNorm statistics do not depend on the split
+        net = OutOfMemoryAbove(unet, limit)
+        opt = torch.optim.SGD(net.parameters(), lr=0.0)
+        loss, splits = train_step(net, opt, x, y, torch.device("cpu"), "fp32")
+        grads.append((loss, splits, unet.head.weight.grad.clone()))
+    (loss1, splits1, g1), (loss4, splits4, g4) = grads
+    assert splits1 == 1 and splits4 == 4
+    assert loss4 == pytest.approx(loss1, rel=1e-4)                 # the same step, accumulated over 4 parts
+    torch.testing.assert_close(g4, g1, rtol=1e-3, atol=1e-6)
+    net = OutOfMemoryAbove(UNet("resnet18", weights="none"), 0)
+    with pytest.raises(BadInput, match="ran out of memory training even one 64-px chip"):
+        train_step(net, torch.optim.SGD(net.parameters(), lr=0.0), x, y, torch.device("cpu"), "fp32")
