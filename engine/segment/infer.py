@@ -228,9 +228,11 @@ def chip_starts(n: int, chip: int, stride: int) -> list[int]:
 def predict_stream(reader: _Reader, runner: _Runner, chip: int, overlap: int):
     """Yield (r0, prob rows (float32), valid rows) top to bottom, one chip row's worth of final rows at a time.
 
-    Held at any time: the probability accumulator (``chip`` rows x width, float32), the chip row being read
-    and the next one, and one batch of chips; the summed blending weights are not stored but computed, since
-    they are the product of a row sum and a column sum (every chip of the grid adds ``outer(w1, w1)``).
+    Chips are read a batch at a time (the next batch while the model runs the current one). Held at any
+    time: the probability accumulator (``chip`` rows x width, float32, which also carries the yielded
+    rows), the validity of the same rows, and two batches of chips. The summed blending weights are not
+    stored but computed: every chip of the grid adds ``outer(w1, w1)``, so they are a row sum times a
+    column sum.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -247,26 +249,41 @@ def predict_stream(reader: _Reader, runner: _Runner, chip: int, overlap: int):
     for y in ys:
         row_w[y:y + chip] += w1
     acc_p = np.zeros((chip, wp), np.float32)
-    pool = ThreadPoolExecutor(1)       # reads the next chip row while the model runs (GDAL frees the GIL)
+    acc_v = np.zeros((chip, wp), bool)
+    step = max(1, runner.batch)
+    jobs = [(k, y0, xs[i:i + step], i + step >= len(xs)) for k, y0 in enumerate(ys) for i in range(0, len(xs), step)]
+
+    def read(job):
+        _, y0, bx, _ = job
+        return [(x,) + reader.read(y0, x, chip, chip) for x in bx]
+
+    pool = ThreadPoolExecutor(1)       # reads the next batch while the model runs (GDAL frees the GIL)
     try:
-        nxt = pool.submit(reader.read, ys[0], 0, chip, wp)
-        for k, y0 in enumerate(ys):
-            data, valid = nxt.result()
-            if k + 1 < len(ys):
-                nxt = pool.submit(reader.read, ys[k + 1], 0, chip, wp)
-            idx = [x for x in xs if valid[:, x:x + chip].any()]
-            for b in range(0, len(idx), runner.batch):
-                part = idx[b:b + runner.batch]
-                probs = runner(np.stack([data[:, :, x:x + chip] for x in part]))
-                for x, p in zip(part, probs):
+        nxt = pool.submit(read, jobs[0])
+        for j, (k, y0, _, row_end) in enumerate(jobs):
+            items = nxt.result()
+            if j + 1 < len(jobs):
+                nxt = pool.submit(read, jobs[j + 1])
+            for x, _, valid in items:
+                acc_v[:, x:x + chip] |= valid
+            items = [(x, data) for x, data, valid in items if valid.any()]
+            if items:
+                probs = runner(np.stack([data for _, data in items]))
+                for (x, _), p in zip(items, probs):
                     acc_p[:, x:x + chip] += p * w2
-            del data
+            del items
+            if not row_end:
+                continue
             y1 = min(ys[k + 1] if k + 1 < len(ys) else H, H)    # rows y0 .. y1 are final: no later chip reaches them
             n = y1 - y0
-            prob = acc_p[:n, :W] / (row_w[y0:y1, None] * col_w[None, :W])
-            yield y0, prob, valid[:n, :W]
+            prob = acc_p[:n, :W]
+            prob /= row_w[y0:y1, None]
+            prob /= col_w[None, :W]
+            yield y0, prob, acc_v[:n, :W]
             acc_p[:chip - n] = acc_p[n:].copy()
             acc_p[chip - n:] = 0
+            acc_v[:chip - n] = acc_v[n:].copy()
+            acc_v[chip - n:] = False
     finally:
         pool.shutdown(wait=True)
 
