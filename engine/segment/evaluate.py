@@ -9,7 +9,8 @@
   counted in pixels, block by block (truth rasterised on the mask's grid, pixel
   centres); for a vector prediction they are exact areas in m2 (local UTM for
   geographic / Web Mercator data) over ``area`` or, without it, over the
-  bounding box of both layers.
+  extent of the raster it was mapped from (OUT_mask.tif next to a ``segment``
+  output), else the bounding box of both layers (with a warning).
 - Object scores: predicted and true buildings matched one-to-one at
   IoU >= 0.5 (greedy by decreasing IoU), then precision = matched / predicted,
   recall = matched / true, F1. With ``area`` only buildings whose
@@ -114,6 +115,26 @@ def _read_area(area, crs):
     return region
 
 
+def _segment_extent(pred: Path, crs, warnings):
+    """The extent of the raster a ``segment`` buildings layer came from (its OUT_mask.tif next to it), as
+    a polygon in ``crs``; None when there is no such mask. Without it, true footprints beyond the mapped
+    raster would count as missed."""
+    import geopandas as gpd
+    import rasterio
+    from shapely.geometry import box
+
+    mask = pred.with_name(f"{pred.stem}_mask.tif")
+    if not mask.is_file():
+        from ..stats import _warn
+
+        _warn(f"--pred {str(pred)!r}: scored within the bounding box of the predicted and true buildings; "
+              "true buildings beyond the mapped raster count as missed. Give --area to choose.", warnings)
+        return None
+    with rasterio.open(mask) as ds:
+        extent = gpd.GeoSeries([box(*ds.bounds)], crs=ds.crs).to_crs(crs)
+    return extent.iloc[0]
+
+
 def evaluate(pred, truth, area=None, *, block: int = 1024, warnings: "list | None" = None) -> dict:
     """Scores of ``pred`` (mask GeoTIFF or buildings vector) against ``truth`` footprints, optionally within
     ``area``. Keys: iou, accuracy, precision, recall, f1, tp, fp, fn, tn, unit ('px' or 'm2'),
@@ -198,6 +219,8 @@ def _evaluate_vector(pred: Path, truth, area, warnings) -> dict:
     mcrs = metric_crs(both)
     pg, tg = pg.to_crs(mcrs), tg.to_crs(mcrs)
     region = _read_area(area, mcrs)
+    if region is None:
+        region = _segment_extent(pred, mcrs, warnings)
     p_geoms, t_geoms = pg.values, tg.values
     if region is None:
         x0, y0, x1, y1 = (pg.total_bounds if len(pg) else tg.total_bounds)

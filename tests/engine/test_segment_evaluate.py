@@ -102,6 +102,24 @@ def test_vector_prediction_exact_areas(tmp_path):
     assert s["n_matched"] == 1 and s["obj_precision"] == pytest.approx(0.5)
 
 
+def test_vector_prediction_scored_within_its_segmented_raster(tmp_path):
+    """A segment output (p.gpkg with p_mask.tif next to it) mapped only cols 0-4 of the 10 x 10 scene: the true
+    building at cols 6-8 lies beyond that raster and is not a miss; the one at cols 2-6 is clipped to it."""
+    gpd.GeoDataFrame(geometry=[cells(0, 4, 0, 4)], crs=CRS).to_file(tmp_path / "p.gpkg")
+    with rasterio.open(tmp_path / "p_mask.tif", "w", driver="GTiff", width=5, height=10, count=1, dtype="uint8",
+                       crs=CRS, transform=Affine(1, 0, X0, 0, -1, Y0)) as ds:
+        ds.write(np.zeros((1, 10, 5), np.uint8))
+    s = evaluate(tmp_path / "p.gpkg", write_truth(tmp_path / "t.gpkg"))
+    # extent 5 x 10 = 50 m2; pred 16, truth 4 x 3 = 12 inside, overlap 8 -> tp 8, fp 8, fn 4, tn 30
+    assert (s["tp"], s["fp"], s["fn"]) == pytest.approx((8, 8, 4), rel=1e-6)
+    assert s["tn"] == pytest.approx(30, abs=1e-6)
+    assert (s["n_pred"], s["n_truth"]) == (1, 1)
+    warnings = []
+    (tmp_path / "p_mask.tif").unlink()
+    evaluate(tmp_path / "p.gpkg", tmp_path / "t.gpkg", warnings=warnings)
+    assert any("bounding box" in w and "--area" in w for w in warnings)
+
+
 def test_matching_is_one_to_one():
     """One prediction covering two true halves: IoU 0.5 each; only one match, greedy by IoU."""
     pred = [box(0, 0, 2, 1)]
