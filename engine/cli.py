@@ -269,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--epochs", type=_positive_int, default=None, help="training epochs")
     ts.add_argument("--minutes", type=float, default=None, help="training time budget instead of --epochs")
     ts.add_argument("--val-fraction", type=float, default=0.2, help="share of blocks held out (default 0.2)")
+    ts.add_argument("--lr", type=float, default=None, help="AdamW learning rate, cosine decay (default 0.001)")
+    ts.add_argument("--encoder-lr", type=float, default=None,
+                    help="the encoder's learning rate as a share of --lr (default 0.1 with pretrained weights, "
+                         "1 from scratch)")
     ts.add_argument("--chips-per-epoch", type=_positive_int, default=None,
                     help="chips per epoch (default one per labelled training cell, at least 256)")
     ts.add_argument("--label-area", default=None, help="polygons of the mapped area (default: footprints' extent)")

@@ -45,7 +45,7 @@ MIN_COVER = 0.9             # share of a cell inside the labelled area and valid
 
 # Parameters that define a training run: a checkpoint resumes only with the same values.
 _RUN_KEYS = ("raster", "buildings", "encoder", "weights", "chip", "val_fraction", "batch_size", "lr",
-             "label_area", "seed", "bands", "chips_per_epoch")
+             "encoder_lr", "label_area", "seed", "bands", "chips_per_epoch")
 
 
 @dataclass
@@ -61,6 +61,8 @@ class TrainParams:
     val_fraction: float = 0.2
     batch_size: int = 8
     lr: float = 1e-3
+    encoder_lr: float | None = None     # the encoder's learning rate as a share of lr; None: 0.1 for pretrained
+                                        # weights (keeps their features), 1 from scratch
     label_area: str | None = None       # polygons of the area the footprints map completely
     seed: int = 0
     device: str = "auto"
@@ -179,6 +181,13 @@ def _batches(tiled, geoms, windows, batch_size, rng=None, stop=None):
         if rng is not None:
             x, y = augment(x, y, rng)
         yield x, y
+
+
+def encoder_lr_share(p: "TrainParams") -> float:
+    """The encoder's learning rate as a share of ``lr``: ``p.encoder_lr``, or 0.1 for pretrained weights, else 1."""
+    if p.encoder_lr is not None:
+        return float(p.encoder_lr)
+    return 1.0 if p.weights == "none" else 0.1
 
 
 def cosine_lr(lr: float, frac: float, floor: float = 0.05) -> float:
@@ -380,6 +389,10 @@ def run_train(params: TrainParams, progress=None) -> dict:
             detail = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {fingerprint[k]!r}" for k in diff)
             raise BadInput(f"--resume: the checkpoint {str(outputs.checkpoint)!r} was trained with other "
                            f"parameters ({detail}). Use the same ones, or train afresh without --resume.")
+    if not p.resume and not p.overwrite and outputs.checkpoint.exists():
+        raise BadInput(f"{str(outputs.checkpoint)!r} is the checkpoint of an earlier training to --out "
+                       f"{str(p.out)!r} (an interrupted one leaves it to continue from); pass --resume to continue "
+                       "it, --overwrite to train afresh, or choose another --out.")
     outset = OutputSet([outputs.model, outputs.manifest] + ([] if p.resume else [outputs.checkpoint]),
                        overwrite=p.overwrite or p.resume)
 
@@ -421,7 +434,12 @@ def run_train(params: TrainParams, progress=None) -> dict:
 
         torch.manual_seed(p.seed)
         model = UNet(p.encoder, weights=p.weights if ckpt is None else "none")
-        opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=1e-4)
+        enc_share = encoder_lr_share(p)
+        enc_params = list(model.encoder.parameters())
+        enc_ids = {id(q) for q in enc_params}
+        opt = torch.optim.AdamW([{"params": enc_params, "share": enc_share},
+                                 {"params": [q for q in model.parameters() if id(q) not in enc_ids], "share": 1.0}],
+                                lr=p.lr, weight_decay=1e-4)
         history: list[dict] = []
         best_iou, best_epoch, best_state = -1.0, 0, None
         done = 0
@@ -481,7 +499,7 @@ def run_train(params: TrainParams, progress=None) -> dict:
                 else:
                     frac = 1.0 - (deadline - time.monotonic()) / (60.0 * p.minutes)
                 for group in opt.param_groups:
-                    group["lr"] = cosine_lr(p.lr, frac)
+                    group["lr"] = cosine_lr(p.lr * group["share"], frac)
                 loss, splits = train_step(model, opt, x, y, device, precision, splits)
                 losses.append(loss)
                 seen += len(x)

@@ -250,6 +250,10 @@ def test_bad_input_before_work(city, tmp_path):
     with pytest.raises(BadInput, match="already exists"):
         run_train(_params(city, tmp_path))
     assert (tmp_path / "m.pt").read_bytes() == b"x"
+    (tmp_path / "m.pt").unlink()
+    (tmp_path / "m_checkpoint.pt").write_bytes(b"x")       # left by an interrupted training
+    with pytest.raises(BadInput, match="pass --resume to continue it, --overwrite to train afresh"):
+        run_train(_params(city, tmp_path))
 
 
 def test_too_few_labelled_pixels_says_how_many(city, tmp_path):
@@ -322,3 +326,11 @@ def test_predicted_buildings_feed_the_statistics(trained, city, tmp_path):
     # measured 0.95 (Pearson, 64 tiles) with the test model (validation IoU ~0.6); unrelated maps give ~0
     assert np.corrcoef(cov_p, cov_t)[0, 1] > 0.8
     assert bldg_count(tiles, predicted).sum() > 0
+
+
+def test_encoder_learning_rate_share():
+    from engine.segment.train import encoder_lr_share
+
+    assert encoder_lr_share(TrainParams("r.tif", "b.gpkg", "m.pt", weights="imagenet")) == 0.1
+    assert encoder_lr_share(TrainParams("r.tif", "b.gpkg", "m.pt", weights="none")) == 1.0
+    assert encoder_lr_share(TrainParams("r.tif", "b.gpkg", "m.pt", weights="imagenet", encoder_lr=0.5)) == 0.5
