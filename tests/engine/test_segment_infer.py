@@ -286,7 +286,10 @@ def test_streaming_memory_does_not_grow_with_raster_height(tmp_path):
         tracemalloc.stop()
         reader.close()
         assert n == h
-    assert peaks[1] < peaks[0] * 1.1
+    # The peak varies by up to one batch of chips with thread timing (the next batch is read while the current
+    # one runs). Held for the whole raster, the taller one's probabilities alone would take 160 x 1024 x 4 bytes
+    # = 655 kB, more than twice the shorter one's peak (~270 kB).
+    assert peaks[1] < peaks[0] * 1.5, peaks
 
 
 def test_no_buildings_gives_an_empty_polygon_layer(tmp_path):
