@@ -1,0 +1,169 @@
+"""Quality of building segmentation (`make eval`; not part of the tests).
+
+Every case is the analyst's workflow on one raster: footprints are known for
+the western part only (``--label-area``), ``train-seg`` learns there (its own
+validation blocks also lie in the west), ``segment`` maps the whole raster and
+``evaluate-seg`` scores the mask against the footprints of the eastern part,
+which training never saw. Reported per case: pixel IoU, precision, recall, F1
+and object F1 (buildings matched at IoU >= 0.5) on the east, the training's
+best validation IoU, epochs, chips/s, inference Mpx/s, and how many cores other
+processes used meanwhile (a time-budgeted training on a busy machine sees
+fewer chips).
+
+Cases:
+- ``synthetic``: the generated city (``engine.synthetic.make_city``, 4 x 6
+  zones of 256 px at 0.3 m), resnet18 from scratch; target IoU >= 0.9.
+- ``kampala-resnet18``: the real Kampala 0.15 m image with its OSM footprints,
+  resnet18 from scratch; ``kampala-lite0``: efficientnet_lite0 from its
+  packaged ImageNet weights. The issue's reference on similar data (12 min):
+  IoU 0.76 (P 0.87, R 0.86) and 0.79 (P 0.87, R 0.90).
+
+    .venv/bin/python tests/bench/eval_segment.py [--out bench_out] [--data ../shared/data]
+        [--cases synthetic,kampala-resnet18,kampala-lite0] [--minutes 15] [--synthetic-minutes 3]
+        [--west 0.6]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.bench.bench import CpuMonitor, contention_note  # noqa: E402
+
+CASES = {  # name -> (raster source, encoder, weights)
+    "synthetic": ("synthetic", "resnet18", "none"),
+    "kampala-resnet18": ("kampala", "resnet18", "none"),
+    "kampala-lite0": ("kampala", "efficientnet_lite0", "imagenet"),
+}
+REFERENCE = {"kampala-resnet18": {"iou": 0.76, "precision": 0.87, "recall": 0.86},
+             "kampala-lite0": {"iou": 0.79, "precision": 0.87, "recall": 0.90}}
+
+
+def split_areas(raster: str, west: float, folder: Path) -> tuple[str, str]:
+    """Two polygon files in the raster's CRS: the western ``west`` share of its extent and the rest."""
+    import geopandas as gpd
+    import rasterio
+    from shapely.geometry import box
+
+    with rasterio.open(raster) as ds:
+        b, crs = ds.bounds, ds.crs
+    x = b.left + west * (b.right - b.left)
+    paths = []
+    for name, geom in (("west", box(b.left, b.bottom, x, b.top)), ("east", box(x, b.bottom, b.right, b.top))):
+        path = folder / f"{name}.gpkg"
+        gpd.GeoDataFrame({"part": [name]}, geometry=[geom], crs=crs).to_file(path, layer=name)
+        paths.append(str(path))
+    return paths[0], paths[1]
+
+
+def inputs(source: str, data: Path, folder: Path) -> tuple[str, str]:
+    if source == "kampala":
+        return str(data / "kampala_ug_oam_rgb_z20_epsg3857.tif"), str(data / "kampala_ug_osm_buildings.geojson")
+    from engine.synthetic import make_city
+
+    city = make_city(folder / "city.tif", zone_grid=(4, 6), zone_px=256, seed=1)
+    fp = folder / "city_buildings.gpkg"
+    city.footprints.to_file(fp, layer="buildings")
+    return str(city.raster), str(fp)
+
+
+def run_case(name: str, data: Path, folder: Path, minutes: float, west: float) -> dict:
+    from engine.segment.evaluate import evaluate
+    from engine.segment.infer import SegmentParams, run_segment
+    from engine.segment.train import TrainParams, run_train
+
+    source, encoder, weights = CASES[name]
+    folder.mkdir(parents=True, exist_ok=True)
+    raster, footprints = inputs(source, data, folder)
+    west_area, east_area = split_areas(raster, west, folder)
+    model = folder / "model.pt"
+    with CpuMonitor() as train_mon:
+        tm = run_train(TrainParams(raster, footprints, str(model), encoder=encoder, weights=weights,
+                                   minutes=minutes, label_area=west_area, seed=0))
+    with CpuMonitor() as seg_mon:
+        sm = run_segment(SegmentParams(raster, str(model), str(folder / "pred.gpkg")))
+    mask = sm["outputs"]["mask"]
+    scores = evaluate(mask, footprints, east_area)
+    vector = evaluate(sm["outputs"]["gpkg"], footprints, east_area)
+    return {
+        "case": name, "raster": raster, "encoder": encoder, "weights": weights, "minutes": minutes,
+        "epochs": tm["epochs_done"], "best_epoch": tm["best_epoch"], "val_iou": round(tm["val_iou"], 3),
+        "train_chips_per_s": round(tm["chips_per_s"], 1), "train_cells": tm["split"]["n_train_cells"],
+        "val_cells": tm["split"]["n_val_cells"],
+        "east": {k: round(float(scores[k]), 3) for k in ("iou", "precision", "recall", "f1", "accuracy",
+                                                         "obj_precision", "obj_recall", "obj_f1")},
+        "east_polygons": {k: round(float(vector[k]), 3) for k in ("iou", "precision", "recall", "obj_f1")},
+        "n_true_east": int(scores["n_truth"]), "n_pred_east": int(scores["n_pred"]),
+        "segment_mpx_per_s": sm["mpx_per_s"], "precision": sm["precision"],
+        "train_contention": train_mon.as_dict(), "segment_contention": seg_mon.as_dict(),
+    }
+
+
+def report(rows: list[dict]) -> str:
+    lines = ["Building segmentation: trained on the western part, scored on the eastern part (never seen)", ""]
+    lines.append("| case | encoder (weights) | budget | epochs (best) | val IoU | east IoU | precision | recall | "
+                 "F1 | object F1 | polygons IoU | train chips/s | segment Mpx/s |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        e, v = r["east"], r["east_polygons"]
+        lines.append(f"| {r['case']} | {r['encoder']} ({r['weights']}) | {r['minutes']:g} min | {r['epochs']} "
+                     f"({r['best_epoch']}) | {r['val_iou']:.3f} | {e['iou']:.3f} | {e['precision']:.3f} | "
+                     f"{e['recall']:.3f} | {e['f1']:.3f} | {e['obj_f1']:.3f} | {v['iou']:.3f} | "
+                     f"{r['train_chips_per_s']:.1f} | {r['segment_mpx_per_s']:.2f} |")
+    lines.append("")
+    for r in rows:
+        ref = REFERENCE.get(r["case"])
+        if r["case"] == "synthetic":
+            verdict = "meets" if r["east"]["iou"] >= 0.9 else "MISSES"
+            lines.append(f"{r['case']}: IoU {r['east']['iou']:.3f} {verdict} the target 0.9")
+        elif ref:
+            verdict = "beats" if r["east"]["iou"] > ref["iou"] else "does NOT beat"
+            lines.append(f"{r['case']}: IoU {r['east']['iou']:.3f} {verdict} the issue's reference {ref['iou']} "
+                         f"(P {ref['precision']}, R {ref['recall']})")
+        lines.append(f"  training: {contention_note(r['train_contention']).strip()}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=str(REPO / "bench_out"))
+    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--minutes", type=float, default=15.0, help="training budget of the Kampala cases")
+    ap.add_argument("--synthetic-minutes", type=float, default=3.0)
+    ap.add_argument("--west", type=float, default=0.6, help="share of the raster's width used for training")
+    ap.add_argument("--keep", default=None, help="keep models and outputs in this folder")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in names if c not in CASES]
+    if unknown:
+        ap.error(f"--cases: unknown {unknown}; choose from {', '.join(CASES)}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="urbanform-evalseg-") as tmp:
+        base = Path(args.keep) if args.keep else Path(tmp)
+        for name in names:
+            minutes = args.synthetic_minutes if name == "synthetic" else args.minutes
+            t0 = time.perf_counter()
+            print(f"[eval_segment {time.strftime('%H:%M:%S')}] {name}: training {minutes:g} min", file=sys.stderr,
+                  flush=True)
+            rows.append(run_case(name, Path(args.data), base / name, minutes, args.west))
+            print(f"[eval_segment] {name} done in {time.perf_counter() - t0:.0f} s: east IoU "
+                  f"{rows[-1]['east']['iou']:.3f}", file=sys.stderr, flush=True)
+    text = report(rows)
+    print(text)
+    (out / "eval_segment.json").write_text(json.dumps(rows, indent=2))
+    (out / "eval_segment.md").write_text(text + "\n")
+    print(f"wrote {out / 'eval_segment.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
