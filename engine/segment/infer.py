@@ -239,7 +239,7 @@ def predict_stream(reader: _Reader, runner: _Runner, chip: int, overlap: int):
     stride = chip - overlap
     W, H = reader.width, reader.height
     xs, ys = chip_starts(W, chip, stride), chip_starts(H, chip, stride)
-    wp = max(W, chip)                                 # accumulator width (padded only for a raster narrower than a chip)
+    wp = max(W, chip)                 # accumulator width (padded only for a raster narrower than a chip)
     w1 = blend_weights(chip, overlap).astype(np.float32)
     w2 = np.outer(w1, w1)
     col_w = np.zeros(wp, np.float32)                  # summed weights along a row of chips

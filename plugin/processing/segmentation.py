@@ -13,8 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from qgis.core import (QgsFeature, QgsFeatureRequest, QgsProcessing, QgsProcessingContext, QgsProcessingException, QgsProcessingFeatureSource,
-                       QgsProcessingLayerPostProcessorInterface, QgsProcessingOutputFile,
+from qgis.core import (QgsFeature, QgsFeatureRequest, QgsProcessing, QgsProcessingContext, QgsProcessingException,
+                       QgsProcessingFeatureSource, QgsProcessingLayerPostProcessorInterface, QgsProcessingOutputFile,
                        QgsProcessingOutputNumber, QgsProcessingOutputRasterLayer, QgsProcessingParameterBoolean,
                        QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 from qgis.core import (Qgis, QgsApplication, QgsFeature, QgsPalettedRasterRenderer, QgsProcessingFeedback,
-                       QgsProject, QgsRasterLayer, QgsSingleBandPseudoColorRenderer, QgsSingleSymbolRenderer, QgsVectorLayer)
+                       QgsProject, QgsRasterLayer, QgsSingleBandPseudoColorRenderer, QgsSingleSymbolRenderer,
+                       QgsVectorLayer)
 from qgis.PyQt.QtCore import Qt
 
 from .helpers import wait_for
@@ -108,7 +109,8 @@ def test_requests_check_inputs_and_build_the_engine_command_lines(urbanform, tmp
     seg = SegmentRequest(raster=raster, model=str(tmp_path / "m.pt"), out=str(tmp_path / "b.gpkg"), overlap=16,
                          probability=True, regularize=True)
     assert seg.problems() == []
-    assert {"--probability", "--regularize"} <= set(seg.argv()) and seg.argv()[seg.argv().index("--overlap") + 1] == "16"
+    argv = seg.argv()
+    assert {"--probability", "--regularize"} <= set(argv) and argv[argv.index("--overlap") + 1] == "16"
     assert [p.name for p in seg.outputs().values()] == ["b.gpkg", "b_mask.tif", "b_manifest.json", "b_prob.tif"]
     (tmp_path / "b_mask.tif").write_bytes(b"")
     assert seg.problems() == ["b_mask.tif already exists."]
@@ -202,7 +204,8 @@ def test_dock_trains_then_maps_and_evaluates_with_progress_and_styled_layers(mak
     assert isinstance(prob.renderer(), QgsSingleBandPseudoColorRenderer)
     assert (prob.renderer().classificationMin(), prob.renderer().classificationMax()) == (0.0, 1.0)
     assert not nodes["kampala_b building probability"].itemVisibilityChecked()
-    assert nodes["kampala_b buildings"].itemVisibilityChecked() and nodes["kampala_b building mask"].itemVisibilityChecked()
+    assert nodes["kampala_b buildings"].itemVisibilityChecked()
+    assert nodes["kampala_b building mask"].itemVisibilityChecked()
 
     # the evaluation figures: message bar, log tab and status
     assert set(SCORES) <= set(panel.scores)
