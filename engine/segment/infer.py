@@ -343,6 +343,9 @@ def _run_segment(params: SegmentParams, progress=None) -> dict:
             stats = {"building_px": 0, "valid_px": 0}
             t_inf = time.perf_counter()
 
+            def in_crs(polys: list) -> list:
+                return list(to_crs_coords(np.array(polys, dtype=object), transform)) if polys else []
+
             def frames():
                 n_rows = len(chip_starts(H, chip, chip - overlap))
                 pdst = rasterio.open(prob_tmp, "w", **_write_profile(W, H, transform, crs, "float32",
@@ -363,14 +366,14 @@ def _run_segment(params: SegmentParams, progress=None) -> dict:
                             stats["valid_px"] += int(valid.sum())
                             done = poly.add(build)
                             if done:
-                                yield buildings_frame([to_crs_coords(p, transform) for p in done], crs,
+                                yield buildings_frame(in_crs(done), crs,
                                                       params.min_area, params.simplify, params.regularize)
                             progress("segment", k, n_rows, f"rows {r0 + len(prob)}/{H}")
                 finally:
                     if pdst is not None:
                         pdst.close()
                 rest = poly.finish()
-                yield buildings_frame([to_crs_coords(p, transform) for p in rest], crs,
+                yield buildings_frame(in_crs(rest), crs,
                                       params.min_area, params.simplify, params.regularize)
 
             try:

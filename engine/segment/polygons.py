@@ -174,35 +174,38 @@ def _drop_small_holes(p, min_area: float):
 
 
 def regularize(p, tolerance: float = 0.85):
-    """The minimum rotated rectangle of ``p`` when ``p`` fills at least ``tolerance`` of it; else ``p``."""
+    """The minimum rotated rectangle of ``p`` (a polygon or an array of them) where ``p`` fills at least
+    ``tolerance`` of it; else ``p``."""
     import shapely
 
     rect = shapely.minimum_rotated_rectangle(p)
-    if rect.area > 0 and p.area / rect.area >= tolerance and shapely.get_type_id(rect) == 3:
-        return rect
-    return p
+    rect_area = shapely.area(rect)
+    fills = np.divide(shapely.area(p), rect_area, out=np.zeros_like(rect_area, dtype=float), where=rect_area > 0)
+    use = (rect_area > 0) & (fills >= tolerance) & (shapely.get_type_id(rect) == 3)
+    return np.where(use, rect, p) if np.ndim(use) else (rect if use else p)
 
 
 def clean(geoms, min_area: float = 4.0, simplify: float = 0.5, regularize_: bool = False) -> list:
-    """Polygons in a metric CRS -> holes and specks below ``min_area`` m2 removed, simplified, regularised."""
+    """Polygons in a metric CRS -> holes and specks below ``min_area`` m2 removed, simplified, regularised.
+
+    Vectorised over all polygons (shapely 2); only polygons with holes are visited one by one."""
     import shapely
 
-    out = []
-    for g in geoms:
-        for p in shapely.get_parts(g):
-            if p.area < min_area:
-                continue
-            p = _drop_small_holes(p, min_area)
-            if simplify > 0:
-                p = shapely.simplify(p, simplify, preserve_topology=True)
-            if regularize_:
-                p = regularize(p)
-            if not p.is_valid:
-                p = shapely.make_valid(p)
-            for q in shapely.get_parts(p):
-                if shapely.get_type_id(q) == 3 and q.area >= min_area:
-                    out.append(q)
-    return out
+    parts = shapely.get_parts(np.asarray(list(geoms), dtype=object))
+    parts = parts[shapely.area(parts) >= min_area]
+    if min_area > 0:
+        for i in np.nonzero(shapely.get_num_interior_rings(parts) > 0)[0]:
+            parts[i] = _drop_small_holes(parts[i], min_area)
+    if simplify > 0:
+        parts = shapely.simplify(parts, simplify, preserve_topology=True)
+    if regularize_ and len(parts):
+        parts = regularize(parts)
+    invalid = ~shapely.is_valid(parts)
+    if invalid.any():
+        parts[invalid] = shapely.make_valid(parts[invalid])
+    parts = shapely.get_parts(parts)
+    keep = (shapely.get_type_id(parts) == 3) & (shapely.area(parts) >= min_area)
+    return list(parts[keep])
 
 
 def buildings_frame(polys: list, crs, min_area: float = 4.0, simplify: float = 0.5, regularize_: bool = False):
