@@ -13,14 +13,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from qgis.core import (QgsFeature, QgsFeatureRequest, QgsProcessing, QgsProcessingContext, QgsProcessingException,
-                       QgsProcessingFeatureSource, QgsProcessingLayerPostProcessorInterface, QgsProcessingOutputFile,
+from qgis.core import (QgsProcessing, QgsProcessingContext, QgsProcessingException,
+                       QgsProcessingLayerPostProcessorInterface, QgsProcessingOutputFile,
                        QgsProcessingOutputNumber, QgsProcessingOutputRasterLayer, QgsProcessingParameterBoolean,
                        QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,
                        QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterVectorDestination,
-                       QgsProcessingUtils, QgsRasterLayer, QgsVectorFileWriter, QgsVectorLayer)
+                       QgsProcessingUtils, QgsRasterLayer, QgsVectorLayer)
 
 from .. import engine_env
 from ..engine_process import EngineResult, run_engine
@@ -29,7 +29,7 @@ from ..request import (DEVICES, SEG_ENCODERS, SEG_METRIC_LABELS, EvaluateSegRequ
 from ..seg_layers import style_buildings, style_mask
 from .base import EngineAlgorithm, engine_python, forget_output, load_output_as, progress_reporter, set_post_processor
 from .cluster import local_raster_path
-from .statistics import vector_file
+from .statistics import vector_file, write_source
 
 INPUT, BUILDINGS, LABEL_AREA, ENCODER, WEIGHTS, WEIGHTS_FILE = "INPUT", "BUILDINGS", "LABEL_AREA", "ENCODER", \
     "WEIGHTS", "WEIGHTS_FILE"
@@ -123,7 +123,7 @@ class SegmentationAlgorithm(EngineAlgorithm):
         source = self.parameterAsSource(parameters, name, context)
         if source is None:
             return None
-        return write_footprints(source, str(Path(workdir) / f"{name.lower()}.gpkg"), context)
+        return write_source(source, str(Path(workdir) / f"{name.lower()}.gpkg"), context)
 
     def run_request(self, request, feedback) -> EngineResult | None:
         """Run ``request`` (checked first) with its own progress map; None when cancelled, an exception on failure."""
@@ -305,24 +305,6 @@ class EvaluateSegmentationAlgorithm(SegmentationAlgorithm):
         feedback.pushInfo(f"{Path(request.pred).name}: {seg_scores_text(scores)}")
         return {name: float(scores[key]) if scores.get(key) is not None else None
                 for name, key in SCORE_OUTPUTS.items()}
-
-
-def write_footprints(source, path: str, context) -> str:
-    """The features of a Processing feature source in a new GeoPackage; returns ``path``.
-
-    Invalid geometries are copied as they are (no Processing validity check): the engine repairs them with
-    make_valid and says so, and OSM footprints often have a few.
-    """
-    options = QgsVectorFileWriter.SaveVectorOptions()
-    options.driverName = "GPKG"
-    writer = QgsVectorFileWriter.create(path, source.fields(), source.wkbType(), source.sourceCrs(),
-                                        context.transformContext(), options)
-    if writer.hasError() != QgsVectorFileWriter.NoError:
-        raise QgsProcessingException(f"Cannot write a temporary copy of the layer to {path}: {writer.errorMessage()}")
-    for feature in source.getFeatures(QgsFeatureRequest(), QgsProcessingFeatureSource.FlagSkipGeometryValidityChecks):
-        writer.addFeature(QgsFeature(feature))
-    del writer                             # closes the file
-    return path
 
 
 def read_val_iou(manifest) -> float | None:

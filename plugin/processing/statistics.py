@@ -13,9 +13,11 @@ from pathlib import Path
 
 from qgis.core import (
     QgsFeature,
+    QgsFeatureRequest,
     QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
+    QgsProcessingFeatureSource,
     QgsProcessingFeatureSourceDefinition,
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputFile,
@@ -89,16 +91,19 @@ def vector_file(alg, parameters, name: str, context) -> str:
 
 
 def write_source(source, path: str, context) -> str:
-    """The features of a Processing feature source (attributes included) in a new GeoPackage; returns ``path``."""
+    """The features of a Processing feature source (attributes included) in a new GeoPackage; returns ``path``.
+
+    Invalid geometries are copied as they are (no Processing validity check): the engine repairs them with
+    make_valid and says so, and OSM footprints often have a few.
+    """
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName = "GPKG"
     writer = QgsVectorFileWriter.create(path, source.fields(), source.wkbType(), source.sourceCrs(),
                                         context.transformContext(), options)
     if writer.hasError() != QgsVectorFileWriter.NoError:
         raise QgsProcessingException(f"Cannot write a temporary copy of the layer to {path}: {writer.errorMessage()}")
-    for feature in source.getFeatures():
-        copy = QgsFeature(feature)
-        writer.addFeature(copy)
+    for feature in source.getFeatures(QgsFeatureRequest(), QgsProcessingFeatureSource.FlagSkipGeometryValidityChecks):
+        writer.addFeature(QgsFeature(feature))
     del writer                             # closes the file
     return path
 

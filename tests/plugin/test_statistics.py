@@ -20,6 +20,7 @@ import pytest
 from qgis.core import (
     QgsApplication,
     QgsFeature,
+    QgsFeatureRequest,
     QgsGeometry,
     QgsPointXY,
     QgsProcessingException,
@@ -324,6 +325,17 @@ def test_run_with_statistics_adds_the_clusters_table_and_processing_reruns_them(
     assert "road_len" in loaded["statrun tiles"].fields().names()
     assert loaded["statrun clusters"].featureCount() == len(clusters)
     del loaded
+    # a memory copy of the sample footprints (OSM, with an invalid polygon) is copied for the engine as it is,
+    # not stopped by Processing's validity check: the engine repairs it and says so
+    buildings = project.mapLayer(sample_layers.buildings_id)
+    copy = buildings.materialize(QgsFeatureRequest())
+    assert not all(f.geometry().isGeosValid() for f in copy.getFeatures())
+    project.addMapLayer(copy)
+    result = processing.run("urbanform:statistics", {"RUN": str(out), "BUILDINGS": copy.id(), "OVERWRITE": True},
+                            feedback=QgsProcessingFeedback())
+    assert Path(result["STATS_CSV"]).is_file()
+    project.removeMapLayer(copy.id())
+    del copy, buildings
 
 
 def test_export_of_a_run_the_plugin_loaded_writes_shapefiles_with_prj_and_cpg(urbanform, engine_here, provider,
