@@ -23,6 +23,17 @@ TILE_OPACITY = 0.45      # the image shows through the tiles
 RASTER_OPACITY = 0.6
 
 
+def new_group(project, name: str):
+    """An empty layer group ``name`` at the top of the layer tree; a re-run under the same name replaces its
+    group and layers."""
+    root = project.layerTreeRoot()
+    existing = root.findGroup(name)
+    if existing is not None:
+        project.removeMapLayers([node.layerId() for node in existing.findLayers()])
+        root.removeChildNode(existing)
+    return root.insertGroup(0, name)
+
+
 def cluster_colors(raster: QgsRasterLayer) -> dict[int, QColor]:
     """value -> colour from a paletted raster (its GDAL colour table)."""
     renderer = raster.renderer()
@@ -71,12 +82,7 @@ def add_cluster_outputs(outputs: dict, name: str, project: QgsProject | None = N
     colors = style_cluster_raster(raster, k)
     style_tiles(tiles, colors)
     save_styles(tiles, raster, gpkg, tif)
-    root = project.layerTreeRoot()
-    existing = root.findGroup(name)
-    if existing is not None:          # a re-run under the same name replaces its layers
-        project.removeMapLayers([node.layerId() for node in existing.findLayers()])
-        root.removeChildNode(existing)
-    group = root.insertGroup(0, name)
+    group = new_group(project, name)
     for layer in (tiles, raster):
         project.addMapLayer(layer, False)
         group.addLayer(layer)
@@ -197,12 +203,7 @@ def add_sweep_outputs(gpkg, name: str, k: int | None = None, project: QgsProject
     for layer in layers:
         if chosen is not None:
             style_sweep_layer(layer, chosen)
-    root = project.layerTreeRoot()
-    existing = root.findGroup(name)
-    if existing is not None:          # a re-run under the same name replaces its layers
-        project.removeMapLayers([node.layerId() for node in existing.findLayers()])
-        root.removeChildNode(existing)
-    group = root.insertGroup(0, name)
+    group = new_group(project, name)
     for i, layer in enumerate(layers):
         project.addMapLayer(layer, False)
         group.addLayer(layer).setItemVisibilityChecked(i == 0)      # one tile size at a time on the map

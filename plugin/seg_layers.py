@@ -13,6 +13,8 @@ from qgis.core import (QgsColorRampShader, QgsFillSymbol, QgsPalettedRasterRende
                        QgsRasterShader, QgsSingleBandPseudoColorRenderer, QgsSingleSymbolRenderer, QgsVectorLayer)
 from qgis.PyQt.QtGui import QColor
 
+from .layers import new_group
+
 BUILDING_COLOR = "#e8175d"          # the mask's building pixels
 MASK_OPACITY = 0.5                  # the image shows through the mask
 OUTLINE_COLOR = "#ffd400"           # footprint outlines: visible on imagery and on the mask
@@ -70,12 +72,7 @@ def add_segment_outputs(outputs: dict, name: str, project: QgsProject | None = N
     if "prob" in layers:
         style_probability(layers["prob"])
     save_styles(layers, gpkg)
-    root = project.layerTreeRoot()
-    existing = root.findGroup(name)
-    if existing is not None:          # a re-run under the same name replaces its layers
-        project.removeMapLayers([node.layerId() for node in existing.findLayers()])
-        root.removeChildNode(existing)
-    group = root.insertGroup(0, name)
+    group = new_group(project, name)
     for key, layer in layers.items():
         project.addMapLayer(layer, False)
         group.addLayer(layer).setItemVisibilityChecked(key != "prob")     # the probability is one click away

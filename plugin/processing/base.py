@@ -66,19 +66,24 @@ class EngineAlgorithm(UrbanFormAlgorithm):
         then removed its temporary files and written nothing). Raises
         QgsProcessingException with the engine's message on failure.
         """
+        return self.engine_result(args, outputs, feedback) is not None
+
+    def engine_result(self, args: list[str], outputs: list[Path], feedback, progress=None):
+        """As :meth:`run_engine_command`, returning the EngineResult (None when cancelled); ``progress`` maps the
+        engine's stages to percentages (default: the map for the tool in ``args``)."""
         feedback = feedback or QgsProcessingFeedback()
         python = engine_python(feedback)
         feedback.pushCommandInfo(" ".join(shlex.quote(a) for a in engine_env.engine_command(python, *args)))
-        result = run_engine(python, args, on_event=progress_reporter(feedback, progress_for(args)),
+        result = run_engine(python, args, on_event=progress_reporter(feedback, progress or progress_for(args)),
                             is_cancelled=feedback.isCanceled, outputs=outputs)
         if result.cancelled:
             feedback.pushInfo(result.message)
-            return False
+            return None
         if not result.ok:
             if result.stderr.strip():
                 feedback.reportError(f"Engine output (exit {result.returncode}):\n{result.stderr.strip()}")
             raise QgsProcessingException(result.message)
-        return True
+        return result
 
 
 def engine_python(feedback=None) -> str:

@@ -8,7 +8,6 @@ only) are written to a temporary GeoPackage for the run and removed afterwards, 
 """
 from __future__ import annotations
 
-import shlex
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,14 +21,13 @@ from qgis.core import (QgsProcessing, QgsProcessingContext, QgsProcessingExcepti
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterVectorDestination,
                        QgsProcessingUtils, QgsRasterLayer, QgsVectorLayer)
 
-from .. import engine_env
-from ..engine_process import EngineResult, run_engine
+from ..engine_process import EngineResult
 from ..request import (DEVICES, SEG_ENCODERS, SEG_METRIC_LABELS, EvaluateSegRequest, SegmentRequest,
                        TrainSegRequest, seg_scores_text)
 from ..seg_layers import style_buildings, style_mask
-from .base import EngineAlgorithm, engine_python, forget_output, load_output_as, progress_reporter, set_post_processor
+from .base import EngineAlgorithm, forget_output, load_output_as, set_post_processor
 from .cluster import local_raster_path
-from .statistics import vector_file, write_source
+from .statistics import layer_file, vector_file
 
 INPUT, BUILDINGS, LABEL_AREA, ENCODER, WEIGHTS, WEIGHTS_FILE = "INPUT", "BUILDINGS", "LABEL_AREA", "ENCODER", \
     "WEIGHTS", "WEIGHTS_FILE"
@@ -118,32 +116,17 @@ class SegmentationAlgorithm(EngineAlgorithm):
         return True
 
     def layer_file(self, parameters, name: str, context, workdir: str) -> str | None:
-        if self.files.get(name):
-            return self.files[name]
-        source = self.parameterAsSource(parameters, name, context)
-        if source is None:
-            return None
-        return write_source(source, str(Path(workdir) / f"{name.lower()}.gpkg"), context)
+        return layer_file(self, parameters, name, context, workdir)
 
     def run_request(self, request, feedback) -> EngineResult | None:
         """Run ``request`` (checked first) with its own progress map; None when cancelled, an exception on failure."""
         problems = request.problems()
         if problems:
             raise QgsProcessingException("\n".join(problems))
-        python = engine_python(feedback)
-        args = request.argv()
-        feedback.pushCommandInfo(" ".join(shlex.quote(a) for a in engine_env.engine_command(python, *args)))
-        progress = request.progress() if hasattr(request, "progress") else None
-        result = run_engine(python, args, on_event=progress_reporter(feedback, progress),
-                            is_cancelled=feedback.isCanceled, outputs=list(request.outputs().values()))
-        if result.cancelled:
-            feedback.pushInfo(result.message)
-            return None
-        if not result.ok:
-            if result.stderr.strip():
-                feedback.reportError(f"Engine output (exit {result.returncode}):\n{result.stderr.strip()}")
-            raise QgsProcessingException(result.message)
-        feedback.setProgress(100)
+        result = self.engine_result(request.argv(), list(request.outputs().values()), feedback,
+                                    request.progress() if hasattr(request, "progress") else None)
+        if result is not None:
+            feedback.setProgress(100)
         return result
 
 
@@ -264,9 +247,9 @@ class SegmentAlgorithm(SegmentationAlgorithm):
         outputs = request.outputs()
         if out in context.layersToLoadOnCompletion() and context.project() is not None:
             details = QgsProcessingContext.LayerDetails(f"{request.name} building mask", context.project(), MASK)
-            set_post_processor(details, MaskStyler)
+            set_post_processor(details, mask_styler)
             context.addLayerToLoadOnCompletion(str(outputs["mask"]), details)
-        load_output_as(context, out, f"{out}|layername=buildings", BuildingsStyler)
+        load_output_as(context, out, f"{out}|layername=buildings", buildings_styler)
         return {OUTPUT: out, MASK: str(outputs["mask"]), MANIFEST: str(outputs["manifest"]),
                 PROBABILITY_RASTER: str(outputs["prob"]) if "prob" in outputs else None}
 
@@ -317,25 +300,27 @@ def read_val_iou(manifest) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-class BuildingsStyler(QgsProcessingLayerPostProcessorInterface):
-    """Outlines for a loaded ``buildings`` layer; never fails the run."""
+class SegmentStyler(QgsProcessingLayerPostProcessorInterface):
+    """Styles a loaded segment output with ``style`` (seg_layers) when it is a ``kind`` layer; never fails the run."""
+
+    def __init__(self, style, kind, noun: str):
+        super().__init__()
+        self.style, self.kind, self.noun = style, kind, noun
 
     def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802 - QGIS API
-        if isinstance(layer, QgsVectorLayer):
+        if isinstance(layer, self.kind):
             try:
-                style_buildings(layer)
+                self.style(layer)
             except Exception as exc:  # noqa: BLE001 - styling is a nicety
                 if feedback is not None:
-                    feedback.pushInfo(f"The buildings layer keeps the default style ({exc}).")
+                    feedback.pushInfo(f"The {self.noun} keeps the default style ({exc}).")
 
 
-class MaskStyler(QgsProcessingLayerPostProcessorInterface):
-    """Building pixels semi-transparent, the rest transparent, for a loaded mask; never fails the run."""
+def buildings_styler() -> SegmentStyler:
+    """A post-processor giving a loaded ``buildings`` layer outlines."""
+    return SegmentStyler(style_buildings, QgsVectorLayer, "buildings layer")
 
-    def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802 - QGIS API
-        if isinstance(layer, QgsRasterLayer):
-            try:
-                style_mask(layer)
-            except Exception as exc:  # noqa: BLE001 - styling is a nicety
-                if feedback is not None:
-                    feedback.pushInfo(f"The mask keeps the default style ({exc}).")
+
+def mask_styler() -> SegmentStyler:
+    """A post-processor showing a loaded mask's building pixels semi-transparent, the rest transparent."""
+    return SegmentStyler(style_mask, QgsRasterLayer, "mask")

@@ -108,6 +108,17 @@ def write_source(source, path: str, context) -> str:
     return path
 
 
+def layer_file(alg, parameters, name: str, context, workdir: str) -> str | None:
+    """The file the engine reads for vector parameter ``name`` of ``alg``: the local file found on the main
+    thread (``alg.files``, from prepareAlgorithm), else a copy of the features in ``workdir``; None if not given."""
+    if alg.files.get(name):
+        return alg.files[name]
+    source = alg.parameterAsSource(parameters, name, context)
+    if source is None:
+        return None
+    return write_source(source, str(Path(workdir) / f"{name.lower()}.gpkg"), context)
+
+
 class StatisticsAlgorithm(EngineAlgorithm):
     """Processing front end of ``python -m engine stats``."""
 
@@ -175,12 +186,7 @@ class StatisticsAlgorithm(EngineAlgorithm):
         return {}
 
     def layer_file(self, parameters, name: str, context, workdir: str) -> str | None:
-        if self.files.get(name):
-            return self.files[name]
-        source = self.parameterAsSource(parameters, name, context)
-        if source is None:
-            return None
-        return write_source(source, str(Path(workdir) / f"{name.lower()}.gpkg"), context)
+        return layer_file(self, parameters, name, context, workdir)
 
     def population_file(self, workdir: str) -> str | None:
         if self.files.get(POPULATION):
