@@ -220,15 +220,16 @@ def train_step(model, opt, x: np.ndarray, y: np.ndarray, device, precision: str,
         try:
             opt.zero_grad(set_to_none=True)
             total = 0.0
-            for part in np.array_split(np.arange(len(x)), splits):
-                if len(part) == 0:
+            edges = np.linspace(0, len(x), splits + 1).astype(int)
+            for a, b in zip(edges[:-1], edges[1:]):        # slices: views of the batch, no copies
+                if b == a:
                     continue
-                xb = torch.from_numpy(np.ascontiguousarray(x[part])).to(device).contiguous(
+                xb = torch.from_numpy(np.ascontiguousarray(x[a:b])).to(device).contiguous(
                     memory_format=torch.channels_last)
-                yb = torch.from_numpy(np.ascontiguousarray(y[part])).to(device, torch.float32)[:, None]
+                yb = torch.from_numpy(np.ascontiguousarray(y[a:b])).to(device, torch.float32)[:, None]
                 with _autocast(device, precision):
                     logits = model(xb)
-                loss = bce_dice_loss(logits, yb) * (len(part) / len(x))
+                loss = bce_dice_loss(logits, yb) * ((b - a) / len(x))
                 loss.backward()
                 total += float(loss.detach())
             opt.step()
