@@ -10,7 +10,8 @@ APT_PKGS  := qgis python3-qgis qgis-providers python3-venv python3-pip xvfb xaut
 VERSION   := $(shell sed -n 's/^version=//p' metadata.txt)
 PROFILE   ?= default
 QGIS_PLUGINS := $(HOME)/.local/share/QGIS/QGIS3/profiles/$(PROFILE)/python/plugins
-PLUGIN_FILES := metadata.txt __init__.py plugin engine resources README.md LICENSE
+DIST      ?= dist
+REPO_URL  ?=
 DEMO_RASTER  := resources/sample/kampala_ug_oam_rgb_z19_epsg3857.tif
 # headless Qt for every QGIS process started from here
 export QT_QPA_PLATFORM ?= offscreen
@@ -23,7 +24,7 @@ help:
 	@echo "make setup     install QGIS (Debian, as root) and the engine venv (.venv)"
 	@echo "make bench     throughput, malloc tuning and memory benchmarks (minutes)"
 	@echo "make eval      clustering quality on real Kampala imagery and the synthetic city"
-	@echo "make package   plugin zip in dist/ for QGIS 'Install from ZIP'"
+	@echo "make package   plugin zip and plugins.xml in $(DIST)/ (Install from ZIP, or a plugin repository at REPO_URL)"
 	@echo "make deploy    link this tree into the QGIS profile '$(PROFILE)' for development"
 	@echo "make clean     remove build and demo outputs (distclean also removes .venv)"
 
@@ -92,15 +93,10 @@ bench: setup
 	if [ $$rc -ne 0 ]; then echo "make bench: a benchmark missed its target (see above)"; fi; exit $$rc
 
 # ---------------------------------------------------------------- plugin
+# the zip and plugins.xml (a custom plugin repository) in $(DIST); REPO_URL is where $(DIST) will be
+# served (default: its file:// URL, so the folder itself works as a repository)
 package:
-	@rm -rf dist/build && mkdir -p dist/build/urbanform
-	@cp -r $(PLUGIN_FILES) dist/build/urbanform/
-	@find dist/build -name '__pycache__' -prune -exec rm -rf {} +
-	@find dist/build -name '*.aux.xml' -delete
-	@rm -f dist/urbanform-$(VERSION).zip
-	@cd dist/build && $(SYS_PY) -m zipfile -c ../urbanform-$(VERSION).zip urbanform
-	@rm -rf dist/build
-	@echo "dist/urbanform-$(VERSION).zip (QGIS: Plugins > Manage and Install Plugins > Install from ZIP)"
+	@$(SYS_PY) resources/packaging/package.py --dist "$(DIST)" --repo-url "$(REPO_URL)"
 
 deploy:
 	@mkdir -p "$(QGIS_PLUGINS)"

@@ -5,4 +5,4 @@ QGIS or Qt. Run it as ``python -m engine --help``. Importing this package is
 cheap: heavy libraries are imported by the modules that need them.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
