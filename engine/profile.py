@@ -96,11 +96,11 @@ def eta_table(tiles_df, stats_cols, label_col: str = "cluster") -> "pandas.DataF
     return pd.DataFrame(rows, columns=["stat", "eta2", "n"])
 
 
-def _figure(width: float, height: float, dpi: int = 100):
+def _figure(width: float, height: float, dpi: int = 100, layout: str | None = None):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=dpi)
+    fig = Figure(figsize=(width, height), dpi=dpi, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
@@ -116,6 +116,12 @@ def _profile_stats(profile) -> list[tuple[str, str]]:
 
 
 def plot_profile(path, profile, title: str = "") -> None:
+    """Cluster profile chart (PNG) of :func:`profile_figure`; the saved image holds the whole title and legend."""
+    fig = profile_figure(profile, title)
+    fig.savefig(str(path), format="png", bbox_inches="tight", pad_inches=0.1)
+
+
+def profile_figure(profile, title: str = ""):
     """Cluster profile chart (PNG): statistics on x, quantile-normalised value on y, a line per cluster.
 
     As in Metzler et al.'s Accra study: each statistic is quantile-normalised
@@ -123,7 +129,7 @@ def plot_profile(path, profile, title: str = "") -> None:
     rank of its tiles, in the cluster's map colour.
     """
     stats = _profile_stats(profile)
-    fig = _figure(max(6.0, 1.0 + 0.9 * len(stats)), 4.8)
+    fig = _figure(max(6.0, 1.0 + 0.9 * len(stats)), 4.8, layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
     x = np.arange(len(stats))
     n = len(profile)
@@ -141,9 +147,18 @@ def plot_profile(path, profile, title: str = "") -> None:
     ax.set_ylabel("quantile-normalised mean (0-1)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.set_title(title or "Cluster profiles", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(str(path), format="png")
+    # a figure title (not the axes title, which centres on the axes and runs off the left edge when the
+    # legend narrows them), wrapped to the figure's width; constrained layout keeps room for it
+    fig.suptitle(_wrap_title(title or "Cluster profiles", fig, 10), fontsize=10)
+    return fig
+
+
+def _wrap_title(title: str, fig, fontsize: float) -> str:
+    """``title`` in lines that fit the figure's width (about 0.55 em per character)."""
+    import textwrap
+
+    chars = max(20, int(fig.get_figwidth() * 72 / (0.55 * fontsize)) - 4)
+    return "\n".join(textwrap.wrap(title, chars, break_long_words=True)) or title
 
 
 def plot_boxes(path, tiles_df, stats_cols, label_col: str = "cluster", title: str = "") -> None:
@@ -180,6 +195,6 @@ def plot_boxes(path, tiles_df, stats_cols, label_col: str = "cluster", title: st
         ax.grid(alpha=0.3, axis="y")
     for ax in axes[len(stats_cols):]:
         ax.set_visible(False)
-    fig.suptitle(title or "Statistics by cluster", fontsize=10)
+    fig.suptitle(_wrap_title(title or "Statistics by cluster", fig, 10), fontsize=10)
     fig.tight_layout()
-    fig.savefig(str(path), format="png")
+    fig.savefig(str(path), format="png", bbox_inches="tight", pad_inches=0.1)

@@ -182,3 +182,30 @@ def test_profile_by_hand_and_field_names_fit_a_shapefile():
     codes = stat_codes(list(STAT_ORDER) + ["population_x", "population_y"])
     assert codes["population_x"] == "popula" and codes["population_y"] == "popul1"
     assert all(len(c + suf) <= 10 for c in codes.values() for suf in ("_avg", "_sd", "_med", "_q"))
+
+
+def test_profile_plot_title_fits_in_the_figure(tmp_path):
+    """A long run name in the title: the title lies inside the figure and the saved PNG's top rows hold it."""
+    from matplotlib.image import imread
+
+    from engine.profile import cluster_profile, plot_profile, profile_figure
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"cluster": np.repeat(np.arange(8), 10), "bldg_count": rng.poisson(10, 80),
+                       "bldg_cov": rng.random(80), "bldg_mean": rng.random(80) * 200, "road_len": rng.random(80)})
+    prof = cluster_profile(df, ["bldg_count", "bldg_cov", "bldg_mean", "road_len"])
+    title = "Cluster profiles, kampala_ug_oam_rgb_z19_epsg3857_clusters_with_a_long_name.gpkg: tiles, cluster"
+    fig = profile_figure(prof, title)
+    renderer = fig.canvas.get_renderer()
+    fig.canvas.draw()
+    box = fig._suptitle.get_window_extent(renderer)
+    width, height = fig.bbox.width, fig.bbox.height
+    assert fig._suptitle.get_text().replace("\n", " ") == title
+    assert 0 <= box.x0 < box.x1 <= width and 0 <= box.y0 < box.y1 <= height, (box, width, height)
+    plot_profile(tmp_path / "p.png", prof, title)
+    img = imread(str(tmp_path / "p.png"))[..., :3]
+    top = img[: int(img.shape[0] * 0.12)]
+    dark = top.min(axis=2) < 0.5                        # black title text on white
+    assert dark.any() and not img[:2].min(axis=2).__lt__(0.5).any()    # title in the top rows, not cut at row 0
+    cols = np.where(dark.any(axis=0))[0]
+    assert cols.min() > 0 and cols.max() < img.shape[1] - 1           # nor at the sides
