@@ -1,0 +1,39 @@
+"""requirements.lock is what `make setup` and the plugin's engine set-up install: it must be current."""
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _pins(text: str) -> dict[str, list[str]]:
+    pins: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        m = re.match(r"^([A-Za-z0-9_.\-]+)==([^ ;\\]+)", line)
+        if m:
+            pins.setdefault(m.group(1).lower(), []).append(m.group(2))
+    return pins
+
+
+def test_lock_was_made_from_the_current_requirements():
+    lock = (REPO / "requirements.lock").read_text(encoding="utf-8")
+    recorded = re.search(r"^# requirements.txt sha256: ([0-9a-f]{64})$", lock, re.M)
+    assert recorded, "requirements.lock has no requirements.txt hash: regenerate it with `make lock`"
+    actual = hashlib.sha256((REPO / "requirements.txt").read_bytes()).hexdigest()
+    assert recorded.group(1) == actual, ("requirements.txt changed after requirements.lock was made: run "
+                                         "`make lock` and commit requirements.lock")
+
+
+def test_every_requirement_is_pinned_with_hashes():
+    lock = (REPO / "requirements.lock").read_text(encoding="utf-8")
+    pins = _pins(lock)
+    for line in (REPO / "requirements.txt").read_text(encoding="utf-8").splitlines():
+        name = re.split(r"[<>=!~;\s#\[]", line.strip(), maxsplit=1)[0].lower()
+        if name:
+            assert name in pins, f"{name} from requirements.txt is not in requirements.lock"
+    assert pins["torch"] == ["2.14.1"] and pins["torchvision"] == ["0.29.1"]
+    assert all(v.startswith("1.") for v in pins["numpy"]), "numpy must stay below 2 (QGIS's osgeo)"
+    blocks = re.split(r"\n(?=[A-Za-z0-9])", lock.split("\n", 2)[2])
+    assert all("--hash=sha256:" in b for b in blocks if b.strip()), "every pinned package needs its hashes"
