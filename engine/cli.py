@@ -24,6 +24,7 @@ import signal
 import sys
 import textwrap
 
+from .contract import defaults
 from .errors import BadInput, Cancelled
 
 EPILOG_CLUSTER = textwrap.dedent("""\
@@ -107,12 +108,18 @@ def _add_device(p) -> None:
                    help="tiles per batch for features (default: about 1 Mpx per batch on CPU, 16 Mpx on GPU)")
 
 
-def _add_model(p, default_backbone: str = "resnet18") -> None:
-    p.add_argument("--backbone", default=default_backbone,
-                   help=f"CNN: resnet18, resnet50, vgg16, efficientnet_lite0 (default {default_backbone})")
-    p.add_argument("--weights", default="imagenet",
-                   help="'imagenet' (local torch cache, or packaged for efficientnet_lite0), 'none' (random), "
-                        "or a state-dict file (default imagenet)")
+def _add_weights(p, what: str) -> None:
+    offline = ", ".join(defaults.OFFLINE_BACKBONES)
+    p.add_argument("--weights", default=defaults.DEFAULT_WEIGHTS,
+                   help=f"'imagenet' ({what} weights: packaged for {offline}, from the local torch cache for "
+                        f"the others; nothing is downloaded), 'none' (random), or a state-dict file "
+                        f"(default {defaults.DEFAULT_WEIGHTS})")
+
+
+def _add_model(p) -> None:
+    p.add_argument("--backbone", default=defaults.DEFAULT_BACKBONE,
+                   help=f"CNN: {', '.join(defaults.BACKBONES)} (default {defaults.DEFAULT_BACKBONE})")
+    _add_weights(p, "ImageNet")
     _add_device(p)
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same clusters (default 0)")
     p.add_argument("--pca-dims", default="auto",
@@ -233,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--tile-size", default="32px,64px,128px",
                     help="comma-separated tile sizes in px or m (default 32px,64px,128px)")
     _add_tiling(sw, sweep=True)
-    _add_model(sw, default_backbone="efficientnet_lite0")
+    _add_model(sw)
     _add_method(sw)
     sw.add_argument("--resume", action="store_true", help="finish an interrupted sweep (same parameters)")
     _add_stats(sw, "building footprints: the building statistics on every tile-size layer, and the "
@@ -263,8 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("raster")
     ts.add_argument("--buildings", required=True, help="building footprints (any vector file and CRS)")
     ts.add_argument("--out", required=True, help="the model file to write (.pt)")
-    ts.add_argument("--encoder", default="resnet18", help="resnet18, resnet34, resnet50 or efficientnet_lite0")
-    ts.add_argument("--weights", default="imagenet", help="imagenet, none or a state-dict file (default imagenet)")
+    ts.add_argument("--encoder", default=defaults.DEFAULT_SEG_ENCODER,
+                    help=f"U-Net encoder: {', '.join(defaults.SEG_ENCODERS)} "
+                         f"(default {defaults.DEFAULT_SEG_ENCODER})")
+    _add_weights(ts, "the encoder's ImageNet")
     ts.add_argument("--chip", type=_positive_int, default=256, help="chip side in px, a multiple of 32 (default 256)")
     ts.add_argument("--epochs", type=_positive_int, default=None, help="training epochs")
     ts.add_argument("--minutes", type=float, default=None, help="training time budget instead of --epochs")
@@ -315,8 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("--tile-size", "--overlap", "--edge", "--bands", "--backbone", "--weights", "--device",
                  "--precision"):
         pr.add_argument(name, default={"--tile-size": "64px", "--overlap": "0px", "--edge": "drop",
-                                       "--backbone": "resnet18", "--weights": "imagenet", "--device": "auto",
-                                       "--precision": "auto"}.get(name), help="as for cluster")
+                                       "--backbone": defaults.DEFAULT_BACKBONE, "--weights": defaults.DEFAULT_WEIGHTS,
+                                       "--device": "auto", "--precision": "auto"}.get(name), help="as for cluster")
     pr.add_argument("--batch-size", type=_positive_int, default=None, help="as for cluster")
     pr.add_argument("--extent", default=None, help="as for cluster: count only tiles inside")
     pr.add_argument("--area", default=None, help="as for cluster: count only tiles inside")
@@ -509,7 +518,8 @@ def cmd_check(args) -> int:
             except BadInput as exc:
                 info["weights_error"] = str(exc)
     except ImportError as exc:
-        info.update(ok=False, error=f"{exc}; install the engine requirements (make setup).")
+        info.update(ok=False, error=f"{exc}: this Python lacks the engine's packages; use Set up engine in the "
+                                    "Urban Form Mapper panel, or `make setup` in a source checkout.")
     print(json.dumps(info))
     return 0 if info["ok"] else 1
 

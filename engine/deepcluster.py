@@ -62,6 +62,7 @@ from pathlib import Path
 import numpy as np
 
 from .cluster import KMeansTiles
+from .contract import defaults
 from .errors import BadInput
 from .stats import eta_squared
 
@@ -194,9 +195,9 @@ class DeepCluster:
     feature_batch_size : batch size of the feature passes (default: ``default_batch_size``).
     """
 
-    def __init__(self, n_clusters=8, backbone="efficientnet_lite0", weights="imagenet", epochs=5, lr="auto",
-                 momentum=0.9, weight_decay=1e-5, batch_size=64, sobel=False, freeze="auto", crops_per_tile=8,
-                 patience=2, pca_dims="auto", whiten=False, seed=0, device="auto", precision="auto",
+    def __init__(self, n_clusters=8, backbone=defaults.DEFAULT_BACKBONE, weights=defaults.DEFAULT_WEIGHTS,
+                 epochs=5, lr="auto", momentum=0.9, weight_decay=1e-5, batch_size=64, sobel=False, freeze="auto",
+                 crops_per_tile=8, patience=2, pca_dims="auto", whiten=False, seed=0, device="auto", precision="auto",
                  feature_batch_size=None):
         self.n_clusters = n_clusters
         self.backbone = backbone

@@ -26,6 +26,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from .contract import defaults
 from .errors import BadInput
 from .runtime import tune_malloc
 
@@ -105,7 +106,7 @@ class _EffnetPooled:
         return Pooled(model)
 
 
-BACKBONES: dict[str, BackboneSpec] = {
+_SPECS: dict[str, BackboneSpec] = {
     "resnet18": BackboneSpec("resnet18", 512, IMAGENET_MEAN, IMAGENET_STD, _tv("resnet18"),
                              lambda: _torch_cache_files("resnet18-f37072fd.pth"), _resnet_pool),
     "resnet50": BackboneSpec("resnet50", 2048, IMAGENET_MEAN, IMAGENET_STD, _tv("resnet50"),
@@ -116,6 +117,8 @@ BACKBONES: dict[str, BackboneSpec] = {
     "efficientnet_lite0": BackboneSpec("efficientnet_lite0", 1280, (0.498, 0.498, 0.498), (0.502, 0.502, 0.502),
                                        _effnet_build, _effnet_files, _EffnetPooled()),
 }
+# the choices are the contract's (engine.contract.defaults.BACKBONES), in its order
+BACKBONES: dict[str, BackboneSpec] = {name: _SPECS[name] for name in defaults.BACKBONES}
 
 
 def backbone_spec(name: str) -> BackboneSpec:
@@ -304,9 +307,9 @@ def default_batch_size(tile_px: int, device) -> int:
 class FeatureExtractor:
     """Callable turning uint8 tiles (n, 3, h, w) into float32 features (n, dim)."""
 
-    def __init__(self, backbone: str = "resnet18", weights: str = "imagenet", device: str = "auto",
-                 precision: str = "auto", channels_last: bool = True, seed: int = 0, sobel: bool = False,
-                 state_dict: dict | None = None):
+    def __init__(self, backbone: str = defaults.DEFAULT_BACKBONE, weights: str = defaults.DEFAULT_WEIGHTS,
+                 device: str = "auto", precision: str = "auto", channels_last: bool = True, seed: int = 0,
+                 sobel: bool = False, state_dict: dict | None = None):
         import torch
 
         tune_malloc()

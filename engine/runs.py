@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .contract import defaults
 from .errors import BadInput
 from .io import NpyFile
 from .progress import Progress
@@ -37,8 +38,8 @@ class ClusterParams:
     edge: str = "drop"
     min_valid: float = 0.5
     bands: str | None = None
-    backbone: str = "resnet18"
-    weights: str = "imagenet"
+    backbone: str = defaults.DEFAULT_BACKBONE
+    weights: str = defaults.DEFAULT_WEIGHTS
     device: str = "auto"
     precision: str = "auto"
     batch_size: int | None = None
@@ -499,8 +500,8 @@ def _check_checkpoint(checkpoint: Path, params: ClusterParams, deep: bool) -> No
 
 
 def probe(raster: str, tile_size="64px", overlap="0px", edge="drop", bands=None, speed: bool = False,
-          backbone="resnet18", weights="imagenet", device="auto", precision="auto", batch_size=None,
-          extent: str | None = None, area: str | None = None) -> dict:
+          backbone=defaults.DEFAULT_BACKBONE, weights=defaults.DEFAULT_WEIGHTS, device="auto", precision="auto",
+          batch_size=None, extent: str | None = None, area: str | None = None) -> dict:
     """What a run would do, cheaply: the tile grid, and with ``speed`` the model's tiles/s here.
 
     Without ``speed`` torch is never imported, so the answer comes in well under

@@ -59,6 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .contract import defaults
 from .errors import BadInput, Cancelled
 from .progress import Progress
 
@@ -82,8 +83,8 @@ class SweepParams:
     tile_sizes: str = "32px,64px,128px"
     method: str = "kmeans"
     epochs: int = 5
-    backbone: str = "efficientnet_lite0"
-    weights: str = "imagenet"
+    backbone: str = defaults.DEFAULT_BACKBONE
+    weights: str = defaults.DEFAULT_WEIGHTS
     device: str = "auto"
     precision: str = "auto"
     batch_size: int | None = None

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from rasterio.windows import Window
 
+from ..contract import defaults
 from ..errors import BadInput
 from .labels import footprints_on_grid, rasterize_window
 
@@ -53,8 +54,8 @@ class TrainParams:
     raster: str
     buildings: "str | object"           # vector path, GeoDataFrame or GeoSeries (any CRS)
     out: str                            # MODEL.pt
-    encoder: str = "resnet18"
-    weights: str = "imagenet"           # 'imagenet' | 'none' | encoder state dict path
+    encoder: str = defaults.DEFAULT_SEG_ENCODER
+    weights: str = defaults.DEFAULT_WEIGHTS  # 'imagenet' | 'none' | encoder state dict path
     chip: int = 256
     epochs: int | None = None           # total epochs (a resumed run counts the ones done); default 10
     minutes: float | None = None        # wall-clock budget for this call

@@ -20,10 +20,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..contract import defaults
 from ..errors import BadInput
 from ..features import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec, backbone_spec, load_trunk_weights, resolve_weights
 
-ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
+ENCODERS = defaults.SEG_ENCODERS
 DECODER_CHANNELS = (128, 64, 48, 32, 16)   # from stride 16 up to full resolution
 
 # encoder -> channels of the stride 2, 4, 8, 16, 32 feature maps
@@ -103,7 +104,7 @@ def _load_encoder_weights(net: nn.Module, spec: BackboneSpec, weights: str) -> s
 class UNet(nn.Module):
     """U-Net: ``UNet('resnet18', weights='none')``; forward(uint8 (B,3,H,W)) -> logits (B,1,H,W)."""
 
-    def __init__(self, encoder: str = "resnet18", weights: str = "imagenet"):
+    def __init__(self, encoder: str = defaults.DEFAULT_SEG_ENCODER, weights: str = defaults.DEFAULT_WEIGHTS):
         super().__init__()
         spec = encoder_spec(encoder)
         net = spec.build()

