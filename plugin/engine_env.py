@@ -6,8 +6,12 @@ has, so it runs in its own interpreter. In order of preference:
 1. ``URBANFORM_ENGINE_PYTHON`` from the environment (servers, CI);
 2. the path saved in the settings (/urbanform/engine_python);
 3. the ``.venv`` next to the plugin (running from a source checkout, ``make setup``);
-4. a plugin-managed venv in the QGIS settings folder (``urbanform/venv``);
+4. the engine the plugin set up itself in the QGIS profile (``urbanform/engine``, see
+   plugin/engine_setup.py: "Set up engine" in the panel, or ``urbanform:setupengine``);
 5. a ``python3`` on the PATH that can import torch.
+
+``detect`` runs once per panel (and again only when asked): with no engine found
+the panel offers "Set up engine" instead of searching again.
 
 ``check(python)`` runs ``python -m engine check`` (a few seconds: it imports
 torch) and returns its JSON, or a dict with ``ok: False`` and the fix.
@@ -21,24 +25,56 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import settings
+from . import engine_setup, settings
 from .paths import PLUGIN_DIR
 
-SETUP_HINT = (
-    "Create the engine environment: in a terminal, `cd {dir}` and run `make setup` (Debian/Ubuntu), or "
-    "`python3 -m venv --system-site-packages .venv && .venv/bin/pip install -r requirements.txt`; "
-    "then choose its Python (…/.venv/bin/python) under Engine in the Urban Form Mapper panel."
-)
+SETUP_HINT = ("Click Set up engine in the Urban Form Mapper panel (or run Processing > Urban Form Mapper > "
+              "Set up engine): it installs the engine's Python packages into the QGIS profile, no terminal "
+              "needed. An engine you built yourself can be chosen under Engine > Python.")
 
 
 def _venv_python(folder: Path) -> Path:
     return folder / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
 
 
-def managed_venv() -> Path:
+def engine_home() -> Path:
+    """Where "Set up engine" builds: the setting /urbanform/engine_home, else ``<profile>/urbanform/engine``."""
+    saved = settings.get("engine_home", "", str)
+    if saved:
+        return Path(saved)
     from qgis.core import QgsApplication
 
-    return Path(QgsApplication.qgisSettingsDirPath()) / "urbanform" / "venv"
+    return Path(QgsApplication.qgisSettingsDirPath()) / "urbanform" / "engine"
+
+
+def setup_options(**overrides) -> engine_setup.Options:
+    """The installer's options from the settings (Engine > Package index, Wheel folder, Python)."""
+    wheels = [Path(w) for w in settings.get("wheel_dir", "", str).split(os.pathsep) if w.strip()]
+    opts = engine_setup.Options(home=engine_home(), python=settings.get("base_python", "", str) or None,
+                                index_url=settings.get("index_url", "", str).strip(), wheel_dirs=wheels,
+                                torch_build=settings.get("torch_build", "auto", str) or "auto", plugin_dir=PLUGIN_DIR)
+    for key, value in overrides.items():
+        setattr(opts, key, value)
+    return opts
+
+
+def managed_status() -> dict:
+    """engine_setup.status for this profile's engine: installed, python, current (built from this lock)."""
+    try:
+        return engine_setup.status(engine_home())
+    except Exception:  # noqa: BLE001 - no QgsApplication, unreadable folder: treat as not installed
+        return {"installed": False, "python": None, "current": False, "record": None}
+
+
+def engine_line() -> str:
+    """The engine this profile set up, in one line (no process started): for the About box."""
+    status = managed_status()
+    if not status["installed"]:
+        return f"none set up in {engine_home()} yet."
+    record = status["record"]
+    state = "current" if status["current"] else "built for another plugin version: Update engine"
+    return (f"{status['python']} (Python {record.get('python_version')}, torch {record.get('torch')}, "
+            f"{record.get('torch_build')} build, {state}).")
 
 
 def candidates() -> list[tuple[str, str]]:
@@ -50,10 +86,9 @@ def candidates() -> list[tuple[str, str]]:
     if saved:
         out.append(("settings", saved))
     out.append(("source checkout", str(_venv_python(PLUGIN_DIR / ".venv"))))
-    try:
-        out.append(("plugin-managed venv", str(_venv_python(managed_venv()))))
-    except Exception:  # noqa: BLE001 - no QgsApplication (should not happen inside QGIS)
-        pass
+    managed = managed_status()
+    if managed["installed"]:
+        out.append(("engine set up by the plugin", managed["python"]))
     system = shutil.which("python3")
     if system:
         out.append(("system python3", system))
@@ -99,7 +134,7 @@ def run_env() -> dict:
 
 def check(python: str | None, timeout: float = 120) -> dict:
     """Ask ``python`` to run ``-m engine check``: {'ok', 'python', 'torch', 'devices'} or {'ok': False, 'error'}."""
-    hint = SETUP_HINT.format(dir=PLUGIN_DIR)
+    hint = SETUP_HINT
     if not python:
         return {"ok": False, "error": f"No engine Python is set and none was found. {hint}"}
     if not Path(python).is_file():

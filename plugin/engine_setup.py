@@ -221,6 +221,8 @@ _NET = re.compile(r"Could not fetch URL|NewConnectionError|Failed to establish a
                   r"Failed to fetch|Network is unreachable|ConnectTimeout|timed out|"
                   r"Could not find a version that satisfies|No matching distribution found|"
                   r"not found in the (?:package registry|provided package locations)|Because .* was not found", re.I)
+_CERT = re.compile(r"invalid peer certificate|CERTIFICATE_VERIFY_FAILED|certificate verify failed|UnknownIssuer",
+                   re.I)
 _HASH = re.compile(r"do not match the hashes|Hash mismatch|hash mismatch", re.I)
 
 
@@ -236,6 +238,12 @@ def explain(output: str, opts: Options, free: int | None = None, needed: float |
         return SetupError("hashes", "A downloaded package did not match the hash recorded in the plugin's "
                                     "requirements.lock (a proxy or mirror served another file). Use the index "
                                     "or wheel folder the lock was made from, then Set up engine again.")
+    if _CERT.search(output):
+        return SetupError("index", "The package index's certificate was not trusted (a proxy that inspects "
+                                   "secure connections usually causes this). Fix: install your organisation's "
+                                   "certificate authority into the system's certificate store, or set the index "
+                                   "URL of your internal mirror under Engine > Package index, or use a wheel "
+                                   "folder (see the README's Install section), then Set up engine again.")
     if _NET.search(output):
         index = opts.index_url or "https://pypi.org/simple"
         where = f"the wheel folder {', '.join(map(str, opts.wheel_dirs))}" if opts.offline else \
@@ -329,6 +337,10 @@ def _installer_env(opts: Options) -> dict:
     for leaked in ("PYTHONHOME", "PYTHONPATH", "VIRTUAL_ENV", "PYTHONSTARTUP"):
         env.pop(leaked, None)
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    # trust the system's certificates, as the browser does: sites whose proxy inspects TLS install their
+    # own authority there (uv's built-in roots would refuse it)
+    env.setdefault("UV_SYSTEM_CERTS", "1")
+    env.setdefault("UV_NATIVE_TLS", "1")
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -6,11 +6,14 @@ panel (plugin/dock.py, with its .ui) is created on first use.
 """
 from __future__ import annotations
 
+import html
+
 from qgis.core import QgsApplication
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction, QMessageBox
 
+from .engine_env import engine_line
 from .paths import icon_path, read_metadata
 from .provider import UrbanFormProvider
 
@@ -93,9 +96,10 @@ class UrbanFormPlugin:
         return (f"<b>{meta.get('name', 'Urban Form Mapper')}</b> {meta.get('version', '')}<br><br>"
                 f"{meta.get('about', '')}<br><br>"
                 "Open the panel from Raster > Urban Form Mapper > Urban Form Mapper or the toolbar. "
-                "The engine also runs from a terminal in the plugin folder:<br>"
-                "<code>make setup</code>, then "
-                "<code>.venv/bin/python -m engine cluster RASTER --out OUT.gpkg --k 8</code>")
+                "The first time, the panel offers <b>Set up engine</b>: it installs the engine (Python with "
+                "PyTorch, a few GB) into your QGIS profile; nothing else is needed. Servers and scripts: "
+                "Processing > Urban Form Mapper > Set up engine (<code>qgis_process run urbanform:setupengine</code>)."
+                "<br>Engine: " + html.escape(engine_line()))
 
     def show_about(self) -> None:
         QMessageBox.about(self.iface.mainWindow(), "Urban Form Mapper", self.about_text())
