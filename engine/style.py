@@ -1,16 +1,20 @@
 """Cluster colours shared by every output (GeoTIFF palette, quicklook, QML).
 
 Cluster ``i`` always gets the same colour whatever K is, so maps made with
-different K (or re-runs) read the same way. Qualitative colours after
-ColorBrewer's Set1/Dark2/Paired, reordered for contrast between neighbours.
+different K (or re-runs) read the same way. A qualitative set of blues,
+greens, purples, yellow, cyan and magenta (after ColorBrewer's Paired/Set1
+and Tableau), reordered for contrast between neighbours: no red, orange or
+brown, which vanish over the red and rust roofs of African and Asian cities.
+The plugin reads this file as plain text (it may not import the engine), so
+PALETTE stays a literal tuple of hex strings.
 """
 from __future__ import annotations
 
 PALETTE = (
-    "#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#ffff33",
-    "#a65628", "#f781bf", "#1b9e77", "#999999", "#66a61e", "#e6ab02",
-    "#1f78b4", "#fb9a99", "#b2df8a", "#cab2d6", "#6a3d9a", "#b15928",
-    "#a6cee3", "#fdbf6f",
+    "#1f78b4", "#33a02c", "#984ea3", "#ffff33", "#17becf", "#f032e6",
+    "#a6cee3", "#b2df8a", "#cab2d6", "#1b9e77", "#7570b3", "#bcbd22",
+    "#08519c", "#006d2c", "#54278f", "#e6f598", "#9edae5", "#6baed6",
+    "#74c476", "#dadaeb",
 )
 
 
