@@ -15,12 +15,14 @@ from pathlib import Path
 
 from qgis.core import (QgsCategorizedSymbolRenderer, QgsFillSymbol, QgsPalettedRasterRenderer, QgsProject,
                        QgsRasterLayer, QgsRendererCategory, QgsVectorLayer)
+from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QColor
 
 from .paths import PLUGIN_DIR
 
 TILE_OPACITY = 0.45      # the image shows through the tiles
 RASTER_OPACITY = 0.6
+OUTLINE_DARKER = 250     # tile outlines: the fill's hue, 2.5 times darker
 
 
 def new_group(project, name: str):
@@ -42,14 +44,20 @@ def cluster_colors(raster: QgsRasterLayer) -> dict[int, QColor]:
     return {}
 
 
-def style_cluster_raster(raster: QgsRasterLayer, k: int | None = None) -> dict[int, QColor]:
+def style_cluster_raster(raster: QgsRasterLayer, k: int | None = None,
+                         labels: dict[int, str] | None = None) -> dict[int, QColor]:
+    """Paletted on the GeoTIFF's colour table; ``labels``: value -> legend text (else 'cluster V')."""
     colors = cluster_colors(raster)
     values = sorted(colors) if k is None else [v for v in sorted(colors) if v < k]
-    classes = [QgsPalettedRasterRenderer.Class(v, colors[v], f"cluster {v}") for v in values]
+    labels = labels or {}
+    classes = [QgsPalettedRasterRenderer.Class(v, colors[v], labels.get(v, f"cluster {v}")) for v in values]
     renderer = QgsPalettedRasterRenderer(raster.dataProvider(), 1, classes)
     raster.setRenderer(renderer)
     raster.renderer().setOpacity(RASTER_OPACITY)
     return {v: colors[v] for v in values}
+
+
+NULL_VALUE = QVariant()
 
 
 def cluster_values(layer: QgsVectorLayer, field: str = "cluster") -> list[int]:
@@ -57,17 +65,75 @@ def cluster_values(layer: QgsVectorLayer, field: str = "cluster") -> list[int]:
     return sorted(int(v) for v in layer.uniqueValues(idx)) if idx >= 0 else []
 
 
-def style_tiles(layer: QgsVectorLayer, colors: dict[int, QColor], field: str = "cluster") -> None:
-    """Categorized renderer on ``field``, semi-transparent fills with a thin outline of the same hue."""
-    categories = []
+def style_tiles(layer: QgsVectorLayer, colors: dict[int, QColor], field: str = "cluster",
+                labels: dict[int, str] | None = None) -> dict[int, str]:
+    """Categorized renderer on ``field``, semi-transparent fills with a dark outline of the same hue (it stays
+    visible over roofs of any colour). The legend names each class by its profile when the layer has building
+    statistics (``cluster_labels``), else 'cluster V'; returns value -> legend text."""
+    if labels is None:
+        labels = cluster_labels(layer, field) if field == "cluster" else {}
+    categories, legend = [], {}
     for value in sorted(set(colors) | set(cluster_values(layer, field))):
         color = QColor(colors.get(value, QColor("#999999")))
         fill = QColor(color)
         fill.setAlphaF(TILE_OPACITY)
-        symbol = QgsFillSymbol.createSimple({"color": fill.name(QColor.HexArgb), "outline_color": color.darker(130).name(),
-                                             "outline_width": "0.2"})
-        categories.append(QgsRendererCategory(value, symbol, f"cluster {value}"))
+        symbol = QgsFillSymbol.createSimple({"color": fill.name(QColor.HexArgb),
+                                             "outline_color": color.darker(OUTLINE_DARKER).name(),
+                                             "outline_width": "0.3"})
+        legend[value] = labels.get(value, f"cluster {value}")
+        categories.append(QgsRendererCategory(value, symbol, legend[value]))
     layer.setRenderer(QgsCategorizedSymbolRenderer(field, categories))
+    return legend
+
+
+# building coverage (share of the tile under roofs) -> the word the legend uses, first bound that is above it
+COVERAGE_WORDS = ((0.05, "open"), (0.15, "sparse"), (0.30, "medium"), (0.45, "dense"), (float("inf"), "very dense"))
+PROFILE_FIELDS = ("bldg_cov", "bldg_count", "bldg_mean")
+
+
+def coverage_word(coverage: float) -> str:
+    return next(word for bound, word in COVERAGE_WORDS if coverage < bound)
+
+
+def cluster_labels(layer: QgsVectorLayer, field: str = "cluster") -> dict[int, str]:
+    """value -> '3: dense, 12 bldg/tile, 85 m²' from the means of the tiles' building statistics (coverage,
+    count, mean building size) per cluster; {} when the layer has none of them."""
+    import math
+
+    names = [f for f in PROFILE_FIELDS if layer.fields().indexOf(f) >= 0]
+    if layer.fields().indexOf(field) < 0 or not names:
+        return {}
+    from qgis.core import QgsFeatureRequest
+
+    request = QgsFeatureRequest().setFlags(QgsFeatureRequest.NoGeometry).setSubsetOfAttributes(
+        [field, *names], layer.fields())
+    sums: dict[int, dict[str, list[float]]] = {}
+    for feature in layer.getFeatures(request):
+        value = feature[field]
+        if value is None or value == NULL_VALUE:
+            continue
+        acc = sums.setdefault(int(value), {n: [0.0, 0] for n in names})
+        for n in names:
+            x = feature[n]
+            try:
+                x = float(x)
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(x):
+                acc[n][0] += x
+                acc[n][1] += 1
+    out = {}
+    for value, acc in sums.items():
+        mean = {n: acc[n][0] / acc[n][1] for n in names if acc[n][1]}
+        words = []
+        if "bldg_cov" in mean:
+            words.append(coverage_word(mean["bldg_cov"]))
+        if "bldg_count" in mean:
+            words.append(f"{mean['bldg_count']:.0f} bldg/tile")
+        if "bldg_mean" in mean:
+            words.append(f"{mean['bldg_mean']:.0f} m²")
+        out[value] = f"{value}: {', '.join(words)}" if words else f"cluster {value}"
+    return out
 
 
 def add_cluster_outputs(outputs: dict, name: str, project: QgsProject | None = None) -> tuple:
@@ -79,8 +145,9 @@ def add_cluster_outputs(outputs: dict, name: str, project: QgsProject | None = N
     if not raster.isValid() or not tiles.isValid():
         raise RuntimeError(f"QGIS cannot open {gpkg if not tiles.isValid() else tif}")
     k = _k_of_run(outputs) or (max(cluster_values(tiles), default=0) + 1)
-    colors = style_cluster_raster(raster, k)
-    style_tiles(tiles, colors)
+    labels = cluster_labels(tiles)
+    colors = style_cluster_raster(raster, k, labels)
+    style_tiles(tiles, colors, labels=labels)
     save_styles(tiles, raster, gpkg, tif)
     group = new_group(project, name)
     for layer in (tiles, raster):
@@ -92,8 +159,9 @@ def add_cluster_outputs(outputs: dict, name: str, project: QgsProject | None = N
 
 
 def add_clusters_table(gpkg, name: str, group=None, project: QgsProject | None = None) -> QgsVectorLayer | None:
-    """Add the run's ``clusters`` layer (one row per cluster: tile count, mean/std/median of each statistic)
-    to ``group`` (or the top of the layer tree) as ``NAME clusters``; None when the GeoPackage has none."""
+    """Add the run's ``clusters`` layer (one polygon per cluster: tile count, mean/std/median of each statistic)
+    to ``group`` (or the top of the layer tree) as ``NAME clusters``, styled like the tiles, right below them and
+    unchecked (it would hide the tiles); None when the GeoPackage has none."""
     from qgis.core import QgsProviderRegistry
 
     project = project or QgsProject.instance()
@@ -103,8 +171,50 @@ def add_clusters_table(gpkg, name: str, group=None, project: QgsProject | None =
     if not table.isValid():
         raise RuntimeError(f"QGIS cannot open the clusters layer of {gpkg}")
     project.addMapLayer(table, False)
-    (group if group is not None else project.layerTreeRoot()).addLayer(table)
+    (group if group is not None else project.layerTreeRoot()).addLayer(table).setItemVisibilityChecked(False)
+    arrange_clusters_layer(gpkg, project)
     return table
+
+
+def _gpkg_layer(layer, gpkg: str, layer_name: str) -> bool:
+    from qgis.core import QgsProviderRegistry
+
+    parts = QgsProviderRegistry.instance().decodeUri("ogr", layer.source())
+    path = parts.get("path") or layer.source().split("|")[0]
+    try:
+        same = Path(path).resolve() == Path(gpkg).resolve()
+    except OSError:
+        same = False
+    return same and (parts.get("layerName") or "") == layer_name
+
+
+def arrange_clusters_layer(gpkg, project: QgsProject | None = None) -> bool:
+    """Where the project shows both the ``tiles`` and the ``clusters`` layer of ``gpkg``: the clusters take the
+    tiles' style (same colours and legend), sit right below the tiles and are unchecked. True when done."""
+    project = project or QgsProject.instance()
+    layers = [layer for layer in project.mapLayers().values() if isinstance(layer, QgsVectorLayer)]
+    tiles = next((layer for layer in layers if _gpkg_layer(layer, str(gpkg), "tiles")), None)
+    table = next((layer for layer in layers if _gpkg_layer(layer, str(gpkg), "clusters")), None)
+    if tiles is None or table is None:
+        return False
+    if tiles.renderer() is not None and table.fields().indexOf("cluster") >= 0:
+        table.setRenderer(tiles.renderer().clone())
+        table.triggerRepaint()
+    root = project.layerTreeRoot()
+    tiles_node, table_node = root.findLayer(tiles.id()), root.findLayer(table.id())
+    if tiles_node is None or table_node is None:
+        return True
+    parent = tiles_node.parent()
+    siblings = parent.children()
+    index = siblings.index(tiles_node)
+    if table_node.parent() is parent and index + 1 < len(siblings) and siblings[index + 1] is table_node:
+        table_node.setItemVisibilityChecked(False)
+        return True
+    clone = table_node.clone()
+    clone.setItemVisibilityChecked(False)
+    parent.insertChildNode(index + 1, clone)              # first the copy, so the layer never leaves the tree
+    table_node.parent().removeChildNode(table_node)
+    return True
 
 
 def _k_of_run(outputs: dict) -> int | None:

@@ -32,9 +32,12 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsProcessingUtils,
+    QgsProject,
+    QgsProviderRegistry,
     QgsVectorFileWriter,
 )
 
+from ..layers import arrange_clusters_layer
 from ..request import EXPORT_FORMATS, ExportRequest, StatsRequest
 from ..stats_inputs import local_file, write_layer
 from .base import EngineAlgorithm, set_post_processor
@@ -226,6 +229,11 @@ class ReloadedLayer(QgsProcessingLayerPostProcessorInterface):
             layer.triggerRepaint()
             if self.styled and not style_tiles_like_raster(layer) and feedback is not None:
                 feedback.pushInfo(f"{layer.name()} keeps the default style (no cluster GeoTIFF next to it).")
+            # the clusters layer (whichever of the two Processing loads last): styled like the tiles, right
+            # below them and unchecked, so it never hides the tiles the legend describes
+            gpkg = QgsProviderRegistry.instance().decodeUri("ogr", layer.source()).get("path")
+            if gpkg:
+                arrange_clusters_layer(gpkg, context.project() or QgsProject.instance())
         except Exception as exc:  # noqa: BLE001 - the layer is loaded anyway
             if feedback is not None:
                 feedback.pushInfo(f"{layer.name()} could not be re-read or styled ({exc}).")

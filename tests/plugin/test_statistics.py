@@ -26,6 +26,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProject,
+    QgsRectangle,
     QgsVectorLayer,
 )
 
@@ -294,8 +295,20 @@ def test_run_with_statistics_adds_the_clusters_table_and_processing_reruns_them(
     assert ended == [True], dock.statusLabel.text()
     assert not temp.exists() and not temp_pop.exists()                       # ... and removed after it
     group = project.layerTreeRoot().findGroup("statrun")
-    assert [c.name() for c in group.children()] == ["statrun tiles", "statrun clusters (raster)", "statrun clusters"]
-    tiles, table = group.children()[0].layer(), group.children()[2].layer()
+    # the clusters layer: right below the tiles, unchecked (it would hide them), in the tiles' colours
+    assert [c.name() for c in group.children()] == ["statrun tiles", "statrun clusters", "statrun clusters (raster)"]
+    assert [c.isVisible() for c in group.children()] == [True, False, False]
+    tiles, table = group.children()[0].layer(), group.children()[1].layer()
+    assert table.renderer().type() == "categorizedSymbol" and table.renderer().classAttribute() == "cluster"
+    legend = [c.label() for c in tiles.renderer().categories()]
+    assert [c.label() for c in table.renderer().categories()] == legend
+    assert [c.symbol().color().name() for c in table.renderer().categories()] == \
+        [c.symbol().color().name() for c in tiles.renderer().categories()]
+    # the legend names each cluster by its profile: "3: dense, 12 bldg/tile, 85 m²"
+    assert all(label.startswith(f"{c.value()}: ") and " bldg/tile, " in label and label.endswith(" m²")
+               for c, label in zip(tiles.renderer().categories(), legend)), legend
+    assert {label.split(": ")[1].split(",")[0] for label in legend} <= {"open", "sparse", "medium", "dense",
+                                                                      "very dense"}, legend
     assert {"bldg_count", "road_len", "major_dist", "pop_dens"} <= set(tiles.fields().names())
     assert max(f["bldg_count"] for f in tiles.getFeatures()) > 0 and min(f["pop_dens"] for f in tiles.getFeatures()) > 0
     clusters = sorted(int(v) for v in tiles.uniqueValues(tiles.fields().indexOf("cluster")))
@@ -322,6 +335,12 @@ def test_run_with_statistics_adds_the_clusters_table_and_processing_reruns_them(
     loaded = {layer.name(): layer for layer in project.mapLayers().values() if "statrun" in layer.name()}
     assert sorted(loaded) == ["statrun clusters", "statrun tiles"]
     assert loaded["statrun tiles"].renderer().type() == "categorizedSymbol"
+    assert loaded["statrun clusters"].renderer().type() == "categorizedSymbol"
+    nodes = {name: project.layerTreeRoot().findLayer(layer.id()) for name, layer in loaded.items()}
+    siblings = nodes["statrun tiles"].parent().children()
+    assert siblings[siblings.index(nodes["statrun tiles"]) + 1] is nodes["statrun clusters"]
+    assert nodes["statrun tiles"].isVisible() and not nodes["statrun clusters"].isVisible()
+    del nodes, siblings
     assert "road_len" in loaded["statrun tiles"].fields().names()
     assert loaded["statrun clusters"].featureCount() == len(clusters)
     del loaded
@@ -398,3 +417,37 @@ def test_toolbox_runs_twice_in_a_session_and_loads_styled_tiles_each_time(urbanf
     renderers = [layer.renderer().type() for layer in QgsProject.instance().mapLayers().values()]
     assert renderers == ["categorizedSymbol"] * 2
     QgsProject.instance().removeAllMapLayers()
+
+
+def test_cluster_palette_has_no_red_or_orange_and_the_legend_reads_the_profile(urbanform, qgis_new_project):
+    """The palette (engine/style.py, read by the plugin as a file) avoids the hues of red roofs; a tiles layer
+    with building statistics gets legend labels with coverage words, buildings per tile and mean size."""
+    from qgis.PyQt.QtGui import QColor
+
+    from urbanform.plugin.layers import cluster_labels, engine_palette, palette_colors, style_tiles
+
+    palette = engine_palette()
+    assert len(palette) >= 12
+    for color in map(QColor, palette):
+        hue, sat = color.hslHueF() * 360, color.hslSaturationF()
+        assert not (sat > 0.25 and (hue < 50 or hue > 330)), color.name()
+    layer = QgsVectorLayer("Polygon?crs=EPSG:3857&field=cluster:integer&field=bldg_cov:double"
+                           "&field=bldg_count:integer&field=bldg_mean:double", "t", "memory")
+    rows = [(0, 0.02, 1, 40.0), (0, 0.04, 3, 60.0), (1, 0.44, 12, 85.4), (1, 0.4, 12, 84.6), (2, None, None, None)]
+    features = []
+    for i, (cluster, cov, count, mean) in enumerate(rows):
+        f = QgsFeature(layer.fields())
+        f.setAttributes([cluster, cov, count, mean])
+        f.setGeometry(QgsGeometry.fromRect(QgsRectangle(i, 0, i + 1, 1)))
+        features.append(f)
+    assert layer.dataProvider().addFeatures(features)[0]
+    assert cluster_labels(layer) == {0: "0: open, 2 bldg/tile, 50 m²", 1: "1: dense, 12 bldg/tile, 85 m²",
+                                     2: "cluster 2"}
+    legend = style_tiles(layer, palette_colors(range(3)))
+    assert [c.label() for c in layer.renderer().categories()] == list(legend.values())
+    categories = layer.renderer().categories()
+    symbol = categories[0].symbol()
+    outline = QColor(symbol.symbolLayer(0).strokeColor())
+    assert outline.lightnessF() < QColor(palette[0]).lightnessF() / 2          # a dark outline
+    plain = QgsVectorLayer("Polygon?crs=EPSG:3857&field=cluster:integer", "p", "memory")
+    assert cluster_labels(plain) == {}
