@@ -23,6 +23,7 @@ from qgis.PyQt import sip, uic
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import QPushButton, QWidget
 
+from ..engine.contract import defaults
 from . import log, settings, stats_inputs
 from .paths import RESOURCES
 from .request import (SEG_ENCODERS, EvaluateSegRequest, SegmentRequest, TrainSegRequest, default_model_output,
@@ -437,8 +438,9 @@ class BuildingsPanel(QWidget, FORM_CLASS):
 
     def restore_settings(self) -> None:
         get = settings.get
-        for combo, key, default in ((self.actionCombo, "action", "train"), (self.encoderCombo, "encoder", "resnet18"),
-                                    (self.segWeightsCombo, "weights", "imagenet"),
+        for combo, key, default in ((self.actionCombo, "action", "train"),
+                                    (self.encoderCombo, "encoder", defaults.DEFAULT_SEG_ENCODER),
+                                    (self.segWeightsCombo, "weights", defaults.DEFAULT_WEIGHTS),
                                     (self.budgetCombo, "budget", "epochs")):
             index = combo.findData(get(KEY + key, default, str))
             if index >= 0:

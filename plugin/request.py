@@ -12,10 +12,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..engine.contract import defaults
+
 METHODS = ("kmeans", "deepcluster")
 MAX_EPOCHS = 200
 MAX_K = 254
-BACKBONES = ("resnet18", "resnet50", "vgg16", "efficientnet_lite0")
+BACKBONES = defaults.BACKBONES
 WEIGHTS = ("imagenet", "none")              # or a file path
 DEVICES = ("auto", "cpu", "cuda", "mps")
 UNITS = ("px", "m")
@@ -32,8 +34,8 @@ class ClusterRequest:
     tile_size: float = 64
     tile_unit: str = "px"
     overlap: float = 0
-    backbone: str = "efficientnet_lite0"
-    weights: str = "imagenet"
+    backbone: str = defaults.DEFAULT_BACKBONE
+    weights: str = defaults.DEFAULT_WEIGHTS
     device: str = "auto"
     seed: int = 0
     extent: tuple[float, float, float, float] | None = None   # in the raster's CRS
@@ -233,8 +235,8 @@ class SweepRequest:
     method: str = "kmeans"
     epochs: int = 5
     lr: float | None = None
-    backbone: str = "efficientnet_lite0"
-    weights: str = "imagenet"
+    backbone: str = defaults.DEFAULT_BACKBONE
+    weights: str = defaults.DEFAULT_WEIGHTS
     device: str = "auto"
     seed: int = 0
     overwrite: bool = False
@@ -534,7 +536,7 @@ def default_output(raster: str, kind: str = "clusters") -> str:
 
 
 # -- building segmentation ----------------------------------------------------------------------------
-SEG_ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0")
+SEG_ENCODERS = defaults.SEG_ENCODERS
 SEG_METRICS = ("iou", "precision", "recall", "f1", "obj_f1")      # what the plugin shows of evaluate-seg
 SEG_METRIC_LABELS = {"iou": "IoU", "precision": "precision", "recall": "recall", "f1": "F1", "obj_f1": "object F1",
                      "accuracy": "accuracy", "obj_precision": "object precision", "obj_recall": "object recall"}
@@ -552,8 +554,8 @@ class TrainSegRequest:
     raster: str
     buildings: str | None
     out: str
-    encoder: str = "resnet18"
-    weights: str = "imagenet"                 # or a file path
+    encoder: str = defaults.DEFAULT_SEG_ENCODER
+    weights: str = defaults.DEFAULT_WEIGHTS    # or a file path
     chip: int = 256
     epochs: int | None = 10
     minutes: float | None = None

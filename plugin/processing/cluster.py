@@ -16,6 +16,7 @@ from qgis.core import (QgsFeature, QgsFields, QgsProcessing, QgsProcessingExcept
                        QgsProcessingParameterFile, QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterVectorDestination, QgsProcessingUtils, QgsVectorFileWriter)
 
+from ...engine.contract import defaults
 from ..request import BACKBONES, DEVICES, UNITS, ClusterRequest
 from .base import EngineAlgorithm, forget_output, load_output_as
 from .styling import TILES_STYLER
@@ -28,7 +29,8 @@ OUTPUT, CLUSTER_RASTER, MANIFEST = "OUTPUT", "CLUSTER_RASTER", "MANIFEST"
 UNIT_LABELS = ("pixels (px)", "metres on the ground (m)")           # same order as request.UNITS
 WEIGHT_CHOICES = ("imagenet", "none")
 WEIGHT_LABELS = ("ImageNet (pretrained)", "none (random weights)")   # same order as WEIGHT_CHOICES
-DEFAULT_BACKBONE = "efficientnet_lite0"
+DEFAULT_BACKBONE = defaults.DEFAULT_BACKBONE
+DEFAULT_WEIGHTS = WEIGHT_CHOICES.index(defaults.DEFAULT_WEIGHTS)
 
 # One paragraph per line: the algorithm dialog shows each line as a paragraph, qgis_process prints them as is.
 HELP = "\n".join([
@@ -43,9 +45,9 @@ HELP = "\n".join([
     "• Tile size and Tile size unit: the side of a tile in pixels (at least 16) or in metres on the ground "
     "(geographic and Web Mercator rasters are then warped on the fly to the local UTM zone).",
     "• Overlap between tiles: in the same unit, smaller than the tile size.",
-    "• CNN backbone: the network that describes each tile: resnet18, resnet50, vgg16 or efficientnet_lite0.",
-    "• Weights: ImageNet (pretrained; from the local torch cache or, for efficientnet_lite0, the package that "
-    "ships them; nothing is downloaded) or none (random weights).",
+    f"• CNN backbone: the network that describes each tile: {', '.join(BACKBONES)} (default {DEFAULT_BACKBONE}).",
+    f"• Weights: ImageNet (pretrained; for {', '.join(defaults.OFFLINE_BACKBONES)} from the package that ships "
+    "them, for the others from the local torch cache; nothing is downloaded) or none (random weights).",
     "• Weights file (optional): a PyTorch state-dict file for the backbone; overrides Weights.",
     "• Device: auto (a GPU if there is one), cpu, cuda or mps.",
     "• Random seed: the same inputs and seed give the same clusters.",
@@ -84,7 +86,8 @@ class ClusterAlgorithm(EngineAlgorithm):
         self.addParameter(number(OVERLAP, "Overlap between tiles (same unit)", number.Double, 0, False, 0))
         self.addParameter(QgsProcessingParameterEnum(BACKBONE, "CNN backbone", list(BACKBONES),
                                                      defaultValue=BACKBONES.index(DEFAULT_BACKBONE)))
-        self.addParameter(QgsProcessingParameterEnum(WEIGHTS, "Weights", list(WEIGHT_LABELS), defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum(WEIGHTS, "Weights", list(WEIGHT_LABELS),
+                                                     defaultValue=DEFAULT_WEIGHTS))
         self.addParameter(QgsProcessingParameterFile(WEIGHTS_FILE, "Weights file (state dict; overrides Weights)",
                                                      optional=True))
         self.addParameter(QgsProcessingParameterEnum(DEVICE, "Device", list(DEVICES), defaultValue=0))

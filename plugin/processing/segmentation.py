@@ -21,6 +21,7 @@ from qgis.core import (QgsProcessing, QgsProcessingContext, QgsProcessingExcepti
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterVectorDestination,
                        QgsProcessingUtils, QgsRasterLayer, QgsVectorLayer)
 
+from ...engine.contract import defaults
 from ..engine_process import EngineResult
 from ..request import (DEVICES, SEG_ENCODERS, SEG_METRIC_LABELS, EvaluateSegRequest, SegmentRequest,
                        TrainSegRequest, seg_scores_text)
@@ -42,7 +43,9 @@ SCORE_OUTPUTS = {"IOU": "iou", "PRECISION": "precision", "RECALL": "recall", "F1
                  "ACCURACY": "accuracy", "OBJ_PRECISION": "obj_precision", "OBJ_RECALL": "obj_recall"}
 
 ENCODERS = SEG_ENCODERS
+DEFAULT_ENCODER = defaults.DEFAULT_SEG_ENCODER
 WEIGHT_CHOICES = ("imagenet", "none")
+DEFAULT_WEIGHTS = WEIGHT_CHOICES.index(defaults.DEFAULT_WEIGHTS)
 WEIGHT_LABELS = ("ImageNet (pretrained)", "none (from scratch)")      # same order as WEIGHT_CHOICES
 
 TRAIN_HELP = "\n".join([
@@ -54,8 +57,9 @@ TRAIN_HELP = "\n".join([
     "• Raster layer: the image, a local file.",
     "• Building footprints: polygons, any CRS (invalid geometries are repaired by the engine).",
     "• Labelled area (optional): polygons where every building is mapped.",
-    "• Encoder: resnet18, resnet34, resnet50 or efficientnet_lite0.",
-    "• Weights: ImageNet (local cache or the package that ships them; nothing is downloaded) or none.",
+    f"• Encoder: {', '.join(ENCODERS)} (default {DEFAULT_ENCODER}).",
+    f"• Weights: ImageNet (for {', '.join(defaults.OFFLINE_BACKBONES)} from the package that ships them, for the "
+    "others from the local torch cache; nothing is downloaded) or none.",
     "• Weights file (optional): a state dict for the encoder; overrides Weights.",
     "• Chip size: a multiple of 32 px.",
     "• Epochs; or Time budget in minutes (more than 0 replaces Epochs).",
@@ -145,8 +149,10 @@ class TrainSegmentationAlgorithm(SegmentationAlgorithm):
         self.addParameter(QgsProcessingParameterFeatureSource(BUILDINGS, "Building footprints", polygons))
         self.addParameter(QgsProcessingParameterFeatureSource(LABEL_AREA, "Labelled area (default: the "
                                                               "footprints' extent)", polygons, optional=True))
-        self.addParameter(QgsProcessingParameterEnum(ENCODER, "Encoder", list(ENCODERS), defaultValue=0))
-        self.addParameter(QgsProcessingParameterEnum(WEIGHTS, "Weights", list(WEIGHT_LABELS), defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum(ENCODER, "Encoder", list(ENCODERS),
+                                                     defaultValue=ENCODERS.index(DEFAULT_ENCODER)))
+        self.addParameter(QgsProcessingParameterEnum(WEIGHTS, "Weights", list(WEIGHT_LABELS),
+                                                     defaultValue=DEFAULT_WEIGHTS))
         self.addParameter(QgsProcessingParameterFile(WEIGHTS_FILE, "Weights file (state dict; overrides Weights)",
                                                      optional=True))
         self.addParameter(number(CHIP, "Chip size (px, a multiple of 32)", number.Integer, 256, False, 32, 2048))

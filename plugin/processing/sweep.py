@@ -18,7 +18,8 @@ from qgis.core import (QgsProcessingContext, QgsProcessingException, QgsProcessi
 from ..layers import k_values, style_sweep_layer, sweep_layer_names
 from ..request import BACKBONES, DEVICES, MAX_EPOCHS, METHODS, UNITS, SweepRequest
 from .base import EngineAlgorithm, set_post_processor
-from .cluster import DEFAULT_BACKBONE, UNIT_LABELS, WEIGHT_CHOICES, WEIGHT_LABELS, local_raster_path
+from .cluster import (DEFAULT_BACKBONE, DEFAULT_WEIGHTS, UNIT_LABELS, WEIGHT_CHOICES, WEIGHT_LABELS,
+                      local_raster_path)
 
 INPUT, K, TILE_SIZES, TILE_UNIT, METHOD, EPOCHS = "INPUT", "K", "TILE_SIZES", "TILE_UNIT", "METHOD", "EPOCHS"
 BACKBONE, WEIGHTS, WEIGHTS_FILE, DEVICE, SEED = "BACKBONE", "WEIGHTS", "WEIGHTS_FILE", "DEVICE", "SEED"
@@ -71,7 +72,8 @@ class SweepAlgorithm(EngineAlgorithm):
         self.addParameter(number(EPOCHS, "Training epochs", number.Integer, 5, False, 1, MAX_EPOCHS))
         self.addParameter(QgsProcessingParameterEnum(BACKBONE, "CNN backbone", list(BACKBONES),
                                                      defaultValue=BACKBONES.index(DEFAULT_BACKBONE)))
-        self.addParameter(QgsProcessingParameterEnum(WEIGHTS, "Weights", list(WEIGHT_LABELS), defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum(WEIGHTS, "Weights", list(WEIGHT_LABELS),
+                                                     defaultValue=DEFAULT_WEIGHTS))
         self.addParameter(QgsProcessingParameterFile(WEIGHTS_FILE, "Weights file (state dict; overrides Weights)",
                                                      optional=True))
         self.addParameter(QgsProcessingParameterEnum(DEVICE, "Device", list(DEVICES), defaultValue=0))
