@@ -24,10 +24,9 @@ from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import QPushButton, QWidget
 
 from ..engine.contract import defaults
-from . import log, settings, stats_inputs
+from . import log, outputs, settings, stats_inputs
 from .paths import RESOURCES
-from .request import (SEG_ENCODERS, EvaluateSegRequest, SegmentRequest, TrainSegRequest, default_model_output,
-                      default_output, seg_scores_text)
+from .request import SEG_ENCODERS, EvaluateSegRequest, SegmentRequest, TrainSegRequest, seg_scores_text
 from .seg_layers import add_segment_outputs
 from .task import EngineTask
 
@@ -206,13 +205,27 @@ class BuildingsPanel(QWidget, FORM_CLASS):
     def raster_changed(self, *_args) -> None:
         """Follow the raster with the default outputs, unless the user chose them."""
         raster = self.raster()
-        for key, widget, make in (("model", self.modelOutFile, default_model_output),
-                                  ("gpkg", self.segOutFile, lambda r: default_output(r, "buildings"))):
+        for key, widget, make in (("model", self.modelOutFile, self._proposed_model),
+                                  ("gpkg", self.segOutFile, self._proposed_gpkg)):
             current = widget.filePath().strip()
             if not current or current == self._auto[key]:
                 self._auto[key] = make(raster)
-                widget.setFilePath(self._auto[key])
+                if self._auto[key] != current:
+                    widget.setFilePath(self._auto[key])
         self.update_state()
+
+    @staticmethod
+    def _proposed_model(raster: str) -> str:
+        """RASTER_buildings.pt, or _2, _3 ... when any file training writes under that name exists."""
+        return outputs.proposed_output(raster, "buildings", lambda path: TrainSegRequest(
+            raster="", out=path, buildings=None).outputs().values(), suffix=".pt")
+
+    @staticmethod
+    def _proposed_gpkg(raster: str) -> str:
+        """RASTER_buildings_map.gpkg, or _2, _3 ... when any file mapping writes under that name exists (not
+        RASTER_buildings.gpkg: its RASTER_buildings_manifest.json would replace the model's)."""
+        return outputs.proposed_output(raster, "buildings_map", lambda path: SegmentRequest(
+            raster="", model="", out=path, probability=True).outputs().values())
 
     def _action_changed(self, *_args) -> None:
         train = self.action() == "train"

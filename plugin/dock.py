@@ -23,11 +23,11 @@ from qgis.PyQt import sip, uic
 from qgis.PyQt.QtCore import QTimer, pyqtSignal
 from qgis.PyQt.QtWidgets import QMessageBox
 
-from . import engine_env, plots, probe, settings, stats_inputs
+from . import engine_env, outputs, plots, probe, settings, stats_inputs
 from .buildings_panel import BuildingsPanel
 from .layers import add_cluster_outputs, add_clusters_table, add_sweep_outputs, style_sweep_layer
 from .paths import RESOURCES
-from .request import BACKBONES, METHODS, UNITS, ClusterRequest, SweepRequest, default_output
+from .request import BACKBONES, METHODS, UNITS, ClusterRequest, SweepRequest
 from .task import EngineTask
 
 FORM_CLASS, _ = uic.loadUiType(str(RESOURCES / "ui" / "dock.ui"))
@@ -369,9 +369,18 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         """Follow the raster (and the mode) with the default output, unless the user chose an output."""
         current = self.outputFile.filePath().strip()
         if not current or current == self._auto_output:
-            self._auto_output = default_output(raster_path(self.rasterCombo.currentLayer()),
-                                               "sweep" if self.is_sweep() else "clusters")
-            self.outputFile.setFilePath(self._auto_output)
+            req = self.request()
+            self._auto_output = outputs.proposed_output(
+                raster_path(self.rasterCombo.currentLayer()), "sweep" if self.is_sweep() else "clusters",
+                lambda path: replace(req, out=path).outputs().values())
+            if self._auto_output != current:
+                self.outputFile.setFilePath(self._auto_output)
+
+    def _auto_output_taken(self) -> bool:
+        """The proposed output (not one the user chose) names files that exist now: a run wrote them."""
+        current = self.outputFile.filePath().strip()
+        return bool(current) and current == self._auto_output and outputs.is_taken(
+            current, lambda path: replace(self.request(), out=path).outputs().values())
 
     def _mode_changed(self, *_args) -> None:
         """A sweep takes a K range and a list of tile sizes; it has no overlap or area limit. Buildings mode shows
@@ -436,6 +445,8 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
 
     def _refresh(self) -> None:
         """After a pause: remember the parameters, check a new engine Python, count tiles."""
+        if not self.is_running() and self._auto_output_taken():
+            self._raster_changed()                  # written meanwhile (another run, Processing): a free name
         self.save_settings()
         python = self.engine_python()
         if python is None:
@@ -702,8 +713,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.task = self._run_request = None
         self._temp_layers.remove()
         self.progressBar.setValue(100 if ok else 0)
-        if ok and self.outputFile.filePath().strip() == self._auto_output:
-            self._auto_output = ""
+        if ok and self._auto_output_taken():
             self._raster_changed()                               # the next free name, so nothing is replaced
         self.update_state()
         self._update_estimate()

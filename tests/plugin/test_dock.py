@@ -355,3 +355,37 @@ def test_parameters_are_remembered_between_docks(make_dock, sample_layers, tmp_p
 
 def test_heavy_libraries_never_loaded_in_qgis():
     assert [m for m in HEAVY if m in sys.modules] == []
+
+
+def test_default_output_moves_on_to_a_free_name_after_a_run(make_dock, sample_layers):
+    """A second Run on the same raster proposes kampala_clusters_2.gpkg rather than asking to replace the first
+    result; a name is free only when none of the files the run writes exists (OUT_clusters.tif, OUT_model.pt ...)."""
+    raster = sample_layers.raster_path
+    folder, stem = raster.parent, raster.stem
+    dock = make_dock()
+    first = folder / f"{stem}_clusters.gpkg"
+    assert dock.outputFile.filePath() == str(first)
+    # the run wrote its files (as a successful run does), then finished
+    for path in dock.request().outputs().values():
+        path.write_text("x")
+    dock._finish_run(True)
+    second = folder / f"{stem}_clusters_2.gpkg"
+    assert dock.outputFile.filePath() == str(second)
+    assert "will ask" not in dock.problemsLabel.text()
+    # only a side file of the next name exists (a model file left by an earlier run): that name is taken too
+    (folder / f"{stem}_clusters_2_model.pt").write_text("x")
+    dock._refresh()
+    assert dock.outputFile.filePath() == str(folder / f"{stem}_clusters_3.gpkg")
+    # a name the user chose is kept, and Run asks before replacing it
+    dock.outputFile.setFilePath(str(first))
+    dock._finish_run(True)
+    assert dock.outputFile.filePath() == str(first) and "will ask" in dock.problemsLabel.text()
+    # the Buildings panel: the model and the map follow the same rule, and never share a manifest
+    panel = dock.buildings
+    model, gpkg = panel.modelOutFile.filePath(), panel.segOutFile.filePath()
+    assert model == str(folder / f"{stem}_buildings.pt") and gpkg == str(folder / f"{stem}_buildings_map.gpkg")
+    (folder / f"{stem}_buildings_checkpoint.pt").write_text("x")
+    (folder / f"{stem}_buildings_map_mask.tif").write_text("x")
+    panel.raster_changed()
+    assert panel.modelOutFile.filePath() == str(folder / f"{stem}_buildings_2.pt")
+    assert panel.segOutFile.filePath() == str(folder / f"{stem}_buildings_map_2.gpkg")
