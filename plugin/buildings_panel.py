@@ -14,10 +14,11 @@ against is chosen) evaluate. ``runFinished(ok)`` is emitted once, when the chain
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
-from qgis.core import Qgis, QgsApplication, QgsMapLayerProxyModel
+from qgis.core import Qgis, QgsApplication, QgsMapLayerProxyModel, QgsProject, QgsVectorLayer, QgsWkbTypes
 from qgis.gui import QgsFileWidget
 from qgis.PyQt import sip, uic
 from qgis.PyQt.QtCore import pyqtSignal
@@ -27,6 +28,7 @@ from ..engine.contract import defaults
 from . import log, outputs, settings, stats_inputs
 from .paths import RESOURCES
 from .request import SEG_ENCODERS, EvaluateSegRequest, SegmentRequest, TrainSegRequest, seg_scores_text
+from .layers import is_run_output
 from .seg_layers import add_segment_outputs
 from .task import EngineTask
 
@@ -37,6 +39,19 @@ WEIGHT_CHOICES = (("imagenet", "ImageNet (pretrained)"), ("none", "None (from sc
 BUDGETS = (("epochs", "epochs"), ("minutes", "minutes"))
 KEY = "dock/seg_"
 ERROR_STYLE = "color: #b00020;"
+
+
+FOOTPRINT_NAME = re.compile(r"building|footprint|bldg", re.IGNORECASE)
+
+
+def footprint_candidate(layers):
+    """The first polygon layer whose name says buildings or footprints and that no run of this plugin wrote
+    (a run's ``buildings``, ``tiles`` or ``clusters`` never count); None when there is none."""
+    for layer in layers:
+        if isinstance(layer, QgsVectorLayer) and layer.geometryType() == QgsWkbTypes.PolygonGeometry \
+                and FOOTPRINT_NAME.search(layer.name() or "") and not is_run_output(layer):
+            return layer
+    return None
 
 
 class BuildingsPanel(QWidget, FORM_CLASS):
@@ -58,6 +73,7 @@ class BuildingsPanel(QWidget, FORM_CLASS):
         self._temp_layers = stats_inputs.TempLayers()
         self._started = 0.0
         self._auto = {"model": "", "gpkg": ""}        # default outputs (they follow the raster)
+        self._auto_footprints = True                  # the footprint layer is the panel's guess, not the user's
         self._init_widgets()
         self.restore_settings()
         self._connect_signals()
@@ -74,10 +90,11 @@ class BuildingsPanel(QWidget, FORM_CLASS):
             self.segWeightsCombo.addItem(label, value)
         for value, label in BUDGETS:
             self.budgetCombo.addItem(label, value)
-        for combo, empty in ((self.footprintsCombo, False), (self.evaluateCombo, True)):
+        for combo in (self.footprintsCombo, self.evaluateCombo):
             combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
-            combo.setAllowEmptyLayer(empty)
+            combo.setAllowEmptyLayer(True)
         self.evaluateCombo.setLayer(None)
+        self._set_footprints(footprint_candidate(QgsProject.instance().mapLayers().values()), update=False)
         self.segWeightsFile.setStorageMode(QgsFileWidget.GetFile)
         self.segWeightsFile.setFilter("PyTorch weights (*.pt *.pth *.bin);;All files (*)")
         self.modelOutFile.setStorageMode(QgsFileWidget.SaveFile)
@@ -107,6 +124,37 @@ class BuildingsPanel(QWidget, FORM_CLASS):
             signal.connect(self.update_state)
         self.segRunButton.clicked.connect(self.run)
         self.segCancelButton.clicked.connect(self.cancel)
+        self.footprintsCombo.layerChanged.connect(self._footprints_chosen)
+        QgsProject.instance().layersAdded.connect(self._layers_added)
+
+    # -- the footprint layer -----------------------------------------------------------------------
+    def _set_footprints(self, layer, update: bool = True) -> None:
+        """Pick ``layer`` (or none) for the user, who may still choose another."""
+        self._auto_footprints = True
+        self.footprintsCombo.blockSignals(True)
+        self.footprintsCombo.setLayer(layer)
+        self.footprintsCombo.blockSignals(False)
+        if update:
+            self.update_state()
+
+    def _footprints_chosen(self, _layer) -> None:
+        self._auto_footprints = False              # the user's choice: later layers never replace it
+
+    def _layers_added(self, layers) -> None:
+        """A footprint layer added while nothing (or only the panel's guess) is chosen becomes the choice."""
+        if sip.isdeleted(self) or not self._auto_footprints:
+            return
+        candidate = footprint_candidate(layers)
+        if candidate is not None and candidate is not self.footprintsCombo.currentLayer():
+            self._set_footprints(candidate)
+
+    def footprints_warning(self) -> str:
+        """Why the chosen footprint layer is probably wrong ('' when it looks fine)."""
+        layer = self.footprintsCombo.currentLayer()
+        if self.action() != "train" or layer is None or not is_run_output(layer):
+            return ""
+        return (f"Footprints: {layer.name()!r} is a result of an Urban Form Mapper run, not mapped buildings; "
+                "choose the building footprint layer you trust (e.g. from OpenStreetMap or a survey).")
 
     # -- the requests ------------------------------------------------------------------------------
     def action(self) -> str:
@@ -250,8 +298,11 @@ class BuildingsPanel(QWidget, FORM_CLASS):
         text = "\n".join(problems)
         if not problems and self.existing_outputs():
             text = f"{self.existing_outputs()[0].name} exists; Run will ask before replacing it."
+        warning = self.footprints_warning()
+        if warning:
+            text = "\n".join(t for t in (warning, text) if t)
         self.segProblemsLabel.setText(text)
-        self.segProblemsLabel.setStyleSheet(ERROR_STYLE if problems else "")
+        self.segProblemsLabel.setStyleSheet(ERROR_STYLE if problems or warning else "")
         self.segRunButton.setEnabled(not running and not problems)
         self.segCancelButton.setEnabled(running and not self.task.isCanceled())
 
@@ -481,4 +532,7 @@ class BuildingsPanel(QWidget, FORM_CLASS):
             self.task = None
         self._chain = {}
         self._temp_layers.remove()
-
+        try:
+            QgsProject.instance().layersAdded.disconnect(self._layers_added)
+        except TypeError:
+            pass

@@ -25,6 +25,31 @@ RASTER_OPACITY = 0.6
 OUTLINE_DARKER = 250     # tile outlines: the fill's hue, 2.5 times darker
 
 
+OUTPUT_PROPERTY = "urbanform/run_output"     # custom layer property: the kind of output ('tiles', 'buildings' ...)
+
+
+def mark_output(layer, kind: str) -> None:
+    """Remember that ``layer`` is one of this plugin's run outputs (the footprint picker never picks them)."""
+    layer.setCustomProperty(OUTPUT_PROPERTY, kind)
+
+
+def is_run_output(layer) -> bool:
+    """A layer a run of this plugin wrote: marked when the plugin loaded it, or a file with the engine's
+    manifest next to it (OUT.gpkg and OUT_manifest.json), however it was loaded."""
+    if layer is None:
+        return False
+    if layer.customProperty(OUTPUT_PROPERTY):
+        return True
+    path = layer.source().split("|")[0]
+    if not path or "://" in path:
+        return False
+    try:
+        stem = Path(path).with_suffix("")
+        return Path(path).is_file() and Path(str(stem) + "_manifest.json").is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def new_group(project, name: str):
     """An empty layer group ``name`` at the top of the layer tree; a re-run under the same name replaces its
     group and layers."""
@@ -149,6 +174,8 @@ def add_cluster_outputs(outputs: dict, name: str, project: QgsProject | None = N
     colors = style_cluster_raster(raster, k, labels)
     style_tiles(tiles, colors, labels=labels)
     save_styles(tiles, raster, gpkg, tif)
+    mark_output(tiles, "tiles")
+    mark_output(raster, "cluster raster")
     group = new_group(project, name)
     for layer in (tiles, raster):
         project.addMapLayer(layer, False)
@@ -170,6 +197,7 @@ def add_clusters_table(gpkg, name: str, group=None, project: QgsProject | None =
     table = QgsVectorLayer(f"{gpkg}|layername=clusters", f"{name} clusters", "ogr")
     if not table.isValid():
         raise RuntimeError(f"QGIS cannot open the clusters layer of {gpkg}")
+    mark_output(table, "clusters")
     project.addMapLayer(table, False)
     (group if group is not None else project.layerTreeRoot()).addLayer(table).setItemVisibilityChecked(False)
     arrange_clusters_layer(gpkg, project)
@@ -315,6 +343,7 @@ def add_sweep_outputs(gpkg, name: str, k: int | None = None, project: QgsProject
             style_sweep_layer(layer, chosen)
     group = new_group(project, name)
     for i, layer in enumerate(layers):
+        mark_output(layer, "sweep tiles")
         project.addMapLayer(layer, False)
         group.addLayer(layer).setItemVisibilityChecked(i == 0)      # one tile size at a time on the map
     return group, layers, ks

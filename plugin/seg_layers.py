@@ -13,7 +13,7 @@ from qgis.core import (QgsColorRampShader, QgsFillSymbol, QgsPalettedRasterRende
                        QgsRasterShader, QgsSingleBandPseudoColorRenderer, QgsSingleSymbolRenderer, QgsVectorLayer)
 from qgis.PyQt.QtGui import QColor
 
-from .layers import new_group
+from .layers import mark_output, new_group
 
 BUILDING_COLOR = "#e8175d"          # the mask's building pixels
 MASK_OPACITY = 0.5                  # the image shows through the mask
@@ -74,6 +74,7 @@ def add_segment_outputs(outputs: dict, name: str, project: QgsProject | None = N
     save_styles(layers, gpkg)
     group = new_group(project, name)
     for key, layer in layers.items():
+        mark_output(layer, key)
         project.addMapLayer(layer, False)
         group.addLayer(layer).setItemVisibilityChecked(key != "prob")     # the probability is one click away
     return group, layers

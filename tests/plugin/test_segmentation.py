@@ -391,3 +391,53 @@ def test_predicted_buildings_feed_the_statistics(provider, make_dock, sample_lay
     assert tiles.isValid() and "bldg_count" in tiles.fields().names()
     assert sum(f["bldg_count"] or 0 for f in tiles.getFeatures()) > 0
     assert json.loads(Path(tmp_path / "run_manifest.json").read_text())
+
+
+def test_footprint_picker_never_takes_a_runs_output_and_follows_new_footprints(make_dock, sample_layers, tmp_path):
+    """The Footprints box starts with the layer that says it holds buildings (or nothing), never a layer a run
+    wrote (tiles, clusters, a run's buildings); a footprint layer added later replaces a guess, not a choice;
+    a run's output chosen by hand gets an inline warning."""
+    from urbanform.plugin.layers import mark_output
+
+    project = QgsProject.instance()
+    # a clustering run's tiles (a GeoPackage with its manifest next to it), added before the footprints
+    tiles_gpkg = tmp_path / "kampala_clusters.gpkg"
+    src = QgsVectorLayer(str(BUILDINGS), "src", "ogr")
+    from qgis.core import QgsCoordinateTransformContext, QgsVectorFileWriter
+
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName, options.layerName = "GPKG", "tiles"
+    assert QgsVectorFileWriter.writeAsVectorFormatV3(src, str(tiles_gpkg), QgsCoordinateTransformContext(),
+                                                     options)[0] == QgsVectorFileWriter.NoError
+    (tmp_path / "kampala_clusters_manifest.json").write_text("{}")
+    del src
+    project.removeMapLayer(sample_layers.buildings_id)
+    tiles = QgsVectorLayer(f"{tiles_gpkg}|layername=tiles", "kampala_clusters tiles", "ogr")
+    run_buildings = memory_copy(BUILDINGS, "kampala_b buildings")          # a segment run's output, marked
+    mark_output(run_buildings, "buildings")
+    project.addMapLayers([tiles, run_buildings])
+    tiles_id, run_id = tiles.id(), run_buildings.id()
+    del tiles, run_buildings
+
+    dock, panel = buildings_dock(make_dock)
+    assert panel.footprintsCombo.currentLayer() is None                    # nothing picked by itself
+    assert "Choose a building footprint layer" in panel.segProblemsLabel.text()
+    # the real footprints arrive: they become the choice
+    footprints = QgsVectorLayer(str(BUILDINGS), "OSM buildings", "ogr")
+    project.addMapLayer(footprints)
+    assert panel.footprintsCombo.currentLayer() is footprints
+    assert panel.segProblemsLabel.text() == "" or "Footprints" not in panel.segProblemsLabel.text()
+    # the user picks the run's tiles by hand: kept, with a warning in the panel's words
+    panel.footprintsCombo.setLayer(project.mapLayer(tiles_id))
+    text = panel.segProblemsLabel.text()
+    assert "Footprints: 'kampala_clusters tiles' is a result of an Urban Form Mapper run" in text, text
+    panel.footprintsCombo.setLayer(project.mapLayer(run_id))
+    assert "'kampala_b buildings' is a result" in panel.segProblemsLabel.text()
+    # a footprint layer added after the user's choice does not replace it
+    more = memory_copy(BUILDINGS, "footprints 2")
+    project.addMapLayer(more)
+    assert panel.footprintsCombo.currentLayer().id() == run_id
+    # a new panel with footprints already in the project picks them, not the run's outputs
+    dock2, panel2 = buildings_dock(make_dock)
+    assert panel2.footprintsCombo.currentLayer().id() in (footprints.id(), more.id())
+    del footprints, more
