@@ -30,7 +30,7 @@ from .paths import RESOURCES
 from .request import SEG_ENCODERS, EvaluateSegRequest, SegmentRequest, TrainSegRequest, seg_scores_text
 from .layers import is_run_output
 from .seg_layers import add_segment_outputs
-from .task import EngineTask
+from .task import EngineTask, TrainingClock
 
 FORM_CLASS, _ = uic.loadUiType(str(RESOURCES / "ui" / "buildings_panel.ui"))
 
@@ -357,6 +357,8 @@ class BuildingsPanel(QWidget, FORM_CLASS):
                           on_failure=self._on_failure, message_bar=self.iface.messageBar())
         if hasattr(req, "progress"):
             task.progress_of = req.progress()
+        if stage == "train":
+            task.status_of = TrainingClock(req.minutes)      # epochs, time per epoch, expected end
         task.progressChanged.connect(self._on_progress)
         task.statusChanged.connect(self._set_status)
         self.task, self.stage, self._started = task, stage, time.time()

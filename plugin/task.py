@@ -102,6 +102,76 @@ def status_text(event: dict) -> str:
     return f"{stage}{count}" + (f": {msg}" if msg else "")
 
 
+class TrainingClock:
+    """Status lines for ``train-seg``: epochs done/total, time per epoch and the expected end (wall clock).
+
+    The engine reports stage ``train`` once before the first epoch (done = epochs already done, total = epochs
+    asked, 0 with a time budget) and once after each epoch; the time per epoch is measured here from those.
+    ``minutes``: the time budget (the end is then the budget's end). ``clock``/``now``: for tests.
+    """
+
+    def __init__(self, minutes: float | None = None, clock=None, now=None):
+        import time
+
+        self.minutes = minutes
+        self.clock = clock or time.monotonic
+        self.now = now or time.time
+        self.start: tuple[float, int] | None = None       # (clock, epochs done) when the first epoch began
+
+    def __call__(self, event: dict) -> str:
+        if event.get("stage") != "train":
+            return status_text(event)
+        done, total = int(event.get("done") or 0), int(event.get("total") or 0)
+        t = self.clock()
+        if self.start is None:
+            self.start = (t, done)
+            if self.minutes:
+                self.budget_end = self.now() + 60.0 * float(self.minutes)
+            return f"Training: epoch {done + 1}{f'/{total}' if total else ''} started" + \
+                (f" · {event.get('message')}" if event.get("message") else "")
+        epochs = done - self.start[1]
+        if epochs <= 0:
+            return status_text(event)
+        per_epoch = (t - self.start[0]) / epochs
+        if total:
+            end = self.now() + max(0, total - done) * per_epoch
+            count = f"epoch {done}/{total}"
+        else:
+            end = getattr(self, "budget_end", None)
+            count = f"epoch {done}"
+        text = f"Training: {count} done · {duration_text(per_epoch)} per epoch"
+        if end is not None:
+            left = max(0.0, end - self.now())
+            text += f" · expected end {clock_text(end)} (in {duration_text(left)})" if left >= 1 else \
+                " · expected end now"
+            if not total:
+                text += ", the time budget"
+        message = event.get("message") or ""
+        scores = message.split(" ", 2)[2] if message.startswith("epoch ") and message.count(" ") >= 2 else ""
+        return text + (f" · {scores}" if scores else "")
+
+
+def duration_text(seconds: float) -> str:
+    """'41 s', '3 min 20 s', '1 h 05 min'."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    if seconds < 3600:
+        m, s = divmod(int(round(seconds)), 60)
+        return f"{m} min {s:02d} s" if m < 10 else f"{m} min"
+    h, m = divmod(int(round(seconds / 60)), 60)
+    return f"{h} h {m:02d} min"
+
+
+def clock_text(timestamp: float) -> str:
+    """Local wall-clock time, with the day when it is not today."""
+    import datetime
+
+    when = datetime.datetime.fromtimestamp(timestamp)
+    today = datetime.datetime.now().date()
+    return when.strftime("%H:%M") if when.date() == today else when.strftime("%a %H:%M")
+
+
 class EngineTask(QgsTask):
     statusChanged = pyqtSignal(str)
 
@@ -112,6 +182,7 @@ class EngineTask(QgsTask):
         self.python = python
         self.args = list(args)
         self.progress_of = progress_for(self.args)
+        self.status_of: Callable[[dict], str] = status_text     # event -> the status line (worker thread)
         self.outputs = list(outputs or [])
         self.on_success = on_success
         self.on_failure = on_failure
@@ -126,7 +197,10 @@ class EngineTask(QgsTask):
         percent = self.progress_of(event)
         if percent is not None and percent >= self.progress():     # a repeated stage never moves the bar back
             self.setProgress(percent)
-        self.status_message = status_text(event)
+        try:
+            self.status_message = self.status_of(event)
+        except Exception:  # noqa: BLE001 - a status line is never worth a failed run
+            self.status_message = status_text(event)
         self.statusChanged.emit(self.status_message)
 
     def _on_start(self, pid: int) -> None:

@@ -219,14 +219,23 @@ def test_dock_trains_then_maps_and_evaluates_with_progress_and_styled_layers(mak
 
 
 def test_training_offers_to_map_the_buildings_with_the_new_model(make_dock, sample_layers, tmp_path):
-    dock, panel = buildings_dock(make_dock, epochs=1, apply_after=False)
+    import re
+
+    dock, panel = buildings_dock(make_dock, epochs=2, apply_after=False)
     panel.footprintsCombo.setLayer(QgsProject.instance().mapLayer(sample_layers.buildings_id))
     panel.modelOutFile.setFilePath(str(tmp_path / "m.pt"))
     panel.segOutFile.setFilePath(str(tmp_path / "b.gpkg"))
-    ended = []
+    ended, statuses = [], []
     panel.runFinished.connect(ended.append)
+    set_status = panel._set_status
+    panel._set_status = lambda text, error=False: (statuses.append(text), set_status(text, error))
     assert panel.run()
     assert wait_for(lambda: bool(ended), 180) and ended == [True], panel.segStatusLabel.text()
+    # while training: epochs done of the total, the time per epoch and the expected end (wall clock)
+    timed = [t for t in statuses if re.search(r"epoch 1/2 done · [0-9.]+ (s|min)\b.* per epoch · expected end "
+                                              r"(\d\d:\d\d \(in .+\)|now)", t)]
+    assert timed, statuses
+    assert any(t.startswith("Training: epoch 2/2 done") for t in statuses), statuses
     assert not (tmp_path / "b.gpkg").exists() and QgsProject.instance().layerTreeRoot().findGroup("b") is None
     assert panel.offer_button is not None and panel.modelFile.filePath() == str(tmp_path / "m.pt")
     panel.offer_button.click()                          # "Map buildings with it" in the message bar
@@ -441,3 +450,21 @@ def test_footprint_picker_never_takes_a_runs_output_and_follows_new_footprints(m
     dock2, panel2 = buildings_dock(make_dock)
     assert panel2.footprintsCombo.currentLayer().id() in (footprints.id(), more.id())
     del footprints, more
+
+
+def test_training_clock_text_for_epochs_and_for_a_time_budget(urbanform):
+    from urbanform.plugin.task import TrainingClock
+
+    t = [1000.0]
+    clock = TrainingClock(clock=lambda: t[0], now=lambda: t[0])
+    assert clock({"stage": "train", "done": 0, "total": 5, "message": ""}).startswith("Training: epoch 1/5 started")
+    t[0] += 40
+    text = clock({"stage": "train", "done": 1, "total": 5, "message": "epoch 1/5 loss 0.500 val_iou 0.300"})
+    assert text.startswith("Training: epoch 1/5 done · 40 s per epoch · expected end ") and "(in 2 min 40 s)" in text
+    assert text.endswith("loss 0.500 val_iou 0.300")
+    budget = TrainingClock(minutes=10, clock=lambda: t[0], now=lambda: t[0])
+    budget({"stage": "train", "done": 0, "total": 0})
+    t[0] += 90
+    text = budget({"stage": "train", "done": 1, "total": 0, "message": "epoch 1/? loss 0.4 val_iou 0.2"})
+    assert "epoch 1 done · 1 min 30 s per epoch · expected end" in text and "(in 8 min 30 s), the time budget" in text
+    assert clock({"stage": "write", "done": 1, "total": 1, "message": "wrote m.pt"}) == "write 1/1: wrote m.pt"
