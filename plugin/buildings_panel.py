@@ -25,7 +25,7 @@ from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import QPushButton, QWidget
 
 from ..engine.contract import defaults
-from . import log, outputs, settings, stats_inputs
+from . import log, outputs, settings, stats_inputs, wording
 from .paths import RESOURCES
 from .request import SEG_ENCODERS, EvaluateSegRequest, SegmentRequest, TrainSegRequest, seg_scores_text
 from .layers import is_run_output
@@ -107,6 +107,8 @@ class BuildingsPanel(QWidget, FORM_CLASS):
         self.segOutFile.setConfirmOverwrite(False)
         self.segProgressBar.setRange(0, 100)
         self.segProblemsLabel.setStyleSheet(ERROR_STYLE)
+        for label in (self.segProblemsLabel, self.segStatusLabel):
+            wording.show_whole(label)
 
     def _connect_signals(self) -> None:
         self.actionCombo.currentIndexChanged.connect(self._action_changed)
@@ -301,7 +303,7 @@ class BuildingsPanel(QWidget, FORM_CLASS):
         warning = self.footprints_warning()
         if warning:
             text = "\n".join(t for t in (warning, text) if t)
-        self.segProblemsLabel.setText(text)
+        wording.set_text(self.segProblemsLabel, text, "buildings")
         self.segProblemsLabel.setStyleSheet(ERROR_STYLE if problems or warning else "")
         self.segRunButton.setEnabled(not running and not problems)
         self.segCancelButton.setEnabled(running and not self.task.isCanceled())
@@ -357,6 +359,7 @@ class BuildingsPanel(QWidget, FORM_CLASS):
                           on_failure=self._on_failure, message_bar=self.iface.messageBar())
         if hasattr(req, "progress"):
             task.progress_of = req.progress()
+        task.panel = "buildings"
         if stage == "train":
             task.status_of = TrainingClock(req.minutes)      # epochs, time per epoch, expected end
         task.progressChanged.connect(self._on_progress)
@@ -436,7 +439,7 @@ class BuildingsPanel(QWidget, FORM_CLASS):
         if evaluation is not None:
             self._start(evaluation)
             return False
-        self.iface.messageBar().pushMessage("Urban Form Mapper", text, level=Qgis.Success, duration=8)
+        log.push(self.iface.messageBar(), text, Qgis.Success, 8)
         return True
 
     def _evaluated(self, scores: dict) -> None:
@@ -446,7 +449,7 @@ class BuildingsPanel(QWidget, FORM_CLASS):
         name = self._chain["segment"].name
         text = f"{name} against {self.evaluateCombo.currentText() or 'the footprints'}: {seg_scores_text(scores)}"
         log.info(f"{text}\n{json.dumps(scores, default=float)}")
-        self.iface.messageBar().pushMessage("Urban Form Mapper", text, level=Qgis.Success, duration=0)
+        log.push(self.iface.messageBar(), text, Qgis.Success, 0)
         self._set_status(text)
 
     def _on_failure(self, task: EngineTask) -> None:
@@ -481,13 +484,14 @@ class BuildingsPanel(QWidget, FORM_CLASS):
         self.runFinished.emit(ok)
 
     def _set_status(self, text: str, error: bool = False) -> None:
-        self.segStatusLabel.setText(text)
+        """The status line, whole and in the panel's words."""
+        wording.set_text(self.segStatusLabel, text, "buildings")
         self.segStatusLabel.setStyleSheet(ERROR_STYLE if error else "")
 
     def _report(self, text: str, level) -> None:
         self._set_status(text, error=level == Qgis.Critical)
-        self.iface.messageBar().pushMessage("Urban Form Mapper", text, level=level,
-                                            duration=0 if level == Qgis.Critical else 8)
+        log.push(self.iface.messageBar(), wording.panel_words(text, "buildings"), level,
+                 0 if level == Qgis.Critical else 8)
 
     # -- settings ----------------------------------------------------------------------------------
     def save_settings(self) -> None:

@@ -23,7 +23,7 @@ from qgis.PyQt import sip, uic
 from qgis.PyQt.QtCore import QTimer, pyqtSignal
 from qgis.PyQt.QtWidgets import QMessageBox
 
-from . import engine_env, outputs, plots, probe, settings, stats_inputs
+from . import engine_env, log, outputs, plots, probe, settings, stats_inputs, wording
 from .buildings_panel import BuildingsPanel
 from .layers import add_cluster_outputs, add_clusters_table, add_sweep_outputs, style_sweep_layer
 from .paths import RESOURCES
@@ -141,6 +141,8 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.engineGroup.setCollapsed(True)
         self.progressBar.setRange(0, 100)
         self.problemsLabel.setStyleSheet(ERROR_STYLE)
+        for label in (self.estimateLabel, self.problemsLabel, self.statusLabel):
+            wording.show_whole(label)                  # long messages are shown whole, never cut
         # "Buildings" mode: its own panel (plugin/buildings_panel.py) below the mode, in place of the clustering
         self.buildings = BuildingsPanel(self, self.iface, self.scrollContents)
         self.scrollLayout.insertWidget(self.scrollLayout.indexOf(self.clusterGroup) + 1, self.buildings)
@@ -437,7 +439,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
                     f"{', '.join(interrupted['missing']) or 'none'}); Run will ask whether to finish it.")
         elif not problems and any(p.exists() for p in req.outputs().values()):
             text = f"{Path(req.out).name} exists; Run will ask before replacing it."
-        self.problemsLabel.setText(text)
+        text = wording.set_text(self.problemsLabel, text)
         self.problemsLabel.setStyleSheet(ERROR_STYLE if problems else "")
         self.runButton.setEnabled(not running and not problems)
         self.runButton.setToolTip(text if problems else "Run the engine on this raster")
@@ -626,7 +628,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             if req.with_stats:
                 self._close_plots()
                 self.plots_dialog = plots.show_plots(req.name, req.plots(), self, "statistics")
-            self.iface.messageBar().pushMessage("Urban Form Mapper", text, level=Qgis.Success, duration=8)
+            log.push(self.iface.messageBar(), text, Qgis.Success, 8)
             self._set_status(text)
             ok = True
         finally:       # an exception goes on to EngineTask, which reports it
@@ -653,8 +655,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         missing = ", ".join(state["missing"]) if state else ""
         text = (f"{req.name}: sweep of {len(ks)} K values × {len(self.sweep['layer_ids'])} tile sizes added to the "
                 f"map ({req.out}).") + (f" Missing: {missing}." if missing else "")
-        self.iface.messageBar().pushMessage("Urban Form Mapper", text, level=Qgis.Warning if missing else Qgis.Success,
-                                            duration=8)
+        log.push(self.iface.messageBar(), text, Qgis.Warning if missing else Qgis.Success, 8)
         self._set_status(text)
         self.show_plots()
 
@@ -720,14 +721,14 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.runFinished.emit(ok)
 
     def _set_status(self, text: str, error: bool = False) -> None:
-        self.statusLabel.setText(text)
+        """The status line, whole and in the dock's words."""
+        wording.set_text(self.statusLabel, text)
         self.statusLabel.setStyleSheet(ERROR_STYLE if error else "")
 
     def _report(self, text: str, level) -> None:
-        """A message in the dock and in QGIS's message bar."""
+        """A message in the dock and in QGIS's message bar (with the whole text in the log panel)."""
         self._set_status(text, error=level == Qgis.Critical)
-        self.iface.messageBar().pushMessage("Urban Form Mapper", text, level=level,
-                                            duration=0 if level == Qgis.Critical else 8)
+        log.push(self.iface.messageBar(), wording.panel_words(text), level, 0 if level == Qgis.Critical else 8)
 
     # -- settings ----------------------------------------------------------------------------------
     def save_settings(self) -> None:

@@ -16,6 +16,7 @@ from qgis.PyQt.QtCore import pyqtSignal
 
 from . import log
 from .engine_process import EngineResult, run_engine
+from .wording import panel_words
 
 # share of the progress bar per engine stage: (start, end) in percent
 STAGES = {"open": (0, 3), "scan": (3, 6), "features": (6, 90), "cluster": (90, 95), "write": (95, 100)}
@@ -183,6 +184,7 @@ class EngineTask(QgsTask):
         self.args = list(args)
         self.progress_of = progress_for(self.args)
         self.status_of: Callable[[dict], str] = status_text     # event -> the status line (worker thread)
+        self.panel = "dock"              # whose words the messages use (wording.panel_words): dock or buildings
         self.outputs = list(outputs or [])
         self.on_success = on_success
         self.on_failure = on_failure
@@ -236,5 +238,5 @@ class EngineTask(QgsTask):
 
     def _report(self, text: str, level) -> None:
         if self.message_bar is not None:
-            self.message_bar.pushMessage("Urban Form Mapper", f"{self.description()}: {text}", level=level,
-                                         duration=0 if level == Qgis.Critical else 8)
+            log.push(self.message_bar, f"{self.description()}: {panel_words(text, self.panel)}", level,
+                     0 if level == Qgis.Critical else 8)

