@@ -231,7 +231,8 @@ class BuildingsPanel(QWidget, FORM_CLASS):
         """Why Run is disabled (empty when it can run). An existing output is no reason: Run asks."""
         from dataclasses import replace
 
-        out = []
+        engine = self.dock.engine_problem(self.dock.engine_python())
+        out = [engine] if engine else []
         layer = self.dock.rasterCombo.currentLayer()
         if layer is not None and not self.raster():
             out.append(f"The layer {layer.name()!r} is not a local raster file; save it to a GeoTIFF first "

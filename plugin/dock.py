@@ -21,10 +21,11 @@ from qgis.core import (Qgis, QgsApplication, QgsCoordinateTransform, QgsCsExcept
 from qgis.gui import QgsDockWidget, QgsFileWidget
 from qgis.PyQt import sip, uic
 from qgis.PyQt.QtCore import QTimer, pyqtSignal
-from qgis.PyQt.QtWidgets import QMessageBox
+from qgis.PyQt.QtWidgets import QLineEdit, QMessageBox
 
 from . import engine_env, log, outputs, plots, probe, settings, stats_inputs, wording
 from .buildings_panel import BuildingsPanel
+from .engine_bar import EngineSetupBar
 from .layers import add_cluster_outputs, add_clusters_table, add_sweep_outputs, style_sweep_layer
 from .paths import RESOURCES
 from .request import BACKBONES, METHODS, UNITS, ClusterRequest, SweepRequest
@@ -87,6 +88,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.engine_info: dict | None = None       # the last engine check (its "asked" is the Python checked)
         self.detected_python: str | None = None
         self._detecting = False
+        self._detected = False                      # detection ran: search again only on request (Check, new setting)
         self._checking: str | None = None          # the Python whose check is under way
         self._tiles: dict | None = None            # the last tile probe's answer ...
         self._tiles_for: tuple | None = None       # ... for this (python, probe arguments)
@@ -139,6 +141,20 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.enginePython.setDialogTitle("Engine Python (with torch and rasterio)")
         self.engineGroup.setSaveCollapsedState(False)
         self.engineGroup.setCollapsed(True)
+        # "Set up engine" / "Update engine" at the top of the panel, and the installer's settings under Engine
+        self.setupBar = EngineSetupBar(self.scrollContents)
+        self.scrollLayout.insertWidget(0, self.setupBar)
+        self.indexUrlEdit = QLineEdit(self)
+        self.indexUrlEdit.setObjectName("indexUrlEdit")
+        self.indexUrlEdit.setPlaceholderText("PyPI (default); or your mirror's URL")
+        self.indexUrlEdit.setToolTip("Package index for Set up engine: a PyPI mirror or proxy of your organisation")
+        self.wheelDir = QgsFileWidget(self)
+        self.wheelDir.setObjectName("wheelDir")
+        self.wheelDir.setStorageMode(QgsFileWidget.GetDirectory)
+        self.wheelDir.setToolTip("For sites without internet: a folder of wheels made elsewhere with "
+                                 "`pip download --require-hashes -r requirements.lock -d wheels`")
+        self.engineForm.addRow("Package index", self.indexUrlEdit)
+        self.engineForm.addRow("Wheel folder", self.wheelDir)
         self.progressBar.setRange(0, 100)
         self.problemsLabel.setStyleSheet(ERROR_STYLE)
         for label in (self.estimateLabel, self.problemsLabel, self.statusLabel):
@@ -179,6 +195,12 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             signal.connect(self._changed)
         self.iface.mapCanvas().extentsChanged.connect(self._extent_changed)
         self.checkButton.clicked.connect(self.recheck)
+        self.enginePython.fileChanged.connect(self._engine_setting_changed)
+        self.setupBar.engineReady.connect(self._engine_ready)
+        self.setupBar.runningChanged.connect(lambda _running: self.update_state())
+        self.indexUrlEdit.editingFinished.connect(
+            lambda: settings.set("index_url", self.indexUrlEdit.text().strip()))
+        self.wheelDir.fileChanged.connect(lambda path: settings.set("wheel_dir", path.strip()))
         self.runButton.clicked.connect(self.run)
         self.cancelButton.clicked.connect(self.cancel)
 
@@ -240,7 +262,8 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         """Why Run is disabled (empty when it can run). An existing output is no reason: Run asks."""
         req = self.request()
         layer = self.rasterCombo.currentLayer()
-        out = []
+        engine = self.engine_problem(self.engine_python())
+        out = [engine] if engine else []
         if layer is not None and not req.raster:
             out.append(f"The layer {layer.name()!r} is not a local raster file (it comes from "
                        f"{layer.providerType()}); save it to a GeoTIFF first (right-click the layer > "
@@ -278,14 +301,16 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
     # -- engine ------------------------------------------------------------------------------------
     def engine_python(self) -> str | None:
         """The Python in the Engine box, else the detected one (None until detection has finished)."""
-        return self.enginePython.filePath().strip() or self.detected_python
+        return self.enginePython.filePath().strip() or self.detected_python or engine_env.chosen()
 
     def engine_problem(self, python: str | None) -> str | None:
         """Why ``python`` cannot run the engine, with the fix; None when it can (or is not checked yet)."""
+        if self.setupBar.is_running():
+            return "The engine is being set up (see the top of the panel); Run is available when it is ready."
         if not python:
-            if self._detecting:
-                return "Still looking for the engine Python; try again in a moment."
-            return engine_env.check(None)["error"]                  # no process: nothing to run
+            if self._detecting or not self._detected:
+                return "Still looking for the engine; a moment."
+            return "No engine yet: click Set up engine at the top of the panel (no terminal needed)."
         if not Path(python).is_file():
             return engine_env.check(python)["error"]                # no process: the file is missing
         info = self.engine_info
@@ -310,7 +335,24 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         for key in [k for k, v in probe.SPEED_CACHE.items() if not v.get("ok")]:
             del probe.SPEED_CACHE[key]
         self._tiles = self._tiles_for = None
+        if not self.enginePython.filePath().strip():
+            self._detected = False                  # look for the engine again: the user may have set one up
+            self.detected_python = None
+        self.engine_info = None
         self.check_engine()
+        self._refresh()
+
+    def _engine_setting_changed(self, *_args) -> None:
+        """A new Engine > Python (or none: search again, once)."""
+        if not self.enginePython.filePath().strip():
+            self._detected = False
+
+    def _engine_ready(self, python: str) -> None:
+        """Set up engine finished: use the new engine (unless the user chose another Python) and check it."""
+        self.detected_python = python
+        self._detected = True
+        self.engine_info = None
+        self.enginePython.lineEdit().setPlaceholderText(f"detected: {python}")
         self._refresh()
 
     def _detect(self) -> None:
@@ -322,11 +364,13 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
 
     def _detect_done(self, value: dict) -> None:
         self._detecting = False
+        self._detected = True
         self.detected_python = value.get("python") if isinstance(value, dict) else None
         self.enginePython.lineEdit().setPlaceholderText(
             f"detected: {self.detected_python}" if self.detected_python else "none found: choose a Python")
         if self.detected_python is None:
             self._show_engine({"ok": False, "asked": None, "error": engine_env.check(None)["error"]})
+            self.setupBar.show_missing()
         self._refresh()
 
     def _check_done(self, info: dict) -> None:
@@ -340,10 +384,23 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
 
     def _show_engine(self, info: dict) -> None:
         self.engine_info = info
-        self.engineLabel.setText(probe.engine_text(info))
+        managed = engine_env.managed_status()
+        is_managed = bool(info.get("asked")) and info.get("asked") == managed["python"]
+        text = probe.engine_text(info)
+        if info.get("ok") and is_managed:
+            text += " · set up by the plugin, " + ("current" if managed["current"] else
+                                                   "built from an older lock: Update engine")
+        self.engineLabel.setText(text)
         self.engineLabel.setStyleSheet("" if info.get("ok") else ERROR_STYLE)
-        if not info.get("ok"):
+        if info.get("ok"):
+            if is_managed and not managed["current"]:
+                self.setupBar.show_outdated(info["asked"])
+            else:
+                self.setupBar.hide_unless_running()
+        else:
             self.engineGroup.setCollapsed(False)
+            self.setupBar.show_missing(info.get("asked"))
+        self.update_state()
 
     def _set_devices(self, devices: list[str]) -> None:
         current = self.deviceCombo.currentData() or settings.get(KEY + "device", "auto", str)
@@ -452,7 +509,8 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.save_settings()
         python = self.engine_python()
         if python is None:
-            self._detect()
+            if not self._detected:
+                self._detect()                   # once; again only on Check or a new Engine setting
             self.update_state()
             return
         if python != self._checking and (self.engine_info is None or self.engine_info.get("asked") != python):
@@ -745,6 +803,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             settings.set(KEY + key, value)
         stats_inputs.save(self)
         settings.set("engine_python", self.enginePython.filePath().strip())
+        settings.set("index_url", self.indexUrlEdit.text().strip())
 
     def restore_settings(self) -> None:
         get = settings.get
@@ -772,6 +831,8 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.seedSpin.setValue(get(KEY + "seed", 0, int))
         _select(self.areaCombo, get(KEY + "area", "none", str))
         self.enginePython.setFilePath(get("engine_python", "", str))
+        self.indexUrlEdit.setText(get("index_url", "", str))
+        self.wheelDir.setFilePath(get("wheel_dir", "", str))
         raster = get(KEY + "raster", "", str)
         for layer in QgsProject.instance().mapLayers().values():
             if raster and isinstance(layer, QgsRasterLayer) and layer.source() == raster:
@@ -799,6 +860,8 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             self.task = self._run_request = None
         self._temp_layers.remove()
         self.buildings.shutdown()
+        if self.setupBar.task is not None:
+            self.setupBar.task.cancel()          # the installer stops and removes what it built
         for call in self._background:
             if not sip.isdeleted(call):
                 call.cancel()

@@ -28,6 +28,7 @@ from pathlib import Path
 from . import engine_setup, settings
 from .paths import PLUGIN_DIR
 
+CHECKOUT_VENV = PLUGIN_DIR / ".venv"          # `make setup` in a source checkout (a zip has none)
 SETUP_HINT = ("Click Set up engine in the Urban Form Mapper panel (or run Processing > Urban Form Mapper > "
               "Set up engine): it installs the engine's Python packages into the QGIS profile, no terminal "
               "needed. An engine you built yourself can be chosen under Engine > Python.")
@@ -85,7 +86,7 @@ def candidates() -> list[tuple[str, str]]:
     saved = settings.get("engine_python", "", str)
     if saved:
         out.append(("settings", saved))
-    out.append(("source checkout", str(_venv_python(PLUGIN_DIR / ".venv"))))
+    out.append(("source checkout", str(_venv_python(CHECKOUT_VENV))))
     managed = managed_status()
     if managed["installed"]:
         out.append(("engine set up by the plugin", managed["python"]))
@@ -93,6 +94,11 @@ def candidates() -> list[tuple[str, str]]:
     if system:
         out.append(("system python3", system))
     return out
+
+
+def chosen() -> str | None:
+    """The engine Python chosen explicitly (environment, then settings): known at once, without a search."""
+    return os.environ.get("URBANFORM_ENGINE_PYTHON") or settings.get("engine_python", "", str) or None
 
 
 def detect() -> str | None:

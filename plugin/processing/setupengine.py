@@ -35,7 +35,8 @@ class SetupEngineAlgorithm(UrbanFormAlgorithm):
         "• Wheel folder: a local folder of wheels for offline sites (made elsewhere with "
         "`pip download --require-hashes -r requirements.lock -d wheels`).",
         "• PyTorch build: auto picks CUDA when nvidia-smi reports a driver.",
-        "• Rebuild: build again even when the engine is current.",
+        "• Rebuild (even when the engine is current): build again, e.g. after a failed GPU driver update.",
+        "Outputs: Engine Python (the interpreter the other algorithms use) and Built from this plugin's lock.",
     ))
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS API
@@ -46,7 +47,7 @@ class SetupEngineAlgorithm(UrbanFormAlgorithm):
                                                      behavior=QgsProcessingParameterFile.Folder, optional=True))
         self.addParameter(QgsProcessingParameterEnum(TORCH, "PyTorch build", options=list(TORCH_BUILDS),
                                                      defaultValue=0))
-        self.addParameter(QgsProcessingParameterBoolean(FORCE, "Rebuild even when the engine is current",
+        self.addParameter(QgsProcessingParameterBoolean(FORCE, "Rebuild (even when the engine is current)",
                                                         defaultValue=False))
         self.addOutput(QgsProcessingOutputString(ENGINE_PYTHON, "Engine Python"))
         self.addOutput(QgsProcessingOutputBoolean(CURRENT, "Built from this plugin's lock"))

@@ -325,12 +325,14 @@ def test_wrong_engine_python_gives_a_message_not_an_exception(make_dock, sample_
     set_params(dock, tmp_path / "w.gpkg")
     dock.enginePython.setFilePath("/nonexistent/python")
     assert dock.engine_python() == "/nonexistent/python"
-    assert dock.runButton.isEnabled()                    # Run explains the fix rather than staying grey
+    assert not dock.runButton.isEnabled()                # Run is grey and says why, with the fix
+    assert "/nonexistent/python does not exist" in dock.problemsLabel.text()
+    assert "Set up engine" in dock.runButton.toolTip()
     assert dock.run() is False and not dock.is_running()
     text = dock.statusLabel.text()
-    assert "/nonexistent/python does not exist" in text and "make setup" in text
+    assert "/nonexistent/python does not exist" in text and "Set up engine" in text
     critical = qgis_iface.messageBar().get_messages(Qgis.Critical)
-    assert any("does not exist" in m and "make setup" in m for m in critical), critical
+    assert any("does not exist" in m and "Set up engine" in m for m in critical), critical
     assert "does not exist" in dock.engineLabel.text() and not dock.engineGroup.isCollapsed()
     dock.checkButton.click()                             # the Check button says the same
     assert wait_for(lambda: "Engine not usable" in dock.engineLabel.text()

@@ -84,7 +84,8 @@ def test_provider_lists_the_algorithms_with_their_help(alg):
     provider = QgsApplication.processingRegistry().providerById("urbanform")
     assert sorted(a.id() for a in provider.algorithms()) == [
         "urbanform:cluster", "urbanform:deepcluster", "urbanform:evaluatesegmentation", "urbanform:export",
-        "urbanform:exportshapefile", "urbanform:predict", "urbanform:segment", "urbanform:statistics",
+        "urbanform:exportshapefile", "urbanform:predict", "urbanform:segment", "urbanform:setupengine",
+        "urbanform:statistics",
         "urbanform:sweep", "urbanform:trainsegmentation"]
     for algorithm in provider.algorithms():
         assert algorithm.group() == "Urban form" and algorithm.groupId() == "urbanform"
@@ -334,7 +335,7 @@ def test_raster_that_is_not_a_local_file_is_refused(alg, tmp_path):
 
 def test_missing_engine_python_gives_the_fix(alg, tmp_path, monkeypatch):
     monkeypatch.setenv("URBANFORM_ENGINE_PYTHON", "/nonexistent/python3")
-    with pytest.raises(QgsProcessingException, match="does not exist.*make setup"):
+    with pytest.raises(QgsProcessingException, match="does not exist.*Set up engine"):
         run("urbanform:cluster", {**alg.params, "OUTPUT": str(tmp_path / "n.gpkg")})
     assert files_in(tmp_path) == []
 

@@ -88,7 +88,7 @@ def test_cancel_mid_run_leaves_no_file_and_no_layer(urbanform_modules, tmp_path,
 def test_wrong_engine_python_gives_a_message_not_an_exception(urbanform_modules, tmp_path, qgis_iface):
     request, task_mod, _, engine_env = urbanform_modules
     info = engine_env.check("/nonexistent/python3")
-    assert info["ok"] is False and "does not exist" in info["error"] and "make setup" in info["error"]
+    assert info["ok"] is False and "does not exist" in info["error"] and "Set up engine" in info["error"]
     req = request.ClusterRequest(raster=str(SAMPLE), out=str(tmp_path / "w.gpkg"), k=3, weights="none")
     t = task_mod.EngineTask("cluster w", "/nonexistent/python3", req.argv(), message_bar=qgis_iface.messageBar())
     assert run_task(t) == QgsTask.Terminated
