@@ -23,6 +23,7 @@ from qgis.PyQt import sip, uic
 from qgis.PyQt.QtCore import QTimer, pyqtSignal
 from qgis.PyQt.QtWidgets import QLineEdit, QMessageBox
 
+from ..engine.contract import defaults
 from . import engine_env, log, outputs, plots, probe, settings, stats_inputs, wording
 from .buildings_panel import BuildingsPanel
 from .engine_bar import EngineSetupBar
@@ -142,8 +143,8 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.engineGroup.setSaveCollapsedState(False)
         self.engineGroup.setCollapsed(True)
         # "Set up engine" / "Update engine" at the top of the panel, and the installer's settings under Engine
-        self.setupBar = EngineSetupBar(self.scrollContents)
-        self.scrollLayout.insertWidget(0, self.setupBar)
+        self.setupBar = EngineSetupBar(self.dockContents)       # above the scrolling form: always in view
+        self.mainLayout.insertWidget(0, self.setupBar)
         self.indexUrlEdit = QLineEdit(self)
         self.indexUrlEdit.setObjectName("indexUrlEdit")
         self.indexUrlEdit.setPlaceholderText("PyPI (default); or your mirror's URL")
@@ -369,8 +370,8 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.enginePython.lineEdit().setPlaceholderText(
             f"detected: {self.detected_python}" if self.detected_python else "none found: choose a Python")
         if self.detected_python is None:
-            self._show_engine({"ok": False, "asked": None, "error": engine_env.check(None)["error"]})
-            self.setupBar.show_missing()
+            self._show_engine({"ok": False, "asked": None,
+                               "error": "none found. Set up engine (top of the panel) builds one."})
         self._refresh()
 
     def _check_done(self, info: dict) -> None:
@@ -398,7 +399,8 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             else:
                 self.setupBar.hide_unless_running()
         else:
-            self.engineGroup.setCollapsed(False)
+            if info.get("asked"):
+                self.engineGroup.setCollapsed(False)     # a chosen Python that does not work: show why
             self.setupBar.show_missing(info.get("asked"))
         self.update_state()
 
@@ -820,8 +822,8 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self._unit_changed()
         self.tileSizeSpin.setValue(get(KEY + "tile_size", 64.0, float))
         self.overlapSpin.setValue(get(KEY + "overlap", 0.0, float))
-        _select(self.backboneCombo, get(KEY + "backbone", "efficientnet_lite0", str))
-        _select(self.weightsCombo, get(KEY + "weights", "imagenet", str))
+        _select(self.backboneCombo, get(KEY + "backbone", defaults.DEFAULT_BACKBONE, str))
+        _select(self.weightsCombo, get(KEY + "weights", defaults.DEFAULT_WEIGHTS, str))
         self.weightsFile.setFilePath(get(KEY + "weights_file", "", str))
         self._weights_changed()
         device = get(KEY + "device", "auto", str)

@@ -13,65 +13,30 @@ Environment: UF_SMOKE_RASTER (input raster), UF_SMOKE_OUT (output .gpkg),
 UF_SMOKE_PNG (screenshot), UF_SMOKE_REPORT (JSON report), UF_SMOKE_TIMEOUT
 (seconds, default 200), URBANFORM_ENGINE_PYTHON (the engine's Python).
 """
-import json
 import os
 import sys
-import time
-import traceback
 
 import qgis.utils
 from qgis.core import QgsProject
-from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtCore import Qt
 from qgis.utils import iface, loadPlugin, startPlugin, updateAvailablePlugins
 
-HEAVY = ("torch", "torchvision", "rasterio", "geopandas", "sklearn", "engine")
+sys.path.insert(0, os.environ["UF_TEST_DIR"])
+from desktop_base import Driver  # noqa: E402 - QGIS does not put this folder on sys.path
 
 
-class Smoke:
+class Smoke(Driver):
     def __init__(self):
+        super().__init__(os.environ["UF_SMOKE_REPORT"], float(os.environ.get("UF_SMOKE_TIMEOUT", "200")))
         self.raster_path = os.environ["UF_SMOKE_RASTER"]
         self.out = os.environ["UF_SMOKE_OUT"]
         self.png = os.environ["UF_SMOKE_PNG"]
-        self.report_path = os.environ["UF_SMOKE_REPORT"]
-        self.deadline = time.monotonic() + float(os.environ.get("UF_SMOKE_TIMEOUT", "200"))
         self.name = os.path.splitext(os.path.basename(self.out))[0]
-        self.report = {"errors": [], "steps": []}
         self.dock = None
         self.ended = []
 
-    # -- plumbing ----------------------------------------------------------------------------------
-    def step(self, text):
-        self.report["steps"].append(f"{time.strftime('%H:%M:%S')} {text}")
-
-    def error(self, text):
-        self.report["errors"].append(text)
-
-    def later(self, ms, function):
-        """Call ``function`` after ``ms`` in the event loop; an exception ends the run with a report."""
-        def call():
-            try:
-                function()
-            except Exception:  # noqa: BLE001 - report, then end
-                self.error(traceback.format_exc())
-                self.finish()
-        QTimer.singleShot(ms, call)
-
-    def wait(self, what, predicate, then, every_ms=250):
-        """Poll ``predicate`` until it is true (then call ``then``) or the deadline passes (then finish)."""
-        def poll():
-            if predicate():
-                self.step(f"{what}: yes")
-                then()
-            elif time.monotonic() > self.deadline:
-                self.error(f"timed out waiting for: {what}")
-                self.finish()
-            else:
-                self.later(every_ms, poll)
-        self.later(every_ms, poll)
-
     # -- the steps ---------------------------------------------------------------------------------
     def start(self):
-        qgis.utils.showException = self.show_exception      # never a modal error dialog
         window = iface.mainWindow()
         window.resize(1600, 1000)
         window.showMaximized()
@@ -106,7 +71,7 @@ class Smoke:
         self.step(f"run started={self.report['run_started']} {dock.statusLabel.text()}")
         if not self.report["run_started"]:
             self.error(f"Run did not start: {dock.statusLabel.text()} {dock.problemsLabel.text()}")
-            self.finish()
+            self.finish(False)
             return
         self.wait("run finished", lambda: bool(self.ended), self.zoom)
 
@@ -118,42 +83,23 @@ class Smoke:
         if raster:
             canvas.setExtent(raster[0].extent())
         canvas.refreshAllLayers()
-        quiet = []
-
-        def rendered():
-            quiet.append(not canvas.isDrawing())
-            return len(quiet) >= 4 and all(quiet[-4:])     # not drawing for a second
-        self.wait("map rendered", rendered, lambda: self.later(1000, self.screenshot))
+        self.wait_rendered(canvas, self.screenshot)
 
     def screenshot(self):
         os.makedirs(os.path.dirname(self.png), exist_ok=True)
         self.report["screenshot_saved"] = iface.mainWindow().grab().save(self.png)
         self.step(f"screenshot {self.png}")
-        self.finish()
+        self.end()
 
-    def finish(self):
-        """Write the report and end QGIS: exit code 0 when the group with both layers arrived."""
-        ok = False
-        try:
-            project = QgsProject.instance()
-            group = project.layerTreeRoot().findGroup(self.name)
-            self.report["group"] = group is not None
-            self.report["group_layers"] = [node.name() for node in group.children()] if group is not None else []
-            self.report["renderers"] = {layer.name(): layer.renderer().type()
-                                        for layer in project.mapLayers().values() if layer.renderer() is not None}
-            self.report["heavy"] = [m for m in HEAVY if m in sys.modules]
-            ok = (self.report.get("run_ok") is True and len(self.report["group_layers"]) == 2
-                  and not self.report["errors"])
-        except Exception:  # noqa: BLE001 - the report must still be written
-            self.error(traceback.format_exc())
-        finally:
-            self.report["ok"] = ok
-            with open(self.report_path, "w") as f:
-                json.dump(self.report, f, indent=1)
-            os._exit(0 if ok else 1)
-
-    def show_exception(self, etype, value, tb, msg=None, *args, **kwargs):
-        self.error(f"{msg}: {''.join(traceback.format_exception(etype, value, tb))}")
+    def end(self):
+        """The report: exit code 0 when the group with both layers arrived."""
+        project = QgsProject.instance()
+        group = project.layerTreeRoot().findGroup(self.name)
+        self.report["group"] = group is not None
+        self.report["group_layers"] = [node.name() for node in group.children()] if group is not None else []
+        self.report["renderers"] = {layer.name(): layer.renderer().type()
+                                    for layer in project.mapLayers().values() if layer.renderer() is not None}
+        self.finish(self.report.get("run_ok") is True and len(self.report["group_layers"]) == 2)
 
 
 SMOKE = Smoke()

@@ -6,8 +6,11 @@ and a screenshot (.test-results/artifacts/desktop_dock_run.png, kept for CI).
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 from .helpers import fresh_qgis_env, run_in_own_group
@@ -30,7 +33,8 @@ def test_dock_runs_on_the_sample_in_the_qgis_desktop_app(plugin_parent, tmp_path
     env = fresh_qgis_env(tmp_path / "home", QGIS_PLUGINPATH=plugin_parent, QT_QPA_PLATFORM="xcb",
                          URBANFORM_ENGINE_PYTHON=sys.executable, URBANFORM_CACHE=tmp_path / "cache",
                          UF_SMOKE_RASTER=raster, UF_SMOKE_OUT=tmp_path / "out" / "desktop_run.gpkg",
-                         UF_SMOKE_PNG=png, UF_SMOKE_REPORT=report, UF_SMOKE_TIMEOUT=TIMEOUT_S - 40)
+                         UF_SMOKE_PNG=png, UF_SMOKE_REPORT=report, UF_SMOKE_TIMEOUT=TIMEOUT_S - 40,
+                         UF_TEST_DIR=SCRIPT.parent)
     (tmp_path / "out").mkdir()
     code, out, err, _ = run_in_own_group(["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "qgis.bin",
                                        "--noversioncheck", "--nologo", "--noplugins", "--code", str(SCRIPT)],
@@ -48,3 +52,43 @@ def test_dock_runs_on_the_sample_in_the_qgis_desktop_app(plugin_parent, tmp_path
     assert got["heavy"] == [], got
     assert got["ok"] is True and code == 0, got
     assert png.exists() and png.stat().st_size > 20_000, f"screenshot missing or blank: {png}"
+
+
+def test_set_up_engine_and_run_from_the_zip(tmp_path):
+    """From the zip in a clean profile with no engine: the panel offers Set up engine (Run grey), builds the
+    engine, then clusters the sample with its defaults. Screenshots: .test-results/artifacts/*_setup.png and
+    *_ready.png."""
+    dist = tmp_path / "dist"
+    subprocess.run(["make", "-s", "package", f"DIST={dist}"], cwd=REPO, check=True, capture_output=True, timeout=120)
+    home = tmp_path / "home"
+    plugins = home / ".local/share/QGIS/QGIS3/profiles/default/python/plugins"
+    plugins.mkdir(parents=True)
+    with zipfile.ZipFile(next(dist.glob("urbanform-*.zip"))) as zf:
+        zf.extractall(plugins)
+    raster = tmp_path / "input" / SAMPLE.name
+    raster.parent.mkdir()
+    shutil.copyfile(SAMPLE, raster)
+    (tmp_path / "out").mkdir()
+    report = tmp_path / "report.json"
+    env = fresh_qgis_env(home, QT_QPA_PLATFORM="xcb", PATH="/usr/bin:/bin", UF_TEST_DIR=SCRIPT.parent,
+                         UF_RASTER=raster, UF_OUT=tmp_path / "out" / "first_run.gpkg", UF_PNG_DIR=ARTIFACTS,
+                         UF_REPORT=report, UF_TIMEOUT=500,
+                         UV_CACHE_DIR=os.environ.get("UV_CACHE_DIR", str(Path.home() / ".cache" / "uv")))
+    for leaked in ("URBANFORM_ENGINE_PYTHON", "QGIS_PLUGINPATH", "PYTHONPATH", "VIRTUAL_ENV"):
+        env.pop(leaked, None)
+    code, out, err, _ = run_in_own_group(["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "qgis.bin",
+                                          "--noversioncheck", "--nologo", "--noplugins", "--code",
+                                          str(SCRIPT.with_name("desktop_setup.py"))], env, 560)
+    assert report.exists(), f"QGIS wrote no report; its output:\n{(out + err)[-3000:]}"
+    got = json.loads(report.read_text())
+    assert got["errors"] == [], got
+    assert got["loaded"] and got["started"] and got["raster_valid"], got
+    assert got["plugin_dir"].startswith(str(plugins)), got               # the unpacked zip, not this checkout
+    assert got["bar_visible"] and got["setup_button"] == "Set up engine" and "No engine yet" in got["bar_text"], got
+    assert got["run_enabled_without_engine"] is False and "Set up engine" in got["problems_without_engine"], got
+    assert got["setup_started"] and got["bar_after_setup"] == "", got
+    assert "set up by the plugin, current" in got["engine"] and got["backbone"] == "efficientnet_lite0", got
+    assert got["run_ok"] is True and got["group_layers"], got
+    assert got["heavy"] == [] and got["ok"] is True and code == 0, got
+    for name in ("dock_setup", "dock_ready", "desktop_setup", "desktop_ready"):
+        assert (ARTIFACTS / f"{name}.png").stat().st_size > 10_000, name
