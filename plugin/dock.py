@@ -154,8 +154,14 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.wheelDir.setStorageMode(QgsFileWidget.GetDirectory)
         self.wheelDir.setToolTip("For sites without internet: a folder of wheels made elsewhere with "
                                  "`pip download --require-hashes -r requirements.lock -d wheels`")
+        self.basePython = QgsFileWidget(self)
+        self.basePython.setObjectName("basePython")
+        self.basePython.setStorageMode(QgsFileWidget.GetFile)
+        self.basePython.lineEdit().setPlaceholderText("the Python QGIS runs on (default)")
+        self.basePython.setToolTip("The Python interpreter Set up engine builds from (python3, or python.exe)")
         self.engineForm.addRow("Package index", self.indexUrlEdit)
         self.engineForm.addRow("Wheel folder", self.wheelDir)
+        self.engineForm.addRow("Build from", self.basePython)
         self.progressBar.setRange(0, 100)
         self.problemsLabel.setStyleSheet(ERROR_STYLE)
         for label in (self.estimateLabel, self.problemsLabel, self.statusLabel):
@@ -202,6 +208,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.indexUrlEdit.editingFinished.connect(
             lambda: settings.set("index_url", self.indexUrlEdit.text().strip()))
         self.wheelDir.fileChanged.connect(lambda path: settings.set("wheel_dir", path.strip()))
+        self.basePython.fileChanged.connect(lambda path: settings.set("base_python", path.strip()))
         self.runButton.clicked.connect(self.run)
         self.cancelButton.clicked.connect(self.cancel)
 
@@ -835,6 +842,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.enginePython.setFilePath(get("engine_python", "", str))
         self.indexUrlEdit.setText(get("index_url", "", str))
         self.wheelDir.setFilePath(get("wheel_dir", "", str))
+        self.basePython.setFilePath(get("base_python", "", str))
         raster = get(KEY + "raster", "", str)
         for layer in QgsProject.instance().mapLayers().values():
             if raster and isinstance(layer, QgsRasterLayer) and layer.source() == raster:

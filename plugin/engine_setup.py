@@ -130,8 +130,8 @@ def base_python() -> str:
     In QGIS ``sys.executable`` is often the QGIS program itself; the interpreter of the same
     version is then looked up next to ``sys.exec_prefix``.
     """
-    exe = Path(sys.executable)
-    if exe.name.lower().startswith("python"):
+    exe = Path(getattr(sys, "_base_executable", "") or sys.executable)   # a venv's own base interpreter
+    if exe.name.lower().startswith("python") and exe.is_file():
         return str(exe)
     v = sys.version_info
     names = ([f"python{v.major}.{v.minor}", f"python{v.major}", "python"] if sys.platform != "win32"
@@ -321,7 +321,8 @@ def _kill_tree(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def _index_args(opts: Options, tool: str) -> list[str]:
+def _index_args(opts: Options) -> list[str]:
+    """Where packages come from: the wheel folders, then the index (PyPI unless set), or only the folders."""
     args: list[str] = []
     for folder in opts.wheel_dirs:
         args += ["--find-links", str(folder)]
@@ -458,7 +459,7 @@ def install(opts: Options, log: Callable[[str], None] = print,
         at("Get uv")
         uv = None
         if opts.use_uv:
-            rc, out = run([py, "-m", "pip", "install", "--quiet", "uv", *_index_args(opts, "pip")], env=env)
+            rc, out = run([py, "-m", "pip", "install", "--quiet", "uv", *_index_args(opts)], env=env)
             if rc == 0:
                 candidate = env_dir / ("Scripts/uv.exe" if sys.platform == "win32" else "bin/uv")
                 uv = candidate if candidate.is_file() else None
@@ -470,10 +471,10 @@ def install(opts: Options, log: Callable[[str], None] = print,
         def pip_install(args: list[str], hashes: bool) -> None:
             if uv is not None:
                 cmd = [uv, "pip", "install", "--python", py, *(["--require-hashes"] if hashes else []), *args,
-                       *_index_args(opts, "uv")]
+                       *_index_args(opts)]
             else:
                 cmd = [py, "-m", "pip", "install", "--progress-bar", "off",
-                       *(["--require-hashes"] if hashes else []), *args, *_index_args(opts, "pip")]
+                       *(["--require-hashes"] if hashes else []), *args, *_index_args(opts)]
             code, output = run(cmd, env=env)
             if code != 0:
                 raise explain(output, opts, needed=needed)

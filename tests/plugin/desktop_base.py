@@ -63,6 +63,31 @@ class Driver:
             return len(quiet) >= 4 and all(quiet[-4:])
         self.wait("map rendered", rendered, lambda: self.later(1000, then))
 
+    def run_panel(self, dock, raster_name: str, then) -> None:
+        """Click the panel's Run, wait for the run, zoom to the raster, wait for the map, then call ``then``."""
+        from qgis.core import QgsProject
+        from qgis.utils import iface
+
+        ended = []
+        dock.runFinished.connect(ended.append)
+        self.report["run_started"] = dock.runButton.isEnabled() and dock.run()
+        self.step(f"run started={self.report['run_started']} {dock.statusLabel.text()}")
+        if not self.report["run_started"]:
+            self.error(f"Run did not start: {dock.statusLabel.text()} {dock.problemsLabel.text()}")
+            self.finish(False)
+            return
+
+        def ran():
+            self.report["run_ok"] = ended[0]
+            self.report["status"] = dock.statusLabel.text()
+            canvas = iface.mapCanvas()
+            raster = QgsProject.instance().mapLayersByName(raster_name)
+            if raster:
+                canvas.setExtent(raster[0].extent())
+            canvas.refreshAllLayers()
+            self.wait_rendered(canvas, then)
+        self.wait("run finished", lambda: bool(ended), ran)
+
     def finish(self, ok: bool) -> None:
         """Write the report (``ok`` only without errors) and end QGIS: exit code 0 when ok."""
         self.report["heavy"] = [m for m in HEAVY if m in sys.modules]

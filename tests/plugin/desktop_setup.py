@@ -29,7 +29,6 @@ class FirstHour(Driver):
         self.out = os.environ["UF_OUT"]
         self.png_dir = os.environ["UF_PNG_DIR"]
         self.dock = None
-        self.ended = []
 
     def shot(self, name: str) -> None:
         """The panel alone (for the README) and the whole window (for the test artifacts)."""
@@ -51,7 +50,6 @@ class FirstHour(Driver):
         self.dock = dock = qgis.utils.plugins["urbanform"].open_dock()
         window.resizeDocks([dock], [430], Qt.Horizontal)
         dock.confirm_overwrite = lambda parent, path: True
-        dock.runFinished.connect(self.ended.append)
         dock.rasterCombo.setLayer(layer)
         dock.outputFile.setFilePath(self.out)
         self.wait("no engine found", lambda: dock._detected and not dock._detecting,
@@ -76,26 +74,9 @@ class FirstHour(Driver):
                   lambda: (dock.engine_info or {}).get("ok") and dock.runButton.isEnabled(), self.run)
 
     def run(self):
-        dock = self.dock
-        self.report["engine"] = dock.engineLabel.text()
-        self.report["backbone"] = dock.backboneCombo.currentData()
-        self.report["run_started"] = dock.run()
-        self.step(f"run started={self.report['run_started']} {dock.statusLabel.text()}")
-        if not self.report["run_started"]:
-            self.error(f"Run did not start: {dock.statusLabel.text()} {dock.problemsLabel.text()}")
-            self.finish(False)
-            return
-        self.wait("run finished", lambda: bool(self.ended), self.zoom)
-
-    def zoom(self):
-        self.report["run_ok"] = self.ended[0]
-        self.report["status"] = self.dock.statusLabel.text()
-        canvas = iface.mapCanvas()
-        raster = QgsProject.instance().mapLayersByName(RASTER_NAME)
-        if raster:
-            canvas.setExtent(raster[0].extent())
-        canvas.refreshAllLayers()
-        self.wait_rendered(canvas, self.end)
+        self.report["engine"] = self.dock.engineLabel.text()
+        self.report["backbone"] = self.dock.backboneCombo.currentData()
+        self.run_panel(self.dock, RASTER_NAME, self.end)
 
     def end(self):
         self.shot("ready")

@@ -33,7 +33,6 @@ class Smoke(Driver):
         self.png = os.environ["UF_SMOKE_PNG"]
         self.name = os.path.splitext(os.path.basename(self.out))[0]
         self.dock = None
-        self.ended = []
 
     # -- the steps ---------------------------------------------------------------------------------
     def start(self):
@@ -50,7 +49,6 @@ class Smoke(Driver):
         self.dock = dock = plugin.open_dock()
         window.resizeDocks([dock], [400], Qt.Horizontal)
         dock.confirm_overwrite = lambda parent, path: True
-        dock.runFinished.connect(self.ended.append)
         dock.rasterCombo.setLayer(layer)
         dock.kSpin.setValue(4)
         dock.backboneCombo.setCurrentIndex(dock.backboneCombo.findData("resnet18"))
@@ -64,26 +62,9 @@ class Smoke(Driver):
                   or "no time" in dock.estimateLabel.text(), self.run)
 
     def run(self):
-        dock = self.dock
-        self.report["estimate"] = dock.estimateLabel.text()
-        self.report["problems"] = dock.problemsLabel.text()
-        self.report["run_started"] = dock.runButton.isEnabled() and dock.run()
-        self.step(f"run started={self.report['run_started']} {dock.statusLabel.text()}")
-        if not self.report["run_started"]:
-            self.error(f"Run did not start: {dock.statusLabel.text()} {dock.problemsLabel.text()}")
-            self.finish(False)
-            return
-        self.wait("run finished", lambda: bool(self.ended), self.zoom)
-
-    def zoom(self):
-        self.report["run_ok"] = self.ended[0]
-        self.report["status"] = self.dock.statusLabel.text()
-        raster = QgsProject.instance().mapLayersByName("Kampala sample (OpenAerialMap)")
-        canvas = iface.mapCanvas()
-        if raster:
-            canvas.setExtent(raster[0].extent())
-        canvas.refreshAllLayers()
-        self.wait_rendered(canvas, self.screenshot)
+        self.report["estimate"] = self.dock.estimateLabel.text()
+        self.report["problems"] = self.dock.problemsLabel.text()
+        self.run_panel(self.dock, "Kampala sample (OpenAerialMap)", self.screenshot)
 
     def screenshot(self):
         os.makedirs(os.path.dirname(self.png), exist_ok=True)

@@ -68,3 +68,19 @@ def run_in_own_group(cmd: list[str], env: dict, timeout: float, cwd=None):
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
         return proc.returncode, out, err, True
+
+
+def install_zip_in_clean_profile(tmp_path, repo) -> tuple:
+    """``make package`` into ``tmp_path/dist`` and unpack the zip as QGIS's "Install from ZIP" would, into
+    the default profile of a new HOME; returns (home, plugins folder)."""
+    import subprocess
+    import zipfile
+
+    dist = tmp_path / "dist"
+    subprocess.run(["make", "-s", "package", f"DIST={dist}"], cwd=repo, check=True, capture_output=True, timeout=120)
+    home = tmp_path / "home"
+    plugins = home / ".local/share/QGIS/QGIS3/profiles/default/python/plugins"
+    plugins.mkdir(parents=True)
+    with zipfile.ZipFile(next(dist.glob("urbanform-*.zip"))) as zf:
+        zf.extractall(plugins)
+    return home, plugins

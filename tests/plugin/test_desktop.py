@@ -8,12 +8,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
-from .helpers import fresh_qgis_env, run_in_own_group
+from .helpers import fresh_qgis_env, install_zip_in_clean_profile, run_in_own_group
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("desktop_smoke.py")
@@ -58,13 +56,7 @@ def test_set_up_engine_and_run_from_the_zip(tmp_path):
     """From the zip in a clean profile with no engine: the panel offers Set up engine (Run grey), builds the
     engine, then clusters the sample with its defaults. Screenshots: .test-results/artifacts/*_setup.png and
     *_ready.png."""
-    dist = tmp_path / "dist"
-    subprocess.run(["make", "-s", "package", f"DIST={dist}"], cwd=REPO, check=True, capture_output=True, timeout=120)
-    home = tmp_path / "home"
-    plugins = home / ".local/share/QGIS/QGIS3/profiles/default/python/plugins"
-    plugins.mkdir(parents=True)
-    with zipfile.ZipFile(next(dist.glob("urbanform-*.zip"))) as zf:
-        zf.extractall(plugins)
+    home, plugins = install_zip_in_clean_profile(tmp_path, REPO)
     raster = tmp_path / "input" / SAMPLE.name
     raster.parent.mkdir()
     shutil.copyfile(SAMPLE, raster)

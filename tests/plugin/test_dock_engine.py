@@ -137,3 +137,17 @@ def test_cancel_in_the_panel_keeps_nothing_half_built(no_engine, dock):
     assert "cancelled" in bar.messageLabel.text() and bar.setupButton.isEnabled()
     root = no_engine["home"] / "py3.11"
     assert not list(root.glob("env-*")) and not (root / "current.json").exists()
+
+
+def test_a_chosen_python_that_is_not_one_is_explained_in_the_panel(no_engine, dock, tmp_path):
+    assert wait_for(lambda: dock._detected, 60)
+    not_python = tmp_path / "python3"
+    not_python.write_text("#!/bin/sh\necho hello\n")
+    not_python.chmod(0o755)
+    dock.basePython.setFilePath(str(not_python))
+    dock.setupBar.start()
+    assert wait_for(lambda: not dock.setupBar.is_running(), 60)
+    text = dock.setupBar.messageLabel.text()
+    assert f"{not_python} is not a Python interpreter" in text and "Choose" in text
+    assert dock.setupBar.setupButton.isEnabled() and not dock.runButton.isEnabled()
+    assert not (no_engine["home"] / "py3.11").exists()

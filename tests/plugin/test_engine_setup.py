@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
-import threading
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
 
-from .helpers import fresh_qgis_env, run_in_own_group
+from .helpers import install_zip_in_clean_profile, run_in_own_group
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "resources" / "sample" / "kampala_ug_oam_rgb_z19_epsg3857.tif"
@@ -238,13 +234,7 @@ def qgis_process(args: list[str], env: dict, cwd: Path, timeout: float = 600) ->
 
 
 def test_from_the_zip_setupengine_then_cluster_with_no_engine_variable(tmp_path):
-    dist = tmp_path / "dist"
-    subprocess.run(["make", "-s", "package", f"DIST={dist}"], cwd=REPO, check=True, capture_output=True, timeout=120)
-    home = tmp_path / "home"
-    plugins = home / ".local/share/QGIS/QGIS3/profiles/default/python/plugins"
-    plugins.mkdir(parents=True)
-    with zipfile.ZipFile(next(dist.glob("urbanform-*.zip"))) as zf:
-        zf.extractall(plugins)
+    home, plugins = install_zip_in_clean_profile(tmp_path, REPO)
     assert (plugins / "urbanform" / "requirements.lock").is_file()
     # a clean profile: no engine variable, no Python paths; only the machine's warm uv cache is shared
     env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "QT_QPA_PLATFORM": "offscreen", "LANG": "C.UTF-8",
