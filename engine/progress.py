@@ -27,7 +27,8 @@ class Progress:
         self._stage = None
         self._last = 0.0
 
-    def __call__(self, stage: str, done: int = 0, total: int = 0, message: str = "") -> None:
+    def __call__(self, stage: str, done: int = 0, total: int = 0, message: str = "", **fields) -> None:
+        """Report ``done``/``total`` of ``stage``; ``fields`` (engine.contract.progress) go into the JSON event."""
         if self.mode == "none":
             return
         now = time.monotonic()
@@ -39,7 +40,7 @@ class Progress:
         if self.mode == "json":
             out = self.stream or sys.stdout
             out.write(json.dumps({"stage": stage, "done": int(done), "total": int(total),
-                                  "message": message}) + "\n")
+                                  "message": message, **fields}) + "\n")
             out.flush()
         elif self.mode == "log":
             if new_stage or finished:

@@ -25,7 +25,8 @@ from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import QPushButton, QWidget
 
 from ..engine.contract import defaults
-from . import log, outputs, settings, stats_inputs, wording
+from ..engine.contract.problems import NO_ENGINE, NOT_LOCAL, REQUIRED, Problem, messages
+from . import log, marks, outputs, settings, stats_inputs, wording
 from .paths import RESOURCES
 from .request import SEG_ENCODERS, EvaluateSegRequest, SegmentRequest, TrainSegRequest, seg_scores_text
 from .layers import is_run_output
@@ -227,27 +228,50 @@ class BuildingsPanel(QWidget, FORM_CLASS):
             out.append(self.segment_request(model))
         return out
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[Problem]:
         """Why Run is disabled (empty when it can run). An existing output is no reason: Run asks."""
+        return [problem for problem, _widget in self.problems_and_widgets()]
+
+    def problems_and_widgets(self) -> list[tuple[Problem, object]]:
+        """(problem, the widget that sets its parameter, or None) for each of ``problems()``."""
         from dataclasses import replace
 
         engine = self.dock.engine_problem(self.dock.engine_python())
-        out = [engine] if engine else []
+        out = [(Problem("engine", NO_ENGINE, engine), None)] if engine else []
         layer = self.dock.rasterCombo.currentLayer()
         if layer is not None and not self.raster():
-            out.append(f"The layer {layer.name()!r} is not a local raster file; save it to a GeoTIFF first "
-                       "(right-click the layer > Export > Save As…) and choose that layer.")
+            out.append((Problem("raster", NOT_LOCAL, f"The layer {layer.name()!r} is not a local raster file; save it "
+                                "to a GeoTIFF first (right-click the layer > Export > Save As…) and choose that layer."),
+                        self.dock.rasterCombo))
         for req in self.requests():
-            if isinstance(req, SegmentRequest) and self.action() == "train":
+            training_model = isinstance(req, SegmentRequest) and self.action() == "train"
+            if training_model:
                 req = replace(req, model="")                # the model is the one training writes
+            widgets = self.problem_widgets(req)
             for problem in replace(req, overwrite=True).problems():
-                if isinstance(req, SegmentRequest) and self.action() == "train" and "model file" in problem:
+                if training_model and problem.param == "model":
                     continue
-                if "is not a local file." in problem or (out and problem == "Choose a raster layer."):
+                if problem.code == NOT_LOCAL and problem.param != "raster":
                     continue                                  # footprint layers: Run writes them first
-                if problem not in out:
-                    out.append(problem)
+                if out and problem.param == "raster" and problem.code == REQUIRED:
+                    continue
+                if problem not in [p for p, _w in out]:
+                    out.append((problem, widgets.get(problem.param)))
         return out
+
+    def problem_widgets(self, req) -> dict:
+        """Parameter of ``req`` -> the widget that sets it."""
+        widgets = {"raster": self.dock.rasterCombo, "device": self.dock.deviceCombo}
+        if isinstance(req, TrainSegRequest):
+            file_weights = self.segWeightsCombo.currentData() == "file"
+            widgets.update(buildings=self.footprintsCombo, encoder=self.encoderCombo, chip=self.chipSpin,
+                           weights=self.segWeightsFile if file_weights else self.segWeightsCombo,
+                           chips_per_epoch=self.chipsPerEpochSpin, epochs=self.epochsSpin, minutes=self.minutesSpin,
+                           out=self.modelOutFile)
+        elif isinstance(req, SegmentRequest):
+            widgets.update(model=self.modelFile, out=self.segOutFile, overlap=self.segOverlapSpin,
+                           threshold=self.thresholdSpin)
+        return widgets
 
     def existing_outputs(self) -> list[Path]:
         return [p for req in self.requests() for p in req.outputs().values() if p.exists()]
@@ -296,9 +320,10 @@ class BuildingsPanel(QWidget, FORM_CLASS):
         self.minutesSpin.setVisible(minutes)
 
     def update_state(self, *_args) -> None:
-        problems = self.problems()
+        pairs = self.problems_and_widgets()
+        problems = [p for p, _w in pairs]
         running = self.is_running()
-        text = "\n".join(problems)
+        text = "\n".join(messages(problems))
         if not problems and self.existing_outputs():
             text = f"{self.existing_outputs()[0].name} exists; Run will ask before replacing it."
         warning = self.footprints_warning()
@@ -307,6 +332,8 @@ class BuildingsPanel(QWidget, FORM_CLASS):
         wording.set_text(self.segProblemsLabel, text, "buildings")
         self.segProblemsLabel.setStyleSheet(ERROR_STYLE if problems or warning else "")
         self.segRunButton.setEnabled(not running and not problems)
+        if self.dock.is_buildings():             # the dock marks its own widgets in its other modes
+            marks.mark(self.dock, pairs)
         self.segCancelButton.setEnabled(running and not self.task.isCanceled())
 
     # -- running -----------------------------------------------------------------------------------
@@ -324,7 +351,7 @@ class BuildingsPanel(QWidget, FORM_CLASS):
             return False
         problems = self.problems()
         if problems:
-            self._report(problems[0], Qgis.Warning)
+            self._report(problems[0].message, Qgis.Warning)
             return False
         reqs = self.requests()
         existing = self.existing_outputs()

@@ -24,7 +24,9 @@ from qgis.PyQt.QtCore import QTimer, pyqtSignal
 from qgis.PyQt.QtWidgets import QLineEdit, QMessageBox
 
 from ..engine.contract import defaults
-from . import engine_env, log, outputs, plots, probe, settings, stats_inputs, wording
+from ..engine.contract.problems import (NO_ENGINE, NO_OVERLAP, NOT_LOCAL, REJECTED, REQUIRED, Problem,
+                                        messages)
+from . import engine_env, log, marks, outputs, plots, probe, settings, stats_inputs, wording
 from .buildings_panel import BuildingsPanel
 from .engine_bar import EngineSetupBar
 from .layers import add_cluster_outputs, add_clusters_table, add_sweep_outputs, style_sweep_layer
@@ -42,6 +44,7 @@ WEIGHT_CHOICES = (("imagenet", "ImageNet (pretrained)"), ("none", "None (random)
 DEBOUNCE_MS = 500
 KEY = "dock/"            # settings under /urbanform/dock/; the engine Python is /urbanform/engine_python
 ERROR_STYLE = "color: #b00020;"
+STATS_LAYERS = tuple(field for _attr, field, *_ in stats_inputs.PICKERS)   # Run writes them to files first
 
 
 def confirm_overwrite(parent, path: str) -> bool:
@@ -266,41 +269,52 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         name = re.sub(r"\W+", "_", layer.id())
         return str(Path(tempfile.gettempdir()) / "urbanform-area" / f"{os.getpid()}_{name}.gpkg")
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[Problem]:
         """Why Run is disabled (empty when it can run). An existing output is no reason: Run asks."""
         req = self.request()
         layer = self.rasterCombo.currentLayer()
         engine = self.engine_problem(self.engine_python())
-        out = [engine] if engine else []
+        out = [Problem("engine", NO_ENGINE, engine)] if engine else []
         if layer is not None and not req.raster:
-            out.append(f"The layer {layer.name()!r} is not a local raster file (it comes from "
-                       f"{layer.providerType()}); save it to a GeoTIFF first (right-click the layer > "
-                       "Export > Save As…) and choose that layer.")
-        out += [p for p in replace(req, overwrite=True).problems() if not (out and p == "Choose a raster layer.")
-                and "is not a local file." not in p]             # statistics layers: Run writes them first
+            out.append(Problem("raster", NOT_LOCAL, f"The layer {layer.name()!r} is not a local raster file (it comes "
+                               f"from {layer.providerType()}); save it to a GeoTIFF first (right-click the layer > "
+                               "Export > Save As…) and choose that layer."))
+        out += [p for p in replace(req, overwrite=True).problems() if not (out and p.param == "raster" and
+                p.code == REQUIRED) and not (p.code == NOT_LOCAL and p.param in STATS_LAYERS)]  # Run writes them first
         if isinstance(req, SweepRequest):
             return out                                   # no area limit and no probe for a sweep
         mode = self.areaCombo.currentData()
         if mode == "extent" and layer is not None:
             if req.extent is None:
-                out.append("The map extent cannot be transformed to the raster's CRS; choose another area limit.")
+                out.append(Problem("extent", NO_OVERLAP, "The map extent cannot be transformed to the raster's CRS; "
+                                                         "choose another area limit."))
             elif not layer.extent().intersects(QgsRectangle(*req.extent)):
-                out.append("The current map extent does not overlap the raster; zoom to the raster or choose "
-                           "another area limit.")
+                out.append(Problem("extent", NO_OVERLAP, "The current map extent does not overlap the raster; zoom to "
+                                                         "the raster or choose another area limit."))
         if mode == "layer" and req.area is None:
-            out.append("Choose a polygon layer for the area limit.")
+            out.append(Problem("area", REQUIRED, "Choose a polygon layer for the area limit."))
         out += self._probe_errors(req)
         return out
 
-    def _probe_errors(self, req: ClusterRequest) -> list[str]:
+    def _probe_errors(self, req: ClusterRequest) -> list[Problem]:
         """The engine's own error for bad input (probe exit code 2), for the current parameters."""
         python = self.engine_python()
         if isinstance(req, SweepRequest) or self._tiles is None or self._tiles_for != self._tile_key(python, req):
             return []
         if not self._tiles.get("ok"):
-            return [self._tiles["error"]] if self._tiles.get("bad_input") else []
+            return [Problem("input", REJECTED, self._tiles["error"])] if self._tiles.get("bad_input") else []
         speed = probe.SPEED_CACHE.get(probe.speed_key(python, req, self._tiles["tile_px"]))
-        return [speed["error"]] if speed and speed.get("bad_input") else []
+        return [Problem("input", REJECTED, speed["error"])] if speed and speed.get("bad_input") else []
+
+    def problem_widgets(self) -> dict:
+        """Request parameter -> the widget that sets it (the one a problem with it marks)."""
+        sweep = self.is_sweep()
+        return {"raster": self.rasterCombo, "out": self.outputFile, "k": self.kFromSpin if sweep else self.kSpin,
+                "method": self.methodCombo, "epochs": self.epochsSpin,
+                "tile_size": self.tileSizesEdit if sweep else self.tileSizeSpin, "overlap": self.overlapSpin,
+                "backbone": self.backboneCombo, "device": self.deviceCombo, "area": self.areaLayerCombo,
+                "weights": self.weightsFile if self.weightsCombo.currentData() == "file" else self.weightsCombo,
+                "extent": self.areaCombo, **{field: getattr(self, attr) for attr, field, *_ in stats_inputs.PICKERS}}
 
     @staticmethod
     def _tile_key(python: str | None, req: ClusterRequest) -> tuple:
@@ -497,7 +511,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         """Show why Run is disabled (or that it will ask before replacing files) and enable it accordingly."""
         problems = self.problems()
         running = self.is_running()
-        text = "\n".join(problems)
+        text = "\n".join(messages(problems))
         req = self.request()
         interrupted = req.interrupted() if isinstance(req, SweepRequest) and not problems else None
         if interrupted:
@@ -509,6 +523,9 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.problemsLabel.setStyleSheet(ERROR_STYLE if problems else "")
         self.runButton.setEnabled(not running and not problems)
         self.runButton.setToolTip(text if problems else "Run the engine on this raster")
+        if not self.is_buildings():              # the Buildings panel marks its own widgets
+            widgets = self.problem_widgets()
+            marks.mark(self, [(p, widgets.get(p.param)) for p in problems])
         self.cancelButton.setEnabled(running and not self.task.isCanceled())
 
     def _refresh(self) -> None:
@@ -529,7 +546,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             return
         req = self.request()
         inputs_ok = not [p for p in replace(req, overwrite=True, out="").problems()
-                         if p != "Choose an output GeoPackage."]
+                         if not (p.param == "out" and p.code == REQUIRED)]
         if isinstance(req, SweepRequest):
             self.estimateLabel.setText(sweep_text(req) if inputs_ok else "")
             self.update_state()
@@ -608,7 +625,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             return False
         problems = self.problems()
         if problems:
-            self._report(problems[0], Qgis.Warning)
+            self._report(problems[0].message, Qgis.Warning)
             return False
         req = self.request()
         interrupted = req.interrupted() if isinstance(req, SweepRequest) else None

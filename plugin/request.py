@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..engine.contract import defaults
+from ..engine.contract.problems import (BAD_CHOICE, BAD_FORMAT, EXISTS, NOT_FOLDER, NOT_FOUND, NOT_LOCAL,
+                                        NOT_WRITABLE, OUT_OF_RANGE, REQUIRED, Problem)
 
 METHODS = ("kmeans", "deepcluster")
 MAX_EPOCHS = 200
@@ -64,29 +66,26 @@ class ClusterRequest:
         """A short run name for the layer group: OUT's file stem."""
         return Path(self.out).stem
 
-    def problems(self) -> list[str]:
-        """What the engine would reject, as messages for the user (empty when runnable)."""
+    def problems(self) -> list[Problem]:
+        """What the engine would reject (parameter, code, message for the user); empty when runnable."""
         out = raster_problems(self.raster)
         if self.method not in METHODS:
-            out.append(f"Method {self.method!r} is not available; use {', '.join(METHODS)}.")
+            out.append(Problem("method", BAD_CHOICE,
+                               f"Method {self.method!r} is not available; use {', '.join(METHODS)}."))
         if not 2 <= int(self.k) <= MAX_K:
-            out.append(f"K must be between 2 and {MAX_K}.")
+            out.append(Problem("k", OUT_OF_RANGE, f"K must be between 2 and {MAX_K}."))
         if self.method == "deepcluster":
             out.extend(deepcluster_problems(self.epochs, self.lr))
         if self.tile_unit not in UNITS:
-            out.append("The tile size unit must be px or m.")
+            out.append(Problem("tile_size", BAD_CHOICE, "The tile size unit must be px or m."))
         elif self.tile_size <= 0 or (self.tile_unit == "px" and self.tile_size != int(self.tile_size)):
-            out.append("The tile size must be a positive whole number of pixels or a positive number of metres.")
+            out.append(Problem("tile_size", OUT_OF_RANGE, "The tile size must be a positive whole number of pixels "
+                                                          "or a positive number of metres."))
         elif self.tile_unit == "px" and self.tile_size < 16:
-            out.append("Tiles need at least 16 px.")
+            out.append(Problem("tile_size", OUT_OF_RANGE, "Tiles need at least 16 px."))
         if not 0 <= self.overlap < self.tile_size:
-            out.append("The overlap must be at least 0 and smaller than the tile size.")
-        if self.backbone not in BACKBONES:
-            out.append(f"Unknown backbone {self.backbone!r}.")
-        if self.weights not in WEIGHTS and not Path(self.weights).is_file():
-            out.append(f"The weights file {self.weights} does not exist.")
-        if self.device not in DEVICES:
-            out.append(f"Unknown device {self.device!r}.")
+            out.append(Problem("overlap", OUT_OF_RANGE, "The overlap must be at least 0 and smaller than the tile size."))
+        out.extend(model_choice_problems(self.backbone, self.weights, self.device))
         out.extend(layer_problems(self.buildings, self.roads, self.population))
         out.extend(output_problems(self.out, self.overwrite))
         return out + unique_output_problem(self.outputs, self.overwrite, out)
@@ -147,18 +146,21 @@ class StatsRequest:
     def name(self) -> str:
         return Path(self.run).stem
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[Problem]:
         out = run_problems(self.run)
         if not (self.buildings or self.roads or self.population or self.nir_band):
-            out.append("Choose at least one of a building layer, a road layer, a population raster or the NIR band.")
+            out.append(Problem("buildings", REQUIRED, "Choose at least one of a building layer, a road layer, a "
+                                                      "population raster or the NIR band."))
         out.extend(layer_problems(self.buildings, self.roads, self.population))
-        for name, band in (("NIR", self.nir_band), ("red", self.red_band)):
+        for param, name, band in (("nir_band", "NIR", self.nir_band), ("red_band", "red", self.red_band)):
             if band is not None and int(band) < 1:
-                out.append(f"The {name} band must be a band number from 1.")
+                out.append(Problem(param, OUT_OF_RANGE, f"The {name} band must be a band number from 1."))
         if self.roads and not (self.road_field or "").strip():
-            out.append("Give the road attribute that names the road class (e.g. highway).")
+            out.append(Problem("road_field", REQUIRED,
+                               "Give the road attribute that names the road class (e.g. highway)."))
         if not out and not self.overwrite and stats_outputs(self.run)["stats_csv"].exists():
-            out.append(f"{Path(self.run).name} has statistics already; allow overwriting to replace them.")
+            out.append(Problem("run", EXISTS,
+                               f"{Path(self.run).name} has statistics already; allow overwriting to replace them."))
         return out
 
     def argv(self) -> list[str]:
@@ -200,16 +202,17 @@ class ExportRequest:
     def name(self) -> str:
         return Path(self.run).stem
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[Problem]:
         out = run_problems(self.run)
         if self.format not in EXPORT_FORMATS:
-            out.append(f"Format {self.format!r} is not available; use {', '.join(EXPORT_FORMATS)}.")
+            out.append(Problem("format", BAD_CHOICE,
+                               f"Format {self.format!r} is not available; use {', '.join(EXPORT_FORMATS)}."))
         if not self.out_dir:
-            out.append("Choose an output folder.")
+            out.append(Problem("out", REQUIRED, "Choose an output folder."))
         elif Path(self.out_dir).exists() and not Path(self.out_dir).is_dir():
-            out.append(f"The output folder {self.out_dir} is a file; choose a folder.")
+            out.append(Problem("out", NOT_FOLDER, f"The output folder {self.out_dir} is a file; choose a folder."))
         elif not Path(self.out_dir).parent.is_dir():
-            out.append(f"The folder {Path(self.out_dir).parent} does not exist.")
+            out.append(Problem("out", NOT_FOUND, f"The folder {Path(self.out_dir).parent} does not exist."))
         return out
 
     def argv(self) -> list[str]:
@@ -282,29 +285,25 @@ class SweepRequest:
     def layer_names(self) -> list[str]:
         return [f"tiles_{label}" for label in self.tile_labels()]
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[Problem]:
         out = raster_problems(self.raster)
         if self.method not in METHODS:
-            out.append(f"Method {self.method!r} is not available; use {', '.join(METHODS)}.")
+            out.append(Problem("method", BAD_CHOICE,
+                               f"Method {self.method!r} is not available; use {', '.join(METHODS)}."))
         elif self.method == "deepcluster":
             out.extend(deepcluster_problems(self.epochs, self.lr))
         try:
             self.ks()
         except ValueError as exc:
-            out.append(str(exc))
+            out.append(Problem("k", BAD_FORMAT, str(exc)))
         if self.tile_unit not in UNITS:
-            out.append("The tile size unit must be px or m.")
+            out.append(Problem("tile_size", BAD_CHOICE, "The tile size unit must be px or m."))
         else:
             try:
                 self.sizes()
             except ValueError as exc:
-                out.append(str(exc))
-        if self.backbone not in BACKBONES:
-            out.append(f"Unknown backbone {self.backbone!r}.")
-        if self.weights not in WEIGHTS and not Path(self.weights).is_file():
-            out.append(f"The weights file {self.weights} does not exist.")
-        if self.device not in DEVICES:
-            out.append(f"Unknown device {self.device!r}.")
+                out.append(Problem("tile_size", BAD_FORMAT, str(exc)))
+        out.extend(model_choice_problems(self.backbone, self.weights, self.device))
         out.extend(layer_problems(self.buildings, self.roads, self.population))
         out.extend(output_problems(self.out, self.overwrite or self.resume))
         return out + unique_output_problem(self.outputs, self.overwrite or self.resume, out)
@@ -355,14 +354,15 @@ class PredictRequest:
     def name(self) -> str:
         return Path(self.out).stem
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[Problem]:
         out = []
         if not self.model:
-            out.append("Choose a model file (OUT_model.pt, written by a cluster run).")
+            out.append(Problem("model", REQUIRED, "Choose a model file (OUT_model.pt, written by a cluster run)."))
         elif not Path(self.model).is_file():
-            out.append(f"The model file {self.model} does not exist.")
+            out.append(Problem("model", NOT_FOUND, f"The model file {self.model} does not exist."))
         elif Path(self.model).suffix.lower() != ".pt":
-            out.append(f"The model file {self.model} is not a .pt file written by a cluster run.")
+            out.append(Problem("model", BAD_FORMAT,
+                               f"The model file {self.model} is not a .pt file written by a cluster run."))
         out += raster_problems(self.raster)
         out += output_problems(self.out, self.overwrite)
         return out + unique_output_problem(self.outputs, self.overwrite, out)
@@ -428,13 +428,28 @@ def parse_sizes(text: str, unit: str) -> list[float]:
     return sizes
 
 
-def raster_problems(raster: str) -> list[str]:
+def raster_problems(raster: str) -> list[Problem]:
     if not raster:
-        return ["Choose a raster layer."]
+        return [Problem("raster", REQUIRED, "Choose a raster layer.")]
     if not Path(raster).is_file():
-        return [f"The raster {raster} is not a local file; save it to a GeoTIFF first "
-                "(right-click the layer > Export > Save As…)."]
+        return [Problem("raster", NOT_LOCAL, f"The raster {raster} is not a local file; save it to a GeoTIFF first "
+                                             "(right-click the layer > Export > Save As…).")]
     return []
+
+
+def model_choice_problems(backbone: str, weights: str, device: str) -> list[Problem]:
+    """The backbone, the weights (a choice or a file) and the device of a clustering run."""
+    out = []
+    if backbone not in BACKBONES:
+        out.append(Problem("backbone", BAD_CHOICE, f"Unknown backbone {backbone!r}."))
+    if weights not in WEIGHTS and not Path(weights).is_file():
+        out.append(Problem("weights", NOT_FOUND, f"The weights file {weights} does not exist."))
+    out.extend(device_problems(device))
+    return out
+
+
+def device_problems(device: str) -> list[Problem]:
+    return [] if device in DEVICES else [Problem("device", BAD_CHOICE, f"Unknown device {device!r}.")]
 
 
 def stats_outputs(run: str) -> dict[str, Path]:
@@ -458,22 +473,23 @@ def layer_args(buildings: str | None, roads: str | None, population: str | None)
     return args
 
 
-def layer_problems(buildings: str | None, roads: str | None, population: str | None) -> list[str]:
+def layer_problems(buildings: str | None, roads: str | None, population: str | None) -> list[Problem]:
     """A statistics layer must be a local file (the dock and the algorithms write other layers to one first)."""
     out = []
-    for label, path in (("building layer", buildings), ("road layer", roads), ("population raster", population)):
+    for param, label, path in (("buildings", "building layer", buildings), ("roads", "road layer", roads),
+                               ("population", "population raster", population)):
         if path and not Path(path).is_file():
-            out.append(f"The {label} {path} is not a local file.")
+            out.append(Problem(param, NOT_LOCAL, f"The {label} {path} is not a local file."))
     return out
 
 
-def run_problems(run: str) -> list[str]:
+def run_problems(run: str) -> list[Problem]:
     if not run:
-        return ["Choose a run GeoPackage (written by a cluster run)."]
+        return [Problem("run", REQUIRED, "Choose a run GeoPackage (written by a cluster run).")]
     if Path(run).suffix.lower() != ".gpkg":
-        return [f"The run {run} is not a GeoPackage (.gpkg) written by a cluster run."]
+        return [Problem("run", BAD_FORMAT, f"The run {run} is not a GeoPackage (.gpkg) written by a cluster run.")]
     if not Path(run).is_file():
-        return [f"The run GeoPackage {run} does not exist."]
+        return [Problem("run", NOT_FOUND, f"The run GeoPackage {run} does not exist.")]
     return []
 
 
@@ -487,40 +503,41 @@ def method_args(method: str, epochs: int, lr: float | None) -> list[str]:
     return args
 
 
-def deepcluster_problems(epochs: int, lr: float | None) -> list[str]:
+def deepcluster_problems(epochs: int, lr: float | None) -> list[Problem]:
     out = []
     if not 1 <= int(epochs) <= MAX_EPOCHS:
-        out.append(f"DeepCluster needs between 1 and {MAX_EPOCHS} epochs.")
+        out.append(Problem("epochs", OUT_OF_RANGE, f"DeepCluster needs between 1 and {MAX_EPOCHS} epochs."))
     if lr is not None and not 0 <= float(lr) < 10:
-        out.append("The learning rate must be a small positive number (e.g. 0.001), or empty for automatic.")
+        out.append(Problem("lr", OUT_OF_RANGE, "The learning rate must be a small positive number (e.g. 0.001), "
+                                               "or empty for automatic."))
     return out
 
 
-def unique_output_problem(outputs, overwrite: bool, found: list[str]) -> list[str]:
+def unique_output_problem(outputs, overwrite: bool, found: list[Problem]) -> list[Problem]:
     """'X already exists' for the first existing file of ``outputs()``, unless overwriting or already said
-    (or the output path itself is wrong)."""
-    if overwrite or any("already exists" in p or "GeoPackage" in p or "output folder" in p for p in found):
+    (or the output path itself is wrong): nothing when ``found`` has a problem with ``out``."""
+    if overwrite or any(p.param == "out" for p in found):
         return []
     taken = [p.name for p in outputs().values() if p.exists()]
-    return [f"{taken[0]} already exists."] if taken else []
+    return [Problem("out", EXISTS, f"{taken[0]} already exists.")] if taken else []
 
 
-def output_problems(out: str, overwrite: bool) -> list[str]:
+def output_problems(out: str, overwrite: bool) -> list[Problem]:
     if not out:
-        return ["Choose an output GeoPackage."]
+        return [Problem("out", REQUIRED, "Choose an output GeoPackage.")]
     path = Path(out)
     if path.suffix.lower() != ".gpkg":
-        return ["The output must be a GeoPackage file ending in .gpkg."]
+        return [Problem("out", BAD_FORMAT, "The output must be a GeoPackage file ending in .gpkg.")]
     folder = path.parent
     if not folder.is_dir():
-        return [f"The output folder {folder} does not exist."]
+        return [Problem("out", NOT_FOUND, f"The output folder {folder} does not exist.")]
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError:
-        return [f"The output folder {folder} is not writable; choose another."]
+        return [Problem("out", NOT_WRITABLE, f"The output folder {folder} is not writable; choose another.")]
     if path.exists() and not overwrite:
-        return [f"{path.name} already exists."]
+        return [Problem("out", EXISTS, f"{path.name} already exists.")]
     return []
 
 
@@ -571,32 +588,36 @@ class TrainSegRequest:
     def name(self) -> str:
         return Path(self.out).stem
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[Problem]:
         out = raster_problems(self.raster)
         if self.chips_per_epoch is not None and int(self.chips_per_epoch) < 2:
-            out.append("An epoch needs at least 2 chips (or the engine's choice).")
+            out.append(Problem("chips_per_epoch", OUT_OF_RANGE,
+                               "An epoch needs at least 2 chips (or the engine's choice)."))
         if not self.buildings:
-            out.append("Choose a building footprint layer (polygons) to train from.")
+            out.append(Problem("buildings", REQUIRED, "Choose a building footprint layer (polygons) to train from."))
         elif not Path(self.buildings).is_file():
-            out.append(f"The building footprint layer {self.buildings} is not a local file.")
+            out.append(Problem("buildings", NOT_LOCAL,
+                               f"The building footprint layer {self.buildings} is not a local file."))
         if self.label_area and not Path(self.label_area).is_file():
-            out.append(f"The labelled-area layer {self.label_area} is not a local file.")
+            out.append(Problem("label_area", NOT_LOCAL,
+                               f"The labelled-area layer {self.label_area} is not a local file."))
         if self.encoder not in SEG_ENCODERS:
-            out.append(f"Unknown encoder {self.encoder!r}; use {', '.join(SEG_ENCODERS)}.")
+            out.append(Problem("encoder", BAD_CHOICE,
+                               f"Unknown encoder {self.encoder!r}; use {', '.join(SEG_ENCODERS)}."))
         if self.weights not in WEIGHTS and not Path(self.weights).is_file():
-            out.append(f"The weights file {self.weights} does not exist.")
+            out.append(Problem("weights", NOT_FOUND, f"The weights file {self.weights} does not exist."))
         if int(self.chip) < 32 or int(self.chip) % 32:
-            out.append("The chip size must be a multiple of 32 px (e.g. 128, 256, 512).")
+            out.append(Problem("chip", OUT_OF_RANGE, "The chip size must be a multiple of 32 px (e.g. 128, 256, 512)."))
         if (self.epochs is None) == (self.minutes is None):
-            out.append("Give either a number of epochs or a time budget in minutes.")
+            out.append(Problem("epochs", REQUIRED, "Give either a number of epochs or a time budget in minutes."))
         elif self.epochs is not None and not 1 <= int(self.epochs) <= MAX_EPOCHS:
-            out.append(f"Training needs between 1 and {MAX_EPOCHS} epochs.")
+            out.append(Problem("epochs", OUT_OF_RANGE, f"Training needs between 1 and {MAX_EPOCHS} epochs."))
         elif self.minutes is not None and not float(self.minutes) > 0:
-            out.append("The time budget must be more than 0 minutes.")
+            out.append(Problem("minutes", OUT_OF_RANGE, "The time budget must be more than 0 minutes."))
         if not 0 < float(self.val_fraction) < 1:
-            out.append("The validation share must be between 0 and 1 (e.g. 0.2).")
-        if self.device not in DEVICES:
-            out.append(f"Unknown device {self.device!r}.")
+            out.append(Problem("val_fraction", OUT_OF_RANGE,
+                               "The validation share must be between 0 and 1 (e.g. 0.2)."))
+        out.extend(device_problems(self.device))
         output = model_output_problems(self.out, self.overwrite)
         return out + (output or unique_output_problem(self.outputs, self.overwrite, out))
 
@@ -686,17 +707,17 @@ class SegmentRequest:
     def name(self) -> str:
         return Path(self.out).stem
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[Problem]:
         out = model_file_problems(self.model)
         out += raster_problems(self.raster)
         if self.overlap is not None and int(self.overlap) < 0:
-            out.append("The overlap must be 0 or more pixels (or automatic).")
+            out.append(Problem("overlap", OUT_OF_RANGE, "The overlap must be 0 or more pixels (or automatic)."))
         if not 0 < float(self.threshold) < 1:
-            out.append("The threshold must be between 0 and 1 (e.g. 0.5).")
+            out.append(Problem("threshold", OUT_OF_RANGE, "The threshold must be between 0 and 1 (e.g. 0.5)."))
         if float(self.min_area) < 0 or float(self.simplify) < 0:
-            out.append("The minimum area and the simplification tolerance must be 0 or more.")
-        if self.device not in DEVICES:
-            out.append(f"Unknown device {self.device!r}.")
+            out.append(Problem("min_area" if float(self.min_area) < 0 else "simplify", OUT_OF_RANGE,
+                               "The minimum area and the simplification tolerance must be 0 or more."))
+        out.extend(device_problems(self.device))
         out += output_problems(self.out, self.overwrite)
         return out + unique_output_problem(self.outputs, self.overwrite, out)
 
@@ -749,18 +770,20 @@ class EvaluateSegRequest:
     def name(self) -> str:
         return Path(self.pred).stem
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[Problem]:
         out = []
         if not self.pred:
-            out.append("Choose the predicted buildings (OUT_mask.tif or OUT.gpkg of a segment run).")
+            out.append(Problem("pred", REQUIRED,
+                               "Choose the predicted buildings (OUT_mask.tif or OUT.gpkg of a segment run)."))
         elif not Path(self.pred).is_file():
-            out.append(f"The predicted buildings {self.pred} do not exist.")
+            out.append(Problem("pred", NOT_FOUND, f"The predicted buildings {self.pred} do not exist."))
         if not self.truth:
-            out.append("Choose the true building footprints (polygons) to evaluate against.")
+            out.append(Problem("truth", REQUIRED,
+                               "Choose the true building footprints (polygons) to evaluate against."))
         elif not Path(self.truth).is_file():
-            out.append(f"The footprint layer {self.truth} is not a local file.")
+            out.append(Problem("truth", NOT_LOCAL, f"The footprint layer {self.truth} is not a local file."))
         if self.area and not Path(self.area).is_file():
-            out.append(f"The area layer {self.area} is not a local file.")
+            out.append(Problem("area", NOT_LOCAL, f"The area layer {self.area} is not a local file."))
         return out
 
     def argv(self) -> list[str]:
@@ -792,29 +815,29 @@ def stage_share(event: dict) -> float:
     return min(1.0, float(event.get("done", 0)) / total) if total else 0.0
 
 
-def model_file_problems(model: str) -> list[str]:
+def model_file_problems(model: str) -> list[Problem]:
     if not model:
-        return ["Choose a model file (.pt, written by train-seg or the Buildings training)."]
+        return [Problem("model", REQUIRED, "Choose a model file (.pt, written by train-seg or the Buildings training).")]
     if not Path(model).is_file():
-        return [f"The model file {model} does not exist."]
+        return [Problem("model", NOT_FOUND, f"The model file {model} does not exist.")]
     if Path(model).suffix.lower() != ".pt":
-        return [f"The model file {model} is not a .pt file written by train-seg."]
+        return [Problem("model", BAD_FORMAT, f"The model file {model} is not a .pt file written by train-seg.")]
     return []
 
 
-def model_output_problems(out: str, overwrite: bool) -> list[str]:
+def model_output_problems(out: str, overwrite: bool) -> list[Problem]:
     """The model file to write: a .pt in a writable folder, not replacing a file unless allowed."""
     if not out:
-        return ["Choose the model file to write (.pt)."]
+        return [Problem("out", REQUIRED, "Choose the model file to write (.pt).")]
     path = Path(out)
     if path.suffix.lower() != ".pt":
-        return ["The model file must end in .pt."]
+        return [Problem("out", BAD_FORMAT, "The model file must end in .pt.")]
     if not path.parent.is_dir():
-        return [f"The output folder {path.parent} does not exist."]
+        return [Problem("out", NOT_FOUND, f"The output folder {path.parent} does not exist.")]
     if not os.access(path.parent, os.W_OK):
-        return [f"The output folder {path.parent} is not writable; choose another."]
+        return [Problem("out", NOT_WRITABLE, f"The output folder {path.parent} is not writable; choose another.")]
     if path.exists() and not overwrite:
-        return [f"{path.name} already exists."]
+        return [Problem("out", EXISTS, f"{path.name} already exists.")]
     return []
 
 

@@ -14,16 +14,13 @@ from typing import Callable
 from qgis.core import Qgis, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
+from ..engine.contract import progress
 from . import log
 from .engine_process import EngineResult, run_engine
 from .wording import panel_words
 
-# share of the progress bar per engine stage: (start, end) in percent
-STAGES = {"open": (0, 3), "scan": (3, 6), "features": (6, 90), "cluster": (90, 95), "write": (95, 100)}
-# DeepCluster: the first features are a small part; the epochs (training, then features each) are most of it
-DEEPCLUSTER_STAGES = {"open": (0, 2), "scan": (2, 4), "features": (4, 12), "epoch": (12, 92), "cluster": (92, 95),
-                      "write": (95, 100)}
-BATCH = re.compile(r"\((\d+)/(\d+)\)")          # "epoch 2/5: training on 768 crops (3/12)"
+STAGES, DEEPCLUSTER_STAGES = progress.CLUSTER_STAGES, progress.DEEPCLUSTER_STAGES
+stage_fraction = progress.stage_fraction
 
 
 def overall_progress(event: dict, stages: dict | None = None) -> float | None:
@@ -33,18 +30,6 @@ def overall_progress(event: dict, stages: dict | None = None) -> float | None:
         return None
     start, end = span
     return start + (end - start) * stage_fraction(event)
-
-
-def stage_fraction(event: dict) -> float:
-    """done/total of the event's stage; within an epoch, the training batch adds its share."""
-    total = event.get("total") or 0
-    if not total:
-        return 0.0
-    done = float(event.get("done", 0))
-    batch = BATCH.search(event.get("message") or "") if event.get("stage") == "epoch" else None
-    if batch and int(batch.group(2)):
-        done += int(batch.group(1)) / int(batch.group(2))
-    return min(1.0, done / total)
 
 
 class SweepProgress:

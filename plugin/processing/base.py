@@ -23,6 +23,9 @@ from ..task import progress_for, status_text
 GROUP = "Urban form"
 GROUP_ID = "urbanform"
 
+# request parameter (the engine flag's name) -> the algorithms' parameter, where not the upper-case name
+PARAMETER_NAMES = {"raster": "INPUT", "out": "OUTPUT", "weights": "WEIGHTS_FILE"}
+
 _CHECKED: dict[str, dict] = {}       # engine Python path -> its successful `engine check` answer
 _CHECK_LOCK = threading.Lock()
 
@@ -54,6 +57,18 @@ class UrbanFormAlgorithm(QgsProcessingAlgorithm):
 
     def createInstance(self):  # noqa: N802 - QGIS API
         return type(self)()
+
+    # request parameter -> this algorithm's parameter, where it is not the upper-case name (``tile_size`` -> TILE_SIZE)
+    PARAMETER_NAMES: dict[str, str] = {}
+
+    def problems_error(self, problems) -> QgsProcessingException:
+        """The request's problems as one exception, each line naming the algorithm parameter it is about."""
+        names = {**PARAMETER_NAMES, **self.PARAMETER_NAMES}
+        lines = []
+        for problem in problems:
+            definition = self.parameterDefinition(names.get(problem.param, problem.param.upper()))
+            lines.append(f"{definition.description()}: {problem.message}" if definition else problem.message)
+        return QgsProcessingException("\n".join(lines))
 
 
 class EngineAlgorithm(UrbanFormAlgorithm):

@@ -113,7 +113,7 @@ class ClusterAlgorithm(EngineAlgorithm):
             request = self.build_request(parameters, context, raster, out, area)
             problems = request.problems()
             if problems:
-                raise QgsProcessingException("\n".join(problems))
+                raise self.problems_error(problems)
             outputs = request.outputs()
             finished = self.run_engine_command(request.argv(), list(outputs.values()), feedback)
         finally:

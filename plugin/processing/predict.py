@@ -6,7 +6,7 @@ it on request). The result reads and styles like a cluster run's.
 """
 from __future__ import annotations
 
-from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputFile, QgsProcessingOutputRasterLayer,
+from qgis.core import (QgsProcessing, QgsProcessingOutputFile, QgsProcessingOutputRasterLayer,
                        QgsProcessingParameterBoolean, QgsProcessingParameterFile, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterVectorDestination)
 
@@ -59,7 +59,7 @@ class PredictAlgorithm(EngineAlgorithm):
                                  resample=self.parameterAsBool(parameters, RESAMPLE, context), overwrite=True)
         problems = request.problems()
         if problems:
-            raise QgsProcessingException("\n".join(problems))
+            raise self.problems_error(problems)
         outputs = request.outputs()
         if not self.run_engine_command(request.argv(), list(outputs.values()), feedback):
             forget_output(context, out)

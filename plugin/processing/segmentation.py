@@ -126,7 +126,7 @@ class SegmentationAlgorithm(EngineAlgorithm):
         """Run ``request`` (checked first) with its own progress map; None when cancelled, an exception on failure."""
         problems = request.problems()
         if problems:
-            raise QgsProcessingException("\n".join(problems))
+            raise self.problems_error(problems)
         result = self.engine_result(request.argv(), list(request.outputs().values()), feedback,
                                     request.progress() if hasattr(request, "progress") else None)
         if result is not None:

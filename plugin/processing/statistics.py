@@ -171,7 +171,7 @@ class StatisticsAlgorithm(EngineAlgorithm):
                 overwrite=self.parameterAsBool(parameters, OVERWRITE, context))
             problems = request.problems()
             if problems:
-                raise QgsProcessingException("\n".join(problems))
+                raise self.problems_error(problems)
             outputs = request.outputs()
             finished = self.run_engine_command(request.argv(), list(outputs.values()), feedback)
         finally:
@@ -258,7 +258,7 @@ class ExportAlgorithm(EngineAlgorithm):
                                 overwrite=True)
         problems = request.problems()
         if problems:
-            raise QgsProcessingException("\n".join(problems))
+            raise self.problems_error(problems)
         Path(out_dir).mkdir(exist_ok=True)
         if not self.run_engine_command(request.argv(), [], feedback):
             return {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import (QgsProcessingContext, QgsProcessingException, QgsProcessingLayerPostProcessorInterface,
+from qgis.core import (QgsProcessingContext, QgsProcessingLayerPostProcessorInterface,
                        QgsProcessingOutputFile, QgsProcessingParameterBoolean, QgsProcessingParameterDefinition,
                        QgsProcessingParameterEnum, QgsProcessingParameterFile,
                        QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
@@ -58,6 +58,7 @@ class SweepAlgorithm(EngineAlgorithm):
     """Processing front end of ``python -m engine sweep``."""
 
     NAME = "sweep"
+    PARAMETER_NAMES = {"tile_size": TILE_SIZES}
     DISPLAY_NAME = "Sensitivity sweep over K and tile size"
     HELP_TEXT = HELP
 
@@ -91,7 +92,7 @@ class SweepAlgorithm(EngineAlgorithm):
         request = self.build_request(parameters, context, raster, out)
         problems = request.problems()
         if problems:
-            raise QgsProcessingException("\n".join(problems))
+            raise self.problems_error(problems)
         outputs = request.outputs()
         if not self.run_engine_command(request.argv(), list(outputs.values()), feedback):
             state = request.interrupted()

@@ -57,7 +57,7 @@ def fit(raster, footprints, k, truth=None, **params) -> dict:
         rows, cols = np.nonzero(valid >= MIN_VALID)
         coverage = building_coverage(tiles_frame(tiled, rows, cols), footprints)
         t0 = time.perf_counter()
-        def show_epoch(stage, done, total, message=""):
+        def show_epoch(stage, done, total, message="", **fields):
             if stage == "epoch" and message.startswith("epoch") and " loss " in f" {message} ":
                 print(f"    {params.get('backbone')} {params.get('weights')}: {message}", flush=True)
 

@@ -68,7 +68,7 @@ def test_not_worse_than_its_start_on_the_city(city, city_coverage, backbone, wei
     events = []
     with TiledRaster(city.raster, "64px") as t:
         dc = DeepCluster(4, backbone=backbone, weights=weights, epochs=3, crops_per_tile=4, seed=0).fit(
-            t, rows, cols, coverage=coverage, progress=lambda *a: events.append(a))
+            t, rows, cols, coverage=coverage, progress=lambda *a, **k: events.append(a))
     start = adjusted_rand_score(truth, dc.epoch_labels_[0])
     final = adjusted_rand_score(truth, dc.labels_)
     RESULTS.mkdir(exist_ok=True)
@@ -127,7 +127,7 @@ def test_checkpoint_resume_continues_and_matches_an_uninterrupted_run(small_city
 
     ckpt = tmp_path / "run_checkpoint.pt"
 
-    def stop_after_epoch_1(stage, done, total, message=""):
+    def stop_after_epoch_1(stage, done, total, message="", **fields):
         if stage == "epoch" and done == 1 and "loss" in message:
             raise Cancelled("cancelled by the test")
 
@@ -140,7 +140,7 @@ def test_checkpoint_resume_continues_and_matches_an_uninterrupted_run(small_city
     assert state["epoch"] == 1
 
     events = []
-    resumed = small_fit(small_city.raster, checkpoint=ckpt, resume=True, progress=lambda *a: events.append(a),
+    resumed = small_fit(small_city.raster, checkpoint=ckpt, resume=True, progress=lambda *a, **k: events.append(a),
                         workdir=tmp_path)
     trained = [e for e in events if e[0] == "epoch" and "loss" in e[3]]
     assert [e[1] for e in trained] == [2]                        # only the missing epoch ran
@@ -177,7 +177,7 @@ def test_empty_cluster_in_training_is_skipped(small_city):
     lab[lab == 2] = 0                                            # cluster 2 now empty
     with TiledRaster(small_city.raster, "32px") as t:
         rows, cols = np.nonzero(np.ones(t.grid.shape, bool))
-        loss = dc._train_epoch(t, rows, cols, lab, 1, lambda *a: None)
+        loss = dc._train_epoch(t, rows, cols, lab, 1, lambda *a, **k: None)
     assert np.isfinite(loss)
 
 

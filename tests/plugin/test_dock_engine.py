@@ -87,7 +87,7 @@ def test_no_engine_is_looked_for_once_and_run_explains_the_set_up(no_engine, doc
     assert dock.run() is False                        # explains, never fails
     # the Buildings mode says the same
     dock.modeCombo.setCurrentIndex(dock.modeCombo.findData("buildings"))
-    assert any("Set up engine" in p for p in dock.buildings.problems())
+    assert any("Set up engine" in p.message for p in dock.buildings.problems())
     # Check searches again, once
     dock.recheck()
     assert wait_for(lambda: dock._detected and not dock._detecting, 60)

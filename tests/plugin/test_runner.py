@@ -120,9 +120,9 @@ def test_request_problems_catch_what_the_engine_would_reject(urbanform_modules, 
              "does not exist": dict(out=str(tmp_path / "missing" / "o.gpkg"))}
     for expected, change in cases.items():
         problems = request.ClusterRequest(**{**ok, **change}).problems()
-        assert any(expected in p for p in problems), (expected, problems)
+        assert any(expected in p.message for p in problems), (expected, problems)
     (tmp_path / "o.gpkg").write_text("x")
-    assert any("already exists" in p for p in request.ClusterRequest(**ok).problems())
+    assert any("already exists" in p.message for p in request.ClusterRequest(**ok).problems())
     assert request.ClusterRequest(**ok, overwrite=True).problems() == []
 
 

@@ -95,17 +95,17 @@ def test_requests_check_inputs_and_build_the_engine_command_lines(urbanform, tmp
     assert minutes.argv()[minutes.argv().index("--minutes") + 1] == "2.5" and "--epochs" not in minutes.argv()
     bad = TrainSegRequest(raster=raster, buildings=None, out=str(tmp_path / "m.gpkg"), chip=100, epochs=2,
                           minutes=1, encoder="vgg16")
-    problems = "\n".join(bad.problems())
+    problems = "\n".join(p.message for p in bad.problems())
     for text in ("Choose a building footprint layer", "multiple of 32", "either a number of epochs",
                  "Unknown encoder", "must end in .pt"):
         assert text in problems, problems
     (tmp_path / "m.pt").write_bytes(b"")
-    assert "m.pt already exists." in req.problems() and req.problems() == ["m.pt already exists."]
+    assert [p.message for p in req.problems()] == ["m.pt already exists."]
     req.overwrite = True
     assert req.problems() == [] and req.argv()[-1] == "--overwrite"
 
     seg = SegmentRequest(raster=raster, model=str(tmp_path / "missing.pt"), out=str(tmp_path / "b.gpkg"))
-    assert seg.problems() == [f"The model file {tmp_path / 'missing.pt'} does not exist."]
+    assert [p.message for p in seg.problems()] == [f"The model file {tmp_path / 'missing.pt'} does not exist."]
     seg = SegmentRequest(raster=raster, model=str(tmp_path / "m.pt"), out=str(tmp_path / "b.gpkg"), overlap=16,
                          probability=True, regularize=True)
     assert seg.problems() == []
@@ -113,10 +113,10 @@ def test_requests_check_inputs_and_build_the_engine_command_lines(urbanform, tmp
     assert {"--probability", "--regularize"} <= set(argv) and argv[argv.index("--overlap") + 1] == "16"
     assert [p.name for p in seg.outputs().values()] == ["b.gpkg", "b_mask.tif", "b_manifest.json", "b_prob.tif"]
     (tmp_path / "b_mask.tif").write_bytes(b"")
-    assert seg.problems() == ["b_mask.tif already exists."]
+    assert [p.message for p in seg.problems()] == ["b_mask.tif already exists."]
 
     ev = EvaluateSegRequest(pred=str(tmp_path / "b_mask.tif"), truth=None)
-    assert ev.problems() == ["Choose the true building footprints (polygons) to evaluate against."]
+    assert [p.message for p in ev.problems()] == ["Choose the true building footprints (polygons) to evaluate against."]
     ev.truth = footprints
     assert ev.problems() == [] and ev.argv() == ["evaluate-seg", "--pred", ev.pred, "--truth", footprints]
     assert ev.outputs() == {}

@@ -140,13 +140,13 @@ def test_cluster_request_passes_the_statistics_layers(request_mod, tmp_path):
     assert [p.name for p in req.plots()] == ["r_profile.png", "r_boxes.png"]
     missing = request_mod.ClusterRequest(raster=str(SAMPLE), out=str(tmp_path / "r.gpkg"),
                                          roads=str(tmp_path / "nope.gpkg"))
-    assert any("road layer" in p and "not a local file" in p for p in missing.problems())
+    assert any("road layer" in p.message and "not a local file" in p.message for p in missing.problems())
 
 
 def test_stats_request_argv_and_problems(request_mod, tmp_path):
     run = tmp_path / "run.gpkg"
     req = request_mod.StatsRequest(run=str(run), buildings=str(BUILDINGS))
-    assert any("does not exist" in p for p in req.problems())
+    assert any("does not exist" in p.message for p in req.problems())
     run.write_bytes(b"x")
     assert req.problems() == []
     assert req.argv() == ["stats", str(run), "--buildings", str(BUILDINGS), "--progress", "json"]
@@ -157,13 +157,13 @@ def test_stats_request_argv_and_problems(request_mod, tmp_path):
                                     road_field="fclass", overwrite=True)
     assert full.argv() == ["stats", str(run), "--roads", str(BUILDINGS), "--population", str(SAMPLE),
                            "--nir-band", "4", "--road-field", "fclass", "--progress", "json", "--overwrite"]
-    assert any("at least one" in p for p in request_mod.StatsRequest(run=str(run)).problems())
-    assert any("not a GeoPackage" in p for p in request_mod.StatsRequest(run=str(SAMPLE),
+    assert any("at least one" in p.message for p in request_mod.StatsRequest(run=str(run)).problems())
+    assert any("not a GeoPackage" in p.message for p in request_mod.StatsRequest(run=str(SAMPLE),
                                                                          buildings=str(BUILDINGS)).problems())
-    assert any("band number" in p for p in request_mod.StatsRequest(run=str(run), nir_band=0, red_band=-1,
+    assert any("band number" in p.message for p in request_mod.StatsRequest(run=str(run), nir_band=0, red_band=-1,
                                                                     buildings=str(BUILDINGS)).problems())
     (tmp_path / "run_stats.csv").write_text("stat,eta2\n")
-    assert any("has statistics already" in p for p in req.problems())
+    assert any("has statistics already" in p.message for p in req.problems())
     assert request_mod.StatsRequest(run=str(run), buildings=str(BUILDINGS), overwrite=True).problems() == []
 
 
@@ -174,9 +174,9 @@ def test_export_request_argv_and_problems(request_mod, tmp_path):
     assert req.problems() == []
     assert req.argv() == ["export", str(run), "--format", "shp", "--out", str(tmp_path / "shp")]
     assert request_mod.ExportRequest(str(run), str(tmp_path), "csv", overwrite=True).argv()[-1] == "--overwrite"
-    assert any("not available" in p for p in request_mod.ExportRequest(str(run), str(tmp_path), "kml").problems())
-    assert any("is a file" in p for p in request_mod.ExportRequest(str(run), str(run)).problems())
-    assert any("does not exist" in p for p in request_mod.ExportRequest(str(run), str(tmp_path / "a" / "b")).problems())
+    assert any("not available" in p.message for p in request_mod.ExportRequest(str(run), str(tmp_path), "kml").problems())
+    assert any("is a file" in p.message for p in request_mod.ExportRequest(str(run), str(run)).problems())
+    assert any("does not exist" in p.message for p in request_mod.ExportRequest(str(run), str(tmp_path / "a" / "b")).problems())
 
 
 # -- the dock ------------------------------------------------------------------------------------------
@@ -196,7 +196,7 @@ def test_pickers_filter_geometry_types_and_pass_the_layers(make_dock, sample_lay
     assert argv[argv.index("--buildings") + 1] == str(BUILDINGS)              # a local file goes as it is
     temp = Path(argv[argv.index("--roads") + 1])                              # a memory layer: a temporary file
     assert temp.suffix == ".gpkg" and not temp.exists() and "--population" not in argv
-    assert all("not a local file" not in p for p in dock.problems())      # Run writes it first
+    assert all("not a local file" not in p.message for p in dock.problems())      # Run writes it first
     dock.modeCombo.setCurrentIndex(dock.modeCombo.findData("sweep"))
     argv = dock.request().argv()                                              # a sweep takes them too
     assert dock.statsGroup.isEnabled() and argv[0] == "sweep" and argv[argv.index("--buildings") + 1] == str(BUILDINGS)

@@ -39,9 +39,9 @@ def test_cluster_request_carries_the_method_and_epochs(request_mod, tmp_path):
     assert "--lr" not in argv                                                     # the engine chooses
     assert request_mod.ClusterRequest(**ok, method="deepcluster", lr=0.005).argv()[-2:] == ["--lr", "0.005"]
     assert deep.problems() == []
-    assert any("between 1 and" in p for p in request_mod.ClusterRequest(**ok, method="deepcluster",
+    assert any("between 1 and" in p.message for p in request_mod.ClusterRequest(**ok, method="deepcluster",
                                                                         epochs=0).problems())
-    assert any("not available" in p for p in request_mod.ClusterRequest(**ok, method="dbscan").problems())
+    assert any("not available" in p.message for p in request_mod.ClusterRequest(**ok, method="dbscan").problems())
 
 
 def test_sweep_request_parses_k_and_tile_sizes(request_mod, tmp_path):
@@ -66,21 +66,21 @@ def test_sweep_request_parses_k_and_tile_sizes(request_mod, tmp_path):
            "2..300": "between 2 and"}
     for k_text, expected in bad.items():
         problems = request_mod.SweepRequest(raster=str(SAMPLE), out=str(tmp_path / "s.gpkg"), k_text=k_text).problems()
-        assert any(expected in p for p in problems), (k_text, problems)
+        assert any(expected in p.message for p in problems), (k_text, problems)
     sizes = {"8,64": "at least 16 px", "32,x": "not a number", " , ": "at least one tile size",
              "20.5": "whole number", "-4": "positive"}
     for text, expected in sizes.items():
         problems = request_mod.SweepRequest(raster=str(SAMPLE), out=str(tmp_path / "s.gpkg"),
                                             tile_sizes=text).problems()
-        assert any(expected in p for p in problems), (text, problems)
+        assert any(expected in p.message for p in problems), (text, problems)
     (tmp_path / "s_metrics.csv").write_text("x")            # any output of the run counts as existing
-    assert any("s_metrics.csv already exists" in p for p in req.problems())
+    assert any("s_metrics.csv already exists" in p.message for p in req.problems())
 
 
 def test_predict_request(request_mod, tmp_path):
     model = tmp_path / "run_model.pt"
     req = request_mod.PredictRequest(model=str(model), raster=str(SAMPLE), out=str(tmp_path / "p.gpkg"), resample=True)
-    assert any("does not exist" in p for p in req.problems())
+    assert any("does not exist" in p.message for p in req.problems())
     model.write_bytes(b"x")
     assert req.problems() == []
     assert req.argv() == ["predict", str(model), str(SAMPLE), "--out", str(tmp_path / "p.gpkg"), "--progress", "json",
@@ -88,7 +88,7 @@ def test_predict_request(request_mod, tmp_path):
     assert sorted(req.outputs()) == ["gpkg", "manifest", "quicklook", "tif"]       # predict writes no model
     npz = tmp_path / "old_model.npz"
     npz.write_bytes(b"x")
-    assert any("not a .pt file" in p for p in request_mod.PredictRequest(str(npz), str(SAMPLE),
+    assert any("not a .pt file" in p.message for p in request_mod.PredictRequest(str(npz), str(SAMPLE),
                                                                          str(tmp_path / "q.gpkg")).problems())
 
 
@@ -103,7 +103,8 @@ def test_progress_of_sweep_and_deepcluster_runs_only_moves_forward(urbanform):
     assert values[0] is None and values[1:] == sorted(values[1:]) and values[-1] == 100
     assert values[3] == 45 and 45 < values[5] < values[6] < 90
     deep = progress_for(["cluster", "r.tif", "--method", "deepcluster", "--epochs", "2"])
-    first = deep({"stage": "epoch", "done": 0, "total": 2, "message": "epoch 1/2: training on 768 crops (6/12)"})
+    first = deep({"stage": "epoch", "done": 0, "total": 2, "message": "epoch 1/2: training on 768 crops (6/12)",
+                  "step": 6, "steps": 12})
     assert 12 < first < deep({"stage": "epoch", "done": 1, "total": 2, "message": "epoch 1/2 loss 0.9"}) < 92
 
 
