@@ -62,8 +62,9 @@ class Length:
         return cls(value, unit)
 
     def __str__(self) -> str:
-        v = int(self.value) if self.value == int(self.value) else self.value
-        return f"{v}{self.unit}"
+        from .contract.outputs import tile_label
+
+        return tile_label(self.value, self.unit)
 
     def to_pixels(self, pixel_size_m: float | None) -> int:
         """Round to whole pixels; metres need the ground size of a pixel."""

@@ -18,6 +18,7 @@ from qgis.core import (QgsCategorizedSymbolRenderer, QgsFillSymbol, QgsPalettedR
 from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QColor
 
+from ..engine.contract.outputs import LAYER_PREFIX, label_of_tag
 from .paths import PLUGIN_DIR
 
 TILE_OPACITY = 0.45      # the image shows through the tiles
@@ -314,8 +315,13 @@ def sweep_layer_names(gpkg: Path) -> list[str]:
 
 
 def _size_key(name: str):
-    number = re.match(r"tiles_([0-9.]+)", name)
-    return (float(number.group(1)) if number else float("inf"), name)
+    """``tiles_2_5m`` -> (2.5, name): the engine's layer names (``contract.outputs.sweep_layer_name``)."""
+    label = label_of_tag(name[len(LAYER_PREFIX):]) if name.startswith(LAYER_PREFIX) else ""
+    number = re.match(r"[0-9.]+", label)
+    try:
+        return (float(number.group(0)) if number else float("inf"), name)
+    except ValueError:
+        return (float("inf"), name)
 
 
 def add_sweep_outputs(gpkg, name: str, k: int | None = None, project: QgsProject | None = None) -> tuple:

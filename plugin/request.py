@@ -15,10 +15,11 @@ from pathlib import Path
 from ..engine.contract import defaults
 from ..engine.contract.problems import (BAD_CHOICE, BAD_FORMAT, EXISTS, NOT_FOLDER, NOT_FOUND, NOT_LOCAL,
                                         NOT_WRITABLE, OUT_OF_RANGE, REQUIRED, Problem)
+from ..engine.contract.limits import MAX_K, MIN_K, parse_k_values
+from ..engine.contract.outputs import cluster_outputs, sweep_layer_name, sweep_outputs, tile_label
 
 METHODS = ("kmeans", "deepcluster")
 MAX_EPOCHS = 200
-MAX_K = 254
 BACKBONES = defaults.BACKBONES
 WEIGHTS = ("imagenet", "none")              # or a file path
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -72,8 +73,8 @@ class ClusterRequest:
         if self.method not in METHODS:
             out.append(Problem("method", BAD_CHOICE,
                                f"Method {self.method!r} is not available; use {', '.join(METHODS)}."))
-        if not 2 <= int(self.k) <= MAX_K:
-            out.append(Problem("k", OUT_OF_RANGE, f"K must be between 2 and {MAX_K}."))
+        if not MIN_K <= int(self.k) <= MAX_K:
+            out.append(Problem("k", OUT_OF_RANGE, f"K must be between {MIN_K} and {MAX_K}."))
         if self.method == "deepcluster":
             out.extend(deepcluster_problems(self.epochs, self.lr))
         if self.tile_unit not in UNITS:
@@ -108,10 +109,7 @@ class ClusterRequest:
 
     def outputs(self) -> dict[str, Path]:
         """The files a successful run writes (named after ``out``, as the engine names them)."""
-        stem = str(Path(self.out).with_suffix(""))
-        files = {"gpkg": Path(self.out), "tif": Path(stem + "_clusters.tif"),
-                 "manifest": Path(stem + "_manifest.json"), "quicklook": Path(stem + "_quicklook.png"),
-                 "model": Path(stem + "_model.pt")}
+        files = cluster_outputs(self.out)
         if self.with_stats:
             files.update(stats_outputs(self.out))
         return files
@@ -278,12 +276,13 @@ class SweepRequest:
     def tile_labels(self) -> list[str]:
         """'64px', '20m': the engine's tile size texts, which also name the layers (``tiles_64px``)."""
         try:
-            return [f"{s:g}{self.tile_unit}" for s in self.sizes()]
+            return [tile_label(s, self.tile_unit) for s in self.sizes()]
         except ValueError:
             return []
 
     def layer_names(self) -> list[str]:
-        return [f"tiles_{label}" for label in self.tile_labels()]
+        """The sweep's layers, as the engine names them (``tiles_64px``, ``tiles_2_5m``)."""
+        return [sweep_layer_name(label) for label in self.tile_labels()]
 
     def problems(self) -> list[Problem]:
         out = raster_problems(self.raster)
@@ -324,11 +323,7 @@ class SweepRequest:
 
     def outputs(self) -> dict[str, Path]:
         stem = str(Path(self.out).with_suffix(""))
-        files = {"gpkg": Path(self.out), "metrics_csv": Path(stem + "_metrics.csv"),
-                 "metrics_png": Path(stem + "_metrics.png"), "manifest": Path(stem + "_manifest.json")}
-        for label in self.tile_labels():
-            files[f"lineage_{label}"] = Path(f"{stem}_lineage_{label}.png")
-            files[f"pca_{label}"] = Path(f"{stem}_pca_{label}.png")
+        files = sweep_outputs(self.out, self.tile_labels())
         if self.buildings or self.roads or self.population:
             files["stats_eta_csv"] = Path(stem + "_stats_eta.csv")
             files["stats_eta_png"] = Path(stem + "_stats_eta.png")
@@ -382,27 +377,11 @@ class PredictRequest:
 
 
 def parse_k(text: str) -> list[int]:
-    """'2..12', '2,4,6' or '2..6,8,12' -> sorted K values; ValueError naming the problem."""
-    values: set[int] = set()
-    parts = [p.strip() for p in (text or "").split(",")]
-    if not any(parts):
-        raise ValueError("Give the K values, e.g. 2..12 or 2,4,6.")
-    for part in parts:
-        try:
-            if ".." in part:
-                low, high = (int(v) for v in part.split(".."))
-                if low > high:
-                    raise ValueError(f"The K range {part} runs backwards; write it as {high}..{low}.")
-                values.update(range(low, high + 1))
-            else:
-                values.add(int(part))
-        except ValueError as exc:
-            if "backwards" in str(exc):
-                raise
-            raise ValueError(f"{part!r} is not a K value or range; write e.g. 2..12 or 2,4,6.") from None
-    if min(values) < 2 or max(values) > MAX_K:
-        raise ValueError(f"K values must be between 2 and {MAX_K}.")
-    return sorted(values)
+    """'2..12', '2,4,6' or '2..6,8,12' -> sorted K values; ValueError naming the problem.
+
+    The engine's parser (``engine.contract.limits.parse_k_values``): the same text gets the same answer.
+    """
+    return parse_k_values(text)
 
 
 def parse_sizes(text: str, unit: str) -> list[float]:

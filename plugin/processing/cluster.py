@@ -17,6 +17,7 @@ from qgis.core import (QgsFeature, QgsFields, QgsProcessing, QgsProcessingExcept
                        QgsProcessingParameterVectorDestination, QgsProcessingUtils, QgsVectorFileWriter)
 
 from ...engine.contract import defaults
+from ...engine.contract.limits import MAX_K, MIN_K
 from ..request import BACKBONES, DEVICES, UNITS, ClusterRequest
 from .base import EngineAlgorithm, forget_output, load_output_as
 from .styling import TILES_STYLER
@@ -41,7 +42,7 @@ HELP = "\n".join([
     "Parameters:",
     "• Raster layer: the image, a local file (GeoTIFF or any GDAL raster with a CRS). Web and in-memory layers "
     "must first be saved to a GeoTIFF (right-click > Export > Save As).",
-    "• Number of clusters (K): 2 to 254, and at most the number of valid tiles.",
+    f"• Number of clusters (K): {MIN_K} to {MAX_K}, and at most the number of valid tiles.",
     "• Tile size and Tile size unit: the side of a tile in pixels (at least 16) or in metres on the ground "
     "(geographic and Web Mercator rasters are then warped on the fly to the local UTM zone).",
     "• Overlap between tiles: in the same unit, smaller than the tile size.",
@@ -79,7 +80,7 @@ class ClusterAlgorithm(EngineAlgorithm):
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS API
         number = QgsProcessingParameterNumber
         self.addParameter(QgsProcessingParameterRasterLayer(INPUT, "Raster layer"))
-        self.addParameter(number(K, "Number of clusters (K)", number.Integer, 8, False, 2, 254))
+        self.addParameter(number(K, "Number of clusters (K)", number.Integer, 8, False, MIN_K, MAX_K))
         self.addParameter(number(TILE_SIZE, "Tile size", number.Double, 64, False, 1))
         self.addParameter(QgsProcessingParameterEnum(TILE_UNIT, "Tile size unit", list(UNIT_LABELS),
                                                      defaultValue=UNITS.index("px")))
