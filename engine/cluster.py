@@ -248,8 +248,10 @@ class KMeansTiles:
         Runs save the whole model, CNN included, with ``engine.modelfile``;
         this is for the clustering step alone.
         """
+        from .io import atomic_path
+
         meta, arrays = self.get_state()
-        with open(path, "wb") as fh:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, meta=np.array(json.dumps({**meta, "extra": extra or {}})), **arrays)
 
     @classmethod

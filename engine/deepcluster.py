@@ -537,10 +537,10 @@ class DeepCluster:
                "history": json.dumps(self.history_), "best_epoch": int(best["epoch"]), "stopped": bool(stopped)}
         if best["epoch"] != epoch and best["trunk"] is not None:
             obj["best_trunk"] = best["trunk"]
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
+        from .io import atomic_path
+
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
 
     def _load_checkpoint(self, path, fingerprint: str) -> dict:
         import torch

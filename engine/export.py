@@ -12,16 +12,14 @@ layer, named ``<RUN stem>_<layer>.<ext>`` (e.g. ``city_tiles.shp``,
 - ``gpkg``: one GeoPackage (1.3) per layer, the layer name kept.
 - ``csv``: attributes only, no geometry, UTF-8, header row.
 
-Files are written into a temporary folder inside OUT_DIR and moved into
-place only when every layer has been written; existing files (any Shapefile
+Files are written under temporary names next to their final ones
+(``engine.io.OutputSet``) and renamed into place only when every layer has
+been written; existing files (any Shapefile
 part included) are replaced only with ``overwrite=True``. OUT_DIR is created
 when its parent exists.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from .errors import BadInput
@@ -75,7 +73,7 @@ def run_export(run_gpkg: "str | Path", fmt: str, out_dir: "str | Path", overwrit
     """Export every layer of ``run_gpkg``; returns layer -> the main file written."""
     import pyogrio
 
-    from .io import GPKG_OPTIONS
+    from .io import GPKG_OPTIONS, OutputSet
 
     progress = progress or (lambda *a, **k: None)
     run, out_dir = Path(run_gpkg), Path(out_dir)
@@ -99,11 +97,11 @@ def run_export(run_gpkg: "str | Path", fmt: str, out_dir: "str | Path", overwrit
     if fmt == "shp":
         _check_shp_fields(run, layers)
     out_dir.mkdir(exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
-    try:
+    with OutputSet([p for ps in files.values() for p in ps], overwrite=True) as outs:
+        temps = {p: outs.temp(p) for ps in files.values() for p in ps}     # a Shapefile's parts share one stem
         for i, layer in enumerate(layers):
             progress("export", i, len(layers), layer)
-            target = tmp / files[layer][0].name
+            target = temps[files[layer][0]]
             if fmt == "csv":
                 df = pyogrio.read_dataframe(str(run), layer=layer, read_geometry=False)
                 df.to_csv(target, index=False, encoding="utf-8")
@@ -117,14 +115,7 @@ def run_export(run_gpkg: "str | Path", fmt: str, out_dir: "str | Path", overwrit
                 else:
                     pyogrio.write_dataframe(gdf, str(target), layer=layer, driver="GPKG",
                                             dataset_options=GPKG_OPTIONS, layer_options={"SPATIAL_INDEX": "YES"})
-        for layer, paths in files.items():
-            for final in paths:
-                src = tmp / final.name
-                if src.exists():
-                    os.replace(src, final)
-                elif final.exists():      # a stale part of an older export (e.g. .prj of a layer without CRS)
-                    final.unlink()
+        # a part not written (e.g. .prj of a layer without CRS) removes a stale one of an older export
+        outs.commit(missing_ok=True)
         progress("export", len(layers), len(layers), f"wrote {len(layers)} layers to {out_dir}")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return {layer: paths[0] for layer, paths in files.items()}

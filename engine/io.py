@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -27,6 +28,76 @@ def sha256_file(path: "str | Path", chunk: int = 1 << 22) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# Files SQLite and GDAL may leave next to a file they write.
+_SIDECARS = ("", "-wal", "-shm", "-journal", ".aux.xml")
+
+
+def partial_path(final: "str | Path", tag: str = "") -> Path:
+    """The temporary name ``final`` is written under: ``.{stem}.part-{pid}{tag}{suffix}`` in the same folder.
+
+    The only place the engine names its partial files. The process id lets the
+    plugin remove what a killed engine left (``.{stem}.part-{pid}*`` next to
+    each output) and keeps two processes writing the same output apart.
+    """
+    final = Path(final)
+    return final.with_name(f".{final.stem}.part-{os.getpid()}{tag}{final.suffix}")
+
+
+def remove_partial(tmp: "str | Path") -> None:
+    """Delete a temporary file and its SQLite/GDAL side files, if present."""
+    for extra in _SIDECARS:
+        Path(str(tmp) + extra).unlink(missing_ok=True)
+
+
+def promote(tmp: "str | Path", final: "str | Path") -> None:
+    """Rename a finished temporary file into place (and its GDAL ``.aux.xml``, if any).
+
+    The engine's only rename of an output: every writer ends here.
+    """
+    tmp, final = Path(tmp), Path(final)
+    if final.exists() and final.is_file():
+        final.unlink()
+    os.replace(tmp, final)
+    aux = Path(str(tmp) + ".aux.xml")
+    if aux.exists():
+        os.replace(aux, Path(str(final) + ".aux.xml"))
+
+
+@contextmanager
+def atomic_path(final: "str | Path") -> Iterator[Path]:
+    """Yield the temporary path to write ``final`` under; rename it into place when the block succeeds.
+
+    >>> with atomic_path(out) as tmp:
+    ...     torch.save(obj, tmp)
+
+    Any exception (``Cancelled``, ``KeyboardInterrupt`` included) leaves
+    ``final`` untouched and removes the temporary file.
+    """
+    final = Path(final)
+    tmp = partial_path(final)
+    remove_partial(tmp)
+    try:
+        yield tmp
+        promote(tmp, final)
+    finally:
+        remove_partial(tmp)
+
+
+def write_text_atomic(final: "str | Path", text: str, encoding: str = "utf-8") -> None:
+    with atomic_path(final) as tmp:
+        tmp.write_text(text, encoding=encoding)
+
+
+def write_bytes_atomic(final: "str | Path", data: bytes) -> None:
+    with atomic_path(final) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json_atomic(final: "str | Path", obj: dict) -> None:
+    with atomic_path(final) as tmp:
+        write_json(tmp, obj)
 
 
 def _writable(folder: Path) -> bool:
@@ -76,30 +147,24 @@ class OutputSet:
         """The temporary name to write ``path`` under (same folder, same suffix)."""
         path = Path(path)
         if path not in self._temps:
-            self._temps[path] = path.with_name(f".{path.stem}.part-{os.getpid()}{path.suffix}")
-            self._remove(self._temps[path])
+            self._temps[path] = partial_path(path)
+            remove_partial(self._temps[path])
         return self._temps[path]
 
-    @staticmethod
-    def _remove(tmp: Path) -> None:
-        for extra in ("", "-wal", "-shm", "-journal", ".aux.xml"):
-            q = Path(str(tmp) + extra)
-            if q.exists():
-                q.unlink()
-
-    def commit(self) -> None:
+    def commit(self, missing_ok: bool = False) -> None:
+        """Rename every temporary file into place. With ``missing_ok``, a temporary file that was never
+        written removes its final file instead (a stale part of an older output)."""
         for final, tmp in self._temps.items():
-            if final.exists() and final.is_file():
-                final.unlink()
-            os.replace(tmp, final)
-            aux = Path(str(tmp) + ".aux.xml")
-            if aux.exists():
-                os.replace(aux, Path(str(final) + ".aux.xml"))
+            if missing_ok and not tmp.exists():
+                if final.is_file():
+                    final.unlink()
+                continue
+            promote(tmp, final)
         self._temps.clear()
 
     def abort(self) -> None:
         for tmp in self._temps.values():
-            self._remove(tmp)
+            remove_partial(tmp)
         self._temps.clear()
 
     def __enter__(self) -> "OutputSet":
@@ -127,8 +192,10 @@ def write_cluster_tif(path: "str | Path", labels: np.ndarray, transform, crs, co
     """A uint8 GeoTIFF, one pixel per tile, 255 = no tile, with a colour table."""
     import rasterio
 
-    if labels.max(initial=0) >= 255:
-        raise BadInput("more than 254 clusters cannot be written to the cluster GeoTIFF.")
+    from .contract.limits import MAX_K
+
+    if labels.max(initial=0) >= MAX_K:
+        raise BadInput(f"more than {MAX_K} clusters cannot be written to the cluster GeoTIFF.")
     data = np.where(labels < 0, 255, labels).astype(np.uint8)
     profile = dict(driver="GTiff", width=data.shape[1], height=data.shape[0], count=1, dtype="uint8",
                    crs=crs, transform=transform, nodata=255, compress="deflate")

@@ -19,7 +19,7 @@ import numpy as np
 
 from .contract import defaults
 from .errors import BadInput
-from .io import NpyFile
+from .io import NpyFile, atomic_path
 from .progress import Progress
 
 
@@ -210,15 +210,10 @@ def _compute_features(tiled, rows, cols, extractor, params, cache_dir: Path, key
             return feats, True, final
     from .features import extract_features
 
-    tmp = cache_dir / f".{key}.part-{os.getpid()}.npy"
-    try:
+    with atomic_path(final) as tmp:          # .{key}.part-{pid}.npy, what _remove_stale_parts looks for
         out = NpyFile(tmp, shape=(len(rows), extractor.dim))
         extract_features(tiled, rows, cols, extractor, out, batch_size=params.batch_size,
                          progress=progress.stage("features"))
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return NpyFile(final), False, final
 
 

@@ -401,7 +401,7 @@ def run_sweep_stats(params: StatsParams, progress: Progress | None = None) -> di
 
     from matplotlib.ticker import MaxNLocator
 
-    from .io import OutputSet, write_json
+    from .io import OutputSet, atomic_path, write_json
     from .profile import _figure, eta_table
     from .style import cluster_color
 
@@ -452,9 +452,8 @@ def run_sweep_stats(params: StatsParams, progress: Progress | None = None) -> di
         manifest["sweep_statistics"] = {"eta_csv": str(eta_csv), "eta_png": str(eta_png),
                                         "eta_squared": [{k: _clean(v) for k, v in r.items()} for r in rows]}
         manifest_path = Path(f"{stem}_manifest.json")
-        tmp = manifest_path.with_name(f".{manifest_path.name}.part")
-        write_json(tmp, manifest)
-        outset.commit()
-        os.replace(tmp, manifest_path)
+        with atomic_path(manifest_path) as tmp:          # renamed after the outputs it names
+            write_json(tmp, manifest)
+            outset.commit()
     progress("write", 1, 1, f"wrote {eta_csv}")
     return manifest

@@ -36,7 +36,7 @@ DeepCluster adds its ``epoch`` events), ``plots`` and ``write``.
 
 Atomic and resumable: every tile size is a part committed on its own. When a
 part is finished its layer is added to a temporary copy of SWEEP.gpkg that
-then replaces it (``os.replace``), its two plots and the CSV are replaced the
+then replaces it (``engine.io.atomic_path``), its two plots and the CSV are replaced the
 same way and the manifest, written last, records the part as done. An
 interrupted sweep therefore keeps every finished tile size, its manifest says
 ``complete: false`` and lists what is ``missing``, and ``resume=True`` (CLI
@@ -53,7 +53,6 @@ import re
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -61,6 +60,7 @@ import numpy as np
 
 from .contract import defaults
 from .errors import BadInput, Cancelled
+from .io import atomic_path, write_json_atomic
 from .progress import Progress
 
 METHODS = ("kmeans", "deepcluster")
@@ -199,30 +199,8 @@ class SweepOutputs:
         return [self.gpkg, self.csv, self.metrics_png, self.manifest, *self.lineage.values(), *self.pca.values()]
 
 
-@contextmanager
-def _atomic(path: Path):
-    """Yield a temporary name next to ``path``; rename it into place when the block succeeds."""
-    tmp = path.with_name(f".{path.stem}.part-{os.getpid()}{path.suffix}")
-    _unlink(tmp)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        _unlink(tmp)
-
-
-def _unlink(p: Path) -> None:
-    for extra in ("", "-wal", "-shm", "-journal"):
-        q = Path(str(p) + extra)
-        if q.exists():
-            q.unlink()
-
-
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    from .io import write_json
-
-    with _atomic(path) as tmp:
-        write_json(tmp, obj)
+_atomic = atomic_path      # a temporary name next to the output, renamed into place when the block succeeds
+_write_json_atomic = write_json_atomic
 
 
 # --------------------------------------------------------------------------- checks

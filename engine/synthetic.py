@@ -364,7 +364,9 @@ def _write(path: Path, data: np.ndarray, transform: Affine, crs, nodata) -> None
     if w >= 256 and h >= 256:
         profile.update(tiled=True, blockxsize=256, blockysize=256)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", **profile) as dst:
+    from .io import atomic_path
+
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(data)
         rgb = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
         dst.colorinterp = rgb if bands == 3 else [ColorInterp.gray]

@@ -308,7 +308,7 @@ def _run_segment(params: SegmentParams, progress=None) -> dict:
     from rasterio.windows import Window
 
     from ..features import choose_device, choose_precision
-    from ..io import OutputSet, versions, write_gpkg_chunks, write_json
+    from ..io import OutputSet, partial_path, versions, write_gpkg_chunks, write_json
     from .polygons import BlockPolygonizer, buildings_frame, to_crs_coords
 
     progress = progress or (lambda *a, **k: None)
@@ -337,7 +337,7 @@ def _run_segment(params: SegmentParams, progress=None) -> dict:
             ds = reader.ds
             W, H, crs, transform = reader.width, reader.height, ds.crs, ds.transform
             runner = _Runner(net, device, precision, batch)
-            staging = paths["mask"].with_name(f".{paths['mask'].stem}.stage-{id(outs)}.tif")
+            staging = partial_path(paths["mask"], "-stage")      # the plain GeoTIFF the COG is copied from
             prob_tmp = outs.temp(paths["prob"]) if params.probability else None
             poly = BlockPolygonizer(W, H, params.block)
             stats = {"building_px": 0, "valid_px": 0}

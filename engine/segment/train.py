@@ -348,13 +348,10 @@ def _fingerprint(p: TrainParams) -> dict:
 
 
 def _atomic_save(path: Path, writer) -> None:
-    tmp = path.with_name(f".{path.stem}.part-{os.getpid()}{path.suffix}")
-    try:
+    from ..io import atomic_path
+
+    with atomic_path(path) as tmp:
         writer(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # -- the run ----------------------------------------------------------------------------------
