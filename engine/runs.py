@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from .contract import defaults
+from .contract.limits import MAX_K, MIN_K
+from .contract.outputs import cluster_outputs
 from .errors import BadInput
 from .io import NpyFile, atomic_path
 from .progress import Progress
 
 
-MAX_K = 254        # the cluster GeoTIFF is uint8 with 255 as "no tile"
 
 
 @dataclass
@@ -88,17 +89,16 @@ class RunOutputs:
         out = Path(out)
         if out.suffix.lower() != ".gpkg":
             raise BadInput(f"--out {str(out)!r} must be a GeoPackage path ending in .gpkg.")
-        stem = out.with_suffix("")
+        names = cluster_outputs(out)
         if model is True:
-            model_path = Path(f"{stem}_model.pt")
+            model_path = names["model"]
         elif model:
             model_path = Path(model)
             if model_path.suffix.lower() != ".pt":
                 raise BadInput(f"--save-model {str(model_path)!r}: model files end in .pt.")
         else:
             model_path = None
-        return cls(out, Path(f"{stem}_clusters.tif"), Path(f"{stem}_manifest.json"),
-                   Path(f"{stem}_quicklook.png") if quicklook else None, model_path)
+        return cls(out, names["tif"], names["manifest"], names["quicklook"] if quicklook else None, model_path)
 
     @property
     def checkpoint(self) -> Path:
@@ -122,8 +122,8 @@ def _check_params(p: ClusterParams) -> None:
         check_training(p)
     if p.buildings and not Path(p.buildings).exists():
         raise BadInput(f"--buildings {p.buildings!r}: no such file. Give a polygon layer of building footprints.")
-    if not 2 <= int(p.k) <= MAX_K:
-        raise BadInput(f"--k {p.k}: K must be between 2 and {MAX_K}.")
+    if not MIN_K <= int(p.k) <= MAX_K:
+        raise BadInput(f"--k {p.k}: K must be between {MIN_K} and {MAX_K}.")
     check_tiling_and_features(p)
 
 

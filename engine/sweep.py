@@ -26,9 +26,11 @@ For k-means the CNN features are computed once per tile size (and cached as
 for ``cluster``), the PCA is fitted once per tile size and only k-means runs
 per K. DeepCluster trains a network per (tile size, K).
 
-K values below 2 or above the valid tiles of a tile size are skipped there
-with a warning (progress stage ``warning``, one event each, and the manifest's
-``skipped``); BadInput only when no K is left anywhere.
+K values below MIN_K (2) or above MAX_K (``contract.limits``) are refused before any
+work, as the plugin refuses them: no tile size can ever take them, so they are
+typing mistakes. K values above the valid tiles of a tile size are skipped
+there with a warning (progress stage ``warning``, one event each, and the
+manifest's ``skipped``); BadInput only when no K is left anywhere.
 
 Progress stages: ``open``, ``scan``, ``warning``, then per tile size
 ``features`` (k-means) and ``tiles_<size>`` (done/total over its K values;
@@ -49,7 +51,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -59,12 +60,13 @@ from pathlib import Path
 import numpy as np
 
 from .contract import defaults
+from .contract.limits import parse_k_values
+from .contract.outputs import sweep_layer_name, sweep_outputs
 from .errors import BadInput, Cancelled
 from .io import atomic_path, write_json_atomic
 from .progress import Progress
 
 METHODS = ("kmeans", "deepcluster")
-MAX_K = 254
 # k-means and metrics on at most this many tiles run on one thread: see _few_threads
 ONE_THREAD_TILES = 20000
 # features up to this size are read into memory once per tile size (else streamed from the cache file)
@@ -118,32 +120,18 @@ class SweepParams:
 def parse_k_list(text) -> list[int]:
     """``"2..12"``, ``"2,4,6"`` or ``"2..6,8,12"`` -> sorted distinct K values.
 
-    Values below 2 are returned (the sweep skips them with a warning); text
-    that is not a list of whole numbers and ascending ranges is BadInput.
+    ``contract.limits.parse_k_values`` (the plugin's parser too): text that is
+    not a list of whole numbers and ascending ranges, or a K below 2 or above
+    MAX_K, is BadInput.
     """
     if isinstance(text, int):
-        return [int(text)]
+        text = str(text)
     if isinstance(text, (list, tuple)):
         text = ",".join(str(int(v)) for v in text)
-    hint = "write K as a range '2..12', a list '2,4,6' or both '2..6,8,12'."
-    tokens = [t.strip() for t in str(text).split(",")]
-    if not str(text).strip() or any(not t for t in tokens):
-        raise BadInput(f"--k {text!r}: {hint}")
-    out: set[int] = set()
-    for t in tokens:
-        m = re.fullmatch(r"(-?\d+)\s*\.\.\s*(-?\d+)", t)
-        if m:
-            a, b = int(m.group(1)), int(m.group(2))
-            if a > b:
-                raise BadInput(f"--k {text!r}: the range {t!r} runs backwards; {hint}")
-            if b - a > 10 * MAX_K:
-                raise BadInput(f"--k {text!r}: the range {t!r} is too long; K can be at most {MAX_K}.")
-            out.update(range(a, b + 1))
-        elif re.fullmatch(r"-?\d+", t):
-            out.add(int(t))
-        else:
-            raise BadInput(f"--k {text!r}: {t!r} is not a whole number or range; {hint}")
-    return sorted(out)
+    try:
+        return parse_k_values(text)
+    except ValueError as exc:
+        raise BadInput(f"--k {text!r}: {exc}") from None
 
 
 def parse_tile_sizes(text) -> list[str]:
@@ -164,8 +152,8 @@ def parse_tile_sizes(text) -> list[str]:
 
 
 def layer_name(size: str) -> str:
-    """``64px`` -> ``tiles_64px`` (``2.5m`` -> ``tiles_2_5m``)."""
-    return "tiles_" + re.sub(r"[^0-9a-z]", "_", size.lower())
+    """``64px`` -> ``tiles_64px`` (``2.5m`` -> ``tiles_2_5m``): ``contract.outputs.sweep_layer_name``."""
+    return sweep_layer_name(size)
 
 
 def k_column(k: int) -> str:
@@ -189,11 +177,9 @@ class SweepOutputs:
         out = Path(out)
         if out.suffix.lower() != ".gpkg":
             raise BadInput(f"--out {str(out)!r} must be a GeoPackage path ending in .gpkg.")
-        stem = out.with_suffix("")
-        suffix = {s: layer_name(s)[len("tiles_"):] for s in sizes}
-        return cls(out, Path(f"{stem}_metrics.csv"), Path(f"{stem}_metrics.png"), Path(f"{stem}_manifest.json"),
-                   {s: Path(f"{stem}_lineage_{suffix[s]}.png") for s in sizes},
-                   {s: Path(f"{stem}_pca_{suffix[s]}.png") for s in sizes})
+        f = sweep_outputs(out, sizes)
+        return cls(f["gpkg"], f["metrics_csv"], f["metrics_png"], f["manifest"],
+                   {s: f[f"lineage_{s}"] for s in sizes}, {s: f[f"pca_{s}"] for s in sizes})
 
     def paths(self) -> list[Path]:
         return [self.gpkg, self.csv, self.metrics_png, self.manifest, *self.lineage.values(), *self.pca.values()]
@@ -283,11 +269,7 @@ def _plan(params: SweepParams, sizes: list[str], ks: list[int], progress) -> lis
             n = len(rows)
             ok, skipped = [], []
             for k in ks:
-                if k < 2:
-                    skipped.append({"tile_size": size, "k": k, "reason": "K must be at least 2"})
-                elif k > MAX_K:
-                    skipped.append({"tile_size": size, "k": k, "reason": f"K can be at most {MAX_K}"})
-                elif k > n:
+                if k > n:
                     skipped.append({"tile_size": size, "k": k,
                                     "reason": f"more clusters than the {n} valid tiles of {size}"})
                 else:

@@ -112,8 +112,11 @@ class TileGrid:
     def __post_init__(self) -> None:
         if self.edge not in EDGE_POLICIES:
             raise BadInput(f"--edge {self.edge!r} is unknown: use 'drop' or 'pad'.")
-        if self.size < 16:
-            raise BadInput(f"--tile-size gives {self.size} px; tiles need at least 16 px. Use a larger tile size.")
+        from .contract.limits import MIN_TILE_PX
+
+        if self.size < MIN_TILE_PX:
+            raise BadInput(f"--tile-size gives {self.size} px; tiles need at least {MIN_TILE_PX} px. "
+                           "Use a larger tile size.")
         if not 0 < self.stride <= self.size:
             raise BadInput(
                 f"--overlap must be at least 0 and smaller than the tile size ({self.size} px); "

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..engine.contract import defaults
 from ..engine.contract.problems import (BAD_CHOICE, BAD_FORMAT, EXISTS, NOT_FOLDER, NOT_FOUND, NOT_LOCAL,
                                         NOT_WRITABLE, OUT_OF_RANGE, REQUIRED, Problem)
-from ..engine.contract.limits import MAX_K, MIN_K, parse_k_values
+from ..engine.contract.limits import MAX_K, MIN_K, MIN_TILE_PX, parse_k_values
 from ..engine.contract.outputs import cluster_outputs, sweep_layer_name, sweep_outputs, tile_label
 
 METHODS = ("kmeans", "deepcluster")
@@ -82,8 +82,8 @@ class ClusterRequest:
         elif self.tile_size <= 0 or (self.tile_unit == "px" and self.tile_size != int(self.tile_size)):
             out.append(Problem("tile_size", OUT_OF_RANGE, "The tile size must be a positive whole number of pixels "
                                                           "or a positive number of metres."))
-        elif self.tile_unit == "px" and self.tile_size < 16:
-            out.append(Problem("tile_size", OUT_OF_RANGE, "Tiles need at least 16 px."))
+        elif self.tile_unit == "px" and self.tile_size < MIN_TILE_PX:
+            out.append(Problem("tile_size", OUT_OF_RANGE, f"Tiles need at least {MIN_TILE_PX} px."))
         if not 0 <= self.overlap < self.tile_size:
             out.append(Problem("overlap", OUT_OF_RANGE, "The overlap must be at least 0 and smaller than the tile size."))
         out.extend(model_choice_problems(self.backbone, self.weights, self.device))
@@ -398,8 +398,8 @@ def parse_sizes(text: str, unit: str) -> list[float]:
         if size <= 0 or (unit == "px" and size != int(size)):
             raise ValueError(f"Tile size {part!r} must be a positive whole number of pixels or a positive "
                              "number of metres.")
-        if unit == "px" and size < 16:
-            raise ValueError(f"Tile size {part!r}: tiles need at least 16 px.")
+        if unit == "px" and size < MIN_TILE_PX:
+            raise ValueError(f"Tile size {part!r}: tiles need at least {MIN_TILE_PX} px.")
         if size not in sizes:
             sizes.append(size)
     if not sizes:

@@ -17,6 +17,9 @@ from __future__ import annotations
 CLUSTER_NODATA = 255        # the cluster GeoTIFF's nodata value (uint8)
 MIN_K = 2
 MAX_K = 254                 # CLUSTER_NODATA - 1: ids 0..MAX_K-1 fit below the nodata value
+# the smallest tile side, in pixels (a tile size in metres must come to at least this many pixels): smaller
+# tiles hold too little of the urban form for the CNN's features to say anything
+MIN_TILE_PX = 16
 
 K_HINT = "write K as a range 2..12, a list 2,4,6 or both 2..6,8,12."
 

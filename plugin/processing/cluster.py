@@ -17,7 +17,7 @@ from qgis.core import (QgsFeature, QgsFields, QgsProcessing, QgsProcessingExcept
                        QgsProcessingParameterVectorDestination, QgsProcessingUtils, QgsVectorFileWriter)
 
 from ...engine.contract import defaults
-from ...engine.contract.limits import MAX_K, MIN_K
+from ...engine.contract.limits import MAX_K, MIN_K, MIN_TILE_PX
 from ..request import BACKBONES, DEVICES, UNITS, ClusterRequest
 from .base import EngineAlgorithm, forget_output, load_output_as
 from .styling import TILES_STYLER
@@ -43,8 +43,8 @@ HELP = "\n".join([
     "• Raster layer: the image, a local file (GeoTIFF or any GDAL raster with a CRS). Web and in-memory layers "
     "must first be saved to a GeoTIFF (right-click > Export > Save As).",
     f"• Number of clusters (K): {MIN_K} to {MAX_K}, and at most the number of valid tiles.",
-    "• Tile size and Tile size unit: the side of a tile in pixels (at least 16) or in metres on the ground "
-    "(geographic and Web Mercator rasters are then warped on the fly to the local UTM zone).",
+    f"• Tile size and Tile size unit: the side of a tile in pixels (at least {MIN_TILE_PX}) or in metres on the "
+    "ground (geographic and Web Mercator rasters are then warped on the fly to the local UTM zone).",
     "• Overlap between tiles: in the same unit, smaller than the tile size.",
     f"• CNN backbone: the network that describes each tile: {', '.join(BACKBONES)} (default {DEFAULT_BACKBONE}).",
     f"• Weights: ImageNet (pretrained; for {', '.join(defaults.OFFLINE_BACKBONES)} from the package that ships "

@@ -15,6 +15,7 @@ from qgis.core import (QgsProcessingContext, QgsProcessingLayerPostProcessorInte
                        QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString, QgsVectorLayer)
 
+from ...engine.contract.limits import MIN_TILE_PX
 from ..layers import k_values, style_sweep_layer, sweep_layer_names
 from ..request import BACKBONES, DEVICES, MAX_EPOCHS, METHODS, UNITS, SweepRequest
 from .base import EngineAlgorithm, set_post_processor
@@ -36,7 +37,8 @@ HELP = "\n".join([
     "• Raster layer: the image, a local file (GeoTIFF or any GDAL raster with a CRS).",
     "• K values: a range 2..12, a list 2,4,6 or both (2..6,8,12); K larger than the number of valid tiles is "
     "skipped with a warning.",
-    "• Tile sizes: comma-separated, e.g. 32,64,128, in the Tile size unit (pixels, at least 16, or metres).",
+    f"• Tile sizes: comma-separated, e.g. 32,64,128, in the Tile size unit (pixels, at least {MIN_TILE_PX}, or "
+    "metres).",
     "• Method: k-means, or DeepCluster (slower: the CNN is trained for each K).",
     "• Training epochs: DeepCluster only.",
     "• CNN backbone, Weights, Weights file, Device and Random seed: as for Cluster raster tiles.",

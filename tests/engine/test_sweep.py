@@ -76,7 +76,7 @@ def is_png(path) -> bool:
 
 @pytest.mark.parametrize("text, ks", [("2..12", list(range(2, 13))), ("2,4,6", [2, 4, 6]),
                                       ("2..6,8,12", [2, 3, 4, 5, 6, 8, 12]), (" 4 , 2,2..3 ", [2, 3, 4]),
-                                      ("1..3", [1, 2, 3])])
+                                      ("2..254", list(range(2, 255)))])
 def test_parse_k_list(text, ks):
     assert parse_k_list(text) == ks
 
@@ -85,6 +85,21 @@ def test_parse_k_list(text, ks):
 def test_parse_k_list_rejects_malformed_text(text):
     with pytest.raises(BadInput, match="--k"):
         parse_k_list(text)
+
+
+@pytest.mark.parametrize("text", ["1..3", "1", "0,4", "-2..5", "2..255", "2,300", "2..100000000"])
+def test_parse_k_list_refuses_k_out_of_range(text):
+    """K below 2 or above 254 is refused before any work (the plugin refuses the same text)."""
+    with pytest.raises(BadInput, match="--k.*between 2 and 254"):
+        parse_k_list(text)
+
+
+def test_sweep_refuses_k_below_two_before_any_work(city, tmp_path):
+    out = tmp_path / "s.gpkg"
+    rec = Recorder()
+    with pytest.raises(BadInput, match="between 2 and 254"):
+        run_sweep(SweepParams(str(city.raster), str(out), k="1..5", tile_sizes="128px"), rec)
+    assert rec.events == [] and not list(tmp_path.iterdir())
 
 
 def test_parse_tile_sizes():
@@ -206,7 +221,7 @@ def city_sweep(city, tmp_path_factory):
     FeatureExtractor.__call__ = counting
     rec = Recorder()
     try:
-        manifest = run_sweep(SweepParams(str(city.raster), str(out), k="1..5,65", tile_sizes="128px,64px",
+        manifest = run_sweep(SweepParams(str(city.raster), str(out), k="2..5,65", tile_sizes="128px,64px",
                                          cache_dir=str(cache)), rec)
     finally:
         FeatureExtractor.__call__ = real
@@ -238,10 +253,9 @@ def test_layers_columns_and_consistent_ids(city_sweep):
 def test_skipped_k_warned_and_recorded(city_sweep):
     m, events = city_sweep["manifest"], city_sweep["events"]
     skipped = {(s["tile_size"], s["k"]) for s in m["skipped"]}
-    assert skipped == {("64px", 1), ("128px", 1), ("128px", 65)}
+    assert skipped == {("128px", 65)}            # K=1 is refused before any work: test_sweep_refuses_k_below_two...
     warnings = [e[3] for e in events if e[3].startswith("warning")]
     assert any("K=65 skipped" in w and "64 valid tiles of 128px" in w for w in warnings)
-    assert any("K=1 skipped" in w for w in warnings)
 
 
 def test_features_computed_once_per_tile_size(city_sweep):
@@ -381,6 +395,23 @@ def test_kampala_metric_tile_sizes(kampala_z19, tmp_path):
     small = [r for r in rows if r["tile_size"] == "10m"]
     assert len(small) == 3 and all(0 <= float(r["nmi_20m"]) <= 1 for r in small)
     assert is_png(out.with_name("kla_lineage_10m.png")) and is_png(out.with_name("kla_pca_20m.png"))
+
+
+def test_fractional_metre_tile_sizes_write_the_contracts_names(city, tmp_path):
+    """'38.5m' and '76.5m' (128 and 255 px at 0.3 m): the layers and plots are where the contract (and so the
+    plugin) says, e.g. tiles_38_5m and sw_lineage_38_5m.png, not tiles_38.5m."""
+    from engine.contract.outputs import sweep_layer_name, sweep_outputs
+
+    out = tmp_path / "sw.gpkg"
+    m = run_sweep(SweepParams(str(city.raster), str(out), k="2..3", tile_sizes="38.5m,76.5m"), Recorder())
+    labels = ["38.5m", "76.5m"]
+    assert m["complete"] and m["tile_sizes"] == labels
+    layers = {name for name, _ in pyogrio.list_layers(out)}
+    assert layers == {sweep_layer_name(label) for label in labels} == {"tiles_38_5m", "tiles_76_5m"}
+    files = sweep_outputs(out, labels)
+    assert files["lineage_38.5m"].name == "sw_lineage_38_5m.png"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(p.name for p in files.values())
+    assert all(is_png(p) for p in files.values() if p.suffix == ".png")
 
 
 # ----------------------------------------------------------------------------- DeepCluster

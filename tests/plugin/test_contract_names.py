@@ -57,6 +57,22 @@ def test_k_limits_are_the_contracts(urbanform, contract, tmp_path):
     assert any(f"between 2 and {limits.MAX_K}" in str(p) for p in too_many), too_many
 
 
+def test_min_tile_px_is_the_contracts(urbanform, contract, tmp_path):
+    from urbanform.plugin import request
+    from urbanform.plugin.processing import cluster, sweep
+
+    limits, _ = contract
+    small = limits.MIN_TILE_PX
+    assert request.parse_sizes(f"{small},64", "px") == [small, 64]
+    with pytest.raises(ValueError, match=f"at least {small} px"):
+        request.parse_sizes(str(small - 1), "px")
+    ok = dict(raster=str(SAMPLE), out=str(tmp_path / "c.gpkg"))
+    assert request.ClusterRequest(**ok, tile_size=small).problems() == []
+    assert [str(p) for p in request.ClusterRequest(**ok, tile_size=small - 1).problems()] == \
+        [f"Tiles need at least {small} px."]
+    assert f"(at least {small})" in cluster.HELP and f"(pixels, at least {small}, or" in " ".join(sweep.HELP.split())
+
+
 def test_fractional_metre_sweep_names_are_the_engines(urbanform, contract, tmp_path):
     """'2.5m' tiles: the engine writes tiles_2_5m and s_lineage_2_5m.png; the plugin looks for the same."""
     from urbanform.plugin import request
