@@ -14,14 +14,18 @@ from qgis.PyQt.QtCore import Qt, QUrl
 from qgis.PyQt.QtGui import QDesktopServices, QPixmap
 from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox, QLabel, QScrollArea, QTabWidget, QVBoxLayout
 
+from ..engine.contract.outputs import label_of_tag
 from . import settings
 
 EXTERNAL_KEY = "plots_external"
 
 
 def plot_title(path: Path, run_name: str) -> str:
-    """'metrics', 'lineage 64px', 'pca 64px' from RUN_lineage_64px.png."""
+    """'metrics', 'lineage 64px', 'pca 2.5m' from RUN_lineage_64px.png, RUN_pca_2_5m.png."""
     stem = path.stem[len(run_name) + 1:] if path.stem.startswith(run_name + "_") else path.stem
+    kind, _, tag = stem.partition("_")
+    if kind in ("lineage", "pca") and tag:          # contract.outputs.sweep_outputs: the tile size's tag
+        return f"{kind} {label_of_tag(tag)}"
     return stem.replace("_", " ")
 
 

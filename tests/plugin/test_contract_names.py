@@ -85,6 +85,9 @@ def test_fractional_metre_sweep_names_are_the_engines(urbanform, contract, tmp_p
     assert req.layer_names() == [outputs.sweep_layer_name(label) for label in labels] == ["tiles_2_5m", "tiles_5m"]
     assert req.outputs() == outputs.sweep_outputs(tmp_path / "s.gpkg", labels)
     assert {"s_lineage_2_5m.png", "s_pca_2_5m.png", "s_lineage_5m.png"} <= {p.name for p in req.plots()}
+    from urbanform.plugin.plots import plot_title
+
+    assert [plot_title(p, "s") for p in req.plots()] == ["metrics", "lineage 2.5m", "pca 2.5m", "lineage 5m", "pca 5m"]
     assert sorted(["tiles_10m", "tiles_5m", "tiles_2_5m"], key=_size_key) == ["tiles_2_5m", "tiles_5m", "tiles_10m"]
     cluster = request.ClusterRequest(raster=str(SAMPLE), out=str(tmp_path / "c.gpkg"))
     assert cluster.outputs() == outputs.cluster_outputs(tmp_path / "c.gpkg")
