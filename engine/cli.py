@@ -184,9 +184,6 @@ def _add_stats(p, buildings_help: str) -> None:
     g.add_argument("--ndvi-raster", default=None, help="a separate multispectral raster for NDVI")
 
 
-STATS_OPTIONS = ("buildings", "roads", "population", "nir_band", "ndvi_raster")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -374,34 +371,11 @@ def _stats_params(args, run: str, overwrite: bool):
     return StatsParams(**{**_fields(StatsParams, args), "run": run, "overwrite": overwrite})
 
 
-def _check_stats_files(args) -> None:
-    """The statistics inputs must exist before the clustering work is spent."""
-    from pathlib import Path
-
-    for name in ("buildings", "roads", "population", "ndvi_raster"):
-        value = getattr(args, name)
-        if value and not Path(value).exists():
-            raise BadInput(f"--{name.replace('_', '-')} {value!r}: no such file.")
-
-
 def cmd_cluster(args) -> int:
     from .runs import ClusterParams, run_cluster
 
-    wants_stats = any(getattr(args, k) for k in STATS_OPTIONS)
-    if wants_stats:
-        _check_stats_files(args)
+    # with --buildings/--roads/... run_cluster runs the statistics too (as the Python API does)
     manifest = _run(run_cluster, ClusterParams(**_fields(ClusterParams, args)), args)
-    if wants_stats:
-        from .statsrun import run_stats
-
-        try:
-            manifest = _run(run_stats, _stats_params(args, args.out, True), args)
-        except BaseException:
-            from .runs import RunOutputs
-
-            for path in RunOutputs.for_out(args.out, args.quicklook, args.save_model or True).paths():
-                path.unlink(missing_ok=True)   # the statistics failed: no run half with, half without them
-            raise
     sizes = manifest["clustering"]["cluster_sizes"]
     summary = f"{manifest['tiling']['tiles_valid']} tiles in {len(sizes)} clusters (sizes {sizes})"
     if "evaluation" in manifest:
@@ -424,17 +398,11 @@ def cmd_sweep(args) -> int:
     from .sweep import SweepParams, run_sweep
 
     params = SweepParams(**_fields(SweepParams, args, k="k", tile_sizes="tile_size"))
-    wants_stats = any(getattr(args, k) for k in STATS_OPTIONS)
-    if wants_stats:
-        _check_stats_files(args)
+    # with --buildings/--roads/... run_sweep runs the statistics too (as the Python API does)
     manifest = _run(run_sweep, params, args)
     _print_outputs(manifest, args, f"sweep complete: {', '.join(manifest.get('layers', {}))}")
-    if wants_stats:
-        from .statsrun import run_sweep_stats
-
-        manifest = _run(run_sweep_stats, _stats_params(args, args.out, True), args)
-        if args.progress != "json":
-            print(f"  stats_eta  {manifest['sweep_statistics']['eta_csv']}", file=sys.stderr)
+    if "sweep_statistics" in manifest and args.progress != "json":
+        print(f"  stats_eta  {manifest['sweep_statistics']['eta_csv']}", file=sys.stderr)
     return 0
 
 

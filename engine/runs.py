@@ -67,6 +67,15 @@ class ClusterParams:
     crops_per_tile: int = 8
     patience: int = 2
     resume: bool = False
+    # urban-form statistics run after the clustering (the ``stats`` tool, engine.statsrun), as the CLI's
+    # --buildings/--roads/--population/--nir-band/--ndvi-raster do
+    roads: str | None = None
+    road_field: str = "highway"
+    major_values: "str | list[str] | None" = None
+    population: str | None = None
+    nir_band: int | None = None
+    red_band: int | None = None
+    ndvi_raster: str | None = None
 
 
 METHODS = ("kmeans", "deepcluster")
@@ -359,7 +368,32 @@ def input_record(raster: str, tiled, checksum: str) -> dict:
 
 
 def run_cluster(params: ClusterParams, progress: Progress | None = None) -> dict:
-    """Run the ``cluster`` tool (k-means or DeepCluster); returns the manifest (also written to disk)."""
+    """Run the ``cluster`` tool (k-means or DeepCluster); returns the manifest (also written to disk).
+
+    With statistics inputs (buildings, roads, population, NIR band, NDVI raster) the ``stats`` tool runs on
+    the new run too, as ``python -m engine cluster --buildings ...`` does, and the manifest returned is the
+    one with the statistics; if they fail, the run's files are removed (no run half with, half without them).
+    """
+    from .statsrun import check_statistics_inputs, statistics_params, wants_statistics
+
+    progress = progress or Progress("none")
+    wants = wants_statistics(params)
+    if wants:
+        check_statistics_inputs(params)          # before the clustering work is spent
+    manifest = _run_cluster(params, progress)
+    if not wants:
+        return manifest
+    from .statsrun import run_stats
+
+    try:
+        return run_stats(statistics_params(params, params.out), progress)
+    except BaseException:
+        for path in RunOutputs.for_out(params.out, params.quicklook, params.save_model or True).paths():
+            path.unlink(missing_ok=True)
+        raise
+
+
+def _run_cluster(params: ClusterParams, progress: Progress) -> dict:
     from .cluster import KMeansTiles
     from .features import FeatureExtractor
     from .io import OutputSet, sha256_file, versions, write_json

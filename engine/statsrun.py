@@ -68,6 +68,32 @@ class StatsParams:
     overwrite: bool = False
 
 
+# the inputs that ask for statistics after a cluster or sweep run (ClusterParams/SweepParams fields)
+STATS_INPUTS = ("buildings", "roads", "population", "nir_band", "ndvi_raster")
+
+
+def wants_statistics(params) -> bool:
+    """Whether a cluster or sweep run's parameters ask for the statistics."""
+    return any(getattr(params, name, None) is not None and getattr(params, name) != "" for name in STATS_INPUTS)
+
+
+def check_statistics_inputs(params) -> None:
+    """The statistics inputs must exist before the clustering work is spent."""
+    for name in ("buildings", "roads", "population", "ndvi_raster"):
+        value = getattr(params, name, None)
+        if isinstance(value, (str, Path)) and str(value) and not Path(value).exists():
+            raise BadInput(f"--{name.replace('_', '-')} {str(value)!r}: no such file.")
+
+
+def statistics_params(params, run: "str | Path") -> StatsParams:
+    """The ``stats`` run that follows a cluster or sweep run with these parameters (replacing its own)."""
+    from dataclasses import fields
+
+    given = {f.name: getattr(params, f.name) for f in fields(StatsParams)
+             if f.name not in ("run", "overwrite", "layer", "label") and hasattr(params, f.name)}
+    return StatsParams(run=str(run), overwrite=True, **given)
+
+
 @dataclass
 class StatsOutputs:
     gpkg: Path

@@ -72,7 +72,9 @@ ONE_THREAD_TILES = 20000
 # features up to this size are read into memory once per tile size (else streamed from the cache file)
 IN_MEMORY_BYTES = 1 << 30
 # parameters that do not change results: a resumed sweep may differ in these
-VOLATILE = ("resume", "overwrite", "cache_dir", "use_cache", "batch_size", "device")
+VOLATILE = ("resume", "overwrite", "cache_dir", "use_cache", "batch_size", "device",
+            # the statistics are computed after the sweep, from its layers, and replaced on every run
+            "buildings", "roads", "road_field", "major_values", "population", "nir_band", "red_band", "ndvi_raster")
 
 
 @dataclass
@@ -112,6 +114,16 @@ class SweepParams:
     patience: int = 2
     # k-means restarts per K (as in ``cluster``, so column kK matches a ``cluster --k K`` run up to ids)
     n_init: int = 10
+    buildings: str | None = None
+    # urban-form statistics run after the clustering (the ``stats`` tool, engine.statsrun), as the CLI's
+    # --buildings/--roads/--population/--nir-band/--ndvi-raster do
+    roads: str | None = None
+    road_field: str = "highway"
+    major_values: "str | list[str] | None" = None
+    population: str | None = None
+    nir_band: int | None = None
+    red_band: int | None = None
+    ndvi_raster: str | None = None
 
 
 # --------------------------------------------------------------------------- parsing
@@ -505,7 +517,27 @@ def _load_part(part: Part, gpkg: Path, entry: dict) -> None:
 
 
 def run_sweep(params: SweepParams, progress: Progress | None = None) -> dict:
-    """Run the ``sweep`` tool; returns the manifest (also written to disk)."""
+    """Run the ``sweep`` tool; returns the manifest (also written to disk).
+
+    With statistics inputs (buildings, roads, ...) the statistics of every tile-size layer and their
+    eta-squared per K follow (``statsrun.run_sweep_stats``), as ``python -m engine sweep --buildings ...``
+    does; the manifest returned then has ``sweep_statistics``.
+    """
+    from .statsrun import check_statistics_inputs, statistics_params, wants_statistics
+
+    progress = progress or Progress("none")
+    wants = wants_statistics(params)
+    if wants:
+        check_statistics_inputs(params)          # before the sweep's work is spent
+    manifest = _run_sweep(params, progress)
+    if not wants:
+        return manifest
+    from .statsrun import run_sweep_stats
+
+    return run_sweep_stats(statistics_params(params, params.out), progress)
+
+
+def _run_sweep(params: SweepParams, progress: Progress | None = None) -> dict:
     from .io import OutputSet, sha256_file, versions
 
     progress = progress or Progress("none")

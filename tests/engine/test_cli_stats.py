@@ -89,3 +89,40 @@ def test_sweep_with_statistics_explains_them_for_every_k_and_tile_size(city, cit
     assert (tmp_path / "s_stats_eta.png").read_bytes()[:4] == b"\x89PNG"
     manifest = json.loads((tmp_path / "s_manifest.json").read_text())
     assert manifest["complete"] and "sweep_statistics" in manifest
+
+
+def test_python_run_cluster_with_buildings_equals_the_cli(city, city_layers, tmp_path):
+    """``run_cluster(..., buildings=..., roads=...)`` from Python runs the full statistics as the CLI does
+    (the chaining lives in the tool function, not in cli.py): same tiles columns and values, same clusters."""
+    from engine.runs import ClusterParams, run_cluster
+
+    buildings, roads = city_layers
+    cli_out, py_out = tmp_path / "cli.gpkg", tmp_path / "py.gpkg"
+    run_cli("cluster", city.raster, "--out", cli_out, "--k", 3, "--weights", "none", "--seed", 1,
+            "--buildings", buildings, "--roads", roads, "--no-quicklook", check=0)
+    manifest = run_cluster(ClusterParams(raster=str(city.raster), out=str(py_out), k=3, weights="none", seed=1,
+                                         buildings=str(buildings), roads=str(roads), quicklook=False))
+    assert "statistics" in manifest
+    for layer in ("tiles", "clusters"):
+        cli, py = gpd.read_file(cli_out, layer=layer), gpd.read_file(py_out, layer=layer)
+        assert list(py.columns) == list(cli.columns), layer
+        assert layer == "clusters" or {"bldg_area", "bldg_cov", "road_len"} <= set(py.columns)
+        assert py.drop(columns="geometry").equals(cli.drop(columns="geometry")), layer
+        assert py.geometry.geom_equals(cli.geometry).all(), layer
+    for name in ("py_stats.csv", "py_profile.png", "py_boxes.png"):
+        assert (tmp_path / name).is_file()
+
+
+def test_python_run_cluster_removes_the_run_when_the_statistics_fail(city, city_layers, tmp_path):
+    from engine.errors import BadInput
+    from engine.runs import ClusterParams, run_cluster
+
+    _, roads = city_layers
+    out = tmp_path / "bad.gpkg"
+    with pytest.raises(BadInput, match="--road-field"):
+        run_cluster(ClusterParams(raster=str(city.raster), out=str(out), k=3, weights="none", roads=str(roads),
+                                  road_field="", quicklook=False))      # checked by the stats, after clustering
+    assert not [p.name for p in tmp_path.iterdir() if p.name != "cache"]   # the feature cache stays
+    with pytest.raises(BadInput, match="no such file"):                  # checked before any work
+        run_cluster(ClusterParams(raster=str(city.raster), out=str(out), k=3, weights="none",
+                                  buildings=str(tmp_path / "missing.gpkg")))
