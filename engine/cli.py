@@ -25,6 +25,7 @@ import sys
 import textwrap
 
 from .contract import defaults
+from .contract.progress import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED
 from .errors import BadInput, Cancelled
 
 EPILOG_CLUSTER = textwrap.dedent("""\
@@ -497,7 +498,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.tool is None:
         parser.print_help(sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return {"cluster": cmd_cluster, "predict": cmd_predict, "sweep": cmd_sweep, "stats": cmd_stats,
@@ -506,15 +507,15 @@ def main(argv=None) -> int:
                 "check": cmd_check}[args.tool](args)
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except (Cancelled, KeyboardInterrupt) as exc:
         detail = str(exc) if isinstance(exc, Cancelled) else ""
         # a bare SIGTERM/Ctrl+C left nothing; tools that keep finished parts (sweep) say what they kept
         print(f"cancelled: {detail}" if detail not in ("", "terminated") else "cancelled: no output was written",
               file=sys.stderr)
-        return 130
+        return EXIT_CANCELLED
     except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
         if args.debug:
             raise
         print(f"failed: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
-        return 1
+        return EXIT_FAILED

@@ -290,8 +290,9 @@ class DeepCluster:
         logging and early stopping on it. ``checkpoint``: a file written after
         every epoch; with ``resume`` a run continues from it (a missing file
         starts afresh). ``workdir``: where feature files go (in memory without).
-        The checkpoint is left in place; the caller removes it once its outputs
-        are written.
+        ``progress(stage, done, total, message, **fields)`` (engine.progress.Progress): the training
+        steps of an epoch come as the fields of engine.contract.progress. The checkpoint is left in
+        place; the caller removes it once its outputs are written.
         """
         from .features import FeatureExtractor
 
@@ -521,7 +522,7 @@ class DeepCluster:
             loss.backward()
             opt.step()
             total += float(loss.detach())
-            report("epoch", epoch - 1, int(self.epochs), f"{msg} ({step + 1}/{steps})")
+            report("epoch", epoch - 1, int(self.epochs), f"{msg} ({step + 1}/{steps})", step=step + 1, steps=steps)
         model.eval()
         return total / steps
 

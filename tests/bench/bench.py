@@ -534,7 +534,7 @@ class StageRecorder:
     def __init__(self, mode: str = "none", *a, **kw):
         self.stages: list[dict] = []
 
-    def __call__(self, stage: str, done: int = 0, total: int = 0, message: str = "") -> None:
+    def __call__(self, stage: str, done: int = 0, total: int = 0, message: str = "", **fields) -> None:
         snap = proc_status()
         if not self.stages or self.stages[-1]["stage"] != stage:
             self.stages.append({"stage": stage, "start": snap, "max_anon": 0.0, "max_file": 0.0})

@@ -33,7 +33,7 @@ class Recorder(Progress):
         self.events: list[tuple] = []
         self.stop_at = stop_at
 
-    def __call__(self, stage, done=0, total=0, message=""):
+    def __call__(self, stage, done=0, total=0, message="", **fields):
         self.events.append((stage, done, total, message))
         if self.stop_at is not None and stage == self.stop_at:
             raise Cancelled("stopped by the test")
