@@ -63,6 +63,27 @@ class Driver:
             return len(quiet) >= 4 and all(quiet[-4:])
         self.wait("map rendered", rendered, lambda: self.later(1000, then))
 
+    def open_panel(self, raster_path: str, raster_name: str, width: int = 400):
+        """Maximise QGIS, load and start the plugin, add the raster, open the panel on it; returns the panel."""
+        from qgis.PyQt.QtCore import Qt
+        from qgis.utils import iface, loadPlugin, startPlugin, updateAvailablePlugins
+
+        window = iface.mainWindow()
+        window.resize(1600, 1000)
+        window.showMaximized()
+        updateAvailablePlugins()
+        self.report["loaded"] = loadPlugin("urbanform")
+        self.report["started"] = startPlugin("urbanform")
+        self.step(f"plugin loaded={self.report['loaded']} started={self.report['started']}")
+        self.report["plugin_dir"] = os.path.dirname(sys.modules["urbanform"].__file__)
+        layer = iface.addRasterLayer(raster_path, raster_name)
+        self.report["raster_valid"] = bool(layer and layer.isValid())
+        dock = qgis.utils.plugins["urbanform"].open_dock()
+        window.resizeDocks([dock], [width], Qt.Horizontal)
+        dock.confirm_overwrite = lambda parent, path: True
+        dock.rasterCombo.setLayer(layer)
+        return dock
+
     def run_panel(self, dock, raster_name: str, then) -> None:
         """Click the panel's Run, wait for the run, zoom to the raster, wait for the map, then call ``then``."""
         from qgis.core import QgsProject

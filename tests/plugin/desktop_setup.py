@@ -12,10 +12,8 @@ UF_REPORT (JSON report), UF_TIMEOUT (seconds).
 import os
 import sys
 
-import qgis.utils
 from qgis.core import QgsProject
-from qgis.PyQt.QtCore import Qt
-from qgis.utils import iface, loadPlugin, startPlugin, updateAvailablePlugins
+from qgis.utils import iface
 
 sys.path.insert(0, os.environ["UF_TEST_DIR"])
 from desktop_base import Driver  # noqa: E402 - QGIS does not put this folder on sys.path
@@ -38,19 +36,7 @@ class FirstHour(Driver):
         iface.mainWindow().grab().save(os.path.join(self.png_dir, f"desktop_{name}.png"))
 
     def start(self):
-        window = iface.mainWindow()
-        window.resize(1600, 1000)
-        window.showMaximized()
-        updateAvailablePlugins()
-        self.report["loaded"] = loadPlugin("urbanform")
-        self.report["started"] = startPlugin("urbanform")
-        self.report["plugin_dir"] = os.path.dirname(sys.modules["urbanform"].__file__)
-        layer = iface.addRasterLayer(os.environ["UF_RASTER"], RASTER_NAME)
-        self.report["raster_valid"] = bool(layer and layer.isValid())
-        self.dock = dock = qgis.utils.plugins["urbanform"].open_dock()
-        window.resizeDocks([dock], [430], Qt.Horizontal)
-        dock.confirm_overwrite = lambda parent, path: True
-        dock.rasterCombo.setLayer(layer)
+        self.dock = dock = self.open_panel(os.environ["UF_RASTER"], RASTER_NAME, width=430)
         dock.outputFile.setFilePath(self.out)
         self.wait("no engine found", lambda: dock._detected and not dock._detecting,
                   lambda: self.later(1500, self.offer))          # let the debounced refresh settle

@@ -16,10 +16,8 @@ UF_SMOKE_PNG (screenshot), UF_SMOKE_REPORT (JSON report), UF_SMOKE_TIMEOUT
 import os
 import sys
 
-import qgis.utils
 from qgis.core import QgsProject
-from qgis.PyQt.QtCore import Qt
-from qgis.utils import iface, loadPlugin, startPlugin, updateAvailablePlugins
+from qgis.utils import iface
 
 sys.path.insert(0, os.environ["UF_TEST_DIR"])
 from desktop_base import Driver  # noqa: E402 - QGIS does not put this folder on sys.path
@@ -36,20 +34,7 @@ class Smoke(Driver):
 
     # -- the steps ---------------------------------------------------------------------------------
     def start(self):
-        window = iface.mainWindow()
-        window.resize(1600, 1000)
-        window.showMaximized()
-        updateAvailablePlugins()
-        self.report["loaded"] = loadPlugin("urbanform")
-        self.report["started"] = startPlugin("urbanform")
-        self.step(f"plugin loaded={self.report['loaded']} started={self.report['started']}")
-        layer = iface.addRasterLayer(self.raster_path, "Kampala sample (OpenAerialMap)")
-        self.report["raster_valid"] = bool(layer and layer.isValid())
-        plugin = qgis.utils.plugins["urbanform"]
-        self.dock = dock = plugin.open_dock()
-        window.resizeDocks([dock], [400], Qt.Horizontal)
-        dock.confirm_overwrite = lambda parent, path: True
-        dock.rasterCombo.setLayer(layer)
+        self.dock = dock = self.open_panel(self.raster_path, "Kampala sample (OpenAerialMap)")
         dock.kSpin.setValue(4)
         dock.backboneCombo.setCurrentIndex(dock.backboneCombo.findData("resnet18"))
         dock.weightsCombo.setCurrentIndex(dock.weightsCombo.findData("none"))
