@@ -367,13 +367,13 @@ def _print_outputs(manifest: dict, args, summary: str) -> None:
 
 
 def _stats_params(args, run: str, overwrite: bool):
-    from .statsrun import StatsParams
+    from .tools.stats import StatsParams
 
     return StatsParams(**{**_fields(StatsParams, args), "run": run, "overwrite": overwrite})
 
 
 def cmd_cluster(args) -> int:
-    from .runs import ClusterParams, run_cluster
+    from .tools.cluster import ClusterParams, run_cluster
 
     # with --buildings/--roads/... run_cluster runs the statistics too (as the Python API does)
     manifest = _run(run_cluster, ClusterParams(**_fields(ClusterParams, args)), args)
@@ -387,7 +387,7 @@ def cmd_cluster(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .predict import PredictParams, run_predict
+    from .tools.predict import PredictParams, run_predict
 
     manifest = _run(run_predict, PredictParams(**_fields(PredictParams, args)), args)
     sizes = manifest["clustering"]["cluster_sizes"]
@@ -396,7 +396,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import SweepParams, run_sweep
+    from .tools.sweep import SweepParams, run_sweep
 
     params = SweepParams(**_fields(SweepParams, args, k="k", tile_sizes="tile_size"))
     # with --buildings/--roads/... run_sweep runs the statistics too (as the Python API does)
@@ -419,14 +419,14 @@ def _print_statistics(manifest: dict, args) -> None:
 
 
 def cmd_stats(args) -> int:
-    from .statsrun import run_stats
+    from .tools.stats import run_stats
 
     _print_statistics(_run(run_stats, _stats_params(args, args.run, args.overwrite), args), args)
     return 0
 
 
 def cmd_export(args) -> int:
-    from .export import run_export
+    from .tools.export import run_export
 
     for path in run_export(args.run, args.format, args.out, args.overwrite).values():
         print(path, file=sys.stderr)
@@ -434,7 +434,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_train_seg(args) -> int:
-    from .segment.train import TrainParams, run_train
+    from .tools.train_seg import TrainParams, run_train
 
     given = {k: v for k, v in _fields(TrainParams, args).items() if v is not None}   # None: the estimator's default
     manifest = _run(run_train, TrainParams(**given), args)
@@ -446,7 +446,7 @@ def cmd_train_seg(args) -> int:
 
 
 def cmd_segment(args) -> int:
-    from .segment.infer import SegmentParams, run_segment
+    from .tools.segment import SegmentParams, run_segment
 
     manifest = _run(run_segment, SegmentParams(**_fields(SegmentParams, args)), args)
     if args.progress != "json":
@@ -456,14 +456,14 @@ def cmd_segment(args) -> int:
 
 
 def cmd_evaluate_seg(args) -> int:
-    from .segment.evaluate import evaluate
+    from .tools.evaluate_seg import evaluate
 
     print(json.dumps(evaluate(args.pred, args.truth, args.area), default=float))
     return 0
 
 
 def cmd_probe(args) -> int:
-    from .runs import probe
+    from .tools.probe import probe
 
     print(json.dumps(probe(args.raster, args.tile_size, args.overlap, args.edge, args.bands, args.speed,
                            args.backbone, args.weights, args.device, args.precision, args.batch_size,
@@ -472,23 +472,9 @@ def cmd_probe(args) -> int:
 
 
 def cmd_check(args) -> int:
-    import platform
+    from .tools.check import check
 
-    info = {"python": sys.executable, "python_version": platform.python_version()}
-    try:
-        import torch
-
-        from .features import available_devices, backbone_spec, resolve_weights
-
-        info.update(torch=torch.__version__, devices=available_devices(), ok=True)
-        if args.backbone:
-            try:
-                info["weights"] = str(resolve_weights(backbone_spec(args.backbone), "imagenet"))
-            except BadInput as exc:
-                info["weights_error"] = str(exc)
-    except ImportError as exc:
-        info.update(ok=False, error=f"{exc}: this Python lacks the engine's packages; use Set up engine in the "
-                                    "Urban Form Mapper panel, or `make setup` in a source checkout.")
+    info = check(args.backbone)
     print(json.dumps(info))
     return 0 if info["ok"] else 1
 

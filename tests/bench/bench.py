@@ -7,14 +7,14 @@ Run from the repository root::
 
 It measures, in one run (compare figures only within a run):
 
-1. model only: ``engine.features.FeatureExtractor`` on random uint8 tiles,
+1. model only: ``engine.features.extract.FeatureExtractor`` on random uint8 tiles,
    warm-up batches excluded, median of repeats (tiles/s);
 2. end to end: ``engine.features.extract_features`` over every tile of a
    GeoTIFF on disk (reading + model), sequential and with the background
    reader thread (``overlap_reads=True``), plus reading alone; the ratio end
    to end / model only (target >= 0.9);
 3. the malloc tuning gain: model-only throughput in fresh subprocesses with
-   ``engine.runtime.tune_malloc`` on (default) and off (URBANFORM_MALLOC=default);
+   ``engine.features.runtime.tune_malloc`` on (default) and off (URBANFORM_MALLOC=default);
 4. peak resident memory of the full CLI (``python -m engine cluster``) on a
    small and a large raster (target: large within +10% of small), with wall
    times, the engine's own stage timings and a per-stage split of the peak;
@@ -41,7 +41,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 
 ROOT = Path(__file__).resolve().parents[2]   # the repository (tests/bench/ is below it)
 if str(ROOT) not in sys.path:
@@ -160,7 +159,7 @@ def environment() -> dict:
     import rasterio
     import torch
 
-    from engine.features import cpu_supports_bf16
+    from engine.features.extract import cpu_supports_bf16
 
     try:
         mem_total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / MIB / 1024
@@ -201,13 +200,13 @@ def autocast_probe(extractor, px: int) -> str:
 
 def make_extractor(case: dict):
     """The FeatureExtractor of a case, built as the engine builds it (device auto, precision auto)."""
-    from engine.features import FeatureExtractor
+    from engine.features.extract import FeatureExtractor
 
     return FeatureExtractor(case["backbone"], case["weights"], device="auto")
 
 
 def batch_size_for(case: dict, extractor, override: int | None) -> int:
-    from engine.features import default_batch_size
+    from engine.features.extract import default_batch_size
 
     return int(override or default_batch_size(case["px"], extractor.device))
 
@@ -240,7 +239,7 @@ def batches_for(plan: dict, px: int, batch_size: int) -> int:
 
 def extractor_facts(extractor, px: int) -> dict:
     """Device, precision and whether bf16 autocast and malloc tuning are in effect."""
-    from engine import runtime
+    from engine.features import runtime
 
     conv_dtype = autocast_probe(extractor, px)
     return {"device": str(extractor.device), "precision": extractor.precision,
@@ -253,7 +252,7 @@ def extractor_facts(extractor, px: int) -> dict:
 
 
 def _noise_city(size: int, seed: int) -> np.ndarray:
-    """Fallback content when engine.synthetic is missing: blocky zones of textured noise, (3, h, w) uint8."""
+    """Fallback content when tests.synthetic is missing: blocky zones of textured noise, (3, h, w) uint8."""
     rng = np.random.default_rng(seed)
     zone = 256
     out = np.empty((3, size, size), dtype=np.uint8)
@@ -273,16 +272,16 @@ def _noise_city(size: int, seed: int) -> np.ndarray:
 def make_city_raster(path: Path, size: int, seed: int = 0) -> str:
     """A realistic-ish uint8 RGB tiled GeoTIFF of ``size`` x ``size`` px; returns the generator used.
 
-    Uses ``engine.synthetic.make_city`` (deflate, 256 px blocks) when it exists,
+    Uses ``tests.synthetic.make_city`` (deflate, 256 px blocks) when it exists,
     else textured noise written the same way.
     """
     try:
-        from engine.synthetic import make_city
+        from tests.synthetic import make_city
     except ImportError:
         make_city = None
     if make_city is not None and size % 256 == 0:
         make_city(path, zone_grid=(size // 256, size // 256), zone_px=256, res=0.3, crs="EPSG:32630", seed=seed)
-        return "engine.synthetic.make_city"
+        return "tests.synthetic.make_city"
     import rasterio
     from affine import Affine
 
@@ -292,7 +291,7 @@ def make_city_raster(path: Path, size: int, seed: int = 0) -> str:
                    tiled=True, blockxsize=256, blockysize=256)
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
-    return "textured noise (engine.synthetic missing)"
+    return "textured noise (tests.synthetic missing)"
 
 
 def write_mosaic(path: Path, size: int, source: Path) -> None:
@@ -330,11 +329,11 @@ def write_mosaic(path: Path, size: int, source: Path) -> None:
 def engine_default_overlap(raster: Path, px: int, extractor, batch_size: int) -> bool:
     """Whether ``extract_features(overlap_reads=None)`` picks the reader thread on this machine.
 
-    Observed, not re-derived: runs one batch with ``engine.features.prefetch``
+    Observed, not re-derived: runs one batch with ``engine.features.extract.prefetch``
     wrapped to record whether it is called.
     """
-    import engine.features as F
-    from engine.tiling import TiledRaster
+    import engine.features.extract as F
+    from engine.raster.tiling import TiledRaster
 
     called = []
     original = F.prefetch
@@ -361,8 +360,8 @@ def measure_end_to_end(raster: Path, px: int, extractor, batch_size: int, repeat
     empty, as in a real run) and fills a preallocated (n, dim) array; opening
     is not timed. Modes alternate within each repeat to spread machine noise.
     """
-    from engine.features import extract_features, tile_batches
-    from engine.tiling import TiledRaster
+    from engine.features.extract import extract_features, tile_batches
+    from engine.raster.tiling import TiledRaster
 
     rates = {"sequential": [], "overlap_reads": [], "read_only": []}
     n_tiles = 0
@@ -449,7 +448,7 @@ def run_worker(spec: dict, env_extra: dict) -> dict:
 
 def run_malloc(plan: dict, batch_override: int | None) -> list:
     """Section 3: tuned vs default malloc, each case in fresh subprocesses, alternating order per round."""
-    from engine.features import choose_device, default_batch_size
+    from engine.features.extract import choose_device, default_batch_size
 
     device = choose_device("auto")
     out = []
@@ -815,7 +814,7 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="small rasters and few repeats (a smoke run, < 2 min)")
     p.add_argument("--out", default="bench_out", help="folder for bench.json and bench.txt (default bench_out/)")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="tiles per batch for every case (default: engine.features.default_batch_size)")
+                   help="tiles per batch for every case (default: engine.features.extract.default_batch_size)")
     p.add_argument("--sections", default="throughput,malloc,memory",
                    help="comma-separated subset of throughput,malloc,memory (default: all)")
     p.add_argument("--no-stages", action="store_true",

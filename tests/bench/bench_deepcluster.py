@@ -36,10 +36,10 @@ def bench(epochs: int = 3, tile_px: int = 64, crops_per_tile: int = 8, backbone:
           weights: str = "imagenet", zone_px: int = 256, batch_size: int = 64) -> dict:
     import torch
 
-    from engine.deepcluster import DeepCluster
-    from engine.features import extract_features
-    from engine.synthetic import make_city
-    from engine.tiling import TiledRaster
+    from engine.clustering.deepcluster import DeepCluster
+    from engine.features.extract import extract_features
+    from engine.raster.tiling import TiledRaster
+    from tests.synthetic import make_city
 
     with tempfile.TemporaryDirectory(prefix="urbanform-benchdc-") as tmp:
         city = make_city(Path(tmp) / "city.tif", zone_grid=(4, 4), zone_px=zone_px, seed=3)

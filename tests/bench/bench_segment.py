@@ -36,8 +36,8 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from tests.bench.bench import (LAUNCHER, CpuMonitor, RssSampler, contention_note, environment,  # noqa: E402
-                               make_city_raster, median, note, write_mosaic)
+from tests.bench.bench import (LAUNCHER, CpuMonitor, RssSampler, contention_note, environment, make_city_raster,  # noqa: E402
+                               median, note, write_mosaic)
 
 CHIP, OVERLAP, BATCH = 256, 64, 8
 BORDER_PX = 4
@@ -46,9 +46,9 @@ SHIFT = 100          # px: see run_seams
 
 def train_model(folder: Path, minutes: float) -> dict:
     """A resnet18 U-Net from scratch on the western 60 % of a generated city; returns paths and areas."""
-    from engine.segment.train import TrainParams, run_train
-    from engine.synthetic import make_city
+    from engine.segmentation.train import TrainParams, run_train
     from tests.bench.eval_segment import split_areas
+    from tests.synthetic import make_city
 
     city = make_city(folder / "city.tif", zone_grid=(4, 6), zone_px=256, seed=1)
     fp = folder / "city_buildings.gpkg"
@@ -65,8 +65,8 @@ def train_model(folder: Path, minutes: float) -> dict:
 # ----------------------------------------------------------------------------- 1 throughput
 def model_only(net, repeats: int, batches: int = 6) -> float:
     """Model Mpx/s on random uint8 chips through the same runner as segment (bf16/channels_last as chosen)."""
-    from engine.features import choose_device, choose_precision
-    from engine.segment.infer import _Runner
+    from engine.features.extract import choose_device, choose_precision
+    from engine.segmentation.infer import _Runner
 
     device = choose_device("auto")
     runner = _Runner(net, device, choose_precision(device, "auto"), BATCH)
@@ -81,14 +81,14 @@ def model_only(net, repeats: int, batches: int = 6) -> float:
 
 
 def n_chips(width: int, height: int, overlap: int) -> int:
-    from engine.segment.infer import chip_starts
+    from engine.segmentation.infer import chip_starts
 
     return len(chip_starts(width, CHIP, CHIP - overlap)) * len(chip_starts(height, CHIP, CHIP - overlap))
 
 
 def run_throughput(model: str, tmp: Path, size: int, repeats: int) -> dict:
-    from engine.segment.infer import SegmentParams, run_segment
-    from engine.segment.modelfile import load_seg_model
+    from engine.segmentation.infer import SegmentParams, run_segment
+    from engine.segmentation.modelfile import load_seg_model
 
     raster = tmp / f"city_{size}.tif"
     note(f"generating a {size} px city")
@@ -166,14 +166,13 @@ def border_band(height: int, width: int, r0: int, c0: int) -> np.ndarray:
 
 
 def run_seams(trained: dict, tmp: Path) -> dict:
+    import geopandas as gpd
     import rasterio
     from rasterio.windows import from_bounds
 
-    from engine.segment.evaluate import pixel_scores
-    from engine.segment.infer import SegmentParams, run_segment
-    import geopandas as gpd
-
-    from engine.segment.labels import rasterize_footprints
+    from engine.segmentation.evaluate import pixel_scores
+    from engine.segmentation.infer import SegmentParams, run_segment
+    from engine.segmentation.labels import rasterize_footprints
 
     # The city's zones and streets follow a 256 px grid from its corner; so that the naive tiles' borders do
     # not fall on streets, segment a copy that starts SHIFT px into the city.
@@ -255,7 +254,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.train_minutes, args.size, args.mem_large, args.repeats = 1.0, 2048, 4096, 1
-    from engine.runtime import tune_malloc
+    from engine.features.runtime import tune_malloc
 
     tune_malloc()
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}

@@ -11,7 +11,7 @@ Generates (seeded, vectorised) a square grid of ``--tiles`` square tiles of
 angle, centres uniform over the grid, so many straddle tile edges) and
 ``--roads`` straight segments (40-400 m, any direction, ~15 % primary, the
 rest residential, in a ``highway`` column), then times
-``engine.stats.building_stats`` and ``engine.stats.road_stats`` (all five
+``engine.stats.measures.building_stats`` and ``engine.stats.measures.road_stats`` (all five
 building and three road columns). Target: both together under 30 s. The
 report goes to stdout, the figures to OUT/bench_stats.json (the median over
 ``--repeats`` runs, each run's figures, and how many cores other processes
@@ -80,7 +80,7 @@ def generate(n_buildings: int, n_roads: int, n_tiles: int, seed: int = 0):
 
 
 def run_once(tiles, buildings, roads) -> dict:
-    from engine.stats import building_stats, road_stats
+    from engine.stats.measures import building_stats, road_stats
 
     busy0, wall0 = _busy_cores()
     own0 = _own_jiffies()
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     runs = [run_once(tiles, buildings, roads) for _ in range(max(1, args.repeats))]
     med = {k: round(statistics.median(r[k] for r in runs), 3) for k in ("building_stats_s", "road_stats_s", "total_s")}
     result = {
-        "what": "engine.stats.building_stats + road_stats over generated tiles, buildings and roads",
+        "what": "engine.stats.measures.building_stats + road_stats over generated tiles, buildings and roads",
         "command": "python tests/bench/bench_stats.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "n_tiles": len(tiles), "n_buildings": len(buildings), "n_roads": len(roads), "tile_m": TILE_M,
         "generate_s": round(gen_s, 3), "median": med, "target_s": TARGET_S, "meets_target": med["total_s"] < TARGET_S,

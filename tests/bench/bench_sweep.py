@@ -6,13 +6,13 @@ Run from the repository root::
     .venv/bin/python tests/bench/bench_sweep.py [--size 2048] [--k 2,4,6,8,10,12]
         [--tile-sizes 32px,64px,128px] [--repeats 1] [--out bench_out/]
 
-On a generated raster (``engine.synthetic.make_city``, ``--size`` px square)
+On a generated raster (``tests.synthetic.make_city``, ``--size`` px square)
 with efficientnet_lite0 (packaged ImageNet weights) it times
 
 1. features alone: building the extractor, the validity scan and the feature
    extraction of every tile at each tile size (``runs._compute_features``,
    the same code the sweep uses), in a fresh cache folder;
-2. the whole sweep (``engine.sweep.run_sweep``): the same features (another
+2. the whole sweep (``engine.tools.sweep.run_sweep``): the same features (another
    fresh cache folder, so nothing is reused from step 1), PCA once per tile
    size, k-means for every K, metrics, relabelling, the GeoPackage layers, the
    CSV, the plots and the manifest;
@@ -54,12 +54,12 @@ def features_alone(raster: str, sizes: list[str], cache: Path, backbone: str, we
     """Extractor + scan + feature extraction of every tile size, as the sweep does them."""
     import numpy as np
 
-    from engine.features import FeatureExtractor
+    from engine.features.extract import FeatureExtractor
     from engine.io import sha256_file
     from engine.progress import Progress
-    from engine.runs import _compute_features, feature_key
-    from engine.sweep import SweepParams
-    from engine.tiling import TiledRaster
+    from engine.raster.tiling import TiledRaster
+    from engine.tools.cluster import _compute_features, feature_key
+    from engine.tools.sweep import SweepParams
 
     params = SweepParams(raster, "unused.gpkg", backbone=backbone, weights=weights, cache_dir=str(cache))
     progress = Progress("none")
@@ -81,7 +81,7 @@ def features_alone(raster: str, sizes: list[str], cache: Path, backbone: str, we
 
 def sweep(raster: str, sizes: list[str], ks: str, cache: Path, out: Path, backbone: str, weights: str,
           n_init: int | None) -> dict:
-    from engine.sweep import SweepParams, run_sweep
+    from engine.tools.sweep import SweepParams, run_sweep
 
     kw = {} if n_init is None else {"n_init": n_init}
     params = SweepParams(raster, str(out), k=ks, tile_sizes=",".join(sizes), backbone=backbone, weights=weights,
@@ -99,7 +99,7 @@ def warm_up(backbone: str, weights: str) -> None:
     """One small batch first, so neither measurement pays torch's one-time start-up."""
     import numpy as np
 
-    from engine.features import FeatureExtractor
+    from engine.features.extract import FeatureExtractor
 
     ex = FeatureExtractor(backbone, weights)
     ex(np.zeros((8, 3, 64, 64), dtype=np.uint8))
@@ -143,8 +143,8 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     from bench import CpuMonitor, contention_note
 
-    from engine.synthetic import make_city
-    from engine.sweep import parse_tile_sizes
+    from engine.tools.sweep import parse_tile_sizes
+    from tests.synthetic import make_city
 
     args = parse_args(argv)
     sizes = parse_tile_sizes(args.tile_sizes)

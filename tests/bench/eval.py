@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from engine.runs import ClusterParams, run_cluster  # noqa: E402
+from engine.tools.cluster import ClusterParams, run_cluster  # noqa: E402
 from tests.truth import building_coverage, eta_squared, random_eta_squared  # noqa: E402
 
 KAMPALA_CASES = [  # (label, tile size, extra parameters)
@@ -59,7 +59,7 @@ def eval_kampala(data: Path, workdir: Path) -> list[dict]:
 def eval_synthetic(workdir: Path) -> list[dict]:
     from sklearn.metrics import adjusted_rand_score
 
-    from engine.synthetic import make_city
+    from tests.synthetic import make_city
 
     city = make_city(workdir / "city.tif", zone_grid=(4, 4), zone_px=256, seed=3)
     rows = []

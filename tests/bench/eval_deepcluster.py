@@ -31,8 +31,8 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from engine.deepcluster import DeepCluster  # noqa: E402
-from engine.tiling import TiledRaster  # noqa: E402
+from engine.clustering.deepcluster import DeepCluster  # noqa: E402
+from engine.raster.tiling import TiledRaster  # noqa: E402
 from tests.truth import building_coverage, random_eta_squared  # noqa: E402
 
 STARTS = [("resnet18", "none"), ("efficientnet_lite0", "imagenet")]
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="urbanform-evaldc-") as tmp:
         if not args.skip_city:
-            from engine.synthetic import make_city
+            from tests.synthetic import make_city
 
             city = make_city(Path(tmp) / "city.tif", zone_grid=(4, 4), zone_px=256, seed=3)
             fp = Path(tmp) / "city_buildings.gpkg"

@@ -11,7 +11,7 @@ processes used meanwhile (a time-budgeted training on a busy machine sees
 fewer chips).
 
 Cases:
-- ``synthetic``: the generated city (``engine.synthetic.make_city``, 4 x 6
+- ``synthetic``: the generated city (``tests.synthetic.make_city``, 4 x 6
   zones of 256 px at 0.3 m), resnet18 from scratch; target IoU >= 0.9.
 - ``kampala-resnet18``: the real Kampala 0.15 m image with its OSM footprints,
   resnet18 from scratch; ``kampala-lite0``: efficientnet_lite0 from its
@@ -65,7 +65,7 @@ def split_areas(raster: str, west: float, folder: Path) -> tuple[str, str]:
 def inputs(source: str, data: Path, folder: Path) -> tuple[str, str]:
     if source == "kampala":
         return str(data / "kampala_ug_oam_rgb_z20_epsg3857.tif"), str(data / "kampala_ug_osm_buildings.geojson")
-    from engine.synthetic import make_city
+    from tests.synthetic import make_city
 
     city = make_city(folder / "city.tif", zone_grid=(4, 6), zone_px=256, seed=1)
     fp = folder / "city_buildings.gpkg"
@@ -74,9 +74,9 @@ def inputs(source: str, data: Path, folder: Path) -> tuple[str, str]:
 
 
 def run_case(name: str, data: Path, folder: Path, minutes: float, west: float) -> dict:
-    from engine.segment.evaluate import evaluate
-    from engine.segment.infer import SegmentParams, run_segment
-    from engine.segment.train import TrainParams, run_train
+    from engine.segmentation.evaluate import evaluate
+    from engine.segmentation.infer import SegmentParams, run_segment
+    from engine.segmentation.train import TrainParams, run_train
 
     source, encoder, weights = CASES[name]
     folder.mkdir(parents=True, exist_ok=True)

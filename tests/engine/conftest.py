@@ -67,7 +67,7 @@ def rgb_noise():
 @pytest.fixture(scope="session")
 def city(tmp_path_factory):
     """A synthetic city with known zones (4x4 blocks of 256 px at 0.3 m, UTM 30N)."""
-    from engine.synthetic import make_city
+    from tests.synthetic import make_city
 
     return make_city(tmp_path_factory.mktemp("city") / "city.tif", zone_grid=(4, 4), zone_px=256, seed=3)
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from shapely.geometry import box
 
-from engine.area import parse_extent, tiles_inside
 from engine.errors import BadInput
-from engine.tiling import TiledRaster
+from engine.raster.area import parse_extent, tiles_inside
+from engine.raster.tiling import TiledRaster
 
 from .test_cli import run_cli
 

@@ -6,7 +6,7 @@ import json
 import geopandas as gpd
 import pytest
 
-from engine.synthetic import make_city
+from tests.synthetic import make_city
 
 from .test_cli import run_cli
 

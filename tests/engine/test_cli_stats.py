@@ -7,7 +7,7 @@ import geopandas as gpd
 import pyogrio
 import pytest
 
-from engine.stats import eta_squared
+from engine.stats.measures import eta_squared
 
 from .test_cli import run_cli
 
@@ -94,7 +94,7 @@ def test_sweep_with_statistics_explains_them_for_every_k_and_tile_size(city, cit
 def test_python_run_cluster_with_buildings_equals_the_cli(city, city_layers, tmp_path):
     """``run_cluster(..., buildings=..., roads=...)`` from Python runs the full statistics as the CLI does
     (the chaining lives in the tool function, not in cli.py): same tiles columns and values, same clusters."""
-    from engine.runs import ClusterParams, run_cluster
+    from engine.tools.cluster import ClusterParams, run_cluster
 
     buildings, roads = city_layers
     cli_out, py_out = tmp_path / "cli.gpkg", tmp_path / "py.gpkg"
@@ -115,7 +115,7 @@ def test_python_run_cluster_with_buildings_equals_the_cli(city, city_layers, tmp
 
 def test_python_run_cluster_removes_the_run_when_the_statistics_fail(city, city_layers, tmp_path):
     from engine.errors import BadInput
-    from engine.runs import ClusterParams, run_cluster
+    from engine.tools.cluster import ClusterParams, run_cluster
 
     _, roads = city_layers
     out = tmp_path / "bad.gpkg"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from engine.cluster import KMeansTiles, auto_pca_dims
+from engine.clustering.kmeans import KMeansTiles, auto_pca_dims
 from engine.errors import BadInput
 
 

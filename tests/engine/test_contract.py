@@ -66,12 +66,14 @@ def test_predict_has_no_backbone_of_its_own():
 
 
 def test_engine_choice_lists_and_defaults_are_the_contracts():
-    from engine.deepcluster import DeepCluster
-    from engine.features import BACKBONES, FeatureExtractor
-    from engine.runs import ClusterParams, probe
-    from engine.segment.train import TrainParams
-    from engine.segment.unet import ENCODERS, UNet
-    from engine.sweep import SweepParams
+    from engine.clustering.deepcluster import DeepCluster
+    from engine.features.backbones import BACKBONES
+    from engine.features.extract import FeatureExtractor
+    from engine.segmentation.train import TrainParams
+    from engine.segmentation.unet import ENCODERS, UNet
+    from engine.tools.cluster import ClusterParams
+    from engine.tools.probe import probe
+    from engine.tools.sweep import SweepParams
 
     assert tuple(BACKBONES) == defaults.BACKBONES
     assert tuple(ENCODERS) == defaults.SEG_ENCODERS
@@ -111,7 +113,7 @@ def test_max_k_is_written_only_in_the_contract():
                                       ("2..254", list(range(2, 255)))])
 def test_contract_k_parser_and_sweep_agree(text, ks):
     from engine.contract.limits import parse_k_values
-    from engine.sweep import parse_k_list
+    from engine.tools.sweep import parse_k_list
 
     assert parse_k_values(text) == parse_k_list(text) == ks
 
@@ -124,7 +126,7 @@ def test_contract_k_parser_refuses_with_the_sweeps_message(text, message):
     """The plugin shows the contract's ValueError; the engine's BadInput carries the same text after '--k'."""
     from engine.contract.limits import parse_k_values
     from engine.errors import BadInput
-    from engine.sweep import parse_k_list
+    from engine.tools.sweep import parse_k_list
 
     with pytest.raises(ValueError, match=message) as refused:
         parse_k_values(text)
@@ -138,7 +140,7 @@ def test_min_tile_px_is_the_contracts():
 
     from engine.contract.limits import MIN_TILE_PX
     from engine.errors import BadInput
-    from engine.tiling import TileGrid
+    from engine.raster.tiling import TileGrid
 
     assert TileGrid(256, 256, MIN_TILE_PX, MIN_TILE_PX, Affine.identity()).size == MIN_TILE_PX
     with pytest.raises(BadInput, match=f"at least {MIN_TILE_PX} px"):
@@ -147,9 +149,9 @@ def test_min_tile_px_is_the_contracts():
 
 def test_output_names():
     from engine.contract import outputs
-    from engine.runs import RunOutputs
-    from engine.sweep import SweepOutputs, layer_name
-    from engine.tiling import Length
+    from engine.raster.tiling import Length
+    from engine.tools.cluster import RunOutputs
+    from engine.tools.sweep import SweepOutputs, layer_name
 
     assert [str(Length.parse(t)) for t in ("64px", "2.5m", "20m", "20.0m")] == \
         [outputs.tile_label(v, u) for v, u in ((64, "px"), (2.5, "m"), (20, "m"), (20.0, "m"))] == \

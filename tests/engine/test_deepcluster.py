@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from engine.deepcluster import DeepCluster, balanced_samples
+from engine.clustering.deepcluster import DeepCluster, balanced_samples
 from engine.errors import BadInput, Cancelled
-from engine.tiling import TiledRaster
+from engine.raster.tiling import TiledRaster
 from tests.truth import building_coverage
 
 from .conftest import REPO
@@ -39,7 +39,7 @@ def city_coverage(city, tmp_path_factory):
 @pytest.fixture(scope="module")
 def small_city(tmp_path_factory):
     """256 x 256 px, 4 blocks: 64 tiles of 32 px, enough for the mechanics and cheap to train."""
-    from engine.synthetic import make_city
+    from tests.synthetic import make_city
 
     return make_city(tmp_path_factory.mktemp("small") / "small.tif", zone_grid=(2, 2), zone_px=128, seed=5)
 
@@ -101,7 +101,7 @@ def test_not_worse_than_its_start_on_the_city(city, city_coverage, backbone, wei
 
 
 def test_frozen_layers_do_not_change(small_city):
-    from engine.features import build_backbone
+    from engine.features.backbones import build_backbone
 
     dc = small_fit(small_city.raster, backbone="efficientnet_lite0", weights="imagenet", epochs=1)
     before = build_backbone("efficientnet_lite0", "imagenet")[0].state_dict()
@@ -182,7 +182,7 @@ def test_empty_cluster_in_training_is_skipped(small_city):
 
 
 def test_sobel_option_runs(small_city):
-    from engine.features import FeatureExtractor
+    from engine.features.extract import FeatureExtractor
 
     dc = small_fit(small_city.raster, epochs=1, sobel=True)
     state = dc.network_state()

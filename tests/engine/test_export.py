@@ -10,7 +10,7 @@ import shapely
 from pyproj import CRS
 
 from engine.errors import BadInput
-from engine.export import run_export
+from engine.tools.export import run_export
 
 
 @pytest.fixture

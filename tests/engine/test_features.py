@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from engine.errors import BadInput
-from engine.features import (BACKBONES, FeatureExtractor, backbone_spec, choose_device, choose_precision,
-                             default_batch_size, extract_features)
-from engine.runtime import tune_malloc
-from engine.tiling import TiledRaster
+from engine.features.backbones import BACKBONES, backbone_spec
+from engine.features.extract import (FeatureExtractor, choose_device, choose_precision, default_batch_size,
+                                     extract_features)
+from engine.features.runtime import tune_malloc
+from engine.raster.tiling import TiledRaster
 
 
 def _tiles(n=3, px=32, seed=0):

@@ -146,7 +146,7 @@ def test_only_engine_io_renames_files_into_place():
     root = Path(__file__).resolve().parents[2] / "engine"
     found = []
     for py in sorted(root.rglob("*.py")):
-        if py == root / "io.py":
+        if py.parent == root / "io":                       # the io package is the one writer
             continue
         for node in ast.walk(ast.parse(py.read_text(encoding="utf-8"))):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):

@@ -11,8 +11,8 @@ import rasterio
 import torch
 from rasterio.enums import Resampling
 
+from engine.clustering.modelfile import load_model
 from engine.errors import BadInput
-from engine.modelfile import load_model
 
 from ..truth import building_coverage
 from .test_cli import no_files_left, run_cli

@@ -8,7 +8,7 @@ import shapely
 from affine import Affine
 
 from engine.errors import BadInput
-from engine.raster_stats import ground_area_m2, ndvi, pop_dens
+from engine.stats.raster import ground_area_m2, ndvi, pop_dens
 
 from .conftest import write_raster
 

@@ -21,7 +21,7 @@ from affine import Affine
 from shapely.geometry import box
 
 from engine.errors import BadInput
-from engine.segment.evaluate import evaluate, match_objects
+from engine.segmentation.evaluate import evaluate, match_objects
 
 X0, Y0 = 500000.0, 700010.0
 CRS = "EPSG:32630"

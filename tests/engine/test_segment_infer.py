@@ -18,7 +18,8 @@ from affine import Affine
 from torch import nn
 
 from engine.errors import BadInput
-from engine.segment.infer import SegmentParams, blend_weights, run_segment
+from engine.segmentation.infer import SegmentParams, blend_weights, run_segment
+from tests.engine.helpers import OutOfMemoryAbove
 
 
 class Bright(nn.Module):
@@ -221,8 +222,8 @@ def test_refuses_other_band_count_or_resolution(tmp_path):
 
 
 def test_with_a_unet_model_file(tmp_path):
-    from engine.segment.modelfile import save_seg_model
-    from engine.segment.unet import UNet
+    from engine.segmentation.modelfile import save_seg_model
+    from engine.segmentation.unet import UNet
 
     torch.manual_seed(0)
     net = UNet("resnet18", weights="none")
@@ -255,8 +256,8 @@ def test_nodata_pixels_are_nodata_in_the_mask_and_have_no_buildings(tmp_path):
 def test_segment_then_evaluate_on_the_synthetic_city(tmp_path):
     """End to end: the brightness model finds the bright roofs; the buildings layer scores as well as the
     mask, within a few points (polygons simplified, specks dropped)."""
-    from engine.segment.evaluate import evaluate
-    from engine.synthetic import make_city
+    from engine.segmentation.evaluate import evaluate
+    from tests.synthetic import make_city
 
     city = make_city(tmp_path / "c.tif", zone_grid=(2, 2), zone_px=128, res=0.3)
     city.footprints.to_file(tmp_path / "fp.gpkg")
@@ -272,7 +273,7 @@ def test_streaming_memory_does_not_grow_with_raster_height(tmp_path):
     """Peak Python/numpy allocations of the streamed inference: a raster 8x taller costs the same."""
     import tracemalloc
 
-    from engine.segment.infer import _Reader, _Runner, predict_stream
+    from engine.segmentation.infer import _Reader, _Runner, predict_stream
 
     peaks = []
     for h in (128, 1024):
@@ -316,22 +317,8 @@ def test_uint16_raster_uses_the_models_stretch_and_single_band(tmp_path):
     assert len(g) == 1 and g.iloc[0]["area"] == pytest.approx(20 * 20)
 
 
-class OutOfMemoryAbove(nn.Module):
-    """Fails like a full GPU (torch.cuda.OutOfMemoryError) on batches above ``limit`` chips, else runs ``net``."""
-
-    def __init__(self, net: nn.Module, limit: int):
-        super().__init__()
-        self.net, self.limit, self.sizes = net, limit, []
-
-    def forward(self, x):
-        self.sizes.append(len(x))
-        if len(x) > self.limit:
-            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (batch {len(x)})")
-        return self.net(x)
-
-
 def test_out_of_memory_halves_the_batch_then_gives_a_clear_error():
-    from engine.segment.infer import _Runner
+    from engine.segmentation.infer import _Runner
 
     chips = np.random.default_rng(0).integers(0, 255, (8, 3, 32, 32), dtype=np.uint8)
     expected = _Runner(Bright(3), torch.device("cpu"), "fp32", 8)(chips)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from engine.errors import BadInput
-from engine.segment.modelfile import load_seg_model, save_seg_model
-from engine.segment.unet import UNet
+from engine.segmentation.modelfile import load_seg_model, save_seg_model
+from engine.segmentation.unet import UNet
 
 
 @pytest.mark.parametrize("encoder", ["resnet18", "efficientnet_lite0"])
@@ -53,10 +53,9 @@ def test_bad_encoder_and_foreign_model_file(tmp_path):
 # -- labels ------------------------------------------------------------------------------------------
 from rasterio.windows import Window  # noqa: E402
 
-from engine.segment.labels import rasterize_footprints  # noqa: E402
-from engine.segment.train import (TrainParams, augment, evaluate_iou, run_train, sample_windows,  # noqa: E402
-                                  split_cells)
-from engine.synthetic import make_city  # noqa: E402
+from engine.segmentation.labels import rasterize_footprints  # noqa: E402
+from engine.segmentation.train import TrainParams, augment, evaluate_iou, run_train, sample_windows, split_cells  # noqa: E402
+from tests.synthetic import make_city  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +145,8 @@ def test_model_file_weights_only_and_same_logits(trained, city):
     assert meta["encoder"] == "efficientnet_lite0" and meta["chip"] == CHIP and meta["bands"] == [1, 2, 3]
     assert meta["pixel_size_m"] == pytest.approx(0.3) and meta["val_iou"] == manifest["val_iou"]
     # the best weights: recomputing validation IoU from the file gives the recorded figure
-    from engine.segment.labels import footprints_on_grid
-    from engine.tiling import TiledRaster
+    from engine.raster.tiling import TiledRaster
+    from engine.segmentation.labels import footprints_on_grid
 
     with TiledRaster(str(city.raster), tile_size=f"{CHIP}px") as tiled:
         geoms = footprints_on_grid(city.footprints, tiled.dataset.crs)
@@ -279,8 +278,8 @@ def rasterio_open(path):
 
 
 def test_out_of_memory_splits_the_training_batch_then_gives_a_clear_error():
-    from engine.segment.train import train_step
-    from tests.engine.test_segment_infer import OutOfMemoryAbove
+    from engine.segmentation.train import train_step
+    from tests.engine.helpers import OutOfMemoryAbove
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (4, 3, 64, 64), dtype=np.uint8)
@@ -308,8 +307,8 @@ def test_predicted_buildings_feed_the_statistics(trained, city, tmp_path):
     import geopandas as gpd
     from shapely.geometry import box
 
-    from engine.segment.infer import SegmentParams, run_segment
-    from engine.stats import bldg_count, bldg_cov, read_buildings
+    from engine.segmentation.infer import SegmentParams, run_segment
+    from engine.stats.measures import bldg_count, bldg_cov, read_buildings
 
     params, manifest, _, model = trained
     run_segment(SegmentParams(str(city.raster), str(model), str(tmp_path / "pred.gpkg")))
@@ -329,7 +328,7 @@ def test_predicted_buildings_feed_the_statistics(trained, city, tmp_path):
 
 
 def test_encoder_learning_rate_share():
-    from engine.segment.train import encoder_lr_share
+    from engine.segmentation.train import encoder_lr_share
 
     assert encoder_lr_share(TrainParams("r.tif", "b.gpkg", "m.pt", weights="imagenet")) == 0.1
     assert encoder_lr_share(TrainParams("r.tif", "b.gpkg", "m.pt", weights="none")) == 1.0

@@ -7,7 +7,7 @@ import pytest
 from shapely.geometry import Point, box
 
 from engine.errors import BadInput
-from engine.stats import bldg_cov, eta_squared, read_buildings
+from engine.stats.measures import bldg_cov, eta_squared, read_buildings
 
 
 def test_a_square_building_across_two_tiles_covers_each_by_its_share():
@@ -61,7 +61,7 @@ import pandas as pd  # noqa: E402
 import shapely  # noqa: E402
 from shapely import LineString, affinity  # noqa: E402
 
-from engine.stats import (  # noqa: E402
+from engine.stats.measures import (  # noqa: E402
     MAJOR_ROADS,
     MissingAttribute,
     StatsWarning,
@@ -320,7 +320,7 @@ def test_kampala_counts_per_tile_match_an_independent_centroid_join(kampala_z19,
 
 
 def test_synthetic_city_major_dist_is_the_distance_to_the_primary_road(tmp_path):
-    from engine.synthetic import make_city
+    from tests.synthetic import make_city
 
     city = make_city(tmp_path / "c.tif", zone_grid=(2, 2), zone_px=128)
     roads = city.roads

@@ -14,9 +14,9 @@ import shapely
 from affine import Affine
 
 from engine.errors import BadInput
-from engine.profile import profile_columns
-from engine.stats import eta_squared
-from engine.statsrun import STAT_ORDER, StatsParams, run_stats
+from engine.stats.measures import eta_squared
+from engine.stats.profile import profile_columns
+from engine.tools.stats import STAT_ORDER, StatsParams, run_stats
 
 from .conftest import write_raster
 
@@ -24,8 +24,8 @@ from .conftest import write_raster
 @pytest.fixture(scope="module")
 def made_run(tmp_path_factory):
     """A k-means run (K=3, 64 px tiles) of a 2x2-zone synthetic city, with its footprints and roads."""
-    from engine.runs import ClusterParams, run_cluster
-    from engine.synthetic import make_city
+    from engine.tools.cluster import ClusterParams, run_cluster
+    from tests.synthetic import make_city
 
     d = tmp_path_factory.mktemp("statsrun")
     city = make_city(d / "city.tif", zone_grid=(2, 2), zone_px=256, seed=3)
@@ -108,7 +108,7 @@ def test_stats_columns_clusters_layer_eta_plots_manifest(run, made_run):
     assert len(gpd.read_file(run, layer="clusters")) == len(clusters)
 
     # the result exports to Shapefile with every field name unchanged
-    from engine.export import run_export
+    from engine.tools.export import run_export
 
     out = run_export(run, "shp", run.parent / "shp")
     back = gpd.read_file(out["clusters"])
@@ -168,7 +168,7 @@ def test_sweep_layer_and_label(run, made_run):
 
 
 def test_profile_by_hand_and_field_names_fit_a_shapefile():
-    from engine.profile import cluster_profile, eta_table, stat_codes
+    from engine.stats.profile import cluster_profile, eta_table, stat_codes
 
     df = pd.DataFrame({"cluster": [0, 0, 1, 1, 1], "bldg_orien": [1.0, 2.0, 3.0, 4.0, np.nan]})
     prof = cluster_profile(df, ["bldg_orien"])
@@ -188,7 +188,7 @@ def test_profile_plot_title_fits_in_the_figure(tmp_path):
     """A long run name in the title: the title lies inside the figure and the saved PNG's top rows hold it."""
     from matplotlib.image import imread
 
-    from engine.profile import cluster_profile, plot_profile, profile_figure
+    from engine.stats.profile import cluster_profile, plot_profile, profile_figure
 
     rng = np.random.default_rng(0)
     df = pd.DataFrame({"cluster": np.repeat(np.arange(8), 10), "bldg_count": rng.poisson(10, 80),

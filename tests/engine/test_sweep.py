@@ -16,11 +16,11 @@ import pytest
 from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
 from threadpoolctl import threadpool_limits
 
+from engine.clustering.sweep_metrics import (SilhouetteSample, cluster_metrics, consistent_labels, containing_tile,
+                                             cross_size_pairs, relabel_like)
 from engine.errors import BadInput, Cancelled
 from engine.progress import Progress
-from engine.sweep import SweepParams, layer_name, parse_k_list, parse_tile_sizes, run_sweep
-from engine.sweep_metrics import (SilhouetteSample, cluster_metrics, consistent_labels, containing_tile, cross_size_pairs,
-                                  relabel_like)
+from engine.tools.sweep import SweepParams, layer_name, parse_k_list, parse_tile_sizes, run_sweep
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -42,7 +42,7 @@ class Recorder(Progress):
 @pytest.fixture
 def count_tiles(monkeypatch):
     """Tiles passed through the real FeatureExtractor, per tile size (px)."""
-    from engine.features import FeatureExtractor
+    from engine.features.extract import FeatureExtractor
 
     seen: dict[int, int] = {}
     real = FeatureExtractor.__call__
@@ -158,7 +158,7 @@ def test_cluster_metrics_equal_sklearn():
 
 
 def test_kmeans_reusing_a_fitted_pca_gives_the_same_clusters():
-    from engine.cluster import KMeansTiles
+    from engine.clustering.kmeans import KMeansTiles
 
     rng = np.random.default_rng(2)
     X = np.concatenate([rng.normal(c, 1.0, (80, 32)) for c in (0, 3, 6, 9)]).astype(np.float32)
@@ -207,7 +207,7 @@ def test_cross_size_pairs_on_shared_transform():
 @pytest.fixture(scope="module")
 def city_sweep(city, tmp_path_factory):
     """One k-means sweep over the city: 64 and 128 px tiles, K 1..5 and 65 (more than the 64 tiles of 128 px)."""
-    from engine.features import FeatureExtractor
+    from engine.features.extract import FeatureExtractor
 
     out = tmp_path_factory.mktemp("sweep") / "city_sweep.gpkg"
     cache = tmp_path_factory.mktemp("sweep_cache")
@@ -266,7 +266,7 @@ def test_features_computed_once_per_tile_size(city_sweep):
 
 
 def test_metrics_csv_in_range_and_equal_to_sklearn(city_sweep):
-    from engine.cluster import KMeansTiles
+    from engine.clustering.kmeans import KMeansTiles
     from engine.io import NpyFile
 
     out, m = city_sweep["out"], city_sweep["manifest"]
@@ -418,7 +418,7 @@ def test_fractional_metre_tile_sizes_write_the_contracts_names(city, tmp_path):
 
 
 def test_deepcluster_sweep(kampala_z19, tmp_path):
-    pytest.importorskip("engine.deepcluster")
+    pytest.importorskip("engine.clustering.deepcluster")
     out = tmp_path / "dc.gpkg"
     rec = Recorder()
     m = run_sweep(SweepParams(str(kampala_z19), str(out), k="2..3", tile_sizes="128px", method="deepcluster",

@@ -1,4 +1,4 @@
-"""Tests for engine.synthetic, the synthetic city generator."""
+"""Tests for tests.synthetic, the synthetic city generator."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import rasterio
 from affine import Affine
 
-from engine.synthetic import ZONES, SyntheticCity, make_city
+from tests.synthetic import ZONES, SyntheticCity, make_city
 
 ZONE_PX = 128
 

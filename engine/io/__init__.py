@@ -1,0 +1,23 @@
+"""Writing outputs safely: atomic file sets, GeoPackage and GeoTIFF writers, manifests.
+
+Modules: ``atomic`` (the one atomic writer: partial paths, OutputSet, NpyFile),
+``writers`` (GeoPackage layers and cluster GeoTIFFs), ``manifest`` (checksums,
+versions, the JSON manifest). The public names stay importable from ``engine.io``.
+"""
+from .atomic import (
+                     NpyFile,
+                     OutputSet,
+                     atomic_path,
+                     partial_path,
+                     promote,
+                     remove_partial,
+                     write_bytes_atomic,
+                     write_json_atomic,
+                     write_text_atomic,
+)
+from .manifest import sha256_file, versions, write_json
+from .writers import GPKG_OPTIONS, write_cluster_tif, write_gpkg_chunks
+
+__all__ = ["GPKG_OPTIONS", "NpyFile", "OutputSet", "atomic_path", "partial_path", "promote", "remove_partial",
+           "sha256_file", "versions", "write_bytes_atomic", "write_cluster_tif", "write_gpkg_chunks", "write_json",
+           "write_json_atomic", "write_text_atomic"]

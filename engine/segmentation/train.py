@@ -1,0 +1,557 @@
+"""Train a building U-Net from footprint polygons: ``run_train(TrainParams(...), progress)``.
+
+Steps:
+1. Check everything before work (files, encoder, chip a multiple of 32, the
+   footprints overlapping the raster, enough building pixels in the labelled area).
+2. Cut the raster into a grid of chip-sized cells; a cell is usable when it lies
+   (>= 90 %) inside the labelled area (the footprints' extent, or ``label_area``
+   polygons) and its pixels are valid.
+3. Hold out validation by spatial blocks of cells (``block`` x ``block`` cells,
+   at least 2 x 2), picked at random until ``val_fraction`` of the usable cells;
+   training chips are cropped at random offsets but only ever cover training
+   cells, so no training pixel falls in a validation block.
+4. Train with flips, 90-degree rotations and colour jitter, BCE + Dice loss,
+   AdamW; evaluate IoU on the (fixed, unaugmented) validation cells after each
+   epoch; keep the best weights by validation IoU.
+5. Write a checkpoint (OUT_checkpoint.pt: latest weights, optimiser, best
+   weights, history) after every epoch so ``resume=True`` carries on; the model
+   file OUT holds the best weights and the meta described in ``modelfile``.
+
+Footprints are rasterised window by window (``labels``), chips are read window
+by window in a background thread: memory does not grow with the raster.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+from rasterio.windows import Window
+
+from ..contract import defaults
+from ..errors import BadInput
+from .labels import footprints_on_grid, rasterize_window
+
+MIN_BUILDING_PX = 1024      # fewer building pixels than this cannot teach a model anything
+# An epoch (training chips, then validation and a checkpoint) is at least this many chips: with only a few
+# labelled cells, one chip per cell made epochs of ~1 s, and the per-epoch validation, copy and ~200 MB
+# checkpoint took three quarters of a time budget (2-minute run on the synthetic city: 530 chips trained).
+MIN_CHIPS_PER_EPOCH = 256
+MIN_COVER = 0.9             # share of a cell inside the labelled area and valid for it to be used
+
+# Parameters that define a training run: a checkpoint resumes only with the same values.
+_RUN_KEYS = ("raster", "buildings", "encoder", "weights", "chip", "val_fraction", "batch_size", "lr",
+             "encoder_lr", "label_area", "seed", "bands", "chips_per_epoch")
+
+
+@dataclass
+class TrainParams:
+    raster: str
+    buildings: "str | object"           # vector path, GeoDataFrame or GeoSeries (any CRS)
+    out: str                            # MODEL.pt
+    encoder: str = defaults.DEFAULT_SEG_ENCODER
+    weights: str = defaults.DEFAULT_WEIGHTS  # 'imagenet' | 'none' | encoder state dict path
+    chip: int = 256
+    epochs: int | None = None           # total epochs (a resumed run counts the ones done); default 10
+    minutes: float | None = None        # wall-clock budget for this call
+    val_fraction: float = 0.2
+    batch_size: int = 8
+    lr: float = 1e-3
+    encoder_lr: float | None = None     # the encoder's learning rate as a share of lr; None: 0.1 for pretrained
+                                        # weights (keeps their features), 1 from scratch
+    label_area: str | None = None       # polygons of the area the footprints map completely
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"             # 'auto' = bf16 where supported (CPU with AVX512-BF16/AMX, GPU), else fp32
+    resume: bool = False
+    overwrite: bool = False
+    bands: "str | list[int] | None" = None
+    chips_per_epoch: int | None = None  # default: one per training cell, at least MIN_CHIPS_PER_EPOCH
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class TrainOutputs:
+    model: Path
+    checkpoint: Path
+    manifest: Path
+
+    @classmethod
+    def for_out(cls, out: "str | Path") -> "TrainOutputs":
+        out = Path(out)
+        if out.suffix.lower() not in (".pt", ".pth"):
+            raise BadInput(f"--out {str(out)!r}: the model file name must end in .pt, e.g. buildings.pt.")
+        stem = out.with_suffix("")
+        return cls(out, Path(f"{stem}_checkpoint.pt"), Path(f"{stem}_manifest.json"))
+
+
+# -- the split ----------------------------------------------------------------------------
+def block_size(n_usable: int, val_fraction: float) -> int:
+    """Side of a validation block in cells: about 6 blocks for the validation share, at least 2."""
+    return max(2, int(round(math.sqrt(max(1.0, n_usable * val_fraction / 6.0)))))
+
+
+def split_cells(usable: np.ndarray, val_fraction: float, seed: int, block: int | None = None):
+    """(train, val, block): boolean cell masks from whole blocks of ``block`` x ``block`` cells.
+
+    Blocks are drawn at random (``seed``) until they hold ``val_fraction`` of the
+    usable cells; a block's usable cells all go to validation.
+    """
+    n = int(usable.sum())
+    block = block or block_size(n, val_fraction)
+    rows, cols = usable.shape
+    bid = (np.arange(rows)[:, None] // block) * ((cols + block - 1) // block) + (np.arange(cols)[None, :] // block)
+    ids = np.unique(bid[usable])
+    rng = np.random.default_rng(seed)
+    rng.shuffle(ids)
+    val = np.zeros_like(usable)
+    target = val_fraction * n
+    for i in ids:
+        if val.sum() >= target:
+            break
+        cand = val | (usable & (bid == i))
+        if (usable & ~cand).sum() == 0:          # keep at least one block for training
+            continue
+        val = cand
+    return usable & ~val, val, block
+
+
+def sample_windows(train: np.ndarray, chip: int, n: int, rng: np.random.Generator) -> list[Window]:
+    """``n`` chip windows at random pixel offsets, each covering training cells only."""
+    cells = np.argwhere(train)
+    rows, cols = train.shape
+    out = []
+    for r, c in cells[rng.integers(0, len(cells), size=n)]:
+        dy, dx = (int(v) for v in rng.integers(0, chip, size=2))
+        r1, c1 = r + (dy > 0), c + (dx > 0)
+        if r1 >= rows or not train[r1, c]:
+            dy, r1 = 0, r
+        if c1 >= cols or not train[r, c1]:
+            dx, c1 = 0, c
+        if not train[r1, c1]:
+            dy = dx = 0
+        out.append(Window(int(c) * chip + dx, int(r) * chip + dy, chip, chip))
+    return out
+
+
+def cell_windows(mask: np.ndarray, chip: int) -> list[Window]:
+    return [Window(int(c) * chip, int(r) * chip, chip, chip) for r, c in np.argwhere(mask)]
+
+
+# -- data ---------------------------------------------------------------------------------
+def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Random flips, 90-degree rotation and colour jitter of a batch: uint8 x (B,3,H,W), y (B,H,W)
+    -> float32 x on the 0-255 scale, y unchanged in type."""
+    xs, ys = [], []
+    for xi, yi in zip(x, y):
+        k = int(rng.integers(0, 4))
+        xi, yi = np.rot90(xi, k, axes=(1, 2)), np.rot90(yi, k, axes=(0, 1))
+        if rng.random() < 0.5:
+            xi, yi = xi[:, :, ::-1], yi[:, ::-1]
+        xs.append(xi)
+        ys.append(yi)
+    xf = np.stack(xs).astype(np.float32)
+    ys = np.ascontiguousarray(np.stack(ys))
+    b = len(xf)
+    contrast = rng.uniform(0.8, 1.2, size=(b, 1, 1, 1)).astype(np.float32)
+    gain = rng.uniform(0.92, 1.08, size=(b, 3, 1, 1)).astype(np.float32)
+    bright = rng.uniform(-20.0, 20.0, size=(b, 1, 1, 1)).astype(np.float32)
+    mean = xf.mean(axis=(1, 2, 3), keepdims=True)
+    xf = np.clip((xf - mean) * contrast + mean * gain + bright, 0.0, 255.0)
+    return xf, ys
+
+
+def read_chips(tiled, geoms, windows: list[Window]) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images (n,3,h,w) and building masks (n,h,w) of ``windows`` on the raster grid."""
+    ds = tiled.dataset
+    x = np.stack([tiled.read_window_rgb(int(w.col_off), int(w.row_off), int(w.width)) for w in windows])
+    y = np.stack([rasterize_window(geoms, ds.transform, w) for w in windows])
+    return x, y
+
+
+def _batches(tiled, geoms, windows, batch_size, rng=None, stop=None):
+    for i in range(0, len(windows), batch_size):
+        if stop is not None and stop.is_set():
+            return
+        x, y = read_chips(tiled, geoms, windows[i: i + batch_size])
+        if rng is not None:
+            x, y = augment(x, y, rng)
+        yield x, y
+
+
+def encoder_lr_share(p: "TrainParams") -> float:
+    """The encoder's learning rate as a share of ``lr``: ``p.encoder_lr``, or 0.1 for pretrained weights, else 1."""
+    if p.encoder_lr is not None:
+        return float(p.encoder_lr)
+    return 1.0 if p.weights == "none" else 0.1
+
+
+def cosine_lr(lr: float, frac: float, floor: float = 0.05) -> float:
+    """Learning rate at ``frac`` (0..1) of the training budget: cosine decay from ``lr`` to ``floor * lr``."""
+    frac = min(1.0, max(0.0, frac))
+    return lr * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * frac)))
+
+
+def bce_dice_loss(logits, target):
+    import torch.nn.functional as F
+
+    logits = logits.float()
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    p = logits.sigmoid()
+    inter = (p * target).sum()
+    dice = 1.0 - (2.0 * inter + 1.0) / (p.sum() + target.sum() + 1.0)
+    return bce + dice
+
+
+def train_step(model, opt, x: np.ndarray, y: np.ndarray, device, precision: str, splits: int = 1):
+    """One optimiser step on the batch (x uint8/float (B,3,H,W), y (B,H,W)); returns (loss, splits).
+
+    The batch runs in ``splits`` parts with gradients accumulated (weighted by part size, so the step is the
+    same as for the whole batch up to BatchNorm statistics). On GPU out-of-memory the parts are halved and
+    the step retried; when a single chip does not fit, a clear error.
+    """
+    import torch
+
+    while True:
+        try:
+            opt.zero_grad(set_to_none=True)
+            total = 0.0
+            edges = np.linspace(0, len(x), splits + 1).astype(int)
+            for a, b in zip(edges[:-1], edges[1:]):        # slices: views of the batch, no copies
+                if b == a:
+                    continue
+                xb = torch.from_numpy(np.ascontiguousarray(x[a:b])).to(device).contiguous(
+                    memory_format=torch.channels_last)
+                yb = torch.from_numpy(np.ascontiguousarray(y[a:b])).to(device, torch.float32)[:, None]
+                with _autocast(device, precision):
+                    logits = model(xb)
+                loss = bce_dice_loss(logits, yb) * ((b - a) / len(x))
+                loss.backward()
+                total += float(loss.detach())
+            opt.step()
+            return total, splits
+        except torch.cuda.OutOfMemoryError:
+            opt.zero_grad(set_to_none=True)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if splits >= len(x):
+                raise BadInput(f"the GPU ran out of memory training even one {x.shape[-1]}-px chip at a time; "
+                               "use --device cpu, a smaller --chip or a smaller --encoder.") from None
+            splits = min(len(x), splits * 2)
+
+
+def _autocast(device, precision):
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def evaluate_iou(model, tiled, geoms, windows, batch_size, device, precision) -> dict:
+    """Pixel IoU, precision and recall of ``model`` (threshold 0.5) over ``windows``."""
+    import torch
+
+    model.eval()
+    tp = fp = fn = 0
+    with torch.inference_mode():
+        for x, y in _batches(tiled, geoms, windows, batch_size):
+            with _autocast(device, precision):
+                logits = model(torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last))
+            pred = (logits.float()[:, 0] > 0).cpu().numpy()
+            truth = y.astype(bool)
+            tp += int((pred & truth).sum())
+            fp += int((pred & ~truth).sum())
+            fn += int((~pred & truth).sum())
+    return {"iou": tp / max(1, tp + fp + fn), "precision": tp / max(1, tp + fp), "recall": tp / max(1, tp + fn)}
+
+
+# -- checks ---------------------------------------------------------------------------------
+def _check_params(p: TrainParams) -> None:
+    from .unet import encoder_spec
+
+    encoder_spec(p.encoder)
+    if not isinstance(p.chip, int) or p.chip < 32 or p.chip % 32:
+        raise BadInput(f"--chip {p.chip}: the chip size must be a multiple of 32 px (e.g. 128, 256, 512).")
+    if p.epochs is not None and p.epochs < 1:
+        raise BadInput(f"--epochs {p.epochs}: give at least 1.")
+    if p.minutes is not None and p.minutes <= 0:
+        raise BadInput(f"--minutes {p.minutes}: give a positive number of minutes.")
+    if not 0.0 < p.val_fraction < 1.0:
+        raise BadInput(f"--val-fraction {p.val_fraction}: give a share between 0 and 1, e.g. 0.2.")
+    if p.batch_size < 1:
+        raise BadInput(f"--batch-size {p.batch_size}: give at least 1.")
+    if not p.lr > 0:
+        raise BadInput(f"--lr {p.lr}: give a positive learning rate, e.g. 0.001.")
+    if not Path(p.raster).is_file():
+        raise BadInput(f"raster {str(p.raster)!r}: no such file.")
+    if isinstance(p.buildings, (str, Path)) and not Path(p.buildings).exists():
+        raise BadInput(f"--buildings {str(p.buildings)!r}: no such file; give building footprints (GeoPackage, "
+                       "Shapefile, GeoJSON).")
+    if p.label_area is not None and not Path(p.label_area).exists():
+        raise BadInput(f"--label-area {str(p.label_area)!r}: no such file.")
+
+
+def _label_area_cells(tiled, geoms, label_area, warnings):
+    """Share (n_rows, n_cols) of each chip cell inside the labelled area, and the area's geometry."""
+    import shapely
+    from affine import Affine
+    from rasterio.features import rasterize
+
+    from ..stats.measures import read_buildings
+
+    ds = tiled.dataset
+    g = tiled.grid
+    raster_box = shapely.box(*ds.bounds)
+    if label_area is not None:
+        area = shapely.union_all(read_buildings(label_area, ds.crs, "--label-area", warnings=warnings).values)
+        what = "--label-area"
+    else:
+        area = shapely.box(*geoms.total_bounds) if len(geoms) else shapely.Polygon()
+        what = "the footprints' extent"
+    if area.is_empty or not area.intersects(raster_box) or area.intersection(raster_box).area == 0:
+        fb = ", ".join(f"{v:.6g}" for v in (geoms.total_bounds if len(geoms) else area.bounds))
+        rb = ", ".join(f"{v:.6g}" for v in ds.bounds)
+        raise BadInput(f"{what} does not overlap the raster (footprints' bounds {fb}; raster bounds {rb}, both "
+                       f"in {ds.crs.to_string()}). Give footprints of the area the raster covers.")
+    sub = 8
+    t = g.transform if hasattr(g, "transform") else ds.transform
+    fine = t * Affine.scale(g.size / sub)
+    shape = (g.n_rows * sub, g.n_cols * sub)
+    m = rasterize([(area, 1)], out_shape=shape, transform=fine, fill=0, dtype="uint8")
+    cover = m.reshape(g.n_rows, sub, g.n_cols, sub).mean(axis=(1, 3))
+    return cover, area
+
+
+def _as_dict(p: TrainParams) -> dict:
+    """The parameters as a plain dict (not dataclasses.asdict: it would deep-copy a GeoDataFrame)."""
+    return {f.name: getattr(p, f.name) for f in fields(p)}
+
+
+def _fingerprint(p: TrainParams) -> dict:
+    d = _as_dict(p)
+    out = {}
+    for k in _RUN_KEYS:
+        v = d[k]
+        if k in ("raster", "buildings", "label_area") and isinstance(v, (str, Path)):
+            v = os.path.abspath(str(v))
+        elif k == "buildings":
+            v = f"<{type(v).__name__} of {len(v)} features>"
+        elif k == "bands" and v is not None:
+            v = str(v)
+        out[k] = v
+    return out
+
+
+def _atomic_save(path: Path, writer) -> None:
+    from ..io import atomic_path
+
+    with atomic_path(path) as tmp:
+        writer(tmp)
+
+
+# -- the run ----------------------------------------------------------------------------------
+def run_train(params: TrainParams, progress=None) -> dict:
+    """Train and write the model file (and its checkpoint and manifest); returns the manifest."""
+    import torch
+
+    from ..features.extract import choose_device, choose_precision
+    from ..io import OutputSet, versions, write_json
+    from ..raster.tiling import TiledRaster, ground_pixel_size
+    from .modelfile import read_seg_file, save_seg_model
+    from .unet import DECODER_CHANNELS, UNet
+
+    t_start = time.monotonic()
+    progress = progress or (lambda *a, **k: None)
+    p = params
+    _check_params(p)
+    outputs = TrainOutputs.for_out(p.out)
+    device = choose_device(p.device)
+    # 'auto': bf16 autocast where the device supports it. Measured for training on the shared 2-core CPU
+    # (AVX512-BF16), 256-px chips, batch 8, 3 interleaved repeats: efficientnet_lite0 5.3 -> 8.8 chips/s and
+    # resnet18 5.2 -> 12.4 chips/s (best of 3, fp32 -> bf16); bf16 was ahead in every pair.
+    precision = choose_precision(device, p.precision)
+    ckpt = None
+    fingerprint = _fingerprint(p)
+    if p.resume:
+        if not outputs.checkpoint.is_file():
+            raise BadInput(f"--resume: no checkpoint {str(outputs.checkpoint)!r} next to --out; train without "
+                           "--resume first.")
+        ckpt = read_seg_file(outputs.checkpoint)
+        saved = ckpt["meta"].get("run", {})
+        diff = [k for k in _RUN_KEYS if saved.get(k) != fingerprint[k]]
+        if diff:
+            detail = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {fingerprint[k]!r}" for k in diff)
+            raise BadInput(f"--resume: the checkpoint {str(outputs.checkpoint)!r} was trained with other "
+                           f"parameters ({detail}). Use the same ones, or train afresh without --resume.")
+    if not p.resume and not p.overwrite and outputs.checkpoint.exists():
+        raise BadInput(f"{str(outputs.checkpoint)!r} is the checkpoint of an earlier training to --out "
+                       f"{str(p.out)!r} (an interrupted one leaves it to continue from); pass --resume to continue "
+                       "it, --overwrite to train afresh, or choose another --out.")
+    outset = OutputSet([outputs.model, outputs.manifest] + ([] if p.resume else [outputs.checkpoint]),
+                       overwrite=p.overwrite or p.resume)
+
+    warnings: list[str] = []
+    progress("open", 0, 0, f"opening {p.raster}")
+    with TiledRaster(str(p.raster), tile_size=f"{p.chip}px", bands=p.bands, seed=p.seed) as tiled, outset:
+        ds = tiled.dataset
+        geoms = footprints_on_grid(p.buildings, ds.crs, warnings=warnings)
+        cover, area = _label_area_cells(tiled, geoms, p.label_area, warnings)
+        g = tiled.grid
+        if g.n_rows == 0 or g.n_cols == 0:
+            raise BadInput(f"--chip {p.chip}: larger than the raster ({ds.width} x {ds.height} px); give a "
+                           "smaller chip.")
+        valid = tiled.valid_fraction() if not tiled.all_valid else np.ones(g.shape, dtype=np.float32)
+        usable = (cover >= MIN_COVER) & (valid >= MIN_COVER)
+        n_usable = int(usable.sum())
+        pixel_area = abs(ds.transform.a * ds.transform.e - ds.transform.b * ds.transform.d)
+        import shapely
+
+        cells_geom = shapely.union_all([shapely.box(*ds.window_bounds(w)) for w in cell_windows(usable, p.chip)]) \
+            if n_usable else shapely.Polygon()
+        inside = geoms.values[geoms.sindex.query(cells_geom)] if n_usable else []
+        n_building_px = int(round(sum(shapely.area(shapely.intersection(np.asarray(inside), cells_geom)))
+                                  / pixel_area)) if len(inside) else 0
+        if n_usable < 2:
+            raise BadInput(f"too few labelled pixels: the labelled area covers {n_usable * p.chip * p.chip} px of "
+                           f"usable {p.chip}-px chips (need at least 2 chips, one for training and one for "
+                           "validation). Give footprints over a larger area, a --label-area, or a smaller --chip.")
+        if n_building_px < MIN_BUILDING_PX:
+            raise BadInput(f"too few labelled pixels: {n_building_px} building pixels found in the labelled area "
+                           f"({n_usable} chips of {p.chip} px); at least {MIN_BUILDING_PX} are needed. Give more "
+                           "footprints or a larger labelled area.")
+        train_cells, val_cells, block = split_cells(usable, p.val_fraction, p.seed)
+        if not val_cells.any():
+            raise BadInput(f"the labelled area ({n_usable} chips of {p.chip} px) is too small to hold out a "
+                           "validation block; give a larger area or a smaller --chip.")
+        val_windows = cell_windows(val_cells, p.chip)
+        n_chips = p.chips_per_epoch or max(int(train_cells.sum()), MIN_CHIPS_PER_EPOCH)
+
+        torch.manual_seed(p.seed)
+        model = UNet(p.encoder, weights=p.weights if ckpt is None else "none")
+        enc_share = encoder_lr_share(p)
+        enc_params = list(model.encoder.parameters())
+        enc_ids = {id(q) for q in enc_params}
+        opt = torch.optim.AdamW([{"params": enc_params, "share": enc_share},
+                                 {"params": [q for q in model.parameters() if id(q) not in enc_ids], "share": 1.0}],
+                                lr=p.lr, weight_decay=1e-4)
+        history: list[dict] = []
+        best_iou, best_epoch, best_state = -1.0, 0, None
+        done = 0
+        if ckpt is not None:
+            model.load_state_dict(ckpt["state"])
+            opt.load_state_dict(ckpt["optimizer"])
+            history = list(ckpt["meta"]["history"])
+            done = int(ckpt["meta"]["epochs_done"])
+            best_iou, best_epoch = float(ckpt["meta"]["val_iou"]), int(ckpt["meta"]["best_epoch"])
+            best_state = dict(ckpt["best_state"])
+        # channels_last: measured 13.3 -> 19.1 chips/s training the resnet18 U-Net with bf16 on this CPU
+        model = model.to(device, memory_format=torch.channels_last)
+        epochs = p.epochs or (10 if p.minutes is None else 10_000)
+        if p.resume and done >= epochs:
+            raise BadInput(f"--resume: the checkpoint has already trained {done} epochs; ask for more "
+                           f"(--epochs {done + 5}) to continue.")
+        if p.threads:
+            torch.set_num_threads(int(p.threads))
+        progress("train", done, epochs if p.epochs else 0,
+                 f"{int(train_cells.sum())} training / {len(val_windows)} validation chips of {p.chip} px, "
+                 f"{n_building_px} building px, {p.encoder} {precision} on {device.type}")
+        deadline = None if p.minutes is None else time.monotonic() + 60.0 * p.minutes
+        train_s = 0.0
+        chips_seen = 0
+        ground_m = ground_pixel_size(tiled.path)            # what segment compares resolutions by
+        meta_base = {
+            "bands": list(tiled.bands), "n_bands": len(tiled.bands),
+            "stretch": tiled.stretch.as_list() if tiled.stretch is not None else None,
+            "pixel_size_m": tiled.pixel_size_m, "ground_pixel_m": ground_m, "crs": ds.crs.to_string(),
+            "chip": p.chip, "threshold": 0.5,
+            "decoder_channels": list(DECODER_CHANNELS), "input": "uint8 RGB (B,3,H,W), H and W multiples of 32; "
+            "the model divides by 255 and normalises with mean/std itself",
+            "weights": p.weights, "precision": precision, "run": fingerprint,
+        }
+
+        def meta_now() -> dict:
+            return {**meta_base, "history": history, "val_iou": best_iou, "best_epoch": best_epoch,
+                    "epochs_done": done}
+
+        splits = 1               # parts each batch is cut into after GPU out-of-memory (gradients accumulated)
+        for epoch in range(done + 1, epochs + 1):
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            model.train()
+            rng = np.random.default_rng([p.seed, epoch])
+            windows = sample_windows(train_cells, p.chip, n_chips, rng)
+            t0 = time.monotonic()
+            losses, seen = [], 0
+            stop = threading.Event()
+            batches = _prefetch(_batches(tiled, geoms, windows, p.batch_size, rng, stop))
+            n_batches = max(1, math.ceil(len(windows) / p.batch_size))
+            for i, (x, y) in enumerate(batches):
+                if len(x) < 2:       # BatchNorm needs 2 samples
+                    continue
+                if deadline is None:
+                    frac = (epoch - 1 + i / n_batches) / epochs
+                else:
+                    frac = 1.0 - (deadline - time.monotonic()) / (60.0 * p.minutes)
+                for group in opt.param_groups:
+                    group["lr"] = cosine_lr(p.lr * group["share"], frac)
+                loss, splits = train_step(model, opt, x, y, device, precision, splits)
+                losses.append(loss)
+                seen += len(x)
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+            stop.set()
+            for _ in batches:      # let the reader thread finish before validation reads the raster
+                pass
+            dt = time.monotonic() - t0
+            train_s += dt
+            chips_seen += seen
+            scores = evaluate_iou(model, tiled, geoms, val_windows, max(p.batch_size, 8), device, precision)
+            done = epoch
+            rec = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
+                   "val_iou": scores["iou"], "val_precision": scores["precision"], "val_recall": scores["recall"],
+                   "chips": seen, "chips_per_s": seen / dt if dt > 0 else 0.0, "seconds": dt}
+            history.append(rec)
+            if scores["iou"] > best_iou:
+                best_iou, best_epoch = scores["iou"], epoch
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            model_cpu = copy.deepcopy(model).cpu()
+            _atomic_save(outputs.checkpoint, lambda path: save_seg_model(
+                path, model_cpu, meta_now(), extra={"optimizer": opt.state_dict(), "best_state": best_state}))
+            progress("train", epoch, epochs if p.epochs else 0,
+                     f"epoch {epoch}/{epochs if p.epochs else '?'} loss {rec['loss']:.3f} "
+                     f"val_iou {scores['iou']:.3f}")
+
+        if best_state is None:
+            raise BadInput("--minutes: the time budget ended before the first epoch; give more minutes.")
+        final = UNet(p.encoder, weights="none")
+        final.load_state_dict(best_state)
+        save_seg_model(outset.temp(outputs.model), final, meta_now())
+        manifest = {
+            "tool": "train-seg", "model": os.path.abspath(outputs.model),
+            "checkpoint": os.path.abspath(outputs.checkpoint), "params": {**_as_dict(p), **fingerprint},
+            "encoder": p.encoder, "precision": precision, "device": device.type,
+            "chip": p.chip, "bands": list(tiled.bands), "pixel_size_m": tiled.pixel_size_m, "ground_pixel_m": ground_m,
+            "split": {"block_cells": block, "n_usable_cells": n_usable, "n_train_cells": int(train_cells.sum()),
+                      "n_val_cells": int(val_cells.sum()), "building_px": n_building_px,
+                      "val_windows": [[int(w.col_off), int(w.row_off), int(w.width), int(w.height)]
+                                      for w in val_windows],
+                      "train_cells": np.argwhere(train_cells).tolist()},
+            "history": history, "val_iou": best_iou, "best_epoch": best_epoch, "epochs_done": done,
+            "chips_per_s": chips_seen / train_s if train_s > 0 else 0.0, "warnings": warnings,
+            "versions": versions(), "seconds": time.monotonic() - t_start,
+        }
+        write_json(outset.temp(outputs.manifest), manifest)
+        outset.commit()
+    progress("write", 1, 1, f"wrote {outputs.model} (best val_iou {best_iou:.3f} at epoch {best_epoch})")
+    return manifest
+
+
+def _prefetch(items):
+    from ..features.extract import prefetch
+
+    return prefetch(items, depth=2)

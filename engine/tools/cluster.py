@@ -1,0 +1,527 @@
+"""End-to-end runs: the ``cluster`` tool from a raster path to files on disk.
+
+``run_cluster`` checks every input before spending work, reads the raster
+window by window, computes (or reuses cached) CNN features, clusters them and
+writes the GeoPackage, the cluster GeoTIFF, a quicklook PNG and the manifest
+atomically. The CLI and the plugin both call it (the plugin via the CLI).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..contract import defaults
+from ..contract.limits import MAX_K, MIN_K
+from ..contract.outputs import cluster_outputs
+from ..errors import BadInput
+from ..io import NpyFile, atomic_path
+from ..progress import Progress
+
+
+@dataclass
+class ClusterParams:
+    """Everything that decides a ``cluster`` run (the manifest records all of it)."""
+
+    raster: str
+    out: str
+    k: int = 8
+    tile_size: str = "64px"
+    overlap: str = "0px"
+    edge: str = "drop"
+    min_valid: float = 0.5
+    bands: str | None = None
+    backbone: str = defaults.DEFAULT_BACKBONE
+    weights: str = defaults.DEFAULT_WEIGHTS
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int | None = None
+    seed: int = 0
+    pca_dims: str = "auto"
+    whiten: bool = False
+    overwrite: bool = False
+    cache_dir: str | None = None
+    use_cache: bool = True
+    quicklook: bool = True
+    extent: str | None = None
+    area: str | None = None
+    method: str = "kmeans"
+    sobel: bool = False
+    buildings: str | None = None          # footprints: eta-squared of building coverage (per epoch for DeepCluster)
+    save_model: str | None = None         # default OUT_model.pt
+    # DeepCluster training
+    epochs: int = 5
+    lr: str = "auto"
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    train_batch_size: int = 64
+    freeze: str = "auto"
+    crops_per_tile: int = 8
+    patience: int = 2
+    resume: bool = False
+    # urban-form statistics run after the clustering (the ``stats`` tool, engine.statsrun), as the CLI's
+    # --buildings/--roads/--population/--nir-band/--ndvi-raster do
+    roads: str | None = None
+    road_field: str = "highway"
+    major_values: "str | list[str] | None" = None
+    population: str | None = None
+    nir_band: int | None = None
+    red_band: int | None = None
+    ndvi_raster: str | None = None
+
+
+METHODS = ("kmeans", "deepcluster")
+
+
+@dataclass
+class RunOutputs:
+    """The files of one run, all named after OUT.gpkg (the model may go elsewhere)."""
+
+    gpkg: Path
+    tif: Path
+    manifest: Path
+    quicklook: Path | None
+    model: Path | None
+
+    @classmethod
+    def for_out(cls, out: "str | Path", quicklook: bool = True, model: "str | Path | None | bool" = True
+                ) -> "RunOutputs":
+        """``model``: True for OUT_model.pt, a path, or False/None for no model file (predict)."""
+        out = Path(out)
+        if out.suffix.lower() != ".gpkg":
+            raise BadInput(f"--out {str(out)!r} must be a GeoPackage path ending in .gpkg.")
+        names = cluster_outputs(out)
+        if model is True:
+            model_path = names["model"]
+        elif model:
+            model_path = Path(model)
+            if model_path.suffix.lower() != ".pt":
+                raise BadInput(f"--save-model {str(model_path)!r}: model files end in .pt.")
+        else:
+            model_path = None
+        return cls(out, names["tif"], names["manifest"], names["quicklook"] if quicklook else None, model_path)
+
+    @property
+    def checkpoint(self) -> Path:
+        """DeepCluster's per-epoch checkpoint: kept when a run is interrupted, removed when it succeeds."""
+        return Path(f"{self.gpkg.with_suffix('')}_checkpoint.pt")
+
+    def paths(self) -> list[Path]:
+        return [p for p in (self.gpkg, self.tif, self.manifest, self.quicklook, self.model) if p is not None]
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("URBANFORM_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "urbanform")
+    return Path(root) / "features"
+
+
+def _check_params(p: ClusterParams) -> None:
+    if p.method not in METHODS:
+        raise BadInput(f"--method {p.method!r} is unknown; use {' or '.join(METHODS)}.")
+    if p.method == "deepcluster":
+        check_training(p)
+    if p.buildings and not Path(p.buildings).exists():
+        raise BadInput(f"--buildings {p.buildings!r}: no such file. Give a polygon layer of building footprints.")
+    if not MIN_K <= int(p.k) <= MAX_K:
+        raise BadInput(f"--k {p.k}: K must be between {MIN_K} and {MAX_K}.")
+    check_tiling_and_features(p)
+
+
+def check_tiling_and_features(p) -> None:
+    """Options shared by cluster and sweep (any params object with these fields)."""
+    if not 0.0 <= float(p.min_valid) <= 1.0:
+        raise BadInput(f"--min-valid {p.min_valid}: give a fraction between 0 and 1.")
+    if p.pca_dims != "auto":
+        try:
+            if int(p.pca_dims) < 1:
+                raise ValueError
+        except ValueError:
+            raise BadInput(f"--pca-dims {p.pca_dims!r}: use 'auto' or a positive whole number.") from None
+    if p.batch_size is not None and int(p.batch_size) < 1:
+        raise BadInput(f"--batch-size {p.batch_size}: use a positive whole number.")
+    from ..features.backbones import backbone_spec
+
+    backbone_spec(p.backbone)
+
+
+def check_training(p) -> None:
+    """DeepCluster options (of cluster or sweep params), checked before any work."""
+    if int(p.epochs) < 1:
+        raise BadInput(f"--epochs {p.epochs}: train for at least 1 epoch.")
+    if p.lr != "auto":
+        try:
+            if float(p.lr) <= 0:
+                raise ValueError
+        except ValueError:
+            raise BadInput(f"--lr {p.lr!r}: use 'auto' or a positive number such as 0.001.") from None
+    if not 0 <= float(p.momentum) < 1:
+        raise BadInput(f"--momentum {p.momentum}: use a value in [0, 1), e.g. 0.9.")
+    if float(p.weight_decay) < 0:
+        raise BadInput(f"--weight-decay {p.weight_decay}: use 0 or a small positive number such as 1e-5.")
+    if int(p.train_batch_size) < 2:
+        raise BadInput(f"--train-batch-size {p.train_batch_size}: use at least 2 (batch norm needs it).")
+    if int(p.crops_per_tile) < 1:
+        raise BadInput(f"--crops-per-tile {p.crops_per_tile}: use at least 1.")
+    if int(p.patience) < 1:
+        raise BadInput(f"--patience {p.patience}: use at least 1 epoch.")
+    if p.freeze not in ("auto", "none"):
+        try:
+            if int(p.freeze) < 0:
+                raise ValueError
+        except ValueError:
+            raise BadInput(f"--freeze {p.freeze!r}: use auto, none or a number of early blocks.") from None
+
+
+def feature_key(checksum: str, tiled, extractor, params: ClusterParams, rows, cols) -> str:
+    """Cache key: the raster's content, the tiles kept and everything that changes their features."""
+    g = tiled.grid
+    ident = {
+        "positions": hashlib.sha256(np.asarray(rows, np.int64).tobytes() + np.asarray(cols, np.int64).tobytes())
+        .hexdigest(),
+        "raster": checksum, "size": g.size, "stride": g.stride, "edge": g.edge, "bands": tiled.bands,
+        "warp": str(tiled.working_crs) if tiled.warped else None,
+        "stretch": tiled.stretch.as_list() if tiled.stretch else None,
+        "backbone": params.backbone, "weights": _weights_id(extractor.weights_path, params.seed),
+        "precision": extractor.precision, "device": extractor.device.type, "v": 2,
+        "sobel": bool(getattr(extractor, "sobel", False)),
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _weights_id(path, seed) -> str:
+    if path is None:
+        return f"random-seed{seed}"
+    st = os.stat(path)
+    return f"{Path(path).resolve()}:{st.st_size}:{int(st.st_mtime)}"
+
+
+def _compute_features(tiled, rows, cols, extractor, params, cache_dir: Path, key: str, progress):
+    """Features of the valid tiles as an ``NpyFile``, from the cache when possible."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_parts(cache_dir)
+    final = cache_dir / f"{key}.npy"
+    if params.use_cache and final.exists():
+        try:
+            feats = NpyFile(final)
+        except (OSError, ValueError):
+            feats = None
+        if feats is not None and feats.shape == (len(rows), extractor.dim):
+            progress("features", len(rows), len(rows), "reused cached features")
+            return feats, True, final
+    from ..features.extract import extract_features
+
+    with atomic_path(final) as tmp:          # .{key}.part-{pid}.npy, what _remove_stale_parts looks for
+        out = NpyFile(tmp, shape=(len(rows), extractor.dim))
+        extract_features(tiled, rows, cols, extractor, out, batch_size=params.batch_size,
+                         progress=progress.stage("features"))
+    return NpyFile(final), False, final
+
+
+def _remove_stale_parts(folder: Path) -> None:
+    """Delete partial feature files left by engine processes that were killed (their pid is gone)."""
+    for part in folder.glob(".*.part-*.npy"):
+        try:
+            pid = int(part.stem.rsplit("-", 1)[1])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            part.unlink(missing_ok=True)
+        except (ValueError, PermissionError, OSError):
+            continue
+
+
+def tile_frames(tiled, rows, cols, columns: dict, chunk: int = 20000):
+    """GeoDataFrames of tile polygons in the raster's CRS, ``chunk`` tiles at a time."""
+    import geopandas as gpd
+    import shapely
+
+    g = tiled.grid
+    transformer = None
+    if tiled.warped:
+        from pyproj import Transformer
+
+        transformer = Transformer.from_crs(tiled.working_crs, tiled.crs, always_xy=True)
+    for s in range(0, len(rows), chunk):
+        r, c = rows[s: s + chunk], cols[s: s + chunk]
+        corners = g.corners(r, c)
+        if transformer is not None:
+            x, y = transformer.transform(corners[..., 0], corners[..., 1])
+            corners = np.stack([x, y], axis=-1)
+        polys = shapely.polygons(np.concatenate([corners, corners[:, :1]], axis=1))
+        data = {name: values[s: s + chunk] for name, values in columns.items()}
+        yield gpd.GeoDataFrame(data, geometry=polys, crs=tiled.crs.to_wkt())
+
+
+class Laps:
+    """Wall-clock seconds per stage, for the manifest."""
+
+    def __init__(self):
+        self.timings: dict[str, float] = {}
+        self._start = self._t = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self._t, 3)
+        self._t = now
+
+    def total(self) -> dict[str, float]:
+        self.timings["total"] = round(time.perf_counter() - self._start, 3)
+        return self.timings
+
+
+def select_tiles(tiled, min_valid: float, extent, area, progress, raster: str):
+    """(rows, cols, valid fraction grid) of the tiles a run uses, or BadInput when there are none."""
+    from ..raster.area import tiles_inside
+
+    inside = tiles_inside(tiled, extent, area)
+    if not inside.any():
+        raise BadInput("no tile centre lies inside the --extent/--area limit; check that it overlaps the raster "
+                       f"{raster!r} (the extent is in the raster's CRS).")
+    g = tiled.grid
+    progress("scan", 0, g.n_rows, f"{len(g)} tiles of {g.size} px")
+    valid = tiled.valid_fraction(progress=progress.stage("scan"))
+    keep = (valid >= min_valid) & inside
+    if not keep.any():
+        raise BadInput(f"every tile of {raster!r} (inside any area limit) has less than --min-valid "
+                       f"{min_valid} valid pixels (best: {valid[inside].max():.2f}). "
+                       "Lower --min-valid or check the nodata value.")
+    rows, cols = np.nonzero(keep)
+    return rows, cols, valid
+
+
+def tile_polygons(tiled, rows, cols):
+    """Tile squares in the working CRS (true ground metres when warped), as a shapely array."""
+    import shapely
+
+    corners = tiled.grid.corners(rows, cols)
+    return shapely.polygons(np.concatenate([corners, corners[:, :1]], axis=1))
+
+
+def building_coverage(tiled, rows, cols, buildings: str, warnings: list | None = None) -> np.ndarray:
+    """Footprint share of each tile (computed in the working CRS); problems with the layer go to ``warnings``."""
+    import shapely
+
+    from ..stats.measures import bldg_cov, read_buildings
+
+    b = read_buildings(buildings, tiled.working_crs, warnings=warnings)
+    polys = tile_polygons(tiled, rows, cols)
+    if not shapely.STRtree(b.values).query(polys, predicate="intersects").size:
+        raise BadInput(f"--buildings {buildings!r}: no footprint overlaps the tiles of the raster; "
+                       "check that both cover the same place.")
+    return bldg_cov(polys, b.values).to_numpy()
+
+
+def write_tile_outputs(outset, outputs: RunOutputs, tiled, rows, cols, valid, labels, dist, scores, k: int,
+                       title: str, progress, extra_columns: dict | None = None) -> None:
+    """The tiles layer, the cluster GeoTIFF and the quicklook, into ``outset``'s temporary names."""
+    from ..io import write_cluster_tif, write_gpkg_chunks
+    from ..style import cluster_rgb
+
+    g = tiled.grid
+    progress("write", 0, 4, str(outputs.gpkg))
+    columns = {
+        "tile_id": (rows * g.n_cols + cols).astype(np.int64), "row": rows.astype(np.int32),
+        "col": cols.astype(np.int32), "cluster": labels.astype(np.int32), "clust_dist": dist.astype(np.float32),
+        "pc1": scores[:, 0].astype(np.float32), "pc2": scores[:, 1].astype(np.float32),
+        "valid_frac": valid[rows, cols].astype(np.float32), **(extra_columns or {}),
+    }
+    write_gpkg_chunks(outset.temp(outputs.gpkg), "tiles", tile_frames(tiled, rows, cols, columns),
+                      tiled.crs.to_wkt())
+    progress("write", 1, 4)
+    grid_labels = np.full(g.shape, -1, dtype=np.int32)
+    grid_labels[rows, cols] = labels
+    write_cluster_tif(outset.temp(outputs.tif), grid_labels, g.cell_transform(), tiled.working_crs,
+                      [cluster_rgb(i) for i in range(k)])
+    progress("write", 2, 4)
+    if outputs.quicklook is not None:
+        from ..clustering.quicklook import write_quicklook
+
+        write_quicklook(outset.temp(outputs.quicklook), tiled, grid_labels, k, title=title)
+    progress("write", 3, 4)
+
+
+def tiling_settings(tiled, params) -> dict:
+    """How tiles were cut and preprocessed: recorded in the manifest and the model file."""
+    from ..raster.tiling import ground_pixel_size
+
+    g = tiled.grid
+    return {"tile_px": g.size, "stride_px": g.stride, "tile_size": str(params.tile_size),
+            "overlap": str(params.overlap), "edge": g.edge, "min_valid": params.min_valid,
+            "bands": tiled.bands, "n_bands": tiled.info.count, "dtype": tiled.info.dtype,
+            "stretch": tiled.stretch.as_list() if tiled.stretch else None,
+            "working_crs": tiled.working_crs.to_string(), "pixel_size_m": tiled.pixel_size_m,
+            "ground_pixel_m": ground_pixel_size(tiled.path)}
+
+
+def input_record(raster: str, tiled, checksum: str) -> dict:
+    return {"raster": os.path.abspath(raster), "sha256": checksum, "width": tiled.info.width,
+            "height": tiled.info.height, "bands": tiled.info.count, "dtype": tiled.info.dtype,
+            "crs": tiled.crs.to_string()}
+
+
+def run_cluster(params: ClusterParams, progress: Progress | None = None) -> dict:
+    """Run the ``cluster`` tool (k-means or DeepCluster); returns the manifest (also written to disk).
+
+    With statistics inputs (buildings, roads, population, NIR band, NDVI raster) the ``stats`` tool runs on
+    the new run too, as ``python -m engine cluster --buildings ...`` does, and the manifest returned is the
+    one with the statistics; if they fail, the run's files are removed (no run half with, half without them).
+    """
+    from .stats import check_statistics_inputs, statistics_params, wants_statistics
+
+    progress = progress or Progress("none")
+    wants = wants_statistics(params)
+    if wants:
+        check_statistics_inputs(params)          # before the clustering work is spent
+    manifest = _run_cluster(params, progress)
+    if not wants:
+        return manifest
+    from .stats import run_stats
+
+    try:
+        return run_stats(statistics_params(params, params.out), progress)
+    except BaseException:
+        for path in RunOutputs.for_out(params.out, params.quicklook, params.save_model or True).paths():
+            path.unlink(missing_ok=True)
+        raise
+
+
+def _run_cluster(params: ClusterParams, progress: Progress) -> dict:
+    from ..clustering.kmeans import KMeansTiles
+    from ..clustering.modelfile import save_model
+    from ..features.extract import FeatureExtractor
+    from ..io import OutputSet, sha256_file, versions, write_json
+    from ..raster.tiling import TiledRaster
+    from ..stats.measures import eta_squared
+
+    progress = progress or Progress("none")
+    lap = Laps()
+    _check_params(params)
+    outputs = RunOutputs.for_out(params.out, params.quicklook, params.save_model or True)
+    outset = OutputSet(outputs.paths(), overwrite=params.overwrite)
+    deep = params.method == "deepcluster"
+    _check_checkpoint(outputs.checkpoint, params, deep)
+    progress("open", 0, 0, f"opening {params.raster}")
+    with outset, TiledRaster(params.raster, params.tile_size, params.overlap, params.edge,
+                             params.bands, seed=params.seed) as tiled, \
+            tempfile.TemporaryDirectory(prefix="urbanform-") as workdir:
+        extractor = None if deep else FeatureExtractor(params.backbone, params.weights, params.device,
+                                                       params.precision, seed=params.seed, sobel=params.sobel)
+        if deep:   # check the backbone, weights and device before the scan; DeepCluster builds its own
+            from ..features.backbones import backbone_spec, resolve_weights
+            from ..features.extract import choose_device
+
+            resolve_weights(backbone_spec(params.backbone), params.weights)
+            choose_device(params.device)
+        lap("open")
+        rows, cols, valid = select_tiles(tiled, params.min_valid, params.extent, params.area, progress,
+                                         params.raster)
+        if params.k > len(rows):
+            raise BadInput(f"--k {params.k} is larger than the number of valid tiles ({len(rows)}). "
+                           "Use a smaller K, a smaller tile size or a lower --min-valid.")
+        layer_warnings: list[str] = []
+        coverage = building_coverage(tiled, rows, cols, params.buildings, layer_warnings) if params.buildings \
+            else None
+        for w in layer_warnings:
+            progress("warning", 1, 1, w)
+        lap("scan")
+        checksum = sha256_file(params.raster)
+
+        clustering: dict = {"method": params.method, "k": params.k}
+        if deep:
+            from ..clustering.deepcluster import DeepCluster
+
+            est = DeepCluster(
+                n_clusters=params.k, backbone=params.backbone, weights=params.weights, epochs=params.epochs,
+                lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay,
+                batch_size=params.train_batch_size, sobel=params.sobel, freeze=params.freeze,
+                crops_per_tile=params.crops_per_tile, patience=params.patience, pca_dims=params.pca_dims,
+                whiten=params.whiten, seed=params.seed, device=params.device, precision=params.precision,
+                feature_batch_size=params.batch_size)
+            est.fit(tiled, rows, cols, coverage=coverage, progress=progress, checkpoint=outputs.checkpoint,
+                    resume=params.resume, workdir=workdir)
+            km, feats, extractor = est.kmeans_, est.features_, est.extractor_
+            network = est.network_state()
+            clustering.update(history=est.history_, best_epoch=est.best_epoch_, stopped_early=est.stopped_early_,
+                              training={k: getattr(params, k) for k in (
+                                  "epochs", "lr", "momentum", "weight_decay", "train_batch_size", "freeze",
+                                  "crops_per_tile", "patience", "sobel")})
+            feature_info = {"cache_key": None, "cache_hit": False}
+            lap("deepcluster")
+        else:
+            key = feature_key(checksum, tiled, extractor, params, rows, cols)
+            cache_dir = Path(params.cache_dir) if params.cache_dir else default_cache_dir()
+            if not params.use_cache:
+                cache_dir = Path(workdir)
+            progress("features", 0, len(rows),
+                     f"{extractor.spec.name} on {extractor.device.type} ({extractor.precision})")
+            feats, cache_hit, _ = _compute_features(tiled, rows, cols, extractor, params, cache_dir, key, progress)
+            feature_info = {"cache_key": key, "cache_hit": cache_hit}
+            lap("features")
+            progress("cluster", 0, 1, f"k-means, K={params.k}")
+            km = KMeansTiles(params.k, params.pca_dims, params.whiten, params.seed).fit(feats)
+            network = extractor.model.state_dict()
+        labels, dist, scores = km.assign(feats)
+        progress("cluster", 1, 1, f"{km.n_components_} PCA dims")
+        lap("cluster")
+
+        extra_columns = {"bldg_cov": coverage.astype(np.float32)} if coverage is not None else None
+        title = f"{Path(params.raster).name}: {params.method}, K={params.k}, {tiled.grid.size} px tiles"
+        write_tile_outputs(outset, outputs, tiled, rows, cols, valid, labels, dist, scores, params.k, title,
+                           progress, extra_columns)
+        settings = tiling_settings(tiled, params)
+        counts = np.bincount(labels, minlength=params.k)
+        clustering.update(pca_dims=km.n_components_, pca_dims_requested=params.pca_dims, whiten=params.whiten,
+                          explained_variance=float(km.explained_variance_ratio_.sum()), inertia=km.inertia_,
+                          cluster_sizes=counts.tolist())
+        save_model(outset.temp(outputs.model), km, network, backbone=params.backbone, sobel=params.sobel,
+                   tiling=settings, method=params.method,
+                   extra={"clustering": clustering, "weights": params.weights, "seed": params.seed,
+                          "raster": os.path.abspath(params.raster), "sha256": checksum})
+        lap("write")
+        manifest = {
+            "tool": "cluster",
+            "parameters": asdict(params),
+            "inputs": input_record(params.raster, tiled, checksum),
+            "tiling": {**settings, "backbone": params.backbone, "weights": params.weights,
+                       "n_rows": tiled.grid.n_rows, "n_cols": tiled.grid.n_cols, "tiles_total": len(tiled.grid),
+                       "tiles_valid": int(len(rows)), "warped": tiled.warped},
+            "features": {"backbone": params.backbone, "dim": extractor.dim, "sobel": params.sobel,
+                         "weights_file": str(extractor.weights_path) if extractor.weights_path else None,
+                         "device": str(extractor.device), "precision": extractor.precision, **feature_info},
+            "clustering": clustering,
+            "seed": params.seed,
+            "outputs": {k: str(v) for k, v in asdict(outputs).items() if v is not None},
+            "versions": versions(),
+        }
+        if coverage is not None:
+            manifest["evaluation"] = {"buildings": os.path.abspath(params.buildings),
+                                      "eta2_bldg_cov": eta_squared(labels, coverage),
+                                      "mean_bldg_cov": float(coverage.mean()), "warnings": layer_warnings}
+        manifest["timings_s"] = lap.total()
+        write_json(outset.temp(outputs.manifest), manifest)
+        outset.commit()
+        outputs.checkpoint.unlink(missing_ok=True)
+        progress("write", 4, 4, f"wrote {outputs.gpkg}")
+    return manifest
+
+
+def _check_checkpoint(checkpoint: Path, params: ClusterParams, deep: bool) -> None:
+    """A left-over checkpoint means an interrupted DeepCluster run: continue it or start again, never silently."""
+    if params.resume and not deep:
+        raise BadInput("--resume continues an interrupted DeepCluster run; it needs --method deepcluster.")
+    if not deep:
+        return
+    if params.resume and not checkpoint.exists():
+        raise BadInput(f"--resume: there is no checkpoint {checkpoint.name} next to --out; "
+                       "run without --resume to start training.")
+    if checkpoint.exists() and not params.resume:
+        if not params.overwrite:
+            raise BadInput(f"{checkpoint} holds an interrupted DeepCluster run: add --resume to continue it "
+                           "or --overwrite to start again.")
+        checkpoint.unlink()

@@ -1,0 +1,121 @@
+"""The ``export`` tool: a run's GeoPackage layers as Shapefiles, GeoPackages or CSV tables.
+
+``run_export(RUN.gpkg, 'shp'|'gpkg'|'csv', OUT_DIR)`` writes one file per
+layer, named ``<RUN stem>_<layer>.<ext>`` (e.g. ``city_tiles.shp``,
+``city_clusters.shp``):
+
+- ``shp``: Shapefile with ``.shp/.shx/.dbf``, the CRS in ``.prj`` and the
+  encoding in ``.cpg`` (UTF-8). Field names are kept exactly; a layer with a
+  field name longer than 10 characters (bytes) is refused before anything is
+  written, naming the layer and the field (the engine's own layers never
+  have one).
+- ``gpkg``: one GeoPackage (1.3) per layer, the layer name kept.
+- ``csv``: attributes only, no geometry, UTF-8, header row.
+
+Files are written under temporary names next to their final ones
+(``engine.io.OutputSet``) and renamed into place only when every layer has
+been written; existing files (any Shapefile
+part included) are replaced only with ``overwrite=True``. OUT_DIR is created
+when its parent exists.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import BadInput
+
+FORMATS = {"shp": ".shp", "gpkg": ".gpkg", "csv": ".csv"}
+SHP_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
+MAX_SHP_FIELD = 10
+
+
+NOT_DATA = ("layer_styles",)
+
+
+def _layers(run: Path) -> list[str]:
+    import pyogrio
+
+    if not run.exists():
+        raise BadInput(f"RUN {str(run)!r}: no such file. Give a run's GeoPackage.")
+    try:
+        layers = [str(n) for n, _ in pyogrio.list_layers(str(run))]
+    except Exception as exc:  # noqa: BLE001
+        raise BadInput(f"RUN {str(run)!r} cannot be read as a GeoPackage ({exc}).") from None
+    # QGIS keeps the styles it saves in the GeoPackage in a 'layer_styles' table: metadata, not a run layer
+    return [name for name in layers if name not in NOT_DATA]
+
+
+def output_files(run: "str | Path", fmt: str, out_dir: "str | Path", layers: list[str]) -> dict[str, list[Path]]:
+    """Layer -> every file the export writes for it (the main file first)."""
+    run, out_dir = Path(run), Path(out_dir)
+    ext = FORMATS[fmt]
+    out = {}
+    for layer in layers:
+        main = out_dir / f"{run.stem}_{layer}{ext}"
+        out[layer] = [main.with_suffix(s) for s in SHP_PARTS] if fmt == "shp" else [main]
+    return out
+
+
+def _check_shp_fields(run: Path, layers: list[str]) -> None:
+    import pyogrio
+
+    for layer in layers:
+        fields = [str(f) for f in pyogrio.read_info(str(run), layer=layer)["fields"]]
+        long = [f for f in fields if len(f.encode("utf-8")) > MAX_SHP_FIELD]
+        if long:
+            raise BadInput(f"layer {layer!r} of {str(run)!r} has field names longer than {MAX_SHP_FIELD} "
+                           f"characters ({', '.join(long)}), which a Shapefile cannot hold unchanged; export "
+                           "it with --format gpkg or csv, or rename the fields.")
+
+
+def run_export(run_gpkg: "str | Path", fmt: str, out_dir: "str | Path", overwrite: bool = False,
+               progress=None) -> dict[str, Path]:
+    """Export every layer of ``run_gpkg``; returns layer -> the main file written."""
+    import pyogrio
+
+    from ..io import GPKG_OPTIONS, OutputSet
+
+    progress = progress or (lambda *a, **k: None)
+    run, out_dir = Path(run_gpkg), Path(out_dir)
+    fmt = str(fmt).lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise BadInput(f"--format {fmt!r} is unknown; use shp, gpkg or csv.")
+    layers = _layers(run)
+    if not layers:
+        raise BadInput(f"RUN {str(run)!r} has no layers to export.")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInput(f"--out {str(out_dir)!r} is a file; give a folder.")
+    if not out_dir.exists():
+        if not out_dir.parent.is_dir():
+            raise BadInput(f"--out {str(out_dir)!r}: its parent folder does not exist; create it first.")
+    files = output_files(run, fmt, out_dir, layers)
+    if not overwrite:
+        taken = [str(p) for ps in files.values() for p in ps if p.exists()]
+        if taken:
+            raise BadInput(f"{', '.join(taken)} already exist; pass --overwrite to replace them, or choose "
+                           "another --out.")
+    if fmt == "shp":
+        _check_shp_fields(run, layers)
+    out_dir.mkdir(exist_ok=True)
+    with OutputSet([p for ps in files.values() for p in ps], overwrite=True) as outs:
+        temps = {p: outs.temp(p) for ps in files.values() for p in ps}     # a Shapefile's parts share one stem
+        for i, layer in enumerate(layers):
+            progress("export", i, len(layers), layer)
+            target = temps[files[layer][0]]
+            if fmt == "csv":
+                df = pyogrio.read_dataframe(str(run), layer=layer, read_geometry=False)
+                df.to_csv(target, index=False, encoding="utf-8")
+            else:
+                gdf = pyogrio.read_dataframe(str(run), layer=layer)
+                if fmt == "shp":
+                    pyogrio.write_dataframe(gdf, str(target), driver="ESRI Shapefile", encoding="UTF-8")
+                    cpg = target.with_suffix(".cpg")
+                    if not cpg.exists():
+                        cpg.write_text("UTF-8\n", encoding="ascii")
+                else:
+                    pyogrio.write_dataframe(gdf, str(target), layer=layer, driver="GPKG",
+                                            dataset_options=GPKG_OPTIONS, layer_options={"SPATIAL_INDEX": "YES"})
+        # a part not written (e.g. .prj of a layer without CRS) removes a stale one of an older export
+        outs.commit(missing_ok=True)
+        progress("export", len(layers), len(layers), f"wrote {len(layers)} layers to {out_dir}")
+    return {layer: paths[0] for layer, paths in files.items()}

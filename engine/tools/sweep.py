@@ -1,0 +1,747 @@
+"""The ``sweep`` tool: clusters for many K and tile sizes, made comparable, with metrics and plots.
+
+Why: clusters of urban form are only trustworthy if they hold up when K and
+the tile size change. A sweep runs the clustering for every K of a list (e.g.
+``2..12``) at every tile size (e.g. ``32px,64px,128px``) and writes:
+
+- ``SWEEP.gpkg``: one layer per tile size, ``tiles_64px``, with tile_id, row,
+  col, valid_frac, pc1, pc2 and a column ``k2`` ... ``k12`` per K. Ids are made
+  consistent across K (``sweep_metrics.relabel_like``), so cluster 3 has the
+  same colour and means the same place on every map.
+- ``SWEEP_metrics.csv``: a row per (tile size, K): tile_size, k, tiles,
+  silhouette, calinski_harabasz, davies_bouldin (on the reduced features),
+  nmi_prev, ari_prev (against the previous K of that size; empty for the
+  first), then the agreement across tile sizes as columns ``nmi_<S>`` and
+  ``ari_<S>``, one pair per tile size S except the smallest: in the row of a
+  smaller size they compare each of its tiles with the tile of size S that
+  contains its centre, at the same K (empty where S is not larger or lacks
+  that K).
+- ``SWEEP_metrics.png``, ``SWEEP_lineage_<size>.png`` (alluvial diagram of the
+  cluster lineage across K), ``SWEEP_pca_<size>.png`` (PCA scatter per K).
+- ``SWEEP_manifest.json``: parameters, versions, input checksum, per tile size
+  the tiles, the K done and skipped, timings and metrics; ``complete`` and
+  ``missing`` (the layers still to do).
+
+For k-means the CNN features are computed once per tile size (and cached as
+for ``cluster``), the PCA is fitted once per tile size and only k-means runs
+per K. DeepCluster trains a network per (tile size, K).
+
+K values below MIN_K (2) or above MAX_K (``contract.limits``) are refused before any
+work, as the plugin refuses them: no tile size can ever take them, so they are
+typing mistakes. K values above the valid tiles of a tile size are skipped
+there with a warning (progress stage ``warning``, one event each, and the
+manifest's ``skipped``); BadInput only when no K is left anywhere.
+
+Progress stages: ``open``, ``scan``, ``warning``, then per tile size
+``features`` (k-means) and ``tiles_<size>`` (done/total over its K values;
+DeepCluster adds its ``epoch`` events), ``plots`` and ``write``.
+
+Atomic and resumable: every tile size is a part committed on its own. When a
+part is finished its layer is added to a temporary copy of SWEEP.gpkg that
+then replaces it (``engine.io.atomic_path``), its two plots and the CSV are replaced the
+same way and the manifest, written last, records the part as done. An
+interrupted sweep therefore keeps every finished tile size, its manifest says
+``complete: false`` and lists what is ``missing``, and ``resume=True`` (CLI
+``--resume``) does only the missing parts after checking that the parameters
+and the raster are the same. Nothing on disk is replaced without
+``overwrite`` (or ``resume`` for the sweep's own files).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..contract import defaults
+from ..contract.limits import parse_k_values
+from ..contract.outputs import sweep_layer_name, sweep_outputs
+from ..errors import BadInput, Cancelled
+from ..io import atomic_path, write_json_atomic
+from ..progress import Progress
+
+METHODS = ("kmeans", "deepcluster")
+# k-means and metrics on at most this many tiles run on one thread: see _few_threads
+ONE_THREAD_TILES = 20000
+# features up to this size are read into memory once per tile size (else streamed from the cache file)
+IN_MEMORY_BYTES = 1 << 30
+# parameters that do not change results: a resumed sweep may differ in these
+VOLATILE = ("resume", "overwrite", "cache_dir", "use_cache", "batch_size", "device",
+            # the statistics are computed after the sweep, from its layers, and replaced on every run
+            "buildings", "roads", "road_field", "major_values", "population", "nir_band", "red_band", "ndvi_raster")
+
+
+@dataclass
+class SweepParams:
+    """Everything that decides a ``sweep`` run (the manifest records all of it)."""
+
+    raster: str
+    out: str
+    k: str = "2..12"
+    tile_sizes: str = "32px,64px,128px"
+    method: str = "kmeans"
+    epochs: int = 5
+    backbone: str = defaults.DEFAULT_BACKBONE
+    weights: str = defaults.DEFAULT_WEIGHTS
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int | None = None
+    seed: int = 0
+    pca_dims: str = "auto"
+    whiten: bool = False
+    min_valid: float = 0.5
+    bands: str | None = None
+    overlap: str = "0px"
+    edge: str = "drop"
+    cache_dir: str | None = None
+    use_cache: bool = True
+    resume: bool = False
+    overwrite: bool = False
+    # DeepCluster
+    lr: str = "auto"
+    crops_per_tile: int = 8
+    freeze: str = "auto"
+    sobel: bool = False
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    train_batch_size: int = 64
+    patience: int = 2
+    # k-means restarts per K (as in ``cluster``, so column kK matches a ``cluster --k K`` run up to ids)
+    n_init: int = 10
+    buildings: str | None = None
+    # urban-form statistics run after the clustering (the ``stats`` tool, engine.statsrun), as the CLI's
+    # --buildings/--roads/--population/--nir-band/--ndvi-raster do
+    roads: str | None = None
+    road_field: str = "highway"
+    major_values: "str | list[str] | None" = None
+    population: str | None = None
+    nir_band: int | None = None
+    red_band: int | None = None
+    ndvi_raster: str | None = None
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def parse_k_list(text) -> list[int]:
+    """``"2..12"``, ``"2,4,6"`` or ``"2..6,8,12"`` -> sorted distinct K values.
+
+    ``contract.limits.parse_k_values`` (the plugin's parser too): text that is
+    not a list of whole numbers and ascending ranges, or a K below 2 or above
+    MAX_K, is BadInput.
+    """
+    if isinstance(text, int):
+        text = str(text)
+    if isinstance(text, (list, tuple)):
+        text = ",".join(str(int(v)) for v in text)
+    try:
+        return parse_k_values(text)
+    except ValueError as exc:
+        raise BadInput(f"--k {text!r}: {exc}") from None
+
+
+def parse_tile_sizes(text) -> list[str]:
+    """``"32px,64px,128px"`` -> distinct normalised lengths (``Length`` text), in the order given."""
+    from ..raster.tiling import Length
+
+    if isinstance(text, (list, tuple)):
+        text = ",".join(str(v) for v in text)
+    tokens = [t.strip() for t in str(text).split(",")]
+    if not str(text).strip() or any(not t for t in tokens):
+        raise BadInput(f"--tile-size {text!r}: give one or more sizes separated by commas, e.g. '32px,64px,128px'.")
+    out: list[str] = []
+    for t in tokens:
+        s = str(Length.parse(t, "--tile-size"))
+        if s not in out:
+            out.append(s)
+    return out
+
+
+def layer_name(size: str) -> str:
+    """``64px`` -> ``tiles_64px`` (``2.5m`` -> ``tiles_2_5m``): ``contract.outputs.sweep_layer_name``."""
+    return sweep_layer_name(size)
+
+
+def k_column(k: int) -> str:
+    return f"k{int(k)}"
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+@dataclass
+class SweepOutputs:
+    gpkg: Path
+    csv: Path
+    metrics_png: Path
+    manifest: Path
+    lineage: dict = field(default_factory=dict)     # size -> path
+    pca: dict = field(default_factory=dict)
+
+    @classmethod
+    def for_out(cls, out: "str | Path", sizes: list[str]) -> "SweepOutputs":
+        out = Path(out)
+        if out.suffix.lower() != ".gpkg":
+            raise BadInput(f"--out {str(out)!r} must be a GeoPackage path ending in .gpkg.")
+        f = sweep_outputs(out, sizes)
+        return cls(f["gpkg"], f["metrics_csv"], f["metrics_png"], f["manifest"],
+                   {s: f[f"lineage_{s}"] for s in sizes}, {s: f[f"pca_{s}"] for s in sizes})
+
+    def paths(self) -> list[Path]:
+        return [self.gpkg, self.csv, self.metrics_png, self.manifest, *self.lineage.values(), *self.pca.values()]
+
+
+_atomic = atomic_path      # a temporary name next to the output, renamed into place when the block succeeds
+_write_json_atomic = write_json_atomic
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_params(p: SweepParams) -> None:
+    if p.method not in METHODS:
+        raise BadInput(f"--method {p.method!r} is unknown; use {' or '.join(METHODS)}.")
+    from .cluster import check_tiling_and_features, check_training
+
+    check_tiling_and_features(p)
+    if int(p.n_init) < 1:
+        raise BadInput(f"n_init {p.n_init}: use at least 1 k-means restart.")
+    if not Path(p.raster).exists():
+        raise BadInput(f"raster {p.raster!r}: no such file.")
+    if p.method == "deepcluster":
+        check_training(p)
+
+
+def _comparable(params: dict) -> dict:
+    return {k: v for k, v in params.items() if k not in VOLATILE}
+
+
+def _check_resume(params: SweepParams, old: dict, checksum: str, manifest_path: Path) -> None:
+    if old.get("tool") != "sweep":
+        raise BadInput(f"--resume: {str(manifest_path)!r} is not a sweep manifest; choose another --out.")
+    now, then = _comparable(asdict(params)), _comparable(old.get("parameters", {}))
+    diff = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: {then.get(k)!r} then, {now.get(k)!r} now" for k in diff)
+        raise BadInput(f"--resume: the sweep in {str(manifest_path)!r} was made with other parameters ({shown}). "
+                       "Resume with the same parameters, or pass --overwrite (without --resume) to start again.")
+    if old.get("inputs", {}).get("sha256") != checksum:
+        raise BadInput(f"--resume: the raster {params.raster!r} changed since the sweep in "
+                       f"{str(manifest_path)!r} started. Pass --overwrite (without --resume) to start again.")
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass
+class Part:
+    """One tile size: its grid, valid tiles and the K values it can take."""
+
+    size: str
+    layer: str
+    tile_px: int
+    stride: int
+    shape: tuple
+    transform: object
+    crs: str
+    rows: np.ndarray
+    cols: np.ndarray
+    valid: np.ndarray
+    tiles_total: int
+    ks: list
+    skipped: list
+    # results
+    labels: dict = field(default_factory=dict)      # K -> consistent ids
+    metrics: dict = field(default_factory=dict)     # K -> {metric: value}
+    info: dict = field(default_factory=dict)
+
+    def grid_dict(self) -> dict:
+        return {"rows": self.rows, "cols": self.cols, "size": self.tile_px, "stride": self.stride,
+                "shape": self.shape, "transform": self.transform, "crs": self.crs}
+
+
+def _plan(params: SweepParams, sizes: list[str], ks: list[int], progress) -> list[Part]:
+    """Open the raster at every tile size and count valid tiles (cheap), before any real work."""
+    from ..raster.tiling import TiledRaster
+
+    parts = []
+    for size in sizes:
+        with TiledRaster(params.raster, size, params.overlap, params.edge, params.bands, seed=params.seed) as tiled:
+            g = tiled.grid
+            progress("scan", 0, g.n_rows, f"{size}: {len(g)} tiles of {g.size} px")
+            valid = tiled.valid_fraction(progress=progress.stage("scan"))
+            keep = valid >= params.min_valid
+            rows, cols = np.nonzero(keep)
+            n = len(rows)
+            ok, skipped = [], []
+            for k in ks:
+                if k > n:
+                    skipped.append({"tile_size": size, "k": k,
+                                    "reason": f"more clusters than the {n} valid tiles of {size}"})
+                else:
+                    ok.append(k)
+            parts.append(Part(size, layer_name(size), g.size, g.stride, g.shape, g.transform,
+                              tiled.working_crs.to_wkt(), rows, cols, valid[rows, cols].astype(np.float32),
+                              len(g), ok, skipped))
+    parts.sort(key=lambda p: (p.tile_px, p.size))
+    return parts
+
+
+# --------------------------------------------------------------------------- running one part
+
+
+def _kmeans_part(part: Part, tiled, params: SweepParams, extractor, checksum: str, cache_dir: Path, progress,
+                 timings: dict) -> dict:
+    """Features once, PCA once, k-means per K. Returns raw labels per K, reduced features and scores."""
+    from ..clustering.kmeans import KMeansTiles, _l2
+    from .cluster import _compute_features, feature_key
+
+    stage = f"tiles_{part.size}"
+    t = time.perf_counter()
+    key = feature_key(checksum, tiled, extractor, params, part.rows, part.cols)
+    progress("features", 0, len(part.rows),
+             f"{part.size}: {extractor.spec.name} on {extractor.device.type} ({extractor.precision})")
+    feats, cache_hit, _ = _compute_features(tiled, part.rows, part.cols, extractor, params, cache_dir, key,
+                                            progress)
+    timings["features"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    if feats.shape[0] * feats.shape[1] * 4 <= IN_MEMORY_BYTES:
+        feats = feats[0: len(feats)]        # one read instead of two per K (k-means sample, assignment)
+    with _few_threads(len(part.rows)):
+        pca = KMeansTiles(2, params.pca_dims, params.whiten, params.seed).fit_pca(feats)
+        P = pca.project(feats)
+        Z = P / np.sqrt(np.maximum(pca.explained_variance_, 1e-12)) if params.whiten else P.copy()
+        Z = _l2(Z)
+        timings["pca"] = round(time.perf_counter() - t, 3)
+        part.info.update(cache_key=key, cache_hit=bool(cache_hit), pca_dims=int(pca.n_components_),
+                         explained_variance=float(pca.explained_variance_ratio_.sum()))
+        labels, inertia = {}, {}
+        t = time.perf_counter()
+        for i, k in enumerate(part.ks):
+            progress(stage, i, len(part.ks), f"k-means K={k}")
+            est = KMeansTiles(k, params.pca_dims, params.whiten, params.seed, n_init=params.n_init)
+            est.fit(feats, pca_from=pca)
+            labels[k] = est.labels_
+            inertia[k] = est.inertia_
+            progress(stage, i + 1, len(part.ks), f"K={k} done")
+        timings["kmeans"] = round(time.perf_counter() - t, 3)
+    part.info["inertia"] = {str(k): v for k, v in inertia.items()}
+    return {"labels": labels, "Z": {k: Z for k in labels}, "scores": _two(P), "scores_by_k": None}
+
+
+def _few_threads(n_tiles: int):
+    """One BLAS/OpenMP thread for k-means and metrics over few tiles.
+
+    Why: a k-means fit over a few thousand tiles is a long series of tiny
+    parallel steps; with two threads on a 2-core machine that is also running
+    anything else (or torch's idle OpenMP pool), each barrier waits for a
+    descheduled thread, and the fits ran 3 to 20 times slower than on one
+    thread (measured on 1024 tiles of the 2048 px city). Above
+    ``ONE_THREAD_TILES`` the work per step is large enough to use every core.
+    """
+    from contextlib import nullcontext
+
+    if n_tiles > ONE_THREAD_TILES:
+        return nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1)
+
+
+def _two(P: np.ndarray) -> np.ndarray:
+    """The first two PCA scores (zeros where there is only one component)."""
+    out = np.zeros((len(P), 2), dtype=np.float32)
+    out[:, : min(2, P.shape[1])] = P[:, :2]
+    return out
+
+
+def _deepcluster_part(part: Part, tiled, params: SweepParams, progress, timings: dict) -> dict:
+    """A DeepCluster training per K (the network changes with K, so nothing is shared)."""
+    from ..clustering.deepcluster import DeepCluster
+
+    stage = f"tiles_{part.size}"
+    labels, Zs, scores, history = {}, {}, {}, {}
+    t = time.perf_counter()
+    for i, k in enumerate(part.ks):
+        progress(stage, i, len(part.ks), f"DeepCluster K={k}")
+        dc = DeepCluster(**_deepcluster_kwargs(params, k))
+        dc.fit(tiled, part.rows, part.cols, progress=progress)
+        feats = dc.features_
+        km = dc.kmeans_
+        labels[k] = np.asarray(dc.labels_, dtype=np.int32)
+        Zs[k] = km.reduce(feats)
+        scores[k] = _two(km.project(feats))
+        history[str(k)] = getattr(dc, "history_", None)
+        del dc, feats, km                      # free the network before the next K
+        progress(stage, i + 1, len(part.ks), f"K={k} done")
+    timings["deepcluster"] = round(time.perf_counter() - t, 3)
+    part.info["history"] = history
+    last = max(labels)
+    return {"labels": labels, "Z": Zs, "scores": scores[last], "scores_by_k": scores}
+
+
+def _deepcluster_kwargs(params: SweepParams, k: int) -> dict:
+    """``engine.clustering.deepcluster.DeepCluster`` arguments for one K of the sweep."""
+    return {"n_clusters": k, "backbone": params.backbone, "weights": params.weights, "epochs": params.epochs,
+            "lr": params.lr, "momentum": params.momentum, "weight_decay": params.weight_decay,
+            "batch_size": params.train_batch_size, "sobel": params.sobel, "freeze": params.freeze,
+            "crops_per_tile": params.crops_per_tile, "patience": params.patience, "pca_dims": params.pca_dims,
+            "whiten": params.whiten, "seed": params.seed, "device": params.device, "precision": params.precision,
+            "feature_batch_size": params.batch_size}
+
+
+def _finish_part(part: Part, result: dict, params: SweepParams, progress, timings: dict) -> dict:
+    """Consistent ids, metrics per K; returns the layer columns."""
+    from ..clustering.sweep_metrics import SilhouetteSample, agreement, cluster_metrics, consistent_labels
+
+    t = time.perf_counter()
+    raw = result["labels"]
+    part.labels = consistent_labels(raw)
+    prev = None
+    shared: dict[int, SilhouetteSample] = {}      # k-means: one feature space, one distance matrix
+    with _few_threads(len(part.rows)):
+        for k in part.ks:
+            Z = result["Z"][k]
+            if id(Z) not in shared:
+                shared.clear()
+                shared[id(Z)] = SilhouetteSample(Z, params.seed)
+            m = cluster_metrics(Z, raw[k], seed=params.seed, silhouette=shared[id(Z)])
+            m["nmi_prev"] = m["ari_prev"] = math.nan
+            if prev is not None:
+                a = agreement(raw[prev], raw[k])
+                m["nmi_prev"], m["ari_prev"] = a["nmi"], a["ari"]
+            m["sizes"] = np.bincount(part.labels[k], minlength=k).tolist()
+            part.metrics[k] = m
+            prev = k
+    shared.clear()
+    timings["metrics"] = round(time.perf_counter() - t, 3)
+    ids = part.rows * part.shape[1] + part.cols
+    columns = {"tile_id": ids.astype(np.int64), "row": part.rows.astype(np.int32),
+               "col": part.cols.astype(np.int32), "valid_frac": part.valid.astype(np.float32),
+               "pc1": result["scores"][:, 0].astype(np.float32), "pc2": result["scores"][:, 1].astype(np.float32)}
+    for k in part.ks:
+        columns[k_column(k)] = part.labels[k].astype(np.int32)
+    return columns
+
+
+# --------------------------------------------------------------------------- metrics table
+
+
+def metrics_rows(parts: list[Part]) -> tuple[list[str], list[dict]]:
+    """The CSV header and rows of the finished parts (agreement across sizes included)."""
+    from ..clustering.sweep_metrics import agreement, cross_size_pairs
+
+    done = [p for p in parts if p.labels]
+    header = ["tile_size", "k", "tiles", "silhouette", "calinski_harabasz", "davies_bouldin", "nmi_prev", "ari_prev"]
+    for p in parts[1:]:
+        header += [f"nmi_{p.size}", f"ari_{p.size}"]
+    pairs = {}
+    for i, small in enumerate(done):
+        for large in done[i + 1:]:
+            if large.tile_px > small.tile_px:
+                pairs[(small.size, large.size)] = cross_size_pairs(small.grid_dict(), large.grid_dict())
+    rows = []
+    for p in done:
+        for k in sorted(p.labels):
+            m = p.metrics.get(k, {})
+            row = {"tile_size": p.size, "k": k, "tiles": len(p.rows)}
+            for name in header[3:8]:
+                row[name] = m.get(name, math.nan)
+            for q in done:
+                if (p.size, q.size) in pairs and k in q.labels:
+                    si, li = pairs[(p.size, q.size)]
+                    a = agreement(p.labels[k][si], q.labels[k][li])
+                    row[f"nmi_{q.size}"], row[f"ari_{q.size}"] = a["nmi"], a["ari"]
+            rows.append(row)
+    return header, rows
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.6g}"
+    return str(v)
+
+
+def write_metrics_csv(path: Path, header: list[str], rows: list[dict]) -> None:
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        for r in rows:
+            w.writerow([_fmt(r.get(h)) for h in header])
+
+
+def _clean(v):
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, np.generic):
+        return _clean(v.item())
+    return v
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def _load_part(part: Part, gpkg: Path, entry: dict) -> None:
+    """Labels and metrics of a part finished by an earlier run (from its layer and the manifest)."""
+    import pyogrio
+
+    ks = [int(k) for k in entry["ks"]]
+    df = pyogrio.read_dataframe(str(gpkg), layer=part.layer, read_geometry=False,
+                                columns=["row", "col"] + [k_column(k) for k in ks])
+    r = df["row"].to_numpy(np.int64)
+    c = df["col"].to_numpy(np.int64)
+    order = np.lexsort((c, r))
+    part.rows, part.cols = r[order], c[order]
+    part.ks = ks
+    part.labels = {k: df[k_column(k)].to_numpy(np.int32)[order] for k in ks}
+    part.metrics = {int(m["k"]): {n: (math.nan if v is None else v) for n, v in m.items()}
+                    for m in entry.get("metrics", [])}
+    part.info = {key: v for key, v in entry.items() if key not in ("metrics",)}
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run_sweep(params: SweepParams, progress: Progress | None = None) -> dict:
+    """Run the ``sweep`` tool; returns the manifest (also written to disk).
+
+    With statistics inputs (buildings, roads, ...) the statistics of every tile-size layer and their
+    eta-squared per K follow (``statsrun.run_sweep_stats``), as ``python -m engine sweep --buildings ...``
+    does; the manifest returned then has ``sweep_statistics``.
+    """
+    from .stats import check_statistics_inputs, statistics_params, wants_statistics
+
+    progress = progress or Progress("none")
+    wants = wants_statistics(params)
+    if wants:
+        check_statistics_inputs(params)          # before the sweep's work is spent
+    manifest = _run_sweep(params, progress)
+    if not wants:
+        return manifest
+    from .stats import run_sweep_stats
+
+    return run_sweep_stats(statistics_params(params, params.out), progress)
+
+
+def _run_sweep(params: SweepParams, progress: Progress | None = None) -> dict:
+    from ..io import OutputSet, sha256_file, versions
+
+    progress = progress or Progress("none")
+    t_all = time.perf_counter()
+    ks = parse_k_list(params.k)
+    sizes = parse_tile_sizes(params.tile_sizes)
+    _check_params(params)
+    outputs = SweepOutputs.for_out(params.out, sizes)
+    old = None
+    if params.resume and outputs.manifest.exists():
+        try:
+            old = json.loads(outputs.manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise BadInput(f"--resume: {str(outputs.manifest)!r} cannot be read; pass --overwrite "
+                           "(without --resume) to start again.") from None
+        OutputSet([outputs.manifest], overwrite=True).check()        # folder exists and is writable
+    else:
+        OutputSet(outputs.paths(), overwrite=params.overwrite).check()
+    progress("open", 0, 0, f"opening {params.raster}")
+    checksum = sha256_file(params.raster)
+    if old is not None:
+        _check_resume(params, old, checksum, outputs.manifest)
+    parts = _plan(params, sizes, ks, progress)
+    if not any(p.ks for p in parts):
+        counts = ", ".join(f"{p.size}: {len(p.rows)}" for p in parts)
+        raise BadInput(f"--k {params.k!r}: no K value can be used at any tile size (K must be between 2 and the "
+                       f"number of valid tiles; valid tiles per size: {counts}). Use smaller K or smaller tiles.")
+    skipped = [s for p in parts for s in p.skipped]
+    # stage "warning" with done == total: every one is shown (progress sinks throttle repeats of a stage)
+    for s in skipped:
+        progress("warning", 1, 1, f"warning: K={s['k']} skipped at {s['tile_size']}: {s['reason']}")
+    for p in parts:
+        if not p.ks:
+            progress("warning", 1, 1, f"warning: tile size {p.size} skipped: no usable K")
+
+    finished: set[str] = set()
+    if old is not None:
+        for p in parts:
+            entry = old.get("parts", {}).get(p.layer)
+            if entry and entry.get("done"):
+                _load_part(p, outputs.gpkg, entry)
+                finished.add(p.layer)
+    todo = [p for p in parts if p.ks and p.layer not in finished]
+    fresh_file = old is None          # the first commit of a fresh sweep starts SWEEP.gpkg anew
+    info = {"raster": os.path.abspath(params.raster), "sha256": checksum}
+    features_info: dict = (old or {}).get("features", {})
+    timings: dict = {"parts": {}}
+    extractor = None
+    lib_versions = versions()
+
+    def manifest(complete: bool) -> dict:
+        header, rows = metrics_rows(parts)
+        return _clean({
+            "tool": "sweep",
+            "parameters": asdict(params),
+            "k_requested": ks,
+            "tile_sizes": [p.size for p in parts],
+            "inputs": info,
+            "features": features_info,
+            "layers": {p.layer: sorted(p.labels) for p in parts if p.layer in finished},
+            "parts": {p.layer: _part_entry(p, p.layer in finished) for p in parts},
+            "skipped": skipped,
+            "complete": complete,
+            "missing": [p.layer for p in parts if p.ks and p.layer not in finished],
+            "metrics": rows,
+            "metrics_columns": header,
+            "outputs": {"gpkg": str(outputs.gpkg), "metrics_csv": str(outputs.csv),
+                        "metrics_png": str(outputs.metrics_png), "manifest": str(outputs.manifest),
+                        **{f"lineage_{p.layer[6:]}": str(outputs.lineage[p.size]) for p in parts if p.labels},
+                        **{f"pca_{p.layer[6:]}": str(outputs.pca[p.size]) for p in parts if p.labels}},
+            "seed": params.seed,
+            "versions": lib_versions,
+            "timings_s": {**timings, "total": round(time.perf_counter() - t_all, 3)},
+        })
+
+    tmpdir = None
+    try:
+        cache_dir = Path(params.cache_dir) if params.cache_dir else _default_cache_dir()
+        if not params.use_cache:
+            tmpdir = tempfile.TemporaryDirectory(prefix="urbanform-sweep-")
+            cache_dir = Path(tmpdir.name)
+        for part in todo:
+            if extractor is None and params.method == "kmeans":
+                from ..features.extract import FeatureExtractor
+
+                extractor = FeatureExtractor(params.backbone, params.weights, params.device, params.precision,
+                                             seed=params.seed, sobel=params.sobel)
+                features_info = {"backbone": params.backbone, "dim": extractor.dim,
+                                 "weights_file": str(extractor.weights_path) if extractor.weights_path else None,
+                                 "device": str(extractor.device), "precision": extractor.precision}
+            t_part = time.perf_counter()
+            part_t: dict = {}
+            _run_part(part, params, extractor, checksum, cache_dir, progress, part_t, outputs, fresh_file)
+            fresh_file = False
+            finished.add(part.layer)
+            part_t["total"] = round(time.perf_counter() - t_part, 3)
+            part.info["timings_s"] = part_t
+            timings["parts"][part.layer] = part_t
+            t = time.perf_counter()
+            header, rows = metrics_rows(parts)
+            with _atomic(outputs.csv) as tmp:
+                write_metrics_csv(tmp, header, rows)
+            complete = all(p.layer in finished for p in parts if p.ks)
+            if not complete:
+                _write_json_atomic(outputs.manifest, manifest(False))
+            part_t["commit"] = round(time.perf_counter() - t, 3)
+        # the end: metric curves, final CSV and manifest
+        t = time.perf_counter()
+        progress("plots", 0, 1, str(outputs.metrics_png))
+        from ..clustering.sweep_plots import plot_metrics
+
+        header, rows = metrics_rows(parts)
+        with _atomic(outputs.metrics_png) as tmp:
+            plot_metrics(tmp, rows, [p.size for p in parts if p.labels])
+        progress("plots", 1, 1)
+        progress("write", 0, 1, str(outputs.csv))
+        with _atomic(outputs.csv) as tmp:
+            write_metrics_csv(tmp, header, rows)
+        timings["final"] = round(time.perf_counter() - t, 3)
+        result = manifest(True)
+        _write_json_atomic(outputs.manifest, result)
+        progress("write", 1, 1, f"wrote {outputs.gpkg}")
+        return result
+    except BaseException as exc:
+        missing = [p.layer for p in parts if p.ks and p.layer not in finished]
+        if finished:
+            try:
+                _write_json_atomic(outputs.manifest, manifest(False))
+            except Exception:  # noqa: BLE001 - the original error matters more
+                pass
+        done = ", ".join(sorted(finished)) or "none"
+        msg = (f"the sweep stopped ({type(exc).__name__}: {exc}); finished: {done}; missing: "
+               f"{', '.join(missing) or 'none'}. ")
+        msg += ("Run the same command with --resume to finish the missing parts." if finished else
+                "Nothing was finished; run the command again.")
+        if isinstance(exc, (Cancelled, KeyboardInterrupt)):
+            raise Cancelled(msg) from exc
+        if isinstance(exc, BadInput):
+            raise BadInput(msg) from exc
+        if isinstance(exc, Exception):
+            raise RuntimeError(msg) from exc
+        raise
+    finally:
+        if tmpdir is not None:
+            tmpdir.cleanup()
+
+
+def _default_cache_dir() -> Path:
+    from .cluster import default_cache_dir
+
+    return default_cache_dir()
+
+
+def _part_entry(p: Part, done: bool) -> dict:
+    entry = {"tile_size": p.size, "tile_px": p.tile_px, "stride_px": p.stride, "tiles": int(len(p.rows)),
+             "tiles_total": p.tiles_total, "ks": sorted(p.labels) if done else p.ks, "skipped": p.skipped,
+             "done": done}
+    info = {k: v for k, v in p.info.items() if k not in entry}
+    entry.update(info)
+    if done:
+        entry["metrics"] = [{"k": k, **p.metrics[k]} for k in sorted(p.metrics)]
+    return entry
+
+
+def _run_part(part: Part, params: SweepParams, extractor, checksum: str, cache_dir: Path, progress,
+              timings: dict, outputs: SweepOutputs, fresh_file: bool) -> None:
+    """Compute one tile size and commit its layer and plots (the manifest is the caller's)."""
+    from ..clustering.sweep_plots import plot_lineage, plot_pca
+    from ..io import write_gpkg_chunks
+    from ..raster.tiling import TiledRaster
+    from .cluster import tile_frames
+
+    stage = f"tiles_{part.size}"
+    progress(stage, 0, len(part.ks), f"{len(part.rows)} tiles, K {', '.join(map(str, part.ks))}")
+    with TiledRaster(params.raster, part.size, params.overlap, params.edge, params.bands, seed=params.seed) as tiled:
+        if params.method == "kmeans":
+            result = _kmeans_part(part, tiled, params, extractor, checksum, cache_dir, progress, timings)
+        else:
+            result = _deepcluster_part(part, tiled, params, progress, timings)
+        columns = _finish_part(part, result, params, progress, timings)
+        t = time.perf_counter()
+        progress("plots", 0, 2, f"{part.size} lineage and PCA")
+        with _atomic(outputs.lineage[part.size]) as tmp:
+            plot_lineage(tmp, part.labels, title=f"{Path(params.raster).name}: cluster lineage across K, "
+                                                 f"{part.size} tiles ({len(part.rows)})")
+        progress("plots", 1, 2)
+        scores = result["scores_by_k"] or result["scores"]
+        if isinstance(scores, dict):
+            scores = {k: scores[k] for k in part.labels}
+        with _atomic(outputs.pca[part.size]) as tmp:
+            plot_pca(tmp, scores, part.labels, title=f"{part.size} tiles: PCA of the features", seed=params.seed)
+        progress("plots", 2, 2)
+        timings["plots"] = round(time.perf_counter() - t, 3)
+        t = time.perf_counter()
+        progress("write", 0, 1, f"layer {part.layer}")
+        if fresh_file:
+            for p in outputs.paths():
+                if p.exists() and p.is_file():
+                    if p not in (outputs.lineage[part.size], outputs.pca[part.size]):
+                        p.unlink()
+        with _atomic(outputs.gpkg) as tmp:
+            if not fresh_file and outputs.gpkg.exists():
+                shutil.copyfile(outputs.gpkg, tmp)
+            write_gpkg_chunks(tmp, part.layer, tile_frames(tiled, part.rows, part.cols, columns),
+                              tiled.crs.to_wkt())
+        progress("write", 1, 1, f"layer {part.layer}")
+        timings["write"] = round(time.perf_counter() - t, 3)

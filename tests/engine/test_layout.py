@@ -1,0 +1,134 @@
+"""The engine's layout: imports flow one way, from the contract up to the CLI.
+
+Order (a module may import its own package and the packages ranked below it):
+
+    contract                       stdlib only (the QGIS plugin imports it)
+    errors, style, progress        shared leaves (contract and stdlib only)
+    raster, io                     tiling and windowed reading; the atomic writer, writers, manifest
+    features                       backbones, weights, extraction, batching
+    stats < clustering < segmentation
+                                   one tier; within it DeepCluster uses eta-squared (stats) and the
+                                   segmenter reads the model container (clustering), never the reverse
+    tools                          one module per tool; only the CLI imports them
+    cli, __main__                  argument parsing and printing
+
+Every import of an engine module, at the top of a file or inside a function,
+is checked, and every one must resolve to a module and names that exist.
+"""
+from __future__ import annotations
+
+import ast
+import importlib
+import sys
+from importlib.util import resolve_name
+from pathlib import Path
+
+import pytest
+
+ENGINE = Path(__file__).resolve().parents[2] / "engine"
+
+RANK = {"__init__": 0, "contract": 0, "errors": 1, "style": 1, "progress": 1, "raster": 2, "io": 2,
+        "features": 3, "stats": 4, "clustering": 5, "segmentation": 6, "tools": 7, "cli": 8, "__main__": 9}
+
+
+def _modules():
+    for path in sorted(ENGINE.rglob("*.py")):
+        rel = path.relative_to(ENGINE.parent).with_suffix("")
+        parts = list(rel.parts)
+        is_pkg = parts[-1] == "__init__"
+        name = ".".join(parts[:-1] if is_pkg else parts)
+        yield path, name, is_pkg
+
+
+def _imports(path: Path, name: str, is_pkg: bool):
+    """(line, absolute module, names) of every import in the file, nested ones included."""
+    package = name if is_pkg else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name, []
+        elif isinstance(node, ast.ImportFrom):
+            module = resolve_name("." * node.level + (node.module or ""), package) if node.level else node.module
+            yield node.lineno, module, [a.name for a in node.names]
+
+
+def _package(module: str) -> str:
+    """The layout package of an engine module: ``engine.tools.cluster`` -> ``tools``; ``engine`` -> ``__init__``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+MODULES = list(_modules())
+
+
+def test_every_engine_module_has_a_rank():
+    assert {_package(name) for _, name, _ in MODULES} <= set(RANK), "give the new package a rank in RANK"
+
+
+@pytest.mark.parametrize("path,name,is_pkg", MODULES, ids=[m[1] for m in MODULES])
+def test_imports_flow_one_way(path, name, is_pkg):
+    own = _package(name)
+    bad = []
+    for line, module, names in _imports(path, name, is_pkg):
+        top = module.split(".")[0]
+        if own == "contract":
+            # the plugin imports the contract inside QGIS: stdlib and the contract itself only
+            if top != "__future__" and top not in sys.stdlib_module_names and not module.startswith("engine.contract"):
+                bad.append(f"{path.name}:{line} imports {module} (the contract is stdlib only)")
+            continue
+        if top != "engine":
+            continue
+        targets = [module] if module != "engine" else [f"engine.{n}" for n in names if n != "__version__"] or [module]
+        for target in targets:
+            other = _package(target)
+            if other == own or other == "__init__":
+                continue
+            if other not in RANK:
+                bad.append(f"{path.name}:{line} imports {target}, which has no rank")
+            elif RANK[other] >= RANK[own]:
+                bad.append(f"{name}:{line} imports {target} ({own} may not import {other})")
+            elif other == "tools" and own not in ("cli", "__main__"):
+                bad.append(f"{name}:{line} imports {target} (only the CLI imports tools)")
+    assert not bad, "\n".join(bad)
+
+
+def test_every_engine_import_resolves():
+    """Imports inside functions run late: a moved module must not leave one pointing nowhere."""
+    missing = []
+    for path, name, is_pkg in MODULES:
+        for line, module, names in _imports(path, name, is_pkg):
+            if module.split(".")[0] != "engine":
+                continue
+            try:
+                mod = importlib.import_module(module)
+            except ModuleNotFoundError as exc:
+                missing.append(f"{name}:{line} {module}: {exc}")
+                continue
+            for n in names:
+                if not hasattr(mod, n):
+                    try:
+                        importlib.import_module(f"{module}.{n}")
+                    except ModuleNotFoundError:
+                        missing.append(f"{name}:{line} {module} has no {n}")
+    assert not missing, "\n".join(missing)
+
+
+def test_the_layout_check_catches_a_wrong_way_import(tmp_path):
+    """The rule itself: clustering importing a tool, or the contract importing numpy, is refused."""
+    fake = tmp_path / "engine" / "clustering" / "bad.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("from ..tools.cluster import run_cluster\n")
+    found = list(_imports(fake, "engine.clustering.bad", False))
+    assert found == [(1, "engine.tools.cluster", ["run_cluster"])]
+    assert RANK[_package("engine.tools.cluster")] >= RANK["clustering"]
+    with pytest.raises(AssertionError, match="clustering may not import tools"):
+        test_imports_flow_one_way(fake, "engine.clustering.bad", False)
+    contract = tmp_path / "engine" / "contract" / "bad.py"
+    contract.parent.mkdir(parents=True)
+    contract.write_text("import numpy\n")
+    with pytest.raises(AssertionError, match="the contract is stdlib only"):
+        test_imports_flow_one_way(contract, "engine.contract.bad", False)
+
+
+def test_synthetic_city_is_not_shipped():
+    assert not (ENGINE / "synthetic.py").exists()
