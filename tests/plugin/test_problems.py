@@ -52,10 +52,11 @@ def _reworded(function):
 
 
 def test_rewording_messages_does_not_change_run(make_dock, sample_layers, tmp_path, monkeypatch):  # noqa: F811
-    from urbanform.plugin import requests as request
+    from urbanform.plugin.requests import cluster, sweep
 
-    for name in ("raster_problems", "layer_problems", "output_problems", "unique_output_problem"):
-        monkeypatch.setattr(request, name, _reworded(getattr(request, name)))
+    for request in (cluster, sweep):                         # the modules whose requests call the shared checks
+        for name in ("raster_problems", "layer_problems", "output_problems", "unique_output_problem"):
+            monkeypatch.setattr(request, name, _reworded(getattr(request, name)))
     dock = make_dock()
     set_params(dock, tmp_path / "ok.gpkg")
     assert dock.runButton.isEnabled(), dock.problemsLabel.text()
