@@ -13,9 +13,9 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction, QMessageBox
 
-from .engine_env import engine_line
 from .paths import icon_path, read_metadata
 from .provider import UrbanFormProvider
+from .runner.engine_env import engine_line
 
 MENU = "&Urban Form Mapper"
 
@@ -76,7 +76,7 @@ class UrbanFormPlugin:
     def open_dock(self):
         """Show the panel (creating it the first time) and return it."""
         if self.dock is None:
-            from .dock import UrbanFormDock   # loads the .ui: only when the panel is first wanted
+            from .ui.dock import UrbanFormDock   # loads the .ui: only when the panel is first wanted
 
             self.dock = UrbanFormDock(self.iface, self.iface.mainWindow())
             self.dock.setObjectName("UrbanFormMapperDock")

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from qgis.core import QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingFeedback
 
-from .. import engine_env
-from ..engine_process import run_engine
-from ..task import progress_for, status_text
+from ..runner import engine_env
+from ..runner.engine_process import run_engine
+from ..runner.task import progress_for, status_text
 
 GROUP = "Urban form"
 GROUP_ID = "urbanform"

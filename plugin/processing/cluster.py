@@ -1,6 +1,6 @@
 """``urbanform:cluster``: cluster the tiles of a raster by CNN features (the engine's ``cluster`` tool).
 
-The parameters become a :class:`~plugin.request.ClusterRequest`, the same
+The parameters become a :class:`~plugin.requests.ClusterRequest`, the same
 object the dock builds, so both check the same problems before any work and
 run the same command line.
 """
@@ -18,7 +18,7 @@ from qgis.core import (QgsFeature, QgsFields, QgsProcessing, QgsProcessingExcept
 
 from ...engine.contract import defaults
 from ...engine.contract.limits import MAX_K, MIN_K, MIN_TILE_PX
-from ..request import BACKBONES, DEVICES, UNITS, ClusterRequest
+from ..requests import BACKBONES, DEVICES, UNITS, ClusterRequest
 from .base import EngineAlgorithm, forget_output, load_output_as
 from .styling import TILES_STYLER
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from qgis.core import QgsProcessingParameterNumber
 
-from ..request import MAX_EPOCHS
+from ..requests import MAX_EPOCHS
 from .cluster import HELP as CLUSTER_HELP
 from .cluster import ClusterAlgorithm
 

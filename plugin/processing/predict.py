@@ -10,7 +10,7 @@ from qgis.core import (QgsProcessing, QgsProcessingOutputFile, QgsProcessingOutp
                        QgsProcessingParameterBoolean, QgsProcessingParameterFile, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterVectorDestination)
 
-from ..request import PredictRequest
+from ..requests import PredictRequest
 from .base import EngineAlgorithm, forget_output, load_output_as
 from .cluster import ClusterAlgorithm, local_raster_path
 from .styling import TILES_STYLER

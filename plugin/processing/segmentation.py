@@ -22,10 +22,10 @@ from qgis.core import (QgsProcessing, QgsProcessingContext, QgsProcessingExcepti
                        QgsProcessingUtils, QgsRasterLayer, QgsVectorLayer)
 
 from ...engine.contract import defaults
-from ..engine_process import EngineResult
-from ..request import (DEVICES, SEG_ENCODERS, SEG_METRIC_LABELS, EvaluateSegRequest, SegmentRequest,
-                       TrainSegRequest, seg_scores_text)
-from ..seg_layers import style_buildings, style_mask
+from ..layers.buildings import style_buildings, style_mask
+from ..requests import (DEVICES, SEG_ENCODERS, SEG_METRIC_LABELS, EvaluateSegRequest, SegmentRequest,
+                        TrainSegRequest, seg_scores_text)
+from ..runner.engine_process import EngineResult
 from .base import EngineAlgorithm, forget_output, load_output_as, set_post_processor
 from .cluster import local_raster_path
 from .statistics import layer_file, vector_file

@@ -1,6 +1,6 @@
 """``urbanform:setupengine``: build the engine environment in this QGIS profile, headless.
 
-The same installer as the panel's "Set up engine" (plugin/engine_setup.py):
+The same installer as the panel's "Set up engine" (plugin/runner/engine_setup.py):
 ``qgis_process run urbanform:setupengine`` prepares a server or a classroom of
 machines. An engine already built from this plugin's lock is kept unless
 FORCE is set. Installer output goes to the Processing log; Cancel stops it and
@@ -14,7 +14,7 @@ from qgis.core import (QgsProcessingException, QgsProcessingOutputBoolean, QgsPr
                        QgsProcessingParameterBoolean, QgsProcessingParameterEnum, QgsProcessingParameterFile,
                        QgsProcessingParameterString)
 
-from .. import engine_env, engine_setup
+from ..runner import engine_env, engine_setup
 from .base import UrbanFormAlgorithm
 
 PYTHON, INDEX_URL, WHEEL_DIR, TORCH, FORCE = "PYTHON", "INDEX_URL", "WHEEL_DIR", "TORCH", "FORCE"

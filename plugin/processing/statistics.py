@@ -37,9 +37,9 @@ from qgis.core import (
     QgsVectorFileWriter,
 )
 
-from ..layers import arrange_clusters_layer
-from ..request import EXPORT_FORMATS, ExportRequest, StatsRequest
-from ..stats_inputs import local_file, write_layer
+from ..layers.clusters import arrange_clusters_layer
+from ..requests import EXPORT_FORMATS, ExportRequest, StatsRequest
+from ..ui.stats_inputs import local_file, write_layer
 from .base import EngineAlgorithm, set_post_processor
 from .styling import style_tiles_like_raster
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from qgis.core import QgsProcessingLayerPostProcessorInterface, QgsProviderRegistry, QgsRasterLayer, QgsVectorLayer
 
-from ..layers import cluster_values, style_cluster_raster, style_tiles
-from ..request import ClusterRequest
+from ..layers.clusters import cluster_values, style_cluster_raster, style_tiles
+from ..requests import ClusterRequest
 
 
 def cluster_raster_of(tiles: QgsVectorLayer) -> Path:

@@ -1,6 +1,6 @@
 """``urbanform:sweep``: the engine's ``sweep`` tool, clusters for every K at every tile size.
 
-The parameters become a :class:`~plugin.request.SweepRequest`, the object the
+The parameters become a :class:`~plugin.requests.SweepRequest`, the object the
 dock builds in "Sensitivity sweep" mode. When run from the toolbox, each
 ``tiles_<size>`` layer is loaded styled on its largest K (the dock's K slider
 restyles; here the layer's style can be changed to any ``k<K>`` column).
@@ -16,8 +16,8 @@ from qgis.core import (QgsProcessingContext, QgsProcessingLayerPostProcessorInte
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString, QgsVectorLayer)
 
 from ...engine.contract.limits import MIN_TILE_PX
-from ..layers import k_values, style_sweep_layer, sweep_layer_names
-from ..request import BACKBONES, DEVICES, MAX_EPOCHS, METHODS, UNITS, SweepRequest
+from ..layers.clusters import k_values, style_sweep_layer, sweep_layer_names
+from ..requests import BACKBONES, DEVICES, MAX_EPOCHS, METHODS, UNITS, SweepRequest
 from .base import EngineAlgorithm, set_post_processor
 from .cluster import (DEFAULT_BACKBONE, DEFAULT_WEIGHTS, UNIT_LABELS, WEIGHT_CHOICES, WEIGHT_LABELS,
                       local_raster_path)

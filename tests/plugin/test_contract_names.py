@@ -23,7 +23,7 @@ def contract(urbanform):
 
 @pytest.mark.parametrize("text", list(K_TEXTS))
 def test_k_text_gets_the_contracts_answer(urbanform, contract, text, tmp_path):
-    from urbanform.plugin import request
+    from urbanform.plugin import requests as request
 
     limits, _ = contract
     expected = K_TEXTS[text]
@@ -41,7 +41,7 @@ def test_k_text_gets_the_contracts_answer(urbanform, contract, text, tmp_path):
 
 
 def test_k_limits_are_the_contracts(urbanform, contract, tmp_path):
-    from urbanform.plugin import request
+    from urbanform.plugin import requests as request
     from urbanform.plugin.processing.cluster import HELP, K, ClusterAlgorithm
 
     limits, _ = contract
@@ -58,7 +58,7 @@ def test_k_limits_are_the_contracts(urbanform, contract, tmp_path):
 
 
 def test_min_tile_px_is_the_contracts(urbanform, contract, tmp_path):
-    from urbanform.plugin import request
+    from urbanform.plugin import requests as request
     from urbanform.plugin.processing import cluster, sweep
 
     limits, _ = contract
@@ -75,8 +75,8 @@ def test_min_tile_px_is_the_contracts(urbanform, contract, tmp_path):
 
 def test_fractional_metre_sweep_names_are_the_engines(urbanform, contract, tmp_path):
     """'2.5m' tiles: the engine writes tiles_2_5m and s_lineage_2_5m.png; the plugin looks for the same."""
-    from urbanform.plugin import request
-    from urbanform.plugin.layers import _size_key
+    from urbanform.plugin import requests as request
+    from urbanform.plugin.layers.clusters import _size_key
 
     _, outputs = contract
     req = request.SweepRequest(raster=str(SAMPLE), out=str(tmp_path / "s.gpkg"), tile_sizes="2.5,5", tile_unit="m")
@@ -85,7 +85,7 @@ def test_fractional_metre_sweep_names_are_the_engines(urbanform, contract, tmp_p
     assert req.layer_names() == [outputs.sweep_layer_name(label) for label in labels] == ["tiles_2_5m", "tiles_5m"]
     assert req.outputs() == outputs.sweep_outputs(tmp_path / "s.gpkg", labels)
     assert {"s_lineage_2_5m.png", "s_pca_2_5m.png", "s_lineage_5m.png"} <= {p.name for p in req.plots()}
-    from urbanform.plugin.plots import plot_title
+    from urbanform.plugin.ui.plots import plot_title
 
     assert [plot_title(p, "s") for p in req.plots()] == ["metrics", "lineage 2.5m", "pca 2.5m", "lineage 5m", "pca 5m"]
     assert sorted(["tiles_10m", "tiles_5m", "tiles_2_5m"], key=_size_key) == ["tiles_2_5m", "tiles_5m", "tiles_10m"]

@@ -16,7 +16,7 @@ def defaults(urbanform):
 
 
 def test_requests_default_to_the_contract(urbanform, defaults):
-    from urbanform.plugin import request
+    from urbanform.plugin import requests as request
 
     assert request.BACKBONES == defaults.BACKBONES and request.SEG_ENCODERS == defaults.SEG_ENCODERS
     for req in (request.ClusterRequest("r.tif", "o.gpkg"), request.SweepRequest("r.tif", "o.gpkg")):

@@ -66,7 +66,7 @@ def sample_layers(qgis_new_project, tmp_path):
 @pytest.fixture
 def make_dock(urbanform, engine_here, qgis_iface):
     """A factory of docks on the pytest-qgis iface; every dock is shut down at the end."""
-    from urbanform.plugin.dock import UrbanFormDock
+    from urbanform.plugin.ui.dock import UrbanFormDock
 
     docks = []
 
@@ -165,7 +165,7 @@ def test_probe_shows_the_tile_count_and_a_time_estimate(make_dock, sample_layers
 
 def test_speed_probe_error_blocks_run(make_dock, sample_layers, tmp_path, monkeypatch):
     """Missing ImageNet weights: the engine's own message (from probe --speed, exit 2) shows and Run is off."""
-    from urbanform.plugin import probe
+    from urbanform.plugin.runner import probe
 
     monkeypatch.setattr(probe, "SPEED_CACHE", {})       # this test's failures stay in this test
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-cache"))
@@ -403,7 +403,7 @@ LONG_ENGINE_ERROR = (
 
 
 def test_engine_messages_use_the_panels_words(urbanform):
-    from urbanform.plugin.wording import panel_words
+    from urbanform.plugin.ui.wording import panel_words
 
     text = panel_words(LONG_ENGINE_ERROR)
     assert text.startswith("Weights “ImageNet (pretrained)”: the ImageNet weights of resnet50")

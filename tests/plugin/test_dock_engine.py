@@ -21,7 +21,8 @@ SAMPLE = REPO / "resources" / "sample" / "kampala_ug_oam_rgb_z19_epsg3857.tif"
 def no_engine(urbanform, monkeypatch, tmp_path):
     """A machine where the plugin finds no engine: no variable, no setting, no checkout .venv, an empty profile
     engine folder and no python3 with torch on the PATH (the plugin folder is taken to be a fresh unpacked zip)."""
-    from urbanform.plugin import engine_env, settings
+    from urbanform.plugin import settings
+    from urbanform.plugin.runner import engine_env
 
     saved = _urbanform_settings()
     QgsSettings().remove("urbanform")
@@ -57,7 +58,7 @@ def _urbanform_settings() -> dict:
 
 @pytest.fixture
 def dock(urbanform, qgis_iface, qgis_new_project, tmp_path):
-    from urbanform.plugin.dock import UrbanFormDock
+    from urbanform.plugin.ui.dock import UrbanFormDock
 
     raster_path = tmp_path / "input" / SAMPLE.name
     raster_path.parent.mkdir()
@@ -96,7 +97,7 @@ def test_no_engine_is_looked_for_once_and_run_explains_the_set_up(no_engine, doc
 
 
 def test_set_up_engine_from_the_panel_gives_a_working_engine_and_offers_updates(no_engine, dock, tmp_path):
-    from urbanform.plugin import engine_setup
+    from urbanform.plugin.runner import engine_setup
 
     assert wait_for(lambda: dock._detected, 60)
     bar = dock.setupBar

@@ -1,4 +1,4 @@
-"""The engine installer (plugin/engine_setup.py) for real: a venv built from requirements.lock with uv.
+"""The engine installer (plugin/runner/engine_setup.py) for real: a venv built from requirements.lock with uv.
 
 One real build per session (a warm uv cache makes it seconds; a cold one downloads a few GB), then
 the ways an install goes wrong — Cancel, an unreachable index, a full disk (a small tmpfs) — each
@@ -25,7 +25,7 @@ BASE_PYTHON = "/usr/bin/python3"           # the Python QGIS runs on here
 
 @pytest.fixture(scope="module")
 def setup_mod(urbanform):
-    from urbanform.plugin import engine_setup
+    from urbanform.plugin.runner import engine_setup
 
     return engine_setup
 

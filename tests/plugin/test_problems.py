@@ -14,7 +14,7 @@ SAMPLE = REPO / "resources" / "sample" / "kampala_ug_oam_rgb_z19_epsg3857.tif"
 
 def test_each_kind_of_bad_input_has_its_param_and_code(urbanform, tmp_path):
     from urbanform.engine.contract import problems as codes
-    from urbanform.plugin import request
+    from urbanform.plugin import requests as request
 
     ok = dict(raster=str(SAMPLE), out=str(tmp_path / "o.gpkg"))
     assert request.ClusterRequest(**ok).problems() == []
@@ -52,10 +52,11 @@ def _reworded(function):
 
 
 def test_rewording_messages_does_not_change_run(make_dock, sample_layers, tmp_path, monkeypatch):  # noqa: F811
-    from urbanform.plugin import request
+    from urbanform.plugin.requests import cluster, sweep
 
-    for name in ("raster_problems", "layer_problems", "output_problems", "unique_output_problem"):
-        monkeypatch.setattr(request, name, _reworded(getattr(request, name)))
+    for request in (cluster, sweep):                         # the modules whose requests call the shared checks
+        for name in ("raster_problems", "layer_problems", "output_problems", "unique_output_problem"):
+            monkeypatch.setattr(request, name, _reworded(getattr(request, name)))
     dock = make_dock()
     set_params(dock, tmp_path / "ok.gpkg")
     assert dock.runButton.isEnabled(), dock.problemsLabel.text()
@@ -72,7 +73,7 @@ def test_rewording_messages_does_not_change_run(make_dock, sample_layers, tmp_pa
 
 
 def test_the_widget_of_the_first_problem_is_marked_until_fixed(make_dock, sample_layers, tmp_path):  # noqa: F811
-    from urbanform.plugin import marks
+    from urbanform.plugin.ui import marks
 
     dock = make_dock()
     set_params(dock, tmp_path / "ok.gpkg")
@@ -104,7 +105,7 @@ def test_the_widget_of_the_first_problem_is_marked_until_fixed(make_dock, sample
 def test_a_processing_error_names_the_parameter(urbanform, tmp_path):
     from urbanform.plugin.processing.cluster import ClusterAlgorithm
     from urbanform.plugin.processing.sweep import SweepAlgorithm
-    from urbanform.plugin.request import ClusterRequest, SweepRequest
+    from urbanform.plugin.requests import ClusterRequest, SweepRequest
 
     cluster = ClusterAlgorithm()
     cluster.initAlgorithm()

@@ -45,7 +45,7 @@ def alg(urbanform, qgis_processing, engine_setup, sample):
     """The provider registered in QGIS's Processing registry; yields the modules under test."""
     from urbanform.plugin.processing import base, cluster, export
     from urbanform.plugin.provider import UrbanFormProvider
-    from urbanform.plugin.request import BACKBONES
+    from urbanform.plugin.requests import BACKBONES
 
     registry = QgsApplication.processingRegistry()
     provider = UrbanFormProvider()

@@ -15,7 +15,9 @@ SAMPLE = REPO / "resources" / "sample" / "kampala_ug_oam_rgb_z19_epsg3857.tif"
 
 @pytest.fixture
 def urbanform_modules(urbanform):
-    from urbanform.plugin import engine_env, layers, request, task
+    from urbanform.plugin import requests as request
+    from urbanform.plugin.layers import clusters as layers
+    from urbanform.plugin.runner import engine_env, task
 
     return request, task, layers, engine_env
 

@@ -80,7 +80,7 @@ def log_messages() -> list[str]:
 
 # -- requests (no engine) --------------------------------------------------------------------------
 def test_requests_check_inputs_and_build_the_engine_command_lines(urbanform, tmp_path):
-    from urbanform.plugin.request import EvaluateSegRequest, SegmentRequest, TrainSegRequest
+    from urbanform.plugin.requests import EvaluateSegRequest, SegmentRequest, TrainSegRequest
 
     raster, footprints = str(SAMPLE), str(BUILDINGS)
     req = TrainSegRequest(raster=raster, buildings=footprints, out=str(tmp_path / "m.pt"), encoder="resnet18",
@@ -406,7 +406,7 @@ def test_footprint_picker_never_takes_a_runs_output_and_follows_new_footprints(m
     """The Footprints box starts with the layer that says it holds buildings (or nothing), never a layer a run
     wrote (tiles, clusters, a run's buildings); a footprint layer added later replaces a guess, not a choice;
     a run's output chosen by hand gets an inline warning."""
-    from urbanform.plugin.layers import mark_output
+    from urbanform.plugin.layers.clusters import mark_output
 
     project = QgsProject.instance()
     # a clustering run's tiles (a GeoPackage with its manifest next to it), added before the footprints
@@ -453,7 +453,7 @@ def test_footprint_picker_never_takes_a_runs_output_and_follows_new_footprints(m
 
 
 def test_training_clock_text_for_epochs_and_for_a_time_budget(urbanform):
-    from urbanform.plugin.task import TrainingClock
+    from urbanform.plugin.runner.task import TrainingClock
 
     t = [1000.0]
     clock = TrainingClock(clock=lambda: t[0], now=lambda: t[0])

@@ -57,7 +57,7 @@ def need_engine_statistics() -> None:
 
 @pytest.fixture
 def request_mod(urbanform):
-    from urbanform.plugin import request
+    from urbanform.plugin import requests as request
 
     return request
 
@@ -205,7 +205,7 @@ def test_pickers_filter_geometry_types_and_pass_the_layers(make_dock, sample_lay
 def test_memory_layer_is_written_to_a_temporary_file_and_removed(make_dock, sample_layers, roads_layer,
                                                                   population_layer):
     from qgis.core import QgsRasterLayer
-    from urbanform.plugin import stats_inputs
+    from urbanform.plugin.ui import stats_inputs
 
     dock = make_dock()
     dock.roadsCombo.setLayer(QgsProject.instance().mapLayer(roads_layer))
@@ -362,8 +362,8 @@ def test_export_of_a_run_the_plugin_loaded_writes_shapefiles_with_prj_and_cpg(ur
     """A cluster run with statistics, loaded by the plugin (which saves its style into the GeoPackage, as the
     dock does), exported through ``urbanform:export``: one Shapefile per layer, each with .prj and UTF-8 .cpg."""
     need_engine_statistics()
-    from urbanform.plugin.layers import add_cluster_outputs, add_clusters_table
-    from urbanform.plugin.request import ClusterRequest
+    from urbanform.plugin.layers.clusters import add_cluster_outputs, add_clusters_table
+    from urbanform.plugin.requests import ClusterRequest
 
     req = ClusterRequest(raster=str(SAMPLE), out=str(tmp_path / "exp.gpkg"), k=3, backbone="resnet18",
                          weights="none", buildings=str(BUILDINGS))
@@ -424,7 +424,7 @@ def test_cluster_palette_has_no_red_or_orange_and_the_legend_reads_the_profile(u
     with building statistics gets legend labels with coverage words, buildings per tile and mean size."""
     from qgis.PyQt.QtGui import QColor
 
-    from urbanform.plugin.layers import cluster_labels, engine_palette, palette_colors, style_tiles
+    from urbanform.plugin.layers.clusters import cluster_labels, engine_palette, palette_colors, style_tiles
 
     palette = engine_palette()
     assert len(palette) >= 12

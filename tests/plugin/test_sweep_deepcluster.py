@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def request_mod(urbanform):
-    from urbanform.plugin import request
+    from urbanform.plugin import requests as request
 
     return request
 
@@ -93,7 +93,7 @@ def test_predict_request(request_mod, tmp_path):
 
 
 def test_progress_of_sweep_and_deepcluster_runs_only_moves_forward(urbanform):
-    from urbanform.plugin.task import progress_for
+    from urbanform.plugin.runner.task import progress_for
 
     sweep = progress_for(["sweep", "r.tif", "--tile-size", "64px,128px"])
     events = [("open", 0, 0, ""), ("features", 0, 96, "64px: resnet18"), ("features", 96, 96, ""),

@@ -14,8 +14,8 @@ from qgis.PyQt.QtCore import Qt, QUrl
 from qgis.PyQt.QtGui import QDesktopServices, QPixmap
 from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox, QLabel, QScrollArea, QTabWidget, QVBoxLayout
 
-from ..engine.contract.outputs import label_of_tag
-from . import settings
+from ...engine.contract.outputs import label_of_tag
+from .. import settings
 
 EXTERNAL_KEY = "plots_external"
 

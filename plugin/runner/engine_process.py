@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..engine.contract import progress
+from ...engine.contract import progress
+from ..paths import PLUGIN_DIR
 from .engine_env import engine_command, run_env
-from .paths import PLUGIN_DIR
 
 EXIT_BAD_INPUT = progress.EXIT_BAD_INPUT
 EXIT_CANCELLED = progress.EXIT_CANCELLED

@@ -25,7 +25,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from . import settings
+from .. import settings
 
 # (dock attribute, request field, layer filter, tooltip)
 PICKERS = (

@@ -23,16 +23,18 @@ from qgis.PyQt import sip, uic
 from qgis.PyQt.QtCore import QTimer, pyqtSignal
 from qgis.PyQt.QtWidgets import QLineEdit, QMessageBox
 
-from ..engine.contract import defaults
-from ..engine.contract.problems import (NO_ENGINE, NO_OVERLAP, NOT_LOCAL, REJECTED, REQUIRED, Problem,
+from ...engine.contract import defaults
+from ...engine.contract.problems import (NO_ENGINE, NO_OVERLAP, NOT_LOCAL, REJECTED, REQUIRED, Problem,
                                         messages)
-from . import engine_env, log, marks, outputs, plots, probe, settings, stats_inputs, wording
+from .. import log, settings
+from ..layers.clusters import add_cluster_outputs, add_clusters_table, add_sweep_outputs, style_sweep_layer
+from ..paths import RESOURCES
+from ..requests import BACKBONES, METHODS, UNITS, ClusterRequest, SweepRequest, outputs
+from ..runner import engine_env, probe
+from ..runner.task import EngineTask
+from . import marks, plots, stats_inputs, wording
 from .buildings_panel import BuildingsPanel
 from .engine_bar import EngineSetupBar
-from .layers import add_cluster_outputs, add_clusters_table, add_sweep_outputs, style_sweep_layer
-from .paths import RESOURCES
-from .request import BACKBONES, METHODS, UNITS, ClusterRequest, SweepRequest
-from .task import EngineTask
 
 FORM_CLASS, _ = uic.loadUiType(str(RESOURCES / "ui" / "dock.ui"))
 
@@ -169,7 +171,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.problemsLabel.setStyleSheet(ERROR_STYLE)
         for label in (self.estimateLabel, self.problemsLabel, self.statusLabel):
             wording.show_whole(label)                  # long messages are shown whole, never cut
-        # "Buildings" mode: its own panel (plugin/buildings_panel.py) below the mode, in place of the clustering
+        # "Buildings" mode: its own panel (plugin/ui/buildings_panel.py) below the mode, in place of the clustering
         self.buildings = BuildingsPanel(self, self.iface, self.scrollContents)
         self.scrollLayout.insertWidget(self.scrollLayout.indexOf(self.clusterGroup) + 1, self.buildings)
 

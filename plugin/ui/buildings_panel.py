@@ -24,14 +24,15 @@ from qgis.PyQt import sip, uic
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import QPushButton, QWidget
 
-from ..engine.contract import defaults
-from ..engine.contract.problems import NO_ENGINE, NOT_LOCAL, REQUIRED, Problem, messages
-from . import log, marks, outputs, settings, stats_inputs, wording
-from .paths import RESOURCES
-from .request import SEG_ENCODERS, EvaluateSegRequest, SegmentRequest, TrainSegRequest, seg_scores_text
-from .layers import is_run_output
-from .seg_layers import add_segment_outputs
-from .task import EngineTask, TrainingClock
+from ...engine.contract import defaults
+from ...engine.contract.problems import NO_ENGINE, NOT_LOCAL, REQUIRED, Problem, messages
+from .. import log, settings
+from ..layers.buildings import add_segment_outputs
+from ..layers.clusters import is_run_output
+from ..paths import RESOURCES
+from ..requests import SEG_ENCODERS, EvaluateSegRequest, SegmentRequest, TrainSegRequest, outputs, seg_scores_text
+from ..runner.task import EngineTask, TrainingClock
+from . import marks, stats_inputs, wording
 
 FORM_CLASS, _ = uic.loadUiType(str(RESOURCES / "ui" / "buildings_panel.ui"))
 

@@ -21,10 +21,10 @@ from typing import Callable
 from qgis.core import QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
+from ..paths import PLUGIN_DIR
+from ..requests import ClusterRequest
 from . import engine_env
 from .engine_process import EXIT_BAD_INPUT
-from .paths import PLUGIN_DIR
-from .request import ClusterRequest
 
 STARTUP_S = 5.0          # engine start-up, reading, k-means and writing, roughly
 PROBE_TIMEOUT_S = 60

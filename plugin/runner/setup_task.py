@@ -1,6 +1,6 @@
 """"Set up engine" as a QgsTask: progress per step, Cancel, the installer's output in the log panel.
 
-The work is plugin/engine_setup.py's ``install`` (plain Python); this module only
+The work is plugin/runner/engine_setup.py's ``install`` (plain Python); this module only
 wires it to QGIS: the task manager's progress bar, its cancel button, and the
 "Urban Form Mapper" tab of the log panel. ``done`` is emitted on the main thread
 with ``{'ok': True, 'record': ...}`` or ``{'ok': False, 'code': ..., 'error': ...}``.
@@ -10,7 +10,8 @@ from __future__ import annotations
 from qgis.core import QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
-from . import engine_setup, log
+from .. import log
+from . import engine_setup
 
 
 class SetupEngineTask(QgsTask):

@@ -13,7 +13,7 @@ from qgis.core import (QgsColorRampShader, QgsFillSymbol, QgsPalettedRasterRende
                        QgsRasterShader, QgsSingleBandPseudoColorRenderer, QgsSingleSymbolRenderer, QgsVectorLayer)
 from qgis.PyQt.QtGui import QColor
 
-from .layers import mark_output, new_group
+from .clusters import mark_output, new_group
 
 BUILDING_COLOR = "#e8175d"          # the mask's building pixels
 MASK_OPACITY = 0.5                  # the image shows through the mask

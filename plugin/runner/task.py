@@ -14,10 +14,10 @@ from typing import Callable
 from qgis.core import Qgis, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
-from ..engine.contract import progress
-from . import log
+from ...engine.contract import progress
+from .. import log
+from ..ui.wording import panel_words
 from .engine_process import EngineResult, run_engine
-from .wording import panel_words
 
 STAGES, DEEPCLUSTER_STAGES = progress.CLUSTER_STAGES, progress.DEEPCLUSTER_STAGES
 stage_fraction = progress.stage_fraction

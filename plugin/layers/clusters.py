@@ -18,8 +18,8 @@ from qgis.core import (QgsCategorizedSymbolRenderer, QgsFillSymbol, QgsPalettedR
 from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QColor
 
-from ..engine.contract.outputs import LAYER_PREFIX, label_of_tag
-from .paths import PLUGIN_DIR
+from ...engine.contract.outputs import LAYER_PREFIX, label_of_tag
+from ..paths import PLUGIN_DIR
 
 TILE_OPACITY = 0.45      # the image shows through the tiles
 RASTER_OPACITY = 0.6

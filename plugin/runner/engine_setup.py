@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-PLUGIN_DIR = Path(__file__).resolve().parent.parent
+PLUGIN_DIR = Path(__file__).resolve().parents[2]       # plugin/runner/engine_setup.py -> the plugin folder
 LOCK_FILE = PLUGIN_DIR / "requirements.lock"
 RECORD = "urbanform-env.json"          # inside each environment: what it was built from
 CURRENT = "current.json"               # per Python minor version: the environment in use
@@ -532,7 +532,7 @@ def _plugin_version(plugin_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python plugin/engine_setup.py --home DIR [--python P] [--index-url U] [--wheels D ...]``."""
+    """``python plugin/runner/engine_setup.py --home DIR [--python P] [--index-url U] [--wheels D ...]``."""
     import argparse
 
     p = argparse.ArgumentParser(description="Build the Urban Form Mapper engine environment from the lock.")

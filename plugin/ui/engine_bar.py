@@ -2,7 +2,7 @@
 
 Shown when no engine was found, when the set-up failed (with the reason and the
 fix), and when the engine this profile set up was built from another plugin
-version's lock. The work runs as a SetupEngineTask (plugin/setup_task.py):
+version's lock. The work runs as a SetupEngineTask (plugin/runner/setup_task.py):
 progress per step here and in QGIS's task bar, Cancel, the installer's output
 in the log panel (tab "Urban Form Mapper"). No I/O on the UI thread beyond
 reading two small files (the engine record and the plugin's lock).
@@ -13,8 +13,8 @@ from qgis.core import Qgis, QgsApplication
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout
 
-from . import engine_env
-from .setup_task import SetupEngineTask
+from ..runner import engine_env
+from ..runner.setup_task import SetupEngineTask
 
 ERROR_STYLE = "color: #b00020;"
 SETUP_TOOLTIP = ("Build the engine (Python with PyTorch, about 6 GB on Linux, 2 GB elsewhere) in the QGIS profile "

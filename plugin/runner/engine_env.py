@@ -7,7 +7,7 @@ has, so it runs in its own interpreter. In order of preference:
 2. the path saved in the settings (/urbanform/engine_python);
 3. the ``.venv`` next to the plugin (running from a source checkout, ``make setup``);
 4. the engine the plugin set up itself in the QGIS profile (``urbanform/engine``, see
-   plugin/engine_setup.py: "Set up engine" in the panel, or ``urbanform:setupengine``);
+   plugin/runner/engine_setup.py: "Set up engine" in the panel, or ``urbanform:setupengine``);
 5. a ``python3`` on the PATH that can import torch.
 
 ``detect`` runs once per panel (and again only when asked): with no engine found
@@ -25,8 +25,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import engine_setup, settings
-from .paths import PLUGIN_DIR
+from .. import settings
+from ..paths import PLUGIN_DIR
+from . import engine_setup
 
 CHECKOUT_VENV = PLUGIN_DIR / ".venv"          # `make setup` in a source checkout (a zip has none)
 SETUP_HINT = ("Click Set up engine in the Urban Form Mapper panel (or run Processing > Urban Form Mapper > "
