@@ -1,7 +1,6 @@
 """The plugin's K limits, K parser and output names are engine.contract's (the engine's, in QGIS)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
