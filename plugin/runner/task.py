@@ -16,7 +16,7 @@ from qgis.PyQt.QtCore import pyqtSignal
 
 from ...engine.contract import progress
 from .. import log
-from ..ui.wording import panel_words
+from ..requests.wording import panel_words
 from .engine_process import EngineResult, run_engine
 
 STAGES, DEEPCLUSTER_STAGES = progress.CLUSTER_STAGES, progress.DEEPCLUSTER_STAGES

@@ -2,7 +2,8 @@
 
 - plugin modules use the engine only through its contract (``engine.contract``): the engine itself runs in its
   own process (DESIGN.md, "Why a subprocess");
-- plugin/runner/ imports no Qt widgets (``qgis.PyQt.QtWidgets``, ``qgis.gui``): it runs the engine, the panels
+- plugin/runner/ imports no Qt widgets (``qgis.PyQt.QtWidgets``, ``qgis.gui``), nor plugin/ui or plugin/layers
+  (which do): it runs the engine, the panels
   show it;
 - plugin/requests/ imports nothing of QGIS or Qt: requests are plain values.
 
@@ -71,7 +72,7 @@ def test_the_engine_only_through_its_contract(path):
 @pytest.mark.parametrize("path", sorted((PLUGIN / "runner").rglob("*.py")), ids=lambda p: p.name)
 def test_runner_has_no_widgets(path):
     wrong = [where(path, line) + f" imports {name}" for line, name in imports(path)
-             if name.startswith(("qgis.PyQt.QtWidgets", "PyQt5.QtWidgets", "qgis.gui"))]
+             if name.startswith(("qgis.PyQt.QtWidgets", "PyQt5.QtWidgets", "qgis.gui", "plugin.ui", "plugin.layers"))]
     assert not wrong, "plugin/runner/ runs the engine; widgets belong in plugin/ui/:\n" + "\n".join(wrong)
 
 

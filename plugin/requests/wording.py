@@ -1,0 +1,61 @@
+"""The panel's words for the engine's messages (plain text, no Qt: the runner's task uses it too).
+
+The engine speaks command-line flags ("--weights imagenet", "--backbone", "--encoder"); the dock and the
+Buildings panel say Weights, Backbone, Encoder. ``panel_words`` translates a message for a panel ("dock" or
+"buildings") before it is shown; the engine's own messages (engine/cli.py) are not changed.
+"""
+from __future__ import annotations
+
+import re
+
+# engine flag -> the label of the widget that sets it
+FLAG_LABELS = {
+    "--weights": "Weights", "--backbone": "Backbone", "--encoder": "Encoder", "--device": "Device",
+    "--chip": "Chip size", "--chips-per-epoch": "Chips per epoch", "--epochs": "Epochs",
+    "--minutes": "Train for (minutes)", "--k": "Clusters (K)", "--tile-size": "Tile size", "--overlap": "Overlap",
+    "--seed": "Seed", "--threshold": "Threshold", "--out": "Output", "--buildings": "Buildings",
+    "--roads": "Roads", "--population": "Population", "--method": "Method", "--area": "Limit to",
+    "--extent": "Limit to", "--model": "Model file", "--truth": "Evaluate against", "--probability":
+    "Also write the probability raster", "--regularize": "Square the outlines", "--cache-dir": "cache folder",
+}
+PANEL_LABELS = {"buildings": {"--buildings": "Footprints", "--epochs": "Train for (epochs)",
+                              "--overlap": "Overlap"}}
+# engine values -> what the panel's combo boxes show
+VALUE_LABELS = {"--weights": {"imagenet": "ImageNet (pretrained)", "none": "None"},
+                "--method": {"kmeans": "k-means", "deepcluster": "DeepCluster"}}
+NUMBER = r"-?\d+(?:\.\d+)?"
+VALUES = {"--weights": r"imagenet|none", "--backbone": r"[a-z_]*\d[a-z0-9_]*", "--encoder": r"[a-z_]*\d[a-z0-9_]*",
+          "--device": r"auto|cpu|cuda(?::\d+)?|mps", "--method": r"kmeans|deepcluster"}
+FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)(?:[ =]('[^']*'|\"[^\"]*\"|[^\s,;:()]+))?")
+WORDS = {"val_iou": "validation IoU"}
+
+
+def panel_words(text: str, panel: str = "dock") -> str:
+    """``text`` with each engine flag (and its value) named as the panel names it: '--weights none' ->
+    'Weights “None”'. Flags the panels do not show stay as they are."""
+    if not text or "-" not in text and not any(w in text for w in WORDS):
+        return text
+    labels = {**FLAG_LABELS, **PANEL_LABELS.get(panel, {})}
+
+    def one(match: re.Match) -> str:
+        flag, value = match.group(1), match.group(2)
+        label = labels.get(flag)
+        if label is None:
+            return match.group(0)
+        rest = ""
+        if value is not None and not value.startswith(("'", '"')):
+            pattern = VALUES.get(flag, NUMBER)
+            head = re.match(rf"(?:{pattern})(?![\w.-]*\w)", value)
+            if head is None:
+                return label + match.group(0)[len(flag):]
+            rest, value = value[head.end():], head.group(0)
+            value = VALUE_LABELS.get(flag, {}).get(value, value)
+            return f"{label} “{value}”{rest}"
+        if value is not None:
+            return f"{label} {value}"
+        return label
+
+    out = FLAG.sub(one, text)
+    for word, said in WORDS.items():
+        out = re.sub(rf"\b{word}\b", said, out)
+    return out
