@@ -23,11 +23,13 @@ from ..contract.outputs import cluster_outputs
 from ..errors import BadInput
 from ..io import NpyFile, atomic_path
 from ..progress import Progress
+from .stats import StatsInputs
 
 
 @dataclass
-class ClusterParams:
-    """Everything that decides a ``cluster`` run (the manifest records all of it)."""
+class ClusterParams(StatsInputs):
+    """Everything that decides a ``cluster`` run (the manifest records all of it); the statistics inputs
+    (``StatsInputs``, keyword-only) make the run add the urban-form statistics, as the CLI's options do."""
 
     raster: str
     out: str
@@ -53,7 +55,6 @@ class ClusterParams:
     area: str | None = None
     method: str = "kmeans"
     sobel: bool = False
-    buildings: str | None = None          # footprints: eta-squared of building coverage (per epoch for DeepCluster)
     save_model: str | None = None         # default OUT_model.pt
     # DeepCluster training
     epochs: int = 5
@@ -65,15 +66,6 @@ class ClusterParams:
     crops_per_tile: int = 8
     patience: int = 2
     resume: bool = False
-    # urban-form statistics run after the clustering (the ``stats`` tool, engine.statsrun), as the CLI's
-    # --buildings/--roads/--population/--nir-band/--ndvi-raster do
-    roads: str | None = None
-    road_field: str = "highway"
-    major_values: "str | list[str] | None" = None
-    population: str | None = None
-    nir_band: int | None = None
-    red_band: int | None = None
-    ndvi_raster: str | None = None
 
 
 METHODS = ("kmeans", "deepcluster")

@@ -69,6 +69,22 @@ class StatsParams:
 
 
 # the inputs that ask for statistics after a cluster or sweep run (ClusterParams/SweepParams fields)
+@dataclass(kw_only=True)
+class StatsInputs:
+    """The statistics inputs of a cluster or sweep run: given any of them, the ``stats`` tool runs on the
+    run's layer afterwards, as ``cluster --buildings …`` does on the command line. Keyword-only, so that a
+    parameters class can inherit them after its own positional fields."""
+
+    buildings: str | None = None          # footprints (also: eta-squared of coverage per DeepCluster epoch)
+    roads: str | None = None
+    road_field: str = "highway"
+    major_values: "str | list[str] | None" = None
+    population: str | None = None
+    nir_band: int | None = None
+    red_band: int | None = None
+    ndvi_raster: str | None = None
+
+
 STATS_INPUTS = ("buildings", "roads", "population", "nir_band", "ndvi_raster")
 
 

@@ -65,6 +65,7 @@ from ..contract.outputs import sweep_layer_name, sweep_outputs
 from ..errors import BadInput, Cancelled
 from ..io import atomic_path, write_json_atomic
 from ..progress import Progress
+from .stats import StatsInputs
 
 METHODS = ("kmeans", "deepcluster")
 # k-means and metrics on at most this many tiles run on one thread: see _few_threads
@@ -78,8 +79,9 @@ VOLATILE = ("resume", "overwrite", "cache_dir", "use_cache", "batch_size", "devi
 
 
 @dataclass
-class SweepParams:
-    """Everything that decides a ``sweep`` run (the manifest records all of it)."""
+class SweepParams(StatsInputs):
+    """Everything that decides a ``sweep`` run (the manifest records all of it); the statistics inputs
+    (``StatsInputs``, keyword-only) add the urban-form statistics to every tile size's layer."""
 
     raster: str
     out: str
@@ -114,16 +116,6 @@ class SweepParams:
     patience: int = 2
     # k-means restarts per K (as in ``cluster``, so column kK matches a ``cluster --k K`` run up to ids)
     n_init: int = 10
-    buildings: str | None = None
-    # urban-form statistics run after the clustering (the ``stats`` tool, engine.statsrun), as the CLI's
-    # --buildings/--roads/--population/--nir-band/--ndvi-raster do
-    roads: str | None = None
-    road_field: str = "highway"
-    major_values: "str | list[str] | None" = None
-    population: str | None = None
-    nir_band: int | None = None
-    red_band: int | None = None
-    ndvi_raster: str | None = None
 
 
 # --------------------------------------------------------------------------- parsing
