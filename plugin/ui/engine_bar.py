@@ -13,6 +13,7 @@ from qgis.core import Qgis, QgsApplication
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout
 
+from .. import log
 from ..runner import engine_env
 from ..runner.setup_task import SetupEngineTask
 
@@ -130,14 +131,14 @@ class EngineSetupBar(QFrame):
         if result.get("ok"):
             record = result["record"]
             self.setVisible(False)
-            _message(f"Engine ready: torch {record.get('torch')} ({record.get('torch_build')} build) in "
+            _push(f"Engine ready: torch {record.get('torch')} ({record.get('torch_build')} build) in "
                      f"{record['python']}, set up in {record.get('seconds')} s.", Qgis.Success)
             self.engineReady.emit(record["python"])
         elif result.get("code") == "cancelled":
             self._say("Set-up cancelled; nothing changed. Set up engine starts it again.")
         else:
             self.show_failed(result.get("error", "The set-up failed; the log panel has the details."))
-            _message(result.get("error", "The engine set-up failed."), Qgis.Critical)
+            _push(result.get("error", "The engine set-up failed."), Qgis.Critical)
 
     def _idle(self) -> None:
         self.setupButton.setEnabled(True)
@@ -145,12 +146,9 @@ class EngineSetupBar(QFrame):
         self.progressBar.setVisible(False)
 
 
-def _message(text: str, level) -> None:
-    """The whole message in QGIS's message bar (when there is one), with the details in the log."""
-    try:
-        from qgis.utils import iface
-    except ImportError:
-        iface = None
-    if iface is not None and iface.messageBar() is not None:
-        iface.messageBar().pushMessage("Urban Form Mapper", text, level=level, duration=0 if level ==
-                                       Qgis.Critical else 8)
+
+def _push(text: str, level) -> None:
+    """The whole message in QGIS's message bar (when there is one) and the log panel (log.push)."""
+    from qgis.utils import iface
+
+    log.push(iface.messageBar() if iface is not None else None, text, level, 0 if level == Qgis.Critical else 8)
