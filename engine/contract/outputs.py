@@ -1,6 +1,7 @@
 """The names of the files and layers a run writes, derived from its output path (stdlib only).
 
-The engine writes these files and the plugin looks for them (to load layers,
+The patterns are declared with each tool (``contract.tools``); the engine writes these files and the
+plugin looks for them (to load layers,
 show plots, and refuse an output name that would overwrite a run), so both take
 the names from here.
 """
@@ -40,19 +41,27 @@ def stem(out: "str | Path") -> str:
 
 def cluster_outputs(out: "str | Path") -> dict[str, Path]:
     """``cluster`` (and ``predict``, less the model): OUT.gpkg, OUT_clusters.tif, OUT_manifest.json,
-    OUT_quicklook.png, OUT_model.pt."""
-    s = stem(out)
-    return {"gpkg": Path(out), "tif": Path(s + "_clusters.tif"), "manifest": Path(s + "_manifest.json"),
-            "quicklook": Path(s + "_quicklook.png"), "model": Path(s + "_model.pt")}
+    OUT_quicklook.png, OUT_model.pt (the patterns declared in ``contract.tools.CLUSTER``)."""
+    from .params import output_files
+    from .tools import CLUSTER
+
+    return output_files(CLUSTER, {"out": str(out)})
 
 
 def sweep_outputs(out: "str | Path", labels: "list[str]") -> dict[str, Path]:
     """``sweep``: SWEEP.gpkg, SWEEP_metrics.csv, SWEEP_metrics.png, SWEEP_manifest.json, then per tile size
-    label (key ``lineage_<label>``, ``pca_<label>``) SWEEP_lineage_<tag>.png and SWEEP_pca_<tag>.png."""
-    s = stem(out)
-    files = {"gpkg": Path(out), "metrics_csv": Path(s + "_metrics.csv"), "metrics_png": Path(s + "_metrics.png"),
-             "manifest": Path(s + "_manifest.json")}
-    for label in labels:
-        files[f"lineage_{label}"] = Path(f"{s}_lineage_{size_tag(label)}.png")
-        files[f"pca_{label}"] = Path(f"{s}_pca_{size_tag(label)}.png")
-    return files
+    label (key ``lineage_<label>``, ``pca_<label>``) SWEEP_lineage_<tag>.png and SWEEP_pca_<tag>.png
+    (the patterns declared in ``contract.tools.SWEEP``)."""
+    from .params import output_files
+    from .tools import SWEEP
+
+    return output_files(SWEEP, {"out": str(out)}, sizes=list(labels))
+
+
+def stats_outputs(run: "str | Path") -> dict[str, Path]:
+    """The files the statistics write next to a run's GeoPackage: RUN_stats.csv, RUN_profile.png, RUN_boxes.png."""
+    from .params import output_files
+    from .tools import STATS_TOOL
+
+    files = output_files(STATS_TOOL, {"run": str(run)})
+    return {k: files[k] for k in ("stats_csv", "profile", "boxes")}

@@ -17,7 +17,7 @@ HEAVY = ("numpy", "torch", "torchvision", "rasterio", "geopandas", "sklearn", "p
 
 def test_importing_the_contract_pulls_in_no_heavy_library():
     code = ("import json, sys; import engine.contract, engine.contract.defaults, engine.contract.limits, "
-            "engine.contract.outputs; "
+            "engine.contract.outputs, engine.contract.tools, engine.contract.params; "
             f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -1,0 +1,491 @@
+"""How a tool is declared: its parameters, the rules between them, its outputs (stdlib only).
+
+A tool's declaration (``engine.contract.tools``) is a :class:`Tool` holding
+:class:`Param` values. Every face of the engine is derived from it:
+
+- the CLI's argparse (``engine.cli.parser``): flags, types, defaults, help, groups;
+- the checks before any work (:func:`check`): required values, types, choices,
+  ranges, file suffixes, existing inputs, writable outputs, the rules between
+  parameters. Each failure is a ``Problem(param, code, message)``; the CLI shows
+  the flag, the dock marks the widget, Processing names its parameter;
+- the command line a client builds (:func:`to_argv`);
+- the plugin's Processing parameters (``plugin.processing.params``) and, next,
+  the service's process descriptions.
+
+Values travel as the CLI's text (``"64px"``, ``"2..12"``, ``"auto"``) or as
+Python numbers; :func:`parse_value` turns either into the checked value.
+"""
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import problems as P
+from .limits import parse_k_values
+from .problems import Problem
+from .outputs import size_tag, stem, tile_label
+
+# parameter types
+INT, FLOAT, TEXT, BOOL, CHOICE = "int", "float", "text", "bool", "choice"
+RASTER, VECTOR, FILE = "raster", "vector", "file"            # input files: a raster, a vector layer, any file
+OUT_FILE, OUT_FOLDER = "out_file", "out_folder"              # outputs
+K_LIST, SIZE, SIZES, EXTENT, BANDS = "k_list", "size", "sizes", "extent", "bands"
+TYPES = (INT, FLOAT, TEXT, BOOL, CHOICE, RASTER, VECTOR, FILE, OUT_FILE, OUT_FOLDER, K_LIST, SIZE, SIZES, EXTENT,
+         BANDS)
+INPUT_FILES = (RASTER, VECTOR, FILE)
+LENGTH_UNITS = ("px", "m")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a tool.
+
+    ``name`` is the Python name and, with dashes, the CLI flag (``tile_size`` ->
+    ``--tile-size``). ``words`` are the special values a number parameter also
+    takes (``"auto"``). ``minimum``/``maximum`` bound numbers (``open_min`` /
+    ``open_max``: the bound itself is excluded); for a SIZE, ``minimum`` is in
+    pixels. ``applies_when=("method", "deepcluster")`` marks a parameter that
+    only matters with that value of another (CLI group, Processing algorithm,
+    and left out of a command line otherwise). ``cli=False``: a Python-API-only
+    parameter.
+    """
+
+    name: str
+    type: str
+    default: object = None
+    help: str = ""
+    label: str = ""
+    unit: str | None = None
+    choices: tuple = ()
+    words: tuple = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    open_min: bool = False
+    open_max: bool = False
+    multiple_of: int | None = None
+    suffixes: tuple = ()
+    required: bool = False
+    positional: bool = False
+    negative_flag: str | None = None      # a BOOL whose default is True: the flag that turns it off
+    group: str | None = None
+    advanced: bool = False
+    applies_when: tuple | None = None
+    cli: bool = True                      # False: a field of the tool's params value only (Python API)
+    api: bool = True                      # False: a CLI option only (--progress), not a params field
+
+    def __post_init__(self):
+        assert self.type in TYPES, f"{self.name}: unknown type {self.type!r}"
+        assert not (self.type == CHOICE and not self.choices), f"{self.name}: a choice needs choices"
+        assert self.type != BOOL or self.default in (True, False), f"{self.name}: a flag defaults to True or False"
+
+    @property
+    def flag(self) -> str:
+        """``--tile-size``; a positional parameter's name in capitals (``RASTER``)."""
+        if self.positional:
+            return self.name.upper()
+        if self.type == BOOL and self.default is True:
+            return self.negative_flag or "--no-" + self.name.replace("_", "-")
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def title(self) -> str:
+        """The label for a form, or the name in words."""
+        return self.label or self.name.replace("_", " ").capitalize()
+
+    def range_text(self) -> str:
+        """``between 2 and 254``, ``at least 1``, ``from 0 up to (not including) 1``; '' without bounds."""
+        lo, hi = self.minimum, self.maximum
+        fmt = (lambda v: f"{v:g}") if self.type in (FLOAT,) else (lambda v: f"{int(v)}" if v == int(v) else f"{v:g}")
+        if lo is not None and hi is not None:
+            low = f"more than {fmt(lo)}" if self.open_min else f"from {fmt(lo)}"
+            high = f"less than {fmt(hi)}" if self.open_max else f"at most {fmt(hi)}"
+            if not (self.open_min or self.open_max):
+                return f"between {fmt(lo)} and {fmt(hi)}"
+            return f"{low} and {high}"
+        if lo is not None:
+            return f"more than {fmt(lo)}" if self.open_min else f"at least {fmt(lo)}"
+        if hi is not None:
+            return f"at most {fmt(hi)}"
+        return ""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A rule between parameters, checked after each one's own checks.
+
+    kinds: ``requires`` (when ``params[0]`` is given, ``params[1]`` must be too),
+    ``one_of`` (exactly one of ``params`` is given), ``any_of`` (at least one),
+    ``smaller`` (the length ``params[0]`` is below the smallest of the lengths
+    ``params[1]`` when both are in the same unit: an overlap and its tile size).
+    """
+
+    kind: str
+    params: tuple
+    message: str
+
+
+@dataclass(frozen=True)
+class Output:
+    """A file a tool writes, named from its output path: ``pattern`` uses ``{out}`` (the path as given),
+    ``{stem}`` (without suffix) and, for ``per_size`` outputs, ``{tag}`` (one per tile size: 2.5m -> 2_5m).
+    ``when``: the parameter (or ``"stats"``: any statistics input) that makes the tool write it."""
+
+    key: str
+    pattern: str
+    help: str = ""
+    when: str | None = None
+    per_size: bool = False
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One engine tool: ``python -m engine NAME``. ``stages`` maps each progress stage to its share of the bar
+    (percent) for tools whose stages run once each; ``outputs`` name its files; ``examples`` are CLI lines."""
+
+    name: str
+    summary: str
+    description: str
+    params: tuple
+    rules: tuple = ()
+    outputs: tuple = ()
+    output_param: str | None = "out"
+    stages: dict = field(default_factory=dict)
+    examples: tuple = ()
+    notes: str = ""
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(f"{self.name} has no parameter {name!r}")
+
+    def names(self) -> list[str]:
+        return [p.name for p in self.params]
+
+    def defaults(self) -> dict:
+        return {p.name: p.default for p in self.params}
+
+    def flag(self, name: str) -> str:
+        """The CLI flag of a parameter (or the name itself for one the tool does not have: ``engine``)."""
+        try:
+            return self.param(name).flag
+        except KeyError:
+            return name
+
+
+# --------------------------------------------------------------------------- parsing values
+
+
+def parse_length(text, minimum: float | None = None) -> tuple[float, str]:
+    """``'64px'``, ``'64'``, ``'20m'``, ``'12.5 m'`` -> ``(value, unit)``; ValueError with the fix.
+
+    Pixel lengths are whole numbers. ``minimum`` (pixels) applies to pixel lengths;
+    metre lengths must then be more than 0 (their pixels depend on the raster).
+    """
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value, unit = float(text), "px"
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(px|m)?\s*", str(text))
+        if not m:
+            raise ValueError(f"{text!r} is not a length: write pixels as '64px' or ground metres as '20m'.")
+        value, unit = float(m.group(1)), m.group(2) or "px"
+    if unit == "px" and value != int(value):
+        raise ValueError(f"{text!r}: pixel lengths are whole numbers, e.g. '64px'.")
+    if minimum:
+        if unit == "px" and value < minimum:
+            raise ValueError(f"{text!r}: tiles need at least {int(minimum)} px.")
+        if value <= 0:
+            raise ValueError(f"{text!r}: a size must be more than 0.")
+    return value, unit
+
+
+def parse_lengths(text, minimum: float | None = None) -> list[str]:
+    """``'32px,64px,128px'`` (or a list) -> distinct normalised labels (``'64px'``, ``'2.5m'``) in the order given."""
+    if isinstance(text, (list, tuple)):
+        text = ",".join(str(v) for v in text)
+    tokens = [t.strip() for t in str(text or "").split(",")]
+    if not any(tokens) or not all(tokens):
+        raise ValueError(f"{text!r}: give one or more sizes separated by commas, e.g. '32px,64px,128px'.")
+    out: list[str] = []
+    for token in tokens:
+        label = tile_label(*parse_length(token, minimum))
+        if label not in out:
+            out.append(label)
+    return out
+
+
+def parse_extent(text) -> tuple[float, float, float, float]:
+    """``'xmin,ymin,xmax,ymax'`` (or four numbers) -> a tuple; ValueError unless xmin < xmax and ymin < ymax."""
+    parts = list(text) if isinstance(text, (list, tuple)) else str(text).split(",")
+    try:
+        values = tuple(float(v) for v in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise ValueError(f"{text!r}: write the extent as xmin,ymin,xmax,ymax in the raster's CRS.")
+    if not (values[0] < values[2] and values[1] < values[3]):
+        raise ValueError(f"{text!r}: xmin must be below xmax and ymin below ymax.")
+    return values
+
+
+def parse_bands(text) -> list[int]:
+    """``'1,2,3'``, ``'4'`` (or a list) -> 1-based band numbers (whether the raster has them is checked on it)."""
+    parts = list(text) if isinstance(text, (list, tuple)) else str(text).split(",")
+    try:
+        bands = [int(str(v).strip()) for v in parts]
+    except ValueError:
+        bands = []
+    if not bands or min(bands) < 1:
+        raise ValueError(f"{text!r}: give 1-based band numbers separated by commas, e.g. '1,2,3'.")
+    return bands
+
+
+def parse_value(param: Param, value):
+    """The checked value of ``param`` from CLI text or a Python value; ValueError with a message for the user.
+
+    None (not given) stays None. Numbers are bounded by ``minimum``/``maximum``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str) and value in param.words:
+        return value
+    t = param.type
+    if t == BOOL:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{value!r} is not true or false.")
+    if t in (INT, FLOAT):
+        try:
+            number = float(value) if t == FLOAT else _whole(value)
+        except (TypeError, ValueError):
+            kind = "a number" if t == FLOAT else "a whole number"
+            also = f" or {' or '.join(param.words)}" if param.words else ""
+            raise ValueError(f"{value!r} is not {kind}{also}.") from None
+        low, high = param.minimum, param.maximum
+        if (low is not None and (number < low or (param.open_min and number == low))) or \
+           (high is not None and (number > high or (param.open_max and number == high))):
+            unit = f" {param.unit}" if param.unit else ""
+            raise ValueError(f"{value}{unit} is out of range: give a value {param.range_text()}.")
+        if param.multiple_of and int(number) % param.multiple_of:
+            raise ValueError(f"{value} is not a multiple of {param.multiple_of}.")
+        return number
+    if t == CHOICE:
+        if value not in param.choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(map(str, param.choices))}.")
+        return value
+    if t == K_LIST:
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(int(v)) for v in value)
+        return parse_k_values(str(value))
+    if t == SIZE:
+        return tile_label(*parse_length(value, param.minimum))
+    if t == SIZES:
+        return parse_lengths(value, param.minimum)
+    if t == EXTENT:
+        return parse_extent(value)
+    if t == BANDS:
+        return parse_bands(value)
+    text = str(value)
+    if t in INPUT_FILES + (OUT_FILE,) and param.suffixes and not text.lower().endswith(param.suffixes):
+        raise ValueError(f"{text!r} must end in {' or '.join(param.suffixes)}.")
+    return text
+
+
+def _whole(value) -> int:
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, float):
+        if value != int(value):
+            raise ValueError
+        return int(value)
+    return int(str(value).strip())
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def is_given(param: Param, value) -> bool:
+    """A value the user chose: not None, not '' and, for a flag, not its default."""
+    if param.type == BOOL:
+        return bool(value) != bool(param.default)
+    return value is not None and value != ""
+
+
+def applies(param: Param, values: dict) -> bool:
+    """Whether ``param`` matters for these values (``applies_when``)."""
+    if not param.applies_when:
+        return True
+    other, wanted = param.applies_when
+    return values.get(other) == wanted
+
+
+def _code_of(param: Param) -> str:
+    if param.type in (INT, FLOAT):
+        return P.OUT_OF_RANGE
+    if param.type == CHOICE:
+        return P.BAD_CHOICE
+    return P.BAD_FORMAT
+
+
+def check(tool: Tool, values: dict, files: bool = True) -> list[Problem]:
+    """What stops ``tool`` from running with ``values`` (parameter name -> value; missing: the default).
+
+    Each parameter's own checks, then the rules between parameters, then (with
+    ``files``) the file checks: inputs that do not exist, output folders that do
+    not exist or cannot be written, outputs that exist without ``overwrite``.
+    At most one problem per parameter, in declaration order.
+    """
+    full = {**tool.defaults(), **{k: v for k, v in values.items() if k in tool.names()}}
+    found: dict[str, Problem] = {}
+    for param in tool.params:
+        value = full.get(param.name)
+        if not is_given(param, value):
+            if param.required:
+                found[param.name] = Problem(param.name, P.REQUIRED, f"{param.title}: give a value (required).")
+            continue
+        if not applies(param, full):
+            continue
+        try:
+            parse_value(param, value)
+        except ValueError as exc:
+            found[param.name] = Problem(param.name, _code_of(param), f"{param.title}: {exc}")
+    for rule in tool.rules:
+        given = [is_given(tool.param(n), full.get(n)) for n in rule.params]
+        broken = ((rule.kind == "requires" and given[0] and not given[1])
+                  or (rule.kind == "one_of" and sum(given) != 1)
+                  or (rule.kind == "any_of" and not any(given))
+                  or (rule.kind == "smaller" and not any(n in found for n in rule.params)
+                      and not _smaller(full[rule.params[0]], full[rule.params[1]])))
+        name = rule.params[1] if rule.kind == "requires" else rule.params[0]
+        if broken and name not in found:
+            code = {"smaller": P.OUT_OF_RANGE, "one_of": P.BAD_FORMAT if any(given) else P.REQUIRED}.get(
+                rule.kind, P.REQUIRED)
+            found[name] = Problem(name, code, rule.message)
+    if files:
+        for param in tool.params:
+            if param.name in found or not is_given(param, full.get(param.name)) or not applies(param, full):
+                continue
+            problem = _file_problem(tool, param, str(full[param.name]), full)
+            if problem:
+                found[param.name] = problem
+    order = {n: i for i, n in enumerate(tool.names())}
+    return sorted(found.values(), key=lambda p: order.get(p.param, len(order)))
+
+
+def _smaller(length, sizes) -> bool:
+    """Whether ``length`` is below every size of ``sizes`` in its unit (True when no size shares its unit)."""
+    try:
+        value, unit = parse_length(length)
+        same = [v for v, u in (parse_length(t) for t in parse_lengths(sizes)) if u == unit]
+    except ValueError:
+        return True
+    return all(value < v for v in same)
+
+
+def _file_problem(tool: Tool, param: Param, path: str, values: dict) -> "Problem | None":
+    if param.type in INPUT_FILES:
+        if param.words and path in param.words:
+            return None
+        if not Path(path).exists():
+            return Problem(param.name, P.NOT_FOUND, f"{param.title}: {path} does not exist.")
+        return None
+    if param.type not in (OUT_FILE, OUT_FOLDER):
+        return None
+    target = Path(path)
+    if param.type == OUT_FOLDER and target.exists() and not target.is_dir():
+        return Problem(param.name, P.NOT_FOLDER, f"{param.title}: {path} is a file; choose a folder.")
+    folder = target.parent if param.type == OUT_FILE else (target if target.is_dir() else target.parent)
+    if not folder.is_dir():
+        return Problem(param.name, P.NOT_FOUND, f"{param.title}: the folder {folder} does not exist.")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError:
+        return Problem(param.name, P.NOT_WRITABLE, f"{param.title}: the folder {folder} is not writable; "
+                                                     "choose another.")
+    if param.name == tool.output_param and not values.get("overwrite"):
+        taken = [f for f in output_files(tool, values).values() if f.exists()]
+        if taken:
+            return Problem(param.name, P.EXISTS, f"{taken[0]} already exists; choose another name or overwrite.")
+    return None
+
+
+# --------------------------------------------------------------------------- outputs and command lines
+
+
+def output_files(tool: Tool, values: dict, sizes: "list[str] | None" = None) -> dict[str, Path]:
+    """The files ``tool`` writes for ``values`` (those its options turn on), keyed as declared.
+
+    Per-size outputs need the tile size labels (``sizes``; default: the
+    ``tile_size`` value parsed as a list) and are keyed ``<key>_<label>``.
+    """
+    full = {**tool.defaults(), **values}
+    out = full.get(tool.output_param) if tool.output_param else None
+    if not out:
+        return {}
+    files: dict[str, Path] = {}
+    for o in tool.outputs:
+        if not _wanted(tool, o.when, full):
+            continue
+        if o.per_size:
+            labels = sizes if sizes is not None else _sizes_of(full)
+            for label in labels:
+                files[f"{o.key}_{label}"] = Path(o.pattern.format(out=out, stem=stem(out), tag=size_tag(label)))
+        else:
+            files[o.key] = Path(o.pattern.format(out=out, stem=stem(out)))
+    return files
+
+
+def _sizes_of(values: dict) -> list[str]:
+    try:
+        return parse_lengths(values.get("tile_size") or "")
+    except ValueError:
+        return []
+
+
+def _wanted(tool: Tool, when: "str | None", values: dict) -> bool:
+    if when is None:
+        return True
+    if when == "stats":
+        return any(values.get(n) for n in STATS_INPUTS if n in tool.names())
+    if when.startswith("!"):
+        return not values.get(when[1:])
+    return bool(values.get(when))
+
+
+STATS_INPUTS = ("buildings", "roads", "population", "nir_band")
+
+
+def to_argv(tool: Tool, values: dict) -> list[str]:
+    """``[tool, positionals..., --flag value ...]`` for the values that differ from the defaults.
+
+    Parameters that do not apply (``applies_when``) and Python-only ones are left out.
+    """
+    full = {**tool.defaults(), **values}
+    args = [tool.name]
+    for param in tool.params:
+        if param.positional:
+            args.append(str(full[param.name]))
+    for param in tool.params:
+        value = full.get(param.name)
+        if param.positional or not param.cli or not applies(param, full):
+            continue
+        if param.type == BOOL:
+            if bool(value) != bool(param.default):
+                args.append(param.flag)
+            continue
+        if value is None or value == "" or (value == param.default and not param.required):
+            continue
+        args += [param.flag, format_value(param, value)]
+    return args
+
+
+def format_value(param: Param, value) -> str:
+    """A value as the CLI reads it: ``2.5`` -> ``'2.5'``, ``(1, 2, 3, 4)`` -> ``'1.0,2.0,3.0,4.0'``, lists joined."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(repr(float(v)) if param.type == EXTENT else str(v) for v in value)
+    if isinstance(value, float):
+        return str(int(value)) if param.type == INT else repr(value)
+    return str(value)

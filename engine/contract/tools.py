@@ -1,0 +1,366 @@
+"""Every engine tool declared once: parameters, rules, outputs, progress stages, examples (stdlib only).
+
+``TOOLS`` maps the CLI name (``cluster``, ``train-seg``) to its :class:`~.params.Tool`.
+The CLI builds its argparse from it, the engine checks its inputs with
+:func:`~.params.check`, and the plugin builds its requests' command lines and
+its Processing parameters from it. To add a tool: declare it here, write
+``engine/tools/<name>.py`` with a params value whose fields are these names and
+``run(params, progress) -> manifest``, and add it to ``engine.cli.commands``;
+the CLI, the checks and (with a request) the plugin follow.
+
+Shared groups of parameters (tiling, model, DeepCluster training, statistics)
+are tuples declared once and put into each tool that takes them.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from . import defaults
+from .limits import CLUSTER_NODATA, MAX_K, MIN_K, MIN_TILE_PX
+from .params import (BANDS, BOOL, CHOICE, EXTENT, FILE, FLOAT, INT, K_LIST, OUT_FILE, OUT_FOLDER, RASTER, SIZE,
+                     SIZES, TEXT, VECTOR, Output, Param, Rule, Tool)
+from .progress import CLUSTER_STAGES
+
+METHODS = ("kmeans", "deepcluster")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+WEIGHT_WORDS = ("imagenet", "none")          # or a state-dict file
+EDGES = ("drop", "pad")
+PROGRESS_MODES = ("auto", "bar", "log", "json", "none")
+EXPORT_FORMATS = ("shp", "gpkg", "csv")
+MAX_EPOCHS = 200                            # DeepCluster and U-Net training: more is always a typing mistake
+SEG_CHIP_MULTIPLE = 32                      # the U-Net halves the chip five times
+
+DEEP = ("method", "deepcluster")            # applies_when: DeepCluster training options
+TRAINING = "DeepCluster training (--method deepcluster)"
+STATS = "urban-form statistics (the stats tool; also after cluster and sweep)"
+
+# -- shared parameters --------------------------------------------------------------------------------------
+RASTER_IN = Param("raster", RASTER, required=True, positional=True, label="Raster layer",
+                  help="input raster (GeoTIFF or any GDAL raster with a CRS)")
+OUT_GPKG = Param("out", OUT_FILE, required=True, suffixes=(".gpkg",), label="Output GeoPackage",
+                 help="output GeoPackage (.gpkg); other outputs are named after it")
+OVERWRITE = Param("overwrite", BOOL, False, help="replace existing outputs")
+PROGRESS = Param("progress", CHOICE, "auto", choices=PROGRESS_MODES, api=False,
+                 help="progress: a bar on a terminal, plain lines otherwise, or JSON lines on stdout")
+TILE_SIZE = Param("tile_size", SIZE, "64px", minimum=MIN_TILE_PX, label="Tile size",
+                  help="tile side in pixels ('64px') or ground metres ('20m'; geographic and Web Mercator rasters "
+                       f"are warped on the fly to the local UTM zone), at least {MIN_TILE_PX} px")
+OVERLAP = Param("overlap", SIZE, "0px", minimum=0, label="Overlap between tiles",
+                help="overlap between neighbouring tiles, px or m, smaller than the tile size")
+EDGE = Param("edge", CHOICE, "drop", choices=EDGES, advanced=True,
+             help="tiles that hang over the right/bottom edge: drop them or pad with invalid pixels")
+MIN_VALID = Param("min_valid", FLOAT, 0.5, minimum=0, maximum=1, advanced=True, label="Minimum valid share",
+                  help="skip tiles with a smaller share of valid pixels (nodata/alpha/outside)")
+BANDS_P = Param("bands", BANDS, advanced=True, help="1-based bands to use, '1,2,3' or a single band "
+                                                   "(default: RGB, or band 1)")
+TILING = (TILE_SIZE, OVERLAP, EDGE, MIN_VALID, BANDS_P)
+AREA = (Param("extent", EXTENT, label="Extent",
+              help="only tiles whose centre lies in xmin,ymin,xmax,ymax (in the raster's CRS)"),
+        Param("area", VECTOR, label="Area",
+              help="only tiles whose centre lies in the polygons of this vector file (any CRS)"))
+DEVICE = (Param("device", CHOICE, "auto", choices=DEVICES, label="Device", help="where the model runs"),
+          Param("precision", CHOICE, "auto", choices=PRECISIONS, advanced=True,
+                help="inference precision (auto: bf16 where the CPU supports it, fp16/bf16 on CUDA)"),
+          Param("batch_size", INT, None, minimum=1, advanced=True, label="Tiles per batch",
+                help="tiles per batch for features (default: about 1 Mpx per batch on CPU, 16 Mpx on GPU)"))
+_OFFLINE = ", ".join(defaults.OFFLINE_BACKBONES)
+WEIGHTS = Param("weights", FILE, defaults.DEFAULT_WEIGHTS, words=WEIGHT_WORDS, label="Weights",
+                help=f"'imagenet' (ImageNet weights: packaged for {_OFFLINE}, from the local torch cache for the "
+                     "others; nothing is downloaded), 'none' (random), or a state-dict file")
+SEED = Param("seed", INT, 0, minimum=0, label="Random seed", help="random seed; same seed, same clusters")
+MODEL = (Param("backbone", CHOICE, defaults.DEFAULT_BACKBONE, choices=defaults.BACKBONES, label="CNN backbone",
+               help="the CNN that describes each tile"),
+         WEIGHTS, *DEVICE, SEED,
+         Param("pca_dims", INT, "auto", words=("auto",), minimum=1, advanced=True,
+               help="PCA dimensions before k-means: 'auto' (90%% of variance, at most one per 10 tiles) or N"),
+         Param("whiten", BOOL, False, advanced=True,
+               help="whiten PCA components (the published recipe; off by default: it amplifies noise when "
+                    "tiles are few)"))
+METHOD = Param("method", CHOICE, "kmeans", choices=METHODS, label="Method",
+               help="kmeans: k-means on fixed CNN features (fast); deepcluster: k-means pseudo-labels "
+                    "fine-tune the CNN, repeated for --epochs")
+DEEPCLUSTER = (
+    Param("epochs", INT, 5, minimum=1, maximum=MAX_EPOCHS, group=TRAINING, applies_when=DEEP,
+          label="Training epochs", help="training epochs"),
+    Param("lr", FLOAT, "auto", words=("auto",), minimum=0, open_min=True, maximum=10, group=TRAINING,
+          applies_when=DEEP, label="Learning rate",
+          help="SGD learning rate; auto: low for pretrained weights, higher from scratch"),
+    Param("momentum", FLOAT, 0.9, minimum=0, maximum=1, open_max=True, group=TRAINING, applies_when=DEEP,
+          advanced=True, help="SGD momentum"),
+    Param("weight_decay", FLOAT, 1e-5, minimum=0, group=TRAINING, applies_when=DEEP, advanced=True,
+          help="SGD weight decay"),
+    Param("train_batch_size", INT, 64, minimum=2, group=TRAINING, applies_when=DEEP, advanced=True,
+          help="training crops per batch (at least 2: batch norm needs it)"),
+    Param("freeze", INT, "auto", words=("auto", "none"), minimum=0, group=TRAINING, applies_when=DEEP,
+          advanced=True, help="early blocks kept fixed: auto (about half for pretrained weights, none from "
+                              "scratch), none, or a number"),
+    Param("crops_per_tile", INT, 8, minimum=1, group=TRAINING, applies_when=DEEP, advanced=True,
+          help="training crops per tile per epoch, shifted up to half a tile"),
+    Param("patience", INT, 2, minimum=1, group=TRAINING, applies_when=DEEP, advanced=True,
+          help="with --buildings: stop after this many epochs without a better eta-squared and keep the best "
+               "epoch"),
+    Param("sobel", BOOL, False, group=TRAINING, applies_when=DEEP, advanced=True,
+          help="feed the CNN grey level and Sobel gradients instead of colour"))
+CACHE = (Param("cache_dir", TEXT, None, advanced=True,
+               help="feature cache folder (default $URBANFORM_CACHE or ~/.cache/urbanform/features)"),
+         Param("use_cache", BOOL, True, negative_flag="--no-cache", advanced=True,
+               help="compute features afresh and keep none"))
+
+
+def stats_inputs(buildings_help: str) -> tuple:
+    """The statistics inputs (the stats tool's, also taken by cluster and sweep)."""
+    return (
+        Param("buildings", VECTOR, group=STATS, label="Building footprints", help=buildings_help),
+        Param("roads", VECTOR, group=STATS, label="Road lines",
+              help="road lines (any vector file and CRS): road_len, road_dist and major_dist per tile"),
+        Param("road_field", TEXT, "highway", group=STATS, advanced=True,
+              help="road attribute that says which roads are major (as in OSM)"),
+        Param("major_values", TEXT, None, group=STATS, advanced=True,
+              help="comma-separated values of --road-field that are major roads (default: motorway, trunk, "
+                   "primary, secondary and their _link)"),
+        Param("population", RASTER, group=STATS, label="Population raster",
+              help="population raster of counts per cell (WorldPop style, any CRS): pop_dens in people/km2"),
+        Param("nir_band", INT, None, minimum=1, group=STATS, label="Near-infrared band",
+              help="1-based near-infrared band of the raster (or of --ndvi-raster): mean NDVI per tile"),
+        Param("red_band", INT, None, minimum=1, group=STATS, label="Red band",
+              help="1-based red band for NDVI (default 1)"),
+        Param("ndvi_raster", RASTER, group=STATS, advanced=True, help="a separate multispectral raster for NDVI"),
+    )
+
+
+STATS_RULES = (Rule("requires", ("red_band", "nir_band"), "A red band without a near-infrared band gives no NDVI: "
+                                                          "give the near-infrared band too."),
+               Rule("requires", ("ndvi_raster", "nir_band"), "An NDVI raster needs its near-infrared band: give "
+                                                             "the near-infrared band too."))
+
+SMALLER_OVERLAP = Rule("smaller", ("overlap", "tile_size"), "The overlap must be smaller than the tile size.")
+
+STATS_OUTPUTS = (Output("stats_csv", "{stem}_stats.csv", "eta-squared of every statistic", when="stats"),
+                 Output("profile", "{stem}_profile.png", "per-cluster profile plot", when="stats"),
+                 Output("boxes", "{stem}_boxes.png", "box plots of the statistics per cluster", when="stats"))
+
+# -- the tools --------------------------------------------------------------------------------------------------
+CLUSTER = Tool(
+    "cluster", "cluster raster tiles by CNN features (k-means or DeepCluster)",
+    "Cut RASTER into tiles, compute CNN features and cluster them with k-means, or with DeepCluster (k-means "
+    "pseudo-labels that fine-tune the CNN).",
+    params=(RASTER_IN, OUT_GPKG,
+            Param("k", INT, 8, minimum=MIN_K, maximum=MAX_K, label="Number of clusters (K)",
+                  help=f"number of clusters K, {MIN_K} to {MAX_K} and at most the number of valid tiles"),
+            *TILING, *AREA, *MODEL, METHOD, *DEEPCLUSTER,
+            *stats_inputs("building footprints (any vector file and CRS): the building statistics per tile and "
+                          "cluster as `stats` computes them, and the eta-squared of building coverage in the "
+                          "manifest (per epoch for DeepCluster, where it also picks the epoch kept)"),
+            Param("save_model", OUT_FILE, None, suffixes=(".pt",), advanced=True,
+                  help="where to write the model (default OUT_model.pt)"),
+            Param("resume", BOOL, False, help="continue an interrupted DeepCluster run from OUT_checkpoint.pt "
+                                              "(same parameters)"),
+            Param("quicklook", BOOL, True, negative_flag="--no-quicklook", help="skip the PNG quicklook"),
+            *CACHE, OVERWRITE, PROGRESS),
+    rules=(*STATS_RULES, SMALLER_OVERLAP),
+    outputs=(Output("gpkg", "{out}", "layer 'tiles': tile_id, row, col, cluster, clust_dist, pc1, pc2, valid_frac "
+                                     "(+ the statistics and a 'clusters' layer with --buildings/--roads/...)"),
+             Output("tif", "{stem}_clusters.tif", f"cluster map, one pixel per tile ({CLUSTER_NODATA} = skipped "
+                                                  "tile), with a colour table"),
+             Output("manifest", "{stem}_manifest.json", "parameters, versions, seed, device, timings, input "
+                                                        "checksum; for DeepCluster the loss, NMI and eta-squared "
+                                                        "per epoch"),
+             Output("quicklook", "{stem}_quicklook.png", "the image with the clusters over it", when="quicklook"),
+             Output("model", "{stem}_model.pt", "the fitted model: CNN weights, PCA, centroids, tiling (for "
+                                                "`predict`)", when="!save_model"),
+             *STATS_OUTPUTS),
+    stages=CLUSTER_STAGES,
+    examples=("python -m engine cluster image.tif --out run.gpkg --k 8 --tile-size 64px",
+              "python -m engine cluster image.tif --out run.gpkg --k 6 --tile-size 20m --overlap 5m "
+              "--backbone efficientnet_lite0 --weights imagenet --seed 1",
+              "python -m engine cluster image.tif --out deep.gpkg --k 6 --method deepcluster --epochs 5 "
+              "--buildings footprints.gpkg"),
+    notes="OUT_checkpoint.pt is written by DeepCluster while training and kept when a run is interrupted "
+          "(--resume).")
+
+PREDICT = Tool(
+    "predict", "assign another raster's tiles to a saved model's clusters",
+    "Cut RASTER into tiles as MODEL's run did and put every tile into MODEL's clusters (another city, another "
+    "date).",
+    params=(Param("model", FILE, required=True, positional=True, suffixes=(".pt",), label="Cluster model",
+                  help="a model file written by cluster (OUT_model.pt)"),
+            replace(RASTER_IN, help="the raster to assign"), OUT_GPKG,
+            Param("resample", BOOL, False, help="accept another resolution: tiles of the model's ground size "
+                                                "resized to its pixels"),
+            Param("res_tolerance", FLOAT, 0.1, minimum=0, advanced=True,
+                  help="accepted difference in ground pixel size without --resample (0.1 = 10%%)"),
+            *AREA, *DEVICE,
+            Param("quicklook", BOOL, True, negative_flag="--no-quicklook", help="skip the PNG quicklook"),
+            OVERWRITE, PROGRESS),
+    outputs=CLUSTER.outputs[:4],
+    stages=CLUSTER_STAGES,
+    examples=("python -m engine predict run_model.pt other_city.tif --out other.gpkg",),
+    notes="The raster must have the model's band count and about its ground resolution (within "
+          "--res-tolerance); --resample cuts tiles of the model's ground size and resizes them instead.")
+
+SWEEP = Tool(
+    "sweep", "cluster over a range of K and tile sizes, with agreement metrics and plots",
+    "Sensitivity analysis: cluster RASTER for every K and tile size, make cluster ids consistent across K, and "
+    "measure how clusters change.",
+    params=(RASTER_IN, OUT_GPKG,
+            Param("k", K_LIST, "2..12", label="K values",
+                  help=f"K values: '2..12', '2,4,6' or '2..6,8,12', each {MIN_K} to {MAX_K}"),
+            Param("tile_size", SIZES, "32px,64px,128px", minimum=MIN_TILE_PX, label="Tile sizes",
+                  help="comma-separated tile sizes in px or m"),
+            *TILING[1:], *MODEL, METHOD, *DEEPCLUSTER,
+            Param("resume", BOOL, False, help="finish an interrupted sweep (same parameters)"),
+            *stats_inputs("building footprints: the building statistics on every tile-size layer, and the "
+                          "eta-squared of each statistic for every tile size and K (SWEEP_stats_eta.csv/.png)"),
+            *CACHE, OVERWRITE, PROGRESS,
+            Param("n_init", INT, 10, minimum=1, cli=False, help="k-means restarts")),
+    rules=(*STATS_RULES, SMALLER_OVERLAP),
+    outputs=(Output("gpkg", "{out}", "one layer per tile size (tiles_32px, tiles_64px, ...) with a column per K "
+                                     "(k2 ... k12); cluster ids are matched across K"),
+             Output("metrics_csv", "{stem}_metrics.csv", "per tile size and K: silhouette, Calinski-Harabasz, "
+                                                         "Davies-Bouldin, NMI/ARI with the previous K, agreement "
+                                                         "across tile sizes"),
+             Output("metrics_png", "{stem}_metrics.png", "the metrics plotted"),
+             Output("manifest", "{stem}_manifest.json", "parameters, versions, what is complete and what is "
+                                                        "missing"),
+             Output("lineage", "{stem}_lineage_{tag}.png", "how clusters split as K grows", per_size=True),
+             Output("pca", "{stem}_pca_{tag}.png", "the tiles on their first two principal components",
+                    per_size=True),
+             Output("stats_eta_csv", "{stem}_stats_eta.csv", "eta-squared per statistic, tile size and K",
+                    when="stats"),
+             Output("stats_eta_png", "{stem}_stats_eta.png", "the eta-squared plotted", when="stats")),
+    examples=("python -m engine sweep image.tif --out sweep.gpkg --k 2..12 --tile-size 32px,64px,128px",))
+
+STATS_TOOL = Tool(
+    "stats", "statistics per tile and per cluster of a run (buildings, roads, NDVI, people)",
+    "Add urban-form statistics to the tiles of RUN.gpkg, write its 'clusters' layer (per-cluster profile), the "
+    "eta-squared table (RUN_stats.csv) and profile plots.",
+    params=(Param("run", FILE, required=True, positional=True, suffixes=(".gpkg",), label="Run GeoPackage",
+                  help="a run's GeoPackage (from cluster or predict)"),
+            *stats_inputs("building footprints (any vector file and CRS): bldg_count, bldg_area, bldg_cov, "
+                          "bldg_mean, bldg_orien per tile"),
+            Param("layer", TEXT, "tiles", cli=False, help="the run's tile layer"),
+            Param("label", TEXT, "cluster", cli=False, help="the column of cluster ids"),
+            replace(OVERWRITE, help="recompute statistics the run already has"), PROGRESS),
+    rules=(*STATS_RULES,
+           Rule("any_of", ("buildings", "roads", "population", "nir_band"),
+                "Give at least one input: building footprints, road lines, a population raster or a "
+                "near-infrared band.")),
+    outputs=(Output("gpkg", "{out}", "the run, with the statistics on its tiles and a 'clusters' layer"),
+             Output("manifest", "{stem}_manifest.json", "the run's manifest, with the statistics"),
+             *(replace(o, when=None) for o in STATS_OUTPUTS)),
+    output_param="run")
+
+EXPORT = Tool(
+    "export", "a run's layers as Shapefile, GeoPackage or CSV",
+    "Write every layer of RUN.gpkg to DIR as one file per layer.",
+    params=(Param("run", FILE, required=True, positional=True, suffixes=(".gpkg",), label="Run GeoPackage",
+                  help="a run's GeoPackage"),
+            Param("format", CHOICE, "shp", choices=EXPORT_FORMATS, label="Format",
+                  help="shp (with .prj and UTF-8 .cpg), gpkg, or csv (no geometry)"),
+            Param("out", OUT_FOLDER, required=True, label="Output folder", help="output folder"),
+            replace(OVERWRITE, help="replace existing files")),
+    output_param=None)
+
+TRAIN_SEG = Tool(
+    "train-seg", "train a building segmentation model (U-Net) from footprints",
+    "Rasterise FOOTPRINTS onto RASTER and train a U-Net on chips of the labelled area, with validation on "
+    "spatially separate blocks.",
+    params=(RASTER_IN,
+            Param("buildings", VECTOR, required=True, label="Building footprints",
+                  help="building footprints (any vector file and CRS)"),
+            Param("out", OUT_FILE, required=True, suffixes=(".pt", ".pth"), label="Model file",
+                  help="the model file to write (.pt)"),
+            Param("encoder", CHOICE, defaults.DEFAULT_SEG_ENCODER, choices=defaults.SEG_ENCODERS,
+                  label="U-Net encoder", help="U-Net encoder"),
+            replace(WEIGHTS, help=f"'imagenet' (the encoder's ImageNet weights: packaged for {_OFFLINE}, from "
+                                  "the local torch cache for the others; nothing is downloaded), 'none' (random), "
+                                  "or a state-dict file"),
+            Param("chip", INT, 256, minimum=SEG_CHIP_MULTIPLE, multiple_of=SEG_CHIP_MULTIPLE, label="Chip size", unit="px",
+                  help=f"chip side in px, a multiple of {SEG_CHIP_MULTIPLE}"),
+            Param("epochs", INT, None, minimum=1, maximum=MAX_EPOCHS, label="Epochs",
+                  help="training epochs (default 10 without --minutes)"),
+            Param("minutes", FLOAT, None, minimum=0, open_min=True, label="Time budget", unit="min",
+                  help="training time budget instead of --epochs"),
+            Param("val_fraction", FLOAT, 0.2, minimum=0, maximum=1, open_min=True, open_max=True,
+                  label="Validation share", help="share of blocks held out"),
+            Param("lr", FLOAT, 1e-3, minimum=0, open_min=True, maximum=10, advanced=True,
+                  help="AdamW learning rate, cosine decay"),
+            Param("encoder_lr", FLOAT, None, minimum=0, maximum=1, advanced=True,
+                  help="the encoder's learning rate as a share of --lr (default 0.1 with pretrained weights, "
+                       "1 from scratch)"),
+            Param("chips_per_epoch", INT, None, minimum=1, advanced=True,
+                  help="chips per epoch (default one per labelled training cell, at least 256)"),
+            Param("label_area", VECTOR, label="Labelled area",
+                  help="polygons of the mapped area (default: the footprints' extent)"),
+            BANDS_P, replace(SEED, help="random seed"), *DEVICE[:2],
+            Param("batch_size", INT, 8, minimum=2, advanced=True, help="chips per training batch"),
+            Param("resume", BOOL, False, help="continue from the checkpoint next to --out"),
+            replace(OVERWRITE, help="replace an existing model file"), PROGRESS,
+            Param("threads", INT, None, minimum=1, cli=False, help="torch threads (default: torch's)")),
+    outputs=(Output("model", "{out}", "the U-Net, its encoder, chip size, bands and normalisation"),
+             Output("checkpoint", "{stem}_checkpoint.pt", "the last epoch, while training (for --resume)"),
+             Output("manifest", "{stem}_manifest.json", "parameters, split, loss and validation IoU per epoch")),
+    examples=("python -m engine train-seg image.tif --buildings footprints.gpkg --out buildings.pt --epochs 10",))
+
+SEGMENT = Tool(
+    "segment", "map every building of a raster with a trained model",
+    "Sliding-window inference with blended overlaps, streamed block by block; writes OUT_mask.tif (and "
+    "OUT_prob.tif) and the buildings layer of OUT.gpkg.",
+    params=(RASTER_IN,
+            Param("model", FILE, required=True, suffixes=(".pt", ".pth"), label="Segmentation model",
+                  help="a model file from train-seg"),
+            replace(OUT_GPKG, help="output GeoPackage (.gpkg): the buildings layer; the masks go next to it"),
+            Param("overlap", INT, None, minimum=0, unit="px", label="Window overlap",
+                  help="overlap between windows in px (default a quarter of the model's chip: 64 for 256)"),
+            Param("threshold", FLOAT, 0.5, minimum=0, maximum=1, open_min=True, open_max=True,
+                  label="Probability threshold", help="probability threshold"),
+            Param("probability", BOOL, False, help="also write OUT_prob.tif"),
+            Param("min_area", FLOAT, 4.0, minimum=0, unit="m2", label="Smallest building",
+                  help="drop buildings and holes below this area in m2"),
+            Param("simplify", FLOAT, 0.5, minimum=0, unit="m", label="Simplify", help="simplification tolerance "
+                                                                                       "in m"),
+            Param("regularize", BOOL, False, help="square building outlines to right angles"),
+            Param("resample", BOOL, False, help="accept another resolution than the model's"),
+            *DEVICE[:2], Param("batch_size", INT, None, minimum=1, advanced=True,
+                               help="windows per batch (default: from the chip size and the device)"),
+            OVERWRITE, PROGRESS,
+            Param("chip", INT, None, minimum=SEG_CHIP_MULTIPLE, multiple_of=SEG_CHIP_MULTIPLE, cli=False,
+                  help="window side (default: the model's training chip)"),
+            Param("block", INT, 512, minimum=64, cli=False, help="polygonisation block (px)")),
+    outputs=(Output("gpkg", "{out}", "layer 'buildings': one polygon per building with its area"),
+             Output("mask", "{stem}_mask.tif", "building mask (1 = building)"),
+             Output("prob", "{stem}_prob.tif", "building probability", when="probability"),
+             Output("manifest", "{stem}_manifest.json", "parameters, model, timings")),
+    examples=("python -m engine segment image.tif --model buildings.pt --out buildings.gpkg",))
+
+EVALUATE_SEG = Tool(
+    "evaluate-seg", "pixel and object scores of predicted buildings against footprints",
+    "Pixel IoU, accuracy, precision, recall, F1 and object-level F1 (matched at IoU >= 0.5) of a mask GeoTIFF or "
+    "a buildings layer; prints JSON.",
+    params=(Param("pred", FILE, required=True, label="Predicted buildings",
+                  help="OUT_mask.tif or OUT.gpkg from segment"),
+            Param("truth", VECTOR, required=True, label="True footprints",
+                  help="true footprints (any vector file and CRS)"),
+            Param("area", VECTOR, label="Area", help="only inside these polygons")),
+    output_param=None)
+
+PROBE = Tool(
+    "probe", "tile count of a raster and tiling (JSON); with --speed, model tiles/s",
+    "Check a raster and tiling without running them and print what a run would do as JSON (exit 2 with the "
+    "message on bad input).",
+    params=(RASTER_IN, TILE_SIZE, OVERLAP, EDGE, BANDS_P, MODEL[0], WEIGHTS, *DEVICE, *AREA,
+            Param("speed", BOOL, False, help="also time the model on random tiles (imports torch)")),
+    rules=(SMALLER_OVERLAP,),
+    output_param=None)
+
+CHECK = Tool(
+    "check", "report the Python, torch and available devices as JSON",
+    "Whether this Python can run the engine: its packages, torch's devices and, with --backbone, where that "
+    "backbone's ImageNet weights are.",
+    params=(Param("backbone", CHOICE, None, choices=defaults.BACKBONES,
+                  help="also check that this backbone's ImageNet weights are here"),),
+    output_param=None)
+
+TOOLS: dict[str, Tool] = {t.name: t for t in (CLUSTER, PREDICT, SWEEP, STATS_TOOL, EXPORT, TRAIN_SEG, SEGMENT,
+                                             EVALUATE_SEG, PROBE, CHECK)}
