@@ -17,6 +17,7 @@ Python numbers; :func:`parse_value` turns either into the checked value.
 """
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -370,8 +371,58 @@ def check(tool: Tool, values: dict, files: bool = True) -> list[Problem]:
             problem = _file_problem(tool, param, str(full[param.name]), full)
             if problem:
                 found[param.name] = problem
+        clash = input_clash(tool, full)
+        if clash and (clash.param not in found or found[clash.param].code == P.EXISTS):
+            found[clash.param] = clash
     order = {n: i for i, n in enumerate(tool.names())}
     return sorted(found.values(), key=lambda p: order.get(p.param, len(order)))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: after symlinks and, where the file system ignores case, in any case."""
+    if a.exists() and b.exists():
+        try:
+            return a.samefile(b)
+        except OSError:
+            return False
+    ra, rb = Path(os.path.realpath(a)), Path(os.path.realpath(b))
+    if ra == rb:
+        return True
+    return ra.parent == rb.parent and ra.name.casefold() == rb.name.casefold() and _ignores_case(ra.parent)
+
+
+def _ignores_case(folder: Path) -> bool:
+    """Whether ``folder``'s file system treats names that differ only in case as one (macOS, Windows)."""
+    try:
+        entries = [e for e in os.listdir(folder) if e.swapcase() != e]
+    except OSError:
+        return False
+    return bool(entries) and (folder / entries[0].swapcase()).exists()
+
+
+def input_clash(tool: Tool, values: dict) -> "Problem | None":
+    """An output of the run that is one of its inputs (or the folder of files it would write over one).
+
+    Checked with and without ``overwrite``: replacing an input with a result
+    loses the analyst's data, whatever the flag says.
+    """
+    full = {**tool.defaults(), **values}
+    inputs = [(p, Path(str(full[p.name]))) for p in tool.params
+              if p.type in INPUT_FILES and is_given(p, full.get(p.name)) and applies(p, full)
+              and str(full[p.name]) not in p.words]
+    if not inputs:
+        return None
+    outputs = list(output_files(tool, full).values())
+    for p in tool.params:
+        if p.type == OUT_FILE and is_given(p, full.get(p.name)) and p.name != tool.output_param:
+            outputs.append(Path(str(full[p.name])))            # --save-model and the like
+    name = tool.output_param or "out"
+    for out in outputs:
+        for param, path in inputs:
+            if _same_file(out, path):
+                return Problem(name, P.CLASHES, f"{out.name} would replace the input {param.title.lower()} "
+                                                f"{path}; choose another output name.")
+    return None
 
 
 def _smaller(length, sizes) -> bool:

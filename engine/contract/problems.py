@@ -16,6 +16,7 @@ NOT_LOCAL = "not_local"          # a layer that is not a local file (the plugin 
 NOT_WRITABLE = "not_writable"    # an output folder the user cannot write to
 NOT_FOLDER = "not_folder"        # a folder was asked for, a file was given
 EXISTS = "exists"                # an output that exists (and overwriting is off)
+CLASHES = "clashes"              # an output that is one of the run's inputs (refused even with overwrite)
 OUT_OF_RANGE = "out_of_range"    # a number outside what the engine accepts
 BAD_CHOICE = "bad_choice"        # not one of the choices (method, backbone, device, unit, format...)
 BAD_FORMAT = "bad_format"        # a text or file of the wrong form (K list, tile sizes, .gpkg/.pt suffix)
@@ -23,7 +24,7 @@ NO_OVERLAP = "no_overlap"        # the area limit does not overlap the raster (o
 REJECTED = "rejected"            # the engine itself rejects the input (its probe answer)
 NO_ENGINE = "no_engine"          # no working engine yet (being looked for, set up, or broken)
 
-CODES = (REQUIRED, NOT_FOUND, NOT_LOCAL, NOT_WRITABLE, NOT_FOLDER, EXISTS, OUT_OF_RANGE, BAD_CHOICE, BAD_FORMAT,
+CODES = (REQUIRED, NOT_FOUND, NOT_LOCAL, NOT_WRITABLE, NOT_FOLDER, EXISTS, CLASHES, OUT_OF_RANGE, BAD_CHOICE, BAD_FORMAT,
          NO_OVERLAP, REJECTED, NO_ENGINE)
 
 

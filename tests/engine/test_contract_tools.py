@@ -137,3 +137,27 @@ def test_output_names_follow_the_declared_patterns(tmp_path):
     assert set(files) == {"gpkg", "tif", "manifest"}
     assert set(output_files(TOOLS["segment"], {"out": out, "probability": True})) == {
         "gpkg", "mask", "prob", "manifest"}
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_an_output_that_is_an_input_is_refused_even_with_overwrite(tmp_path, overwrite):
+    raster = tmp_path / "site_clusters.tif"
+    raster.write_bytes(b"raster")
+    (problem,) = check(TOOLS["cluster"], {"raster": str(raster), "out": str(tmp_path / "site.gpkg"),
+                                          "overwrite": overwrite})
+    assert (problem.param, problem.code) == ("out", P.CLASHES)
+    gpkg = tmp_path / "image.gpkg"                      # a GeoPackage raster given as its own output
+    gpkg.write_bytes(b"gpkg")
+    (problem,) = check(TOOLS["cluster"], {"raster": str(gpkg), "out": str(gpkg), "overwrite": overwrite})
+    assert problem.code == P.CLASHES
+    link = tmp_path / "link.gpkg"                       # through a symlink
+    link.symlink_to(gpkg)
+    (problem,) = check(TOOLS["cluster"], {"raster": str(gpkg), "out": str(link), "overwrite": overwrite})
+    assert problem.code == P.CLASHES
+    mask = tmp_path / "x_mask.tif"
+    mask.write_bytes(b"mask")
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"model")
+    (problem,) = check(TOOLS["segment"], {"raster": str(mask), "model": str(model), "out": str(tmp_path / "x.gpkg"),
+                                          "overwrite": overwrite})
+    assert (problem.param, problem.code) == ("out", P.CLASHES)
