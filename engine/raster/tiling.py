@@ -91,8 +91,8 @@ class Tile:
     def bounds(self) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) for north-up grids."""
         w, h = self.window.width, self.window.height
-        x0, y0 = self.transform * (0, 0)
-        x1, y1 = self.transform * (w, h)
+        x0, y0 = self.transform @ (0, 0)
+        x1, y1 = self.transform @ (w, h)
         return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
 
 
