@@ -34,6 +34,9 @@ from .kmeans import KMeansTiles
 
 FORMAT = "urbanform-cluster-model"
 VERSION = 1
+# the segmentation model's marker (engine.segmentation.modelfile.FORMAT) is declared here, next to the reader
+# every model file shares, so that each tool can name the other's model when it is given one by mistake
+SEG_FORMAT = "urbanform-segmentation-model"
 
 
 @dataclass
@@ -70,7 +73,6 @@ def save_model(path: "str | Path", kmeans: KMeansTiles, network: dict, *, backbo
 
 def _known_formats() -> dict[str, str]:
     """The files the engine writes, by format marker: what each is, in words a user recognises."""
-    from ..segmentation.modelfile import FORMAT as SEG_FORMAT
     from .deepcluster import CHECKPOINT_FORMAT
 
     return {FORMAT: "a cluster model (OUT_model.pt written by `cluster`, for `predict`)",

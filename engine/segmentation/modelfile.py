@@ -26,9 +26,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..clustering.modelfile import SEG_FORMAT as FORMAT
 from ..errors import BadInput
 
-FORMAT = "urbanform-segmentation-model"
 VERSION = 1
 
 
