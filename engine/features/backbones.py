@@ -9,6 +9,14 @@ tile (global average pooling of the last convolutional block). Weights:
   features work offline. The code never downloads anything.
 - ``none``: random initialisation (seeded).
 - a path: a state dict loaded with ``torch.load(weights_only=True)``.
+
+Every PyTorch file the engine opens (weights here, model files in
+``clustering.modelfile`` and ``segmentation.modelfile``) goes through
+:func:`load_torch_file`: ``weights_only=True`` (nothing in a file can run), and
+a file that is empty, truncated, of another kind or holding Python objects
+other than tensors is a BadInput naming the file and the fix, in our words
+(torch's own text, with its advice to retry with ``weights_only=False``, never
+reaches the user).
 """
 from __future__ import annotations
 
@@ -138,14 +146,61 @@ def resolve_weights(spec: BackboneSpec, weights: str) -> Path | None:
     return path
 
 
+def load_torch_file(path: "str | Path", label: str, kind: str, hint: str, refused: "str | None" = None):
+    """``torch.load(path, weights_only=True)`` on the CPU, or BadInput: ``label`` names the input (e.g.
+    ``"--weights 'w.pt'"``), ``kind`` what it should be ("an Urban Form Mapper cluster model file"), ``hint`` the
+    fix; ``refused`` the words after the label when it cannot be loaded (default "is not KIND"). Says
+    whether the file is missing, a folder, empty, damaged or truncated, not a PyTorch file, or a pickle
+    holding Python objects other than tensors (which could run code: never opened)."""
+    import warnings
+
+    import torch
+
+    path = Path(path)
+    if path.is_dir():
+        raise BadInput(f"{label} is a folder, not {kind}. {hint}")
+    if not path.is_file():
+        raise BadInput(f"{label}: no such file. {hint}")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise BadInput(f"{label} cannot be read ({exc.strerror}). {hint}") from None
+    if not head:
+        raise BadInput(f"{label} is empty (0 bytes): an interrupted copy or run? {hint}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")          # torch's pickle-protocol and storage notices
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - described below in our words; torch's text is never shown
+        text = str(exc)
+        zipped = head.startswith(b"PK\x03\x04")
+        if "GLOBAL" in text or (zipped and "Unsupported" in text):
+            why = ("it holds Python objects other than weights, which could run code, so it was not opened "
+                   "(only open model files from people you trust)")
+        elif isinstance(exc, EOFError) or "central directory" in text or "truncated" in text.lower() or \
+                (zipped and isinstance(exc, RuntimeError)):
+            why = "it is damaged or truncated (copy it again, or make it again)"
+        elif head.startswith(b"\x80"):
+            why = ("it is a Python pickle holding objects other than weights, which could run code, so it was "
+                   "not opened (only open model files from people you trust)")
+        elif head.startswith(b"\x93NUMPY"):
+            why = "it is a NumPy array file"
+        else:
+            why = "it is not a PyTorch file"
+        raise BadInput(f"{label} {refused or 'is not ' + kind}: {why}. {hint}") from None
+
+
 def load_state_dict(path: Path) -> dict:
     """A state dict from ``path`` (weights_only=True), or BadInput if it is not one."""
     import torch
 
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a state dict"
-        raise BadInput(f"--weights {str(path)!r} cannot be loaded as a PyTorch state dict ({exc}).") from None
+    fix = "Save one with torch.save(model.state_dict(), path), or use --weights imagenet or none."
+    obj = load_torch_file(path, f"--weights {str(path)!r}", "a PyTorch state dict", fix,
+                          refused="cannot be loaded as a PyTorch state dict")
+    if isinstance(obj, dict) and isinstance(obj.get("format"), str) and obj["format"].startswith("urbanform-"):
+        raise BadInput(f"--weights {str(path)!r} is an Urban Form Mapper model file ({obj['format']}), not a "
+                       f"state dict of backbone weights; give it as the model of `predict` or `segment`. {fix}")
     for key in ("state_dict", "model", "backbone"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

@@ -1,6 +1,7 @@
 """Writing outputs safely: atomic file sets, GeoPackage and GeoTIFF writers, manifests.
 
 Modules: ``atomic`` (the one atomic writer: partial paths, OutputSet, NpyFile),
+``lock`` (one writer per output: OutputLock, taken before the OutputSet),
 ``writers`` (GeoPackage layers and cluster GeoTIFFs), ``manifest`` (checksums,
 versions, the JSON manifest). The public names stay importable from ``engine.io``.
 """
@@ -15,9 +16,10 @@ from .atomic import (
                      write_json_atomic,
                      write_text_atomic,
 )
+from .lock import OutputLock, lock_outputs
 from .manifest import sha256_file, versions, write_json
 from .writers import GPKG_OPTIONS, write_cluster_tif, write_gpkg_chunks
 
-__all__ = ["GPKG_OPTIONS", "NpyFile", "OutputSet", "atomic_path", "partial_path", "promote", "remove_partial",
-           "sha256_file", "versions", "write_bytes_atomic", "write_cluster_tif", "write_gpkg_chunks", "write_json",
-           "write_json_atomic", "write_text_atomic"]
+__all__ = ["GPKG_OPTIONS", "NpyFile", "OutputLock", "OutputSet", "atomic_path", "lock_outputs", "partial_path",
+           "promote", "remove_partial", "sha256_file", "versions", "write_bytes_atomic", "write_cluster_tif",
+           "write_gpkg_chunks", "write_json", "write_json_atomic", "write_text_atomic"]

@@ -12,7 +12,10 @@ Three small pieces:
 
 Band handling: uint8 is used as is; any other dtype is stretched per band from
 its 2nd to 98th percentile, estimated on a sample of windows; one band is
-replicated to three. An alpha band or a nodata value becomes the validity mask.
+replicated to three. An alpha band or a nodata value becomes the validity mask;
+in float rasters NaN and infinities are invalid pixels too, with or without a
+nodata value (a pixel is valid only where every band read is finite), so the
+valid fraction counts them, the stretch ignores them and they read as 0.
 """
 from __future__ import annotations
 
@@ -88,8 +91,8 @@ class Tile:
     def bounds(self) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) for north-up grids."""
         w, h = self.window.width, self.window.height
-        x0, y0 = self.transform * (0, 0)
-        x1, y1 = self.transform * (w, h)
+        x0, y0 = self.transform @ (0, 0)
+        x1, y1 = self.transform @ (w, h)
         return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
 
 
@@ -221,6 +224,18 @@ def needs_warp(crs: CRS) -> bool:
     return crs.is_geographic or _is_mercator(crs)
 
 
+def finite_pixels(raw: np.ndarray) -> np.ndarray:
+    """(h, w) True where every band of ``raw`` (bands, h, w) is a finite number; all True for integer data.
+
+    NaN and infinities in a float raster are invalid pixels whether or not it
+    has a nodata value: combine this with the dataset mask.
+    """
+    raw = np.asarray(raw)
+    if raw.dtype.kind not in "fc":
+        return np.ones(raw.shape[-2:], dtype=bool)
+    return np.isfinite(raw).all(axis=0)
+
+
 @dataclass
 class Stretch:
     """Per-band linear stretch from [lo, hi] to [0, 255]; None for uint8 data."""
@@ -231,7 +246,9 @@ class Stretch:
     def apply(self, data: np.ndarray) -> np.ndarray:
         lo = self.lo.reshape(-1, 1, 1).astype(np.float32)
         span = np.maximum(self.hi - self.lo, 1e-6).reshape(-1, 1, 1).astype(np.float32)
-        out = (data.astype(np.float32) - lo) * (255.0 / span)
+        with np.errstate(invalid="ignore", over="ignore"):
+            out = (data.astype(np.float32) - lo) * (255.0 / span)
+        out[~np.isfinite(out)] = 0                  # NaN / inf are invalid pixels: they read as 0
         return np.clip(out, 0, 255).astype(np.uint8)
 
     def as_list(self) -> list[list[float]]:
@@ -250,6 +267,8 @@ def to_rgb8(data: np.ndarray, stretch: "Stretch | None") -> np.ndarray:
     if stretch is not None:
         data = stretch.apply(data)
     elif data.dtype != np.uint8:
+        if data.dtype.kind == "f":              # NaN / inf read as 0 (a cast of them is undefined)
+            data = np.clip(np.where(np.isfinite(data), data, 0), 0, 255)
         data = data.astype(np.uint8)
     if data.shape[0] == 1:
         data = np.repeat(data, 3, axis=0)
@@ -349,8 +368,9 @@ class TiledRaster:
     read through a WarpedVRT in the local UTM zone so that tiles are true
     ground squares; ``working_crs`` and ``grid.transform`` describe that view.
 
-    Use as a context manager. ``valid_fraction()`` scans validity (cheap: it
-    returns at once for rasters with no nodata or alpha), ``read_tiles`` reads
+    Use as a context manager. ``valid_fraction()`` scans validity (cheap for
+    integer rasters with no nodata or alpha; float rasters are read to find
+    NaN and infinities), ``read_tiles`` reads
     the tiles of a list of (row, col) positions that share one grid row.
     """
 
@@ -440,9 +460,15 @@ class TiledRaster:
 
     # -- band values ----------------------------------------------------------------
     @property
+    def checks_finite(self) -> bool:
+        """True for float rasters, whose NaN and infinite pixels are invalid."""
+        return np.dtype(self.info.dtype).kind in "fc"
+
+    @property
     def all_valid(self) -> bool:
-        """True when the raster has no nodata value, alpha band or mask."""
-        if self.warped:
+        """True when every pixel is valid by construction: no nodata value, alpha band or mask, and not
+        a float raster (whose NaN and infinities are invalid, with or without a nodata value)."""
+        if self.warped or self.checks_finite:
             return False
         return all(MaskFlags.all_valid in flags for flags in self._src.mask_flag_enums)
 
@@ -494,9 +520,13 @@ class TiledRaster:
             mask[: inner.height, : inner.width] = True
         else:
             mask[: inner.height, : inner.width] = ds.dataset_mask(window=inner) > 0
-        if not with_data:
+        if not with_data and not self.checks_finite:
             return None, mask
         raw = ds.read(self.bands, window=inner)
+        if self.checks_finite:
+            mask[: inner.height, : inner.width] &= finite_pixels(raw)
+        if not with_data:
+            return None, mask
         data = np.zeros((3, h, w), dtype=np.uint8)
         data[:, : inner.height, : inner.width] = self.to_rgb8(raw)
         return data, mask
@@ -506,7 +536,8 @@ class TiledRaster:
         return Window(col0 * g.stride, row * g.stride, (col1 - col0 - 1) * g.stride + g.size, g.size)
 
     def valid_fraction(self, block_cols: int = 64, progress=None) -> np.ndarray:
-        """(n_rows, n_cols) share of each tile's pixels that are inside the raster and valid."""
+        """(n_rows, n_cols) share of each tile's pixels that are inside the raster and valid (not nodata, not
+        masked, finite in every band)."""
         g = self.grid
         out = np.empty(g.shape, dtype=np.float32)
         for r in range(g.n_rows):

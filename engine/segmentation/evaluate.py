@@ -18,9 +18,24 @@
   representative point lies on the raster.
 
 Returns a flat dict (see :func:`evaluate`). Undefined ratios (0/0) are NaN-free: they are reported as 0.0.
+
+Checked before any work (BadInput naming the input and the fix): every file
+exists; ``truth``, a vector ``pred`` and ``area`` are vector files with
+geometry (a CSV without geometry, a raster, a text file are refused); ``area``
+overlaps what is scored (the mask, or the mapped raster / the layers' extent
+for a vector prediction). A run that would score nothing - an area over nodata
+only or smaller than a pixel, a mask with no valid pixel - is BadInput too,
+never a set of all-zero scores.
+
+Warnings about the data (invalid geometries repaired, features of another type
+ignored, the scoring extent guessed) go to the ``warnings`` list when one is
+given; without it each is written as one line ``warning: ...`` on stderr (no
+Python warning with a source line). Either way they are also returned under
+the key ``warnings``.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +106,40 @@ def _is_raster(path: Path) -> bool:
         return False
 
 
+_VECTOR_KINDS = "(GeoPackage, GeoJSON, Shapefile)"
+
+
+def _check_vector(path, name: str, what: str) -> None:
+    """BadInput unless ``path`` (or 'file|layername=x') is a vector file with a geometry layer: before any
+    work, so that a CSV table, a raster or a text file never reaches the scoring."""
+    import pyogrio
+
+    from ..stats.measures import _split_source
+
+    file, layer = _split_source(path, None)
+    if not file.exists():
+        raise BadInput(f"{name} {str(file)!r}: no such file; give {what} {_VECTOR_KINDS}.")
+    if file.is_dir() and file.suffix.lower() not in (".gdb",):
+        raise BadInput(f"{name} {str(file)!r} is a folder; give {what} {_VECTOR_KINDS}.")
+    try:
+        layers = pyogrio.list_layers(file)
+    except Exception:  # noqa: BLE001 - any OGR failure means "not a vector file"
+        raise BadInput(f"{name} {str(file)!r} cannot be read as a vector layer; give {what} "
+                       f"{_VECTOR_KINDS}.") from None
+    geometry = {str(n): g for n, g in layers}
+    if layer is not None and layer not in geometry:
+        raise BadInput(f"{name} {str(file)!r} has no layer {layer!r}; it has {', '.join(geometry)}.")
+    wanted = [geometry[layer]] if layer is not None else list(geometry.values())
+    if not any(g is not None for g in wanted):
+        raise BadInput(f"{name} {str(path)!r} has no geometry (a table without shapes, such as a CSV); "
+                       f"give {what} {_VECTOR_KINDS}.")
+
+
+def _no_overlap(name: str, area, what: str) -> BadInput:
+    return BadInput(f"{name} {str(area)!r} does not overlap {what}; nothing would be scored. Give polygons "
+                    "that cover part of it, or leave --area out.")
+
+
 def _inside(geoms, region) -> np.ndarray:
     import shapely
 
@@ -101,14 +150,14 @@ def _inside(geoms, region) -> np.ndarray:
         if len(geoms) else np.zeros(0, bool)
 
 
-def _read_area(area, crs):
+def _read_area(area, crs, warnings=None):
     import shapely
 
     from ..stats.measures import read_buildings
 
     if area is None:
         return None
-    g = read_buildings(area, crs, name="--area")
+    g = read_buildings(area, crs, name="--area", warnings=warnings)
     region = shapely.union_all(g.values)
     if region.is_empty:
         raise BadInput(f"--area {str(area)!r} has no polygon area; give the polygon(s) to score within.")
@@ -142,20 +191,43 @@ def evaluate(pred, truth, area=None, *, block: int = 1024, warnings: "list | Non
     pred = Path(pred)
     if not pred.exists():
         raise BadInput(f"--pred {str(pred)!r}: no such file; give the mask GeoTIFF or the buildings layer.")
-    if not Path(truth).exists():
-        raise BadInput(f"--truth {str(truth)!r}: no such file; give the true building footprints.")
-    if _is_raster(pred):
-        return _evaluate_mask(pred, truth, area, block, warnings)
-    return _evaluate_vector(pred, truth, area, warnings)
+    _check_vector(truth, "--truth", "the true building footprints")
+    mask = _is_raster(pred)
+    if not mask:
+        _check_vector(pred, "--pred", "the mask GeoTIFF or the buildings layer written by `segment`")
+    if area is not None:
+        _check_vector(area, "--area", "the polygon(s) to score within")
+    found: list[str] = []
+    try:
+        out = (_evaluate_mask(pred, truth, area, block, found) if mask
+               else _evaluate_vector(pred, truth, area, found))
+    finally:
+        if warnings is not None:
+            warnings.extend(found)
+    found = list(dict.fromkeys(found))
+    if warnings is None:                 # an error is one line: the data warnings only with the scores
+        for msg in found:
+            print(f"warning: {msg}", file=sys.stderr, flush=True)
+    out["warnings"] = found
+    return out
 
 
 def _evaluate_mask(pred: Path, truth, area, block: int, warnings) -> dict:
+    from rasterio.errors import RasterioIOError
+
+    try:
+        return _score_mask(pred, truth, area, block, warnings)
+    except RasterioIOError:
+        raise BadInput(f"--pred {str(pred)!r} cannot be read as a raster (damaged or truncated?); give the mask "
+                       "GeoTIFF written by `segment`.") from None
+
+
+def _score_mask(pred: Path, truth, area, block: int, warnings) -> dict:
     import rasterio
     import rasterio.features
     import shapely
+    from affine import Affine
     from rasterio.windows import Window
-    from rasterio.windows import bounds as wbounds
-    from rasterio.windows import transform as wtransform
 
     from ..stats.measures import read_buildings
     from .polygons import polygons_from_mask
@@ -166,8 +238,10 @@ def _evaluate_mask(pred: Path, truth, area, block: int, warnings) -> dict:
         crs = ds.crs
         tg = read_buildings(truth, crs, name="--truth", warnings=warnings, allow_empty=True)
         truth_geoms = tg.values
-        region = _read_area(area, crs)
+        region = _read_area(area, crs, warnings)
         raster_box = shapely.box(*ds.bounds)
+        if region is not None and not shapely.intersection(region, raster_box).area > 0:
+            raise _no_overlap("--area", area, f"the mask {str(pred)!r}")
         if len(truth_geoms) and not shapely.intersects(shapely.union_all(shapely.envelope(truth_geoms)),
                                                        raster_box):
             raise BadInput(f"--truth {str(truth)!r} does not overlap the mask {str(pred)!r}; "
@@ -178,10 +252,11 @@ def _evaluate_mask(pred: Path, truth, area, block: int, warnings) -> dict:
             for c0 in range(0, ds.width, block):
                 w = Window(c0, r0, min(block, ds.width - c0), min(block, ds.height - r0))
                 shape = (int(w.height), int(w.width))
-                t = wtransform(w, ds.transform)
+                t = ds.transform @ Affine.translation(c0, r0)      # (rasterio's helpers warn about `*`)
                 p = ds.read(1, window=w) > 0
                 valid = ds.read_masks(1, window=w) > 0
-                box = shapely.box(*wbounds(w, ds.transform))
+                (xa, xb), (ya, yb) = zip(t @ (0, 0), t @ (shape[1], shape[0]), strict=True)
+                box = shapely.box(min(xa, xb), min(ya, yb), max(xa, xb), max(ya, yb))
                 tr = np.zeros(shape, bool)
                 if tree is not None:
                     idx = tree.query(box, predicate="intersects")
@@ -197,6 +272,13 @@ def _evaluate_mask(pred: Path, truth, area, block: int, warnings) -> dict:
                 fp += int((p & ~tr).sum())
                 fn += int((~p & tr).sum())
                 tn += int((valid & ~p & ~tr).sum())
+    if tp + fp + fn + tn == 0:
+        if region is not None:
+            raise BadInput(f"--area {str(area)!r} leaves no pixel of the mask {str(pred)!r} to score (it covers "
+                           "only nodata, or no pixel centre). Give polygons over the mapped pixels, or leave "
+                           "--area out.")
+        raise BadInput(f"--pred {str(pred)!r} has no valid pixel (all nodata); give the mask written by "
+                       "`segment`.")
     preds = np.array(list(polygons_from_mask(pred, block)), dtype=object)
     preds = preds[_inside(preds, region)]
     keep = _inside(truth_geoms, raster_box) & _inside(truth_geoms, region)
@@ -220,18 +302,23 @@ def _evaluate_vector(pred: Path, truth, area, warnings) -> dict:
         raise BadInput("--pred and --truth are both empty; nothing to score.")
     mcrs = metric_crs(both)
     pg, tg = pg.to_crs(mcrs), tg.to_crs(mcrs)
-    region = _read_area(area, mcrs)
-    if region is None:
-        region = _segment_extent(pred, mcrs, warnings)
+    region = _read_area(area, mcrs, warnings)
+    mapped = _segment_extent(pred, mcrs, warnings if region is None else [])
     p_geoms, t_geoms = pg.values, tg.values
-    if region is None:
-        x0, y0, x1, y1 = (pg.total_bounds if len(pg) else tg.total_bounds)
-        if len(pg) and len(tg):
-            tx0, ty0, tx1, ty1 = tg.total_bounds
-            x0, y0, x1, y1 = min(x0, tx0), min(y0, ty0), max(x1, tx1), max(y1, ty1)
-        extent = shapely.box(x0, y0, x1, y1)
+    x0, y0, x1, y1 = (pg.total_bounds if len(pg) else tg.total_bounds)
+    if len(pg) and len(tg):
+        tx0, ty0, tx1, ty1 = tg.total_bounds
+        x0, y0, x1, y1 = min(x0, tx0), min(y0, ty0), max(x1, tx1), max(y1, ty1)
+    layers_box = shapely.box(x0, y0, x1, y1)
+    if region is not None:
+        data = mapped if mapped is not None else layers_box
+        if not shapely.intersects(region, data) or (data.area > 0 and not shapely.intersection(region, data).area):
+            what = (f"the raster {str(pred)!r} was mapped from" if mapped is not None
+                    else f"the buildings of --pred {str(pred)!r} or --truth {str(truth)!r}")
+            raise _no_overlap("--area", area, what)
     else:
-        extent = region
+        region = mapped
+    extent = region if region is not None else layers_box
     P = shapely.intersection(shapely.union_all(p_geoms), extent) if len(p_geoms) else shapely.Polygon()
     T = shapely.intersection(shapely.union_all(t_geoms), extent) if len(t_geoms) else shapely.Polygon()
     tp = shapely.intersection(P, T).area

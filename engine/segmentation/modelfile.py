@@ -15,15 +15,20 @@ at the centre: what segment compares), crs, chip,
 threshold (0.5), decoder_channels, history (one dict per epoch), val_iou (best),
 best_epoch, epochs_done, params (training parameters), versions.
 ``encoder`` is required to rebuild the network; the rest is information.
+
+Reading checks the file whole before any work: missing, empty, damaged or
+truncated, another kind of file (a cluster model, a state dict of weights, a
+random or booby-trapped pickle), a newer format, an unknown encoder, weights
+that do not fit the U-Net: each a BadInput naming the file and the fix.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from ..clustering.modelfile import SEG_FORMAT as FORMAT
 from ..errors import BadInput
 
-FORMAT = "urbanform-segmentation-model"
 VERSION = 1
 
 
@@ -55,18 +60,27 @@ def save_seg_model(path: "str | Path", model, meta: dict, extra: dict | None = N
     torch.save(obj, path)
 
 
+HINT = "Give the MODEL.pt written by `train-seg`."
+
+
 def read_seg_file(path: "str | Path") -> dict:
     """The raw container of a model file (weights_only=True), or BadInput saying why it is not ours."""
-    from ..clustering.modelfile import read_container
+    import torch
 
-    hint = "Give the MODEL.pt written by `train-seg`."
-    obj = read_container(path, FORMAT, VERSION, "segmentation model", hint)
+    from ..clustering.modelfile import read_container
+    from ..contract.defaults import SEG_ENCODERS
+
+    obj = read_container(path, FORMAT, VERSION, "segmentation model", HINT)
     try:
         obj["meta"] = json.loads(obj["meta"])
-        obj["meta"]["encoder"]
-        obj["state"].items()
+        encoder = obj["meta"]["encoder"]
+        if not all(torch.is_tensor(v) for v in obj["state"].values()):
+            raise TypeError("state")
     except Exception:  # noqa: BLE001
-        raise BadInput(f"model {str(path)!r} is damaged (meta or state missing). {hint}") from None
+        raise BadInput(f"model {str(path)!r} is damaged (meta or state missing). {HINT}") from None
+    if encoder not in SEG_ENCODERS:
+        raise BadInput(f"model {str(path)!r} was made with encoder {encoder!r}, which this version does not know "
+                       f"({', '.join(SEG_ENCODERS)}); update Urban Form Mapper. {HINT}")
     return obj
 
 
@@ -79,7 +93,8 @@ def load_seg_model(path: "str | Path"):
     model = UNet(meta["encoder"], weights="none")
     try:
         model.load_state_dict(obj["state"])
-    except RuntimeError as exc:
-        raise BadInput(f"model {str(path)!r}: its weights do not fit a {meta['encoder']} U-Net "
-                       f"({str(exc).splitlines()[0]}).") from None
+    except (RuntimeError, TypeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadInput(f"model {str(path)!r} is damaged: its weights do not fit a {meta['encoder']} U-Net "
+                       f"({first[:200]}). {HINT}") from None
     return model.eval(), meta
