@@ -340,7 +340,12 @@ class DeepCluster:
             prev_labels = km.labels_
             report("epoch", 0, int(self.epochs), self._message(self.history_[-1]))
         else:
-            ex.model.load_state_dict(state["trunk"])
+            try:
+                ex.model.load_state_dict(state["trunk"])
+            except (RuntimeError, TypeError, ValueError):        # tensors that do not fit this backbone
+                raise BadInput(f"--resume: the checkpoint {str(checkpoint)!r} is damaged (its network does not "
+                               f"fit {self.backbone}). Remove it, or run without --resume (with --overwrite) "
+                               "to start training afresh.") from None
             self.history_ = json.loads(state["history"])
             start = int(state["epoch"]) + 1
             prev_labels = state["labels"].numpy().astype(np.int32)
@@ -449,7 +454,10 @@ class DeepCluster:
         else:
             out = np.empty((n, ex.dim), dtype=np.float32)
         report("features", 0, n, f"epoch {epoch}/{self.epochs}: features of {n} tiles")
-        stage = (lambda d, t: report("features", d, t, f"epoch {epoch}/{self.epochs}: features"))
+
+        def stage(d, t):
+            report("features", d, t, f"epoch {epoch}/{self.epochs}: features")
+
         extract_features(tiled, rows, cols, ex, out, batch_size=self.feature_batch_size, progress=stage)
         km = KMeansTiles(int(self.n_clusters), self.pca_dims, self.whiten, self.seed).fit(out)
         return out, km
@@ -510,7 +518,8 @@ class DeepCluster:
         report("epoch", epoch - 1, int(self.epochs), msg)
         for step in range(steps):
             sl = slice(step * bs, min(n_samples, (step + 1) * bs))
-            batch = np.stack([tiled.read_window_rgb(int(c), int(r), s) for c, r in zip(col0[sl], row0[sl])])
+            batch = np.stack([tiled.read_window_rgb(int(c), int(r), s)
+                              for c, r in zip(col0[sl], row0[sl], strict=True)])
             x = augment(torch.from_numpy(batch).to(dev).float(), gen)
             x = (x - ex._mean) / ex._std
             if ex.channels_last:
@@ -544,23 +553,33 @@ class DeepCluster:
             torch.save(obj, tmp)
 
     def _load_checkpoint(self, path, fingerprint: str) -> dict:
+        """The state saved in ``path`` (weights_only=True, via backbones.load_torch_file), or BadInput naming
+        the checkpoint and the fix: damaged, truncated, not ours (no torch text reaches the user), or made
+        with other parameters."""
         import torch
 
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not our checkpoint"
-            raise BadInput(f"--resume: {str(path)!r} cannot be read as a DeepCluster checkpoint ({exc}). "
-                           "Delete it or run without --resume.") from None
+        from ..features.backbones import load_torch_file
+
+        label = f"--resume: the checkpoint {str(path)!r}"
+        fix = "Remove it, or run without --resume (with --overwrite) to start training afresh."
+        state = load_torch_file(path, label, "a DeepCluster checkpoint", fix)
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise BadInput(f"--resume: {str(path)!r} is not a DeepCluster checkpoint. "
-                           "Delete it or run without --resume.")
+            raise BadInput(f"{label} is not a DeepCluster checkpoint. {fix}")
+        try:
+            int(state["epoch"]), json.loads(state["history"]), int(state["best_epoch"])
+            ok = isinstance(json.loads(state["fingerprint"]), dict) and isinstance(state["trunk"], dict) \
+                and torch.is_tensor(state["labels"])
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise BadInput(f"{label} is damaged (part of its state is missing). {fix}")
         if state["fingerprint"] != fingerprint:
             old, new = json.loads(state["fingerprint"]), json.loads(fingerprint)
-            diff = [f"{k}: {old['params'].get(k)!r} -> {v!r}" for k, v in new["params"].items()
-                    if old["params"].get(k) != v]
-            if old["raster"] != new["raster"] or old["hash"] != new["hash"] or old["coverage"] != new["coverage"]:
+            diff = [f"{k}: {old.get('params', {}).get(k)!r} -> {v!r}" for k, v in new["params"].items()
+                    if old.get("params", {}).get(k) != v]
+            if any(old.get(k) != new[k] for k in ("raster", "hash", "coverage")):
                 diff.append("another raster, tiling, tile set or building coverage")
-            raise BadInput(f"--resume: the checkpoint {str(path)!r} was made with other parameters "
+            raise BadInput(f"{label} was made with other parameters "
                            f"({'; '.join(diff)}). Run with the same parameters, or without --resume to "
                            "start afresh.")
         return state

@@ -179,7 +179,7 @@ def load_torch_file(path: "str | Path", label: str, kind: str, hint: str, refuse
             why = ("it holds Python objects other than weights, which could run code, so it was not opened "
                    "(only open model files from people you trust)")
         elif isinstance(exc, EOFError) or "central directory" in text or "truncated" in text.lower() or \
-                (zipped and isinstance(exc, RuntimeError)):
+                (zipped and isinstance(exc, (RuntimeError, OSError))):      # a cut zip: miniz error or EINVAL
             why = "it is damaged or truncated (copy it again, or make it again)"
         elif head.startswith(b"\x80"):
             why = ("it is a Python pickle holding objects other than weights, which could run code, so it was "

@@ -3,7 +3,8 @@
 Modules: ``atomic`` (the one atomic writer: partial paths, OutputSet, NpyFile),
 ``lock`` (one writer per output: OutputLock, taken before the OutputSet),
 ``writers`` (GeoPackage layers and cluster GeoTIFFs), ``manifest`` (checksums,
-versions, the JSON manifest). The public names stay importable from ``engine.io``.
+versions, the JSON manifest), ``vectors`` (the one reader of vector inputs:
+check_vector before work, read_vector; BadInput naming the input). The public names stay importable from ``engine.io``.
 """
 from .atomic import (
                      NpyFile,

@@ -24,22 +24,17 @@ def parse_extent(text: str) -> tuple[float, float, float, float]:
     return xmin, ymin, xmax, ymax
 
 
-def read_area(path: "str | Path", crs) -> "object":
-    """The union of the polygons in a vector file, in ``crs`` (a shapely geometry), or BadInput."""
-    import geopandas as gpd
+def read_area(path: "str | Path", crs, name: str = "--area") -> "object":
+    """The union of the polygons in a vector file, in ``crs`` (a shapely geometry), or BadInput naming
+    ``name`` (a missing, damaged or non-vector file, a table without geometry, no CRS, no polygons)."""
     import shapely
 
-    if not Path(path).exists():
-        raise BadInput(f"--area {str(path)!r} does not exist. Give a polygon layer file (GeoPackage, Shapefile...).")
-    try:
-        frame = gpd.read_file(path)
-    except Exception as exc:  # noqa: BLE001 - any OGR failure means "not a vector file"
-        raise BadInput(f"--area {str(path)!r} cannot be read as a vector layer ({exc}).") from None
+    from ..io.vectors import read_vector
+
+    frame = read_vector(path, name, "the polygon(s) to limit the run to", kind="polygon")
     frame = frame[frame.geom_type.isin(["Polygon", "MultiPolygon"])]
     if frame.empty:
-        raise BadInput(f"--area {str(path)!r} has no polygons; give a polygon layer.")
-    if frame.crs is None:
-        raise BadInput(f"--area {str(path)!r} has no CRS; assign one in QGIS or with ogr2ogr -a_srs.")
+        raise BadInput(f"{name} {str(path)!r} has no polygons; give a polygon layer.")
     geoms = shapely.make_valid(frame.to_crs(crs).geometry.to_numpy())
     return shapely.union_all(geoms)
 

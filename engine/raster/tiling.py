@@ -252,7 +252,7 @@ class Stretch:
         return np.clip(out, 0, 255).astype(np.uint8)
 
     def as_list(self) -> list[list[float]]:
-        return [[float(a), float(b)] for a, b in zip(self.lo, self.hi)]
+        return [[float(a), float(b)] for a, b in zip(self.lo, self.hi, strict=True)]
 
     @classmethod
     def from_list(cls, pairs) -> "Stretch | None":
@@ -291,8 +291,84 @@ class RasterInfo:
     mask_flags: tuple = field(default_factory=tuple)
 
 
+RASTER_FIX = "Give a GeoTIFF or another GDAL raster."
+PROBE_POINTS = 3          # per axis: first, middle and last pixel row/column, so 9 blocks incl. the last one
+
+
+def _gdal_detail(exc: BaseException) -> str:
+    """GDAL's reason for a failed read, short: 'got N of M bytes' for a cut file, else its deepest message."""
+    chain, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    for text in chain:
+        m = re.search(r"got (\d+) bytes, expected (\d+)", text)
+        if m:
+            return f"got {m.group(1)} of {m.group(2)} bytes"
+    text = next((t for t in reversed(chain) if t and "See previous exception" not in t), "")
+    text = text.replace("\n", " ").strip()
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def unreadable_raster(path, label: str, exc: BaseException) -> BadInput:
+    """The BadInput for a raster that GDAL would not open: ``label`` names the input (e.g. "raster 'x.tif'"
+    or "--population 'p.tif'") and the message says why in our words: a folder, an empty file, a vector
+    layer, a format GDAL does not know, or a damaged or truncated file."""
+    import os
+
+    if os.path.isdir(path):
+        return BadInput(f"{label} is a folder, not a raster. {RASTER_FIX}")
+    try:
+        empty = os.path.getsize(path) == 0
+    except OSError:
+        empty = False
+    if empty:
+        return BadInput(f"{label} is empty (0 bytes): an interrupted copy or export? {RASTER_FIX}")
+    text = str(exc)
+    if "not recognized" in text or "not recognised" in text:
+        try:
+            import pyogrio
+
+            vector = len(pyogrio.list_layers(path)) > 0
+        except Exception:  # noqa: BLE001 - not a vector file either
+            vector = False
+        if vector:
+            return BadInput(f"{label} cannot be read: it is a vector layer or a table, not a raster. {RASTER_FIX}")
+        return BadInput(f"{label} cannot be read: it is not a raster format GDAL knows. {RASTER_FIX}")
+    return BadInput(f"{label} is damaged or truncated ({_gdal_detail(exc)}); re-export it or copy it again.")
+
+
+def probe_raster(src, label: str) -> None:
+    """BadInput unless pixels spread across ``src`` read: the first, middle and last row and column
+    (PROBE_POINTS x PROBE_POINTS single pixels, all bands and masks, so nine blocks including the
+    last one). Cheap - nine blocks whatever the raster's size - and it catches a truncated or damaged
+    file (its last blocks are missing) before any work instead of in the middle of a run."""
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    h, w = int(src.height), int(src.width)
+    if h <= 0 or w <= 0 or src.count == 0:
+        return
+    rows = sorted({round(i * (h - 1) / (PROBE_POINTS - 1)) for i in range(PROBE_POINTS)})
+    cols = sorted({round(i * (w - 1) / (PROBE_POINTS - 1)) for i in range(PROBE_POINTS)})
+    for r in reversed(rows):                          # the last block first: where a cut file fails
+        for c in reversed(cols):
+            win = Window(c, r, 1, 1)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                    src.read(window=win)
+                    src.read_masks(window=win)
+            except Exception as exc:  # noqa: BLE001 - any GDAL read failure: the file cannot serve
+                raise BadInput(f"{label} is damaged or truncated (the pixel at row {r}, column {c} cannot be "
+                               f"read: {_gdal_detail(exc)}); re-export it or copy it again.") from None
+
+
 def inspect_raster(path: str) -> RasterInfo:
-    """Open ``path`` and check that it is a georeferenced raster, or raise BadInput."""
+    """Open ``path`` and check that it is a georeferenced raster that reads across its extent (see
+    :func:`probe_raster`), or raise BadInput."""
     import os
     import warnings
 
@@ -300,6 +376,7 @@ def inspect_raster(path: str) -> RasterInfo:
 
     if not os.path.exists(path):
         raise BadInput(f"raster {path!r} does not exist. Check the path.")
+    label = f"raster {str(path)!r}"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)     # reported below, in plain words
@@ -309,8 +386,11 @@ def inspect_raster(path: str) -> RasterInfo:
                     dtype=src.dtypes[0], crs=src.crs, transform=src.transform, nodata=src.nodata,
                     colorinterp=tuple(src.colorinterp), mask_flags=tuple(tuple(f) for f in src.mask_flag_enums),
                 )
-    except rasterio.RasterioIOError as exc:
-        raise BadInput(f"raster {path!r} cannot be read ({exc}). Give a GeoTIFF or another GDAL raster.") from None
+                probe_raster(src, label)
+    except BadInput:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any GDAL failure to open: said in our words
+        raise unreadable_raster(path, label, exc) from None
     if info.crs is None:
         raise BadInput(
             f"raster {path!r} has no coordinate reference system. Assign one "
@@ -478,7 +558,7 @@ class TiledRaster:
         rng = np.random.default_rng(seed)
         cols = rng.integers(0, ds.width - side + 1, size=n)
         rows = rng.integers(0, ds.height - side + 1, size=n)
-        return [Window(int(c), int(r), side, side) for c, r in zip(cols, rows)]
+        return [Window(int(c), int(r), side, side) for c, r in zip(cols, rows, strict=True)]
 
     def _estimate_stretch(self, n: int, seed: int) -> Stretch | None:
         if self.info.dtype == "uint8":

@@ -106,33 +106,13 @@ def _is_raster(path: Path) -> bool:
         return False
 
 
-_VECTOR_KINDS = "(GeoPackage, GeoJSON, Shapefile)"
-
-
 def _check_vector(path, name: str, what: str) -> None:
-    """BadInput unless ``path`` (or 'file|layername=x') is a vector file with a geometry layer: before any
-    work, so that a CSV table, a raster or a text file never reaches the scoring."""
-    import pyogrio
+    """BadInput unless ``path`` (or 'file|layername=x') is a vector file with a geometry layer and a CRS
+    (engine.io.vectors.check_vector): before any work, so that a CSV table, a raster or a text file never
+    reaches the scoring."""
+    from ..io.vectors import check_vector
 
-    from ..stats.measures import _split_source
-
-    file, layer = _split_source(path, None)
-    if not file.exists():
-        raise BadInput(f"{name} {str(file)!r}: no such file; give {what} {_VECTOR_KINDS}.")
-    if file.is_dir() and file.suffix.lower() not in (".gdb",):
-        raise BadInput(f"{name} {str(file)!r} is a folder; give {what} {_VECTOR_KINDS}.")
-    try:
-        layers = pyogrio.list_layers(file)
-    except Exception:  # noqa: BLE001 - any OGR failure means "not a vector file"
-        raise BadInput(f"{name} {str(file)!r} cannot be read as a vector layer; give {what} "
-                       f"{_VECTOR_KINDS}.") from None
-    geometry = {str(n): g for n, g in layers}
-    if layer is not None and layer not in geometry:
-        raise BadInput(f"{name} {str(file)!r} has no layer {layer!r}; it has {', '.join(geometry)}.")
-    wanted = [geometry[layer]] if layer is not None else list(geometry.values())
-    if not any(g is not None for g in wanted):
-        raise BadInput(f"{name} {str(path)!r} has no geometry (a table without shapes, such as a CSV); "
-                       f"give {what} {_VECTOR_KINDS}.")
+    check_vector(path, name, what, kind="polygon")
 
 
 def _no_overlap(name: str, area, what: str) -> BadInput:
@@ -157,7 +137,7 @@ def _read_area(area, crs, warnings=None):
 
     if area is None:
         return None
-    g = read_buildings(area, crs, name="--area", warnings=warnings)
+    g = read_buildings(area, crs, name="--area", warnings=warnings, what="the polygon(s) to score within")
     region = shapely.union_all(g.values)
     if region.is_empty:
         raise BadInput(f"--area {str(area)!r} has no polygon area; give the polygon(s) to score within.")
@@ -236,7 +216,8 @@ def _score_mask(pred: Path, truth, area, block: int, warnings) -> dict:
         if ds.crs is None:
             raise BadInput(f"--pred {str(pred)!r} has no CRS; give the mask written by `segment`.")
         crs = ds.crs
-        tg = read_buildings(truth, crs, name="--truth", warnings=warnings, allow_empty=True)
+        tg = read_buildings(truth, crs, name="--truth", warnings=warnings, allow_empty=True,
+                            what="the true building footprints")
         truth_geoms = tg.values
         region = _read_area(area, crs, warnings)
         raster_box = shapely.box(*ds.bounds)
@@ -296,7 +277,8 @@ def _evaluate_vector(pred: Path, truth, area, warnings) -> dict:
     pg = read_buildings(pred, None, name="--pred", warnings=warnings, allow_empty=True)
     if pg.crs is None:
         raise BadInput(f"--pred {str(pred)!r} has no CRS; set one.")
-    tg = read_buildings(truth, pg.crs, name="--truth", warnings=warnings, allow_empty=True)
+    tg = read_buildings(truth, pg.crs, name="--truth", warnings=warnings, allow_empty=True,
+                        what="the true building footprints")
     both = tg if len(pg) == 0 else pg
     if len(both) == 0:
         raise BadInput("--pred and --truth are both empty; nothing to score.")

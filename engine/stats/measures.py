@@ -43,14 +43,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInput
+from ..io.vectors import LINEAR as _LINEAR
+from ..io.vectors import POLYGONAL as _POLYGONAL
 
 MAJOR_ROADS = ("motorway", "motorway_link", "trunk", "trunk_link", "primary", "primary_link",
                "secondary", "secondary_link")
 BUILDING_COLUMNS = ("bldg_count", "bldg_area", "bldg_cov", "bldg_mean", "bldg_orien")
 ROAD_COLUMNS = ("road_len", "road_dist", "major_dist")
-
-_POLYGONAL = ("Polygon", "MultiPolygon")
-_LINEAR = ("LineString", "MultiLineString", "LinearRing")
 
 
 class MissingAttribute(KeyError):
@@ -123,52 +122,10 @@ def to_metric(data, crs_hint=None):
 
 
 def _split_source(path, layer):
-    """A QGIS-style 'file.gpkg|layername=x' source as (Path, layer)."""
-    s = str(path)
-    if "|" in s:
-        s, *opts = s.split("|")
-        for o in opts:
-            if o.startswith("layername=") and layer is None:
-                layer = o.split("=", 1)[1]
-    return Path(s), layer
+    """A QGIS-style 'file.gpkg|layername=x' source as (Path, layer) (engine.io.vectors.split_source)."""
+    from ..io.vectors import split_source
 
-
-def _read_layer(path, name: str, kind: str, layer=None):
-    import geopandas as gpd
-
-    path, layer = _split_source(path, layer)
-    what = "a polygon layer (GeoPackage, GeoJSON, Shapefile)" if kind == "polygon" else \
-        "a line layer (GeoPackage, GeoJSON, Shapefile)"
-    if not path.exists():
-        raise BadInput(f"{name} {str(path)!r}: no such file. Give {what}.")
-    try:
-        import pyogrio
-
-        layers = pyogrio.list_layers(path)
-    except Exception as exc:  # noqa: BLE001 - any OGR failure means unreadable
-        raise BadInput(f"{name} {str(path)!r} cannot be read as a vector layer ({exc}).") from None
-    names = [str(n) for n in layers[:, 0]]
-    if layer is not None and layer not in names:
-        raise BadInput(f"{name} {str(path)!r} has no layer {layer!r}; it has {', '.join(names)}.")
-    if layer is None and len(names) > 1:
-        want = _POLYGONAL if kind == "polygon" else _LINEAR
-        fits = [n for n, g in zip(names, layers[:, 1]) if str(g).replace(" Z", "").replace("3D ", "") in want]
-        hint = ("build",) if kind == "polygon" else ("road", "street", "highway")
-        named = [n for n in fits if any(h in n.lower() for h in hint)]
-        if len(fits) == 1:
-            layer = fits[0]
-        elif len(named) == 1:
-            layer = named[0]
-        else:
-            raise BadInput(f"{name} {str(path)!r} has {len(names)} layers ({', '.join(names)}); "
-                           f"name one as '{path}|layername=NAME'.")
-    try:
-        gdf = gpd.read_file(path, layer=layer) if layer is not None else gpd.read_file(path)
-    except Exception as exc:  # noqa: BLE001
-        raise BadInput(f"{name} {str(path)!r} cannot be read as a vector layer ({exc}).") from None
-    if gdf.crs is None:
-        raise BadInput(f"{name} {str(path)!r} has no CRS; set one (e.g. in QGIS: Layer Properties > Source).")
-    return gdf
+    return split_source(path, layer)
 
 
 def _keep_types(geoms, types, name: str, noun: str, warnings):
@@ -186,7 +143,7 @@ def _keep_types(geoms, types, name: str, noun: str, warnings):
         type_names = np.array(["Point", "LineString", "LinearRing", "Polygon", "MultiPoint", "MultiLineString",
                                "MultiPolygon", "GeometryCollection"])
         kinds, n = np.unique(type_names[gt[other]], return_counts=True)
-        listed = ", ".join(f"{c} {k}" for k, c in zip(kinds, n))
+        listed = ", ".join(f"{c} {k}" for k, c in zip(kinds, n, strict=True))
         _warn(f"{name}: {int(other.sum())} feature(s) that are not {noun} ignored ({listed}).", warnings)
     g = geoms[keep]
     invalid = ~shapely.is_valid(g)
@@ -229,25 +186,29 @@ def _valid_parts(fixed, types):
 
 
 def read_buildings(path: "str | Path", crs, name: str = "--buildings", *, layer: "str | None" = None,
-                   warnings: "list | None" = None, allow_empty: bool = False):
+                   warnings: "list | None" = None, allow_empty: bool = False, what: str = "building footprints",
+                   assume_crs=None):
     """Polygon footprints of a vector file, valid and reprojected to ``crs`` (GeoSeries).
 
     Other geometry types are dropped and reported, invalid polygons are
     repaired with make_valid and counted in a warning (see the module
     docstring for ``warnings``). A file with several layers takes ``layer``
     (or 'file.gpkg|layername=NAME'); without it the only polygon layer, or the
-    only one named like buildings. BadInput: missing or unreadable file, no
-    CRS, and - unless ``allow_empty`` (then an empty GeoSeries; the empty
-    layer is reported by :func:`building_stats`, not here) - a layer with no
-    polygons.
+    only one named like buildings. BadInput (naming ``name``, saying it wants
+    ``what``; see engine.io.vectors): missing, damaged or non-vector file, a
+    table without geometry, no CRS (unless ``assume_crs``: then a warning),
+    and - unless ``allow_empty`` (then an empty GeoSeries; the empty layer is
+    reported by :func:`building_stats`, not here) - a layer with no polygons.
     """
     import geopandas as gpd
 
-    gdf = _read_layer(path, name, "polygon", layer)
+    from ..io.vectors import read_vector
+
+    gdf = read_vector(path, name, what, kind="polygon", layer=layer, assume_crs=assume_crs, warnings=warnings)
     found: list[str] = []
     keep, geoms = _keep_types(gdf.geometry.values, _POLYGONAL, name, "polygons", found)
     if len(geoms) == 0 and not allow_empty:
-        raise BadInput(f"{name} {str(path)!r} has no polygons; give building footprints.")
+        raise BadInput(f"{name} {str(path)!r} has no polygons; give {what}.")
     for msg in found:
         _warn(msg, warnings)
     out = gpd.GeoSeries(geoms, index=gdf.index[keep], crs=gdf.crs)
@@ -255,17 +216,21 @@ def read_buildings(path: "str | Path", crs, name: str = "--buildings", *, layer:
 
 
 def read_roads(path: "str | Path", crs, name: str = "--roads", *, layer: "str | None" = None,
-               warnings: "list | None" = None):
+               warnings: "list | None" = None, assume_crs=None):
     """Line features of a vector file with their attributes, valid and reprojected to ``crs`` (GeoDataFrame).
 
     Other geometry types are dropped and reported; invalid lines are repaired
     with make_valid and counted in a warning; an empty layer gives an empty
-    GeoDataFrame (reported by :func:`road_stats`, not here). BadInput: missing or unreadable file, no CRS,
-    several layers without a name (as :func:`read_buildings`).
+    GeoDataFrame (reported by :func:`road_stats`, not here). BadInput as :func:`read_buildings` (missing,
+    damaged or non-vector file, a table without geometry, no CRS unless ``assume_crs``, several layers
+    without a name).
     """
     import geopandas as gpd
 
-    gdf = _read_layer(path, name, "line", layer)
+    from ..io.vectors import read_vector
+
+    gdf = read_vector(path, name, "road lines", kind="line", layer=layer, assume_crs=assume_crs,
+                      warnings=warnings)
     keep, geoms = _keep_types(gdf.geometry.values, _LINEAR, name, "lines", warnings)
     out = gdf.loc[keep].copy()
     out = out.set_geometry(gpd.array.from_shapely(geoms, crs=gdf.crs))

@@ -37,15 +37,24 @@ def _geoseries(tiles):
 
 
 def _open(path, name: str):
+    """The open raster ``name`` (BadInput when missing, unreadable, damaged or cut, or without a CRS)."""
     import rasterio
+
+    from ..raster.tiling import probe_raster, unreadable_raster
 
     path = Path(path)
     if not path.exists():
         raise BadInput(f"{name} {str(path)!r}: no such file. Give a GeoTIFF (or another GDAL raster).")
+    label = f"{name} {str(path)!r}"
     try:
         src = rasterio.open(path)
-    except Exception as exc:  # noqa: BLE001 - any GDAL failure means unreadable
-        raise BadInput(f"{name} {str(path)!r} cannot be read as a raster ({exc}).") from None
+    except Exception as exc:  # noqa: BLE001 - any GDAL failure means unreadable, said in our words
+        raise unreadable_raster(path, label, exc) from None
+    try:
+        probe_raster(src, label)                     # a cut file fails here, not half-way through the tiles
+    except BadInput:
+        src.close()
+        raise
     if src.crs is None:
         src.close()
         raise BadInput(f"{name} {str(path)!r} has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:...).")
@@ -60,7 +69,7 @@ def _tile_windows(src, geoms):
 
     full = rasterio.windows.Window(0, 0, src.width, src.height)
     bounds = shapely.bounds(geoms)
-    for i, (g, b) in enumerate(zip(geoms, bounds)):
+    for i, (g, b) in enumerate(zip(geoms, bounds, strict=True)):
         if g is None or not np.all(np.isfinite(b)):
             continue
         w = rasterio.windows.from_bounds(*b, transform=src.transform)

@@ -370,15 +370,47 @@ def _acquire(root: Path) -> Path:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this computer, without disturbing it.
+
+    POSIX: signal 0 (existence and permission check only; a process of another user is alive).
+    Windows: os.kill(pid, 0) sends Ctrl+C there (signal 0 is CTRL_C_EVENT, to the process group), which
+    could stop the running set-up or QGIS itself; so the process is opened for query and its exit code
+    read (STILL_ACTIVE) through ctypes, which every QGIS Python has (psutil is not always there).
+    """
+    if pid <= 0:                         # 0 and negatives name process groups on POSIX, never one set-up
+        return False
     if pid == os.getpid():
         return True
+    if sys.platform == "win32":
+        return _alive_windows(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:
+    except OSError:                      # EPERM: it exists, owned by another user
         return True
     return True
+
+
+def _alive_windows(pid: int) -> bool:
+    import ctypes
+    from ctypes import wintypes
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    kernel32.OpenProcess.restype = wintypes.HANDLE
+    kernel32.OpenProcess.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
+    kernel32.GetExitCodeProcess.argtypes = (wintypes.HANDLE, ctypes.POINTER(wintypes.DWORD))
+    kernel32.CloseHandle.argtypes = (wintypes.HANDLE,)
+    handle = kernel32.OpenProcess(0x1000, False, pid)          # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return ctypes.get_last_error() == 5                     # ERROR_ACCESS_DENIED: it exists
+    try:
+        code = wintypes.DWORD()
+        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+            return True
+        return code.value == 259                                # STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 def _remove(path: Path) -> None:

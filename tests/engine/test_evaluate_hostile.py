@@ -131,7 +131,8 @@ def test_truth_that_is_not_a_vector_with_geometry_is_bad_input(tmp_path, mask, k
     else:
         bad = tmp_path / "truth.gpkg"
         bad.write_bytes(b"")
-    with pytest.raises(BadInput, match=r"^--truth .*truth.*(no geometry|cannot be read|folder).*true building"):
+    why = "(no geometry|cannot be read|folder|is a raster|is empty|not a vector file)"
+    with pytest.raises(BadInput, match=rf"^--truth .*truth.*{why}.*true building"):
         evaluate(mask, bad)
 
 
