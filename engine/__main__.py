@@ -1,4 +1,4 @@
-"""``python -m engine``: see engine/cli.py."""
+"""``python -m engine``: see engine/cli/ (the CLI built from engine.contract.tools)."""
 import sys
 
 from .cli import main

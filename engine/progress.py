@@ -11,6 +11,8 @@ import json
 import sys
 import time
 
+from .contract.tools import PROGRESS_MODES
+
 
 class Progress:
     """Callable progress sink: ``progress(stage, done, total, message='')``."""
@@ -18,7 +20,7 @@ class Progress:
     def __init__(self, mode: str = "auto", stream=None, min_interval: float = 0.2):
         if mode == "auto":
             mode = "bar" if sys.stderr.isatty() else "log"
-        if mode not in ("bar", "log", "json", "none"):
+        if mode not in PROGRESS_MODES:
             raise ValueError(f"unknown progress mode {mode!r}")
         self.mode = mode
         self.stream = stream

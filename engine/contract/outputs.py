@@ -11,6 +11,9 @@ import re
 from pathlib import Path
 
 LAYER_PREFIX = "tiles_"       # a sweep's layers: tiles_64px, tiles_2_5m
+CLUSTERS_LAYER = "clusters"   # the per-cluster profile layer the statistics add (clusters_64px_k5 for a sweep layer)
+# a model's training checkpoint next to it (DeepCluster's OUT_checkpoint.pt, train-seg's MODEL_checkpoint.pt)
+CHECKPOINT = "{stem}_checkpoint.pt"
 
 
 def tile_label(value: float, unit: str) -> str:
@@ -58,10 +61,40 @@ def sweep_outputs(out: "str | Path", labels: "list[str]") -> dict[str, Path]:
     return output_files(SWEEP, {"out": str(out)}, sizes=list(labels))
 
 
-def stats_outputs(run: "str | Path") -> dict[str, Path]:
-    """The files the statistics write next to a run's GeoPackage: RUN_stats.csv, RUN_profile.png, RUN_boxes.png."""
+def segment_outputs(out: "str | Path", probability: bool = False) -> dict[str, Path]:
+    """``segment``: OUT.gpkg, OUT_mask.tif, OUT_manifest.json and with ``probability`` OUT_prob.tif
+    (the patterns declared in ``contract.tools.SEGMENT``)."""
+    from .params import output_files
+    from .tools import SEGMENT
+
+    return output_files(SEGMENT, {"out": str(out), "probability": probability})
+
+
+def stats_outputs(run: "str | Path", tag: str = "") -> dict[str, Path]:
+    """The files the statistics write next to a run's GeoPackage: RUN_stats.csv, RUN_profile.png, RUN_boxes.png.
+
+    ``tag`` names the statistics of one layer and K of a sweep (``'_64px_k5'``: RUN_64px_k5_stats.csv, ...).
+    """
     from .params import output_files
     from .tools import STATS_TOOL
 
-    files = output_files(STATS_TOOL, {"run": str(run)})
+    files = output_files(STATS_TOOL, {"run": stem(run) + tag + Path(run).suffix})
     return {k: files[k] for k in ("stats_csv", "profile", "boxes")}
+
+
+def manifest_path(out: "str | Path") -> Path:
+    """OUT.gpkg (or MODEL.pt) -> OUT_manifest.json: every tool's manifest (the pattern declared with the tools)."""
+    from .params import output_files
+    from .tools import STATS_TOOL
+
+    return output_files(STATS_TOOL, {"run": str(out)})["manifest"]
+
+
+def checkpoint_path(out: "str | Path") -> Path:
+    """OUT.gpkg -> OUT_checkpoint.pt (DeepCluster, kept while interrupted); MODEL.pt -> MODEL_checkpoint.pt."""
+    return Path(CHECKPOINT.format(stem=stem(out)))
+
+
+def export_path(run: "str | Path", layer: str, fmt: str, folder: "str | Path") -> Path:
+    """``export``: layer ``tiles`` of RUN.gpkg as ``shp`` -> FOLDER/RUN_tiles.shp (its format's suffix)."""
+    return Path(folder) / f"{Path(run).stem}_{layer}.{fmt}"

@@ -404,12 +404,14 @@ def input_clash(tool: Tool, values: dict) -> "Problem | None":
     """An output of the run that is one of its inputs (or the folder of files it would write over one).
 
     Checked with and without ``overwrite``: replacing an input with a result
-    loses the analyst's data, whatever the flag says.
+    loses the analyst's data, whatever the flag says. A tool whose output path
+    is itself an input (``stats`` adds to RUN.gpkg) is not refused for it.
     """
     full = {**tool.defaults(), **values}
+    # a tool whose output is an input (stats adds to RUN.gpkg) updates that one in place: only the others count
     inputs = [(p, Path(str(full[p.name]))) for p in tool.params
               if p.type in INPUT_FILES and is_given(p, full.get(p.name)) and applies(p, full)
-              and str(full[p.name]) not in p.words]
+              and str(full[p.name]) not in p.words and p.name != tool.output_param]
     if not inputs:
         return None
     outputs = list(output_files(tool, full).values())

@@ -17,6 +17,7 @@ from dataclasses import replace
 
 from . import defaults
 from .limits import CLUSTER_NODATA, MAX_K, MIN_K, MIN_TILE_PX
+from .outputs import CHECKPOINT
 from .params import (BANDS, BOOL, CHOICE, EXTENT, FILE, FLOAT, INT, K_LIST, OUT_FILE, OUT_FOLDER, RASTER, SIZE,
                      SIZES, TEXT, VECTOR, Output, Param, Rule, Tool)
 from .progress import CLUSTER_STAGES
@@ -188,7 +189,7 @@ PREDICT = Tool(
             replace(RASTER_IN, help="the raster to assign"), OUT_GPKG,
             Param("resample", BOOL, False, help="accept another resolution: tiles of the model's ground size "
                                                 "resized to its pixels"),
-            Param("res_tolerance", FLOAT, 0.1, minimum=0, advanced=True,
+            Param("res_tolerance", FLOAT, 0.1, minimum=0, maximum=1, open_max=True, advanced=True,
                   help="accepted difference in ground pixel size without --resample (0.1 = 10%%)"),
             *AREA, *DEVICE,
             Param("quicklook", BOOL, True, negative_flag="--no-quicklook", help="skip the PNG quicklook"),
@@ -299,7 +300,7 @@ TRAIN_SEG = Tool(
             replace(OVERWRITE, help="replace an existing model file"), PROGRESS,
             Param("threads", INT, None, minimum=1, cli=False, help="torch threads (default: torch's)")),
     outputs=(Output("model", "{out}", "the U-Net, its encoder, chip size, bands and normalisation"),
-             Output("checkpoint", "{stem}_checkpoint.pt", "the last epoch, while training (for --resume)"),
+             Output("checkpoint", CHECKPOINT, "the last epoch, while training (for --resume)"),
              Output("manifest", "{stem}_manifest.json", "parameters, split, loss and validation IoU per epoch")),
     examples=("python -m engine train-seg image.tif --buildings footprints.gpkg --out buildings.pt --epochs 10",))
 
@@ -327,7 +328,7 @@ SEGMENT = Tool(
             OVERWRITE, PROGRESS,
             Param("chip", INT, None, minimum=SEG_CHIP_MULTIPLE, multiple_of=SEG_CHIP_MULTIPLE, cli=False,
                   help="window side (default: the model's training chip)"),
-            Param("block", INT, 512, minimum=64, cli=False, help="polygonisation block (px)")),
+            Param("block", INT, 512, minimum=1, cli=False, help="polygonisation block (px)")),
     outputs=(Output("gpkg", "{out}", "layer 'buildings': one polygon per building with its area"),
              Output("mask", "{stem}_mask.tif", "building mask (1 = building)"),
              Output("prob", "{stem}_prob.tif", "building probability", when="probability"),

@@ -16,6 +16,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..contract import defaults
+from ..contract.problems import BAD_CHOICE
+from ..contract.tools import DEVICES, PRECISIONS
 from ..errors import BadInput
 from .backbones import build_backbone
 from .runtime import tune_malloc
@@ -40,8 +42,9 @@ def choose_device(device: str = "auto"):
     device = device or "auto"
     if device == "auto":
         return torch.device(available_devices()[0])
-    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
-        raise BadInput(f"--device {device!r} is unknown; use auto, cpu, cuda or mps.")
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise BadInput(f"--device {device!r} is unknown; use {', '.join(DEVICES[:-1])} or {DEVICES[-1]}.",
+                       param="device", code=BAD_CHOICE)
     kind = device.split(":")[0]
     if kind not in available_devices():
         raise BadInput(
@@ -64,8 +67,9 @@ def choose_precision(device, precision: str = "auto") -> str:
     """'fp32', 'bf16' or 'fp16' for this device."""
     import torch
 
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise BadInput(f"--precision {precision!r} is unknown; use auto, fp32, bf16 or fp16.")
+    if precision not in PRECISIONS:
+        raise BadInput(f"--precision {precision!r} is unknown; use {', '.join(PRECISIONS[:-1])} or "
+                       f"{PRECISIONS[-1]}.", param="precision", code=BAD_CHOICE)
     if precision != "auto":
         if device.type == "cpu" and precision == "fp16":
             raise BadInput("--precision fp16 is for GPUs; on CPU use bf16 or fp32.")

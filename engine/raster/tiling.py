@@ -38,7 +38,7 @@ from ..errors import BadInput
 # when streaming through rasters far larger than it.
 GDAL_ENV = {"GDAL_CACHEMAX": 64 * 1024 * 1024, "GDAL_NUM_THREADS": "1"}  # bytes: rasterio passes ints as bytes
 
-EDGE_POLICIES = ("drop", "pad")
+from ..contract.tools import EDGES as EDGE_POLICIES  # noqa: E402 - the contract's list, under its old name
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,9 @@ def _segment_extent(pred: Path, crs, warnings):
     import rasterio
     from shapely.geometry import box
 
-    mask = pred.with_name(f"{pred.stem}_mask.tif")
+    from ..contract.outputs import segment_outputs
+
+    mask = segment_outputs(pred)["mask"]
     if not mask.is_file():
         from ..stats.measures import _warn
 

@@ -21,15 +21,16 @@ A model whose resolution differs from the raster's by more than 10% is
 refused unless ``resample``: then the raster is read through a WarpedVRT at
 the model's pixel size and the outputs are on that grid.
 
-Files (committed together, atomically, by :class:`engine.io.OutputSet`):
-OUT.gpkg (layer ``buildings``: area m2, orien deg), OUT_mask.tif (COG, uint8
-1 building / 0 background / 255 nodata), OUT_prob.tif with ``probability``
-(float32 0-1, nodata -1), OUT.json (manifest).
+:func:`segment_raster` writes the buildings layer (``buildings``: area m2,
+orien deg), the mask (COG, uint8 1 building / 0 background / 255 nodata) and
+optionally the probabilities (float32 0-1, nodata -1) to the paths it is given;
+the ``segment`` tool (``engine.tools.segment``) checks the inputs, names the
+files and commits them with the manifest, atomically.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -40,35 +41,6 @@ from ..raster.tiling import to_rgb8
 MASK_NODATA = 255
 SEGMENT_GDAL_CACHE = 16 * 1024 * 1024      # bytes: GDAL's block cache during segment (see run_segment)
 PROB_NODATA = -1.0
-
-
-@dataclass
-class SegmentParams:
-    raster: str
-    model: object                 # MODEL.pt path, or (torch module, meta dict) for a model already in memory
-    out: str
-    overlap: int | None = None          # None: a quarter of the chip (64 px for 256 px chips)
-    threshold: float = 0.5
-    probability: bool = False
-    min_area: float = 4.0
-    simplify: float = 0.5
-    regularize: bool = False
-    batch_size: "int | None" = None
-    device: str = "auto"
-    precision: str = "auto"
-    overwrite: bool = False
-    resample: bool = False
-    chip: "int | None" = None     # default: the model's training chip (meta['chip']), else 256
-    block: int = 512              # polygonisation block (px): rows x width bool held at a time
-
-
-def output_paths(out: "str | Path") -> dict:
-    out = Path(out)
-    if out.suffix.lower() != ".gpkg":
-        raise BadInput(f"--out {str(out)!r} must end in .gpkg (the buildings layer; the mask goes next to it).")
-    stem = out.with_suffix("")
-    return {"gpkg": out, "mask": Path(f"{stem}_mask.tif"), "prob": Path(f"{stem}_prob.tif"),
-            "manifest": Path(f"{stem}_manifest.json")}
 
 
 def blend_weights(chip: int, overlap: int) -> np.ndarray:
@@ -82,7 +54,8 @@ def blend_weights(chip: int, overlap: int) -> np.ndarray:
     return w
 
 
-def _load_model(model):
+def load_model(model):
+    """(network in eval mode, meta) from a MODEL.pt path or a (network, meta) pair already in memory."""
     if isinstance(model, (tuple, list)):
         net, meta = model
         return net.eval(), dict(meta)
@@ -91,7 +64,7 @@ def _load_model(model):
     return load_seg_model(model)
 
 
-class _Reader:
+class Reader:
     """Reads raster windows that may hang over any edge as uint8 RGB (model normalisation) + validity."""
 
     def __init__(self, path: str, meta: dict, resample: bool):
@@ -168,7 +141,7 @@ class _Reader:
         self._src.close()
 
 
-class _Runner:
+class Runner:
     """Batched forward passes with autocast; on GPU out-of-memory the batch is halved and retried."""
 
     def __init__(self, net, device, precision: str, batch_size: int):
@@ -225,7 +198,7 @@ def chip_starts(n: int, chip: int, stride: int) -> list[int]:
     return list(range(0, n - chip, stride)) + [n - chip]
 
 
-def predict_stream(reader: _Reader, runner: _Runner, chip: int, overlap: int):
+def predict_stream(reader: Reader, runner: Runner, chip: int, overlap: int):
     """Yield (r0, prob rows (float32), valid rows) top to bottom, one chip row's worth of final rows at a time.
 
     Chips are read a batch at a time (the next batch while the model runs the current one). Held at any
@@ -288,133 +261,89 @@ def predict_stream(reader: _Reader, runner: _Runner, chip: int, overlap: int):
         pool.shutdown(wait=True)
 
 
-def run_segment(params: SegmentParams, progress=None) -> dict:
-    """Run the ``segment`` tool; returns the manifest (also written to OUT.json)."""
+@contextmanager
+def segment_env():
+    """GDAL settings for a segmentation: a small block cache.
+
+    GDAL's block cache defaults to 5 % of RAM and keeps every block read or written until it is full, so
+    peak memory grew with the raster (input, mask and probability blocks). Rows are read and written once
+    in order, so a small cache is enough: peak RSS 2048 px -> 4096 px raster +92 MB uncapped, +30 MB at
+    64 MB, +12 MB at 8 MB (one run each).
+    """
     import rasterio
 
     from ..raster.tiling import GDAL_ENV
 
-    # GDAL's block cache defaults to 5 % of RAM and keeps every block read or written until it is full, so
-    # peak memory grew with the raster (input, mask and probability blocks). Rows are read and written once
-    # in order, so a small cache is enough: peak RSS 2048 px -> 4096 px raster +92 MB uncapped, +30 MB at
-    # 64 MB, +12 MB at 8 MB (one run each).
     with rasterio.Env(**{**GDAL_ENV, "GDAL_CACHEMAX": SEGMENT_GDAL_CACHE}):
-        return _run_segment(params, progress)
+        yield
 
 
-def _run_segment(params: SegmentParams, progress=None) -> dict:
+def segment_raster(reader: Reader, runner: Runner, chip: int, overlap: int, *, gpkg: Path, mask: Path,
+                   staging: Path, prob: "Path | None" = None, threshold: float = 0.5, min_area: float = 4.0,
+                   simplify: float = 0.5, regularize: bool = False, block: int = 512, progress=None) -> dict:
+    """Run the model over the raster and write the buildings layer to ``gpkg``, the mask COG to ``mask`` (via
+    the plain GeoTIFF ``staging``, removed after) and with ``prob`` the probabilities; returns the counts
+    (``n_buildings``, ``building_px``, ``valid_px``) and the inference time."""
     import geopandas as gpd  # noqa: F401 - fail early if missing
     import rasterio
     from rasterio.windows import Window
 
-    from ..features.extract import choose_device, choose_precision
-    from ..io import OutputSet, partial_path, versions, write_gpkg_chunks, write_json
+    from ..io import write_gpkg_chunks
     from .polygons import BlockPolygonizer, buildings_frame, to_crs_coords
 
     progress = progress or (lambda *a, **k: None)
-    t_start = time.perf_counter()
-    paths = output_paths(params.out)
-    if not Path(params.raster).is_file():
-        raise BadInput(f"raster {str(params.raster)!r}: no such file.")
-    if not 0 < params.threshold < 1:
-        raise BadInput(f"--threshold {params.threshold} must be between 0 and 1.")
-    if params.min_area < 0 or params.simplify < 0:
-        raise BadInput("--min-area and --simplify must be >= 0.")
-    wanted = [paths["gpkg"], paths["mask"], paths["manifest"]] + ([paths["prob"]] if params.probability else [])
-    net, meta = _load_model(params.model)
-    chip = int(params.chip or meta.get("chip") or 256)
-    if chip % 32 or chip < 32:
-        raise BadInput(f"--chip {chip} must be a multiple of 32 (the U-Net's downsampling).")
-    overlap = chip // 4 if params.overlap is None else int(params.overlap)
-    if not 0 <= overlap <= chip // 2:
-        raise BadInput(f"--overlap {overlap} must be between 0 and half the chip ({chip // 2} px).")
-    device = choose_device(params.device)
-    precision = choose_precision(device, params.precision)
-    batch = int(params.batch_size or (32 if device.type == "cuda" else 8))
-    reader = _Reader(str(params.raster), meta, params.resample)
-    try:
-        with OutputSet(wanted, overwrite=params.overwrite) as outs:
-            ds = reader.ds
-            W, H, crs, transform = reader.width, reader.height, ds.crs, ds.transform
-            runner = _Runner(net, device, precision, batch)
-            staging = partial_path(paths["mask"], "-stage")      # the plain GeoTIFF the COG is copied from
-            prob_tmp = outs.temp(paths["prob"]) if params.probability else None
-            poly = BlockPolygonizer(W, H, params.block)
-            stats = {"building_px": 0, "valid_px": 0}
-            t_inf = time.perf_counter()
+    ds = reader.ds
+    W, H, crs, transform = reader.width, reader.height, ds.crs, ds.transform
+    poly = BlockPolygonizer(W, H, block)
+    stats = {"building_px": 0, "valid_px": 0}
+    t_inf = time.perf_counter()
 
-            def in_crs(polys: list) -> list:
-                return list(to_crs_coords(np.array(polys, dtype=object), transform)) if polys else []
+    def in_crs(polys: list) -> list:
+        return list(to_crs_coords(np.array(polys, dtype=object), transform)) if polys else []
 
-            def frames():
-                n_rows = len(chip_starts(H, chip, chip - overlap))
-                pdst = rasterio.open(prob_tmp, "w", **_write_profile(W, H, transform, crs, "float32",
-                                                                      PROB_NODATA)) if prob_tmp else None
-                try:
-                    with rasterio.open(staging, "w", **_write_profile(W, H, transform, crs, "uint8",
-                                                                      MASK_NODATA)) as mdst:
-                        k = 0
-                        for r0, prob, valid in predict_stream(reader, runner, chip, overlap):
-                            k += 1
-                            build = (prob >= params.threshold) & valid
-                            m = np.where(valid, build.astype(np.uint8), np.uint8(MASK_NODATA))
-                            win = Window(0, r0, W, len(prob))
-                            mdst.write(m, 1, window=win)
-                            if pdst is not None:
-                                pdst.write(np.where(valid, prob, PROB_NODATA).astype(np.float32), 1, window=win)
-                            stats["building_px"] += int(build.sum())
-                            stats["valid_px"] += int(valid.sum())
-                            done = poly.add(build)
-                            if done:
-                                yield buildings_frame(in_crs(done), crs,
-                                                      params.min_area, params.simplify, params.regularize)
-                            progress("segment", k, n_rows, f"rows {r0 + len(prob)}/{H}")
-                finally:
+    def frames():
+        n_rows = len(chip_starts(H, chip, chip - overlap))
+        pdst = rasterio.open(prob, "w", **_write_profile(W, H, transform, crs, "float32", PROB_NODATA)) \
+            if prob else None
+        try:
+            with rasterio.open(staging, "w", **_write_profile(W, H, transform, crs, "uint8", MASK_NODATA)) as mdst:
+                k = 0
+                for r0, p, valid in predict_stream(reader, runner, chip, overlap):
+                    k += 1
+                    build = (p >= threshold) & valid
+                    m = np.where(valid, build.astype(np.uint8), np.uint8(MASK_NODATA))
+                    win = Window(0, r0, W, len(p))
+                    mdst.write(m, 1, window=win)
                     if pdst is not None:
-                        pdst.close()
-                rest = poly.finish()
-                yield buildings_frame(in_crs(rest), crs,
-                                      params.min_area, params.simplify, params.regularize)
+                        pdst.write(np.where(valid, p, PROB_NODATA).astype(np.float32), 1, window=win)
+                    stats["building_px"] += int(build.sum())
+                    stats["valid_px"] += int(valid.sum())
+                    done = poly.add(build)
+                    if done:
+                        yield buildings_frame(in_crs(done), crs, min_area, simplify, regularize)
+                    progress("segment", k, n_rows, f"rows {r0 + len(p)}/{H}")
+        finally:
+            if pdst is not None:
+                pdst.close()
+        rest = poly.finish()
+        yield buildings_frame(in_crs(rest), crs, min_area, simplify, regularize)
 
-            try:
-                gpkg = outs.temp(paths["gpkg"])
-                n_buildings = write_gpkg_chunks(gpkg, "buildings", (f for f in frames() if len(f)), crs)
-                if n_buildings == 0:        # still a polygon layer (not 'Unknown') with its fields, for QGIS
-                    import pyogrio
+    try:
+        n_buildings = write_gpkg_chunks(gpkg, "buildings", (f for f in frames() if len(f)), crs)
+        if n_buildings == 0:        # still a polygon layer (not 'Unknown') with its fields, for QGIS
+            import pyogrio
 
-                    from ..io import GPKG_OPTIONS
+            from ..io import GPKG_OPTIONS
 
-                    pyogrio.write_dataframe(buildings_frame([], crs), str(gpkg), layer="buildings", driver="GPKG",
-                                            geometry_type="Polygon", dataset_options=GPKG_OPTIONS,
-                                            layer_options={"SPATIAL_INDEX": "YES"})
-                t_inf = time.perf_counter() - t_inf
-                progress("write", 0, 1, "mask COG")
-                _to_cog(staging, outs.temp(paths["mask"]))
-            finally:
-                for extra in ("", ".aux.xml"):
-                    q = Path(str(staging) + extra)
-                    if q.exists():
-                        q.unlink()
-            manifest = {
-                "tool": "segment",
-                "params": {f.name: (str(getattr(params, f.name)) if f.name in ("raster", "out")
-                                    else getattr(params, f.name)) for f in fields(params) if f.name != "model"},
-                "model": str(params.model) if not isinstance(params.model, (tuple, list)) else "<in memory>",
-                "model_meta": {k: meta.get(k) for k in ("encoder", "bands", "n_bands", "pixel_size_m", "chip",
-                                                        "val_iou") if k in meta},
-                "chip": chip, "overlap": overlap, "stride": chip - overlap, "batch_size": runner.batch,
-                "device": str(device), "precision": precision, "resampled": reader.resampled,
-                "width": W, "height": H, "pixel_size_m": reader.pixel_size_m,
-                "n_buildings": int(n_buildings), "building_px": stats["building_px"], "valid_px": stats["valid_px"],
-                "outputs": {k: str(v) for k, v in paths.items() if k != "prob" or params.probability},
-                "timings_s": {"inference_and_polygons": round(t_inf, 3),
-                              "total": round(time.perf_counter() - t_start, 3)},
-                "mpx_per_s": round(W * H / 1e6 / max(t_inf, 1e-9), 3),
-                "versions": versions(),
-            }
-            write_json(outs.temp(paths["manifest"]), manifest)
-            outs.commit()
-            progress("write", 1, 1, "done")
+            pyogrio.write_dataframe(buildings_frame([], crs), str(gpkg), layer="buildings", driver="GPKG",
+                                    geometry_type="Polygon", dataset_options=GPKG_OPTIONS,
+                                    layer_options={"SPATIAL_INDEX": "YES"})
+        t_inf = time.perf_counter() - t_inf
+        progress("write", 0, 1, "mask COG")
+        _to_cog(staging, mask)
     finally:
-        reader.close()
-    return manifest
+        for extra in ("", ".aux.xml"):
+            q = Path(str(staging) + extra)
+            if q.exists():
+                q.unlink()
+    return {"n_buildings": int(n_buildings), **stats, "inference_s": t_inf}

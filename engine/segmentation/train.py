@@ -1,21 +1,21 @@
-"""Train a building U-Net from footprint polygons: ``run_train(TrainParams(...), progress)``.
+"""Train a building U-Net from footprint polygons: the labelled cells, their split and the training loop.
 
-Steps:
-1. Check everything before work (files, encoder, chip a multiple of 32, the
-   footprints overlapping the raster, enough building pixels in the labelled area).
-2. Cut the raster into a grid of chip-sized cells; a cell is usable when it lies
+The ``train-seg`` tool (``engine.tools.train_seg``) checks the inputs, names the
+files and writes the model and manifest; this module does the work between:
+
+1. Cut the raster into a grid of chip-sized cells; a cell is usable when it lies
    (>= 90 %) inside the labelled area (the footprints' extent, or ``label_area``
-   polygons) and its pixels are valid.
-3. Hold out validation by spatial blocks of cells (``block`` x ``block`` cells,
+   polygons) and its pixels are valid; refuse areas with too few labelled pixels
+   (:func:`split_labelled_area`).
+2. Hold out validation by spatial blocks of cells (``block`` x ``block`` cells,
    at least 2 x 2), picked at random until ``val_fraction`` of the usable cells;
    training chips are cropped at random offsets but only ever cover training
    cells, so no training pixel falls in a validation block.
-4. Train with flips, 90-degree rotations and colour jitter, BCE + Dice loss,
+3. Train with flips, 90-degree rotations and colour jitter, BCE + Dice loss,
    AdamW; evaluate IoU on the (fixed, unaugmented) validation cells after each
-   epoch; keep the best weights by validation IoU.
-5. Write a checkpoint (OUT_checkpoint.pt: latest weights, optimiser, best
-   weights, history) after every epoch so ``resume=True`` carries on; the model
-   file OUT holds the best weights and the meta described in ``modelfile``.
+   epoch; keep the best weights by validation IoU (:func:`train_unet`).
+4. Write a checkpoint (latest weights, optimiser, best weights, history) after
+   every epoch so a resumed run carries on.
 
 Footprints are rasterised window by window (``labels``), chips are read window
 by window in a background thread: memory does not grow with the raster.
@@ -24,18 +24,16 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import threading
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from rasterio.windows import Window
 
-from ..contract import defaults
 from ..errors import BadInput
-from .labels import footprints_on_grid, rasterize_window
+from .labels import rasterize_window
 
 MIN_BUILDING_PX = 1024      # fewer building pixels than this cannot teach a model anything
 # An epoch (training chips, then validation and a checkpoint) is at least this many chips: with only a few
@@ -43,52 +41,6 @@ MIN_BUILDING_PX = 1024      # fewer building pixels than this cannot teach a mod
 # checkpoint took three quarters of a time budget (2-minute run on the synthetic city: 530 chips trained).
 MIN_CHIPS_PER_EPOCH = 256
 MIN_COVER = 0.9             # share of a cell inside the labelled area and valid for it to be used
-
-# Parameters that define a training run: a checkpoint resumes only with the same values.
-_RUN_KEYS = ("raster", "buildings", "encoder", "weights", "chip", "val_fraction", "batch_size", "lr",
-             "encoder_lr", "label_area", "seed", "bands", "chips_per_epoch")
-
-
-@dataclass
-class TrainParams:
-    raster: str
-    buildings: "str | object"           # vector path, GeoDataFrame or GeoSeries (any CRS)
-    out: str                            # MODEL.pt
-    encoder: str = defaults.DEFAULT_SEG_ENCODER
-    weights: str = defaults.DEFAULT_WEIGHTS  # 'imagenet' | 'none' | encoder state dict path
-    chip: int = 256
-    epochs: int | None = None           # total epochs (a resumed run counts the ones done); default 10
-    minutes: float | None = None        # wall-clock budget for this call
-    val_fraction: float = 0.2
-    batch_size: int = 8
-    lr: float = 1e-3
-    encoder_lr: float | None = None     # the encoder's learning rate as a share of lr; None: 0.1 for pretrained
-                                        # weights (keeps their features), 1 from scratch
-    label_area: str | None = None       # polygons of the area the footprints map completely
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"             # 'auto' = bf16 where supported (CPU with AVX512-BF16/AMX, GPU), else fp32
-    resume: bool = False
-    overwrite: bool = False
-    bands: "str | list[int] | None" = None
-    chips_per_epoch: int | None = None  # default: one per training cell, at least MIN_CHIPS_PER_EPOCH
-    threads: int | None = None
-
-
-@dataclass(frozen=True)
-class TrainOutputs:
-    model: Path
-    checkpoint: Path
-    manifest: Path
-
-    @classmethod
-    def for_out(cls, out: "str | Path") -> "TrainOutputs":
-        out = Path(out)
-        if out.suffix.lower() not in (".pt", ".pth"):
-            raise BadInput(f"--out {str(out)!r}: the model file name must end in .pt, e.g. buildings.pt.")
-        stem = out.with_suffix("")
-        return cls(out, Path(f"{stem}_checkpoint.pt"), Path(f"{stem}_manifest.json"))
-
 
 # -- the split ----------------------------------------------------------------------------
 def block_size(n_usable: int, val_fraction: float) -> int:
@@ -184,8 +136,9 @@ def _batches(tiled, geoms, windows, batch_size, rng=None, stop=None):
         yield x, y
 
 
-def encoder_lr_share(p: "TrainParams") -> float:
-    """The encoder's learning rate as a share of ``lr``: ``p.encoder_lr``, or 0.1 for pretrained weights, else 1."""
+def encoder_lr_share(p) -> float:
+    """The encoder's learning rate as a share of ``lr`` (of train-seg's parameters ``p``): ``p.encoder_lr``, or 0.1
+    for pretrained weights, else 1."""
     if p.encoder_lr is not None:
         return float(p.encoder_lr)
     return 1.0 if p.weights == "none" else 0.1
@@ -270,32 +223,7 @@ def evaluate_iou(model, tiled, geoms, windows, batch_size, device, precision) ->
     return {"iou": tp / max(1, tp + fp + fn), "precision": tp / max(1, tp + fp), "recall": tp / max(1, tp + fn)}
 
 
-# -- checks ---------------------------------------------------------------------------------
-def _check_params(p: TrainParams) -> None:
-    from .unet import encoder_spec
-
-    encoder_spec(p.encoder)
-    if not isinstance(p.chip, int) or p.chip < 32 or p.chip % 32:
-        raise BadInput(f"--chip {p.chip}: the chip size must be a multiple of 32 px (e.g. 128, 256, 512).")
-    if p.epochs is not None and p.epochs < 1:
-        raise BadInput(f"--epochs {p.epochs}: give at least 1.")
-    if p.minutes is not None and p.minutes <= 0:
-        raise BadInput(f"--minutes {p.minutes}: give a positive number of minutes.")
-    if not 0.0 < p.val_fraction < 1.0:
-        raise BadInput(f"--val-fraction {p.val_fraction}: give a share between 0 and 1, e.g. 0.2.")
-    if p.batch_size < 1:
-        raise BadInput(f"--batch-size {p.batch_size}: give at least 1.")
-    if not p.lr > 0:
-        raise BadInput(f"--lr {p.lr}: give a positive learning rate, e.g. 0.001.")
-    if not Path(p.raster).is_file():
-        raise BadInput(f"raster {str(p.raster)!r}: no such file.")
-    if isinstance(p.buildings, (str, Path)) and not Path(p.buildings).exists():
-        raise BadInput(f"--buildings {str(p.buildings)!r}: no such file; give building footprints (GeoPackage, "
-                       "Shapefile, GeoJSON).")
-    if p.label_area is not None and not Path(p.label_area).exists():
-        raise BadInput(f"--label-area {str(p.label_area)!r}: no such file.")
-
-
+# -- the labelled area ------------------------------------------------------------------------------
 def _label_area_cells(tiled, geoms, label_area, warnings):
     """Share (n_rows, n_cols) of each chip cell inside the labelled area, and the area's geometry."""
     import shapely
@@ -327,24 +255,55 @@ def _label_area_cells(tiled, geoms, label_area, warnings):
     return cover, area
 
 
-def _as_dict(p: TrainParams) -> dict:
-    """The parameters as a plain dict (not dataclasses.asdict: it would deep-copy a GeoDataFrame)."""
-    return {f.name: getattr(p, f.name) for f in fields(p)}
+@dataclass
+class Split:
+    """The usable chip cells of the labelled area and their split (cell masks of the chip grid)."""
+
+    train: np.ndarray
+    val: np.ndarray
+    block: int
+    n_usable: int
+    building_px: int
+    val_windows: list
 
 
-def _fingerprint(p: TrainParams) -> dict:
-    d = _as_dict(p)
-    out = {}
-    for k in _RUN_KEYS:
-        v = d[k]
-        if k in ("raster", "buildings", "label_area") and isinstance(v, (str, Path)):
-            v = os.path.abspath(str(v))
-        elif k == "buildings":
-            v = f"<{type(v).__name__} of {len(v)} features>"
-        elif k == "bands" and v is not None:
-            v = str(v)
-        out[k] = v
-    return out
+def split_labelled_area(tiled, geoms, label_area, chip: int, val_fraction: float, seed: int,
+                        warnings: list) -> Split:
+    """The chip cells inside the labelled area with valid pixels, split into training and validation blocks.
+
+    BadInput when the area does not overlap the raster, holds fewer than two chips or too few building
+    pixels to learn from, or is too small to hold out a validation block.
+    """
+    import shapely
+
+    ds = tiled.dataset
+    cover, _area = _label_area_cells(tiled, geoms, label_area, warnings)
+    g = tiled.grid
+    if g.n_rows == 0 or g.n_cols == 0:
+        raise BadInput(f"--chip {chip}: larger than the raster ({ds.width} x {ds.height} px); give a "
+                       "smaller chip.", param="chip")
+    valid = tiled.valid_fraction() if not tiled.all_valid else np.ones(g.shape, dtype=np.float32)
+    usable = (cover >= MIN_COVER) & (valid >= MIN_COVER)
+    n_usable = int(usable.sum())
+    pixel_area = abs(ds.transform.a * ds.transform.e - ds.transform.b * ds.transform.d)
+    cells_geom = shapely.union_all([shapely.box(*ds.window_bounds(w)) for w in cell_windows(usable, chip)]) \
+        if n_usable else shapely.Polygon()
+    inside = geoms.values[geoms.sindex.query(cells_geom)] if n_usable else []
+    n_building_px = int(round(sum(shapely.area(shapely.intersection(np.asarray(inside), cells_geom)))
+                              / pixel_area)) if len(inside) else 0
+    if n_usable < 2:
+        raise BadInput(f"too few labelled pixels: the labelled area covers {n_usable * chip * chip} px of "
+                       f"usable {chip}-px chips (need at least 2 chips, one for training and one for "
+                       "validation). Give footprints over a larger area, a --label-area, or a smaller --chip.")
+    if n_building_px < MIN_BUILDING_PX:
+        raise BadInput(f"too few labelled pixels: {n_building_px} building pixels found in the labelled area "
+                       f"({n_usable} chips of {chip} px); at least {MIN_BUILDING_PX} are needed. Give more "
+                       "footprints or a larger labelled area.")
+    train_cells, val_cells, block = split_cells(usable, val_fraction, seed)
+    if not val_cells.any():
+        raise BadInput(f"the labelled area ({n_usable} chips of {chip} px) is too small to hold out a "
+                       "validation block; give a larger area or a smaller --chip.")
+    return Split(train_cells, val_cells, block, n_usable, n_building_px, cell_windows(val_cells, chip))
 
 
 def _atomic_save(path: Path, writer) -> None:
@@ -354,201 +313,123 @@ def _atomic_save(path: Path, writer) -> None:
         writer(tmp)
 
 
-# -- the run ----------------------------------------------------------------------------------
-def run_train(params: TrainParams, progress=None) -> dict:
-    """Train and write the model file (and its checkpoint and manifest); returns the manifest."""
+# -- the training loop ------------------------------------------------------------------------------
+@dataclass
+class Training:
+    """What :func:`train_unet` ends with: the best weights and the record of every epoch."""
+
+    best_state: dict
+    meta: dict                       # the model file's meta (``meta_base`` with history and scores)
+    history: list = field(default_factory=list)
+    best_iou: float = -1.0
+    best_epoch: int = 0
+    epochs_done: int = 0
+    train_s: float = 0.0
+    chips_seen: int = 0
+
+
+def train_unet(tiled, geoms, split: Split, *, encoder: str, weights: str, chip: int, epochs: "int | None",
+               minutes: "float | None", batch_size: int, lr: float, encoder_share: float, seed: int, device,
+               precision: str, chips_per_epoch: "int | None", checkpoint: Path, meta_base: dict,
+               resume_from: "dict | None" = None, progress=None) -> Training:
+    """Train a U-Net on ``split``'s training cells, validating on its validation cells after every epoch.
+
+    ``epochs`` is the total (a resumed run counts the ones done; default 10, or as many as ``minutes``
+    allows). After every epoch the latest weights, the optimiser and the best weights go to ``checkpoint``
+    (atomically); ``resume_from`` (a checkpoint read with ``modelfile.read_seg_file``) carries on from one.
+    """
     import torch
 
-    from ..features.extract import choose_device, choose_precision
-    from ..io import OutputSet, versions, write_json
-    from ..raster.tiling import TiledRaster, ground_pixel_size
-    from .modelfile import read_seg_file, save_seg_model
-    from .unet import DECODER_CHANNELS, UNet
+    from .modelfile import save_seg_model
+    from .unet import UNet
 
-    t_start = time.monotonic()
     progress = progress or (lambda *a, **k: None)
-    p = params
-    _check_params(p)
-    outputs = TrainOutputs.for_out(p.out)
-    device = choose_device(p.device)
-    # 'auto': bf16 autocast where the device supports it. Measured for training on the shared 2-core CPU
-    # (AVX512-BF16), 256-px chips, batch 8, 3 interleaved repeats: efficientnet_lite0 5.3 -> 8.8 chips/s and
-    # resnet18 5.2 -> 12.4 chips/s (best of 3, fp32 -> bf16); bf16 was ahead in every pair.
-    precision = choose_precision(device, p.precision)
-    ckpt = None
-    fingerprint = _fingerprint(p)
-    if p.resume:
-        if not outputs.checkpoint.is_file():
-            raise BadInput(f"--resume: no checkpoint {str(outputs.checkpoint)!r} next to --out; train without "
-                           "--resume first.")
-        ckpt = read_seg_file(outputs.checkpoint)
-        saved = ckpt["meta"].get("run", {})
-        diff = [k for k in _RUN_KEYS if saved.get(k) != fingerprint[k]]
-        if diff:
-            detail = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {fingerprint[k]!r}" for k in diff)
-            raise BadInput(f"--resume: the checkpoint {str(outputs.checkpoint)!r} was trained with other "
-                           f"parameters ({detail}). Use the same ones, or train afresh without --resume.")
-    if not p.resume and not p.overwrite and outputs.checkpoint.exists():
-        raise BadInput(f"{str(outputs.checkpoint)!r} is the checkpoint of an earlier training to --out "
-                       f"{str(p.out)!r} (an interrupted one leaves it to continue from); pass --resume to continue "
-                       "it, --overwrite to train afresh, or choose another --out.")
-    outset = OutputSet([outputs.model, outputs.manifest] + ([] if p.resume else [outputs.checkpoint]),
-                       overwrite=p.overwrite or p.resume)
+    ckpt = resume_from
+    n_chips = chips_per_epoch or max(int(split.train.sum()), MIN_CHIPS_PER_EPOCH)
+    torch.manual_seed(seed)
+    model = UNet(encoder, weights=weights if ckpt is None else "none")
+    enc_params = list(model.encoder.parameters())
+    enc_ids = {id(q) for q in enc_params}
+    opt = torch.optim.AdamW([{"params": enc_params, "share": encoder_share},
+                             {"params": [q for q in model.parameters() if id(q) not in enc_ids], "share": 1.0}],
+                            lr=lr, weight_decay=1e-4)
+    result = Training(best_state=None, meta=meta_base)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["state"])
+        opt.load_state_dict(ckpt["optimizer"])
+        result.history = list(ckpt["meta"]["history"])
+        result.epochs_done = int(ckpt["meta"]["epochs_done"])
+        result.best_iou, result.best_epoch = float(ckpt["meta"]["val_iou"]), int(ckpt["meta"]["best_epoch"])
+        result.best_state = dict(ckpt["best_state"])
+    # channels_last: measured 13.3 -> 19.1 chips/s training the resnet18 U-Net with bf16 on this CPU
+    model = model.to(device, memory_format=torch.channels_last)
+    total = epochs or (10 if minutes is None else 10_000)
+    if ckpt is not None and result.epochs_done >= total:
+        raise BadInput(f"--resume: the checkpoint has already trained {result.epochs_done} epochs; ask for more "
+                       f"(--epochs {result.epochs_done + 5}) to continue.", param="epochs")
+    progress("train", result.epochs_done, total if epochs else 0,
+             f"{int(split.train.sum())} training / {len(split.val_windows)} validation chips of {chip} px, "
+             f"{split.building_px} building px, {encoder} {precision} on {device.type}")
+    deadline = None if minutes is None else time.monotonic() + 60.0 * minutes
 
-    warnings: list[str] = []
-    progress("open", 0, 0, f"opening {p.raster}")
-    with TiledRaster(str(p.raster), tile_size=f"{p.chip}px", bands=p.bands, seed=p.seed) as tiled, outset:
-        ds = tiled.dataset
-        geoms = footprints_on_grid(p.buildings, ds.crs, warnings=warnings)
-        cover, area = _label_area_cells(tiled, geoms, p.label_area, warnings)
-        g = tiled.grid
-        if g.n_rows == 0 or g.n_cols == 0:
-            raise BadInput(f"--chip {p.chip}: larger than the raster ({ds.width} x {ds.height} px); give a "
-                           "smaller chip.")
-        valid = tiled.valid_fraction() if not tiled.all_valid else np.ones(g.shape, dtype=np.float32)
-        usable = (cover >= MIN_COVER) & (valid >= MIN_COVER)
-        n_usable = int(usable.sum())
-        pixel_area = abs(ds.transform.a * ds.transform.e - ds.transform.b * ds.transform.d)
-        import shapely
+    def meta_now() -> dict:
+        return {**meta_base, "history": result.history, "val_iou": result.best_iou,
+                "best_epoch": result.best_epoch, "epochs_done": result.epochs_done}
 
-        cells_geom = shapely.union_all([shapely.box(*ds.window_bounds(w)) for w in cell_windows(usable, p.chip)]) \
-            if n_usable else shapely.Polygon()
-        inside = geoms.values[geoms.sindex.query(cells_geom)] if n_usable else []
-        n_building_px = int(round(sum(shapely.area(shapely.intersection(np.asarray(inside), cells_geom)))
-                                  / pixel_area)) if len(inside) else 0
-        if n_usable < 2:
-            raise BadInput(f"too few labelled pixels: the labelled area covers {n_usable * p.chip * p.chip} px of "
-                           f"usable {p.chip}-px chips (need at least 2 chips, one for training and one for "
-                           "validation). Give footprints over a larger area, a --label-area, or a smaller --chip.")
-        if n_building_px < MIN_BUILDING_PX:
-            raise BadInput(f"too few labelled pixels: {n_building_px} building pixels found in the labelled area "
-                           f"({n_usable} chips of {p.chip} px); at least {MIN_BUILDING_PX} are needed. Give more "
-                           "footprints or a larger labelled area.")
-        train_cells, val_cells, block = split_cells(usable, p.val_fraction, p.seed)
-        if not val_cells.any():
-            raise BadInput(f"the labelled area ({n_usable} chips of {p.chip} px) is too small to hold out a "
-                           "validation block; give a larger area or a smaller --chip.")
-        val_windows = cell_windows(val_cells, p.chip)
-        n_chips = p.chips_per_epoch or max(int(train_cells.sum()), MIN_CHIPS_PER_EPOCH)
-
-        torch.manual_seed(p.seed)
-        model = UNet(p.encoder, weights=p.weights if ckpt is None else "none")
-        enc_share = encoder_lr_share(p)
-        enc_params = list(model.encoder.parameters())
-        enc_ids = {id(q) for q in enc_params}
-        opt = torch.optim.AdamW([{"params": enc_params, "share": enc_share},
-                                 {"params": [q for q in model.parameters() if id(q) not in enc_ids], "share": 1.0}],
-                                lr=p.lr, weight_decay=1e-4)
-        history: list[dict] = []
-        best_iou, best_epoch, best_state = -1.0, 0, None
-        done = 0
-        if ckpt is not None:
-            model.load_state_dict(ckpt["state"])
-            opt.load_state_dict(ckpt["optimizer"])
-            history = list(ckpt["meta"]["history"])
-            done = int(ckpt["meta"]["epochs_done"])
-            best_iou, best_epoch = float(ckpt["meta"]["val_iou"]), int(ckpt["meta"]["best_epoch"])
-            best_state = dict(ckpt["best_state"])
-        # channels_last: measured 13.3 -> 19.1 chips/s training the resnet18 U-Net with bf16 on this CPU
-        model = model.to(device, memory_format=torch.channels_last)
-        epochs = p.epochs or (10 if p.minutes is None else 10_000)
-        if p.resume and done >= epochs:
-            raise BadInput(f"--resume: the checkpoint has already trained {done} epochs; ask for more "
-                           f"(--epochs {done + 5}) to continue.")
-        if p.threads:
-            torch.set_num_threads(int(p.threads))
-        progress("train", done, epochs if p.epochs else 0,
-                 f"{int(train_cells.sum())} training / {len(val_windows)} validation chips of {p.chip} px, "
-                 f"{n_building_px} building px, {p.encoder} {precision} on {device.type}")
-        deadline = None if p.minutes is None else time.monotonic() + 60.0 * p.minutes
-        train_s = 0.0
-        chips_seen = 0
-        ground_m = ground_pixel_size(tiled.path)            # what segment compares resolutions by
-        meta_base = {
-            "bands": list(tiled.bands), "n_bands": len(tiled.bands),
-            "stretch": tiled.stretch.as_list() if tiled.stretch is not None else None,
-            "pixel_size_m": tiled.pixel_size_m, "ground_pixel_m": ground_m, "crs": ds.crs.to_string(),
-            "chip": p.chip, "threshold": 0.5,
-            "decoder_channels": list(DECODER_CHANNELS), "input": "uint8 RGB (B,3,H,W), H and W multiples of 32; "
-            "the model divides by 255 and normalises with mean/std itself",
-            "weights": p.weights, "precision": precision, "run": fingerprint,
-        }
-
-        def meta_now() -> dict:
-            return {**meta_base, "history": history, "val_iou": best_iou, "best_epoch": best_epoch,
-                    "epochs_done": done}
-
-        splits = 1               # parts each batch is cut into after GPU out-of-memory (gradients accumulated)
-        for epoch in range(done + 1, epochs + 1):
+    splits = 1               # parts each batch is cut into after GPU out-of-memory (gradients accumulated)
+    for epoch in range(result.epochs_done + 1, total + 1):
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        model.train()
+        rng = np.random.default_rng([seed, epoch])
+        windows = sample_windows(split.train, chip, n_chips, rng)
+        t0 = time.monotonic()
+        losses, seen = [], 0
+        stop = threading.Event()
+        batches = _prefetch(_batches(tiled, geoms, windows, batch_size, rng, stop))
+        n_batches = max(1, math.ceil(len(windows) / batch_size))
+        for i, (x, y) in enumerate(batches):
+            if len(x) < 2:       # BatchNorm needs 2 samples
+                continue
+            if deadline is None:
+                frac = (epoch - 1 + i / n_batches) / total
+            else:
+                frac = 1.0 - (deadline - time.monotonic()) / (60.0 * minutes)
+            for group in opt.param_groups:
+                group["lr"] = cosine_lr(lr * group["share"], frac)
+            loss, splits = train_step(model, opt, x, y, device, precision, splits)
+            losses.append(loss)
+            seen += len(x)
             if deadline is not None and time.monotonic() >= deadline:
                 break
-            model.train()
-            rng = np.random.default_rng([p.seed, epoch])
-            windows = sample_windows(train_cells, p.chip, n_chips, rng)
-            t0 = time.monotonic()
-            losses, seen = [], 0
-            stop = threading.Event()
-            batches = _prefetch(_batches(tiled, geoms, windows, p.batch_size, rng, stop))
-            n_batches = max(1, math.ceil(len(windows) / p.batch_size))
-            for i, (x, y) in enumerate(batches):
-                if len(x) < 2:       # BatchNorm needs 2 samples
-                    continue
-                if deadline is None:
-                    frac = (epoch - 1 + i / n_batches) / epochs
-                else:
-                    frac = 1.0 - (deadline - time.monotonic()) / (60.0 * p.minutes)
-                for group in opt.param_groups:
-                    group["lr"] = cosine_lr(p.lr * group["share"], frac)
-                loss, splits = train_step(model, opt, x, y, device, precision, splits)
-                losses.append(loss)
-                seen += len(x)
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-            stop.set()
-            for _ in batches:      # let the reader thread finish before validation reads the raster
-                pass
-            dt = time.monotonic() - t0
-            train_s += dt
-            chips_seen += seen
-            scores = evaluate_iou(model, tiled, geoms, val_windows, max(p.batch_size, 8), device, precision)
-            done = epoch
-            rec = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
-                   "val_iou": scores["iou"], "val_precision": scores["precision"], "val_recall": scores["recall"],
-                   "chips": seen, "chips_per_s": seen / dt if dt > 0 else 0.0, "seconds": dt}
-            history.append(rec)
-            if scores["iou"] > best_iou:
-                best_iou, best_epoch = scores["iou"], epoch
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            model_cpu = copy.deepcopy(model).cpu()
-            _atomic_save(outputs.checkpoint, lambda path: save_seg_model(
-                path, model_cpu, meta_now(), extra={"optimizer": opt.state_dict(), "best_state": best_state}))
-            progress("train", epoch, epochs if p.epochs else 0,
-                     f"epoch {epoch}/{epochs if p.epochs else '?'} loss {rec['loss']:.3f} "
-                     f"val_iou {scores['iou']:.3f}")
+        stop.set()
+        for _ in batches:      # let the reader thread finish before validation reads the raster
+            pass
+        dt = time.monotonic() - t0
+        result.train_s += dt
+        result.chips_seen += seen
+        scores = evaluate_iou(model, tiled, geoms, split.val_windows, max(batch_size, 8), device, precision)
+        result.epochs_done = epoch
+        rec = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
+               "val_iou": scores["iou"], "val_precision": scores["precision"], "val_recall": scores["recall"],
+               "chips": seen, "chips_per_s": seen / dt if dt > 0 else 0.0, "seconds": dt}
+        result.history.append(rec)
+        if scores["iou"] > result.best_iou:
+            result.best_iou, result.best_epoch = scores["iou"], epoch
+            result.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        model_cpu = copy.deepcopy(model).cpu()
+        best = result.best_state
+        _atomic_save(checkpoint, lambda path: save_seg_model(
+            path, model_cpu, meta_now(), extra={"optimizer": opt.state_dict(), "best_state": best}))
+        progress("train", epoch, total if epochs else 0,
+                 f"epoch {epoch}/{total if epochs else '?'} loss {rec['loss']:.3f} "
+                 f"val_iou {scores['iou']:.3f}")
 
-        if best_state is None:
-            raise BadInput("--minutes: the time budget ended before the first epoch; give more minutes.")
-        final = UNet(p.encoder, weights="none")
-        final.load_state_dict(best_state)
-        save_seg_model(outset.temp(outputs.model), final, meta_now())
-        manifest = {
-            "tool": "train-seg", "model": os.path.abspath(outputs.model),
-            "checkpoint": os.path.abspath(outputs.checkpoint), "params": {**_as_dict(p), **fingerprint},
-            "encoder": p.encoder, "precision": precision, "device": device.type,
-            "chip": p.chip, "bands": list(tiled.bands), "pixel_size_m": tiled.pixel_size_m, "ground_pixel_m": ground_m,
-            "split": {"block_cells": block, "n_usable_cells": n_usable, "n_train_cells": int(train_cells.sum()),
-                      "n_val_cells": int(val_cells.sum()), "building_px": n_building_px,
-                      "val_windows": [[int(w.col_off), int(w.row_off), int(w.width), int(w.height)]
-                                      for w in val_windows],
-                      "train_cells": np.argwhere(train_cells).tolist()},
-            "history": history, "val_iou": best_iou, "best_epoch": best_epoch, "epochs_done": done,
-            "chips_per_s": chips_seen / train_s if train_s > 0 else 0.0, "warnings": warnings,
-            "versions": versions(), "seconds": time.monotonic() - t_start,
-        }
-        write_json(outset.temp(outputs.manifest), manifest)
-        outset.commit()
-    progress("write", 1, 1, f"wrote {outputs.model} (best val_iou {best_iou:.3f} at epoch {best_epoch})")
-    return manifest
+    if result.best_state is None:
+        raise BadInput("--minutes: the time budget ended before the first epoch; give more minutes.",
+                       param="minutes")
+    result.meta = meta_now()
+    return result
 
 
 def _prefetch(items):

@@ -18,18 +18,19 @@ from pathlib import Path
 import numpy as np
 
 from ..contract import defaults
-from ..contract.limits import MAX_K, MIN_K
-from ..contract.outputs import cluster_outputs
+from ..contract.outputs import checkpoint_path, cluster_outputs
 from ..errors import BadInput
 from ..io import NpyFile, atomic_path
 from ..progress import Progress
+from . import check_params
 from .stats import StatsInputs
 
 
 @dataclass
 class ClusterParams(StatsInputs):
-    """Everything that decides a ``cluster`` run (the manifest records all of it); the statistics inputs
-    (``StatsInputs``, keyword-only) make the run add the urban-form statistics, as the CLI's options do."""
+    """Everything that decides a ``cluster`` run (the manifest records all of it): the fields and defaults
+    ``contract.tools.CLUSTER`` declares. The statistics inputs (``StatsInputs``, keyword-only) make the run add
+    the urban-form statistics, as the CLI's options do."""
 
     raster: str
     out: str
@@ -68,12 +69,10 @@ class ClusterParams(StatsInputs):
     resume: bool = False
 
 
-METHODS = ("kmeans", "deepcluster")
-
-
 @dataclass
 class RunOutputs:
-    """The files of one run, all named after OUT.gpkg (the model may go elsewhere)."""
+    """The files of one run, all named after OUT.gpkg as ``contract.tools.CLUSTER`` declares (the model may go
+    elsewhere)."""
 
     gpkg: Path
     tif: Path
@@ -85,24 +84,18 @@ class RunOutputs:
     def for_out(cls, out: "str | Path", quicklook: bool = True, model: "str | Path | None | bool" = True
                 ) -> "RunOutputs":
         """``model``: True for OUT_model.pt, a path, or False/None for no model file (predict)."""
-        out = Path(out)
-        if out.suffix.lower() != ".gpkg":
-            raise BadInput(f"--out {str(out)!r} must be a GeoPackage path ending in .gpkg.")
         names = cluster_outputs(out)
         if model is True:
             model_path = names["model"]
-        elif model:
-            model_path = Path(model)
-            if model_path.suffix.lower() != ".pt":
-                raise BadInput(f"--save-model {str(model_path)!r}: model files end in .pt.")
         else:
-            model_path = None
-        return cls(out, names["tif"], names["manifest"], names["quicklook"] if quicklook else None, model_path)
+            model_path = Path(model) if model else None
+        return cls(names["gpkg"], names["tif"], names["manifest"], names["quicklook"] if quicklook else None,
+                   model_path)
 
     @property
     def checkpoint(self) -> Path:
         """DeepCluster's per-epoch checkpoint: kept when a run is interrupted, removed when it succeeds."""
-        return Path(f"{self.gpkg.with_suffix('')}_checkpoint.pt")
+        return checkpoint_path(self.gpkg)
 
     def paths(self) -> list[Path]:
         return [p for p in (self.gpkg, self.tif, self.manifest, self.quicklook, self.model) if p is not None]
@@ -112,63 +105,6 @@ def default_cache_dir() -> Path:
     root = os.environ.get("URBANFORM_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "urbanform")
     return Path(root) / "features"
-
-
-def _check_params(p: ClusterParams) -> None:
-    if p.method not in METHODS:
-        raise BadInput(f"--method {p.method!r} is unknown; use {' or '.join(METHODS)}.")
-    if p.method == "deepcluster":
-        check_training(p)
-    if p.buildings and not Path(p.buildings).exists():
-        raise BadInput(f"--buildings {p.buildings!r}: no such file. Give a polygon layer of building footprints.")
-    if not MIN_K <= int(p.k) <= MAX_K:
-        raise BadInput(f"--k {p.k}: K must be between {MIN_K} and {MAX_K}.")
-    check_tiling_and_features(p)
-
-
-def check_tiling_and_features(p) -> None:
-    """Options shared by cluster and sweep (any params object with these fields)."""
-    if not 0.0 <= float(p.min_valid) <= 1.0:
-        raise BadInput(f"--min-valid {p.min_valid}: give a fraction between 0 and 1.")
-    if p.pca_dims != "auto":
-        try:
-            if int(p.pca_dims) < 1:
-                raise ValueError
-        except ValueError:
-            raise BadInput(f"--pca-dims {p.pca_dims!r}: use 'auto' or a positive whole number.") from None
-    if p.batch_size is not None and int(p.batch_size) < 1:
-        raise BadInput(f"--batch-size {p.batch_size}: use a positive whole number.")
-    from ..features.backbones import backbone_spec
-
-    backbone_spec(p.backbone)
-
-
-def check_training(p) -> None:
-    """DeepCluster options (of cluster or sweep params), checked before any work."""
-    if int(p.epochs) < 1:
-        raise BadInput(f"--epochs {p.epochs}: train for at least 1 epoch.")
-    if p.lr != "auto":
-        try:
-            if float(p.lr) <= 0:
-                raise ValueError
-        except ValueError:
-            raise BadInput(f"--lr {p.lr!r}: use 'auto' or a positive number such as 0.001.") from None
-    if not 0 <= float(p.momentum) < 1:
-        raise BadInput(f"--momentum {p.momentum}: use a value in [0, 1), e.g. 0.9.")
-    if float(p.weight_decay) < 0:
-        raise BadInput(f"--weight-decay {p.weight_decay}: use 0 or a small positive number such as 1e-5.")
-    if int(p.train_batch_size) < 2:
-        raise BadInput(f"--train-batch-size {p.train_batch_size}: use at least 2 (batch norm needs it).")
-    if int(p.crops_per_tile) < 1:
-        raise BadInput(f"--crops-per-tile {p.crops_per_tile}: use at least 1.")
-    if int(p.patience) < 1:
-        raise BadInput(f"--patience {p.patience}: use at least 1 epoch.")
-    if p.freeze not in ("auto", "none"):
-        try:
-            if int(p.freeze) < 0:
-                raise ValueError
-        except ValueError:
-            raise BadInput(f"--freeze {p.freeze!r}: use auto, none or a number of early blocks.") from None
 
 
 def feature_key(checksum: str, tiled, extractor, params: ClusterParams, rows, cols) -> str:
@@ -357,23 +293,22 @@ def input_record(raster: str, tiled, checksum: str) -> dict:
             "crs": tiled.crs.to_string()}
 
 
-def run_cluster(params: ClusterParams, progress: Progress | None = None) -> dict:
+def run(params: ClusterParams, progress: Progress | None = None) -> dict:
     """Run the ``cluster`` tool (k-means or DeepCluster); returns the manifest (also written to disk).
 
-    With statistics inputs (buildings, roads, population, NIR band, NDVI raster) the ``stats`` tool runs on
-    the new run too, as ``python -m engine cluster --buildings ...`` does, and the manifest returned is the
-    one with the statistics; if they fail, the run's files are removed (no run half with, half without them).
+    Every declared check (``contract.tools.CLUSTER``) comes first, before any work. With statistics inputs
+    (buildings, roads, population, NIR band, NDVI raster) the ``stats`` tool runs on the new run too, as
+    ``python -m engine cluster --buildings ...`` does, and the manifest returned is the one with the
+    statistics; if they fail, the run's files are removed (no run half with, half without them).
     """
-    from .stats import check_statistics_inputs, statistics_params, wants_statistics
+    from .stats import statistics_params, wants_statistics
 
+    check_params("cluster", params)
     progress = progress or Progress("none")
-    wants = wants_statistics(params)
-    if wants:
-        check_statistics_inputs(params)          # before the clustering work is spent
     manifest = _run_cluster(params, progress)
-    if not wants:
+    if not wants_statistics(params):
         return manifest
-    from .stats import run_stats
+    from .stats import run as run_stats
 
     try:
         return run_stats(statistics_params(params, params.out), progress)
@@ -381,6 +316,9 @@ def run_cluster(params: ClusterParams, progress: Progress | None = None) -> dict
         for path in RunOutputs.for_out(params.out, params.quicklook, params.save_model or True).paths():
             path.unlink(missing_ok=True)
         raise
+
+
+run_cluster = run
 
 
 def _run_cluster(params: ClusterParams, progress: Progress) -> dict:
@@ -393,7 +331,6 @@ def _run_cluster(params: ClusterParams, progress: Progress) -> dict:
 
     progress = progress or Progress("none")
     lap = Laps()
-    _check_params(params)
     outputs = RunOutputs.for_out(params.out, params.quicklook, params.save_model or True)
     outset = OutputSet(outputs.paths(), overwrite=params.overwrite)
     deep = params.method == "deepcluster"

@@ -1,8 +1,9 @@
 """The ``export`` tool: a run's GeoPackage layers as Shapefiles, GeoPackages or CSV tables.
 
-``run_export(RUN.gpkg, 'shp'|'gpkg'|'csv', OUT_DIR)`` writes one file per
-layer, named ``<RUN stem>_<layer>.<ext>`` (e.g. ``city_tiles.shp``,
-``city_clusters.shp``):
+``run(ExportParams(run=RUN.gpkg, format='shp'|'gpkg'|'csv', out=OUT_DIR))`` (or
+``run_export(RUN.gpkg, fmt, OUT_DIR)``) writes one file per layer, named
+``<RUN stem>_<layer>.<ext>`` (``contract.outputs.export_path``: e.g.
+``city_tiles.shp``, ``city_clusters.shp``):
 
 - ``shp``: Shapefile with ``.shp/.shx/.dbf``, the CRS in ``.prj`` and the
   encoding in ``.cpg`` (UTF-8). Field names are kept exactly; a layer with a
@@ -20,11 +21,15 @@ when its parent exists.
 """
 from __future__ import annotations
 
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..contract.outputs import export_path
+from ..contract.tools import EXPORT_FORMATS
 from ..errors import BadInput
+from . import check_params
 
-FORMATS = {"shp": ".shp", "gpkg": ".gpkg", "csv": ".csv"}
 SHP_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
 MAX_SHP_FIELD = 10
 
@@ -32,26 +37,32 @@ MAX_SHP_FIELD = 10
 NOT_DATA = ("layer_styles",)
 
 
+@dataclass
+class ExportParams:
+    """An ``export`` run: the fields and defaults ``contract.tools.EXPORT`` declares."""
+
+    run: str
+    format: str = EXPORT_FORMATS[0]
+    out: "str | None" = None            # the output folder (required: a None is refused by the checks)
+    overwrite: bool = False
+
+
 def _layers(run: Path) -> list[str]:
     import pyogrio
 
-    if not run.exists():
-        raise BadInput(f"RUN {str(run)!r}: no such file. Give a run's GeoPackage.")
     try:
         layers = [str(n) for n, _ in pyogrio.list_layers(str(run))]
     except Exception as exc:  # noqa: BLE001
-        raise BadInput(f"RUN {str(run)!r} cannot be read as a GeoPackage ({exc}).") from None
+        raise BadInput(f"RUN {str(run)!r} cannot be read as a GeoPackage ({exc}).", param="run") from None
     # QGIS keeps the styles it saves in the GeoPackage in a 'layer_styles' table: metadata, not a run layer
     return [name for name in layers if name not in NOT_DATA]
 
 
 def output_files(run: "str | Path", fmt: str, out_dir: "str | Path", layers: list[str]) -> dict[str, list[Path]]:
     """Layer -> every file the export writes for it (the main file first)."""
-    run, out_dir = Path(run), Path(out_dir)
-    ext = FORMATS[fmt]
     out = {}
     for layer in layers:
-        main = out_dir / f"{run.stem}_{layer}{ext}"
+        main = export_path(run, layer, fmt, out_dir)
         out[layer] = [main.with_suffix(s) for s in SHP_PARTS] if fmt == "shp" else [main]
     return out
 
@@ -68,28 +79,21 @@ def _check_shp_fields(run: Path, layers: list[str]) -> None:
                            "it with --format gpkg or csv, or rename the fields.")
 
 
-def run_export(run_gpkg: "str | Path", fmt: str, out_dir: "str | Path", overwrite: bool = False,
-               progress=None) -> dict[str, Path]:
-    """Export every layer of ``run_gpkg``; returns layer -> the main file written."""
+def run(params: ExportParams, progress=None) -> dict:
+    """Export every layer of ``params.run``; returns the manifest: ``outputs`` maps each layer to its main file."""
     import pyogrio
 
     from ..io import GPKG_OPTIONS, OutputSet
 
+    check_params("export", params)
+    t0 = time.monotonic()
     progress = progress or (lambda *a, **k: None)
-    run, out_dir = Path(run_gpkg), Path(out_dir)
-    fmt = str(fmt).lower().lstrip(".")
-    if fmt not in FORMATS:
-        raise BadInput(f"--format {fmt!r} is unknown; use shp, gpkg or csv.")
+    run, out_dir, fmt = Path(params.run), Path(params.out), params.format
     layers = _layers(run)
     if not layers:
-        raise BadInput(f"RUN {str(run)!r} has no layers to export.")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise BadInput(f"--out {str(out_dir)!r} is a file; give a folder.")
-    if not out_dir.exists():
-        if not out_dir.parent.is_dir():
-            raise BadInput(f"--out {str(out_dir)!r}: its parent folder does not exist; create it first.")
+        raise BadInput(f"RUN {str(run)!r} has no layers to export.", param="run")
     files = output_files(run, fmt, out_dir, layers)
-    if not overwrite:
+    if not params.overwrite:
         taken = [str(p) for ps in files.values() for p in ps if p.exists()]
         if taken:
             raise BadInput(f"{', '.join(taken)} already exist; pass --overwrite to replace them, or choose "
@@ -118,4 +122,13 @@ def run_export(run_gpkg: "str | Path", fmt: str, out_dir: "str | Path", overwrit
         # a part not written (e.g. .prj of a layer without CRS) removes a stale one of an older export
         outs.commit(missing_ok=True)
         progress("export", len(layers), len(layers), f"wrote {len(layers)} layers to {out_dir}")
-    return {layer: paths[0] for layer, paths in files.items()}
+    return {"tool": "export", "parameters": asdict(params), "layers": layers,
+            "outputs": {layer: str(paths[0]) for layer, paths in files.items()},
+            "timings_s": {"total": round(time.monotonic() - t0, 3)}}
+
+
+def run_export(run_gpkg: "str | Path", fmt: str, out_dir: "str | Path", overwrite: bool = False,
+               progress=None) -> dict[str, Path]:
+    """``run(ExportParams(...))`` for a quick call from Python; returns layer -> the main file written."""
+    manifest = run(ExportParams(str(run_gpkg), fmt, str(out_dir), overwrite), progress)
+    return {layer: Path(path) for layer, path in manifest["outputs"].items()}

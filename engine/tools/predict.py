@@ -18,17 +18,18 @@ import numpy as np
 
 from ..errors import BadInput
 from ..progress import Progress
-
-RES_TOLERANCE = 0.10
+from . import check_params
 
 
 @dataclass
 class PredictParams:
+    """A ``predict`` run: the fields and defaults ``contract.tools.PREDICT`` declares."""
+
     model: str
     raster: str
     out: str
     resample: bool = False
-    res_tolerance: float = RES_TOLERANCE
+    res_tolerance: float = 0.1           # accepted difference in ground pixel size (10 %)
     device: str = "auto"
     precision: str = "auto"
     batch_size: int | None = None
@@ -83,7 +84,7 @@ class ResizedExtractor:
         return self.extractor(x.round().clamp(0, 255).to(torch.uint8).numpy())
 
 
-def run_predict(params: PredictParams, progress: Progress | None = None) -> dict:
+def run(params: PredictParams, progress: Progress | None = None) -> dict:
     """Run the ``predict`` tool; returns the manifest (also written to disk)."""
     from ..clustering.modelfile import load_model
     from ..features.extract import FeatureExtractor, extract_features
@@ -91,10 +92,9 @@ def run_predict(params: PredictParams, progress: Progress | None = None) -> dict
     from ..raster.tiling import TiledRaster
     from .cluster import Laps, RunOutputs, input_record, select_tiles, write_tile_outputs
 
+    check_params("predict", params)
     progress = progress or Progress("none")
     lap = Laps()
-    if not 0 <= params.res_tolerance < 1:
-        raise BadInput(f"--res-tolerance {params.res_tolerance}: give a fraction such as 0.1 (10 %).")
     outputs = RunOutputs.for_out(params.out, params.quicklook, model=False)
     outset = OutputSet(outputs.paths(), overwrite=params.overwrite)
     progress("open", 0, 0, f"loading {params.model}")
@@ -148,3 +148,6 @@ def run_predict(params: PredictParams, progress: Progress | None = None) -> dict
         outset.commit()
         progress("write", 4, 4, f"wrote {outputs.gpkg}")
     return manifest
+
+
+run_predict = run

@@ -1,16 +1,35 @@
-"""The probe tool: what a run would do, cheaply (the tile grid, and with --speed the tiles/s)."""
+"""The probe tool: what a run would do, cheaply (the tile grid, and with ``speed`` the tiles/s)."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..contract import defaults
+from . import check_params
 
 
-def probe(raster: str, tile_size="64px", overlap="0px", edge="drop", bands=None, speed: bool = False,
-          backbone=defaults.DEFAULT_BACKBONE, weights=defaults.DEFAULT_WEIGHTS, device="auto", precision="auto",
-          batch_size=None, extent: str | None = None, area: str | None = None) -> dict:
+@dataclass
+class ProbeParams:
+    """A ``probe``: the fields and defaults ``contract.tools.PROBE`` declares."""
+
+    raster: str
+    tile_size: str = "64px"
+    overlap: str = "0px"
+    edge: str = "drop"
+    bands: str | None = None
+    backbone: str = defaults.DEFAULT_BACKBONE
+    weights: str = defaults.DEFAULT_WEIGHTS
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int | None = None
+    extent: str | None = None
+    area: str | None = None
+    speed: bool = False
+
+
+def run(params: ProbeParams, progress=None) -> dict:  # noqa: ARG001 - every tool's signature
     """What a run would do, cheaply: the tile grid, and with ``speed`` the model's tiles/s here.
 
     Without ``speed`` torch is never imported, so the answer comes in well under
@@ -21,17 +40,19 @@ def probe(raster: str, tile_size="64px", overlap="0px", edge="drop", bands=None,
     from ..raster.area import tiles_inside
     from ..raster.tiling import TiledRaster
 
-    with TiledRaster(raster, tile_size, overlap, edge, bands, stretch_samples=1) as tiled:
+    check_params("probe", params)
+    p = params
+    with TiledRaster(p.raster, p.tile_size, p.overlap, p.edge, p.bands, stretch_samples=1) as tiled:
         g = tiled.grid
-        count = int(tiles_inside(tiled, extent, area).sum()) if (extent or area) else len(g)
+        count = int(tiles_inside(tiled, p.extent, p.area).sum()) if (p.extent or p.area) else len(g)
         out = {"tiles": count, "rows": g.n_rows, "cols": g.n_cols, "tile_px": g.size, "stride_px": g.stride,
                "warped": tiled.warped, "working_crs": tiled.working_crs.to_string(),
                "pixel_size_m": tiled.pixel_size_m}
-    if speed:
+    if p.speed:
         from ..features.extract import FeatureExtractor, default_batch_size
 
-        extractor = FeatureExtractor(backbone, weights, device, precision)
-        batch = batch_size or default_batch_size(g.size, extractor.device)
+        extractor = FeatureExtractor(p.backbone, p.weights, p.device, p.precision)
+        batch = p.batch_size or default_batch_size(g.size, extractor.device)
         tiles = np.random.default_rng(0).integers(0, 256, size=(batch, 3, g.size, g.size), dtype=np.uint8)
         extractor(tiles)                                   # warm-up
         t0 = time.perf_counter()

@@ -41,8 +41,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..contract.outputs import CLUSTERS_LAYER, LAYER_PREFIX, manifest_path, stats_outputs
+from ..contract.params import STATS_INPUTS, output_files
+from ..contract.tools import SWEEP
 from ..errors import BadInput
 from ..progress import Progress
+from . import check_params
 
 STAT_ORDER = ("bldg_count", "bldg_area", "bldg_cov", "bldg_mean", "bldg_orien", "road_len", "road_dist",
               "major_dist", "ndvi", "pop_dens")
@@ -52,7 +56,7 @@ ROAD_COLS = ("road_len", "road_dist", "major_dist")
 
 @dataclass
 class StatsParams:
-    """Everything that decides a ``stats`` run; fields are the CLI's argparse dest names."""
+    """Everything that decides a ``stats`` run: the fields and defaults ``contract.tools.STATS_TOOL`` declares."""
 
     run: str
     buildings: str | None = None
@@ -85,20 +89,10 @@ class StatsInputs:
     ndvi_raster: str | None = None
 
 
-STATS_INPUTS = ("buildings", "roads", "population", "nir_band", "ndvi_raster")
-
-
 def wants_statistics(params) -> bool:
-    """Whether a cluster or sweep run's parameters ask for the statistics."""
+    """Whether a cluster or sweep run's parameters ask for the statistics (any of ``contract.params.STATS_INPUTS``;
+    the contract's rules make an NDVI raster or red band without a near-infrared band a problem)."""
     return any(getattr(params, name, None) is not None and getattr(params, name) != "" for name in STATS_INPUTS)
-
-
-def check_statistics_inputs(params) -> None:
-    """The statistics inputs must exist before the clustering work is spent."""
-    for name in ("buildings", "roads", "population", "ndvi_raster"):
-        value = getattr(params, name, None)
-        if isinstance(value, (str, Path)) and str(value) and not Path(value).exists():
-            raise BadInput(f"--{name.replace('_', '-')} {str(value)!r}: no such file.")
 
 
 def statistics_params(params, run: "str | Path") -> StatsParams:
@@ -122,16 +116,17 @@ class StatsOutputs:
 
     @classmethod
     def for_run(cls, run: "str | Path", layer: str = "tiles", label: str = "cluster") -> "StatsOutputs":
+        """The files of the statistics of ``layer``/``label`` (a sweep layer and K: RUN_64px_k5_stats.csv and
+        the layer clusters_64px_k5), named as ``contract.tools.STATS_TOOL`` declares."""
         run = Path(run)
-        stem = run.with_suffix("")
         if (layer, label) == ("tiles", "cluster"):
             tag = ""
         else:
-            size = layer[len("tiles_"):] if layer.startswith("tiles_") else layer
+            size = layer[len(LAYER_PREFIX):] if layer.startswith(LAYER_PREFIX) else layer
             tag = f"_{size}_{label}"
-        return cls(run, Path(f"{stem}_manifest.json"), Path(f"{stem}{tag}_stats.csv"),
-                   Path(f"{stem}{tag}_profile.png"), Path(f"{stem}{tag}_boxes.png"), f"clusters{tag}",
-                   f"statistics{tag}")
+        files = stats_outputs(run, tag)
+        return cls(run, manifest_path(run), files["stats_csv"], files["profile"], files["boxes"],
+                   f"{CLUSTERS_LAYER}{tag}", f"statistics{tag}")
 
 
 def _major_values(v) -> tuple[str, ...]:
@@ -161,11 +156,6 @@ def planned_columns(p: StatsParams) -> list[str]:
     return cols
 
 
-def _exists(path, flag: str, what: str) -> None:
-    if not Path(path).exists():
-        raise BadInput(f"{flag} {str(path)!r}: no such file. Give {what}.")
-
-
 def _read_manifest(path: Path) -> dict:
     if not path.exists():
         return {}
@@ -177,13 +167,11 @@ def _read_manifest(path: Path) -> dict:
 
 
 def _check(p: StatsParams, outputs: StatsOutputs) -> tuple[dict, dict]:
-    """Every check before work; returns (layer info, old manifest)."""
+    """The checks before work that need the files (the declared ones are ``check_params``'); returns (layer info,
+    old manifest)."""
     import pyogrio
 
     run = outputs.gpkg
-    if run.suffix.lower() != ".gpkg":
-        raise BadInput(f"RUN {str(run)!r} must be a run's GeoPackage (.gpkg).")
-    _exists(run, "RUN", "the GeoPackage written by cluster or sweep")
     try:
         layers = [str(n) for n, _ in pyogrio.list_layers(str(run))]
     except Exception as exc:  # noqa: BLE001
@@ -198,21 +186,10 @@ def _check(p: StatsParams, outputs: StatsOutputs) -> tuple[dict, dict]:
                        "give the cluster label column (cluster, or k2..k12 in a sweep).")
     if not info.get("crs"):
         raise BadInput(f"layer {p.layer!r} of {str(run)!r} has no CRS; the tiles must have one.")
-    if not planned_columns(p):
-        raise BadInput("nothing to compute: give at least one of --buildings, --roads, --population or "
-                       "--nir-band.")
-    if p.buildings:
-        _exists(p.buildings, "--buildings", "a polygon layer of building footprints")
-    if p.roads:
-        _exists(p.roads, "--roads", "a line layer of roads")
-        if not str(p.road_field or "").strip():
-            raise BadInput("--road-field is empty; give the road class attribute (OSM: highway).")
+    if p.roads and not str(p.road_field or "").strip():
+        raise BadInput("--road-field is empty; give the road class attribute (OSM: highway).", param="road_field")
     _major_values(p.major_values)
     manifest = _read_manifest(outputs.manifest)
-    if p.ndvi_raster and p.nir_band is None:
-        raise BadInput("--ndvi-raster needs --nir-band (and --red-band, default 1) to say which bands to use.")
-    if p.red_band is not None and p.nir_band is None:
-        raise BadInput("--red-band needs --nir-band.")
     if p.nir_band is not None:
         from ..stats.raster import check_bands
 
@@ -222,7 +199,6 @@ def _check(p: StatsParams, outputs: StatsOutputs) -> tuple[dict, dict]:
     if p.population:
         from ..stats.raster import _open
 
-        _exists(p.population, "--population", "a raster of people per cell (e.g. WorldPop)")
         _open(p.population, "--population").close()
     existing = [c for c in planned_columns(p) if c in fields]
     if existing and not p.overwrite:
@@ -240,7 +216,6 @@ def _check(p: StatsParams, outputs: StatsOutputs) -> tuple[dict, dict]:
 
 def ndvi_raster(p: StatsParams, manifest: dict) -> str:
     if p.ndvi_raster:
-        _exists(p.ndvi_raster, "--ndvi-raster", "a multispectral raster with NIR and red bands")
         return p.ndvi_raster
     raster = (manifest.get("inputs") or {}).get("raster")
     if not raster:
@@ -297,7 +272,7 @@ def _input_record(path) -> dict | None:
     return {"path": os.path.abspath(path), "sha256": sha256_file(path)}
 
 
-def run_stats(params: StatsParams, progress: Progress | None = None) -> dict:
+def run(params: StatsParams, progress: Progress | None = None) -> dict:
     """Run the ``stats`` tool; returns the updated manifest (also written to disk)."""
     import geopandas as gpd
     import pyogrio
@@ -305,6 +280,7 @@ def run_stats(params: StatsParams, progress: Progress | None = None) -> dict:
     from ..io import OutputSet, versions, write_json
     from ..stats.profile import cluster_profile, eta_table, plot_boxes, plot_profile, profile_columns
 
+    check_params("stats", params)
     progress = progress or Progress("none")
     t0 = time.monotonic()
     outputs = StatsOutputs.for_run(params.run, params.layer, params.label)
@@ -427,6 +403,9 @@ def run_stats(params: StatsParams, progress: Progress | None = None) -> dict:
     return manifest
 
 
+run_stats = run
+
+
 def run_sweep_stats(params: StatsParams, progress: Progress | None = None) -> dict:
     """Statistics for every tile-size layer of a sweep, and how much of each every K explains.
 
@@ -447,14 +426,15 @@ def run_sweep_stats(params: StatsParams, progress: Progress | None = None) -> di
     from ..style import cluster_color
 
     progress = progress or Progress("none")
-    run = Path(params.run)
-    stem = run.with_suffix("")
-    sweep = _read_manifest(Path(f"{stem}_manifest.json"))
+    gpkg = Path(params.run)
+    manifest_file = manifest_path(gpkg)
+    sweep = _read_manifest(manifest_file)
     layers = sweep.get("layers")
     if sweep.get("tool") != "sweep" or not layers:
-        raise BadInput(f"{str(run)!r} is not a finished sweep (its manifest lists no tile-size layers); "
+        raise BadInput(f"{str(gpkg)!r} is not a finished sweep (its manifest lists no tile-size layers); "
                        "run `sweep` first, or use `stats` on a cluster run.")
-    eta_csv, eta_png = Path(f"{stem}_stats_eta.csv"), Path(f"{stem}_stats_eta.png")
+    names = output_files(SWEEP, {**{n: getattr(params, n) for n in STATS_INPUTS}, "out": str(gpkg)}, sizes=[])
+    eta_csv, eta_png = names["stats_eta_csv"], names["stats_eta_png"]
     outset = OutputSet([eta_csv, eta_png], overwrite=params.overwrite)
     parts = [replace(params, layer=layer, label=f"k{max(ks)}") for layer, ks in layers.items()]
     for part in parts:                       # every check before any work
@@ -462,13 +442,13 @@ def run_sweep_stats(params: StatsParams, progress: Progress | None = None) -> di
     rows = []
     with outset:
         for part in parts:
-            run_stats(part, progress)
+            run(part, progress)
             stats = planned_columns(part)
-            table = pyogrio.read_dataframe(str(run), layer=part.layer, read_geometry=False)
+            table = pyogrio.read_dataframe(str(gpkg), layer=part.layer, read_geometry=False)
             stats = [s for s in stats if s in table.columns]
             for k in layers[part.layer]:
                 for r in eta_table(table, stats, f"k{k}").to_dict("records"):
-                    rows.append({"tile_size": part.layer[len("tiles_"):], "k": int(k), **r})
+                    rows.append({"tile_size": part.layer[len(LAYER_PREFIX):], "k": int(k), **r})
         eta = pd.DataFrame(rows, columns=["tile_size", "k", "stat", "eta2", "n"])
         eta.to_csv(outset.temp(eta_csv), index=False, float_format="%.6g")
         stats = list(dict.fromkeys(eta.stat))
@@ -489,11 +469,10 @@ def run_sweep_stats(params: StatsParams, progress: Progress | None = None) -> di
         fig.suptitle("Share of each statistic's variance explained by the clusters", fontsize=10)
         fig.subplots_adjust(hspace=0.5, wspace=0.3)
         fig.savefig(outset.temp(eta_png), format="png")
-        manifest = _read_manifest(Path(f"{stem}_manifest.json"))
+        manifest = _read_manifest(manifest_file)
         manifest["sweep_statistics"] = {"eta_csv": str(eta_csv), "eta_png": str(eta_png),
                                         "eta_squared": [{k: _clean(v) for k, v in r.items()} for r in rows]}
-        manifest_path = Path(f"{stem}_manifest.json")
-        with atomic_path(manifest_path) as tmp:          # renamed after the outputs it names
+        with atomic_path(manifest_file) as tmp:          # renamed after the outputs it names
             write_json(tmp, manifest)
             outset.commit()
     progress("write", 1, 1, f"wrote {eta_csv}")

@@ -60,14 +60,15 @@ from pathlib import Path
 import numpy as np
 
 from ..contract import defaults
-from ..contract.limits import parse_k_values
+from ..contract.limits import MIN_K, parse_k_values
 from ..contract.outputs import sweep_layer_name, sweep_outputs
+from ..contract.params import parse_lengths
 from ..errors import BadInput, Cancelled
 from ..io import atomic_path, write_json_atomic
 from ..progress import Progress
+from . import check_params
 from .stats import StatsInputs
 
-METHODS = ("kmeans", "deepcluster")
 # k-means and metrics on at most this many tiles run on one thread: see _few_threads
 ONE_THREAD_TILES = 20000
 # features up to this size are read into memory once per tile size (else streamed from the cache file)
@@ -80,13 +81,14 @@ VOLATILE = ("resume", "overwrite", "cache_dir", "use_cache", "batch_size", "devi
 
 @dataclass
 class SweepParams(StatsInputs):
-    """Everything that decides a ``sweep`` run (the manifest records all of it); the statistics inputs
-    (``StatsInputs``, keyword-only) add the urban-form statistics to every tile size's layer."""
+    """Everything that decides a ``sweep`` run (the manifest records all of it): the fields and defaults
+    ``contract.tools.SWEEP`` declares. The statistics inputs (``StatsInputs``, keyword-only) add the
+    urban-form statistics to every tile size's layer."""
 
     raster: str
     out: str
     k: str = "2..12"
-    tile_sizes: str = "32px,64px,128px"
+    tile_size: str = "32px,64px,128px"      # comma-separated tile sizes
     method: str = "kmeans"
     epochs: int = 5
     backbone: str = defaults.DEFAULT_BACKBONE
@@ -139,20 +141,12 @@ def parse_k_list(text) -> list[int]:
 
 
 def parse_tile_sizes(text) -> list[str]:
-    """``"32px,64px,128px"`` -> distinct normalised lengths (``Length`` text), in the order given."""
-    from ..raster.tiling import Length
-
-    if isinstance(text, (list, tuple)):
-        text = ",".join(str(v) for v in text)
-    tokens = [t.strip() for t in str(text).split(",")]
-    if not str(text).strip() or any(not t for t in tokens):
-        raise BadInput(f"--tile-size {text!r}: give one or more sizes separated by commas, e.g. '32px,64px,128px'.")
-    out: list[str] = []
-    for t in tokens:
-        s = str(Length.parse(t, "--tile-size"))
-        if s not in out:
-            out.append(s)
-    return out
+    """``"32px,64px,128px"`` -> distinct normalised lengths (``contract.params.parse_lengths``), in the order
+    given; BadInput naming ``--tile-size`` otherwise."""
+    try:
+        return parse_lengths(text)
+    except ValueError as exc:
+        raise BadInput(f"--tile-size {text!r}: {exc}", param="tile_size") from None
 
 
 def layer_name(size: str) -> str:
@@ -178,9 +172,6 @@ class SweepOutputs:
 
     @classmethod
     def for_out(cls, out: "str | Path", sizes: list[str]) -> "SweepOutputs":
-        out = Path(out)
-        if out.suffix.lower() != ".gpkg":
-            raise BadInput(f"--out {str(out)!r} must be a GeoPackage path ending in .gpkg.")
         f = sweep_outputs(out, sizes)
         return cls(f["gpkg"], f["metrics_csv"], f["metrics_png"], f["manifest"],
                    {s: f[f"lineage_{s}"] for s in sizes}, {s: f[f"pca_{s}"] for s in sizes})
@@ -194,20 +185,6 @@ _write_json_atomic = write_json_atomic
 
 
 # --------------------------------------------------------------------------- checks
-
-
-def _check_params(p: SweepParams) -> None:
-    if p.method not in METHODS:
-        raise BadInput(f"--method {p.method!r} is unknown; use {' or '.join(METHODS)}.")
-    from .cluster import check_tiling_and_features, check_training
-
-    check_tiling_and_features(p)
-    if int(p.n_init) < 1:
-        raise BadInput(f"n_init {p.n_init}: use at least 1 k-means restart.")
-    if not Path(p.raster).exists():
-        raise BadInput(f"raster {p.raster!r}: no such file.")
-    if p.method == "deepcluster":
-        check_training(p)
 
 
 def _comparable(params: dict) -> dict:
@@ -508,25 +485,27 @@ def _load_part(part: Part, gpkg: Path, entry: dict) -> None:
 # --------------------------------------------------------------------------- the run
 
 
-def run_sweep(params: SweepParams, progress: Progress | None = None) -> dict:
+def run(params: SweepParams, progress: Progress | None = None) -> dict:
     """Run the ``sweep`` tool; returns the manifest (also written to disk).
 
-    With statistics inputs (buildings, roads, ...) the statistics of every tile-size layer and their
-    eta-squared per K follow (``statsrun.run_sweep_stats``), as ``python -m engine sweep --buildings ...``
-    does; the manifest returned then has ``sweep_statistics``.
+    Every declared check (``contract.tools.SWEEP``) comes first, before any work. With statistics inputs
+    (buildings, roads, ...) the statistics of every tile-size layer and their eta-squared per K follow
+    (``stats.run_sweep_stats``), as ``python -m engine sweep --buildings ...`` does; the manifest returned
+    then has ``sweep_statistics``.
     """
-    from .stats import check_statistics_inputs, statistics_params, wants_statistics
+    from .stats import statistics_params, wants_statistics
 
+    check_params("sweep", params)
     progress = progress or Progress("none")
-    wants = wants_statistics(params)
-    if wants:
-        check_statistics_inputs(params)          # before the sweep's work is spent
     manifest = _run_sweep(params, progress)
-    if not wants:
+    if not wants_statistics(params):
         return manifest
     from .stats import run_sweep_stats
 
     return run_sweep_stats(statistics_params(params, params.out), progress)
+
+
+run_sweep = run
 
 
 def _run_sweep(params: SweepParams, progress: Progress | None = None) -> dict:
@@ -535,8 +514,7 @@ def _run_sweep(params: SweepParams, progress: Progress | None = None) -> dict:
     progress = progress or Progress("none")
     t_all = time.perf_counter()
     ks = parse_k_list(params.k)
-    sizes = parse_tile_sizes(params.tile_sizes)
-    _check_params(params)
+    sizes = parse_tile_sizes(params.tile_size)
     outputs = SweepOutputs.for_out(params.out, sizes)
     old = None
     if params.resume and outputs.manifest.exists():
@@ -555,7 +533,7 @@ def _run_sweep(params: SweepParams, progress: Progress | None = None) -> dict:
     parts = _plan(params, sizes, ks, progress)
     if not any(p.ks for p in parts):
         counts = ", ".join(f"{p.size}: {len(p.rows)}" for p in parts)
-        raise BadInput(f"--k {params.k!r}: no K value can be used at any tile size (K must be between 2 and the "
+        raise BadInput(f"--k {params.k!r}: no K value can be used at any tile size (K must be between {MIN_K} and the "
                        f"number of valid tiles; valid tiles per size: {counts}). Use smaller K or smaller tiles.")
     skipped = [s for p in parts for s in p.skipped]
     # stage "warning" with done == total: every one is shown (progress sinks throttle repeats of a stage)

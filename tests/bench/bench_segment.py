@@ -46,7 +46,7 @@ SHIFT = 100          # px: see run_seams
 
 def train_model(folder: Path, minutes: float) -> dict:
     """A resnet18 U-Net from scratch on the western 60 % of a generated city; returns paths and areas."""
-    from engine.segmentation.train import TrainParams, run_train
+    from engine.tools.train_seg import TrainParams, run_train
     from tests.bench.eval_segment import split_areas
     from tests.synthetic import make_city
 
@@ -66,10 +66,10 @@ def train_model(folder: Path, minutes: float) -> dict:
 def model_only(net, repeats: int, batches: int = 6) -> float:
     """Model Mpx/s on random uint8 chips through the same runner as segment (bf16/channels_last as chosen)."""
     from engine.features.extract import choose_device, choose_precision
-    from engine.segmentation.infer import _Runner
+    from engine.segmentation.infer import Runner
 
     device = choose_device("auto")
-    runner = _Runner(net, device, choose_precision(device, "auto"), BATCH)
+    runner = Runner(net, device, choose_precision(device, "auto"), BATCH)
     chips = np.random.default_rng(0).integers(0, 256, (BATCH * batches, 3, CHIP, CHIP), dtype=np.uint8)
     runner(chips[:BATCH])                                              # warm-up
     rates = []
@@ -87,7 +87,7 @@ def n_chips(width: int, height: int, overlap: int) -> int:
 
 
 def run_throughput(model: str, tmp: Path, size: int, repeats: int) -> dict:
-    from engine.segmentation.infer import SegmentParams, run_segment
+    from engine.tools.segment import SegmentParams, run_segment
     from engine.segmentation.modelfile import load_seg_model
 
     raster = tmp / f"city_{size}.tif"
@@ -171,7 +171,7 @@ def run_seams(trained: dict, tmp: Path) -> dict:
     from rasterio.windows import from_bounds
 
     from engine.segmentation.evaluate import pixel_scores
-    from engine.segmentation.infer import SegmentParams, run_segment
+    from engine.tools.segment import SegmentParams, run_segment
     from engine.segmentation.labels import rasterize_footprints
 
     # The city's zones and streets follow a 256 px grid from its corner; so that the naive tiles' borders do

@@ -84,7 +84,7 @@ def sweep(raster: str, sizes: list[str], ks: str, cache: Path, out: Path, backbo
     from engine.tools.sweep import SweepParams, run_sweep
 
     kw = {} if n_init is None else {"n_init": n_init}
-    params = SweepParams(raster, str(out), k=ks, tile_sizes=",".join(sizes), backbone=backbone, weights=weights,
+    params = SweepParams(raster, str(out), k=ks, tile_size=",".join(sizes), backbone=backbone, weights=weights,
                          cache_dir=str(cache), overwrite=True, **kw)
     t0 = time.perf_counter()
     manifest = run_sweep(params)

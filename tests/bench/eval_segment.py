@@ -75,8 +75,8 @@ def inputs(source: str, data: Path, folder: Path) -> tuple[str, str]:
 
 def run_case(name: str, data: Path, folder: Path, minutes: float, west: float) -> dict:
     from engine.segmentation.evaluate import evaluate
-    from engine.segmentation.infer import SegmentParams, run_segment
-    from engine.segmentation.train import TrainParams, run_train
+    from engine.tools.segment import SegmentParams, run_segment
+    from engine.tools.train_seg import TrainParams, run_train
 
     source, encoder, weights = CASES[name]
     folder.mkdir(parents=True, exist_ok=True)

@@ -190,16 +190,20 @@ BAD_INPUTS = {
     "no crs": (lambda f: [f["nocrs"]], "no coordinate reference system"),
     "tile larger than raster": (lambda f: [f["rgb"], "--tile-size", "512px"], "larger than the raster"),
     "k above valid tiles": (lambda f: [f["rgb"], "--k", "50"], "larger than the number of valid tiles"),
-    "k below 2": (lambda f: [f["rgb"], "--k", "1"], "K must be between 2 and 254"),
-    "k above 254": (lambda f: [f["rgb"], "--k", "300"], "K must be between 2 and 254"),
+    "k below 2": (lambda f: [f["rgb"], "--k", "1"], "error: --k: 1 is out of range: give a value between 2 and 254"),
+    "k above 254": (lambda f: [f["rgb"], "--k", "300"],
+                    "error: --k: 300 is out of range: give a value between 2 and 254"),
+    "k not a number": (lambda f: [f["rgb"], "--k", "abc"], "error: --k: 'abc' is not a whole number."),
     "all tiles below min-valid": (lambda f: [f["nodata"], "--tile-size", "64px"], "--min-valid"),
     "unknown band": (lambda f: [f["rgb"], "--bands", "1,2,7"], "band 7 does not exist"),
-    "unknown backbone": (lambda f: [f["rgb"], "--backbone", "alexnet"], "--backbone 'alexnet' is unknown"),
-    "weights file missing": (lambda f: [f["rgb"], "--weights", f["tmp"] / "none.pt"], "no such file"),
+    "unknown backbone": (lambda f: [f["rgb"], "--backbone", "alexnet"], "error: --backbone: 'alexnet' is not one of"),
+    "weights file missing": (lambda f: [f["rgb"], "--weights", f["tmp"] / "none.pt"], "does not exist"),
     "weights not a state dict": (lambda f: [f["rgb"], "--weights", f["badw"]], "state dict"),
     "output folder missing": (lambda f: [f["rgb"], "--out", f["tmp"] / "no" / "x.gpkg"], "does not exist"),
     "output folder not writable": (lambda f: [f["rgb"], "--out", "/proc/x.gpkg"], "not writable"),
-    "tile size nonsense": (lambda f: [f["rgb"], "--tile-size", "big"], "--tile-size 'big' is not a length"),
+    "tile size nonsense": (lambda f: [f["rgb"], "--tile-size", "big"], "error: --tile-size: 'big' is not a length"),
+    "overlap not below the tile size": (lambda f: [f["rgb"], "--tile-size", "32px", "--overlap", "32px"],
+                                        "error: --overlap: The overlap must be smaller than the tile size."),
 }
 
 
@@ -219,6 +223,7 @@ def test_bad_input_exits_2_with_a_clear_message(case, tmp_path, make_raster, rgb
     proc = run_cli("cluster", *args)
     assert proc.returncode == 2, proc.stderr
     assert expected in proc.stderr and "Traceback" not in proc.stderr
+    assert "usage:" not in proc.stderr                        # one line, not the whole usage
     assert list(out_dir.iterdir()) == []
 
 

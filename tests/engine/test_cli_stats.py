@@ -68,7 +68,7 @@ def test_missing_statistics_input_is_refused_before_clustering(city, tmp_path):
     out_dir.mkdir()
     proc = run_cli("cluster", city.raster, "--out", out_dir / "c.gpkg", "--weights", "none",
                    "--roads", tmp_path / "nope.gpkg")
-    assert proc.returncode == 2 and "--roads" in proc.stderr and "no such file" in proc.stderr
+    assert proc.returncode == 2 and "error: --roads:" in proc.stderr and "does not exist" in proc.stderr
     assert list(out_dir.iterdir()) == []
 
 
@@ -123,6 +123,7 @@ def test_python_run_cluster_removes_the_run_when_the_statistics_fail(city, city_
         run_cluster(ClusterParams(raster=str(city.raster), out=str(out), k=3, weights="none", roads=str(roads),
                                   road_field="", quicklook=False))      # checked by the stats, after clustering
     assert not [p.name for p in tmp_path.iterdir() if p.name != "cache"]   # the feature cache stays
-    with pytest.raises(BadInput, match="no such file"):                  # checked before any work
+    with pytest.raises(BadInput, match="does not exist") as missing:     # checked before any work
         run_cluster(ClusterParams(raster=str(city.raster), out=str(out), k=3, weights="none",
                                   buildings=str(tmp_path / "missing.gpkg")))
+    assert (missing.value.param, missing.value.code) == ("buildings", "not_found")

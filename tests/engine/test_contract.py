@@ -69,11 +69,11 @@ def test_engine_choice_lists_and_defaults_are_the_contracts():
     from engine.clustering.deepcluster import DeepCluster
     from engine.features.backbones import BACKBONES
     from engine.features.extract import FeatureExtractor
-    from engine.segmentation.train import TrainParams
     from engine.segmentation.unet import ENCODERS, UNet
     from engine.tools.cluster import ClusterParams
-    from engine.tools.probe import probe
+    from engine.tools.probe import ProbeParams
     from engine.tools.sweep import SweepParams
+    from engine.tools.train_seg import TrainParams
 
     assert tuple(BACKBONES) == defaults.BACKBONES
     assert tuple(ENCODERS) == defaults.SEG_ENCODERS
@@ -81,7 +81,7 @@ def test_engine_choice_lists_and_defaults_are_the_contracts():
     def default(fn, name):
         return inspect.signature(fn).parameters[name].default
 
-    for fn in (ClusterParams, SweepParams, FeatureExtractor, DeepCluster, probe):
+    for fn in (ClusterParams, SweepParams, FeatureExtractor, DeepCluster, ProbeParams):
         assert default(fn, "backbone") == defaults.DEFAULT_BACKBONE, fn
         assert default(fn, "weights") == defaults.DEFAULT_WEIGHTS, fn
     for fn in (TrainParams, UNet):

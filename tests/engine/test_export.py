@@ -81,9 +81,12 @@ def test_nothing_overwritten_without_the_flag(run_gpkg, tmp_path):
 
 
 def test_bad_format_and_missing_run(run_gpkg, tmp_path):
-    with pytest.raises(BadInput, match="--format 'xlsx'"):
+    with pytest.raises(BadInput, match="'xlsx' is not one of shp, gpkg, csv") as bad:
         run_export(run_gpkg, "xlsx", tmp_path)
-    with pytest.raises(BadInput, match="no such file"):
+    assert (bad.value.param, bad.value.code) == ("format", "bad_choice")
+    with pytest.raises(BadInput, match="does not exist") as bad:
         run_export(tmp_path / "nope.gpkg", "shp", tmp_path)
-    with pytest.raises(BadInput, match="parent folder"):
+    assert (bad.value.param, bad.value.code) == ("run", "not_found")
+    with pytest.raises(BadInput, match="the folder .*a does not exist") as bad:
         run_export(run_gpkg, "shp", tmp_path / "a" / "b")
+    assert (bad.value.param, bad.value.code) == ("out", "not_found")

@@ -132,8 +132,10 @@ def test_resume_is_for_deepcluster_only(kampala_z19, tmp_path):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--epochs", "0"], "--epochs 0"), (["--lr", "-1"], "--lr '-1'"), (["--freeze", "x"], "--freeze 'x'"),
-    (["--momentum", "1.5"], "--momentum 1.5"), (["--train-batch-size", "1"], "--train-batch-size 1"),
+    (["--epochs", "0"], "error: --epochs: 0 is out of range"), (["--lr", "-1"], "error: --lr: -1.0 is out of range"),
+    (["--freeze", "x"], "error: --freeze: 'x' is not a whole number"),
+    (["--momentum", "1.5"], "error: --momentum: 1.5 is out of range"),
+    (["--train-batch-size", "1"], "error: --train-batch-size: 1 is out of range"),
 ])
 def test_deepcluster_options_are_checked_before_work(args, expected, kampala_z19, tmp_path):
     proc = run_cli("cluster", kampala_z19, "--out", tmp_path / "c.gpkg", "--method", "deepcluster", *args)

@@ -18,7 +18,8 @@ from affine import Affine
 from torch import nn
 
 from engine.errors import BadInput
-from engine.segmentation.infer import SegmentParams, blend_weights, run_segment
+from engine.segmentation.infer import blend_weights
+from engine.tools.segment import SegmentParams, run_segment
 from tests.engine.helpers import OutOfMemoryAbove
 
 
@@ -273,14 +274,14 @@ def test_streaming_memory_does_not_grow_with_raster_height(tmp_path):
     """Peak Python/numpy allocations of the streamed inference: a raster 8x taller costs the same."""
     import tracemalloc
 
-    from engine.segmentation.infer import _Reader, _Runner, predict_stream
+    from engine.segmentation.infer import Reader, Runner, predict_stream
 
     peaks = []
     for h in (128, 1024):
         rgb = np.random.default_rng(0).integers(0, 255, size=(3, h, 160), dtype=np.uint8)
         r = write_rgb(tmp_path / f"h{h}.tif", rgb)
-        reader = _Reader(r, META, False)
-        runner = _Runner(Bright(), torch.device("cpu"), "fp32", 8)
+        reader = Reader(r, META, False)
+        runner = Runner(Bright(), torch.device("cpu"), "fp32", 8)
         tracemalloc.start()
         n = sum(len(p) for _, p, _ in predict_stream(reader, runner, 64, 16))
         peaks.append(tracemalloc.get_traced_memory()[1])
@@ -318,14 +319,14 @@ def test_uint16_raster_uses_the_models_stretch_and_single_band(tmp_path):
 
 
 def test_out_of_memory_halves_the_batch_then_gives_a_clear_error():
-    from engine.segmentation.infer import _Runner
+    from engine.segmentation.infer import Runner
 
     chips = np.random.default_rng(0).integers(0, 255, (8, 3, 32, 32), dtype=np.uint8)
-    expected = _Runner(Bright(3), torch.device("cpu"), "fp32", 8)(chips)
+    expected = Runner(Bright(3), torch.device("cpu"), "fp32", 8)(chips)
     net = OutOfMemoryAbove(Bright(3), limit=3)
-    runner = _Runner(net, torch.device("cpu"), "fp32", 8)
+    runner = Runner(net, torch.device("cpu"), "fp32", 8)
     got = runner(chips)
     assert runner.batch == 2 and net.sizes[:3] == [8, 4, 2]      # halved until it fits, then kept
     np.testing.assert_allclose(got, expected, atol=1e-6)
     with pytest.raises(BadInput, match="out of memory even with batch 1"):
-        _Runner(OutOfMemoryAbove(Bright(3), limit=0), torch.device("cpu"), "fp32", 8)(chips)
+        Runner(OutOfMemoryAbove(Bright(3), limit=0), torch.device("cpu"), "fp32", 8)(chips)

@@ -54,7 +54,8 @@ def test_bad_encoder_and_foreign_model_file(tmp_path):
 from rasterio.windows import Window  # noqa: E402
 
 from engine.segmentation.labels import rasterize_footprints  # noqa: E402
-from engine.segmentation.train import TrainParams, augment, evaluate_iou, run_train, sample_windows, split_cells  # noqa: E402
+from engine.segmentation.train import augment, evaluate_iou, sample_windows, split_cells  # noqa: E402
+from engine.tools.train_seg import TrainParams, run_train  # noqa: E402
 from tests.synthetic import make_city  # noqa: E402
 
 
@@ -235,14 +236,18 @@ def test_bad_input_before_work(city, tmp_path):
     far["geometry"] = far.geometry.apply(lambda g: translate(g, 1e5, 1e5))
     with pytest.raises(BadInput, match="does not overlap the raster"):
         run_train(_params(city, tmp_path, buildings=far))
-    with pytest.raises(BadInput, match="unknown"):
+    with pytest.raises(BadInput, match="'resnet9' is not one of") as bad:
         run_train(_params(city, tmp_path, encoder="resnet9"))
-    with pytest.raises(BadInput, match="multiple of 32"):
+    assert (bad.value.param, bad.value.code) == ("encoder", "bad_choice")
+    with pytest.raises(BadInput, match="not a multiple of 32") as bad:
         run_train(_params(city, tmp_path, chip=100))
-    with pytest.raises(BadInput, match="no such file"):
+    assert bad.value.param == "chip"
+    with pytest.raises(BadInput, match="does not exist") as bad:
         run_train(_params(city, tmp_path, raster=str(tmp_path / "none.tif")))
-    with pytest.raises(BadInput, match="no such file"):
+    assert (bad.value.param, bad.value.code) == ("raster", "not_found")
+    with pytest.raises(BadInput, match="does not exist") as bad:
         run_train(_params(city, tmp_path, buildings=str(tmp_path / "none.gpkg")))
+    assert (bad.value.param, bad.value.code) == ("buildings", "not_found")
     with pytest.raises(BadInput, match="no checkpoint"):
         run_train(_params(city, tmp_path, resume=True))
     (tmp_path / "m.pt").write_bytes(b"x")
@@ -307,7 +312,7 @@ def test_predicted_buildings_feed_the_statistics(trained, city, tmp_path):
     import geopandas as gpd
     from shapely.geometry import box
 
-    from engine.segmentation.infer import SegmentParams, run_segment
+    from engine.tools.segment import SegmentParams, run_segment
     from engine.stats.measures import bldg_count, bldg_cov, read_buildings
 
     params, manifest, _, model = trained

@@ -141,10 +141,12 @@ def test_bad_input_before_any_work(run, made_run, tmp_path):
     pyogrio.write_dataframe(nocrs.set_crs(None, allow_override=True), tmp_path / "nocrs.gpkg")
     with pytest.raises(BadInput, match="no CRS"):
         run_stats(StatsParams(run=str(run), buildings=str(tmp_path / "nocrs.gpkg")))
-    with pytest.raises(BadInput, match="nothing to compute"):
+    with pytest.raises(BadInput, match="Give at least one input") as nothing:
         run_stats(StatsParams(run=str(run)))
-    with pytest.raises(BadInput, match="no such file"):
+    assert (nothing.value.param, nothing.value.code) == ("buildings", "required")
+    with pytest.raises(BadInput, match="does not exist") as missing:
         run_stats(StatsParams(run=str(run), roads=str(tmp_path / "nope.gpkg")))
+    assert (missing.value.param, missing.value.code) == ("roads", "not_found")
     with pytest.raises(BadInput, match="--nir-band 9"):
         run_stats(StatsParams(run=str(run), nir_band=9))
     with pytest.raises(BadInput, match="no layer 'tiles_64px'"):

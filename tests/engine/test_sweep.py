@@ -98,7 +98,7 @@ def test_sweep_refuses_k_below_two_before_any_work(city, tmp_path):
     out = tmp_path / "s.gpkg"
     rec = Recorder()
     with pytest.raises(BadInput, match="between 2 and 254"):
-        run_sweep(SweepParams(str(city.raster), str(out), k="1..5", tile_sizes="128px"), rec)
+        run_sweep(SweepParams(str(city.raster), str(out), k="1..5", tile_size="128px"), rec)
     assert rec.events == [] and not list(tmp_path.iterdir())
 
 
@@ -221,7 +221,7 @@ def city_sweep(city, tmp_path_factory):
     FeatureExtractor.__call__ = counting
     rec = Recorder()
     try:
-        manifest = run_sweep(SweepParams(str(city.raster), str(out), k="2..5,65", tile_sizes="128px,64px",
+        manifest = run_sweep(SweepParams(str(city.raster), str(out), k="2..5,65", tile_size="128px,64px",
                                          cache_dir=str(cache)), rec)
     finally:
         FeatureExtractor.__call__ = real
@@ -325,7 +325,7 @@ def test_progress_stages(city_sweep):
 def test_existing_outputs_are_not_overwritten(city_sweep):
     with pytest.raises(BadInput, match="already exists"):
         run_sweep(SweepParams(str(city_sweep["city"].raster), str(city_sweep["out"]), k="2..3",
-                              tile_sizes="128px,64px"))
+                              tile_size="128px,64px"))
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -334,11 +334,13 @@ def test_existing_outputs_are_not_overwritten(city_sweep):
 def test_all_k_skipped_is_bad_input(city, tmp_path):
     out = tmp_path / "s.gpkg"
     with pytest.raises(BadInput, match="no K value can be used"):
-        run_sweep(SweepParams(str(city.raster), str(out), k="5..6", tile_sizes="512px"))
-    with pytest.raises(BadInput, match="--k"):
-        run_sweep(SweepParams(str(city.raster), str(out), k="2..x", tile_sizes="512px"))
-    with pytest.raises(BadInput, match="--method"):
+        run_sweep(SweepParams(str(city.raster), str(out), k="5..6", tile_size="512px"))
+    with pytest.raises(BadInput, match="not a K value") as bad:
+        run_sweep(SweepParams(str(city.raster), str(out), k="2..x", tile_size="512px"))
+    assert (bad.value.param, bad.value.code) == ("k", "bad_format")
+    with pytest.raises(BadInput, match="'dbscan' is not one of kmeans, deepcluster") as bad:
         run_sweep(SweepParams(str(city.raster), str(out), method="dbscan"))
+    assert (bad.value.param, bad.value.code) == ("method", "bad_choice")
     assert not list(tmp_path.glob("s*")) and not list(tmp_path.glob(".s*"))
 
 
@@ -347,7 +349,7 @@ def test_all_k_skipped_is_bad_input(city, tmp_path):
 
 def test_interrupted_sweep_keeps_finished_parts_and_resume_completes(city, tmp_path, count_tiles):
     out = tmp_path / "sw.gpkg"
-    params = SweepParams(str(city.raster), str(out), k="2..3", tile_sizes="64px,128px")
+    params = SweepParams(str(city.raster), str(out), k="2..3", tile_size="64px,128px")
     with pytest.raises(Cancelled) as err:
         run_sweep(params, Recorder(stop_at="tiles_128px"))
     msg = str(err.value)
@@ -363,7 +365,7 @@ def test_interrupted_sweep_keeps_finished_parts_and_resume_completes(city, tmp_p
 
     # other parameters: refused with a clear message
     with pytest.raises(BadInput, match="other parameters.*k:"):
-        run_sweep(SweepParams(str(city.raster), str(out), k="2..4", tile_sizes="64px,128px", resume=True))
+        run_sweep(SweepParams(str(city.raster), str(out), k="2..4", tile_size="64px,128px", resume=True))
     # without --resume the finished part is not overwritten
     with pytest.raises(BadInput, match="already exists"):
         run_sweep(params)
@@ -386,7 +388,7 @@ def test_interrupted_sweep_keeps_finished_parts_and_resume_completes(city, tmp_p
 
 def test_kampala_metric_tile_sizes(kampala_z19, tmp_path):
     out = tmp_path / "kla.gpkg"
-    m = run_sweep(SweepParams(str(kampala_z19), str(out), k="2..4", tile_sizes="20m,10m"), Recorder())
+    m = run_sweep(SweepParams(str(kampala_z19), str(out), k="2..4", tile_size="20m,10m"), Recorder())
     assert m["complete"] and m["tile_sizes"] == ["10m", "20m"]
     for layer in ("tiles_10m", "tiles_20m"):
         df = pyogrio.read_dataframe(out, layer=layer)
@@ -403,7 +405,7 @@ def test_fractional_metre_tile_sizes_write_the_contracts_names(city, tmp_path):
     from engine.contract.outputs import sweep_layer_name, sweep_outputs
 
     out = tmp_path / "sw.gpkg"
-    m = run_sweep(SweepParams(str(city.raster), str(out), k="2..3", tile_sizes="38.5m,76.5m"), Recorder())
+    m = run_sweep(SweepParams(str(city.raster), str(out), k="2..3", tile_size="38.5m,76.5m"), Recorder())
     labels = ["38.5m", "76.5m"]
     assert m["complete"] and m["tile_sizes"] == labels
     layers = {name for name, _ in pyogrio.list_layers(out)}
@@ -421,7 +423,7 @@ def test_deepcluster_sweep(kampala_z19, tmp_path):
     pytest.importorskip("engine.clustering.deepcluster")
     out = tmp_path / "dc.gpkg"
     rec = Recorder()
-    m = run_sweep(SweepParams(str(kampala_z19), str(out), k="2..3", tile_sizes="128px", method="deepcluster",
+    m = run_sweep(SweepParams(str(kampala_z19), str(out), k="2..3", tile_size="128px", method="deepcluster",
                               epochs=1, crops_per_tile=1), rec)
     assert m["complete"] and m["layers"] == {"tiles_128px": [2, 3]}
     df = pyogrio.read_dataframe(out, layer="tiles_128px", read_geometry=False)

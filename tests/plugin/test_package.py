@@ -53,7 +53,8 @@ def test_zip_ships_the_plugin_and_nothing_else(zip_path):
     assert names == sorted(names)
     assert all(n.startswith("urbanform/") for n in names)
     for required in ("metadata.txt", "__init__.py", "LICENSE", "README.md", "requirements.txt",
-                     "engine/__main__.py", "engine/cli.py", "plugin/main.py", "plugin/processing/cluster.py",
+                     "engine/__main__.py", "engine/cli/__init__.py", "engine/cli/parser.py", "engine/cli/main.py",
+                     "engine/cli/commands.py", "plugin/main.py", "plugin/processing/cluster.py",
                      "resources/icon.png", "resources/ui/dock.ui"):
         assert f"urbanform/{required}" in names, required
     assert ("urbanform/requirements.lock" in names) == (REPO / "requirements.lock").is_file()

@@ -93,6 +93,6 @@ def test_package_zip_has_urbanform_top_folder(tmp_path):
         names = zf.namelist()
     assert all(n.startswith("urbanform/") for n in names)
     for required in ("urbanform/metadata.txt", "urbanform/__init__.py", "urbanform/plugin/main.py",
-                     "urbanform/engine/cli.py", "urbanform/resources/icon.png", "urbanform/LICENSE"):
+                     "urbanform/engine/cli/main.py", "urbanform/resources/icon.png", "urbanform/LICENSE"):
         assert required in names
     assert not any("__pycache__" in n for n in names)
