@@ -213,7 +213,7 @@ def test_cluster_with_a_csv_footprint_or_area_stops_with_exit_2_and_writes_nothi
 
 
 def test_train_seg_with_a_table_as_footprints_or_label_area_writes_nothing(kampala_z19, tmp_path):
-    from engine.segmentation.train import TrainParams, run_train
+    from engine.tools.train_seg import TrainParams, run_train
 
     csv, _ = bad_file("csv", tmp_path)
     raster_buildings = REPO / "resources" / "sample" / "kampala_ug_osm_buildings.geojson"
