@@ -415,7 +415,8 @@ def input_clash(tool: Tool, values: dict) -> "Problem | None":
     full = {**tool.defaults(), **values}
     inputs = [(p, Path(str(full[p.name]))) for p in tool.params
               if p.type in INPUT_FILES and is_given(p, full.get(p.name)) and applies(p, full)
-              and str(full[p.name]) not in p.words]
+              and str(full[p.name]) not in p.words
+              and p.name != tool.output_param]         # stats rewrites its run in place: that is its output
     if not inputs:
         return None
     outputs = list(output_files(tool, full).values())
