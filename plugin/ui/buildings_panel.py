@@ -34,6 +34,7 @@ from ..requests import (SEG_ENCODERS, WEIGHT_WORDS, EvaluateSegRequest, SegmentR
                         seg_scores_text)
 from ..runner.task import EngineTask, TrainingClock
 from . import marks, stats_inputs, wording
+from .bounds import bound
 
 FORM_CLASS, _ = uic.loadUiType(str(RESOURCES / "ui" / "buildings_panel.ui"))
 
@@ -90,6 +91,11 @@ class BuildingsPanel(QWidget, FORM_CLASS):
             self.actionCombo.addItem(label, value)
         for encoder in SEG_ENCODERS:
             self.encoderCombo.addItem(encoder, encoder)
+        for spin, tool, name in ((self.epochsSpin, TrainSegRequest.TOOL, "epochs"),
+                                 (self.chipSpin, TrainSegRequest.TOOL, "chip"),
+                                 (self.minutesSpin, TrainSegRequest.TOOL, "minutes"),
+                                 (self.thresholdSpin, SegmentRequest.TOOL, "threshold")):
+            bound(spin, tool.param(name))                        # the ranges the contract declares
         for value, label in WEIGHT_CHOICES:
             self.segWeightsCombo.addItem(label, value)
         for value, label in BUDGETS:

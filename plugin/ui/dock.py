@@ -35,6 +35,7 @@ from ..requests.wording import METHOD_LABELS
 from ..runner import engine_env, probe
 from ..runner.task import EngineTask
 from . import marks, plots, stats_inputs, wording
+from .bounds import bound
 from .buildings_panel import BuildingsPanel
 from .engine_bar import EngineSetupBar
 
@@ -130,6 +131,9 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             self.areaCombo.addItem(label, value)
         for value, label in MODES:
             self.modeCombo.addItem(label, value)
+        for spin in (self.kSpin, self.kFromSpin, self.kToSpin):             # K as the contract bounds it
+            bound(spin, ClusterRequest.TOOL.param("k"))
+        bound(self.epochsSpin, ClusterRequest.TOOL.param("epochs"))
         for method in METHODS:
             self.methodCombo.addItem(METHOD_LABELS.get(method, method), method)
         self.sweepGroup.setVisible(False)
