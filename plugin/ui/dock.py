@@ -54,6 +54,11 @@ STATS_LAYERS = tuple(field for _attr, field, *_ in stats_inputs.PICKERS)
 WRITTEN_AT_RUN = (*STATS_LAYERS, "area")      # layers Run writes to files first: not being a file yet is fine
 
 
+def written_at_run(problem: Problem) -> bool:
+    """A layer that is no file yet because Run writes it to one first: no reason to wait."""
+    return problem.code == NOT_LOCAL and problem.param in WRITTEN_AT_RUN
+
+
 def confirm_overwrite(parent, path: str) -> bool:
     """Ask whether to replace an existing output (the dock's default; tests replace ``dock.confirm_overwrite``)."""
     answer = QMessageBox.question(parent, "Urban Form Mapper",
@@ -290,7 +295,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
                                f"from {layer.providerType()}); save it to a GeoTIFF first (right-click the layer > "
                                "Export > Save As…) and choose that layer."))
         out += [p for p in replace(req, overwrite=True).problems() if not (out and p.param == "raster" and
-                p.code == REQUIRED) and not (p.code == NOT_LOCAL and p.param in WRITTEN_AT_RUN)]
+                p.code == REQUIRED) and not written_at_run(p)]
         if isinstance(req, SweepRequest):
             return out                                   # no area limit and no probe for a sweep
         mode = self.areaCombo.currentData()
@@ -556,7 +561,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             return
         req = self.request()
         inputs_ok = not [p for p in replace(req, overwrite=True, out="").problems()
-                         if not (p.param == "out" and p.code == REQUIRED)]
+                         if not (p.param == "out" and p.code == REQUIRED) and not written_at_run(p)]
         if isinstance(req, SweepRequest):
             self.estimateLabel.setText(sweep_text(req) if inputs_ok else "")
             self.update_state()
