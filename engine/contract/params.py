@@ -39,6 +39,11 @@ INPUT_FILES = (RASTER, VECTOR, FILE)
 LENGTH_UNITS = ("px", "m")
 
 
+class OutOfRange(ValueError):
+    """A value of the right form outside what the engine accepts (a tile size below the minimum, a number
+    beyond its bounds): :func:`check` gives it the code ``out_of_range`` whatever the parameter's type."""
+
+
 @dataclass(frozen=True)
 class Param:
     """One parameter of a tool.
@@ -196,9 +201,9 @@ def parse_length(text, minimum: float | None = None) -> tuple[float, str]:
         raise ValueError(f"{text!r}: pixel lengths are whole numbers, e.g. '64px'.")
     if minimum:
         if unit == "px" and value < minimum:
-            raise ValueError(f"{text!r}: tiles need at least {int(minimum)} px.")
+            raise OutOfRange(f"{text!r}: tiles need at least {int(minimum)} px.")
         if value <= 0:
-            raise ValueError(f"{text!r}: a size must be more than 0.")
+            raise OutOfRange(f"{text!r}: a size must be more than 0.")
     return value, unit
 
 
@@ -268,9 +273,9 @@ def parse_value(param: Param, value):
         if (low is not None and (number < low or (param.open_min and number == low))) or \
            (high is not None and (number > high or (param.open_max and number == high))):
             unit = f" {param.unit}" if param.unit else ""
-            raise ValueError(f"{value}{unit} is out of range: give a value {param.range_text()}.")
+            raise OutOfRange(f"{value}{unit} is out of range: give a value {param.range_text()}.")
         if param.multiple_of and int(number) % param.multiple_of:
-            raise ValueError(f"{value} is not a multiple of {param.multiple_of}.")
+            raise OutOfRange(f"{value} is not a multiple of {param.multiple_of}.")
         return number
     if t == CHOICE:
         if value not in param.choices:
@@ -351,7 +356,8 @@ def check(tool: Tool, values: dict, files: bool = True) -> list[Problem]:
         try:
             parse_value(param, value)
         except ValueError as exc:
-            found[param.name] = Problem(param.name, _code_of(param), f"{param.title}: {exc}")
+            code = P.OUT_OF_RANGE if isinstance(exc, OutOfRange) else _code_of(param)
+            found[param.name] = Problem(param.name, code, f"{param.title}: {exc}")
     for rule in tool.rules:
         given = [is_given(tool.param(n), full.get(n)) for n in rule.params]
         broken = ((rule.kind == "requires" and given[0] and not given[1])
@@ -411,7 +417,8 @@ def input_clash(tool: Tool, values: dict) -> "Problem | None":
     # a tool whose output is an input (stats adds to RUN.gpkg) updates that one in place: only the others count
     inputs = [(p, Path(str(full[p.name]))) for p in tool.params
               if p.type in INPUT_FILES and is_given(p, full.get(p.name)) and applies(p, full)
-              and str(full[p.name]) not in p.words and p.name != tool.output_param]
+              and str(full[p.name]) not in p.words
+              and p.name != tool.output_param]         # stats rewrites its run in place: that is its output
     if not inputs:
         return None
     outputs = list(output_files(tool, full).values())

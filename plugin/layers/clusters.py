@@ -18,7 +18,10 @@ from qgis.core import (QgsCategorizedSymbolRenderer, QgsFillSymbol, QgsPalettedR
 from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QColor
 
+from ...engine.contract.limits import CLUSTER_NODATA
 from ...engine.contract.outputs import LAYER_PREFIX, label_of_tag
+from ...engine.contract.params import output_files
+from ...engine.contract.tools import TOOLS
 from ..paths import PLUGIN_DIR
 
 TILE_OPACITY = 0.45      # the image shows through the tiles
@@ -45,8 +48,8 @@ def is_run_output(layer) -> bool:
     if not path or "://" in path:
         return False
     try:
-        stem = Path(path).with_suffix("")
-        return Path(path).is_file() and Path(str(stem) + "_manifest.json").is_file()
+        manifest = output_files(TOOLS["cluster"], {"out": path})["manifest"]     # every tool's: OUT_manifest.json
+        return Path(path).is_file() and manifest.is_file()
     except (OSError, ValueError):
         return False
 
@@ -66,7 +69,7 @@ def cluster_colors(raster: QgsRasterLayer) -> dict[int, QColor]:
     """value -> colour from a paletted raster (its GDAL colour table)."""
     renderer = raster.renderer()
     if isinstance(renderer, QgsPalettedRasterRenderer):
-        return {int(c.value): QColor(c.color) for c in renderer.classes() if int(c.value) != 255}
+        return {int(c.value): QColor(c.color) for c in renderer.classes() if int(c.value) != CLUSTER_NODATA}
     return {}
 
 

@@ -16,15 +16,19 @@ from pathlib import Path
 
 from qgis.core import QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingFeedback
 
+from ...engine.contract.params import Tool
+from ...engine.contract.tools import TOOLS
 from ..runner import engine_env
 from ..runner.engine_process import run_engine
 from ..runner.task import progress_for, status_text
+from . import params
 
 GROUP = "Urban form"
 GROUP_ID = "urbanform"
 
-# request parameter (the engine flag's name) -> the algorithms' parameter, where not the upper-case name
-PARAMETER_NAMES = {"raster": "INPUT", "out": "OUTPUT", "weights": "WEIGHTS_FILE"}
+# request parameter (the engine flag's name) -> the algorithms' parameter, where not params.qgis_name's (a weights
+# problem is about the file: the WEIGHTS choice cannot be wrong)
+PARAMETER_NAMES = {"weights": params.WEIGHTS_FILE}
 
 _CHECKED: dict[str, dict] = {}       # engine Python path -> its successful `engine check` answer
 _CHECK_LOCK = threading.Lock()
@@ -33,12 +37,18 @@ _CHECK_LOCK = threading.Lock()
 class UrbanFormAlgorithm(QgsProcessingAlgorithm):
     """Base of every algorithm of the provider: group, names and help from class attributes, a new instance per run.
 
-    A subclass sets ``NAME`` (the id after ``urbanform:``), ``DISPLAY_NAME`` and ``HELP_TEXT``.
+    A subclass sets ``NAME`` (the id after ``urbanform:``), ``DISPLAY_NAME`` and ``HELP_TEXT``; one that runs an
+    engine tool also sets ``TOOL`` (its name in ``engine.contract.tools.TOOLS``) and ``PARAMS`` (the tool's
+    parameters it exposes, built from their declarations by :meth:`add_params`, with ``OPTIONS`` per parameter
+    for :func:`.params.definition`).
     """
 
     NAME = ""
     DISPLAY_NAME = ""
     HELP_TEXT = ""
+    TOOL = ""
+    PARAMS: tuple = ()
+    OPTIONS: dict = {}
 
     def name(self) -> str:
         return self.NAME
@@ -61,13 +71,37 @@ class UrbanFormAlgorithm(QgsProcessingAlgorithm):
     # request parameter -> this algorithm's parameter, where it is not the upper-case name (``tile_size`` -> TILE_SIZE)
     PARAMETER_NAMES: dict[str, str] = {}
 
+    def tool(self) -> Tool | None:
+        """The engine tool's declaration (None for an algorithm that runs no engine tool)."""
+        return TOOLS.get(self.TOOL)
+
+    def parameter_name(self, name: str) -> str:
+        """The Processing parameter of request/contract parameter ``name`` (``raster`` -> INPUT, ``k`` -> K)."""
+        return params.qgis_name(name, {**PARAMETER_NAMES, **self.PARAMETER_NAMES})
+
+    def add_params(self, *names: str) -> None:
+        """Add the Processing parameters of the tool's declared ``names`` (each one of ``PARAMS``)."""
+        for name in names:
+            assert name in self.PARAMS, f"{self.NAME}: {name} is not listed in PARAMS"
+            self.addParameter(params.definition(self.tool().param(name), self.parameter_name(name),
+                                                **self.OPTIONS.get(name, {})))
+
+    def param_value(self, parameters, name: str, context):
+        """The request value of declared parameter ``name`` (None: not given, the engine's choice)."""
+        return params.value(self, parameters, self.tool().param(name), self.parameter_name(name), context)
+
     def problems_error(self, problems) -> QgsProcessingException:
-        """The request's problems as one exception, each line naming the algorithm parameter it is about."""
-        names = {**PARAMETER_NAMES, **self.PARAMETER_NAMES}
+        """The request's problems as one exception, each line naming the algorithm parameter it is about (in
+        place of the declared label a contract message starts with)."""
+        tool = self.tool()
         lines = []
         for problem in problems:
-            definition = self.parameterDefinition(names.get(problem.param, problem.param.upper()))
-            lines.append(f"{definition.description()}: {problem.message}" if definition else problem.message)
+            definition = self.parameterDefinition(self.parameter_name(problem.param))
+            message = problem.message
+            prefix = f"{tool.param(problem.param).title}: " if tool and problem.param in tool.names() else None
+            if prefix and message.startswith(prefix):
+                message = message[len(prefix):]
+            lines.append(f"{definition.description()}: {message}" if definition else problem.message)
         return QgsProcessingException("\n".join(lines))
 
 

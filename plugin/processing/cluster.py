@@ -11,27 +11,43 @@ import tempfile
 from pathlib import Path
 
 from qgis.core import (QgsFeature, QgsFields, QgsProcessing, QgsProcessingException, QgsProcessingOutputFile,
-                       QgsProcessingOutputRasterLayer, QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
-                       QgsProcessingParameterExtent, QgsProcessingParameterFeatureSource,
-                       QgsProcessingParameterFile, QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer,
-                       QgsProcessingParameterVectorDestination, QgsProcessingUtils, QgsVectorFileWriter)
+                       QgsProcessingOutputRasterLayer, QgsProcessingParameterExtent, QgsProcessingParameterNumber,
+                       QgsProcessingUtils, QgsVectorFileWriter)
 
 from ...engine.contract import defaults
-from ...engine.contract.limits import MAX_K, MIN_K, MIN_TILE_PX
-from ..requests import BACKBONES, DEVICES, UNITS, ClusterRequest
+from ...engine.contract.limits import MIN_TILE_PX
+from ...engine.contract.tools import TOOLS, WEIGHT_WORDS
+from ..requests import ClusterRequest
+from . import params
 from .base import EngineAlgorithm, forget_output, load_output_as
 from .styling import TILES_STYLER
 
-INPUT, K, TILE_SIZE, TILE_UNIT, OVERLAP = "INPUT", "K", "TILE_SIZE", "TILE_UNIT", "OVERLAP"
-BACKBONE, WEIGHTS, WEIGHTS_FILE, DEVICE, SEED = "BACKBONE", "WEIGHTS", "WEIGHTS_FILE", "DEVICE", "SEED"
+INPUT, K, TILE_SIZE, TILE_UNIT, OVERLAP = "INPUT", "K", "TILE_SIZE", params.TILE_UNIT, "OVERLAP"
+BACKBONE, WEIGHTS, WEIGHTS_FILE, DEVICE, SEED = "BACKBONE", params.WEIGHTS, params.WEIGHTS_FILE, "DEVICE", "SEED"
 EXTENT, AREA, BATCH_SIZE = "EXTENT", "AREA", "BATCH_SIZE"
 OUTPUT, CLUSTER_RASTER, MANIFEST = "OUTPUT", "CLUSTER_RASTER", "MANIFEST"
 
-UNIT_LABELS = ("pixels (px)", "metres on the ground (m)")           # same order as request.UNITS
-WEIGHT_CHOICES = ("imagenet", "none")
-WEIGHT_LABELS = ("ImageNet (pretrained)", "none (random weights)")   # same order as WEIGHT_CHOICES
+CLUSTER = TOOLS["cluster"]
+BACKBONES, WEIGHT_CHOICES = defaults.BACKBONES, WEIGHT_WORDS      # the BACKBONE and WEIGHTS enums' order
 DEFAULT_BACKBONE = defaults.DEFAULT_BACKBONE
-DEFAULT_WEIGHTS = WEIGHT_CHOICES.index(defaults.DEFAULT_WEIGHTS)
+TILE_DEFAULT, UNIT_DEFAULT = params.length_default(CLUSTER.param("tile_size"))          # 64, 'px'
+POLYGONS = [QgsProcessing.TypeVectorPolygon]
+
+# the declared parameters this algorithm exposes, and how (params.definition)
+PARAMS = ("raster", "k", "backbone", "device", "seed", "area", "batch_size", "out")
+OPTIONS = {"area": {"layer_types": POLYGONS},
+           "out": {"output": "vector", "layer_types": POLYGONS, "title": "Clustered tiles"}}
+NOTES = {"raster": "A local file: web and in-memory layers must first be saved to a GeoTIFF (right-click > Export > "
+                   "Save As).",
+         "area": "Any CRS; the selected features only if so chosen.",
+         "batch_size": "Lower it if the GPU runs out of memory.",
+         "out": "An existing file is replaced."}
+
+
+def output_name(key: str) -> str:
+    """OUT_clusters.tif, OUT_manifest.json ...: the declared name of a cluster run's output."""
+    return params.output_name(CLUSTER, key)
+
 
 # One paragraph per line: the algorithm dialog shows each line as a paragraph, qgis_process prints them as is.
 HELP = "\n".join([
@@ -40,32 +56,27 @@ HELP = "\n".join([
     "Form Mapper engine, a separate Python with PyTorch; QGIS stays responsive and Cancel stops it without "
     "leaving files behind.",
     "Parameters:",
-    "• Raster layer: the image, a local file (GeoTIFF or any GDAL raster with a CRS). Web and in-memory layers "
-    "must first be saved to a GeoTIFF (right-click > Export > Save As).",
-    f"• Number of clusters (K): {MIN_K} to {MAX_K}, and at most the number of valid tiles.",
+    *params.bullets(CLUSTER, PARAMS[:2], OPTIONS, NOTES),
     f"• Tile size and Tile size unit: the side of a tile in pixels (at least {MIN_TILE_PX}) or in metres on the "
-    "ground (geographic and Web Mercator rasters are then warped on the fly to the local UTM zone).",
+    "ground (geographic and Web Mercator rasters are then warped on the fly to the local UTM zone); default "
+    f"{CLUSTER.param('tile_size').default}.",
     "• Overlap between tiles: in the same unit, smaller than the tile size.",
-    f"• CNN backbone: the network that describes each tile: {', '.join(BACKBONES)} (default {DEFAULT_BACKBONE}).",
-    f"• Weights: ImageNet (pretrained; for {', '.join(defaults.OFFLINE_BACKBONES)} from the package that ships "
-    "them, for the others from the local torch cache; nothing is downloaded) or none (random weights).",
+    *params.bullets(CLUSTER, ("backbone",), OPTIONS, NOTES),
+    f"• Weights: {', '.join(params.WEIGHT_LABELS.get(w, w) for w in WEIGHT_WORDS)}; ImageNet weights for "
+    f"{', '.join(defaults.OFFLINE_BACKBONES)} come from the package that ships them, for the others from the "
+    "local torch cache; nothing is downloaded.",
     "• Weights file (optional): a PyTorch state-dict file for the backbone; overrides Weights.",
-    "• Device: auto (a GPU if there is one), cpu, cuda or mps.",
-    "• Random seed: the same inputs and seed give the same clusters.",
+    *params.bullets(CLUSTER, ("device", "seed"), OPTIONS, NOTES),
     "• Extent (optional): only tiles whose centre lies in this rectangle (any CRS).",
-    "• Area (optional): only tiles whose centre lies in these polygons (any CRS; the selected features only if "
-    "so chosen).",
-    "• Tiles per batch (advanced): 0 chooses about 1 Mpx per batch on a CPU and 16 Mpx on a GPU; lower it if "
-    "the GPU runs out of memory.",
-    "• Clustered tiles: the output GeoPackage (.gpkg); an existing file is replaced.",
+    *params.bullets(CLUSTER, PARAMS[5:], OPTIONS, NOTES),
     "Outputs:",
     "• Clustered tiles: the GeoPackage, layer 'tiles': one polygon per tile in the raster's CRS with tile_id, "
     "row, col, cluster, clust_dist (distance to the cluster centre), pc1, pc2 (first principal components) and "
     "valid_frac (share of valid pixels). Loaded into the project styled by cluster.",
-    "• Cluster raster: OUT_clusters.tif, one pixel per tile, with a colour table (255 = skipped tile).",
-    "• Run manifest: OUT_manifest.json with the parameters, versions, device, timings and cluster sizes.",
-    "A quicklook (OUT_quicklook.png) and the fitted model (OUT_model.pt, for urbanform:predict) are written next "
-    "to them.",
+    f"• Cluster raster: {output_name('tif')}, one pixel per tile, with a colour table.",
+    f"• Run manifest: {output_name('manifest')} with the parameters, versions, device, timings and cluster sizes.",
+    f"A quicklook ({output_name('quicklook')}) and the fitted model ({output_name('model')}, for "
+    "urbanform:predict) are written next to them.",
 ])
 
 
@@ -75,32 +86,24 @@ class ClusterAlgorithm(EngineAlgorithm):
     NAME = "cluster"
     DISPLAY_NAME = "Cluster raster tiles"
     HELP_TEXT = HELP
+    TOOL = CLUSTER.name
+    PARAMS = PARAMS
+    OPTIONS = OPTIONS
 
     # -- parameters -----------------------------------------------------------------------------
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS API
         number = QgsProcessingParameterNumber
-        self.addParameter(QgsProcessingParameterRasterLayer(INPUT, "Raster layer"))
-        self.addParameter(number(K, "Number of clusters (K)", number.Integer, 8, False, MIN_K, MAX_K))
-        self.addParameter(number(TILE_SIZE, "Tile size", number.Double, 64, False, 1))
-        self.addParameter(QgsProcessingParameterEnum(TILE_UNIT, "Tile size unit", list(UNIT_LABELS),
-                                                     defaultValue=UNITS.index("px")))
-        self.addParameter(number(OVERLAP, "Overlap between tiles (same unit)", number.Double, 0, False, 0))
-        self.addParameter(QgsProcessingParameterEnum(BACKBONE, "CNN backbone", list(BACKBONES),
-                                                     defaultValue=BACKBONES.index(DEFAULT_BACKBONE)))
-        self.addParameter(QgsProcessingParameterEnum(WEIGHTS, "Weights", list(WEIGHT_LABELS),
-                                                     defaultValue=DEFAULT_WEIGHTS))
-        self.addParameter(QgsProcessingParameterFile(WEIGHTS_FILE, "Weights file (state dict; overrides Weights)",
-                                                     optional=True))
-        self.addParameter(QgsProcessingParameterEnum(DEVICE, "Device", list(DEVICES), defaultValue=0))
-        self.addParameter(number(SEED, "Random seed", number.Integer, 0, False, 0))
+        self.add_params("raster", "k")
+        self.addParameter(number(TILE_SIZE, "Tile size", number.Double, TILE_DEFAULT, False, 0))
+        self.addParameter(params.unit_parameter(UNIT_DEFAULT))
+        self.addParameter(number(OVERLAP, "Overlap between tiles (same unit)", number.Double,
+                                 params.length_default(CLUSTER.param("overlap"))[0], False, 0))
+        self.add_params("backbone")
+        for parameter in params.weights_parameters(CLUSTER.param("weights")):
+            self.addParameter(parameter)
+        self.add_params("device", "seed")
         self.addParameter(QgsProcessingParameterExtent(EXTENT, "Extent (only tiles centred inside)", optional=True))
-        self.addParameter(QgsProcessingParameterFeatureSource(AREA, "Area (only tiles centred in these polygons)",
-                                                              [QgsProcessing.TypeVectorPolygon], optional=True))
-        batch = number(BATCH_SIZE, "Tiles per batch (0 = automatic)", number.Integer, 0, False, 0)
-        batch.setFlags(batch.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        self.addParameter(batch)
-        self.addParameter(QgsProcessingParameterVectorDestination(OUTPUT, "Clustered tiles",
-                                                                  QgsProcessing.TypeVectorPolygon))
+        self.add_params("area", "batch_size", "out")
         self.addOutput(QgsProcessingOutputRasterLayer(CLUSTER_RASTER, "Cluster raster"))
         self.addOutput(QgsProcessingOutputFile(MANIFEST, "Run manifest"))
 
@@ -127,28 +130,21 @@ class ClusterAlgorithm(EngineAlgorithm):
 
     def build_request(self, parameters, context, raster, out: str, area: str | None) -> ClusterRequest:
         """The engine request for these parameters (not yet checked)."""
-        weights_file = self.parameterAsFile(parameters, WEIGHTS_FILE, context)
-        batch_size = self.parameterAsInt(parameters, BATCH_SIZE, context)
+        value = lambda name: self.param_value(parameters, name, context)      # noqa: E731
         return ClusterRequest(
-            raster=local_raster_path(raster), out=out,
-            k=self.parameterAsInt(parameters, K, context),
+            raster=local_raster_path(raster), out=out, k=value("k"),
             tile_size=self.parameterAsDouble(parameters, TILE_SIZE, context),
-            tile_unit=UNITS[self.parameterAsEnum(parameters, TILE_UNIT, context)],
+            tile_unit=params.unit_value(self, parameters, context),
             overlap=self.parameterAsDouble(parameters, OVERLAP, context),
-            backbone=BACKBONES[self.parameterAsEnum(parameters, BACKBONE, context)],
-            weights=weights_file or WEIGHT_CHOICES[self.parameterAsEnum(parameters, WEIGHTS, context)],
-            device=DEVICES[self.parameterAsEnum(parameters, DEVICE, context)],
-            seed=self.parameterAsInt(parameters, SEED, context),
+            backbone=value("backbone"), weights=params.weights_value(self, parameters, context),
+            device=value("device"), seed=value("seed"),
             extent=self.extent_in_raster_crs(parameters, context, raster),
-            area=area, overwrite=True,          # Processing replaces its destination files
-            extra=["--batch-size", str(batch_size)] if batch_size > 0 else [])
+            area=area, batch_size=value("batch_size"), overwrite=True)      # Processing replaces its destination files
 
     def output_path(self, parameters, context) -> str:
-        """The GeoPackage to write (QGIS gives a .gpkg for a temporary output: the provider's default)."""
-        out = self.parameterAsOutputLayer(parameters, OUTPUT, context)
-        if Path(out).suffix.lower() != ".gpkg":
-            raise QgsProcessingException(f"The output {out} must be a GeoPackage: give a file name ending in .gpkg.")
-        return out
+        """The GeoPackage to write (QGIS gives a .gpkg for a temporary output: the provider's default; the request
+        refuses another suffix, as the tool declares)."""
+        return self.parameterAsOutputLayer(parameters, OUTPUT, context)
 
     def extent_in_raster_crs(self, parameters, context, raster) -> tuple[float, float, float, float] | None:
         """The EXTENT parameter as (xmin, ymin, xmax, ymax) in the raster's CRS, or None when not given."""

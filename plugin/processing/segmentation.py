@@ -14,24 +14,21 @@ from pathlib import Path
 
 from qgis.core import (QgsProcessing, QgsProcessingContext, QgsProcessingException,
                        QgsProcessingLayerPostProcessorInterface, QgsProcessingOutputFile,
-                       QgsProcessingOutputNumber, QgsProcessingOutputRasterLayer, QgsProcessingParameterBoolean,
-                       QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
-                       QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,
-                       QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
-                       QgsProcessingParameterRasterLayer, QgsProcessingParameterVectorDestination,
-                       QgsProcessingUtils, QgsRasterLayer, QgsVectorLayer)
+                       QgsProcessingOutputNumber, QgsProcessingOutputRasterLayer, QgsProcessingUtils, QgsRasterLayer,
+                       QgsVectorLayer)
 
 from ...engine.contract import defaults
+from ...engine.contract.tools import TOOLS, WEIGHT_WORDS
 from ..layers.buildings import style_buildings, style_mask
-from ..requests import (DEVICES, SEG_ENCODERS, SEG_METRIC_LABELS, EvaluateSegRequest, SegmentRequest,
-                        TrainSegRequest, seg_scores_text)
+from ..requests import SEG_METRIC_LABELS, EvaluateSegRequest, SegmentRequest, TrainSegRequest, seg_scores_text
 from ..runner.engine_process import EngineResult
+from . import params
 from .base import EngineAlgorithm, forget_output, load_output_as, set_post_processor
 from .cluster import local_raster_path
 from .statistics import layer_file, vector_file
 
 INPUT, BUILDINGS, LABEL_AREA, ENCODER, WEIGHTS, WEIGHTS_FILE = "INPUT", "BUILDINGS", "LABEL_AREA", "ENCODER", \
-    "WEIGHTS", "WEIGHTS_FILE"
+    params.WEIGHTS, params.WEIGHTS_FILE
 CHIP, EPOCHS, MINUTES, VAL_FRACTION, DEVICE, SEED = "CHIP", "EPOCHS", "MINUTES", "VAL_FRACTION", "DEVICE", "SEED"
 CHIPS_PER_EPOCH = "CHIPS_PER_EPOCH"
 MODEL, OVERLAP, THRESHOLD, PROBABILITY, MIN_AREA, SIMPLIFY = "MODEL", "OVERLAP", "THRESHOLD", "PROBABILITY", \
@@ -42,11 +39,38 @@ OUTPUT, MANIFEST, VAL_IOU, MASK, PROBABILITY_RASTER, BUILDING_COUNT = "OUTPUT", 
 SCORE_OUTPUTS = {"IOU": "iou", "PRECISION": "precision", "RECALL": "recall", "F1": "f1", "OBJ_F1": "obj_f1",
                  "ACCURACY": "accuracy", "OBJ_PRECISION": "obj_precision", "OBJ_RECALL": "obj_recall"}
 
-ENCODERS = SEG_ENCODERS
+TRAIN_SEG, SEGMENT, EVALUATE_SEG = TOOLS["train-seg"], TOOLS["segment"], TOOLS["evaluate-seg"]
+ENCODERS, WEIGHT_CHOICES = defaults.SEG_ENCODERS, WEIGHT_WORDS          # the ENCODER and WEIGHTS enums' order
 DEFAULT_ENCODER = defaults.DEFAULT_SEG_ENCODER
-WEIGHT_CHOICES = ("imagenet", "none")
-DEFAULT_WEIGHTS = WEIGHT_CHOICES.index(defaults.DEFAULT_WEIGHTS)
-WEIGHT_LABELS = ("ImageNet (pretrained)", "none (from scratch)")      # same order as WEIGHT_CHOICES
+WEIGHT_LABELS = {"none": "none (from scratch)"}
+POLYGONS = [QgsProcessing.TypeVectorPolygon]
+
+TRAIN_PARAMS = ("raster", "buildings", "label_area", "encoder", "chip", "epochs", "minutes", "val_fraction",
+                "chips_per_epoch", "device", "seed", "out")
+TRAIN_OPTIONS = {"buildings": {"layer_types": POLYGONS}, "label_area": {"layer_types": POLYGONS}}
+TRAIN_NOTES = {"raster": "A local file.", "buildings": "Polygons; invalid geometries are repaired by the engine.",
+               "minutes": "Give it or Epochs, not both.",
+               "out": f"{params.output_name(TRAIN_SEG, 'checkpoint', 'MODEL.pt')} and "
+                      f"{params.output_name(TRAIN_SEG, 'manifest', 'MODEL.pt')} are written next to it."}
+SEGMENT_PARAMS = ("raster", "model", "overlap", "threshold", "probability", "min_area", "simplify", "regularize",
+                  "resample", "device", "out")
+SEGMENT_OPTIONS = {"probability": {"title": "Also write the probability raster"},
+                   "regularize": {"title": "Square the outlines to right angles"},
+                   "resample": {"title": "Resample to the model's resolution"},
+                   "out": {"output": "vector", "layer_types": POLYGONS, "title": "Buildings"}}
+SEGMENT_NOTES = {"raster": "A local raster with the bands and resolution of the model's raster.",
+                 "resample": "Otherwise a raster of another pixel size is refused.",
+                 "out": "An existing file is replaced."}
+EVALUATE_PARAMS = ("pred", "truth", "area")
+EVALUATE_OPTIONS = {"truth": {"layer_types": POLYGONS}, "area": {"layer_types": POLYGONS}}
+EVALUATE_NOTES = {"pred": "A mask is scored in pixels, a buildings layer in m².",
+                  "area": "Without it, true footprints outside the predicted raster count as missed when a buildings "
+                          "layer is scored."}
+
+
+def segment_name(key: str) -> str:
+    return params.output_name(SEGMENT, key)
+
 
 TRAIN_HELP = "\n".join([
     "Trains a building segmentation model (a U-Net on a CNN encoder) from mapped building footprints, for example "
@@ -54,24 +78,15 @@ TRAIN_HELP = "\n".join([
     "training chips come from the labelled area only (the footprints' extent, or the labelled-area polygons), "
     "and validation chips from separate blocks of it. The best epoch by validation IoU is kept.",
     "Parameters:",
-    "• Raster layer: the image, a local file.",
-    "• Building footprints: polygons, any CRS (invalid geometries are repaired by the engine).",
-    "• Labelled area (optional): polygons where every building is mapped.",
-    f"• Encoder: {', '.join(ENCODERS)} (default {DEFAULT_ENCODER}).",
-    f"• Weights: ImageNet (for {', '.join(defaults.OFFLINE_BACKBONES)} from the package that ships them, for the "
-    "others from the local torch cache; nothing is downloaded) or none.",
+    *params.bullets(TRAIN_SEG, TRAIN_PARAMS[:4], TRAIN_OPTIONS, TRAIN_NOTES),
+    f"• Weights: {', '.join({**params.WEIGHT_LABELS, **WEIGHT_LABELS}.get(w, w) for w in WEIGHT_WORDS)}; "
+    f"ImageNet weights for {', '.join(defaults.OFFLINE_BACKBONES)} come from the package that ships them, for the "
+    "others from the local torch cache; nothing is downloaded.",
     "• Weights file (optional): a state dict for the encoder; overrides Weights.",
-    "• Chip size: a multiple of 32 px.",
-    "• Epochs; or Time budget in minutes (more than 0 replaces Epochs).",
-    "• Share of blocks held out for validation (advanced): default 0.2.",
-    "• Chips per epoch (advanced): training chips between two validations and checkpoints (0: the engine's "
-    "choice).",
-    "• Device: auto (a GPU if there is one), cpu, cuda or mps. Random seed: the same inputs and seed give the same "
-    "model.",
-    "• Model file: the .pt to write; MODEL_checkpoint.pt and MODEL_manifest.json are written next to it.",
+    *params.bullets(TRAIN_SEG, TRAIN_PARAMS[4:], TRAIN_OPTIONS, TRAIN_NOTES),
     "Outputs:",
-    "• Model file; Training manifest: MODEL_manifest.json with per-epoch validation IoU, precision and recall; "
-    "Best validation IoU: a number.",
+    f"• Model file; Training manifest: {params.output_name(TRAIN_SEG, 'manifest', 'MODEL.pt')} with per-epoch "
+    "validation IoU, precision and recall; Best validation IoU: a number.",
 ])
 
 SEGMENT_HELP = "\n".join([
@@ -79,30 +94,18 @@ SEGMENT_HELP = "\n".join([
     "overlap and smooth blending (no seams), streamed block by block; the mask is turned into footprint "
     "polygons (small specks and holes removed, simplified, optionally squared).",
     "Parameters:",
-    "• Raster layer: a local raster with the bands and resolution of the model's raster.",
-    "• Model file: the .pt written by training.",
-    "• Overlap between windows: pixels shared by neighbouring windows, at most half the chip (-1: a quarter).",
-    "• Threshold: the building probability above which a pixel is a building.",
-    "• Also write the probability raster: OUT_prob.tif, 0..1.",
-    "• Minimum building and hole area (advanced), in m²; Simplification tolerance (advanced), in m.",
-    "• Square the outlines to right angles.",
-    "• Resample to the model's resolution: otherwise a raster of another pixel size is refused.",
-    "• Device: auto (a GPU if there is one), cpu, cuda or mps.",
-    "• Buildings: the output GeoPackage (.gpkg); an existing file is replaced.",
+    *params.bullets(SEGMENT, SEGMENT_PARAMS, SEGMENT_OPTIONS, SEGMENT_NOTES),
     "Outputs:",
     "• Buildings: layer 'buildings' with area (m²) and orien (degrees), loaded with outlines.",
-    "• Building mask: OUT_mask.tif (1 building, 0 not, 255 nodata). Building probability: OUT_prob.tif, when "
-    "asked. Run manifest: OUT_manifest.json.",
+    f"• Building mask: {segment_name('mask')} (1 building, 0 not, 255 nodata). Building probability: "
+    f"{segment_name('prob')}, when asked. Run manifest: {segment_name('manifest')}.",
 ])
 
 EVALUATE_HELP = "\n".join([
     "Scores predicted buildings against true footprints, per pixel and per building (a predicted and a true "
     "building match at IoU >= 0.5).",
     "Parameters:",
-    "• Predicted buildings: OUT_mask.tif (scored in pixels) or OUT.gpkg (scored in m²) of a segment run.",
-    "• True footprints: polygons, any CRS.",
-    "• Area (optional): score only inside these polygons; without it, true footprints outside the predicted "
-    "raster count as missed when a buildings layer is scored.",
+    *params.bullets(EVALUATE_SEG, EVALUATE_PARAMS, EVALUATE_OPTIONS, EVALUATE_NOTES),
     "Outputs (numbers, also logged): IoU, precision, recall, F1, accuracy (pixels or m²); object precision, "
     "object recall, object F1 (buildings).",
 ])
@@ -141,56 +144,31 @@ class TrainSegmentationAlgorithm(SegmentationAlgorithm):
     DISPLAY_NAME = "Train a building segmentation model"
     HELP_TEXT = TRAIN_HELP
     VECTOR_PARAMETERS = (BUILDINGS, LABEL_AREA)
+    TOOL = TRAIN_SEG.name
+    PARAMS = TRAIN_PARAMS
+    OPTIONS = TRAIN_OPTIONS
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS API
-        number = QgsProcessingParameterNumber
-        polygons = [QgsProcessing.TypeVectorPolygon]
-        self.addParameter(QgsProcessingParameterRasterLayer(INPUT, "Raster layer"))
-        self.addParameter(QgsProcessingParameterFeatureSource(BUILDINGS, "Building footprints", polygons))
-        self.addParameter(QgsProcessingParameterFeatureSource(LABEL_AREA, "Labelled area (default: the "
-                                                              "footprints' extent)", polygons, optional=True))
-        self.addParameter(QgsProcessingParameterEnum(ENCODER, "Encoder", list(ENCODERS),
-                                                     defaultValue=ENCODERS.index(DEFAULT_ENCODER)))
-        self.addParameter(QgsProcessingParameterEnum(WEIGHTS, "Weights", list(WEIGHT_LABELS),
-                                                     defaultValue=DEFAULT_WEIGHTS))
-        self.addParameter(QgsProcessingParameterFile(WEIGHTS_FILE, "Weights file (state dict; overrides Weights)",
-                                                     optional=True))
-        self.addParameter(number(CHIP, "Chip size (px, a multiple of 32)", number.Integer, 256, False, 32, 2048))
-        self.addParameter(number(EPOCHS, "Epochs", number.Integer, 10, False, 1, 200))
-        self.addParameter(number(MINUTES, "Time budget in minutes (0: train for Epochs)", number.Double, 0, False, 0))
-        fraction = number(VAL_FRACTION, "Share of blocks held out for validation", number.Double, 0.2, False, 0.01,
-                          0.9)
-        per_epoch = number(CHIPS_PER_EPOCH, "Chips per epoch (0: the engine's choice)", number.Integer, 0, False, 0)
-        for parameter in (fraction, per_epoch):
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.add_params(*TRAIN_PARAMS[:4])
+        for parameter in params.weights_parameters(TRAIN_SEG.param("weights"), WEIGHT_LABELS):
             self.addParameter(parameter)
-        self.addParameter(QgsProcessingParameterEnum(DEVICE, "Device", list(DEVICES), defaultValue=0))
-        self.addParameter(number(SEED, "Random seed", number.Integer, 0, False, 0))
-        self.addParameter(QgsProcessingParameterFileDestination(OUTPUT, "Model file", "PyTorch model (*.pt)"))
+        self.add_params(*TRAIN_PARAMS[4:])
         self.addOutput(QgsProcessingOutputFile(MANIFEST, "Training manifest"))
         self.addOutput(QgsProcessingOutputNumber(VAL_IOU, "Best validation IoU"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
         out = self.parameterAsFileOutput(parameters, OUTPUT, context)
-        if Path(out).suffix.lower() != ".pt":
-            raise QgsProcessingException(f"The model file {out} must end in .pt.")
-        minutes = self.parameterAsDouble(parameters, MINUTES, context)
+        value = lambda name: self.param_value(parameters, name, context)      # noqa: E731
         workdir = tempfile.mkdtemp(prefix="urbanform_train_", dir=QgsProcessingUtils.tempFolder())
         try:
-            weights_file = self.parameterAsFile(parameters, WEIGHTS_FILE, context)
             request = TrainSegRequest(
                 raster=local_raster_path(self.parameterAsRasterLayer(parameters, INPUT, context)), out=out,
                 buildings=self.layer_file(parameters, BUILDINGS, context, workdir),
                 label_area=self.layer_file(parameters, LABEL_AREA, context, workdir),
-                encoder=ENCODERS[self.parameterAsEnum(parameters, ENCODER, context)],
-                weights=weights_file or WEIGHT_CHOICES[self.parameterAsEnum(parameters, WEIGHTS, context)],
-                chip=self.parameterAsInt(parameters, CHIP, context),
-                epochs=None if minutes > 0 else self.parameterAsInt(parameters, EPOCHS, context),
-                minutes=minutes if minutes > 0 else None,
-                val_fraction=self.parameterAsDouble(parameters, VAL_FRACTION, context),
-                chips_per_epoch=self.parameterAsInt(parameters, CHIPS_PER_EPOCH, context) or None,
-                device=DEVICES[self.parameterAsEnum(parameters, DEVICE, context)],
-                seed=self.parameterAsInt(parameters, SEED, context), overwrite=True)
+                encoder=value("encoder"), weights=params.weights_value(self, parameters, context),
+                chip=value("chip"), epochs=value("epochs"), minutes=value("minutes"),
+                val_fraction=value("val_fraction"), chips_per_epoch=value("chips_per_epoch"),
+                device=value("device"), seed=value("seed"), overwrite=True)
             result = self.run_request(request, feedback)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -208,45 +186,24 @@ class SegmentAlgorithm(SegmentationAlgorithm):
     NAME = "segment"
     DISPLAY_NAME = "Map buildings with a segmentation model"
     HELP_TEXT = SEGMENT_HELP
+    TOOL = SEGMENT.name
+    PARAMS = SEGMENT_PARAMS
+    OPTIONS = SEGMENT_OPTIONS
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS API
-        number = QgsProcessingParameterNumber
-        self.addParameter(QgsProcessingParameterRasterLayer(INPUT, "Raster layer"))
-        self.addParameter(QgsProcessingParameterFile(MODEL, "Model file", extension="pt"))
-        self.addParameter(number(OVERLAP, "Overlap between windows (px; -1: a quarter of the chip)", number.Integer,
-                                 -1, False, -1))
-        self.addParameter(number(THRESHOLD, "Threshold (building probability)", number.Double, 0.5, False, 0.01,
-                                 0.99))
-        self.addParameter(QgsProcessingParameterBoolean(PROBABILITY, "Also write the probability raster", False))
-        for name, label, default in ((MIN_AREA, "Minimum building and hole area (m²)", 4.0),
-                                     (SIMPLIFY, "Simplification tolerance (m)", 0.5)):
-            parameter = number(name, label, number.Double, default, False, 0)
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(parameter)
-        self.addParameter(QgsProcessingParameterBoolean(REGULARIZE, "Square the outlines to right angles", False))
-        self.addParameter(QgsProcessingParameterBoolean(RESAMPLE, "Resample to the model's resolution", False))
-        self.addParameter(QgsProcessingParameterEnum(DEVICE, "Device", list(DEVICES), defaultValue=0))
-        self.addParameter(QgsProcessingParameterVectorDestination(OUTPUT, "Buildings", QgsProcessing.TypeVectorPolygon))
+        self.add_params(*SEGMENT_PARAMS)
         self.addOutput(QgsProcessingOutputRasterLayer(MASK, "Building mask"))
         self.addOutput(QgsProcessingOutputRasterLayer(PROBABILITY_RASTER, "Building probability"))
         self.addOutput(QgsProcessingOutputFile(MANIFEST, "Run manifest"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
         out = self.parameterAsOutputLayer(parameters, OUTPUT, context)
-        if Path(out).suffix.lower() != ".gpkg":
-            raise QgsProcessingException(f"The output {out} must be a GeoPackage: give a file name ending in .gpkg.")
-        overlap = self.parameterAsInt(parameters, OVERLAP, context)
+        value = lambda name: self.param_value(parameters, name, context)      # noqa: E731
         request = SegmentRequest(
             raster=local_raster_path(self.parameterAsRasterLayer(parameters, INPUT, context)),
-            model=self.parameterAsFile(parameters, MODEL, context), out=out,
-            overlap=None if overlap < 0 else overlap,
-            threshold=self.parameterAsDouble(parameters, THRESHOLD, context),
-            probability=self.parameterAsBool(parameters, PROBABILITY, context),
-            min_area=self.parameterAsDouble(parameters, MIN_AREA, context),
-            simplify=self.parameterAsDouble(parameters, SIMPLIFY, context),
-            regularize=self.parameterAsBool(parameters, REGULARIZE, context),
-            resample=self.parameterAsBool(parameters, RESAMPLE, context),
-            device=DEVICES[self.parameterAsEnum(parameters, DEVICE, context)], overwrite=True)
+            model=value("model") or "", out=out, overlap=value("overlap"), threshold=value("threshold"),
+            probability=value("probability"), min_area=value("min_area"), simplify=value("simplify"),
+            regularize=value("regularize"), resample=value("resample"), device=value("device"), overwrite=True)
         if self.run_request(request, feedback) is None:
             forget_output(context, out)
             return {}
@@ -267,20 +224,19 @@ class EvaluateSegmentationAlgorithm(SegmentationAlgorithm):
     DISPLAY_NAME = "Evaluate mapped buildings against footprints"
     HELP_TEXT = EVALUATE_HELP
     VECTOR_PARAMETERS = (TRUTH, AREA)
+    TOOL = EVALUATE_SEG.name
+    PARAMS = EVALUATE_PARAMS
+    OPTIONS = EVALUATE_OPTIONS
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS API
-        polygons = [QgsProcessing.TypeVectorPolygon]
-        self.addParameter(QgsProcessingParameterFile(PRED, "Predicted buildings (OUT_mask.tif or OUT.gpkg)"))
-        self.addParameter(QgsProcessingParameterFeatureSource(TRUTH, "True footprints", polygons))
-        self.addParameter(QgsProcessingParameterFeatureSource(AREA, "Area (score only inside)", polygons,
-                                                              optional=True))
+        self.add_params(*EVALUATE_PARAMS)
         for name, key in SCORE_OUTPUTS.items():
             self.addOutput(QgsProcessingOutputNumber(name, SEG_METRIC_LABELS[key]))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
         workdir = tempfile.mkdtemp(prefix="urbanform_eval_", dir=QgsProcessingUtils.tempFolder())
         try:
-            request = EvaluateSegRequest(pred=self.parameterAsFile(parameters, PRED, context),
+            request = EvaluateSegRequest(pred=self.param_value(parameters, "pred", context) or "",
                                          truth=self.layer_file(parameters, TRUTH, context, workdir),
                                          area=self.layer_file(parameters, AREA, context, workdir))
             result = self.run_request(request, feedback)

@@ -22,24 +22,17 @@ from qgis.core import (
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputFile,
     QgsProcessingOutputVectorLayer,
-    QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
-    QgsProcessingParameterEnum,
-    QgsProcessingParameterFeatureSource,
-    QgsProcessingParameterFile,
-    QgsProcessingParameterFolderDestination,
-    QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterLayer,
-    QgsProcessingParameterString,
     QgsProcessingUtils,
     QgsProject,
     QgsProviderRegistry,
     QgsVectorFileWriter,
 )
 
+from ...engine.contract.tools import TOOLS
 from ..layers.clusters import arrange_clusters_layer
-from ..requests import EXPORT_FORMATS, ExportRequest, StatsRequest
+from ..requests import ExportRequest, StatsRequest
 from ..ui.stats_inputs import local_file, write_layer
+from . import params
 from .base import EngineAlgorithm, set_post_processor
 from .styling import style_tiles_like_raster
 
@@ -49,7 +42,25 @@ OVERWRITE, OUTPUT, CLUSTERS, STATS_CSV, PROFILE, BOXES = "OVERWRITE", "OUTPUT", 
     "BOXES"
 FORMAT = "FORMAT"
 VECTORS = {BUILDINGS: "buildings", ROADS: "roads"}
-FORMAT_LABELS = ("ESRI Shapefile (.shp)", "GeoPackage (.gpkg)", "CSV table, no geometry (.csv)")   # EXPORT_FORMATS
+
+STATS, EXPORT = TOOLS["stats"], TOOLS["export"]
+PARAMS = ("run", "buildings", "roads", "population", "nir_band", "road_field", "overwrite")
+OPTIONS = {"buildings": {"layer_types": [QgsProcessing.TypeVectorPolygon]},
+           "roads": {"layer_types": [QgsProcessing.TypeVectorLine]},
+           "road_field": {"title": "Road class attribute"}, "overwrite": {"title": "Replace existing statistics"}}
+NOTES = {"run": "Written by Cluster raster tiles (or the dock).",
+         "buildings": "Layers that are not local files (memory layers, databases, selected features only) are "
+                      "written to a temporary GeoPackage for the run.",
+         "road_field": "Without it major-road distance is left out.",
+         "overwrite": "Otherwise a run that has statistics already is refused."}
+EXPORT_PARAMS = ("run", "format", "out")
+FORMAT_LABELS = {"shp": "ESRI Shapefile (.shp)", "gpkg": "GeoPackage (.gpkg)", "csv": "CSV table, no geometry (.csv)"}
+EXPORT_OPTIONS = {"format": {"labels": FORMAT_LABELS}}
+
+
+def stats_name(key: str) -> str:
+    return params.output_name(STATS, key, out="RUN.gpkg")
+
 
 HELP = "\n".join([
     "Urban-form statistics of a cluster run, per tile and per cluster, in ground metres (the layers are projected "
@@ -58,19 +69,13 @@ HELP = "\n".join([
     "'tiles' layer, writes a 'clusters' layer (tile count and mean, standard deviation and median of each "
     "statistic per cluster) and says how much of each statistic the clusters explain (eta-squared).",
     "Parameters:",
-    "• Run GeoPackage: the .gpkg written by Cluster raster tiles (or the dock).",
-    "• Buildings (optional): footprint polygons, any CRS. Layers that are not local files (memory layers, "
-    "databases, selected features only) are written to a temporary GeoPackage for the run.",
-    "• Roads (optional): road lines, any CRS; the road class attribute decides which roads are major.",
-    "• Population raster (optional): people per cell (WorldPop style), any CRS.",
-    "• NIR band (optional): the band of the run's raster with near infrared, for NDVI (0: none).",
-    "• Road class attribute (advanced): default highway (OSM); without it major-road distance is left out.",
-    "• Replace existing statistics: otherwise a run that has statistics already is refused.",
+    *params.bullets(STATS, PARAMS, OPTIONS, NOTES),
     "Outputs:",
     "• Run with statistics: the run's GeoPackage, rewritten; its 'tiles' layer is loaded styled by cluster.",
     "• Clusters: the 'clusters' layer (one row per cluster), loaded as a table.",
-    "• Eta-squared table: RUN_stats.csv, the share of each statistic's variance explained by the clusters.",
-    "• Cluster profile plot: RUN_profile.png; Box plots: RUN_boxes.png.",
+    f"• Eta-squared table: {stats_name('stats_csv')}, the share of each statistic's variance explained by the "
+    "clusters.",
+    f"• Cluster profile plot: {stats_name('profile')}; Box plots: {stats_name('boxes')}.",
 ])
 
 EXPORT_HELP = "\n".join([
@@ -78,9 +83,8 @@ EXPORT_HELP = "\n".join([
     "statistics tools. Shapefiles come with a .prj (the CRS) and a .cpg (UTF-8); field names are kept as they "
     "are (the engine's names fit the 10-character limit). CSV files hold the attributes without geometry.",
     "Parameters:",
-    "• Run GeoPackage: the .gpkg of a cluster run (with or without statistics).",
-    "• Format: ESRI Shapefile, GeoPackage or CSV.",
-    "• Output folder: where the files go; files of the same names are replaced.",
+    *params.bullets(EXPORT, EXPORT_PARAMS, EXPORT_OPTIONS,
+                    {"run": "With or without statistics.", "out": "Files of the same names are replaced."}),
 ])
 
 
@@ -131,20 +135,12 @@ class StatisticsAlgorithm(EngineAlgorithm):
     NAME = "statistics"
     DISPLAY_NAME = "Urban-form statistics of a cluster run"
     HELP_TEXT = HELP
+    TOOL = STATS.name
+    PARAMS = PARAMS
+    OPTIONS = OPTIONS
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS API
-        self.addParameter(QgsProcessingParameterFile(RUN, "Run GeoPackage", extension="gpkg"))
-        self.addParameter(QgsProcessingParameterFeatureSource(BUILDINGS, "Buildings",
-                                                              [QgsProcessing.TypeVectorPolygon], optional=True))
-        self.addParameter(QgsProcessingParameterFeatureSource(ROADS, "Roads", [QgsProcessing.TypeVectorLine],
-                                                              optional=True))
-        self.addParameter(QgsProcessingParameterRasterLayer(POPULATION, "Population raster", optional=True))
-        number = QgsProcessingParameterNumber
-        self.addParameter(number(NIR_BAND, "NIR band", number.Integer, 0, True, 0))
-        field = QgsProcessingParameterString(ROAD_FIELD, "Road class attribute", "highway")
-        field.setFlags(field.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        self.addParameter(field)
-        self.addParameter(QgsProcessingParameterBoolean(OVERWRITE, "Replace existing statistics", True))
+        self.add_params(*PARAMS)
         self.addOutput(QgsProcessingOutputVectorLayer(OUTPUT, "Run with statistics", QgsProcessing.TypeVectorPolygon))
         self.addOutput(QgsProcessingOutputVectorLayer(CLUSTERS, "Clusters", QgsProcessing.TypeVector))
         self.addOutput(QgsProcessingOutputFile(STATS_CSV, "Eta-squared table"))
@@ -164,11 +160,9 @@ class StatisticsAlgorithm(EngineAlgorithm):
         try:
             layers = {field: self.layer_file(parameters, name, context, workdir) for name, field in VECTORS.items()}
             layers["population"] = self.population_file(workdir)
-            request = StatsRequest(
-                run=self.parameterAsFile(parameters, RUN, context), **layers,
-                nir_band=self.parameterAsInt(parameters, NIR_BAND, context) or None,
-                road_field=self.parameterAsString(parameters, ROAD_FIELD, context) or "highway",
-                overwrite=self.parameterAsBool(parameters, OVERWRITE, context))
+            value = lambda name: self.param_value(parameters, name, context)      # noqa: E731
+            request = StatsRequest(run=value("run") or "", **layers, nir_band=value("nir_band"),
+                                   road_field=value("road_field"), overwrite=value("overwrite"))
             problems = request.problems()
             if problems:
                 raise self.problems_error(problems)
@@ -245,17 +239,17 @@ class ExportAlgorithm(EngineAlgorithm):
     NAME = "export"
     DISPLAY_NAME = "Export a run (Shapefile, GeoPackage or CSV)"
     HELP_TEXT = EXPORT_HELP
+    TOOL = EXPORT.name
+    PARAMS = EXPORT_PARAMS
+    OPTIONS = EXPORT_OPTIONS
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS API
-        self.addParameter(QgsProcessingParameterFile(RUN, "Run GeoPackage", extension="gpkg"))
-        self.addParameter(QgsProcessingParameterEnum(FORMAT, "Format", list(FORMAT_LABELS), defaultValue=0))
-        self.addParameter(QgsProcessingParameterFolderDestination(OUTPUT, "Output folder"))
+        self.add_params(*EXPORT_PARAMS)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
         out_dir = self.parameterAsString(parameters, OUTPUT, context)
-        request = ExportRequest(run=self.parameterAsFile(parameters, RUN, context), out_dir=out_dir,
-                                format=EXPORT_FORMATS[self.parameterAsEnum(parameters, FORMAT, context)],
-                                overwrite=True)
+        request = ExportRequest(run=self.param_value(parameters, "run", context) or "", out_dir=out_dir,
+                                format=self.param_value(parameters, "format", context), overwrite=True)
         problems = request.problems()
         if problems:
             raise self.problems_error(problems)

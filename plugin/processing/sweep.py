@@ -9,24 +9,39 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import (QgsProcessingContext, QgsProcessingLayerPostProcessorInterface,
-                       QgsProcessingOutputFile, QgsProcessingParameterBoolean, QgsProcessingParameterDefinition,
-                       QgsProcessingParameterEnum, QgsProcessingParameterFile,
-                       QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
-                       QgsProcessingParameterRasterLayer, QgsProcessingParameterString, QgsVectorLayer)
+from qgis.core import (QgsProcessingContext, QgsProcessingLayerPostProcessorInterface, QgsProcessingOutputFile,
+                       QgsProcessingParameterString, QgsVectorLayer)
 
 from ...engine.contract.limits import MIN_TILE_PX
+from ...engine.contract.tools import TOOLS
 from ..layers.clusters import k_values, style_sweep_layer, sweep_layer_names
-from ..requests import BACKBONES, DEVICES, MAX_EPOCHS, METHODS, UNITS, SweepRequest
+from ..requests import SweepRequest
+from ..requests.sweep import TILE_SIZES as DEFAULT_SIZES
+from ..requests.sweep import TILE_UNIT as DEFAULT_UNIT
+from . import params
 from .base import EngineAlgorithm, set_post_processor
-from .cluster import (DEFAULT_BACKBONE, DEFAULT_WEIGHTS, UNIT_LABELS, WEIGHT_CHOICES, WEIGHT_LABELS,
-                      local_raster_path)
+from .cluster import local_raster_path
 
-INPUT, K, TILE_SIZES, TILE_UNIT, METHOD, EPOCHS = "INPUT", "K", "TILE_SIZES", "TILE_UNIT", "METHOD", "EPOCHS"
-BACKBONE, WEIGHTS, WEIGHTS_FILE, DEVICE, SEED = "BACKBONE", "WEIGHTS", "WEIGHTS_FILE", "DEVICE", "SEED"
+INPUT, K, TILE_SIZES, TILE_UNIT, METHOD, EPOCHS = "INPUT", "K", "TILE_SIZES", params.TILE_UNIT, "METHOD", "EPOCHS"
+BACKBONE, WEIGHTS, WEIGHTS_FILE, DEVICE, SEED = "BACKBONE", params.WEIGHTS, params.WEIGHTS_FILE, "DEVICE", "SEED"
 RESUME = "RESUME"
 OUTPUT, METRICS, MANIFEST = "OUTPUT", "METRICS", "MANIFEST"
-METHOD_LABELS = ("k-means", "DeepCluster")               # same order as request.METHODS
+
+SWEEP = TOOLS["sweep"]
+METHOD_LABELS = {"kmeans": "k-means", "deepcluster": "DeepCluster"}
+PARAMS = ("raster", "k", "method", "epochs", "backbone", "device", "seed", "resume", "out")
+OPTIONS = {"method": {"labels": METHOD_LABELS}, "resume": {"title": "Finish an interrupted sweep"},
+           "out": {"title": "Sweep GeoPackage"}}
+NOTES = {"k": "K larger than the number of valid tiles is skipped with a warning.",
+         "epochs": "DeepCluster only.",
+         "resume": "A cancelled or failed sweep keeps the tile sizes it finished; run again with the same "
+                   "parameters and this option to compute only the missing ones.",
+         "out": "An existing file is replaced."}
+
+
+def output_name(key: str, tag: str = "64px") -> str:
+    return params.output_name(SWEEP, key, tag=tag)
+
 
 HELP = "\n".join([
     "Sensitivity of the clusters to K and to the tile size: clusters the tiles of the raster for every K of a "
@@ -34,25 +49,20 @@ HELP = "\n".join([
     "same place on every map), and writes metrics and plots to judge which K and tile size to trust. With "
     "k-means the CNN features are computed once per tile size.",
     "Parameters:",
-    "• Raster layer: the image, a local file (GeoTIFF or any GDAL raster with a CRS).",
-    "• K values: a range 2..12, a list 2,4,6 or both (2..6,8,12); K larger than the number of valid tiles is "
-    "skipped with a warning.",
-    f"• Tile sizes: comma-separated, e.g. 32,64,128, in the Tile size unit (pixels, at least {MIN_TILE_PX}, or "
+    *params.bullets(SWEEP, PARAMS[:2], OPTIONS, NOTES),
+    f"• Tile sizes: comma-separated, e.g. {DEFAULT_SIZES}, in the Tile size unit (pixels, at least {MIN_TILE_PX}, or "
     "metres).",
-    "• Method: k-means, or DeepCluster (slower: the CNN is trained for each K).",
-    "• Training epochs: DeepCluster only.",
+    *params.bullets(SWEEP, ("method", "epochs"), OPTIONS, NOTES),
     "• CNN backbone, Weights, Weights file, Device and Random seed: as for Cluster raster tiles.",
-    "• Sweep GeoPackage: the output file (.gpkg); an existing file is replaced.",
-    "• Finish an interrupted sweep (advanced): a cancelled or failed sweep keeps the tile sizes it finished; "
-    "run again with the same parameters and this option to compute only the missing ones.",
+    *params.bullets(SWEEP, ("resume", "out"), OPTIONS, NOTES),
     "Outputs:",
     "• Sweep GeoPackage: one layer per tile size (tiles_32px, tiles_64px, ...) with tile_id, row, col, "
     "valid_frac, pc1, pc2 and a column per K (k2 ... k12). Loaded into the project styled on the largest K.",
-    "• Metrics table: OUT_metrics.csv, per tile size and K: silhouette, Calinski-Harabasz, Davies-Bouldin, NMI "
-    "and ARI with the previous K, agreement across tile sizes.",
-    "• Run manifest: OUT_manifest.json (complete or not, and what is missing after an interruption).",
-    "Plots are written next to them: OUT_metrics.png, and OUT_lineage_64px.png (cluster lineage across K) and "
-    "OUT_pca_64px.png (PCA scatter) per tile size.",
+    f"• Metrics table: {output_name('metrics_csv')}, per tile size and K: silhouette, Calinski-Harabasz, "
+    "Davies-Bouldin, NMI and ARI with the previous K, agreement across tile sizes.",
+    f"• Run manifest: {output_name('manifest')} (complete or not, and what is missing after an interruption).",
+    f"Plots are written next to them: {output_name('metrics_png')}, and {output_name('lineage')} (cluster lineage "
+    f"across K) and {output_name('pca')} (PCA scatter) per tile size.",
 ])
 
 
@@ -63,28 +73,18 @@ class SweepAlgorithm(EngineAlgorithm):
     PARAMETER_NAMES = {"tile_size": TILE_SIZES}
     DISPLAY_NAME = "Sensitivity sweep over K and tile size"
     HELP_TEXT = HELP
+    TOOL = SWEEP.name
+    PARAMS = PARAMS
+    OPTIONS = OPTIONS
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS API
-        number = QgsProcessingParameterNumber
-        self.addParameter(QgsProcessingParameterRasterLayer(INPUT, "Raster layer"))
-        self.addParameter(QgsProcessingParameterString(K, "K values", "2..12"))
-        self.addParameter(QgsProcessingParameterString(TILE_SIZES, "Tile sizes", "32,64,128"))
-        self.addParameter(QgsProcessingParameterEnum(TILE_UNIT, "Tile size unit", list(UNIT_LABELS),
-                                                     defaultValue=UNITS.index("px")))
-        self.addParameter(QgsProcessingParameterEnum(METHOD, "Method", list(METHOD_LABELS), defaultValue=0))
-        self.addParameter(number(EPOCHS, "Training epochs", number.Integer, 5, False, 1, MAX_EPOCHS))
-        self.addParameter(QgsProcessingParameterEnum(BACKBONE, "CNN backbone", list(BACKBONES),
-                                                     defaultValue=BACKBONES.index(DEFAULT_BACKBONE)))
-        self.addParameter(QgsProcessingParameterEnum(WEIGHTS, "Weights", list(WEIGHT_LABELS),
-                                                     defaultValue=DEFAULT_WEIGHTS))
-        self.addParameter(QgsProcessingParameterFile(WEIGHTS_FILE, "Weights file (state dict; overrides Weights)",
-                                                     optional=True))
-        self.addParameter(QgsProcessingParameterEnum(DEVICE, "Device", list(DEVICES), defaultValue=0))
-        self.addParameter(number(SEED, "Random seed", number.Integer, 0, False, 0))
-        resume = QgsProcessingParameterBoolean(RESUME, "Finish an interrupted sweep", False)
-        resume.setFlags(resume.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        self.addParameter(resume)
-        self.addParameter(QgsProcessingParameterFileDestination(OUTPUT, "Sweep GeoPackage", "GeoPackage (*.gpkg)"))
+        self.add_params("raster", "k")
+        self.addParameter(QgsProcessingParameterString(TILE_SIZES, "Tile sizes", DEFAULT_SIZES))
+        self.addParameter(params.unit_parameter(DEFAULT_UNIT))
+        self.add_params("method", "epochs", "backbone")
+        for parameter in params.weights_parameters(SWEEP.param("weights")):
+            self.addParameter(parameter)
+        self.add_params("device", "seed", "resume", "out")
         self.addOutput(QgsProcessingOutputFile(METRICS, "Metrics table"))
         self.addOutput(QgsProcessingOutputFile(MANIFEST, "Run manifest"))
 
@@ -107,19 +107,13 @@ class SweepAlgorithm(EngineAlgorithm):
         return {OUTPUT: out, METRICS: str(outputs["metrics_csv"]), MANIFEST: str(outputs["manifest"])}
 
     def build_request(self, parameters, context, raster, out: str) -> SweepRequest:
-        weights_file = self.parameterAsFile(parameters, WEIGHTS_FILE, context)
+        value = lambda name: self.param_value(parameters, name, context)      # noqa: E731
         return SweepRequest(
-            raster=local_raster_path(raster), out=out,
-            k_text=self.parameterAsString(parameters, K, context),
+            raster=local_raster_path(raster), out=out, k_text=value("k"),
             tile_sizes=self.parameterAsString(parameters, TILE_SIZES, context),
-            tile_unit=UNITS[self.parameterAsEnum(parameters, TILE_UNIT, context)],
-            method=METHODS[self.parameterAsEnum(parameters, METHOD, context)],
-            epochs=self.parameterAsInt(parameters, EPOCHS, context),
-            backbone=BACKBONES[self.parameterAsEnum(parameters, BACKBONE, context)],
-            weights=weights_file or WEIGHT_CHOICES[self.parameterAsEnum(parameters, WEIGHTS, context)],
-            device=DEVICES[self.parameterAsEnum(parameters, DEVICE, context)],
-            seed=self.parameterAsInt(parameters, SEED, context), overwrite=True,
-            resume=self.parameterAsBool(parameters, RESUME, context))
+            tile_unit=params.unit_value(self, parameters, context), method=value("method"), epochs=value("epochs"),
+            backbone=value("backbone"), weights=params.weights_value(self, parameters, context),
+            device=value("device"), seed=value("seed"), overwrite=True, resume=value("resume"))
 
     @staticmethod
     def load_layers(context, request: SweepRequest) -> None:

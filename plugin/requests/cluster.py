@@ -1,8 +1,10 @@
 """What the dock and the Processing algorithm ask the engine to do, as plain values.
 
-A request is built from widgets or algorithm parameters and knows how to turn
-itself into the engine's command line. ``problems()`` lists what the engine
-would reject, so the UI can say so before anything runs. No Qt here.
+A request is built from widgets or algorithm parameters; ``values()`` maps its
+fields to the engine tool's parameters, and from there its checks
+(``problems()``), its command line (``argv()``) and its files (``outputs()``)
+are the contract's (``engine.contract.tools``), so the dock, Processing and the
+engine agree on them. No Qt here.
 
 This module: the ``cluster`` tool. One module per tool in this package; shared
 helpers in ``common``.
@@ -13,36 +15,55 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...engine.contract import defaults
-from ...engine.contract.limits import MAX_K, MIN_K, MIN_TILE_PX
-from ...engine.contract.outputs import cluster_outputs
-from ...engine.contract.problems import BAD_CHOICE, OUT_OF_RANGE, Problem
-from .common import (METHODS, UNITS, deepcluster_problems, layer_args, layer_problems, method_args,
-                     model_choice_problems, output_problems, raster_problems, stats_outputs, stats_plots,
-                     unique_output_problem)
+from ...engine.contract.outputs import tile_label
+from ...engine.contract.params import LENGTH_UNITS, Tool, output_files, parse_length
+from ...engine.contract.problems import BAD_CHOICE, Problem
+from ...engine.contract.tools import TOOLS
+from .common import command, contract_problems
+
+CLUSTER: Tool = TOOLS["cluster"]
+TILE_SIZE, TILE_UNIT = parse_length(CLUSTER.param("tile_size").default)       # 64, 'px'
+DEEPCLUSTER = CLUSTER.param("epochs").applies_when[1]          # the method the training options apply to
+OVERLAP = parse_length(CLUSTER.param("overlap").default)[0]
+
+
+def unit_problem(unit: str, found: list[Problem], sized=("tile_size", "overlap")) -> list[Problem]:
+    """``found`` with a tile size unit that is not one of the contract's units said once (``tile_size``,
+    ``bad_choice``) instead of the bad format of every length written in it."""
+    if unit in LENGTH_UNITS:
+        return found
+    problem = Problem("tile_size", BAD_CHOICE, f"The tile size unit {unit!r} is not one of "
+                                               f"{', '.join(LENGTH_UNITS)}.")
+    kept = [p for p in found if p.param not in sized]
+    first = next((i for i, p in enumerate(found) if p.param in sized), len(kept))
+    return kept[:first] + [problem] + kept[first:]
 
 
 @dataclass
 class ClusterRequest:
     raster: str
     out: str
-    k: int = 8
-    method: str = "kmeans"
-    epochs: int = 5                                           # DeepCluster only
+    k: int = CLUSTER.param("k").default
+    method: str = CLUSTER.param("method").default
+    epochs: int = CLUSTER.param("epochs").default             # DeepCluster only
     lr: float | None = None                                   # DeepCluster only; None: the engine's "auto"
-    tile_size: float = 64
-    tile_unit: str = "px"
-    overlap: float = 0
+    tile_size: float = TILE_SIZE                              # in ``tile_unit``
+    tile_unit: str = TILE_UNIT
+    overlap: float = OVERLAP                                  # in ``tile_unit``
     backbone: str = defaults.DEFAULT_BACKBONE
     weights: str = defaults.DEFAULT_WEIGHTS
-    device: str = "auto"
-    seed: int = 0
+    device: str = CLUSTER.param("device").default
+    seed: int = CLUSTER.param("seed").default
     extent: tuple[float, float, float, float] | None = None   # in the raster's CRS
     area: str | None = None                                   # a polygon file
     buildings: str | None = None                              # statistics after clustering (files; see StatsRequest)
     roads: str | None = None
     population: str | None = None
     overwrite: bool = False
+    batch_size: int | None = None                             # None: the engine's choice
     extra: list[str] = field(default_factory=list)
+
+    TOOL = CLUSTER
 
     @property
     def with_stats(self) -> bool:
@@ -51,64 +72,39 @@ class ClusterRequest:
 
     @property
     def tile_text(self) -> str:
-        return f"{self.tile_size:g}{self.tile_unit}"
+        """'64px', '2.5m': the tile size as the engine reads it."""
+        return tile_label(self.tile_size, self.tile_unit)
 
     @property
     def overlap_text(self) -> str:
-        return f"{self.overlap:g}{self.tile_unit}"
+        return tile_label(self.overlap, self.tile_unit)
 
     @property
     def name(self) -> str:
         """A short run name for the layer group: OUT's file stem."""
         return Path(self.out).stem
 
+    def values(self) -> dict:
+        """The ``cluster`` tool's parameters for this request."""
+        return {"raster": self.raster, "out": self.out, "k": self.k, "method": self.method, "epochs": self.epochs,
+                "lr": self.lr, "tile_size": self.tile_text, "overlap": self.overlap_text, "backbone": self.backbone,
+                "weights": self.weights, "device": self.device, "seed": self.seed, "extent": self.extent,
+                "area": self.area, "buildings": self.buildings, "roads": self.roads, "population": self.population,
+                "batch_size": self.batch_size, "overwrite": self.overwrite}
+
     def problems(self) -> list[Problem]:
         """What the engine would reject (parameter, code, message for the user); empty when runnable."""
-        out = raster_problems(self.raster)
-        if self.method not in METHODS:
-            out.append(Problem("method", BAD_CHOICE,
-                               f"Method {self.method!r} is not available; use {', '.join(METHODS)}."))
-        if not MIN_K <= int(self.k) <= MAX_K:
-            out.append(Problem("k", OUT_OF_RANGE, f"K must be between {MIN_K} and {MAX_K}."))
-        if self.method == "deepcluster":
-            out.extend(deepcluster_problems(self.epochs, self.lr))
-        if self.tile_unit not in UNITS:
-            out.append(Problem("tile_size", BAD_CHOICE, "The tile size unit must be px or m."))
-        elif self.tile_size <= 0 or (self.tile_unit == "px" and self.tile_size != int(self.tile_size)):
-            out.append(Problem("tile_size", OUT_OF_RANGE, "The tile size must be a positive whole number of pixels "
-                                                          "or a positive number of metres."))
-        elif self.tile_unit == "px" and self.tile_size < MIN_TILE_PX:
-            out.append(Problem("tile_size", OUT_OF_RANGE, f"Tiles need at least {MIN_TILE_PX} px."))
-        if not 0 <= self.overlap < self.tile_size:
-            out.append(Problem("overlap", OUT_OF_RANGE, "The overlap must be at least 0 and smaller than the tile size."))
-        out.extend(model_choice_problems(self.backbone, self.weights, self.device))
-        out.extend(layer_problems(self.buildings, self.roads, self.population))
-        out.extend(output_problems(self.out, self.overwrite))
-        return out + unique_output_problem(self.outputs, self.overwrite, out)
+        return unit_problem(self.tile_unit, contract_problems(CLUSTER, self.values()))
 
     def argv(self) -> list[str]:
         """Arguments after ``python -m engine``."""
-        args = ["cluster", self.raster, "--out", self.out, "--k", str(int(self.k)), "--tile-size", self.tile_text,
-                "--overlap", self.overlap_text, "--backbone", self.backbone, "--weights", self.weights,
-                "--device", self.device, "--seed", str(int(self.seed)), "--progress", "json"]
-        if self.method != "kmeans":             # k-means is the engine's default (and its fast path)
-            args += method_args(self.method, self.epochs, self.lr)
-        if self.extent:
-            args += ["--extent", ",".join(repr(float(v)) for v in self.extent)]
-        if self.area:
-            args += ["--area", self.area]
-        args += layer_args(self.buildings, self.roads, self.population)
-        if self.overwrite:
-            args.append("--overwrite")
-        return args + list(self.extra)
+        return command(CLUSTER, self.values(), self.extra)
 
     def outputs(self) -> dict[str, Path]:
         """The files a successful run writes (named after ``out``, as the engine names them)."""
-        files = cluster_outputs(self.out)
-        if self.with_stats:
-            files.update(stats_outputs(self.out))
-        return files
+        return output_files(CLUSTER, self.values())
 
     def plots(self) -> list[Path]:
         """The statistics plots (cluster profile, then box plots); none without statistics."""
-        return stats_plots(self.out) if self.with_stats else []
+        files = self.outputs()
+        return [files[key] for key in ("profile", "boxes") if key in files]

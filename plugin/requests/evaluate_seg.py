@@ -1,5 +1,7 @@
 """The ``evaluate-seg`` tool (a predicted mask scored against footprints) as a request.
 
+Checks and command line are the contract's (``engine.contract.tools.EVALUATE_SEG``).
+
 Plain values: no Qt, no QGIS (tests/plugin/test_layout.py checks).
 """
 from __future__ import annotations
@@ -7,8 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...engine.contract.problems import NOT_FOUND, NOT_LOCAL, Problem, REQUIRED
+from ...engine.contract.params import Tool
+from ...engine.contract.problems import Problem
+from ...engine.contract.tools import TOOLS
+from .common import command, contract_problems
 
+EVALUATE_SEG: Tool = TOOLS["evaluate-seg"]
 
 SEG_METRICS = ("iou", "precision", "recall", "f1", "obj_f1")      # what the plugin shows of evaluate-seg
 SEG_METRIC_LABELS = {"iou": "IoU", "precision": "precision", "recall": "recall", "f1": "F1", "obj_f1": "object F1",
@@ -28,31 +34,20 @@ class EvaluateSegRequest:
     area: str | None = None
     extra: list[str] = field(default_factory=list)
 
+    TOOL = EVALUATE_SEG
+
     @property
     def name(self) -> str:
         return Path(self.pred).stem
 
+    def values(self) -> dict:
+        return {"pred": self.pred, "truth": self.truth, "area": self.area}
+
     def problems(self) -> list[Problem]:
-        out = []
-        if not self.pred:
-            out.append(Problem("pred", REQUIRED,
-                               "Choose the predicted buildings (OUT_mask.tif or OUT.gpkg of a segment run)."))
-        elif not Path(self.pred).is_file():
-            out.append(Problem("pred", NOT_FOUND, f"The predicted buildings {self.pred} do not exist."))
-        if not self.truth:
-            out.append(Problem("truth", REQUIRED,
-                               "Choose the true building footprints (polygons) to evaluate against."))
-        elif not Path(self.truth).is_file():
-            out.append(Problem("truth", NOT_LOCAL, f"The footprint layer {self.truth} is not a local file."))
-        if self.area and not Path(self.area).is_file():
-            out.append(Problem("area", NOT_LOCAL, f"The area layer {self.area} is not a local file."))
-        return out
+        return contract_problems(EVALUATE_SEG, self.values())
 
     def argv(self) -> list[str]:
-        args = ["evaluate-seg", "--pred", self.pred, "--truth", self.truth or ""]
-        if self.area:
-            args += ["--area", self.area]
-        return args + list(self.extra)
+        return command(EVALUATE_SEG, self.values(), self.extra)
 
     def outputs(self) -> dict[str, Path]:
         return {}                              # it writes nothing

@@ -1,5 +1,6 @@
 """The ``stats`` and ``export`` tools (a run's statistics, a run exported to Shapefile/GeoPackage/CSV) as requests.
 
+Checks, command lines and file names are the contract's (``engine.contract.tools.STATS_TOOL`` and ``EXPORT``).
 Plain values: no Qt, no QGIS (tests/plugin/test_layout.py checks).
 """
 from __future__ import annotations
@@ -7,8 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...engine.contract.problems import BAD_CHOICE, EXISTS, NOT_FOLDER, NOT_FOUND, OUT_OF_RANGE, Problem, REQUIRED
-from .common import layer_args, layer_problems, run_problems, stats_outputs, stats_plots
+from ...engine.contract.params import Tool, output_files
+from ...engine.contract.problems import EXISTS, Problem
+from ...engine.contract.tools import TOOLS
+from .common import command, contract_problems
+
+STATS: Tool = TOOLS["stats"]
+EXPORT: Tool = TOOLS["export"]
 
 
 @dataclass
@@ -18,8 +24,8 @@ class StatsRequest:
     ``run`` is the run's GeoPackage (layer ``tiles``); the layers are local files
     (the dock and the algorithm write other layers to temporary files first).
     The engine adds the statistic columns to ``tiles``, writes the ``clusters``
-    layer (one row per cluster) and, next to the GeoPackage, RUN_stats.csv
-    (eta-squared per statistic), RUN_profile.png and RUN_boxes.png.
+    layer (one row per cluster) and, next to the GeoPackage, the eta-squared
+    table and the profile plots (``outputs()``).
     """
 
     run: str
@@ -28,54 +34,38 @@ class StatsRequest:
     population: str | None = None
     nir_band: int | None = None              # NDVI from the run's raster: its NIR band (1-based)
     red_band: int | None = None
-    road_field: str = "highway"              # the attribute that says which roads are major
+    road_field: str = STATS.param("road_field").default      # the attribute that says which roads are major
     overwrite: bool = False                  # statistics already in the run are replaced
     extra: list[str] = field(default_factory=list)
+
+    TOOL = STATS
 
     @property
     def name(self) -> str:
         return Path(self.run).stem
 
+    def values(self) -> dict:
+        return {"run": self.run, "buildings": self.buildings, "roads": self.roads, "population": self.population,
+                "nir_band": self.nir_band, "red_band": self.red_band,
+                "road_field": (self.road_field or "").strip() or None, "overwrite": self.overwrite}
+
     def problems(self) -> list[Problem]:
-        out = run_problems(self.run)
-        if not (self.buildings or self.roads or self.population or self.nir_band):
-            out.append(Problem("buildings", REQUIRED, "Choose at least one of a building layer, a road layer, a "
-                                                      "population raster or the NIR band."))
-        out.extend(layer_problems(self.buildings, self.roads, self.population))
-        for param, name, band in (("nir_band", "NIR", self.nir_band), ("red_band", "red", self.red_band)):
-            if band is not None and int(band) < 1:
-                out.append(Problem(param, OUT_OF_RANGE, f"The {name} band must be a band number from 1."))
-        if self.roads and not (self.road_field or "").strip():
-            out.append(Problem("road_field", REQUIRED,
-                               "Give the road attribute that names the road class (e.g. highway)."))
-        if not out and not self.overwrite and stats_outputs(self.run)["stats_csv"].exists():
+        out = contract_problems(STATS, self.values())
+        if not out and not self.overwrite and self.outputs()["stats_csv"].exists():
             out.append(Problem("run", EXISTS,
                                f"{Path(self.run).name} has statistics already; allow overwriting to replace them."))
         return out
 
     def argv(self) -> list[str]:
-        args = ["stats", self.run, *layer_args(self.buildings, self.roads, self.population)]
-        if self.nir_band:
-            args += ["--nir-band", str(int(self.nir_band))]
-        if self.red_band:
-            args += ["--red-band", str(int(self.red_band))]
-        if self.roads and self.road_field.strip() != "highway":
-            args += ["--road-field", self.road_field.strip()]
-        args += ["--progress", "json"]
-        if self.overwrite:
-            args.append("--overwrite")
-        return args + list(self.extra)
+        return command(STATS, self.values(), self.extra)
 
     def outputs(self) -> dict[str, Path]:
         """What the run rewrites or writes (the GeoPackage is replaced atomically)."""
-        stem = str(Path(self.run).with_suffix(""))
-        return {"gpkg": Path(self.run), "manifest": Path(stem + "_manifest.json"), **stats_outputs(self.run)}
+        return output_files(STATS, self.values())
 
     def plots(self) -> list[Path]:
-        return stats_plots(self.run)
-
-
-EXPORT_FORMATS = ("shp", "gpkg", "csv")
+        files = self.outputs()
+        return [files[key] for key in ("profile", "boxes") if key in files]
 
 
 @dataclass
@@ -84,32 +74,24 @@ class ExportRequest:
 
     run: str
     out_dir: str
-    format: str = "shp"                     # noqa: A003 - the engine's option name
+    format: str = EXPORT.param("format").default        # noqa: A003 - the engine's option name
     overwrite: bool = False
     extra: list[str] = field(default_factory=list)
+
+    TOOL = EXPORT
 
     @property
     def name(self) -> str:
         return Path(self.run).stem
 
+    def values(self) -> dict:
+        return {"run": self.run, "format": self.format, "out": self.out_dir, "overwrite": self.overwrite}
+
     def problems(self) -> list[Problem]:
-        out = run_problems(self.run)
-        if self.format not in EXPORT_FORMATS:
-            out.append(Problem("format", BAD_CHOICE,
-                               f"Format {self.format!r} is not available; use {', '.join(EXPORT_FORMATS)}."))
-        if not self.out_dir:
-            out.append(Problem("out", REQUIRED, "Choose an output folder."))
-        elif Path(self.out_dir).exists() and not Path(self.out_dir).is_dir():
-            out.append(Problem("out", NOT_FOLDER, f"The output folder {self.out_dir} is a file; choose a folder."))
-        elif not Path(self.out_dir).parent.is_dir():
-            out.append(Problem("out", NOT_FOUND, f"The folder {Path(self.out_dir).parent} does not exist."))
-        return out
+        return contract_problems(EXPORT, self.values())
 
     def argv(self) -> list[str]:
-        args = ["export", self.run, "--format", self.format, "--out", self.out_dir]     # no progress: it is quick
-        if self.overwrite:
-            args.append("--overwrite")
-        return args + list(self.extra)
+        return command(EXPORT, self.values(), self.extra)     # no progress: it is quick
 
     def outputs(self) -> dict[str, Path]:
         """The output folder (the engine writes one file per layer in it, named after the run and the layer)."""

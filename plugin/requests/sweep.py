@@ -1,19 +1,37 @@
 """The ``sweep`` tool (several K and tile sizes in one run) as a request, with its K and size parsers.
 
+The checks, the command line and the file names are the contract's (``engine.contract.tools.SWEEP``); the
+request adds its form's own: tile sizes written as numbers in one unit, and an empty K or tile size field.
+
 Plain values: no Qt, no QGIS (tests/plugin/test_layout.py checks).
 """
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...engine.contract import defaults
-from ...engine.contract.limits import MIN_TILE_PX, parse_k_values
-from ...engine.contract.outputs import sweep_layer_name, sweep_outputs, tile_label
-from ...engine.contract.problems import BAD_CHOICE, BAD_FORMAT, Problem
-from .common import (METHODS, UNITS, deepcluster_problems, layer_args, layer_problems, method_args,
-                     model_choice_problems, output_problems, raster_problems, unique_output_problem)
+from ...engine.contract.limits import K_HINT, parse_k_values
+from ...engine.contract.outputs import sweep_layer_name
+from ...engine.contract.params import Tool, output_files, parse_length, parse_value
+from ...engine.contract.problems import REQUIRED, Problem
+from ...engine.contract.tools import TOOLS
+from .cluster import unit_problem
+from .common import command, contract_problems
+
+SWEEP: Tool = TOOLS["sweep"]
+NUMBER = re.compile(r"[0-9]*\.?[0-9]+")
+
+
+def _default_sizes() -> tuple[str, str]:
+    """('32,64,128', 'px'): the contract's default tile sizes as the form shows them (numbers, one unit)."""
+    lengths = [parse_length(label) for label in parse_value(SWEEP.param("tile_size"), SWEEP.param("tile_size").default)]
+    return ",".join(f"{value:g}" for value, _unit in lengths), lengths[0][1]
+
+
+TILE_SIZES, TILE_UNIT = _default_sizes()
 
 
 @dataclass
@@ -22,22 +40,24 @@ class SweepRequest:
 
     raster: str
     out: str
-    k_text: str = "2..12"
-    tile_sizes: str = "32,64,128"           # numbers in ``tile_unit``, comma-separated
-    tile_unit: str = "px"
-    method: str = "kmeans"
-    epochs: int = 5
+    k_text: str = SWEEP.param("k").default
+    tile_sizes: str = TILE_SIZES            # numbers in ``tile_unit``, comma-separated (or lengths: '64px,20m')
+    tile_unit: str = TILE_UNIT
+    method: str = SWEEP.param("method").default
+    epochs: int = SWEEP.param("epochs").default
     lr: float | None = None
     backbone: str = defaults.DEFAULT_BACKBONE
     weights: str = defaults.DEFAULT_WEIGHTS
-    device: str = "auto"
-    seed: int = 0
+    device: str = SWEEP.param("device").default
+    seed: int = SWEEP.param("seed").default
     overwrite: bool = False
     resume: bool = False                    # finish an interrupted sweep in ``out`` (its missing tile sizes)
     buildings: str | None = None            # statistics on every tile-size layer (files; see StatsRequest)
     roads: str | None = None
     population: str | None = None
     extra: list[str] = field(default_factory=list)
+
+    TOOL = SWEEP
 
     @property
     def name(self) -> str:
@@ -52,7 +72,7 @@ class SweepRequest:
         """
         try:
             manifest = json.loads(self.outputs()["manifest"].read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, KeyError):
             return None
         if not isinstance(manifest, dict) or manifest.get("tool") != "sweep" or manifest.get("complete", True):
             return None
@@ -62,13 +82,20 @@ class SweepRequest:
         """The K values, sorted (ValueError with a message for the user when the text is not a K list)."""
         return parse_k(self.k_text)
 
+    def tile_text(self) -> str:
+        """'64px,128px': the tile sizes as the engine reads them (a bare number is in ``tile_unit``); '' for none."""
+        tokens = [t.strip() for t in (self.tile_sizes or "").split(",")]
+        if not any(tokens):
+            return ""
+        return ",".join(t + self.tile_unit if NUMBER.fullmatch(t) else t for t in tokens)
+
     def sizes(self) -> list[float]:
         return parse_sizes(self.tile_sizes, self.tile_unit)
 
     def tile_labels(self) -> list[str]:
         """'64px', '20m': the engine's tile size texts, which also name the layers (``tiles_64px``)."""
         try:
-            return [tile_label(s, self.tile_unit) for s in self.sizes()]
+            return parse_value(SWEEP.param("tile_size"), self.tile_text())
         except ValueError:
             return []
 
@@ -76,54 +103,37 @@ class SweepRequest:
         """The sweep's layers, as the engine names them (``tiles_64px``, ``tiles_2_5m``)."""
         return [sweep_layer_name(label) for label in self.tile_labels()]
 
+    def values(self) -> dict:
+        """The ``sweep`` tool's parameters for this request (``--resume`` rather than ``--overwrite``)."""
+        return {"raster": self.raster, "out": self.out, "k": (self.k_text or "").replace(" ", ""),
+                "tile_size": self.tile_text(), "method": self.method, "epochs": self.epochs, "lr": self.lr,
+                "backbone": self.backbone, "weights": self.weights, "device": self.device, "seed": self.seed,
+                "resume": self.resume, "buildings": self.buildings, "roads": self.roads,
+                "population": self.population, "overwrite": self.overwrite and not self.resume}
+
     def problems(self) -> list[Problem]:
-        out = raster_problems(self.raster)
-        if self.method not in METHODS:
-            out.append(Problem("method", BAD_CHOICE,
-                               f"Method {self.method!r} is not available; use {', '.join(METHODS)}."))
-        elif self.method == "deepcluster":
-            out.extend(deepcluster_problems(self.epochs, self.lr))
-        try:
-            self.ks()
-        except ValueError as exc:
-            out.append(Problem("k", BAD_FORMAT, str(exc)))
-        if self.tile_unit not in UNITS:
-            out.append(Problem("tile_size", BAD_CHOICE, "The tile size unit must be px or m."))
-        else:
-            try:
-                self.sizes()
-            except ValueError as exc:
-                out.append(Problem("tile_size", BAD_FORMAT, str(exc)))
-        out.extend(model_choice_problems(self.backbone, self.weights, self.device))
-        out.extend(layer_problems(self.buildings, self.roads, self.population))
-        out.extend(output_problems(self.out, self.overwrite or self.resume))
-        return out + unique_output_problem(self.outputs, self.overwrite or self.resume, out)
+        values = {**self.values(), "overwrite": self.overwrite or self.resume}    # resume writes over the sweep
+        out = unit_problem(self.tile_unit, contract_problems(SWEEP, values), sized=("tile_size",))
+        if not (self.k_text or "").strip():
+            out.append(Problem("k", REQUIRED, f"Give the K values: {K_HINT}"))
+        if not self.tile_text():
+            out.append(Problem("tile_size", REQUIRED, "Give at least one tile size, e.g. "
+                                                      f"{TILE_SIZES} ({TILE_UNIT})."))
+        order = SWEEP.names()
+        return sorted(out, key=lambda p: order.index(p.param) if p.param in order else len(order))
 
     def argv(self) -> list[str]:
-        args = ["sweep", self.raster, "--out", self.out, "--k", self.k_text.replace(" ", ""),
-                "--tile-size", ",".join(self.tile_labels()), "--backbone", self.backbone, "--weights", self.weights,
-                "--seed", str(int(self.seed)), "--progress", "json"]
-        args += method_args(self.method, self.epochs, self.lr)
-        args += layer_args(self.buildings, self.roads, self.population)
-        if self.device != "auto":
-            args += ["--device", self.device]
-        if self.resume:
-            args.append("--resume")
-        elif self.overwrite:
-            args.append("--overwrite")
-        return args + list(self.extra)
+        return command(SWEEP, self.values(), self.extra)
 
     def outputs(self) -> dict[str, Path]:
-        stem = str(Path(self.out).with_suffix(""))
-        files = sweep_outputs(self.out, self.tile_labels())
-        if self.buildings or self.roads or self.population:
-            files["stats_eta_csv"] = Path(stem + "_stats_eta.csv")
-            files["stats_eta_png"] = Path(stem + "_stats_eta.png")
-        return files
+        return output_files(SWEEP, self.values(), sizes=self.tile_labels())
 
     def plots(self) -> list[Path]:
-        """The sweep's PNG plots: metrics against K, then lineage and PCA scatter per tile size."""
-        return [p for p in self.outputs().values() if p.suffix == ".png"]
+        """The sweep's PNG plots: metrics against K, then lineage and PCA scatter for each tile size in turn."""
+        files = self.outputs()
+        keys = ["metrics_png", *(f"{kind}_{label}" for label in self.tile_labels() for kind in ("lineage", "pca")),
+                "stats_eta_png"]
+        return [files[key] for key in keys if key in files]
 
 
 def parse_k(text: str) -> list[int]:
@@ -135,23 +145,8 @@ def parse_k(text: str) -> list[int]:
 
 
 def parse_sizes(text: str, unit: str) -> list[float]:
-    """'32,64,128' (optionally '32px,64px') -> sizes in ``unit``; ValueError naming the problem."""
-    sizes = []
-    for part in (p.strip() for p in (text or "").split(",")):
-        if not part:
-            continue
-        number = part[: -len(unit)] if unit and part.endswith(unit) else part
-        try:
-            size = float(number)
-        except ValueError:
-            raise ValueError(f"Tile size {part!r} is not a number of {unit}; write e.g. 32,64,128.") from None
-        if size <= 0 or (unit == "px" and size != int(size)):
-            raise ValueError(f"Tile size {part!r} must be a positive whole number of pixels or a positive "
-                             "number of metres.")
-        if unit == "px" and size < MIN_TILE_PX:
-            raise ValueError(f"Tile size {part!r}: tiles need at least {MIN_TILE_PX} px.")
-        if size not in sizes:
-            sizes.append(size)
-    if not sizes:
-        raise ValueError("Give at least one tile size, e.g. 32,64,128.")
-    return sizes
+    """'32,64,128' (optionally '32px,64px') -> sizes in ``unit``; ValueError naming the problem (the contract's
+    parser of tile sizes: the same minimum, the same words)."""
+    labels = SweepRequest(raster="", out="", tile_sizes=text, tile_unit=unit)
+    lengths = [parse_length(label) for label in parse_value(SWEEP.param("tile_size"), labels.tile_text())]
+    return [value for value, _unit in lengths]

@@ -1,5 +1,8 @@
 """The ``train-seg`` tool (a building segmentation model trained on footprints) as a request.
 
+Checks, command line and file names are the contract's (``engine.contract.tools.TRAIN_SEG``); the request adds
+that the form's two training budgets (epochs, minutes) are not both given.
+
 Plain values: no Qt, no QGIS (tests/plugin/test_layout.py checks).
 """
 from __future__ import annotations
@@ -10,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...engine.contract import defaults
-from ...engine.contract.problems import (BAD_CHOICE, BAD_FORMAT, EXISTS, NOT_FOUND, NOT_LOCAL, NOT_WRITABLE,
-                                         OUT_OF_RANGE, Problem, REQUIRED)
-from .common import MAX_EPOCHS, WEIGHTS, device_problems, raster_problems, stage_share, unique_output_problem
+from ...engine.contract.params import Tool, output_files
+from ...engine.contract.problems import BAD_FORMAT, Problem
+from ...engine.contract.progress import stage_fraction
+from ...engine.contract.tools import TOOLS
+from .common import command, contract_problems
 
-
-# -- building segmentation ----------------------------------------------------------------------------
-SEG_ENCODERS = defaults.SEG_ENCODERS
+TRAIN_SEG: Tool = TOOLS["train-seg"]
 
 
 @dataclass
@@ -24,8 +27,8 @@ class TrainSegRequest:
     """``python -m engine train-seg``: a building U-Net trained from footprint polygons on ``raster``.
 
     ``buildings`` (and ``label_area``) are local files (the dock and the algorithm write other layers to
-    temporary files first). Exactly one of ``epochs`` and ``minutes`` bounds the training. The engine writes
-    MODEL.pt, MODEL_checkpoint.pt (the latest epoch, for --resume) and MODEL_manifest.json.
+    temporary files first). At most one of ``epochs`` and ``minutes`` bounds the training. The engine writes
+    the model, a checkpoint next to it (the latest epoch, for --resume) and a manifest (``outputs()``).
     """
 
     raster: str
@@ -33,75 +36,43 @@ class TrainSegRequest:
     out: str
     encoder: str = defaults.DEFAULT_SEG_ENCODER
     weights: str = defaults.DEFAULT_WEIGHTS    # or a file path
-    chip: int = 256
-    epochs: int | None = 10
+    chip: int = TRAIN_SEG.param("chip").default
+    epochs: int | None = TRAIN_SEG.param("epochs").default      # None (and no minutes): the engine's choice
     minutes: float | None = None
-    val_fraction: float = 0.2
+    val_fraction: float = TRAIN_SEG.param("val_fraction").default
     chips_per_epoch: int | None = None         # None: the engine's choice
     label_area: str | None = None
-    device: str = "auto"
-    seed: int = 0
+    device: str = TRAIN_SEG.param("device").default
+    seed: int = TRAIN_SEG.param("seed").default
     overwrite: bool = False
     extra: list[str] = field(default_factory=list)
+
+    TOOL = TRAIN_SEG
 
     @property
     def name(self) -> str:
         return Path(self.out).stem
 
+    def values(self) -> dict:
+        return {"raster": self.raster, "buildings": self.buildings, "out": self.out, "encoder": self.encoder,
+                "weights": self.weights, "chip": self.chip, "epochs": self.epochs, "minutes": self.minutes,
+                "val_fraction": self.val_fraction, "chips_per_epoch": self.chips_per_epoch,
+                "label_area": self.label_area, "device": self.device, "seed": self.seed, "overwrite": self.overwrite}
+
     def problems(self) -> list[Problem]:
-        out = raster_problems(self.raster)
-        if self.chips_per_epoch is not None and int(self.chips_per_epoch) < 2:
-            out.append(Problem("chips_per_epoch", OUT_OF_RANGE,
-                               "An epoch needs at least 2 chips (or the engine's choice)."))
-        if not self.buildings:
-            out.append(Problem("buildings", REQUIRED, "Choose a building footprint layer (polygons) to train from."))
-        elif not Path(self.buildings).is_file():
-            out.append(Problem("buildings", NOT_LOCAL,
-                               f"The building footprint layer {self.buildings} is not a local file."))
-        if self.label_area and not Path(self.label_area).is_file():
-            out.append(Problem("label_area", NOT_LOCAL,
-                               f"The labelled-area layer {self.label_area} is not a local file."))
-        if self.encoder not in SEG_ENCODERS:
-            out.append(Problem("encoder", BAD_CHOICE,
-                               f"Unknown encoder {self.encoder!r}; use {', '.join(SEG_ENCODERS)}."))
-        if self.weights not in WEIGHTS and not Path(self.weights).is_file():
-            out.append(Problem("weights", NOT_FOUND, f"The weights file {self.weights} does not exist."))
-        if int(self.chip) < 32 or int(self.chip) % 32:
-            out.append(Problem("chip", OUT_OF_RANGE, "The chip size must be a multiple of 32 px (e.g. 128, 256, 512)."))
-        if (self.epochs is None) == (self.minutes is None):
-            out.append(Problem("epochs", REQUIRED, "Give either a number of epochs or a time budget in minutes."))
-        elif self.epochs is not None and not 1 <= int(self.epochs) <= MAX_EPOCHS:
-            out.append(Problem("epochs", OUT_OF_RANGE, f"Training needs between 1 and {MAX_EPOCHS} epochs."))
-        elif self.minutes is not None and not float(self.minutes) > 0:
-            out.append(Problem("minutes", OUT_OF_RANGE, "The time budget must be more than 0 minutes."))
-        if not 0 < float(self.val_fraction) < 1:
-            out.append(Problem("val_fraction", OUT_OF_RANGE,
-                               "The validation share must be between 0 and 1 (e.g. 0.2)."))
-        out.extend(device_problems(self.device))
-        output = model_output_problems(self.out, self.overwrite)
-        return out + (output or unique_output_problem(self.outputs, self.overwrite, out))
+        out = contract_problems(TRAIN_SEG, self.values())
+        if self.epochs is not None and self.minutes is not None and "epochs" not in {p.param for p in out}:
+            out.append(Problem("epochs", BAD_FORMAT, "Give either a number of epochs or a time budget in minutes, "
+                                                     "not both."))
+            order = TRAIN_SEG.names()
+            out.sort(key=lambda p: order.index(p.param) if p.param in order else len(order))
+        return out
 
     def argv(self) -> list[str]:
-        args = ["train-seg", self.raster, "--buildings", self.buildings or "", "--out", self.out,
-                "--encoder", self.encoder, "--weights", self.weights, "--chip", str(int(self.chip)),
-                "--val-fraction", repr(float(self.val_fraction)), "--seed", str(int(self.seed)),
-                "--device", self.device, "--progress", "json"]
-        if self.minutes is not None:
-            args += ["--minutes", repr(float(self.minutes))]
-        else:
-            args += ["--epochs", str(int(self.epochs))]
-        if self.chips_per_epoch:
-            args += ["--chips-per-epoch", str(int(self.chips_per_epoch))]
-        if self.label_area:
-            args += ["--label-area", self.label_area]
-        if self.overwrite:
-            args.append("--overwrite")
-        return args + list(self.extra)
+        return command(TRAIN_SEG, self.values(), self.extra)
 
     def outputs(self) -> dict[str, Path]:
-        stem = str(Path(self.out).with_suffix(""))
-        return {"model": Path(self.out), "checkpoint": Path(stem + "_checkpoint.pt"),
-                "manifest": Path(stem + "_manifest.json")}
+        return output_files(TRAIN_SEG, self.values())
 
     def summary(self) -> str:
         """'best validation IoU 0.712 at epoch 4 of 5 (precision 0.81, recall 0.84)' from the run's manifest."""
@@ -130,31 +101,15 @@ class TrainSegRequest:
             if stage == "open":
                 return 1.0
             if stage == "write":
-                return 98.0 + 2.0 * stage_share(event)
+                return 98.0 + 2.0 * stage_fraction(event)
             if stage != "train":
                 return None
             if event.get("total"):
-                return 3.0 + 95.0 * stage_share(event)
+                return 3.0 + 95.0 * stage_fraction(event)
             start[:] = start or [time.monotonic()]          # --minutes: the engine gives no total
             return 3.0 + 95.0 * min(1.0, (time.monotonic() - start[0]) / (60.0 * float(self.minutes or 1)))
 
         return percent
-
-
-def model_output_problems(out: str, overwrite: bool) -> list[Problem]:
-    """The model file to write: a .pt in a writable folder, not replacing a file unless allowed."""
-    if not out:
-        return [Problem("out", REQUIRED, "Choose the model file to write (.pt).")]
-    path = Path(out)
-    if path.suffix.lower() != ".pt":
-        return [Problem("out", BAD_FORMAT, "The model file must end in .pt.")]
-    if not path.parent.is_dir():
-        return [Problem("out", NOT_FOUND, f"The output folder {path.parent} does not exist.")]
-    if not os.access(path.parent, os.W_OK):
-        return [Problem("out", NOT_WRITABLE, f"The output folder {path.parent} is not writable; choose another.")]
-    if path.exists() and not overwrite:
-        return [Problem("out", EXISTS, f"{path.name} already exists.")]
-    return []
 
 
 def default_model_output(raster: str) -> str:

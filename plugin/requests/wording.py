@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from ...engine.contract.tools import DEVICES, METHODS, WEIGHT_WORDS
+
 # engine flag -> the label of the widget that sets it
 FLAG_LABELS = {
     "--weights": "Weights", "--backbone": "Backbone", "--encoder": "Encoder", "--device": "Device",
@@ -20,12 +22,13 @@ FLAG_LABELS = {
 }
 PANEL_LABELS = {"buildings": {"--buildings": "Footprints", "--epochs": "Train for (epochs)",
                               "--overlap": "Overlap"}}
-# engine values -> what the panel's combo boxes show
-VALUE_LABELS = {"--weights": {"imagenet": "ImageNet (pretrained)", "none": "None"},
-                "--method": {"kmeans": "k-means", "deepcluster": "DeepCluster"}}
+# engine values -> what the panel's combo boxes show (the values are the contract's choices)
+METHOD_LABELS = {"kmeans": "k-means", "deepcluster": "DeepCluster"}
+VALUE_LABELS = {"--weights": {"imagenet": "ImageNet (pretrained)", "none": "None"}, "--method": METHOD_LABELS}
 NUMBER = r"-?\d+(?:\.\d+)?"
-VALUES = {"--weights": r"imagenet|none", "--backbone": r"[a-z_]*\d[a-z0-9_]*", "--encoder": r"[a-z_]*\d[a-z0-9_]*",
-          "--device": r"auto|cpu|cuda(?::\d+)?|mps", "--method": r"kmeans|deepcluster"}
+VALUES = {"--weights": "|".join(WEIGHT_WORDS), "--backbone": r"[a-z_]*\d[a-z0-9_]*",
+          "--encoder": r"[a-z_]*\d[a-z0-9_]*", "--device": rf"(?:{'|'.join(DEVICES)})(?::\d+)?",
+          "--method": "|".join(METHODS)}
 FLAG = re.compile(r"(?<![\w-])(--[a-z][a-z0-9-]*)(?:[ =]('[^']*'|\"[^\"]*\"|[^\s,;:()]+))?")
 WORDS = {"val_iou": "validation IoU"}
 

@@ -21,6 +21,9 @@ from typing import Callable
 from qgis.core import QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
+from ...engine.contract.outputs import tile_label
+from ...engine.contract.params import to_argv
+from ...engine.contract.tools import TOOLS
 from ..paths import PLUGIN_DIR
 from ..requests import ClusterRequest
 from . import engine_env
@@ -29,6 +32,7 @@ from .engine_process import EXIT_BAD_INPUT
 STARTUP_S = 5.0          # engine start-up, reading, k-means and writing, roughly
 PROBE_TIMEOUT_S = 60
 SPEED_TIMEOUT_S = 180
+PROBE = TOOLS["probe"]
 
 # (python, backbone, weights, device, tile px) -> the --speed probe's answer; lives as long as QGIS
 SPEED_CACHE: dict[tuple, dict] = {}
@@ -84,10 +88,8 @@ def engine_text(info: dict) -> str:
 # -- probes ----------------------------------------------------------------------------------------
 def tile_args(req: ClusterRequest) -> list[str]:
     """``probe`` arguments for the tile grid of ``req`` (fast: no torch); a map extent limits the count."""
-    args = ["probe", req.raster, "--tile-size", req.tile_text, "--overlap", req.overlap_text]
-    if req.extent:
-        args += ["--extent", ",".join(repr(float(v)) for v in req.extent)]
-    return args
+    return to_argv(PROBE, {"raster": req.raster, "tile_size": req.tile_text, "overlap": req.overlap_text,
+                           "extent": req.extent})
 
 
 def speed_key(python: str, req: ClusterRequest, tile_px: int) -> tuple:
@@ -96,8 +98,8 @@ def speed_key(python: str, req: ClusterRequest, tile_px: int) -> tuple:
 
 def speed_args(req: ClusterRequest, tile_px: int) -> list[str]:
     """``probe --speed`` arguments: the model's tiles/s for tiles of ``tile_px`` (imports torch)."""
-    return ["probe", req.raster, "--tile-size", f"{int(tile_px)}px", "--overlap", "0px", "--speed",
-            "--backbone", req.backbone, "--weights", req.weights, "--device", req.device]
+    return to_argv(PROBE, {"raster": req.raster, "tile_size": tile_label(tile_px, "px"), "speed": True,
+                           "backbone": req.backbone, "weights": req.weights, "device": req.device})
 
 
 def probe(python: str, args: list[str], is_cancelled: Callable[[], bool] = lambda: False,

@@ -15,11 +15,13 @@ from qgis.core import Qgis, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
 from ...engine.contract import progress
+from ...engine.contract.tools import TOOLS
 from .. import log
 from ..requests.wording import panel_words
 from .engine_process import EngineResult, run_engine
 
 STAGES, DEEPCLUSTER_STAGES = progress.CLUSTER_STAGES, progress.DEEPCLUSTER_STAGES
+DEEPCLUSTER = TOOLS["cluster"].param("epochs").applies_when[1]      # the method whose stages are DEEPCLUSTER_STAGES
 stage_fraction = progress.stage_fraction
 
 
@@ -72,14 +74,20 @@ def _size_of(label: str) -> float:
 
 def progress_for(argv: list[str]):
     """``event -> percent or None`` for an engine command line (cluster, DeepCluster, predict, sweep, stats,
-    export)."""
-    if argv and argv[0] in ("stats", "export"):             # one bar per stage; it never moves back
+    export): the stages' shares are the tool's declared ``stages`` (``engine.contract.tools``)."""
+    tool = TOOLS.get(argv[0]) if argv else None
+    if tool is None:
+        return lambda event: overall_progress(event, STAGES)
+    if tool.name in ("stats", "export"):                        # one bar per stage; it never moves back
         return lambda event: 100 * stage_fraction(event)
-    if argv and argv[0] == "sweep" and "--tile-size" in argv:
-        return SweepProgress(argv[argv.index("--tile-size") + 1].split(","))
-    if "--method" in argv and argv[argv.index("--method") + 1] == "deepcluster":
+    if tool.name == "sweep":                                    # the sizes given, else the declared default ones
+        flag = tool.flag("tile_size")
+        sizes = argv[argv.index(flag) + 1] if flag in argv[:-1] else tool.param("tile_size").default
+        return SweepProgress(sizes.split(","))
+    method = tool.flag("method") if "method" in tool.names() else None
+    if method in argv[:-1] and argv[argv.index(method) + 1] == DEEPCLUSTER:
         return lambda event: overall_progress(event, DEEPCLUSTER_STAGES)
-    return lambda event: overall_progress(event, STAGES)
+    return lambda event: overall_progress(event, tool.stages or STAGES)
 
 
 def status_text(event: dict) -> str:

@@ -30,14 +30,17 @@ from .. import log, settings
 from ..layers.buildings import add_segment_outputs
 from ..layers.clusters import is_run_output
 from ..paths import RESOURCES
-from ..requests import SEG_ENCODERS, EvaluateSegRequest, SegmentRequest, TrainSegRequest, outputs, seg_scores_text
+from ..requests import (SEG_ENCODERS, WEIGHT_WORDS, EvaluateSegRequest, SegmentRequest, TrainSegRequest, outputs,
+                        seg_scores_text)
 from ..runner.task import EngineTask, TrainingClock
 from . import marks, stats_inputs, wording
+from .bounds import bound
 
 FORM_CLASS, _ = uic.loadUiType(str(RESOURCES / "ui" / "buildings_panel.ui"))
 
 ACTIONS = (("train", "Train a model from footprints"), ("apply", "Map buildings with a model file"))
-WEIGHT_CHOICES = (("imagenet", "ImageNet (pretrained)"), ("none", "None (from scratch)"), ("file", "File…"))
+WEIGHT_LABELS = {"imagenet": "ImageNet (pretrained)", "none": "None (from scratch)", "file": "File…"}
+WEIGHT_CHOICES = tuple((w, WEIGHT_LABELS.get(w, w)) for w in (*WEIGHT_WORDS, "file"))     # "file": segWeightsFile
 BUDGETS = (("epochs", "epochs"), ("minutes", "minutes"))
 KEY = "dock/seg_"
 ERROR_STYLE = "color: #b00020;"
@@ -88,6 +91,11 @@ class BuildingsPanel(QWidget, FORM_CLASS):
             self.actionCombo.addItem(label, value)
         for encoder in SEG_ENCODERS:
             self.encoderCombo.addItem(encoder, encoder)
+        for spin, tool, name in ((self.epochsSpin, TrainSegRequest.TOOL, "epochs"),
+                                 (self.chipSpin, TrainSegRequest.TOOL, "chip"),
+                                 (self.minutesSpin, TrainSegRequest.TOOL, "minutes"),
+                                 (self.thresholdSpin, SegmentRequest.TOOL, "threshold")):
+            bound(spin, tool.param(name))                        # the ranges the contract declares
         for value, label in WEIGHT_CHOICES:
             self.segWeightsCombo.addItem(label, value)
         for value, label in BUDGETS:
@@ -547,14 +555,15 @@ class BuildingsPanel(QWidget, FORM_CLASS):
         self.segWeightsFile.setFilePath(get(KEY + "weights_file", "", str))
         self.epochsSpin.setValue(get(KEY + "epochs", 10, int))
         self.minutesSpin.setValue(get(KEY + "minutes", 15.0, float))
-        self.chipSpin.setValue(get(KEY + "chip", 256, int))
+        train, segment = TrainSegRequest(raster="", buildings=None, out=""), SegmentRequest(raster="", model="", out="")
+        self.chipSpin.setValue(get(KEY + "chip", train.chip, int))
         self.chipsPerEpochSpin.setValue(get(KEY + "chips_per_epoch", 0, int))
         self.applyAfterCheck.setChecked(get(KEY + "apply_after", True, bool))
         self.modelFile.setFilePath(get(KEY + "model", "", str))
         self.segOverlapSpin.setValue(get(KEY + "overlap", -1, int))
-        self.thresholdSpin.setValue(get(KEY + "threshold", 0.5, float))
-        self.probabilityCheck.setChecked(get(KEY + "probability", False, bool))
-        self.regularizeCheck.setChecked(get(KEY + "regularize", False, bool))
+        self.thresholdSpin.setValue(get(KEY + "threshold", segment.threshold, float))
+        self.probabilityCheck.setChecked(get(KEY + "probability", segment.probability, bool))
+        self.regularizeCheck.setChecked(get(KEY + "regularize", segment.regularize, bool))
         self._weights_changed()
         self._budget_changed()
 

@@ -29,10 +29,13 @@ from ...engine.contract.problems import (NO_ENGINE, NO_OVERLAP, NOT_LOCAL, REJEC
 from .. import log, settings
 from ..layers.clusters import add_cluster_outputs, add_clusters_table, add_sweep_outputs, style_sweep_layer
 from ..paths import RESOURCES
-from ..requests import BACKBONES, METHODS, UNITS, ClusterRequest, SweepRequest, outputs
+from ..requests import (BACKBONES, DEEPCLUSTER, DEVICES, LENGTH_UNITS, METHODS, WEIGHT_WORDS, ClusterRequest,
+                        SweepRequest, outputs, parse_k)
+from ..requests.wording import METHOD_LABELS
 from ..runner import engine_env, probe
 from ..runner.task import EngineTask
 from . import marks, plots, stats_inputs, wording
+from .bounds import bound
 from .buildings_panel import BuildingsPanel
 from .engine_bar import EngineSetupBar
 
@@ -40,13 +43,20 @@ FORM_CLASS, _ = uic.loadUiType(str(RESOURCES / "ui" / "dock.ui"))
 
 AREA_MODES = (("none", "Whole raster"), ("extent", "Current map extent"),
               ("layer", "Polygon layer features"))
-METHOD_LABELS = {"kmeans": "k-means", "deepcluster": "DeepCluster"}
 MODES = (("single", "Single clustering"), ("sweep", "Sensitivity sweep"), ("buildings", "Buildings (segmentation)"))
-WEIGHT_CHOICES = (("imagenet", "ImageNet (pretrained)"), ("none", "None (random)"), ("file", "File…"))
+WEIGHT_LABELS = {"imagenet": "ImageNet (pretrained)", "none": "None (random)", "file": "File…"}
+WEIGHT_CHOICES = tuple((w, WEIGHT_LABELS.get(w, w)) for w in (*WEIGHT_WORDS, "file"))     # "file": weightsFile
+CLUSTER_DEFAULTS, SWEEP_DEFAULTS = ClusterRequest(raster="", out=""), SweepRequest(raster="", out="")
 DEBOUNCE_MS = 500
 KEY = "dock/"            # settings under /urbanform/dock/; the engine Python is /urbanform/engine_python
 ERROR_STYLE = "color: #b00020;"
-STATS_LAYERS = tuple(field for _attr, field, *_ in stats_inputs.PICKERS)   # Run writes them to files first
+STATS_LAYERS = tuple(field for _attr, field, *_ in stats_inputs.PICKERS)
+WRITTEN_AT_RUN = (*STATS_LAYERS, "area")      # layers Run writes to files first: not being a file yet is fine
+
+
+def written_at_run(problem: Problem) -> bool:
+    """A layer that is no file yet because Run writes it to one first: no reason to wait."""
+    return problem.code == NOT_LOCAL and problem.param in WRITTEN_AT_RUN
 
 
 def confirm_overwrite(parent, path: str) -> bool:
@@ -126,16 +136,19 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             self.areaCombo.addItem(label, value)
         for value, label in MODES:
             self.modeCombo.addItem(label, value)
+        for spin in (self.kSpin, self.kFromSpin, self.kToSpin):             # K as the contract bounds it
+            bound(spin, ClusterRequest.TOOL.param("k"))
+        bound(self.epochsSpin, ClusterRequest.TOOL.param("epochs"))
         for method in METHODS:
             self.methodCombo.addItem(METHOD_LABELS.get(method, method), method)
         self.sweepGroup.setVisible(False)
-        for unit in UNITS:
+        for unit in LENGTH_UNITS:
             self.tileUnitCombo.addItem(unit, unit)
         for backbone in BACKBONES:
             self.backboneCombo.addItem(backbone, backbone)
         for value, label in WEIGHT_CHOICES:
             self.weightsCombo.addItem(label, value)
-        for device in ("auto", "cpu"):              # until the engine check lists the devices
+        for device in DEVICES[:2]:                  # auto, cpu: until the engine check lists the devices
             self.deviceCombo.addItem(device, device)
         self.weightsFile.setStorageMode(QgsFileWidget.GetFile)
         self.weightsFile.setFilter("PyTorch weights (*.pt *.pth *.bin);;All files (*)")
@@ -282,7 +295,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
                                f"from {layer.providerType()}); save it to a GeoTIFF first (right-click the layer > "
                                "Export > Save As…) and choose that layer."))
         out += [p for p in replace(req, overwrite=True).problems() if not (out and p.param == "raster" and
-                p.code == REQUIRED) and not (p.code == NOT_LOCAL and p.param in STATS_LAYERS)]  # Run writes them first
+                p.code == REQUIRED) and not written_at_run(p)]
         if isinstance(req, SweepRequest):
             return out                                   # no area limit and no probe for a sweep
         mode = self.areaCombo.currentData()
@@ -493,7 +506,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self._raster_changed()
 
     def _method_changed(self, *_args) -> None:
-        deep = self.methodCombo.currentData() == "deepcluster"
+        deep = self.methodCombo.currentData() == DEEPCLUSTER
         self.epochsSpin.setEnabled(deep)
         self.epochsLabel.setEnabled(deep)
 
@@ -548,7 +561,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             return
         req = self.request()
         inputs_ok = not [p for p in replace(req, overwrite=True, out="").problems()
-                         if not (p.param == "out" and p.code == REQUIRED)]
+                         if not (p.param == "out" and p.code == REQUIRED) and not written_at_run(p)]
         if isinstance(req, SweepRequest):
             self.estimateLabel.setText(sweep_text(req) if inputs_ok else "")
             self.update_state()
@@ -588,7 +601,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
                         lambda c: {"key": key, "answer": probe.probe(python, args, c, probe.SPEED_TIMEOUT_S)},
                         self._speed_done)
         text = probe.estimate_text(tiles, speed, limited=bool(req.area))
-        if req.method == "deepcluster":      # the probe times feature extraction only, not training
+        if req.method == DEEPCLUSTER:      # the probe times feature extraction only, not training
             text = text.replace(" · about ", " · features about ") + \
                 f" · DeepCluster then trains {req.epochs} epochs (much longer)"
         self.estimateLabel.setText(text)
@@ -835,28 +848,29 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
 
     def restore_settings(self) -> None:
         get = settings.get
-        _select(self.methodCombo, get(KEY + "method", "kmeans", str))
-        self.epochsSpin.setValue(get(KEY + "epochs", 5, int))
+        single, sweep = CLUSTER_DEFAULTS, SWEEP_DEFAULTS         # the contract's defaults (a fresh profile)
+        _select(self.methodCombo, get(KEY + "method", single.method, str))
+        self.epochsSpin.setValue(get(KEY + "epochs", single.epochs, int))
         self._method_changed()
-        self.kSpin.setValue(get(KEY + "k", 8, int))
-        self.kFromSpin.setValue(get(KEY + "k_from", 2, int))
-        self.kToSpin.setValue(get(KEY + "k_to", 12, int))
-        self.tileSizesEdit.setText(get(KEY + "tile_sizes", "32,64,128", str))
+        self.kSpin.setValue(get(KEY + "k", single.k, int))
+        self.kFromSpin.setValue(get(KEY + "k_from", min(parse_k(sweep.k_text)), int))
+        self.kToSpin.setValue(get(KEY + "k_to", max(parse_k(sweep.k_text)), int))
+        self.tileSizesEdit.setText(get(KEY + "tile_sizes", sweep.tile_sizes, str))
         _select(self.modeCombo, get(KEY + "mode", "single", str))
         self._mode_changed()
-        _select(self.tileUnitCombo, get(KEY + "tile_unit", "px", str))
+        _select(self.tileUnitCombo, get(KEY + "tile_unit", single.tile_unit, str))
         self._unit_changed()
-        self.tileSizeSpin.setValue(get(KEY + "tile_size", 64.0, float))
-        self.overlapSpin.setValue(get(KEY + "overlap", 0.0, float))
+        self.tileSizeSpin.setValue(get(KEY + "tile_size", float(single.tile_size), float))
+        self.overlapSpin.setValue(get(KEY + "overlap", float(single.overlap), float))
         _select(self.backboneCombo, get(KEY + "backbone", defaults.DEFAULT_BACKBONE, str))
         _select(self.weightsCombo, get(KEY + "weights", defaults.DEFAULT_WEIGHTS, str))
         self.weightsFile.setFilePath(get(KEY + "weights_file", "", str))
         self._weights_changed()
-        device = get(KEY + "device", "auto", str)
+        device = get(KEY + "device", single.device, str)
         if self.deviceCombo.findData(device) < 0:
             self.deviceCombo.addItem(device, device)        # until the engine check lists the real devices
         _select(self.deviceCombo, device)
-        self.seedSpin.setValue(get(KEY + "seed", 0, int))
+        self.seedSpin.setValue(get(KEY + "seed", single.seed, int))
         _select(self.areaCombo, get(KEY + "area", "none", str))
         self.enginePython.setFilePath(get("engine_python", "", str))
         self.indexUrlEdit.setText(get("index_url", "", str))

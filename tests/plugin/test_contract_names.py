@@ -36,7 +36,7 @@ def test_k_text_gets_the_contracts_answer(urbanform, contract, text, tmp_path):
         with pytest.raises(ValueError) as plugin_refused:
             request.parse_k(text)
         assert str(plugin_refused.value) == str(refused.value)
-        assert any(str(refused.value) == str(p) for p in req.problems()), req.problems()
+        assert any(str(refused.value) in str(p) for p in req.problems()), req.problems()
 
 
 def test_k_limits_are_the_contracts(urbanform, contract, tmp_path):
@@ -67,8 +67,8 @@ def test_min_tile_px_is_the_contracts(urbanform, contract, tmp_path):
         request.parse_sizes(str(small - 1), "px")
     ok = dict(raster=str(SAMPLE), out=str(tmp_path / "c.gpkg"))
     assert request.ClusterRequest(**ok, tile_size=small).problems() == []
-    assert [str(p) for p in request.ClusterRequest(**ok, tile_size=small - 1).problems()] == \
-        [f"Tiles need at least {small} px."]
+    (problem,) = request.ClusterRequest(**ok, tile_size=small - 1).problems()
+    assert (problem.param, problem.code) == ("tile_size", "out_of_range") and f"at least {small} px" in str(problem)
     assert f"(at least {small})" in cluster.HELP and f"(pixels, at least {small}, or" in " ".join(sweep.HELP.split())
 
 

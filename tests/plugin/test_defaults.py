@@ -21,7 +21,10 @@ def test_requests_default_to_the_contract(urbanform, defaults):
     assert request.BACKBONES == defaults.BACKBONES and request.SEG_ENCODERS == defaults.SEG_ENCODERS
     for req in (request.ClusterRequest("r.tif", "o.gpkg"), request.SweepRequest("r.tif", "o.gpkg")):
         assert (req.backbone, req.weights) == (defaults.DEFAULT_BACKBONE, defaults.DEFAULT_WEIGHTS)
-        assert ["--backbone", defaults.DEFAULT_BACKBONE] == req.argv()[req.argv().index("--backbone"):][:2]
+        assert "--backbone" not in req.argv() and "--weights" not in req.argv()     # the engine's default: the same
+        other = next(b for b in defaults.BACKBONES if b != defaults.DEFAULT_BACKBONE)
+        req.backbone = other
+        assert ["--backbone", other] == req.argv()[req.argv().index("--backbone"):][:2]
     seg = request.TrainSegRequest("r.tif", "b.gpkg", "m.pt")
     assert (seg.encoder, seg.weights) == (defaults.DEFAULT_SEG_ENCODER, defaults.DEFAULT_WEIGHTS)
 

@@ -161,6 +161,9 @@ def test_probe_shows_the_tile_count_and_a_time_estimate(make_dock, sample_layers
     assert 0 < expected < 96
     assert wait_for(lambda: dock.estimateLabel.text().startswith(f"{expected} tiles"), 60), \
         (dock.estimateLabel.text(), expected)
+    # limited to polygons (written to a file only at Run): an upper bound, counted all the same
+    dock.areaCombo.setCurrentIndex(dock.areaCombo.findData("layer"))
+    assert wait_for(lambda: dock.estimateLabel.text().startswith("up to 96 tiles"), 60), dock.estimateLabel.text()
 
 
 def test_speed_probe_error_blocks_run(make_dock, sample_layers, tmp_path, monkeypatch):

@@ -37,9 +37,9 @@ def test_each_kind_of_bad_input_has_its_param_and_code(urbanform, tmp_path):
     assert (problem.param, problem.code) == ("out", codes.EXISTS) and str(problem) == problem.message
     sweep = request.SweepRequest(raster=str(SAMPLE), out=str(tmp_path / "s.gpkg"), k_text="5..3", tile_sizes="x")
     assert [(p.param, p.code) for p in sweep.problems()] == [("k", codes.BAD_FORMAT), ("tile_size", codes.BAD_FORMAT)]
-    train = request.TrainSegRequest(raster=str(SAMPLE), buildings=None, out=str(tmp_path / "m.pth"), chip=100)
-    assert [(p.param, p.code) for p in train.problems()] == [("buildings", codes.REQUIRED), ("chip", codes.OUT_OF_RANGE),
-                                                             ("out", codes.BAD_FORMAT)]
+    train = request.TrainSegRequest(raster=str(SAMPLE), buildings=None, out=str(tmp_path / "m.gpkg"), chip=100)
+    assert [(p.param, p.code) for p in train.problems()] == [("buildings", codes.REQUIRED), ("out", codes.BAD_FORMAT),
+                                                             ("chip", codes.OUT_OF_RANGE)]     # in declared order
     seg = request.SegmentRequest(raster=str(SAMPLE), model="", out=str(tmp_path / "b.gpkg"), threshold=2)
     assert [(p.param, p.code) for p in seg.problems()] == [("model", codes.REQUIRED), ("threshold", codes.OUT_OF_RANGE)]
     stats = request.StatsRequest(run=str(tmp_path / "r.gpkg"))
@@ -54,9 +54,8 @@ def _reworded(function):
 def test_rewording_messages_does_not_change_run(make_dock, sample_layers, tmp_path, monkeypatch):  # noqa: F811
     from urbanform.plugin.requests import cluster, sweep
 
-    for request in (cluster, sweep):                         # the modules whose requests call the shared checks
-        for name in ("raster_problems", "layer_problems", "output_problems", "unique_output_problem"):
-            monkeypatch.setattr(request, name, _reworded(getattr(request, name)))
+    for request in (cluster, sweep):                         # the modules whose requests call the contract's checks
+        monkeypatch.setattr(request, "contract_problems", _reworded(request.contract_problems))
     dock = make_dock()
     set_params(dock, tmp_path / "ok.gpkg")
     assert dock.runButton.isEnabled(), dock.problemsLabel.text()
@@ -82,19 +81,20 @@ def test_the_widget_of_the_first_problem_is_marked_until_fixed(make_dock, sample
     dock.overlapSpin.setValue(64)
     assert dock.overlapSpin.property(marks.PROBLEM) == "overlap:out_of_range"
     assert "border" in dock.overlapSpin.styleSheet() and "smaller than the tile size" in dock.overlapSpin.toolTip()
-    dock.outputFile.setFilePath(str(tmp_path / "missing" / "o.gpkg"))       # still the first problem: overlap
-    assert dock.overlapSpin.property(marks.PROBLEM) and dock.outputFile.property(marks.PROBLEM) is None
-    dock.overlapSpin.setValue(8)
+    dock.outputFile.setFilePath(str(tmp_path / "missing" / "o.gpkg"))       # first now: out, declared before overlap
+    assert dock.outputFile.property(marks.PROBLEM) == "out:not_found" and "does not exist" in dock.outputFile.toolTip()
     assert dock.overlapSpin.property(marks.PROBLEM) is None and dock.overlapSpin.styleSheet() == ""
     assert dock.overlapSpin.toolTip() == "Overlap of the tiles"
-    assert dock.outputFile.property(marks.PROBLEM) == "out:not_found" and "does not exist" in dock.outputFile.toolTip()
     dock.outputFile.setFilePath(str(tmp_path / "ok.gpkg"))
-    assert dock.outputFile.property(marks.PROBLEM) is None and dock.runButton.isEnabled()
+    assert dock.outputFile.property(marks.PROBLEM) is None and dock.overlapSpin.property(marks.PROBLEM)
+    dock.overlapSpin.setValue(8)
+    assert dock.overlapSpin.property(marks.PROBLEM) is None and dock.overlapSpin.styleSheet() == ""
+    assert dock.overlapSpin.toolTip() == "Overlap of the tiles" and dock.runButton.isEnabled()
     # the Buildings panel marks its own widgets
     dock.modeCombo.setCurrentIndex(dock.modeCombo.findData("buildings"))
     panel = dock.buildings
     panel.set_action("train")
-    panel.modelOutFile.setFilePath(str(tmp_path / "model.pth"))
+    panel.modelOutFile.setFilePath(str(tmp_path / "model.gpkg"))
     panel.update_state()
     assert panel.modelOutFile.property(marks.PROBLEM) == "out:bad_format", panel.segProblemsLabel.text()
     panel.modelOutFile.setFilePath(str(tmp_path / "model.pt"))
@@ -112,10 +112,10 @@ def test_a_processing_error_names_the_parameter(urbanform, tmp_path):
     error = cluster.problems_error(ClusterRequest(raster=str(SAMPLE), out=str(tmp_path / "no" / "o.gpkg"), overlap=64)
                                    .problems())
     lines = str(error).splitlines() if str(error) else error.args[0].splitlines()
-    assert lines[0].startswith("Overlap between tiles (same unit): The overlap"), lines
-    assert lines[1].startswith("Clustered tiles: The output folder"), lines
+    assert lines[0].startswith("Clustered tiles: the folder"), lines          # the label is the algorithm's
+    assert lines[1].startswith("Overlap between tiles (same unit): The overlap"), lines    # in declared order
     sweep = SweepAlgorithm()
     sweep.initAlgorithm()
     error = sweep.problems_error(SweepRequest(raster=str(SAMPLE), out=str(tmp_path / "s.gpkg"), tile_sizes="x")
                                  .problems())
-    assert (str(error) or error.args[0]).startswith("Tile sizes: Tile size 'x'"), str(error)
+    assert (str(error) or error.args[0]).startswith("Tile sizes: 'x' is not a length"), str(error)

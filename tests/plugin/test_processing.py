@@ -308,9 +308,9 @@ def test_engine_error_is_raised_and_nothing_is_written(alg, tmp_path):
 def test_bad_parameters_are_refused_before_the_engine_starts(alg, tmp_path, monkeypatch):
     monkeypatch.setenv("URBANFORM_ENGINE_PYTHON", "/nonexistent/python3")   # the engine would fail otherwise
     cases = {"smaller than the tile size": {"OVERLAP": 64}, "at least 16 px": {"TILE_SIZE": 8},
-             "ending in .gpkg": {"OUTPUT": str(tmp_path / "tiles.shp")},
+             "must end in .gpkg": {"OUTPUT": str(tmp_path / "tiles.shp")},
              "does not exist": {"OUTPUT": str(tmp_path / "missing" / "t.gpkg")},
-             "weights file": {"WEIGHTS_FILE": str(tmp_path / "nope.pth")}}
+             "Weights file.*nope.pth does not exist": {"WEIGHTS_FILE": str(tmp_path / "nope.pth")}}
     for expected, change in cases.items():
         params = {**alg.params, "OUTPUT": str(tmp_path / "t.gpkg"), **change}
         with pytest.raises(QgsProcessingException, match=expected):

@@ -116,9 +116,10 @@ def test_request_problems_catch_what_the_engine_would_reject(urbanform_modules, 
     request, *_ = urbanform_modules
     ok = dict(raster=str(SAMPLE), out=str(tmp_path / "o.gpkg"))
     assert request.ClusterRequest(**ok).problems() == []
-    cases = {"K must be between 2 and 254": dict(k=1), "between 2 and 254": dict(k=255), "smaller than the tile size": dict(overlap=64),
+    cases = {"1 is out of range": dict(k=1), "between 2 and 254": dict(k=255),
+             "smaller than the tile size": dict(overlap=64),
              "at least 16 px": dict(tile_size=8), "not a local file": dict(raster="https://example.org/wms"),
-             "ending in .gpkg": dict(out=str(tmp_path / "o.shp")), "not writable": dict(out="/proc/o.gpkg"),
+             "must end in .gpkg": dict(out=str(tmp_path / "o.shp")), "not writable": dict(out="/proc/o.gpkg"),
              "does not exist": dict(out=str(tmp_path / "missing" / "o.gpkg"))}
     for expected, change in cases.items():
         problems = request.ClusterRequest(**{**ok, **change}).problems()

@@ -80,7 +80,11 @@ def log_messages() -> list[str]:
 
 # -- requests (no engine) --------------------------------------------------------------------------
 def test_requests_check_inputs_and_build_the_engine_command_lines(urbanform, tmp_path):
+    from urbanform.engine.contract import problems as codes
     from urbanform.plugin.requests import EvaluateSegRequest, SegmentRequest, TrainSegRequest
+
+    def found(req):
+        return [(p.param, p.code) for p in req.problems()]
 
     raster, footprints = str(SAMPLE), str(BUILDINGS)
     req = TrainSegRequest(raster=raster, buildings=footprints, out=str(tmp_path / "m.pt"), encoder="resnet18",
@@ -95,28 +99,29 @@ def test_requests_check_inputs_and_build_the_engine_command_lines(urbanform, tmp
     assert minutes.argv()[minutes.argv().index("--minutes") + 1] == "2.5" and "--epochs" not in minutes.argv()
     bad = TrainSegRequest(raster=raster, buildings=None, out=str(tmp_path / "m.gpkg"), chip=100, epochs=2,
                           minutes=1, encoder="vgg16")
+    assert found(bad) == [("buildings", codes.REQUIRED), ("out", codes.BAD_FORMAT), ("encoder", codes.BAD_CHOICE),
+                          ("chip", codes.OUT_OF_RANGE), ("epochs", codes.BAD_FORMAT)]
     problems = "\n".join(p.message for p in bad.problems())
-    for text in ("Choose a building footprint layer", "multiple of 32", "either a number of epochs",
-                 "Unknown encoder", "must end in .pt"):
+    for text in ("multiple of 32", "either a number of epochs", "must end in .pt"):
         assert text in problems, problems
     (tmp_path / "m.pt").write_bytes(b"")
-    assert [p.message for p in req.problems()] == ["m.pt already exists."]
+    assert found(req) == [("out", codes.EXISTS)] and "m.pt already exists" in req.problems()[0].message
     req.overwrite = True
-    assert req.problems() == [] and req.argv()[-1] == "--overwrite"
+    assert req.problems() == [] and "--overwrite" in req.argv()
 
     seg = SegmentRequest(raster=raster, model=str(tmp_path / "missing.pt"), out=str(tmp_path / "b.gpkg"))
-    assert [p.message for p in seg.problems()] == [f"The model file {tmp_path / 'missing.pt'} does not exist."]
+    assert found(seg) == [("model", codes.NOT_FOUND)] and "does not exist" in seg.problems()[0].message
     seg = SegmentRequest(raster=raster, model=str(tmp_path / "m.pt"), out=str(tmp_path / "b.gpkg"), overlap=16,
                          probability=True, regularize=True)
     assert seg.problems() == []
     argv = seg.argv()
     assert {"--probability", "--regularize"} <= set(argv) and argv[argv.index("--overlap") + 1] == "16"
-    assert [p.name for p in seg.outputs().values()] == ["b.gpkg", "b_mask.tif", "b_manifest.json", "b_prob.tif"]
+    assert [p.name for p in seg.outputs().values()] == ["b.gpkg", "b_mask.tif", "b_prob.tif", "b_manifest.json"]
     (tmp_path / "b_mask.tif").write_bytes(b"")
-    assert [p.message for p in seg.problems()] == ["b_mask.tif already exists."]
+    assert found(seg) == [("out", codes.EXISTS)] and "b_mask.tif already exists" in seg.problems()[0].message
 
     ev = EvaluateSegRequest(pred=str(tmp_path / "b_mask.tif"), truth=None)
-    assert [p.message for p in ev.problems()] == ["Choose the true building footprints (polygons) to evaluate against."]
+    assert found(ev) == [("truth", codes.REQUIRED)]
     ev.truth = footprints
     assert ev.problems() == [] and ev.argv() == ["evaluate-seg", "--pred", ev.pred, "--truth", footprints]
     assert ev.outputs() == {}
@@ -129,14 +134,15 @@ def test_buildings_mode_shows_bad_input_before_any_run(make_dock, sample_layers,
     assert panel.isVisibleTo(dock) and not dock.kSpin.isVisibleTo(dock) and not dock.runButton.isVisibleTo(dock)
     assert dock.deviceCombo.isVisibleTo(dock) and dock.rasterCombo.isVisibleTo(dock)
     assert panel.modelOutFile.filePath().endswith("_buildings.pt")
-    assert "Choose a building footprint layer (polygons) to train from." in panel.segProblemsLabel.text()
+    assert ("buildings", "required") in [(p.param, p.code) for p in panel.problems()]
+    assert "Building footprints" in panel.segProblemsLabel.text()
     assert not panel.segRunButton.isEnabled() and dock.run() is False
     assert not panel.is_running()
 
     panel.set_action("apply")
     assert panel.segRunButton.text() == "Map buildings"
     panel.modelFile.setFilePath(str(tmp_path / "nope.pt"))
-    assert f"The model file {tmp_path / 'nope.pt'} does not exist." in panel.segProblemsLabel.text()
+    assert f"{tmp_path / 'nope.pt'} does not exist." in panel.segProblemsLabel.text()
     assert panel.run() is False
 
     # an existing output is not an error: Run asks, and "no" keeps it and runs nothing
@@ -430,7 +436,7 @@ def test_footprint_picker_never_takes_a_runs_output_and_follows_new_footprints(m
 
     dock, panel = buildings_dock(make_dock)
     assert panel.footprintsCombo.currentLayer() is None                    # nothing picked by itself
-    assert "Choose a building footprint layer" in panel.segProblemsLabel.text()
+    assert ("buildings", "required") in [(p.param, p.code) for p in panel.problems()]
     # the real footprints arrive: they become the choice
     footprints = QgsVectorLayer(str(BUILDINGS), "OSM buildings", "ogr")
     project.addMapLayer(footprints)

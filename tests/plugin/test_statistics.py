@@ -155,13 +155,16 @@ def test_stats_request_argv_and_problems(request_mod, tmp_path):
         "profile": "run_profile.png", "boxes": "run_boxes.png"}
     full = request_mod.StatsRequest(run=str(run), roads=str(BUILDINGS), population=str(SAMPLE), nir_band=4,
                                     road_field="fclass", overwrite=True)
-    assert full.argv() == ["stats", str(run), "--roads", str(BUILDINGS), "--population", str(SAMPLE),
-                           "--nir-band", "4", "--road-field", "fclass", "--progress", "json", "--overwrite"]
+    assert full.argv() == ["stats", str(run), "--roads", str(BUILDINGS), "--road-field", "fclass", "--population",
+                           str(SAMPLE), "--nir-band", "4", "--overwrite", "--progress", "json"]   # declared order
     assert any("at least one" in p.message for p in request_mod.StatsRequest(run=str(run)).problems())
-    assert any("not a GeoPackage" in p.message for p in request_mod.StatsRequest(run=str(SAMPLE),
-                                                                         buildings=str(BUILDINGS)).problems())
-    assert any("band number" in p.message for p in request_mod.StatsRequest(run=str(run), nir_band=0, red_band=-1,
-                                                                    buildings=str(BUILDINGS)).problems())
+
+    def found(req):
+        return [(p.param, p.code) for p in req.problems()]
+
+    assert found(request_mod.StatsRequest(run=str(SAMPLE), buildings=str(BUILDINGS))) == [("run", "bad_format")]
+    assert found(request_mod.StatsRequest(run=str(run), nir_band=0, red_band=-1, buildings=str(BUILDINGS))) == [
+        ("nir_band", "out_of_range"), ("red_band", "out_of_range")]
     (tmp_path / "run_stats.csv").write_text("stat,eta2\n")
     assert any("has statistics already" in p.message for p in req.problems())
     assert request_mod.StatsRequest(run=str(run), buildings=str(BUILDINGS), overwrite=True).problems() == []
@@ -172,9 +175,11 @@ def test_export_request_argv_and_problems(request_mod, tmp_path):
     run.write_bytes(b"x")
     req = request_mod.ExportRequest(run=str(run), out_dir=str(tmp_path / "shp"))
     assert req.problems() == []
-    assert req.argv() == ["export", str(run), "--format", "shp", "--out", str(tmp_path / "shp")]
-    assert request_mod.ExportRequest(str(run), str(tmp_path), "csv", overwrite=True).argv()[-1] == "--overwrite"
-    assert any("not available" in p.message for p in request_mod.ExportRequest(str(run), str(tmp_path), "kml").problems())
+    assert req.argv() == ["export", str(run), "--out", str(tmp_path / "shp")]          # shp: the declared default
+    assert request_mod.ExportRequest(str(run), str(tmp_path), "csv", overwrite=True).argv() == [
+        "export", str(run), "--format", "csv", "--out", str(tmp_path), "--overwrite"]
+    kml = request_mod.ExportRequest(str(run), str(tmp_path), "kml").problems()
+    assert [(p.param, p.code) for p in kml] == [("format", "bad_choice")]
     assert any("is a file" in p.message for p in request_mod.ExportRequest(str(run), str(run)).problems())
     assert any("does not exist" in p.message for p in request_mod.ExportRequest(str(run), str(tmp_path / "a" / "b")).problems())
 

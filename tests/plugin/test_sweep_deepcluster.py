@@ -37,11 +37,13 @@ def test_cluster_request_carries_the_method_and_epochs(request_mod, tmp_path):
     argv = deep.argv()
     assert argv[argv.index("--method") + 1] == "deepcluster" and argv[argv.index("--epochs") + 1] == "3"
     assert "--lr" not in argv                                                     # the engine chooses
-    assert request_mod.ClusterRequest(**ok, method="deepcluster", lr=0.005).argv()[-2:] == ["--lr", "0.005"]
+    argv = request_mod.ClusterRequest(**ok, method="deepcluster", lr=0.005).argv()
+    assert argv[argv.index("--lr"):][:2] == ["--lr", "0.005"]
     assert deep.problems() == []
     assert any("between 1 and" in p.message for p in request_mod.ClusterRequest(**ok, method="deepcluster",
                                                                         epochs=0).problems())
-    assert any("not available" in p.message for p in request_mod.ClusterRequest(**ok, method="dbscan").problems())
+    assert [(p.param, p.code) for p in request_mod.ClusterRequest(**ok, method="dbscan").problems()] == [
+        ("method", "bad_choice")]
 
 
 def test_sweep_request_parses_k_and_tile_sizes(request_mod, tmp_path):
@@ -52,7 +54,7 @@ def test_sweep_request_parses_k_and_tile_sizes(request_mod, tmp_path):
     argv = req.argv()
     assert argv[:4] == ["sweep", str(SAMPLE), "--out", str(tmp_path / "s.gpkg")]
     assert argv[argv.index("--k") + 1] == "2..4,6" and argv[argv.index("--tile-size") + 1] == "64px,128px"
-    assert argv[argv.index("--method") + 1] == "kmeans" and "--epochs" not in argv
+    assert "--method" not in argv and "--epochs" not in argv           # k-means: the declared default
     deep = request_mod.SweepRequest(raster=str(SAMPLE), out=str(tmp_path / "s.gpkg"), method="deepcluster", epochs=2)
     assert deep.argv()[deep.argv().index("--epochs") + 1] == "2"
     names = {p.name for p in req.outputs().values()}
@@ -67,8 +69,8 @@ def test_sweep_request_parses_k_and_tile_sizes(request_mod, tmp_path):
     for k_text, expected in bad.items():
         problems = request_mod.SweepRequest(raster=str(SAMPLE), out=str(tmp_path / "s.gpkg"), k_text=k_text).problems()
         assert any(expected in p.message for p in problems), (k_text, problems)
-    sizes = {"8,64": "at least 16 px", "32,x": "not a number", " , ": "at least one tile size",
-             "20.5": "whole number", "-4": "positive"}
+    sizes = {"8,64": "at least 16 px", "32,x": "not a length", " , ": "at least one tile size",
+             "20.5": "whole number", "-4": "not a length"}
     for text, expected in sizes.items():
         problems = request_mod.SweepRequest(raster=str(SAMPLE), out=str(tmp_path / "s.gpkg"),
                                             tile_sizes=text).problems()
@@ -83,13 +85,14 @@ def test_predict_request(request_mod, tmp_path):
     assert any("does not exist" in p.message for p in req.problems())
     model.write_bytes(b"x")
     assert req.problems() == []
-    assert req.argv() == ["predict", str(model), str(SAMPLE), "--out", str(tmp_path / "p.gpkg"), "--progress", "json",
-                          "--resample"]
+    assert req.argv() == ["predict", str(model), str(SAMPLE), "--out", str(tmp_path / "p.gpkg"), "--resample",
+                          "--progress", "json"]
     assert sorted(req.outputs()) == ["gpkg", "manifest", "quicklook", "tif"]       # predict writes no model
     npz = tmp_path / "old_model.npz"
     npz.write_bytes(b"x")
-    assert any("not a .pt file" in p.message for p in request_mod.PredictRequest(str(npz), str(SAMPLE),
-                                                                         str(tmp_path / "q.gpkg")).problems())
+    assert [(p.param, p.code) for p in request_mod.PredictRequest(str(npz), str(SAMPLE),
+                                                                  str(tmp_path / "q.gpkg")).problems()] == [
+        ("model", "bad_format")]
 
 
 def test_progress_of_sweep_and_deepcluster_runs_only_moves_forward(urbanform):
@@ -155,7 +158,7 @@ def test_sweep_mode_validates_k_range_and_tile_sizes_inline(make_dock, sample_la
     dock.kFromSpin.setValue(6)
     assert not dock.runButton.isEnabled() and "runs backwards" in dock.problemsLabel.text()
     dock.kFromSpin.setValue(2)
-    for text, expected in (("8,64", "at least 16 px"), ("64,abc", "not a number"), ("", "at least one tile size")):
+    for text, expected in (("8,64", "at least 16 px"), ("64,abc", "not a length"), ("", "at least one tile size")):
         dock.tileSizesEdit.setText(text)
         assert not dock.runButton.isEnabled() and expected in dock.problemsLabel.text(), (text, dock.problemsLabel.text())
     dock.tileSizesEdit.setText("64,128")
