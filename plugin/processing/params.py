@@ -166,8 +166,8 @@ def length_default(param: Param) -> tuple[float, str]:
 # -- help -----------------------------------------------------------------------------------------------------
 def bullet(param: Param, note: str = "", labels: dict | None = None, title: str | None = None,
            tool: Tool | None = None) -> str:
-    """One help line from the declaration: '• Number of clusters (K): number of clusters K, 2 to 254 and at
-    most the number of valid tiles (default 8).' ``note``: what QGIS adds (how a layer is taken); ``tool``:
+    """One help line from the declaration: '• Number of clusters (K): number of clusters K, 2 to MAX_K and
+    at most the number of valid tiles (default 8).' ``note``: what QGIS adds (how a layer is taken); ``tool``:
     the declaration's flags ('--minutes') are said as their parameters' labels ('Time budget')."""
     text = param.help.replace("%%", "%")
     if tool is not None:
