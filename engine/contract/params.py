@@ -17,6 +17,7 @@ Python numbers; :func:`parse_value` turns either into the checked value.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import tempfile
@@ -260,10 +261,13 @@ def parse_value(param: Param, value):
     if t in (INT, FLOAT):
         try:
             number = float(value) if t == FLOAT else _whole(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             kind = "a number" if t == FLOAT else "a whole number"
             also = f" or {' or '.join(param.words)}" if param.words else ""
             raise ValueError(f"{value!r} is not {kind}{also}.") from None
+        if not math.isfinite(number):
+            fix = f"; give a value {param.range_text()}" if param.range_text() else ""
+            raise ValueError(f"{value!r} is not a finite number{fix}.")
         low, high = param.minimum, param.maximum
         if (low is not None and (number < low or (param.open_min and number == low))) or \
            (high is not None and (number > high or (param.open_max and number == high))):
