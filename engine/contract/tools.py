@@ -18,8 +18,8 @@ from dataclasses import replace
 from . import defaults
 from .limits import CLUSTER_NODATA, MAX_K, MAX_SEED, MIN_K, MIN_TILE_PX
 from .outputs import CHECKPOINT
-from .params import (BANDS, BOOL, CHOICE, EXTENT, FILE, FLOAT, INT, K_LIST, OUT_FILE, OUT_FOLDER, RASTER, SIZE,
-                     SIZES, TEXT, VECTOR, Output, Param, Rule, Tool)
+from .params import (BANDS, BOOL, CHOICE, EXTENT, FILE, FLOAT, FOLDER, INT, K_LIST, OUT_FILE, OUT_FOLDER, RASTER,
+                     SIZE, SIZES, TEXT, VECTOR, Output, Param, Rule, Tool)
 from .progress import CLUSTER_STAGES
 
 METHODS = ("kmeans", "deepcluster")
@@ -104,7 +104,7 @@ DEEPCLUSTER = (
                "epoch"),
     Param("sobel", BOOL, False, group=TRAINING, applies_when=DEEP, advanced=True,
           help="feed the CNN grey level and Sobel gradients instead of colour"))
-CACHE = (Param("cache_dir", TEXT, None, advanced=True,
+CACHE = (Param("cache_dir", FOLDER, None, advanced=True,
                help="feature cache folder (default $URBANFORM_CACHE or ~/.cache/urbanform/features)"),
          Param("use_cache", BOOL, True, negative_flag="--no-cache", advanced=True,
                help="compute features afresh and keep none"))
