@@ -340,10 +340,15 @@ def _code_of(param: Param) -> str:
 def check(tool: Tool, values: dict, files: bool = True) -> list[Problem]:
     """What stops ``tool`` from running with ``values`` (parameter name -> value; missing: the default).
 
-    Each parameter's own checks, then the rules between parameters, then (with
-    ``files``) the file checks: inputs that do not exist, output folders that do
-    not exist or cannot be written, outputs that exist without ``overwrite``.
-    At most one problem per parameter, in declaration order.
+    Each parameter's own checks (numbers finite and in range), then the rules
+    between parameters, then (with ``files``) the file checks: names no file
+    system takes (NUL, more than NAME_MAX bytes, also for the files named after
+    the output), inputs that do not exist, output folders that do not exist or
+    cannot be written, output files that are folders, outputs that exist without
+    ``overwrite``, a working folder (``FOLDER``) that is or lies under a file, and
+    an output that would replace an input. Never an exception for a path: an
+    OSError on the way is a problem too. At most one problem per parameter, in
+    declaration order.
     """
     full = {**tool.defaults(), **{k: v for k, v in values.items() if k in tool.names()}}
     found: dict[str, Problem] = {}
