@@ -326,8 +326,10 @@ def unreadable_raster(path, label: str, exc: BaseException) -> BadInput:
     if empty:
         return BadInput(f"{label} is empty (0 bytes): an interrupted copy or export? {RASTER_FIX}")
     text = str(exc)
-    try:                           # a vector layer or a table (a CSV, which GDAL's XYZ raster driver claims and
-        import pyogrio             # then fails on: "Couldn't determine X spacing") is no damaged raster
+    # a vector layer or a table (a CSV, which GDAL's XYZ raster driver claims and then fails on: "Couldn't
+    # determine X spacing") is no damaged raster
+    try:
+        import pyogrio
 
         vector = len(pyogrio.list_layers(path)) > 0
     except Exception:  # noqa: BLE001 - not a vector file either
