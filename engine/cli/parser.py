@@ -30,6 +30,9 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         message = re.sub(r"^argument ([^:]+): ", r"\1: ", message)
+        m = re.match(r"^(-[^:/ ]+)(?:/[^:]+)?: expected one argument$", message)
+        if m:                      # '--overlap -5px': argparse takes a value that starts with '-' for an option
+            message += f" (a value that starts with '-' is written {m.group(1)}=VALUE)"
         self.exit(EXIT_BAD_INPUT, f"error: {message}\n(see: {self.prog} --help)\n")
 
 

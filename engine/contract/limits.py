@@ -21,6 +21,9 @@ MAX_K = 254                 # CLUSTER_NODATA - 1: ids 0..MAX_K-1 fit below the n
 # tiles hold too little of the urban form for the CNN's features to say anything
 MIN_TILE_PX = 16
 
+# random seeds: numpy's and scikit-learn's generators take 0 .. 2**32 - 1 (torch takes more; the smaller wins)
+MAX_SEED = 2 ** 32 - 1
+
 K_HINT = "write K as a range 2..12, a list 2,4,6 or both 2..6,8,12."
 
 

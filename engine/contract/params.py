@@ -17,6 +17,7 @@ Python numbers; :func:`parse_value` turns either into the checked value.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import tempfile
@@ -25,17 +26,20 @@ from pathlib import Path
 
 from . import problems as P
 from .limits import parse_k_values
-from .problems import Problem
 from .outputs import size_tag, stem, tile_label
+from .problems import Problem
 
 # parameter types
 INT, FLOAT, TEXT, BOOL, CHOICE = "int", "float", "text", "bool", "choice"
 RASTER, VECTOR, FILE = "raster", "vector", "file"            # input files: a raster, a vector layer, any file
 OUT_FILE, OUT_FOLDER = "out_file", "out_folder"              # outputs
+FOLDER = "folder"                                            # a working folder the tool creates when missing (cache)
 K_LIST, SIZE, SIZES, EXTENT, BANDS = "k_list", "size", "sizes", "extent", "bands"
-TYPES = (INT, FLOAT, TEXT, BOOL, CHOICE, RASTER, VECTOR, FILE, OUT_FILE, OUT_FOLDER, K_LIST, SIZE, SIZES, EXTENT,
-         BANDS)
+TYPES = (INT, FLOAT, TEXT, BOOL, CHOICE, RASTER, VECTOR, FILE, OUT_FILE, OUT_FOLDER, FOLDER, K_LIST, SIZE, SIZES,
+         EXTENT, BANDS)
 INPUT_FILES = (RASTER, VECTOR, FILE)
+PATHS = INPUT_FILES + (OUT_FILE, OUT_FOLDER, FOLDER)
+NAME_MAX = 255                       # bytes in one file or folder name: the limit of common file systems
 LENGTH_UNITS = ("px", "m")
 
 
@@ -265,10 +269,13 @@ def parse_value(param: Param, value):
     if t in (INT, FLOAT):
         try:
             number = float(value) if t == FLOAT else _whole(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             kind = "a number" if t == FLOAT else "a whole number"
             also = f" or {' or '.join(param.words)}" if param.words else ""
             raise ValueError(f"{value!r} is not {kind}{also}.") from None
+        if not math.isfinite(number):
+            fix = f"; give a value {param.range_text()}" if param.range_text() else ""
+            raise ValueError(f"{value!r} is not a finite number{fix}.")
         low, high = param.minimum, param.maximum
         if (low is not None and (number < low or (param.open_min and number == low))) or \
            (high is not None and (number > high or (param.open_max and number == high))):
@@ -338,10 +345,15 @@ def _code_of(param: Param) -> str:
 def check(tool: Tool, values: dict, files: bool = True) -> list[Problem]:
     """What stops ``tool`` from running with ``values`` (parameter name -> value; missing: the default).
 
-    Each parameter's own checks, then the rules between parameters, then (with
-    ``files``) the file checks: inputs that do not exist, output folders that do
-    not exist or cannot be written, outputs that exist without ``overwrite``.
-    At most one problem per parameter, in declaration order.
+    Each parameter's own checks (numbers finite and in range), then the rules
+    between parameters, then (with ``files``) the file checks: names no file
+    system takes (NUL, more than NAME_MAX bytes, also for the files named after
+    the output), inputs that do not exist, output folders that do not exist or
+    cannot be written, output files that are folders, outputs that exist without
+    ``overwrite``, a working folder (``FOLDER``) that is or lies under a file, and
+    an output that would replace an input. Never an exception for a path: an
+    OSError on the way is a problem too. At most one problem per parameter, in
+    declaration order.
     """
     full = {**tool.defaults(), **{k: v for k, v in values.items() if k in tool.names()}}
     found: dict[str, Problem] = {}
@@ -374,7 +386,12 @@ def check(tool: Tool, values: dict, files: bool = True) -> list[Problem]:
         for param in tool.params:
             if param.name in found or not is_given(param, full.get(param.name)) or not applies(param, full):
                 continue
-            problem = _file_problem(tool, param, str(full[param.name]), full)
+            path = str(full[param.name])
+            try:
+                problem = _name_problem(tool, param, path, full) or _file_problem(tool, param, path, full)
+            except OSError as exc:                 # a folder on the way that cannot be read, a name the OS refuses
+                problem = Problem(param.name, P.NOT_FOUND, f"{param.title}: {path} cannot be reached "
+                                                           f"({exc.strerror or exc}); choose another.")
             if problem:
                 found[param.name] = problem
         clash = input_clash(tool, full)
@@ -386,7 +403,7 @@ def check(tool: Tool, values: dict, files: bool = True) -> list[Problem]:
 
 def _same_file(a: Path, b: Path) -> bool:
     """Whether two paths name one file: after symlinks and, where the file system ignores case, in any case."""
-    if a.exists() and b.exists():
+    if os.path.exists(a) and os.path.exists(b):         # (False, not an error, for a name the OS refuses)
         try:
             return a.samefile(b)
         except OSError:
@@ -421,12 +438,12 @@ def input_clash(tool: Tool, values: dict) -> "Problem | None":
               and p.name != tool.output_param]         # stats rewrites its run in place: that is its output
     if not inputs:
         return None
-    outputs = list(output_files(tool, full).values())
+    main = tool.output_param or "out"
+    outputs = [(main, f) for f in output_files(tool, full).values()]
     for p in tool.params:
         if p.type == OUT_FILE and is_given(p, full.get(p.name)) and p.name != tool.output_param:
-            outputs.append(Path(str(full[p.name])))            # --save-model and the like
-    name = tool.output_param or "out"
-    for out in outputs:
+            outputs.append((p.name, Path(str(full[p.name]))))  # --save-model and the like
+    for name, out in outputs:
         for param, path in inputs:
             if _same_file(out, path):
                 return Problem(name, P.CLASHES, f"{out.name} would replace the input {param.title.lower()} "
@@ -444,7 +461,55 @@ def _smaller(length, sizes) -> bool:
     return all(value < v for v in same)
 
 
+def _too_long(path) -> "str | None":
+    """The first name in ``path`` longer than file systems allow (NAME_MAX bytes), or None."""
+    for part in Path(path).parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            return part
+    return None
+
+
+def _name_problem(tool: Tool, param: Param, path: str, values: dict) -> "Problem | None":
+    """A path, or a file named after an output path, with a name no file system takes (a NUL character, more
+    than NAME_MAX bytes: ENAMETOOLONG)."""
+    if param.type not in PATHS or path in param.words:
+        return None
+    if "\x00" in path:
+        return Problem(param.name, P.BAD_FORMAT, f"{param.title}: {path!r} holds a NUL character, which no file "
+                                                 "name can; choose another.")
+    names = [path]
+    if param.name == tool.output_param:
+        names += [str(f) for f in output_files(tool, values).values()]
+    for name in names:
+        part = _too_long(name)
+        if part:
+            what = "its name" if name == path else f"the output {Path(name).name[:24]}..."
+            return Problem(param.name, P.BAD_FORMAT,
+                           f"{param.title}: {what} is {len(os.fsencode(part))} bytes long (a file system takes at "
+                           f"most {NAME_MAX}: {part[:24]}...); choose a shorter name.")
+    return None
+
+
+def _folder_problem(param: Param, path: str) -> "Problem | None":
+    """A working folder (the feature cache) that is a file, lies under a file, or cannot be written."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        return Problem(param.name, P.NOT_FOLDER, f"{param.title}: {path} is a file; choose a folder.")
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return Problem(param.name, P.NOT_FOLDER, f"{param.title}: {existing} is a file, so {path} cannot be a "
+                                                 "folder; choose another.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return Problem(param.name, P.NOT_WRITABLE, f"{param.title}: the folder {existing} is not writable; "
+                                                     "choose another.")
+    return None
+
+
 def _file_problem(tool: Tool, param: Param, path: str, values: dict) -> "Problem | None":
+    if param.type == FOLDER:
+        return _folder_problem(param, path)
     if param.type in INPUT_FILES:
         if param.words and path in param.words:
             return None
@@ -456,6 +521,12 @@ def _file_problem(tool: Tool, param: Param, path: str, values: dict) -> "Problem
     target = Path(path)
     if param.type == OUT_FOLDER and target.exists() and not target.is_dir():
         return Problem(param.name, P.NOT_FOLDER, f"{param.title}: {path} is a file; choose a folder.")
+    if param.type == OUT_FILE:
+        named = [target] + (list(output_files(tool, values).values()) if param.name == tool.output_param else [])
+        folder_in_the_way = next((f for f in named if f.is_dir()), None)
+        if folder_in_the_way is not None:
+            return Problem(param.name, P.IS_FOLDER, f"{param.title}: {folder_in_the_way} is a folder; give another "
+                                                    "file name.")
     folder = target.parent if param.type == OUT_FILE else (target if target.is_dir() else target.parent)
     if not folder.is_dir():
         return Problem(param.name, P.NOT_FOUND, f"{param.title}: the folder {folder} does not exist.")

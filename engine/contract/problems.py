@@ -15,6 +15,7 @@ NOT_FOUND = "not_found"          # a file or folder that does not exist
 NOT_LOCAL = "not_local"          # a layer that is not a local file (the plugin may write it to one first)
 NOT_WRITABLE = "not_writable"    # an output folder the user cannot write to
 NOT_FOLDER = "not_folder"        # a folder was asked for, a file was given
+IS_FOLDER = "is_folder"          # a file was asked for (an output), a folder was given
 EXISTS = "exists"                # an output that exists (and overwriting is off)
 CLASHES = "clashes"              # an output that is one of the run's inputs (refused even with overwrite)
 OUT_OF_RANGE = "out_of_range"    # a number outside what the engine accepts
@@ -24,8 +25,8 @@ NO_OVERLAP = "no_overlap"        # the area limit does not overlap the raster (o
 REJECTED = "rejected"            # the engine itself rejects the input (its probe answer)
 NO_ENGINE = "no_engine"          # no working engine yet (being looked for, set up, or broken)
 
-CODES = (REQUIRED, NOT_FOUND, NOT_LOCAL, NOT_WRITABLE, NOT_FOLDER, EXISTS, CLASHES, OUT_OF_RANGE, BAD_CHOICE, BAD_FORMAT,
-         NO_OVERLAP, REJECTED, NO_ENGINE)
+CODES = (REQUIRED, NOT_FOUND, NOT_LOCAL, NOT_WRITABLE, NOT_FOLDER, IS_FOLDER, EXISTS, CLASHES, OUT_OF_RANGE, BAD_CHOICE,
+         BAD_FORMAT, NO_OVERLAP, REJECTED, NO_ENGINE)
 
 
 @dataclass(frozen=True)

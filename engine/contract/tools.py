@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from . import defaults
-from .limits import CLUSTER_NODATA, MAX_K, MIN_K, MIN_TILE_PX
+from .limits import CLUSTER_NODATA, MAX_K, MAX_SEED, MIN_K, MIN_TILE_PX
 from .outputs import CHECKPOINT
-from .params import (BANDS, BOOL, CHOICE, EXTENT, FILE, FLOAT, INT, K_LIST, OUT_FILE, OUT_FOLDER, RASTER, SIZE,
-                     SIZES, TEXT, VECTOR, Output, Param, Rule, Tool)
+from .params import (BANDS, BOOL, CHOICE, EXTENT, FILE, FLOAT, FOLDER, INT, K_LIST, OUT_FILE, OUT_FOLDER, RASTER,
+                     SIZE, SIZES, TEXT, VECTOR, Output, Param, Rule, Tool)
 from .progress import CLUSTER_STAGES
 
 METHODS = ("kmeans", "deepcluster")
@@ -69,7 +69,8 @@ _OFFLINE = ", ".join(defaults.OFFLINE_BACKBONES)
 WEIGHTS = Param("weights", FILE, defaults.DEFAULT_WEIGHTS, words=WEIGHT_WORDS, label="Weights",
                 help=f"'imagenet' (ImageNet weights: packaged for {_OFFLINE}, from the local torch cache for the "
                      "others; nothing is downloaded), 'none' (random), or a state-dict file")
-SEED = Param("seed", INT, 0, minimum=0, label="Random seed", help="random seed; same seed, same clusters")
+SEED = Param("seed", INT, 0, minimum=0, maximum=MAX_SEED, label="Random seed",
+             help="random seed; same seed, same clusters")
 MODEL = (Param("backbone", CHOICE, defaults.DEFAULT_BACKBONE, choices=defaults.BACKBONES, label="CNN backbone",
                help="the CNN that describes each tile"),
          WEIGHTS, *DEVICE, SEED,
@@ -103,7 +104,7 @@ DEEPCLUSTER = (
                "epoch"),
     Param("sobel", BOOL, False, group=TRAINING, applies_when=DEEP, advanced=True,
           help="feed the CNN grey level and Sobel gradients instead of colour"))
-CACHE = (Param("cache_dir", TEXT, None, advanced=True,
+CACHE = (Param("cache_dir", FOLDER, None, advanced=True,
                help="feature cache folder (default $URBANFORM_CACHE or ~/.cache/urbanform/features)"),
          Param("use_cache", BOOL, True, negative_flag="--no-cache", advanced=True,
                help="compute features afresh and keep none"))
@@ -277,8 +278,8 @@ TRAIN_SEG = Tool(
             replace(WEIGHTS, help=f"'imagenet' (the encoder's ImageNet weights: packaged for {_OFFLINE}, from "
                                   "the local torch cache for the others; nothing is downloaded), 'none' (random), "
                                   "or a state-dict file"),
-            Param("chip", INT, 256, minimum=SEG_CHIP_MULTIPLE, multiple_of=SEG_CHIP_MULTIPLE, label="Chip size", unit="px",
-                  help=f"chip side in px, a multiple of {SEG_CHIP_MULTIPLE}"),
+            Param("chip", INT, 256, minimum=SEG_CHIP_MULTIPLE, multiple_of=SEG_CHIP_MULTIPLE, label="Chip size",
+                  unit="px", help=f"chip side in px, a multiple of {SEG_CHIP_MULTIPLE}"),
             Param("epochs", INT, None, minimum=1, maximum=MAX_EPOCHS, label="Epochs",
                   help="training epochs (default 10 without --minutes)"),
             Param("minutes", FLOAT, None, minimum=0, open_min=True, label="Time budget", unit="min",

@@ -125,8 +125,8 @@ class OutputSet:
             if not _writable(folder):
                 raise BadInput(f"output folder {str(folder)!r} is not writable; choose another --out.")
             if p.exists() and not self.overwrite:
-                raise BadInput(f"output {str(p)!r} already exists; pass --overwrite to replace it, "
-                               "or choose another --out.")
+                raise BadInput(f"output {str(p)!r} already exists; choose another --out, or pass --overwrite "
+                               "to replace it.")
             if p.exists() and p.is_dir():
                 raise BadInput(f"output {str(p)!r} is a folder; give a file name.")
 

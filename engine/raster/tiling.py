@@ -326,15 +326,17 @@ def unreadable_raster(path, label: str, exc: BaseException) -> BadInput:
     if empty:
         return BadInput(f"{label} is empty (0 bytes): an interrupted copy or export? {RASTER_FIX}")
     text = str(exc)
-    if "not recognized" in text or "not recognised" in text:
-        try:
-            import pyogrio
+    # a vector layer or a table (a CSV, which GDAL's XYZ raster driver claims and then fails on: "Couldn't
+    # determine X spacing") is no damaged raster
+    try:
+        import pyogrio
 
-            vector = len(pyogrio.list_layers(path)) > 0
-        except Exception:  # noqa: BLE001 - not a vector file either
-            vector = False
-        if vector:
-            return BadInput(f"{label} cannot be read: it is a vector layer or a table, not a raster. {RASTER_FIX}")
+        vector = len(pyogrio.list_layers(path)) > 0
+    except Exception:  # noqa: BLE001 - not a vector file either
+        vector = False
+    if vector:
+        return BadInput(f"{label} cannot be read: it is a vector layer or a table, not a raster. {RASTER_FIX}")
+    if "not recognized" in text or "not recognised" in text:
         return BadInput(f"{label} cannot be read: it is not a raster format GDAL knows. {RASTER_FIX}")
     return BadInput(f"{label} is damaged or truncated ({_gdal_detail(exc)}); re-export it or copy it again.")
 

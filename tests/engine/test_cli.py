@@ -231,7 +231,7 @@ def test_existing_output_needs_overwrite(kampala_z19, tmp_path):
     out = tmp_path / "o.gpkg"
     out.write_bytes(b"precious")
     proc = run_cli("cluster", kampala_z19, "--out", out, "--k", 3, "--weights", "none")
-    assert proc.returncode == 2 and "already exists; pass --overwrite" in proc.stderr
+    assert proc.returncode == 2 and "already exists; choose another --out, or pass --overwrite" in proc.stderr
     assert out.read_bytes() == b"precious" and sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["o.gpkg"]
     run_cli("cluster", kampala_z19, "--out", out, "--k", 3, "--weights", "none", "--overwrite", check=0)
     assert len(gpd.read_file(out, layer="tiles")) == 96

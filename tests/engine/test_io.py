@@ -30,7 +30,7 @@ def test_failure_leaves_no_file(tmp_path):
 def test_existing_file_is_kept_without_overwrite(tmp_path):
     a = tmp_path / "a.gpkg"
     a.write_text("old")
-    with pytest.raises(BadInput, match="already exists; pass --overwrite"):
+    with pytest.raises(BadInput, match="already exists; choose another --out, or pass --overwrite"):
         OutputSet([a])
     with OutputSet([a], overwrite=True) as outs:
         outs.temp(a).write_text("new")
