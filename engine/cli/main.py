@@ -1,11 +1,12 @@
 """``main(argv)``: parse the command line, run the tool, print its result; the exit codes are the contract's."""
 from __future__ import annotations
 
+import json
 import signal
 import sys
 from dataclasses import fields
 
-from ..contract.progress import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, EXIT_OK
+from ..contract.progress import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, error_event
 from ..contract.tools import TOOLS
 from ..errors import BadInput, Cancelled
 from .commands import COMMANDS
@@ -27,7 +28,7 @@ def error_line(tool: str, exc: BadInput) -> str:
         return f"error: {message}"
     declared = TOOLS[tool]
     flag = declared.flag(exc.param)
-    if message.startswith(flag):                   # the message names it already (--resume: ...)
+    if message.startswith((flag, f"{exc.param} ")):          # it names it already (--resume: ..., raster 'x')
         return f"error: {message}"
     if exc.param in declared.names():
         title = declared.param(exc.param).title
@@ -67,6 +68,8 @@ def main(argv=None) -> int:
         return run_command(args)
     except BadInput as exc:
         print(error_line(args.tool, exc), file=sys.stderr)
+        if getattr(args, "progress", None) == "json":      # the same error as an event, for the plugin
+            print(json.dumps(error_event(str(exc), exc.param, exc.code)), flush=True)
         return EXIT_BAD_INPUT
     except (Cancelled, KeyboardInterrupt) as exc:
         detail = str(exc) if isinstance(exc, Cancelled) else ""

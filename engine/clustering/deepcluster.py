@@ -62,6 +62,7 @@ from pathlib import Path
 import numpy as np
 
 from ..contract import defaults
+from ..contract.problems import OUT_OF_RANGE
 from ..errors import BadInput
 from ..stats.measures import eta_squared
 from .kmeans import KMeansTiles
@@ -240,10 +241,10 @@ class DeepCluster:
                            "(use --method kmeans for clustering without training).")
         k = number("k", self.n_clusters, int)
         if k < 2:
-            raise BadInput(f"--k {self.n_clusters}: K must be at least 2.")
+            raise BadInput(f"--k {self.n_clusters}: K must be at least 2.", param="k", code=OUT_OF_RANGE)
         if k > n_tiles:
             raise BadInput(f"--k {self.n_clusters} is larger than the number of valid tiles ({n_tiles}). "
-                           "Use a smaller K, a smaller tile size or a lower --min-valid.")
+                           "Use a smaller K, a smaller tile size or a lower --min-valid.", param="k", code=OUT_OF_RANGE)
         if self.lr not in ("auto", None) and not number("lr", self.lr) > 0:
             raise BadInput(f"--lr {self.lr}: the learning rate must be positive (or 'auto').")
         if not 0 <= number("momentum", self.momentum) < 1:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..contract.problems import OUT_OF_RANGE
 from ..errors import BadInput
 
 AUTO_VARIANCE = 0.90
@@ -67,10 +68,10 @@ class KMeansTiles:
     # -- fitting --------------------------------------------------------------
     def _check(self, n: int) -> None:
         if int(self.n_clusters) < 2:
-            raise BadInput(f"--k {self.n_clusters}: K must be at least 2.")
+            raise BadInput(f"--k {self.n_clusters}: K must be at least 2.", param="k", code=OUT_OF_RANGE)
         if self.n_clusters > n:
             raise BadInput(f"--k {self.n_clusters} is larger than the number of valid tiles ({n}). "
-                           "Use a smaller K, a smaller tile size or a lower --min-valid.")
+                           "Use a smaller K, a smaller tile size or a lower --min-valid.", param="k", code=OUT_OF_RANGE)
         if self.pca_dims != "auto" and int(self.pca_dims) < 1:
             raise BadInput(f"--pca-dims {self.pca_dims}: use 'auto' or a positive number.")
 

@@ -368,9 +368,24 @@ def probe_raster(src, label: str) -> None:
                                f"read: {_gdal_detail(exc)}); re-export it or copy it again.") from None
 
 
-def inspect_raster(path: str) -> RasterInfo:
+def inspect_raster(path: str, param: str = "raster") -> RasterInfo:
     """Open ``path`` and check that it is a georeferenced raster that reads across its extent (see
-    :func:`probe_raster`), or raise BadInput."""
+    :func:`probe_raster`), or raise BadInput naming ``param`` (the tool's parameter), code ``not_found`` or
+    ``bad_format``."""
+    import os
+
+    from ..contract import problems as P
+
+    try:
+        return _inspect_raster(path)
+    except BadInput as exc:
+        if exc.param:
+            raise
+        code = P.BAD_FORMAT if os.path.exists(path) else P.NOT_FOUND
+        raise BadInput(str(exc), param=param, code=code) from None
+
+
+def _inspect_raster(path: str) -> RasterInfo:
     import os
     import warnings
 

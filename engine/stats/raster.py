@@ -37,7 +37,20 @@ def _geoseries(tiles):
 
 
 def _open(path, name: str):
-    """The open raster ``name`` (BadInput when missing, unreadable, damaged or cut, or without a CRS)."""
+    """The open raster ``name`` (BadInput when missing, unreadable, damaged or cut, or without a CRS; it names
+    the parameter of flag ``name``, code ``not_found`` or ``bad_format``)."""
+    from ..contract import problems as P
+
+    try:
+        return _open_checked(path, name)
+    except BadInput as exc:
+        if exc.param or not name.startswith("--"):
+            raise
+        code = P.BAD_FORMAT if Path(path).exists() else P.NOT_FOUND
+        raise BadInput(str(exc), param=name[2:].replace("-", "_"), code=code) from None
+
+
+def _open_checked(path, name: str):
     import rasterio
 
     from ..raster.tiling import probe_raster, unreadable_raster

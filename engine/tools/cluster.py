@@ -351,8 +351,10 @@ def _run_cluster(params: ClusterParams, progress: Progress) -> dict:
         rows, cols, valid = select_tiles(tiled, params.min_valid, params.extent, params.area, progress,
                                          params.raster)
         if params.k > len(rows):
+            from ..contract.problems import OUT_OF_RANGE
+
             raise BadInput(f"--k {params.k} is larger than the number of valid tiles ({len(rows)}). "
-                           "Use a smaller K, a smaller tile size or a lower --min-valid.")
+                           "Use a smaller K, a smaller tile size or a lower --min-valid.", param="k", code=OUT_OF_RANGE)
         layer_warnings: list[str] = []
         coverage = building_coverage(tiled, rows, cols, params.buildings, layer_warnings) if params.buildings \
             else None

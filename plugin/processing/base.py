@@ -18,6 +18,7 @@ from qgis.core import QgsProcessingAlgorithm, QgsProcessingException, QgsProcess
 
 from ...engine.contract.params import Tool
 from ...engine.contract.tools import TOOLS
+from ..requests.wording import without_name
 from ..runner import engine_env
 from ..runner.engine_process import run_engine
 from ..runner.task import progress_for, status_text
@@ -90,19 +91,19 @@ class UrbanFormAlgorithm(QgsProcessingAlgorithm):
         """The request value of declared parameter ``name`` (None: not given, the engine's choice)."""
         return params.value(self, parameters, self.tool().param(name), self.parameter_name(name), context)
 
-    def problems_error(self, problems) -> QgsProcessingException:
-        """The request's problems as one exception, each line naming the algorithm parameter it is about (in
-        place of the declared label a contract message starts with)."""
-        tool = self.tool()
-        lines = []
-        for problem in problems:
-            definition = self.parameterDefinition(self.parameter_name(problem.param))
-            message = problem.message
-            prefix = f"{tool.param(problem.param).title}: " if tool and problem.param in tool.names() else None
-            if prefix and message.startswith(prefix):
-                message = message[len(prefix):]
-            lines.append(f"{definition.description()}: {message}" if definition else problem.message)
-        return QgsProcessingException("\n".join(lines))
+    def problems_error(self, problems, tool: str | None = None) -> QgsProcessingException:
+        """The problems (the request's, or the engine's bad input for engine tool ``tool``, default ``TOOL``) as
+        one exception, each line naming the algorithm parameter it is about by its description, in place of the
+        declared label, flag or name a contract or engine message starts with."""
+        return QgsProcessingException("\n".join(self.problem_line(p, tool or self.TOOL) for p in problems))
+
+    def problem_line(self, problem, tool: str) -> str:
+        """'Number of clusters (K): 300 is out of range ...' for a problem with parameter ``k``; the message as it
+        is when this algorithm has no parameter for it."""
+        definition = self.parameterDefinition(self.parameter_name(problem.param))
+        if definition is None:
+            return problem.message
+        return f"{definition.description()}: {without_name(tool, problem.param, problem.message)}"
 
 
 class EngineAlgorithm(UrbanFormAlgorithm):
@@ -131,6 +132,8 @@ class EngineAlgorithm(UrbanFormAlgorithm):
         if not result.ok:
             if result.stderr.strip():
                 feedback.reportError(f"Engine output (exit {result.returncode}):\n{result.stderr.strip()}")
+            if result.problem is not None:         # bad input the engine found: named as this algorithm names it
+                raise self.problems_error([result.problem], result.tool)
             raise QgsProcessingException(result.message)
         return result
 

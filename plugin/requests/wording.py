@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from ...engine.contract.tools import DEVICES, METHODS, WEIGHT_WORDS
+from ...engine.contract.tools import DEVICES, METHODS, TOOLS, WEIGHT_WORDS
 
 # engine flag -> the label of the widget that sets it
 FLAG_LABELS = {
@@ -62,3 +62,19 @@ def panel_words(text: str, panel: str = "dock") -> str:
     for word, said in WORDS.items():
         out = re.sub(rf"\b{word}\b", said, out)
     return out
+
+
+def without_name(tool: str, param: str, message: str) -> str:
+    """The engine's ``message`` about parameter ``param`` of ``tool`` without the name it starts with: the
+    declared title ('Number of clusters (K): 300 is out of range'), the flag ('--k 8 is larger than ...',
+    '--resume: there is no ...') or the positional's name ("raster 'x.tif' is damaged ..."). A face puts its own
+    name for the parameter in front (the widget's label, the Processing parameter's description)."""
+    declared = TOOLS.get(tool)
+    if declared is None or param not in declared.names():
+        return message
+    title, flag = declared.param(param).title, declared.flag(param)
+    for name in (f"{title}: ", flag, f"{param} "):
+        if message.startswith(name) and (name.endswith(" ") or re.match(r"[\s:]|$", message[len(name):])):
+            rest = message[len(name):].lstrip(": ")
+            return rest or message
+    return message

@@ -5,7 +5,10 @@ touches the GUI: progress goes to a callback, cancellation is polled from a
 callable, and the caller decides what to show. Cancelling sends SIGTERM (the
 engine then removes its temporary files and exits 130); a process that does
 not stop within ``grace`` seconds is killed, and any temporary files it left
-are removed here.
+are removed here. A run stopped by bad input ends with the engine's error event
+(``engine.contract.progress.error_event``): the result carries its parameter and
+code (``problem``), so that the dock marks the widget and Processing names its
+parameter; the event is not passed on as progress.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from ...engine.contract import progress
+from ...engine.contract.problems import REJECTED, Problem
 from ..paths import PLUGIN_DIR
 from .engine_env import engine_command, run_env
 
@@ -31,7 +35,19 @@ class EngineResult:
     returncode: int
     stderr: str
     cancelled: bool
-    last_event: dict = field(default_factory=dict)
+    last_event: dict = field(default_factory=dict)      # the last progress (or result) event, never the error
+    tool: str = ""                                     # the engine tool that ran (the command line's first word)
+    error: str = ""                                    # the error event's message (bad input), else ""
+    param: str | None = None                           # ... the parameter it names (the contract's name), or None
+    code: str | None = None                            # ... and its engine.contract.problems code, or None
+
+    @property
+    def problem(self) -> Problem | None:
+        """The bad input the engine pinned on one parameter, as a Problem (the message in the engine's words:
+        a face names the parameter its own way, ``wording.without_name``); None otherwise."""
+        if self.cancelled or self.returncode != EXIT_BAD_INPUT or not self.param:
+            return None
+        return Problem(self.param, self.code or REJECTED, self.error or self.message)
 
     @property
     def ok(self) -> bool:
@@ -46,6 +62,8 @@ class EngineResult:
         for line in reversed(lines):
             if line.startswith(("error:", "failed:")):
                 return line.split(":", 1)[1].strip()
+        if self.error:
+            return self.error
         if self.returncode < 0:
             return f"The engine process was killed (signal {-self.returncode})."
         return lines[-1] if lines else f"The engine exited with code {self.returncode}."
@@ -77,6 +95,7 @@ def run_engine(python: str, args: list[str], on_event: Callable[[dict], None] | 
         t.start()
     cancelled = False
     last: dict = {}
+    error: dict = {}
     deadline = None
     try:
         while True:
@@ -90,9 +109,12 @@ def run_engine(python: str, args: list[str], on_event: Callable[[dict], None] | 
                 except ValueError:
                     errors.append(line)
                 else:
-                    last = event
-                    if on_event is not None:
-                        on_event(event)
+                    if isinstance(event, dict) and progress.is_error(event):
+                        error = event                       # the bad input, named: not progress
+                    else:
+                        last = event
+                        if on_event is not None:
+                            on_event(event)
             if not cancelled and is_cancelled():
                 cancelled = True
                 proc.terminate()
@@ -112,7 +134,9 @@ def run_engine(python: str, args: list[str], on_event: Callable[[dict], None] | 
                 proc.wait()
     for t in readers:
         t.join(timeout=5)
-    result = EngineResult(proc.returncode, "".join(errors), cancelled or proc.returncode == EXIT_CANCELLED, last)
+    result = EngineResult(proc.returncode, "".join(errors), cancelled or proc.returncode == EXIT_CANCELLED, last,
+                          tool=args[0] if args else "", error=str(error.get(progress.ERROR) or ""),
+                          param=error.get(progress.PARAM) or None, code=error.get(progress.CODE) or None)
     if not result.ok and outputs:
         remove_partials(outputs, proc.pid)
     return result

@@ -184,6 +184,8 @@ class EngineTask(QgsTask):
         self.message_bar = message_bar
         # what a cancelled run leaves (a sweep keeps its finished tile sizes); main thread, after the run
         self.describe_cancel: Callable[[], str] = lambda: "cancelled; no output was written."
+        # what a failed run says (a panel names a bad input by its widget's label); main thread, after the run
+        self.describe_failure: Callable[[EngineResult], str] = lambda result: result.message
         self.result: EngineResult | None = None
         self.pid: int | None = None
         self.status_message = ""
@@ -222,7 +224,11 @@ class EngineTask(QgsTask):
             self._report(text, Qgis.Info)
         else:
             log.critical(f"{self.description()} failed (exit {result.returncode}). Engine output:\n{result.stderr}")
-            self._report(result.message + " (details in the log panel, tab Urban Form Mapper)", Qgis.Critical)
+            try:
+                text = self.describe_failure(result)
+            except Exception:  # noqa: BLE001 - the engine's own words will do
+                text = result.message
+            self._report(text + " (details in the log panel, tab Urban Form Mapper)", Qgis.Critical)
         if self.on_failure is not None:
             try:
                 self.on_failure(self)

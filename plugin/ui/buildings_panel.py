@@ -75,6 +75,10 @@ class BuildingsPanel(QWidget, FORM_CLASS):
         self.scores: dict | None = None               # the last evaluation's answer
         self.offer_button: QPushButton | None = None  # "Apply it" in the message bar after training
         self._chain: dict = {}                        # the requests of the running chain
+        self._run_key: tuple = ()                     # their command lines, as the widgets set them
+        # (command lines, problem, widget) of the last run the engine stopped for bad input: the widget stays marked
+        # while the widgets ask for those same runs
+        self._failed_input: tuple | None = None
         self._temp_layers = stats_inputs.TempLayers()
         self._started = 0.0
         self._auto = {"model": "", "gpkg": ""}        # default outputs (they follow the raster)
@@ -342,6 +346,9 @@ class BuildingsPanel(QWidget, FORM_CLASS):
         self.segProblemsLabel.setStyleSheet(ERROR_STYLE if problems or warning else "")
         self.segRunButton.setEnabled(not running and not problems)
         if self.dock.is_buildings():             # the dock marks its own widgets in its other modes
+            failed = self._failed_input
+            if failed and failed[0] == tuple(tuple(r.argv()) for r in self.requests()):
+                pairs = [*pairs, failed[1:]]
             marks.mark(self.dock, pairs)
         self.segCancelButton.setEnabled(running and not self.task.isCanceled())
 
@@ -363,6 +370,7 @@ class BuildingsPanel(QWidget, FORM_CLASS):
             self._report(problems[0].message, Qgis.Warning)
             return False
         reqs = self.requests()
+        run_key = tuple(tuple(r.argv()) for r in reqs)      # before Run adds --overwrite
         existing = self.existing_outputs()
         if existing:
             if not self.dock.confirm_overwrite(self, str(existing[0])):
@@ -381,6 +389,7 @@ class BuildingsPanel(QWidget, FORM_CLASS):
             return False
         self.save_settings()
         self.scores = None
+        self._run_key, self._failed_input = run_key, None
         self._chain = {"python": python, "train": next((r for r in reqs if isinstance(r, TrainSegRequest)), None),
                        "segment": next((r for r in reqs if isinstance(r, SegmentRequest)), None)}
         if self._chain["segment"] is not None:
@@ -397,6 +406,7 @@ class BuildingsPanel(QWidget, FORM_CLASS):
         if hasattr(req, "progress"):
             task.progress_of = req.progress()
         task.panel = "buildings"
+        task.describe_failure = self._failure_text
         if stage == "train":
             task.status_of = TrainingClock(req.minutes)      # epochs, time per epoch, expected end
         task.progressChanged.connect(self._on_progress)
@@ -507,8 +517,21 @@ class BuildingsPanel(QWidget, FORM_CLASS):
         if result is None or result.cancelled:
             self._set_status(f"{self.stage.capitalize()} cancelled; no output was written.")
         else:
-            self._set_status(f"Failed: {result.message}", error=True)
+            failed = self._failed(result)
+            if failed is not None:                   # bad input the engine found: its widget is marked
+                self._failed_input = (self._run_key, *failed)
+            self._set_status(f"Failed: {self._failure_text(result)}", error=True)
         self._finish(False)
+
+    def _failed(self, result):
+        """(problem, widget) of a bad input the engine pinned on a widget's parameter of the running step."""
+        req = self._chain.get("current")
+        return marks.failed_input(self.dock, result, self.problem_widgets(req), "buildings") if req else None
+
+    def _failure_text(self, result) -> str:
+        """Why the step failed, a bad input named by its widget's label; else the engine's own line."""
+        failed = self._failed(result)
+        return failed[0].message if failed is not None else result.message
 
     def _finish(self, ok: bool) -> None:
         self.task, self.stage = None, ""

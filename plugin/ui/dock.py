@@ -111,6 +111,10 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self._speed_pending: set[tuple] = set()
         self._background: list[probe.BackgroundCall] = []
         self._run_request: ClusterRequest | SweepRequest | None = None
+        self._run_key: tuple = ()                     # the running request's command line, as the widgets set it
+        # (command line, problem) of the last run the engine stopped for bad input: its widget stays marked while
+        # the widgets ask for that same run
+        self._failed_input: tuple[tuple, Problem] | None = None
         self._temp_layers = stats_inputs.TempLayers()   # statistics layers written to files for the running run
         self._auto_output = ""
         self.sweep: dict | None = None               # the last sweep loaded: name, ks, layer_ids, plots
@@ -540,7 +544,9 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.runButton.setToolTip(text if problems else "Run the engine on this raster")
         if not self.is_buildings():              # the Buildings panel marks its own widgets
             widgets = self.problem_widgets()
-            marks.mark(self, [(p, widgets.get(p.param)) for p in problems])
+            failed = self._failed_input
+            failed = [failed[1]] if failed and failed[0] == tuple(req.argv()) else []
+            marks.mark(self, [(p, widgets.get(p.param)) for p in problems + failed])
         self.cancelButton.setEnabled(running and not self.task.isCanceled())
 
     def _refresh(self) -> None:
@@ -643,6 +649,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             self._report(problems[0].message, Qgis.Warning)
             return False
         req = self.request()
+        run_key = tuple(req.argv())                 # before Run adds --overwrite or --resume
         interrupted = req.interrupted() if isinstance(req, SweepRequest) else None
         resume = self.ask_resume(self, req.out, interrupted) if interrupted else False
         if interrupted and resume is None:
@@ -670,9 +677,10 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
                           message_bar=self.iface.messageBar())
         if isinstance(req, SweepRequest):
             task.describe_cancel = lambda: sweep_cancel_text(req)
+        task.describe_failure = self._failure_text
         task.progressChanged.connect(self._on_progress)
         task.statusChanged.connect(self._on_status)
-        self.task, self._run_request = task, req
+        self.task, self._run_request, self._run_key, self._failed_input = task, req, run_key, None
         self.progressBar.setValue(0)
         self._set_status(f"Starting {req.name}…")
         QgsApplication.taskManager().addTask(task)
@@ -806,8 +814,17 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             text = sweep_cancel_text(req) if isinstance(req, SweepRequest) else "cancelled; no output was written."
             self._set_status(text[:1].upper() + text[1:])
         else:
-            self._set_status(f"Failed: {result.message}", error=True)
+            failed = marks.failed_input(self, result, self.problem_widgets())
+            if failed is not None:                   # bad input the engine found: its widget is marked
+                self._failed_input = (self._run_key, failed[0])
+            self._set_status(f"Failed: {self._failure_text(result)}", error=True)
         self._finish_run(False)
+
+    def _failure_text(self, result) -> str:
+        """Why the run failed: a bad input the engine pinned on a widget's parameter is named by the widget's label
+        ('Clusters (K): 8 is larger than the number of valid tiles (3). ...'), else the engine's own line."""
+        failed = marks.failed_input(self, result, self.problem_widgets())
+        return failed[0].message if failed is not None else result.message
 
     def _finish_run(self, ok: bool) -> None:
         self.task = self._run_request = None
