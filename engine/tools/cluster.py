@@ -21,7 +21,7 @@ from ..contract import defaults
 from ..contract.outputs import checkpoint_path, cluster_outputs
 from ..contract.params import output_files
 from ..contract.tools import CLUSTER, STATS_OUTPUTS
-from ..errors import BadInput
+from ..errors import BadInput, Cancelled
 from ..io import NpyFile, OutputSet, atomic_path
 from ..progress import Progress, committing
 from . import check_params, check_vector_inputs, locked_outputs, param_values
@@ -324,10 +324,14 @@ def run(params: ClusterParams, progress: Progress | None = None) -> dict:
             from .stats import run as run_stats
 
             return run_stats(statistics_params(params, params.out), progress)     # (the locks are held already)
-        except BaseException:
+        except BaseException as exc:
             if committed:                  # the statistics failed: remove the run they belong to
                 for path in outputs.paths():
                     path.unlink(missing_ok=True)
+            elif isinstance(exc, (Cancelled, KeyboardInterrupt)) and outputs.checkpoint.is_file():
+                raise Cancelled(f"no output was written; the DeepCluster checkpoint {str(outputs.checkpoint)!r} "
+                                "keeps the finished epochs: run the same command with --resume to continue, or "
+                                "with --overwrite to start again.") from exc
             raise
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from ..contract import defaults
 from ..contract.params import output_files
 from ..contract.tools import TRAIN_SEG
-from ..errors import BadInput
+from ..errors import BadInput, Cancelled
 from ..progress import committing
 from . import check_params, check_vector_inputs, locked_outputs
 
@@ -99,7 +99,14 @@ def run(params: TrainParams, progress=None) -> dict:
     check_vector_inputs("train-seg", params)
     outputs = TrainOutputs.for_out(params.out)
     with locked_outputs([outputs.model, outputs.checkpoint, outputs.manifest]):
-        return _run(params, progress, outputs)
+        try:
+            return _run(params, progress, outputs)
+        except (Cancelled, KeyboardInterrupt) as exc:
+            if outputs.checkpoint.is_file():
+                raise Cancelled(f"no model was written; the checkpoint {str(outputs.checkpoint)!r} keeps the "
+                                "finished epochs: run the same command with --resume to continue, or with "
+                                "--overwrite to start again.") from exc
+            raise
 
 
 def _run(params: TrainParams, progress, outputs: TrainOutputs) -> dict:

@@ -209,3 +209,40 @@ def test_only_the_first_cancel_is_raised(handler):
     with pytest.raises(Cancelled):
         sigterm_self()
     sigterm_self()                                  # a second one while the first unwinds changes nothing
+
+
+# ------------------------------------------------------------------------------ trainings keep a checkpoint
+def rerun(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine", *map(str, args), "--progress", "none"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_deepcluster_cancelled_after_an_epoch_says_resume_and_resume_works(tmp_path):
+    args = ["cluster", RASTER, "--out", tmp_path / "d.gpkg", "--k", 3, "--method", "deepcluster", "--epochs", 3,
+            "--weights", "none", "--crops-per-tile", 1, "--no-cache"]
+    proc = start(*args)
+    _, err, sent = signal_on(proc, lambda e: e["stage"] == "epoch" and e["done"] == 1 and "loss" in e["message"])
+    assert sent and proc.returncode == 130, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("cancelled: no output was written; the DeepCluster checkpoint"), line
+    assert "run the same command with --resume to continue" in line
+    assert files(tmp_path) == ["d_checkpoint.pt"]
+    assert rerun(*args).returncode == 2                             # as the message says: not without --resume
+    done = rerun(*args, "--resume")
+    assert done.returncode == 0, done.stderr
+    assert set(files(tmp_path)) == {"d.gpkg", "d_clusters.tif", "d_manifest.json", "d_quicklook.png", "d_model.pt"}
+
+
+def test_train_seg_cancelled_after_an_epoch_says_resume_and_resume_works(tmp_path):
+    args = ["train-seg", RASTER, "--buildings", SAMPLE / "kampala_ug_osm_buildings.geojson", "--out",
+            tmp_path / "m.pt", "--weights", "none", "--encoder", "resnet18", "--chip", 64, "--epochs", 2,
+            "--chips-per-epoch", 8]
+    proc = start(*args)
+    _, err, sent = signal_on(proc, lambda e: e["stage"] == "train" and e["done"] == 1)
+    assert sent and proc.returncode == 130, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("cancelled: no model was written; the checkpoint"), line
+    assert files(tmp_path) == ["m_checkpoint.pt"]
+    done = rerun(*args, "--resume")
+    assert done.returncode == 0, done.stderr
+    assert {"m.pt", "m_manifest.json"} <= set(files(tmp_path))
