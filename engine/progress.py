@@ -84,7 +84,8 @@ class Progress:
         self._write_err(text)
 
     def _write_err(self, line: str) -> None:
-        out = sys.stderr if self.mode in ("json", "none") else (self.stream or sys.stderr)
+        # the lines of log and bar go to ``stream``; with json it carries the events, so a warning goes to stderr
+        out = sys.stderr if self.mode == "json" or self.stream is None else self.stream
         if self._bar is not None:
             from tqdm import tqdm
 
