@@ -24,5 +24,9 @@ class BadInput(ValueError):
         self.problems = list(problems)
 
 
-class Cancelled(RuntimeError):
-    """The run was cancelled (Ctrl+C or the plugin ending the process)."""
+class Cancelled(BaseException):
+    """The run was cancelled (Ctrl+C or the plugin ending the process).
+
+    A ``BaseException``, as ``KeyboardInterrupt`` is: the CLI raises it from its SIGTERM handler at whatever
+    line the run is on, and an ``except Exception`` there (the engine's own, or a library's) must not turn the
+    cancel into an error ("damaged file", exit 2) or swallow it."""

@@ -2,19 +2,35 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
+import warnings
 from dataclasses import fields
 
+from .. import progress as cancel
 from ..contract.progress import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, error_event
 from ..contract.tools import TOOLS
 from ..errors import BadInput, Cancelled
 from .commands import COMMANDS
 from .parser import build_parser
 
+ENGINE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
-    raise Cancelled("terminated")
+
+def _on_signal(signum, frame):  # noqa: ARG001 - signal handler signature
+    """SIGTERM and Ctrl+C: cancel the run, unless it is renaming its outputs into place (the cancel waits for
+    that) or has committed them (the cancel is dropped: exit 0, outputs kept). ``engine.progress``."""
+    cancel.request_cancel(Cancelled("terminated") if signum == signal.SIGTERM else KeyboardInterrupt())
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001 - showwarning's
+    """``warnings.showwarning`` during a run: a warning the engine gives about the data (a ``UserWarning`` from
+    engine code, such as ``StatsWarning``) is one ``warning: ...`` line on stderr; a library's own warnings
+    (deprecations, its set-up) say nothing the user can act on and are not shown (``--debug`` shows them)."""
+    if issubclass(category, UserWarning) and os.path.abspath(filename).startswith(ENGINE_DIR + os.sep):
+        text = str(message).replace("\n", " ").strip()
+        print(text if text.startswith("warning: ") else f"warning: {text}", file=file or sys.stderr, flush=True)
 
 
 def error_line(tool: str, exc: BadInput) -> str:
@@ -49,12 +65,16 @@ def run_command(args) -> int:
     try:
         result = run(params, progress)
     finally:
+        cancel.end_of_run()                        # a cancel from now on changes nothing: the outcome is known
         progress.close()
     code = command.printer(result, args)
     return EXIT_OK if code is None else code
 
 
-def main(argv=None) -> int:
+def main(argv=None, *, entry_point: bool = False) -> int:
+    """Run ``python -m engine ARGV``; returns the exit code. ``entry_point``: this call is the process (``python
+    -m engine``), so its signal handlers stay until it exits (a SIGTERM after the run is then dropped, never the
+    default kill); otherwise they are restored when it returns."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -63,7 +83,11 @@ def main(argv=None) -> int:
     if args.tool is None:
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    cancel.reset_cancel()
+    handlers = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    shown = warnings.showwarning
+    if not args.debug:
+        warnings.showwarning = show_warning
     try:
         return run_command(args)
     except BadInput as exc:
@@ -82,3 +106,9 @@ def main(argv=None) -> int:
             raise
         print(f"failed: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        cancel.end_of_run()
+        warnings.showwarning = shown
+        if not entry_point:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)

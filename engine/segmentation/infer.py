@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInput
-from ..raster.tiling import to_rgb8
+from ..raster.tiling import finite_pixels, to_rgb8
 
 MASK_NODATA = 255
 SEGMENT_GDAL_CACHE = 16 * 1024 * 1024      # bytes: GDAL's block cache during segment (see run_segment)
@@ -107,7 +107,9 @@ class Reader:
             self.ds = WarpedVRT(ds, crs=ds.crs, transform=t, width=w, height=h, resampling=Resampling.bilinear)
             self.pixel_size_m = float(want)
             self.resampled = True
-        self.all_valid = not self.resampled and all(
+        # NaN and infinities in a float raster are invalid pixels, with or without a nodata value
+        self.checks_finite = np.dtype(ds.dtypes[0]).kind in "fc"
+        self.all_valid = not self.resampled and not self.checks_finite and all(
             "all_valid" in [f.name for f in flags] for flags in ds.mask_flag_enums)
 
     @property
@@ -129,10 +131,11 @@ class Reader:
             return data, valid
         win = Window(cc0, rr0, cc1 - cc0, rr1 - rr0)
         raw = self.ds.read(self.bands, window=win)
-        raw = to_rgb8(raw, self.stretch)
         sl = (slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0))
-        data[(slice(None),) + sl] = raw[:3]
         valid[sl] = True if self.all_valid else self.ds.dataset_mask(window=win) > 0
+        if self.checks_finite:
+            valid[sl] &= finite_pixels(raw)
+        data[(slice(None),) + sl] = to_rgb8(raw, self.stretch)[:3]
         return data, valid
 
     def close(self) -> None:
@@ -242,7 +245,7 @@ def predict_stream(reader: Reader, runner: Runner, chip: int, overlap: int):
             items = [(x, data) for x, data, valid in items if valid.any()]
             if items:
                 probs = runner(np.stack([data for _, data in items]))
-                for (x, _), p in zip(items, probs):
+                for (x, _), p in zip(items, probs, strict=True):
                     acc_p[:, x:x + chip] += p * w2
             del items
             if not row_end:

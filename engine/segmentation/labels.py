@@ -45,8 +45,8 @@ def rasterize_window(geoms, transform, window: Window) -> np.ndarray:
 
     h, w = int(window.height), int(window.width)
     tr = window_transform(window, transform)
-    x0, y0 = tr * (0, 0)
-    x1, y1 = tr * (w, h)
+    x0, y0 = tr @ (0, 0)
+    x1, y1 = tr @ (w, h)
     idx = geoms.sindex.query(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
     if len(idx) == 0:
         return np.zeros((h, w), dtype=np.uint8)

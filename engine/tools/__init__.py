@@ -10,12 +10,23 @@ import each other and everything below them, never the CLI.
 from __future__ import annotations
 
 import os
+import threading
+from contextlib import contextmanager
 from dataclasses import fields
+from pathlib import Path
 
 from ..contract import params as contract
 from ..contract import problems as P
 from ..contract.tools import TOOLS
 from ..errors import BadInput
+
+# the vector inputs a tool checks before any work: parameter -> (geometry kind, what it should be)
+VECTOR_INPUTS = {
+    "buildings": ("polygon", "building footprints"),
+    "roads": ("line", "road lines"),
+    "area": ("polygon", "the polygon(s) to limit the run to"),
+    "label_area": ("polygon", "the polygon(s) where the footprints are complete"),
+}
 
 
 def param_values(params) -> dict:
@@ -46,3 +57,71 @@ def check_params(tool: str, params) -> None:
     if problems:
         first = problems[0]
         raise BadInput(first.message, param=first.param, code=first.code, problems=problems)
+
+
+def check_vector_inputs(tool: str, params, names=tuple(VECTOR_INPUTS)) -> None:
+    """BadInput (naming the parameter) unless each vector input of ``params`` given as a path can serve: a
+    vector file with geometry of the right kind and a CRS (``engine.io.vectors.check_vector``, headers only).
+
+    Call it right after :func:`check_params`, so a CSV, a raster or a damaged file given as footprints, roads
+    or an area stops the run before any work and writes nothing. An input held in memory (a GeoDataFrame
+    from Python) is the tool's to check.
+    """
+    from ..io.vectors import check_vector
+
+    declared = TOOLS[tool]
+    for name in names:
+        value = getattr(params, name, None)
+        if name not in declared.names() or not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+            continue
+        kind, what = VECTOR_INPUTS[name]
+        try:
+            check_vector(value, declared.flag(name), what, kind=kind)
+        except BadInput as exc:
+            code = P.NOT_FOUND if "no such file" in str(exc) else P.BAD_FORMAT
+            raise BadInput(str(exc), param=name, code=code) from None
+
+
+_held = threading.local()          # lock file -> True: the output locks the tool running in this thread holds
+
+
+def _lock_key(path) -> str:
+    from ..io.lock import lock_path
+
+    return os.path.normcase(str(lock_path(path)))
+
+
+@contextmanager
+def locked_outputs(paths):
+    """One writer per output: hold ``engine.io.OutputLock`` on ``paths`` for the block.
+
+    Take it before the "already exists" check (``OutputSet``) and keep it until the outputs are committed. A
+    second run on any of the same outputs stops at once with BadInput (exit 2: "another run (pid N on HOST,
+    started T) is writing OUT; wait for it or choose another output"). Re-entrant within a thread: a tool
+    that runs another on its own outputs (cluster, then stats on its GeoPackage) keeps the locks it took and
+    locks only the new outputs. A cancel waits while the lock files are made or removed (no lock left behind).
+    """
+    from ..io.lock import OutputLock
+    from ..progress import holding_cancel
+
+    held = getattr(_held, "keys", None)
+    if held is None:
+        held = _held.keys = set()
+    new, keys = [], []
+    for p in paths:
+        key = _lock_key(p)
+        if key not in held and key not in keys:
+            new.append(Path(p))
+            keys.append(key)
+    lock = OutputLock(new) if new else None
+    if lock is not None:
+        with holding_cancel():
+            lock.acquire()
+    held.update(keys)
+    try:
+        yield
+    finally:
+        held.difference_update(keys)
+        if lock is not None:
+            with holding_cancel():
+                lock.release()

@@ -19,10 +19,12 @@ import numpy as np
 
 from ..contract import defaults
 from ..contract.outputs import checkpoint_path, cluster_outputs
-from ..errors import BadInput
-from ..io import NpyFile, atomic_path
-from ..progress import Progress
-from . import check_params
+from ..contract.params import output_files
+from ..contract.tools import CLUSTER, STATS_OUTPUTS
+from ..errors import BadInput, Cancelled
+from ..io import NpyFile, OutputSet, atomic_path
+from ..progress import Progress, committing
+from . import check_params, check_vector_inputs, locked_outputs, param_values
 from .stats import StatsInputs
 
 
@@ -296,42 +298,58 @@ def input_record(raster: str, tiled, checksum: str) -> dict:
 def run(params: ClusterParams, progress: Progress | None = None) -> dict:
     """Run the ``cluster`` tool (k-means or DeepCluster); returns the manifest (also written to disk).
 
-    Every declared check (``contract.tools.CLUSTER``) comes first, before any work. With statistics inputs
-    (buildings, roads, population, NIR band, NDVI raster) the ``stats`` tool runs on the new run too, as
-    ``python -m engine cluster --buildings ...`` does, and the manifest returned is the one with the
-    statistics; if they fail, the run's files are removed (no run half with, half without them).
+    Every declared check (``contract.tools.CLUSTER``) comes first, before any work, and the vector inputs are
+    opened and checked; then the run locks its outputs (one writer per output) before it looks whether they
+    exist. With statistics inputs (buildings, roads, population, NIR band, NDVI raster) the ``stats`` tool
+    runs on the new run too, as ``python -m engine cluster --buildings ...`` does, and the manifest returned
+    is the one with the statistics; if they fail (or are cancelled), the run's files are removed (no run half
+    with, half without them).
     """
     from .stats import statistics_params, wants_statistics
 
     check_params("cluster", params)
+    check_vector_inputs("cluster", params)
     progress = progress or Progress("none")
-    manifest = _run_cluster(params, progress)
-    if not wants_statistics(params):
-        return manifest
-    from .stats import run as run_stats
+    stats = wants_statistics(params)
+    outputs = RunOutputs.for_out(params.out, params.quicklook, params.save_model or True)
+    stats_files = [path for key, path in output_files(CLUSTER, param_values(params)).items()
+                   if key in {o.key for o in STATS_OUTPUTS}]
+    with locked_outputs(outputs.paths() + stats_files):
+        OutputSet(stats_files, overwrite=params.overwrite).check()
+        committed: list[bool] = []
+        try:
+            manifest = _run_cluster(params, progress, outputs, final=not stats, committed=committed)
+            if not stats:
+                return manifest
+            from .stats import run as run_stats
 
-    try:
-        return run_stats(statistics_params(params, params.out), progress)
-    except BaseException:
-        for path in RunOutputs.for_out(params.out, params.quicklook, params.save_model or True).paths():
-            path.unlink(missing_ok=True)
-        raise
+            return run_stats(statistics_params(params, params.out), progress)     # (the locks are held already)
+        except BaseException as exc:
+            if committed:                  # the statistics failed: remove the run they belong to
+                for path in outputs.paths():
+                    path.unlink(missing_ok=True)
+            elif isinstance(exc, (Cancelled, KeyboardInterrupt)) and outputs.checkpoint.is_file():
+                raise Cancelled(f"no output was written; the DeepCluster checkpoint {str(outputs.checkpoint)!r} "
+                                "keeps the finished epochs: run the same command with --resume to continue, or "
+                                "with --overwrite to start again.") from exc
+            raise
 
 
 run_cluster = run
 
 
-def _run_cluster(params: ClusterParams, progress: Progress) -> dict:
+def _run_cluster(params: ClusterParams, progress: Progress, outputs: RunOutputs, final: bool = True,
+                 committed: "list | None" = None) -> dict:
+    """The clustering, with the outputs locked by the caller. ``final``: its commit is the run's last (no
+    statistics follow); ``committed`` gets an item once the files are in place."""
     from ..clustering.kmeans import KMeansTiles
     from ..clustering.modelfile import save_model
     from ..features.extract import FeatureExtractor
-    from ..io import OutputSet, sha256_file, versions, write_json
+    from ..io import sha256_file, versions, write_json
     from ..raster.tiling import TiledRaster
     from ..stats.measures import eta_squared
 
-    progress = progress or Progress("none")
     lap = Laps()
-    outputs = RunOutputs.for_out(params.out, params.quicklook, params.save_model or True)
     outset = OutputSet(outputs.paths(), overwrite=params.overwrite)
     deep = params.method == "deepcluster"
     _check_checkpoint(outputs.checkpoint, params, deep)
@@ -436,8 +454,11 @@ def _run_cluster(params: ClusterParams, progress: Progress) -> dict:
                                       "mean_bldg_cov": float(coverage.mean()), "warnings": layer_warnings}
         manifest["timings_s"] = lap.total()
         write_json(outset.temp(outputs.manifest), manifest)
-        outset.commit()
-        outputs.checkpoint.unlink(missing_ok=True)
+        with committing(final):
+            outset.commit()
+            if committed is not None:
+                committed.append(True)
+            outputs.checkpoint.unlink(missing_ok=True)
         progress("write", 4, 4, f"wrote {outputs.gpkg}")
     return manifest
 

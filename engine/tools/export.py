@@ -21,6 +21,7 @@ when its parent exists.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +29,8 @@ from pathlib import Path
 from ..contract.outputs import export_path
 from ..contract.tools import EXPORT_FORMATS
 from ..errors import BadInput
-from . import check_params
+from ..progress import committing
+from . import check_params, locked_outputs
 
 SHP_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
 MAX_SHP_FIELD = 10
@@ -80,11 +82,9 @@ def _check_shp_fields(run: Path, layers: list[str]) -> None:
 
 
 def run(params: ExportParams, progress=None) -> dict:
-    """Export every layer of ``params.run``; returns the manifest: ``outputs`` maps each layer to its main file."""
-    import pyogrio
+    """Export every layer of ``params.run``; returns the manifest: ``outputs`` maps each layer to its main file.
 
-    from ..io import GPKG_OPTIONS, OutputSet
-
+    The files are locked (one writer per output) before the run looks whether they exist."""
     check_params("export", params)
     t0 = time.monotonic()
     progress = progress or (lambda *a, **k: None)
@@ -93,14 +93,31 @@ def run(params: ExportParams, progress=None) -> dict:
     if not layers:
         raise BadInput(f"RUN {str(run)!r} has no layers to export.", param="run")
     files = output_files(run, fmt, out_dir, layers)
+    if fmt == "shp":
+        _check_shp_fields(run, layers)
+    made = not out_dir.exists()
+    out_dir.mkdir(exist_ok=True)              # the lock files go next to the outputs
+    try:
+        with locked_outputs([p for ps in files.values() for p in ps]):
+            return _export(params, run, out_dir, fmt, layers, files, progress, t0)
+    except BaseException:
+        if made:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()               # only when empty: a failed export leaves no folder of its own
+        raise
+
+
+def _export(params: ExportParams, run: Path, out_dir: Path, fmt: str, layers: list[str], files: dict, progress,
+            t0: float) -> dict:
+    import pyogrio
+
+    from ..io import GPKG_OPTIONS, OutputSet
+
     if not params.overwrite:
         taken = [str(p) for ps in files.values() for p in ps if p.exists()]
         if taken:
             raise BadInput(f"{', '.join(taken)} already exist; pass --overwrite to replace them, or choose "
                            "another --out.")
-    if fmt == "shp":
-        _check_shp_fields(run, layers)
-    out_dir.mkdir(exist_ok=True)
     with OutputSet([p for ps in files.values() for p in ps], overwrite=True) as outs:
         temps = {p: outs.temp(p) for ps in files.values() for p in ps}     # a Shapefile's parts share one stem
         for i, layer in enumerate(layers):
@@ -120,7 +137,8 @@ def run(params: ExportParams, progress=None) -> dict:
                     pyogrio.write_dataframe(gdf, str(target), layer=layer, driver="GPKG",
                                             dataset_options=GPKG_OPTIONS, layer_options={"SPATIAL_INDEX": "YES"})
         # a part not written (e.g. .prj of a layer without CRS) removes a stale one of an older export
-        outs.commit(missing_ok=True)
+        with committing():
+            outs.commit(missing_ok=True)
         progress("export", len(layers), len(layers), f"wrote {len(layers)} layers to {out_dir}")
     return {"tool": "export", "parameters": asdict(params), "layers": layers,
             "outputs": {layer: str(paths[0]) for layer, paths in files.items()},

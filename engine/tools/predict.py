@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInput
-from ..progress import Progress
-from . import check_params
+from ..progress import Progress, committing
+from . import check_params, check_vector_inputs, locked_outputs
 
 
 @dataclass
@@ -85,17 +85,28 @@ class ResizedExtractor:
 
 
 def run(params: PredictParams, progress: Progress | None = None) -> dict:
-    """Run the ``predict`` tool; returns the manifest (also written to disk)."""
+    """Run the ``predict`` tool; returns the manifest (also written to disk).
+
+    The declared checks and the --area file first; then the outputs are locked (one writer per output)
+    before the run looks whether they exist."""
+    from .cluster import RunOutputs
+
+    check_params("predict", params)
+    check_vector_inputs("predict", params)
+    progress = progress or Progress("none")
+    outputs = RunOutputs.for_out(params.out, params.quicklook, model=False)
+    with locked_outputs(outputs.paths()):
+        return _run(params, progress, outputs)
+
+
+def _run(params: PredictParams, progress, outputs) -> dict:
     from ..clustering.modelfile import load_model
     from ..features.extract import FeatureExtractor, extract_features
     from ..io import NpyFile, OutputSet, sha256_file, versions, write_json
     from ..raster.tiling import TiledRaster
-    from .cluster import Laps, RunOutputs, input_record, select_tiles, write_tile_outputs
+    from .cluster import Laps, input_record, select_tiles, write_tile_outputs
 
-    check_params("predict", params)
-    progress = progress or Progress("none")
     lap = Laps()
-    outputs = RunOutputs.for_out(params.out, params.quicklook, model=False)
     outset = OutputSet(outputs.paths(), overwrite=params.overwrite)
     progress("open", 0, 0, f"loading {params.model}")
     model = load_model(params.model)
@@ -145,7 +156,8 @@ def run(params: PredictParams, progress: Progress | None = None) -> dict:
         }
         manifest["timings_s"] = lap.total()
         write_json(outset.temp(outputs.manifest), manifest)
-        outset.commit()
+        with committing():
+            outset.commit()
         progress("write", 4, 4, f"wrote {outputs.gpkg}")
     return manifest
 

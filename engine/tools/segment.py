@@ -16,7 +16,8 @@ from ..contract import problems as P
 from ..contract.outputs import segment_outputs
 from ..contract.tools import SEG_CHIP_MULTIPLE
 from ..errors import BadInput
-from . import check_params
+from ..progress import committing
+from . import check_params, locked_outputs
 
 
 @dataclass
@@ -48,11 +49,13 @@ def output_paths(out: "str | Path", probability: bool = True) -> dict[str, Path]
 
 
 def run(params: SegmentParams, progress=None) -> dict:
-    """Run the ``segment`` tool; returns the manifest (also written to OUT_manifest.json)."""
+    """Run the ``segment`` tool; returns the manifest (also written to OUT_manifest.json). The outputs are
+    locked (one writer per output) before the run looks whether they exist."""
     from ..segmentation.infer import segment_env
 
     check_params("segment", params)
-    with segment_env():
+    paths = output_paths(params.out, params.probability)
+    with locked_outputs(list(paths.values())), segment_env():
         return _run(params, progress)
 
 
@@ -67,6 +70,7 @@ def _run(params: SegmentParams, progress=None) -> dict:
     progress = progress or (lambda *a, **k: None)
     t_start = time.perf_counter()
     paths = output_paths(params.out, params.probability)
+    outset = OutputSet(list(paths.values()), overwrite=params.overwrite)     # (under the caller's lock)
     net, meta = load_model(params.model)
     chip = int(params.chip or meta.get("chip") or 256)
     if chip % SEG_CHIP_MULTIPLE or chip < SEG_CHIP_MULTIPLE:
@@ -81,7 +85,7 @@ def _run(params: SegmentParams, progress=None) -> dict:
     batch = int(params.batch_size or (32 if device.type == "cuda" else 8))
     reader = Reader(str(params.raster), meta, params.resample)
     try:
-        with OutputSet(list(paths.values()), overwrite=params.overwrite) as outs:
+        with outset as outs:
             runner = Runner(net, device, precision, batch)
             counts = segment_raster(
                 reader, runner, chip, overlap, gpkg=outs.temp(paths["gpkg"]), mask=outs.temp(paths["mask"]),
@@ -109,7 +113,8 @@ def _run(params: SegmentParams, progress=None) -> dict:
                 "versions": versions(),
             }
             write_json(outs.temp(paths["manifest"]), manifest)
-            outs.commit()
+            with committing():
+                outs.commit()
             progress("write", 1, 1, "done")
     finally:
         reader.close()

@@ -45,8 +45,8 @@ from ..contract.outputs import CLUSTERS_LAYER, LAYER_PREFIX, manifest_path, stat
 from ..contract.params import STATS_INPUTS, output_files
 from ..contract.tools import SWEEP
 from ..errors import BadInput
-from ..progress import Progress
-from . import check_params
+from ..progress import Progress, committing
+from . import check_params, check_vector_inputs, locked_outputs
 
 STAT_ORDER = ("bldg_count", "bldg_area", "bldg_cov", "bldg_mean", "bldg_orien", "road_len", "road_dist",
               "major_dist", "ndvi", "pop_dens")
@@ -127,6 +127,10 @@ class StatsOutputs:
         files = stats_outputs(run, tag)
         return cls(run, manifest_path(run), files["stats_csv"], files["profile"], files["boxes"],
                    f"{CLUSTERS_LAYER}{tag}", f"statistics{tag}")
+
+    def paths(self) -> list[Path]:
+        """The files a statistics run writes (the run's GeoPackage and manifest are rewritten)."""
+        return [self.gpkg, self.manifest, self.csv, self.profile, self.boxes]
 
 
 def _major_values(v) -> tuple[str, ...]:
@@ -273,17 +277,27 @@ def _input_record(path) -> dict | None:
 
 
 def run(params: StatsParams, progress: Progress | None = None) -> dict:
-    """Run the ``stats`` tool; returns the updated manifest (also written to disk)."""
+    """Run the ``stats`` tool; returns the updated manifest (also written to disk).
+
+    The declared checks and the vector inputs first, before any work; then the run locks its outputs (the
+    run's GeoPackage and manifest included: one writer at a time) and checks the files."""
+    check_params("stats", params)
+    check_vector_inputs("stats", params)
+    progress = progress or Progress("none")
+    outputs = StatsOutputs.for_run(params.run, params.layer, params.label)
+    with locked_outputs(outputs.paths()):
+        return _run(params, progress, outputs, final=True)
+
+
+def _run(params: StatsParams, progress, outputs: StatsOutputs, final: bool) -> dict:
+    """The statistics, with the outputs locked by the caller; ``final``: the commit is the run's last."""
     import geopandas as gpd
     import pyogrio
 
     from ..io import OutputSet, versions, write_json
     from ..stats.profile import cluster_profile, eta_table, plot_boxes, plot_profile, profile_columns
 
-    check_params("stats", params)
-    progress = progress or Progress("none")
     t0 = time.monotonic()
-    outputs = StatsOutputs.for_run(params.run, params.layer, params.label)
     _, manifest = _check(params, outputs)
     run = outputs.gpkg
     warnings: list[str] = []
@@ -388,7 +402,7 @@ def run(params: StatsParams, progress: Progress | None = None) -> dict:
             "stats": stat_cols,
             "profile_columns": profile_columns(stat_cols),
             "eta_squared": [{k: _clean(v) for k, v in r.items()} for r in eta.to_dict("records")],
-            "cluster_sizes": {str(int(c)): int(n) for c, n in zip(profile["cluster"], profile["tiles"])},
+            "cluster_sizes": {str(int(c)): int(n) for c, n in zip(profile["cluster"], profile["tiles"], strict=True)},
             "warnings": list(dict.fromkeys(warnings)),
             "outputs": {"gpkg": str(run), "csv": str(outputs.csv), "profile": str(outputs.profile),
                         "boxes": str(outputs.boxes)},
@@ -398,7 +412,8 @@ def run(params: StatsParams, progress: Progress | None = None) -> dict:
         manifest = dict(manifest)
         manifest[outputs.manifest_key] = record
         write_json(outs.temp(outputs.manifest), manifest)
-        outs.commit()
+        with committing(final):
+            outs.commit()
     progress("write", 4, 4, f"wrote {run}")
     return manifest
 
@@ -417,14 +432,6 @@ def run_sweep_stats(params: StatsParams, progress: Progress | None = None) -> di
     """
     from dataclasses import replace
 
-    import pandas as pd
-    import pyogrio
-    from matplotlib.ticker import MaxNLocator
-
-    from ..io import OutputSet, atomic_path, write_json
-    from ..stats.profile import _figure, eta_table
-    from ..style import cluster_color
-
     progress = progress or Progress("none")
     gpkg = Path(params.run)
     manifest_file = manifest_path(gpkg)
@@ -435,14 +442,28 @@ def run_sweep_stats(params: StatsParams, progress: Progress | None = None) -> di
                        "run `sweep` first, or use `stats` on a cluster run.")
     names = output_files(SWEEP, {**{n: getattr(params, n) for n in STATS_INPUTS}, "out": str(gpkg)}, sizes=[])
     eta_csv, eta_png = names["stats_eta_csv"], names["stats_eta_png"]
-    outset = OutputSet([eta_csv, eta_png], overwrite=params.overwrite)
     parts = [replace(params, layer=layer, label=f"k{max(ks)}") for layer, ks in layers.items()]
-    for part in parts:                       # every check before any work
-        _check(part, StatsOutputs.for_run(part.run, part.layer, part.label))
+    part_outputs = [StatsOutputs.for_run(part.run, part.layer, part.label) for part in parts]
+    with locked_outputs([eta_csv, eta_png, manifest_file] + [f for o in part_outputs for f in o.paths()]):
+        return _sweep_stats(params, progress, gpkg, manifest_file, layers, parts, part_outputs, eta_csv, eta_png)
+
+
+def _sweep_stats(params, progress, gpkg, manifest_file, layers, parts, part_outputs, eta_csv, eta_png) -> dict:
+    import pandas as pd
+    import pyogrio
+    from matplotlib.ticker import MaxNLocator
+
+    from ..io import OutputSet, partial_path, promote, remove_partial, write_json
+    from ..stats.profile import _figure, eta_table
+    from ..style import cluster_color
+
+    outset = OutputSet([eta_csv, eta_png], overwrite=params.overwrite)
+    for part, outputs in zip(parts, part_outputs, strict=True):        # every check before any work
+        _check(part, outputs)
     rows = []
     with outset:
-        for part in parts:
-            run(part, progress)
+        for part, outputs in zip(parts, part_outputs, strict=True):
+            _run(part, progress, outputs, final=False)
             stats = planned_columns(part)
             table = pyogrio.read_dataframe(str(gpkg), layer=part.layer, read_geometry=False)
             stats = [s for s in stats if s in table.columns]
@@ -472,8 +493,13 @@ def run_sweep_stats(params: StatsParams, progress: Progress | None = None) -> di
         manifest = _read_manifest(manifest_file)
         manifest["sweep_statistics"] = {"eta_csv": str(eta_csv), "eta_png": str(eta_png),
                                         "eta_squared": [{k: _clean(v) for k, v in r.items()} for r in rows]}
-        with atomic_path(manifest_file) as tmp:          # renamed after the outputs it names
+        tmp = partial_path(manifest_file)
+        try:
             write_json(tmp, manifest)
-            outset.commit()
+            with committing():
+                outset.commit()
+                promote(tmp, manifest_file)              # renamed after the outputs it names
+        finally:
+            remove_partial(tmp)
     progress("write", 1, 1, f"wrote {eta_csv}")
     return manifest

@@ -34,17 +34,22 @@ manifest's ``skipped``); BadInput only when no K is left anywhere.
 
 Progress stages: ``open``, ``scan``, ``warning``, then per tile size
 ``features`` (k-means) and ``tiles_<size>`` (done/total over its K values;
-DeepCluster adds its ``epoch`` events), ``plots`` and ``write``.
+DeepCluster adds its ``epoch`` events), ``plots`` and ``write`` (``write`` 1/1
+once the tile size is committed), and at the end ``plots`` and ``write``.
 
-Atomic and resumable: every tile size is a part committed on its own. When a
-part is finished its layer is added to a temporary copy of SWEEP.gpkg that
-then replaces it (``engine.io.atomic_path``), its two plots and the CSV are replaced the
-same way and the manifest, written last, records the part as done. An
-interrupted sweep therefore keeps every finished tile size, its manifest says
-``complete: false`` and lists what is ``missing``, and ``resume=True`` (CLI
-``--resume``) does only the missing parts after checking that the parameters
-and the raster are the same. Nothing on disk is replaced without
-``overwrite`` (or ``resume`` for the sweep's own files).
+Atomic and resumable: every tile size is a part committed on its own, in one
+commit (``engine.io.OutputSet``): its layer added to a temporary copy of
+SWEEP.gpkg, its two plots, the metrics CSV and the manifest that records the
+part as done are written under temporary names and renamed into place
+together (a cancel waits for the renames: ``engine.progress.committing``), so
+a cancelled sweep never leaves the plots of a tile size without its layer.
+An interrupted sweep therefore keeps every finished tile size, its manifest
+says ``complete: false`` and lists what is ``missing``, and ``resume=True``
+(CLI ``--resume``) does only the missing parts after checking that the
+parameters and the raster are the same; one cancelled before any tile size
+was finished has written nothing, and the same command starts it again. The
+message of a stopped sweep says which of the two applies. Nothing on disk is
+replaced without ``overwrite`` (or ``resume`` for the sweep's own files).
 """
 from __future__ import annotations
 
@@ -62,11 +67,12 @@ import numpy as np
 from ..contract import defaults
 from ..contract.limits import MIN_K, parse_k_values
 from ..contract.outputs import sweep_layer_name, sweep_outputs
-from ..contract.params import parse_lengths
+from ..contract.params import output_files, parse_lengths
+from ..contract.tools import SWEEP
 from ..errors import BadInput, Cancelled
-from ..io import atomic_path, write_json_atomic
-from ..progress import Progress
-from . import check_params
+from ..io import write_json_atomic
+from ..progress import Progress, committing
+from . import check_params, check_vector_inputs, locked_outputs, param_values
 from .stats import StatsInputs
 
 # k-means and metrics on at most this many tiles run on one thread: see _few_threads
@@ -178,10 +184,6 @@ class SweepOutputs:
 
     def paths(self) -> list[Path]:
         return [self.gpkg, self.csv, self.metrics_png, self.manifest, *self.lineage.values(), *self.pca.values()]
-
-
-_atomic = atomic_path      # a temporary name next to the output, renamed into place when the block succeeds
-_write_json_atomic = write_json_atomic
 
 
 # --------------------------------------------------------------------------- checks
@@ -402,11 +404,12 @@ def _finish_part(part: Part, result: dict, params: SweepParams, progress, timing
 # --------------------------------------------------------------------------- metrics table
 
 
-def metrics_rows(parts: list[Part]) -> tuple[list[str], list[dict]]:
-    """The CSV header and rows of the finished parts (agreement across sizes included)."""
+def metrics_rows(parts: list[Part], only: "set | None" = None) -> tuple[list[str], list[dict]]:
+    """The CSV header (for all ``parts``) and the rows of the finished ones, or of the layers in ``only``
+    (agreement across sizes included)."""
     from ..clustering.sweep_metrics import agreement, cross_size_pairs
 
-    done = [p for p in parts if p.labels]
+    done = [p for p in parts if p.labels and (only is None or p.layer in only)]
     header = ["tile_size", "k", "tiles", "silhouette", "calinski_harabasz", "davies_bouldin", "nmi_prev", "ari_prev"]
     for p in parts[1:]:
         header += [f"nmi_{p.size}", f"ari_{p.size}"]
@@ -488,30 +491,42 @@ def _load_part(part: Part, gpkg: Path, entry: dict) -> None:
 def run(params: SweepParams, progress: Progress | None = None) -> dict:
     """Run the ``sweep`` tool; returns the manifest (also written to disk).
 
-    Every declared check (``contract.tools.SWEEP``) comes first, before any work. With statistics inputs
-    (buildings, roads, ...) the statistics of every tile-size layer and their eta-squared per K follow
-    (``stats.run_sweep_stats``), as ``python -m engine sweep --buildings ...`` does; the manifest returned
-    then has ``sweep_statistics``.
+    Every declared check (``contract.tools.SWEEP``) comes first, before any work, and the vector inputs are
+    opened and checked; then the sweep locks its outputs (one writer per output) before it looks whether they
+    exist. With statistics inputs (buildings, roads, ...) the statistics of every tile-size layer and their
+    eta-squared per K follow (``stats.run_sweep_stats``), as ``python -m engine sweep --buildings ...`` does;
+    the manifest returned then has ``sweep_statistics``.
     """
-    from .stats import statistics_params, wants_statistics
+    from ..io import OutputSet
+    from .stats import run_sweep_stats, statistics_params, wants_statistics
 
     check_params("sweep", params)
+    check_vector_inputs("sweep", params)
     progress = progress or Progress("none")
-    manifest = _run_sweep(params, progress)
-    if not wants_statistics(params):
-        return manifest
-    from .stats import run_sweep_stats
-
-    return run_sweep_stats(statistics_params(params, params.out), progress)
+    outputs = SweepOutputs.for_out(params.out, parse_tile_sizes(params.tile_size))
+    stats = wants_statistics(params)
+    stats_files = [path for key, path in output_files(SWEEP, param_values(params)).items()
+                   if key.startswith("stats_")] if stats else []
+    with locked_outputs(outputs.paths() + stats_files):
+        OutputSet(stats_files, overwrite=params.overwrite or params.resume).check()
+        manifest = _run_sweep(params, progress, final=not stats)
+        if not stats:
+            return manifest
+        try:
+            return run_sweep_stats(statistics_params(params, params.out), progress)
+        except (Cancelled, KeyboardInterrupt) as exc:
+            raise Cancelled(f"the sweep is complete in {str(outputs.gpkg)!r} but its statistics are not; run the "
+                            "same command with --resume to compute them.") from exc
 
 
 run_sweep = run
 
 
-def _run_sweep(params: SweepParams, progress: Progress | None = None) -> dict:
-    from ..io import OutputSet, sha256_file, versions
+def _run_sweep(params: SweepParams, progress: Progress, final: bool = True) -> dict:
+    """The sweep, with its outputs locked by the caller; ``final``: its last commit is the run's (no
+    statistics follow)."""
+    from ..io import OutputSet, sha256_file, versions, write_json
 
-    progress = progress or Progress("none")
     t_all = time.perf_counter()
     ks = parse_k_list(params.k)
     sizes = parse_tile_sizes(params.tile_size)
@@ -536,7 +551,7 @@ def _run_sweep(params: SweepParams, progress: Progress | None = None) -> dict:
         raise BadInput(f"--k {params.k!r}: no K value can be used at any tile size (K must be between {MIN_K} and the "
                        f"number of valid tiles; valid tiles per size: {counts}). Use smaller K or smaller tiles.")
     skipped = [s for p in parts for s in p.skipped]
-    # stage "warning" with done == total: every one is shown (progress sinks throttle repeats of a stage)
+    # stage "warning": each one is a line on stderr (engine.progress), and an event for the plugin
     for s in skipped:
         progress("warning", 1, 1, f"warning: K={s['k']} skipped at {s['tile_size']}: {s['reason']}")
     for p in parts:
@@ -558,8 +573,8 @@ def _run_sweep(params: SweepParams, progress: Progress | None = None) -> dict:
     extractor = None
     lib_versions = versions()
 
-    def manifest(complete: bool) -> dict:
-        header, rows = metrics_rows(parts)
+    def manifest(complete: bool, done: set) -> dict:
+        header, rows = metrics_rows(parts, done)
         return _clean({
             "tool": "sweep",
             "parameters": asdict(params),
@@ -567,17 +582,17 @@ def _run_sweep(params: SweepParams, progress: Progress | None = None) -> dict:
             "tile_sizes": [p.size for p in parts],
             "inputs": info,
             "features": features_info,
-            "layers": {p.layer: sorted(p.labels) for p in parts if p.layer in finished},
-            "parts": {p.layer: _part_entry(p, p.layer in finished) for p in parts},
+            "layers": {p.layer: sorted(p.labels) for p in parts if p.layer in done},
+            "parts": {p.layer: _part_entry(p, p.layer in done) for p in parts},
             "skipped": skipped,
             "complete": complete,
-            "missing": [p.layer for p in parts if p.ks and p.layer not in finished],
+            "missing": [p.layer for p in parts if p.ks and p.layer not in done],
             "metrics": rows,
             "metrics_columns": header,
             "outputs": {"gpkg": str(outputs.gpkg), "metrics_csv": str(outputs.csv),
                         "metrics_png": str(outputs.metrics_png), "manifest": str(outputs.manifest),
-                        **{f"lineage_{p.layer[6:]}": str(outputs.lineage[p.size]) for p in parts if p.labels},
-                        **{f"pca_{p.layer[6:]}": str(outputs.pca[p.size]) for p in parts if p.labels}},
+                        **{f"lineage_{p.layer[6:]}": str(outputs.lineage[p.size]) for p in parts if p.layer in done},
+                        **{f"pca_{p.layer[6:]}": str(outputs.pca[p.size]) for p in parts if p.layer in done}},
             "seed": params.seed,
             "versions": lib_versions,
             "timings_s": {**timings, "total": round(time.perf_counter() - t_all, 3)},
@@ -600,49 +615,56 @@ def _run_sweep(params: SweepParams, progress: Progress | None = None) -> dict:
                                  "device": str(extractor.device), "precision": extractor.precision}
             t_part = time.perf_counter()
             part_t: dict = {}
-            _run_part(part, params, extractor, checksum, cache_dir, progress, part_t, outputs, fresh_file)
+            # a tile size is one commit: its layer, its two plots, the metrics table and the manifest that
+            # records it as done (so a cancel leaves either all of them or none, never a stray plot)
+            commit = [outputs.gpkg, outputs.lineage[part.size], outputs.pca[part.size], outputs.csv,
+                      outputs.manifest]
+            with OutputSet(commit, overwrite=True) as outs:
+                _run_part(part, params, extractor, checksum, cache_dir, progress, part_t, outputs, outs, fresh_file)
+                t = time.perf_counter()
+                done = finished | {part.layer}
+                header, rows = metrics_rows(parts, done)
+                write_metrics_csv(outs.temp(outputs.csv), header, rows)
+                part_t["total"] = round(time.perf_counter() - t_part, 3)
+                part.info["timings_s"] = part_t
+                timings["parts"][part.layer] = part_t
+                write_json(outs.temp(outputs.manifest), manifest(False, done))      # renamed last
+                with committing(final=False):
+                    if fresh_file:               # --overwrite: the files of an older sweep go with the first commit
+                        for path in outputs.paths():
+                            if path not in commit and path.is_file():
+                                path.unlink()
+                    outs.commit()
+                    finished.add(part.layer)
+                part_t["commit"] = round(time.perf_counter() - t, 3)
             fresh_file = False
-            finished.add(part.layer)
-            part_t["total"] = round(time.perf_counter() - t_part, 3)
-            part.info["timings_s"] = part_t
-            timings["parts"][part.layer] = part_t
-            t = time.perf_counter()
-            header, rows = metrics_rows(parts)
-            with _atomic(outputs.csv) as tmp:
-                write_metrics_csv(tmp, header, rows)
-            complete = all(p.layer in finished for p in parts if p.ks)
-            if not complete:
-                _write_json_atomic(outputs.manifest, manifest(False))
-            part_t["commit"] = round(time.perf_counter() - t, 3)
-        # the end: metric curves, final CSV and manifest
+            progress("write", 1, 1, f"layer {part.layer} committed")
+        # the end: metric curves, final CSV and manifest, one commit
         t = time.perf_counter()
         progress("plots", 0, 1, str(outputs.metrics_png))
         from ..clustering.sweep_plots import plot_metrics
 
-        header, rows = metrics_rows(parts)
-        with _atomic(outputs.metrics_png) as tmp:
-            plot_metrics(tmp, rows, [p.size for p in parts if p.labels])
-        progress("plots", 1, 1)
-        progress("write", 0, 1, str(outputs.csv))
-        with _atomic(outputs.csv) as tmp:
-            write_metrics_csv(tmp, header, rows)
-        timings["final"] = round(time.perf_counter() - t, 3)
-        result = manifest(True)
-        _write_json_atomic(outputs.manifest, result)
+        header, rows = metrics_rows(parts, finished)
+        with OutputSet([outputs.metrics_png, outputs.csv, outputs.manifest], overwrite=True) as outs:
+            plot_metrics(outs.temp(outputs.metrics_png), rows, [p.size for p in parts if p.labels])
+            progress("plots", 1, 1)
+            progress("write", 0, 1, str(outputs.csv))
+            write_metrics_csv(outs.temp(outputs.csv), header, rows)
+            timings["final"] = round(time.perf_counter() - t, 3)
+            result = manifest(True, finished)
+            write_json(outs.temp(outputs.manifest), result)
+            with committing(final):
+                outs.commit()
         progress("write", 1, 1, f"wrote {outputs.gpkg}")
         return result
     except BaseException as exc:
         missing = [p.layer for p in parts if p.ks and p.layer not in finished]
         if finished:
             try:
-                _write_json_atomic(outputs.manifest, manifest(False))
+                write_json_atomic(outputs.manifest, manifest(False, finished))
             except Exception:  # noqa: BLE001 - the original error matters more
                 pass
-        done = ", ".join(sorted(finished)) or "none"
-        msg = (f"the sweep stopped ({type(exc).__name__}: {exc}); finished: {done}; missing: "
-               f"{', '.join(missing) or 'none'}. ")
-        msg += ("Run the same command with --resume to finish the missing parts." if finished else
-                "Nothing was finished; run the command again.")
+        msg = _stopped_message(exc, outputs, sorted(finished), missing)
         if isinstance(exc, (Cancelled, KeyboardInterrupt)):
             raise Cancelled(msg) from exc
         if isinstance(exc, BadInput):
@@ -653,6 +675,22 @@ def _run_sweep(params: SweepParams, progress: Progress | None = None) -> dict:
     finally:
         if tmpdir is not None:
             tmpdir.cleanup()
+
+
+def _stopped_message(exc: BaseException, outputs: SweepOutputs, finished: list, missing: list) -> str:
+    """What a stopped sweep kept and the command that goes on from there (what ``--resume`` or a rerun will
+    accept)."""
+    cancelled = isinstance(exc, (Cancelled, KeyboardInterrupt))
+    head = "the sweep was cancelled" if cancelled else f"the sweep stopped ({type(exc).__name__}: {exc})"
+    if not finished:
+        return (f"{head} before any tile size was finished; nothing was written. Run the same command again "
+                "to start it.")
+    kept = f"finished: {', '.join(finished)} (kept in {str(outputs.gpkg)!r})"
+    if missing:
+        return (f"{head}; {kept}; missing: {', '.join(missing)}. Run the same command with --resume to finish "
+                "the missing tile sizes, or with --overwrite instead of --resume to start again.")
+    return (f"{head}; {kept}; the metrics plot and the final manifest are missing. Run the same command with "
+            "--resume to write them.")
 
 
 def _default_cache_dir() -> Path:
@@ -673,8 +711,9 @@ def _part_entry(p: Part, done: bool) -> dict:
 
 
 def _run_part(part: Part, params: SweepParams, extractor, checksum: str, cache_dir: Path, progress,
-              timings: dict, outputs: SweepOutputs, fresh_file: bool) -> None:
-    """Compute one tile size and commit its layer and plots (the manifest is the caller's)."""
+              timings: dict, outputs: SweepOutputs, outs, fresh_file: bool) -> None:
+    """Compute one tile size and write its layer and plots to the temporary names of ``outs`` (the caller
+    commits them together with the metrics table and the manifest)."""
     from ..clustering.sweep_plots import plot_lineage, plot_pca
     from ..io import write_gpkg_chunks
     from ..raster.tiling import TiledRaster
@@ -690,28 +729,21 @@ def _run_part(part: Part, params: SweepParams, extractor, checksum: str, cache_d
         columns = _finish_part(part, result, params, progress, timings)
         t = time.perf_counter()
         progress("plots", 0, 2, f"{part.size} lineage and PCA")
-        with _atomic(outputs.lineage[part.size]) as tmp:
-            plot_lineage(tmp, part.labels, title=f"{Path(params.raster).name}: cluster lineage across K, "
-                                                 f"{part.size} tiles ({len(part.rows)})")
+        plot_lineage(outs.temp(outputs.lineage[part.size]),
+                     part.labels, title=f"{Path(params.raster).name}: cluster lineage across K, "
+                                        f"{part.size} tiles ({len(part.rows)})")
         progress("plots", 1, 2)
         scores = result["scores_by_k"] or result["scores"]
         if isinstance(scores, dict):
             scores = {k: scores[k] for k in part.labels}
-        with _atomic(outputs.pca[part.size]) as tmp:
-            plot_pca(tmp, scores, part.labels, title=f"{part.size} tiles: PCA of the features", seed=params.seed)
+        plot_pca(outs.temp(outputs.pca[part.size]), scores, part.labels,
+                 title=f"{part.size} tiles: PCA of the features", seed=params.seed)
         progress("plots", 2, 2)
         timings["plots"] = round(time.perf_counter() - t, 3)
         t = time.perf_counter()
         progress("write", 0, 1, f"layer {part.layer}")
-        if fresh_file:
-            for p in outputs.paths():
-                if p.exists() and p.is_file():
-                    if p not in (outputs.lineage[part.size], outputs.pca[part.size]):
-                        p.unlink()
-        with _atomic(outputs.gpkg) as tmp:
-            if not fresh_file and outputs.gpkg.exists():
-                shutil.copyfile(outputs.gpkg, tmp)
-            write_gpkg_chunks(tmp, part.layer, tile_frames(tiled, part.rows, part.cols, columns),
-                              tiled.crs.to_wkt())
-        progress("write", 1, 1, f"layer {part.layer}")
+        tmp = outs.temp(outputs.gpkg)
+        if not fresh_file and outputs.gpkg.exists():
+            shutil.copyfile(outputs.gpkg, tmp)
+        write_gpkg_chunks(tmp, part.layer, tile_frames(tiled, part.rows, part.cols, columns), tiled.crs.to_wkt())
         timings["write"] = round(time.perf_counter() - t, 3)

@@ -18,8 +18,9 @@ import numpy as np
 from ..contract import defaults
 from ..contract.params import output_files
 from ..contract.tools import TRAIN_SEG
-from ..errors import BadInput
-from . import check_params
+from ..errors import BadInput, Cancelled
+from ..progress import committing
+from . import check_params, check_vector_inputs, locked_outputs
 
 # Parameters that define a training run: a checkpoint resumes only with the same values.
 _RUN_KEYS = ("raster", "buildings", "encoder", "weights", "chip", "val_fraction", "batch_size", "lr",
@@ -90,7 +91,26 @@ def _fingerprint(p: TrainParams) -> dict:
 
 
 def run(params: TrainParams, progress=None) -> dict:
-    """Train and write the model file (and its checkpoint and manifest); returns the manifest."""
+    """Train and write the model file (and its checkpoint and manifest); returns the manifest.
+
+    The declared checks and the vector inputs (footprints, label area) first; then the model, its checkpoint
+    and manifest are locked (one writer, one training per model) before the run looks whether they exist."""
+    check_params("train-seg", params)
+    check_vector_inputs("train-seg", params)
+    outputs = TrainOutputs.for_out(params.out)
+    with locked_outputs([outputs.model, outputs.checkpoint, outputs.manifest]):
+        try:
+            return _run(params, progress, outputs)
+        except (Cancelled, KeyboardInterrupt) as exc:
+            if outputs.checkpoint.is_file():
+                raise Cancelled(f"no model was written; the checkpoint {str(outputs.checkpoint)!r} keeps the "
+                                "finished epochs: run the same command with --resume to continue, or with "
+                                "--overwrite to start again.") from exc
+            raise
+
+
+def _run(params: TrainParams, progress, outputs: TrainOutputs) -> dict:
+    """The training, with the outputs locked by the caller."""
     import torch
 
     from ..features.extract import choose_device, choose_precision
@@ -101,11 +121,9 @@ def run(params: TrainParams, progress=None) -> dict:
     from ..segmentation.train import encoder_lr_share, split_labelled_area, train_unet
     from ..segmentation.unet import DECODER_CHANNELS, UNet
 
-    check_params("train-seg", params)
     t_start = time.monotonic()
     progress = progress or (lambda *a, **k: None)
     p = params
-    outputs = TrainOutputs.for_out(p.out)
     device = choose_device(p.device)
     # 'auto': bf16 autocast where the device supports it. Measured for training on the shared 2-core CPU
     # (AVX512-BF16), 256-px chips, batch 8, 3 interleaved repeats: efficientnet_lite0 5.3 -> 8.8 chips/s and
@@ -175,7 +193,8 @@ def run(params: TrainParams, progress=None) -> dict:
             "versions": versions(), "seconds": time.monotonic() - t_start,
         }
         write_json(outset.temp(outputs.manifest), manifest)
-        outset.commit()
+        with committing():
+            outset.commit()
     progress("write", 1, 1, f"wrote {outputs.model} (best val_iou {done.best_iou:.3f} at epoch {done.best_epoch})")
     return manifest
 

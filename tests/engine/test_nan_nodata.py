@@ -160,3 +160,41 @@ def test_features_of_nan_tiles_are_finite(tmp_path):
         feats = np.zeros((16, fx.dim), np.float32)
         extract_features(tr, rows, cols, fx, feats, batch_size=8)
         assert np.isfinite(feats).all()
+
+
+@pytest.mark.parametrize("bad", list(BAD))
+def test_segment_maps_nonfinite_pixels_as_nodata(tmp_path, bad):
+    """engine.segmentation.infer.Reader: the NaN (or inf) quarter of a float raster without a nodata value is
+    nodata in the mask (255) and -1 in the probabilities, and counts in no valid pixel."""
+    import rasterio
+    import torch
+    from torch import nn
+
+    from engine.tools.segment import SegmentParams, run_segment
+
+    class Bright(nn.Module):                          # logit > 0 where the stretched brightness is above 128
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 1, 1)
+            with torch.no_grad():
+                self.conv.weight.fill_(1.0 / (3 * 8))
+                self.conv.bias.fill_(-128.0 / 8)
+
+        def forward(self, x):
+            return self.conv(x.float())
+
+    path = float_raster(tmp_path / "f.tif", BAD[bad])
+    net = Bright()
+    meta = {"encoder": "test", "bands": [1, 2, 3], "n_bands": 3, "stretch": None, "pixel_size_m": 0.5, "chip": 64}
+    m = run_segment(SegmentParams(raster=str(path), model=(net, meta), out=str(tmp_path / "b.gpkg"), overlap=16,
+                                  device="cpu", precision="fp32", probability=True))
+    half = SIZE // 2
+    assert m["valid_px"] == SIZE * SIZE - half * half
+    with rasterio.open(tmp_path / "b_mask.tif") as ds:
+        mask = ds.read(1)
+    with rasterio.open(tmp_path / "b_prob.tif") as ds:
+        prob = ds.read(1)
+    assert (mask[:half, :half] == 255).all() and (prob[:half, :half] == -1).all()
+    rest = np.ones(mask.shape, bool)
+    rest[:half, :half] = False
+    assert np.isin(mask[rest], (0, 1)).all() and ((prob[rest] >= 0) & (prob[rest] <= 1)).all()
