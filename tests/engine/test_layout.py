@@ -4,7 +4,8 @@ Order (a module may import its own package and the packages ranked below it):
 
     contract                       stdlib only (the QGIS plugin imports it)
     errors, style, progress        shared leaves (contract and stdlib only)
-    raster, io                     tiling and windowed reading; the atomic writer, writers, manifest
+    io                             the atomic writer, writers, manifest, output locks, the checked vector reader
+    raster                         tiling and windowed reading, areas (read through io's vector reader)
     features                       backbones, weights, extraction, batching
     stats < clustering < segmentation
                                    one tier; within it DeepCluster uses eta-squared (stats) and the
@@ -27,8 +28,8 @@ import pytest
 
 ENGINE = Path(__file__).resolve().parents[2] / "engine"
 
-RANK = {"__init__": 0, "contract": 0, "errors": 1, "style": 1, "progress": 1, "raster": 2, "io": 2,
-        "features": 3, "stats": 4, "clustering": 5, "segmentation": 6, "tools": 7, "cli": 8, "__main__": 9}
+RANK = {"__init__": 0, "contract": 0, "errors": 1, "style": 1, "progress": 1, "io": 2, "raster": 3,
+        "features": 4, "stats": 5, "clustering": 6, "segmentation": 7, "tools": 8, "cli": 9, "__main__": 10}
 
 
 def _modules():
