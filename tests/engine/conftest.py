@@ -1,25 +1,14 @@
-"""Shared fixtures for engine tests: real sample data and tiny generated rasters."""
+"""Shared fixtures for engine tests: real sample data and tiny generated rasters.
+
+Fixtures only: helpers that tests import live in tests/engine/helpers.py (no test imports conftest)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
-from affine import Affine
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED_DATA = Path(os.environ.get("URBANFORM_SHARED_DATA", REPO.parent / "shared" / "data"))
-SAMPLE = REPO / "resources" / "sample"
-
-
-def shared(name: str) -> Path:
-    """A file of ../shared/data (the real imagery and footprints), or skip where it is absent."""
-    path = SHARED_DATA / name
-    if not path.exists():
-        pytest.skip(f"{path} is not here (set URBANFORM_SHARED_DATA)")
-    return path
+from tests.engine.helpers import SAMPLE, write_raster
 
 
 @pytest.fixture(autouse=True)
@@ -36,16 +25,6 @@ def kampala_z19() -> Path:
 @pytest.fixture(scope="session")
 def kampala_buildings() -> Path:
     return SAMPLE / "kampala_ug_osm_buildings.geojson"
-
-
-def write_raster(path, data: np.ndarray, crs="EPSG:32630", transform=None, nodata=None, **extra) -> Path:
-    """Write (bands, h, w) ``data`` as a GeoTIFF; default: 0.5 m pixels in UTM 30N."""
-    transform = transform or Affine(0.5, 0, 500000.0, 0, -0.5, 700000.0)
-    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                   dtype=data.dtype, crs=crs, transform=transform, nodata=nodata, **extra)
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-    return Path(path)
 
 
 @pytest.fixture

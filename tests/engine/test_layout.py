@@ -15,6 +15,10 @@ Order (a module may import its own package and the packages ranked below it):
 
 Every import of an engine module, at the top of a file or inside a function,
 is checked, and every one must resolve to a module and names that exist.
+
+The tests follow the same layout: tests/engine/<package>/ holds the tests of engine/<package>/, and
+a test imports its helpers from a helpers module (tests/engine/helpers.py, tests/engine/<package>/helpers.py,
+tests/plugin/helpers.py), never from another test module or from a conftest.
 """
 from __future__ import annotations
 
@@ -26,7 +30,10 @@ from pathlib import Path
 
 import pytest
 
-ENGINE = Path(__file__).resolve().parents[2] / "engine"
+from tests.engine.helpers import REPO
+
+ENGINE = REPO / "engine"
+TESTS = REPO / "tests"
 
 RANK = {"__init__": 0, "contract": 0, "errors": 1, "style": 1, "progress": 1, "io": 2, "raster": 3,
         "features": 4, "stats": 5, "clustering": 6, "segmentation": 7, "tools": 8, "cli": 9, "__main__": 10}
@@ -133,3 +140,64 @@ def test_the_layout_check_catches_a_wrong_way_import(tmp_path):
 
 def test_synthetic_city_is_not_shipped():
     assert not (ENGINE / "synthetic.py").exists()
+
+
+# ----------------------------------------------------------------------------- the tests' own layout
+
+
+def _test_module(path: Path, root: Path = REPO) -> tuple[str, bool]:
+    """The dotted name of a file below ``root``: ``tests/engine/cli/test_cli.py`` -> ``tests.engine.cli.test_cli``."""
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    is_pkg = parts[-1] == "__init__"
+    return ".".join(parts[:-1] if is_pkg else parts), is_pkg
+
+
+def _imports_of_test_modules(path: Path, root: Path = REPO) -> list[str]:
+    """Imports in ``path`` of a test module (``test_*``) or of a conftest, relative or absolute, nested or not."""
+    name, is_pkg = _test_module(path, root)
+    bad = []
+    for line, module, names in _imports(path, name, is_pkg):
+        for target in [module] + [f"{module}.{n}" for n in names]:
+            last = target.rpartition(".")[2]
+            if last.startswith("test_") or last == "conftest":
+                bad.append(f"{path.relative_to(root)}:{line} imports {target}")
+                break
+    return bad
+
+
+TEST_FILES = sorted(TESTS.rglob("*.py"))
+
+
+def test_no_test_imports_another_test_module_or_a_conftest():
+    """Shared helpers live in helpers modules; a test module or conftest is never imported (pytest imports them)."""
+    assert len(TEST_FILES) > 50
+    bad = [problem for path in TEST_FILES for problem in _imports_of_test_modules(path)]
+    assert not bad, "move what is shared into a helpers module:\n" + "\n".join(bad)
+
+
+def test_the_test_import_check_catches_test_modules_and_conftest(tmp_path):
+    fake = tmp_path / "tests" / "engine" / "cli" / "test_fake.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("from .test_cli import run_cli\n"
+                    "from ..conftest import REPO\n"
+                    "from tests.engine import conftest\n"
+                    "from . import helpers, test_other\n"
+                    "import tests.engine.test_lock\n"
+                    "from tests.truth import eta_squared\n"
+                    "from tests.engine.helpers import run_cli\n"
+                    "def f():\n"
+                    "    from tests.engine.cli.test_cli_stats import x\n")
+    assert [line.split(" imports ")[1] for line in _imports_of_test_modules(fake, tmp_path)] == [
+        "tests.engine.cli.test_cli", "tests.engine.conftest", "tests.engine.conftest", "tests.engine.cli.test_other",
+        "tests.engine.test_lock", "tests.engine.cli.test_cli_stats"]
+
+
+def test_engine_tests_mirror_the_engine_packages():
+    """tests/engine/<package>/ exists only for an engine package, and is a package itself (its own __init__.py)."""
+    folders = sorted(p for p in (TESTS / "engine").iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
+    assert folders, "the engine tests are grouped by package"
+    for folder in folders:
+        assert (ENGINE / folder.name / "__init__.py").is_file(), f"tests/engine/{folder.name}: no such engine package"
+        assert (folder / "__init__.py").is_file(), f"tests/engine/{folder.name} needs an __init__.py"
+    loose = sorted(p.name for p in (TESTS / "engine").glob("test_*.py"))
+    assert loose == ["test_layout.py", "test_lock.py", "test_synthetic.py"], "put a package's tests in its folder"

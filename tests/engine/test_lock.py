@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.engine.helpers import REPO
 
 
 def _pins(text: str) -> dict[str, list[str]]:

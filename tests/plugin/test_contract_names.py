@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from .test_dock import SAMPLE
+from .helpers import SAMPLE
 
-# the same text gets the same answer in tests/engine/test_contract.py (the engine's ``sweep --k``)
+# the same text gets the same answer in tests/engine/contract/test_contract.py (the engine's ``sweep --k``)
 K_TEXTS = {"2..12": list(range(2, 13)), "2,4,6": [2, 4, 6], "2..6,8,12": [2, 3, 4, 5, 6, 8, 12],
            " 4 , 2,2..3 ": [2, 3, 4], "2..254": list(range(2, 255)), "1..4": "between 2 and 254",
            "2..255": "between 2 and 254", "0": "between 2 and 254", "5..3": "runs backwards",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from .test_dock import clean_settings, engine_here, make_dock
+from .helpers import clean_settings, engine_here, make_dock
 
 __all__ = ["clean_settings", "engine_here", "make_dock"]       # fixtures used here
 

@@ -1,99 +1,26 @@
 """The Urban Form Mapper panel in real QGIS (pytest-qgis, offscreen): build, validate, probe, run, cancel."""
 from __future__ import annotations
 
-import shutil
 import sys
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 
 import pytest
-from qgis.core import Qgis, QgsProject, QgsRasterLayer, QgsRectangle, QgsSettings, QgsVectorLayer
+from qgis.core import Qgis, QgsProject, QgsRasterLayer, QgsRectangle, QgsSettings
 from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
 
-from .helpers import wait_for
+from .helpers import (
+    clean_settings,
+    engine_here,
+    make_dock,
+    project_layer_names,
+    sample_layers,
+    set_params,
+    wait_for,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO / "resources" / "sample" / "kampala_ug_oam_rgb_z19_epsg3857.tif"
-BUILDINGS = REPO / "resources" / "sample" / "kampala_ug_osm_buildings.geojson"
+__all__ = ["clean_settings", "engine_here", "make_dock", "sample_layers"]       # fixtures used here
+
 HEAVY = ("torch", "torchvision", "rasterio", "geopandas", "sklearn", "engine")
-
-
-@pytest.fixture(autouse=True)
-def clean_settings():
-    """Each test starts without /urbanform/ settings; whatever was there before comes back afterwards."""
-    qs = QgsSettings()
-    qs.beginGroup("urbanform")
-    saved = {key: qs.value(key) for key in qs.allKeys()}
-    qs.endGroup()
-    qs.remove("urbanform")
-    yield
-    qs.remove("urbanform")
-    for key, value in saved.items():
-        qs.setValue(f"urbanform/{key}", value)
-
-
-@pytest.fixture
-def engine_here(monkeypatch, tmp_path):
-    """The engine runs in this test's Python, with its feature cache in the test's folder."""
-    monkeypatch.setenv("URBANFORM_ENGINE_PYTHON", sys.executable)
-    monkeypatch.setenv("URBANFORM_CACHE", str(tmp_path / "cache"))
-
-
-@dataclass
-class Sample:
-    raster_path: Path
-    raster_id: str
-    buildings_id: str
-
-
-@pytest.fixture
-def sample_layers(qgis_new_project, tmp_path):
-    """A copy of the sample raster (QGIS writes statistics next to it) and the buildings in the project."""
-    raster_path = tmp_path / "input" / SAMPLE.name
-    raster_path.parent.mkdir()
-    shutil.copyfile(SAMPLE, raster_path)
-    project = QgsProject.instance()
-    raster = QgsRasterLayer(str(raster_path), "kampala")
-    buildings = QgsVectorLayer(str(BUILDINGS), "buildings", "ogr")
-    assert raster.isValid() and buildings.isValid()
-    project.addMapLayers([raster, buildings])
-    sample = Sample(raster_path, raster.id(), buildings.id())
-    del raster, buildings                              # the project owns them; no references past the test
-    yield sample
-    project.removeAllMapLayers()
-
-
-@pytest.fixture
-def make_dock(urbanform, engine_here, qgis_iface):
-    """A factory of docks on the pytest-qgis iface; every dock is shut down at the end."""
-    from urbanform.plugin.ui.dock import UrbanFormDock
-
-    docks = []
-
-    def make():
-        dock = UrbanFormDock(qgis_iface)
-        dock.confirm_overwrite = lambda parent, path: pytest.fail(f"unexpected question about {path}")
-        docks.append(dock)
-        return dock
-
-    yield make
-    for dock in docks:
-        dock.shutdown()
-        dock.deleteLater()
-    wait_for(lambda: False, 0.3)
-    qgis_iface.messageBar().clear_messages()
-
-
-def set_params(dock, out: Path, **changes) -> None:
-    """Fill the widgets like a user would: K 4, ResNet-18 with random weights, 64 px tiles."""
-    params = {**dict(k=4, backbone="resnet18", weights="none", tile=64, overlap=0, unit="px"), **changes}
-    dock.tileUnitCombo.setCurrentIndex(dock.tileUnitCombo.findData(params["unit"]))
-    dock.kSpin.setValue(params["k"])
-    dock.backboneCombo.setCurrentIndex(dock.backboneCombo.findData(params["backbone"]))
-    dock.weightsCombo.setCurrentIndex(dock.weightsCombo.findData(params["weights"]))
-    dock.tileSizeSpin.setValue(params["tile"])
-    dock.overlapSpin.setValue(params["overlap"])
-    dock.outputFile.setFilePath(str(out))
 
 
 def wait_estimate(dock, timeout: float = 120) -> str:
@@ -101,10 +28,6 @@ def wait_estimate(dock, timeout: float = 120) -> str:
     assert wait_for(lambda: " · about " in dock.estimateLabel.text() or "no time" in dock.estimateLabel.text(),
                     timeout), dock.estimateLabel.text()
     return dock.estimateLabel.text()
-
-
-def project_layer_names() -> list[str]:
-    return sorted(layer.name() for layer in QgsProject.instance().mapLayers().values())
 
 
 def test_dock_builds_from_the_ui_file_and_lists_only_rasters(make_dock, sample_layers):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from qgis.core import QgsProject, QgsVectorLayer
 
-from .test_dock import clean_settings, engine_here, make_dock, sample_layers, set_params  # noqa: F401 - fixtures
+from .helpers import clean_settings, engine_here, make_dock, sample_layers, set_params  # noqa: F401 - fixtures
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "resources" / "sample" / "kampala_ug_oam_rgb_z19_epsg3857.tif"

@@ -14,8 +14,7 @@ from qgis.core import (Qgis, QgsApplication, QgsFeature, QgsPalettedRasterRender
                        QgsVectorLayer)
 from qgis.PyQt.QtCore import Qt
 
-from .helpers import wait_for
-from .test_dock import BUILDINGS, SAMPLE, clean_settings, engine_here, make_dock, sample_layers
+from .helpers import BUILDINGS, SAMPLE, clean_settings, engine_here, make_dock, sample_layers, wait_for
 
 __all__ = ["clean_settings", "engine_here", "make_dock", "sample_layers"]       # fixtures used here
 

@@ -30,8 +30,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from .helpers import wait_for
-from .test_dock import BUILDINGS, SAMPLE, clean_settings, engine_here, make_dock, sample_layers, set_params
+from .helpers import BUILDINGS, SAMPLE, clean_settings, engine_here, make_dock, sample_layers, set_params, wait_for
 
 __all__ = ["clean_settings", "engine_here", "make_dock", "sample_layers"]       # fixtures used here
 REPO = Path(__file__).resolve().parents[2]

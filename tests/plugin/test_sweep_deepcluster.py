@@ -13,8 +13,16 @@ from pathlib import Path
 import pytest
 from qgis.core import Qgis, QgsProject, QgsSettings
 
-from .helpers import wait_for
-from .test_dock import SAMPLE, clean_settings, engine_here, make_dock, project_layer_names, sample_layers, set_params
+from .helpers import (
+    SAMPLE,
+    clean_settings,
+    engine_here,
+    make_dock,
+    project_layer_names,
+    sample_layers,
+    set_params,
+    wait_for,
+)
 
 __all__ = ["clean_settings", "engine_here", "make_dock", "sample_layers"]       # fixtures used here
 REPO = Path(__file__).resolve().parents[2]
