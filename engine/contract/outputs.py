@@ -98,3 +98,22 @@ def checkpoint_path(out: "str | Path") -> Path:
 def export_path(run: "str | Path", layer: str, fmt: str, folder: "str | Path") -> Path:
     """``export``: layer ``tiles`` of RUN.gpkg as ``shp`` -> FOLDER/RUN_tiles.shp (its format's suffix)."""
     return Path(folder) / f"{Path(run).stem}_{layer}.{fmt}"
+
+
+# -- the engine's working files next to an output (the plugin removes those of an engine it saw killed) ----------
+def partial_name(final: "str | Path", pid: int, tag: str = "") -> Path:
+    """``.{stem}.part-{pid}{tag}{suffix}`` next to ``final``: the temporary name a process writes ``final`` under."""
+    final = Path(final)
+    return final.with_name(f".{final.stem}.part-{pid}{tag}{final.suffix}")
+
+
+def partial_glob(final: "str | Path", pid: int) -> str:
+    """The glob of every temporary file process ``pid`` may have left for ``final`` (sidecars included)."""
+    return f".{Path(final).stem}.part-{pid}*"
+
+
+def lock_name(final: "str | Path") -> Path:
+    """``.{name}.lock`` next to ``final``: the lock a run holds on that output while it writes it."""
+    final = Path(final)
+    return final.with_name(f".{final.name}.lock")
+

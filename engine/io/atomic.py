@@ -14,6 +14,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from ..contract.outputs import partial_name
 from ..errors import BadInput
 from .manifest import write_json
 
@@ -28,8 +29,7 @@ def partial_path(final: "str | Path", tag: str = "") -> Path:
     plugin remove what a killed engine left (``.{stem}.part-{pid}*`` next to
     each output) and keeps two processes writing the same output apart.
     """
-    final = Path(final)
-    return final.with_name(f".{final.stem}.part-{os.getpid()}{tag}{final.suffix}")
+    return partial_name(final, os.getpid(), tag)
 
 
 def remove_partial(tmp: "str | Path") -> None:

@@ -50,6 +50,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..contract.outputs import lock_name
 from ..errors import BadInput
 
 #: a lock file that cannot be read is taken over once it is this old (seconds)
@@ -60,8 +61,7 @@ POLL_S = 0.2
 
 def lock_path(output: "str | Path") -> Path:
     """The lock file of one output: ``.{name}.lock`` next to it (after resolving symlinks)."""
-    final = Path(os.path.realpath(os.fspath(output)))
-    return final.with_name(f".{final.name}.lock")
+    return lock_name(os.path.realpath(os.fspath(output)))
 
 
 def _process_start(pid: int) -> "str | None":

@@ -13,6 +13,7 @@ parameter; the event is not passed on as progress.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import threading
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from ...engine.contract import progress
+from ...engine.contract.outputs import lock_name, partial_glob
 from ...engine.contract.problems import REJECTED, Problem
 from ..paths import PLUGIN_DIR
 from .engine_env import engine_command, run_env
@@ -143,11 +145,25 @@ def run_engine(python: str, args: list[str], on_event: Callable[[dict], None] | 
 
 
 def remove_partials(outputs: list[Path], pid: int) -> None:
-    """Remove temporary files a killed engine process may have left next to ``outputs``."""
+    """Remove the temporary files and the output locks a killed engine process ``pid`` left next to ``outputs``.
+
+    A lock is removed only when it names ``pid`` (another run may hold the lock on the same output).
+    """
     for out in outputs:
         out = Path(out)
-        for tmp in out.parent.glob(f".{out.stem}.part-{pid}*"):
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
+        for tmp in out.parent.glob(partial_glob(out, pid)):
+            _remove(tmp)
+        lock = lock_name(os.path.realpath(out))
+        try:
+            holder = json.loads(lock.read_text(encoding="utf-8")).get("pid")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if holder == pid:
+            _remove(lock)
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
