@@ -142,22 +142,20 @@ def _choose_layer(file: Path, name: str, layers, kind: "str | None") -> "str | N
                    f"name one as '{file}|layername=NAME'.")
 
 
-def check_vector(path, name: str, what: "str | None" = None, *, kind: "str | None" = None,
-                 layer: "str | None" = None, assume_crs=None, warnings: "list | None" = None) -> VectorInfo:
-    """Whether ``path`` can serve as the vector input ``name``, read from its header only (cheap: call it
-    before any work). ``kind``: "polygon" or "line" picks the layer of a multi-layer file; ``what`` says
-    what the input should be ("building footprints"); ``assume_crs``: the CRS taken for a layer without
-    one (a warning says so; default: BadInput). Returns a :class:`VectorInfo`, or raises BadInput."""
+def list_layers(file, name: str, want: str):
+    """``pyogrio.list_layers(file)`` (an array of (layer, geometry type) rows), or BadInput in our words, never
+    OGR's: ``name`` is the input's flag (``--roads``, ``RUN``), ``want`` what to give instead ("a line layer
+    (GeoPackage, ...)"). Says whether the file is missing, a folder, a raster, empty, not a vector file or
+    damaged. Reads the header only: cheap, call it before any work."""
     import pyogrio
 
-    file, layer = split_source(path, layer)
-    want = _expected(kind, what)
+    file = Path(file)
     if not file.exists():
         raise BadInput(f"{name} {str(file)!r}: no such file; give {want}.")
     try:
         with _warnings.catch_warnings():
             _warnings.simplefilter("ignore")
-            layers = pyogrio.list_layers(file)
+            return pyogrio.list_layers(file)
     except Exception as exc:  # noqa: BLE001 - any OGR failure means "not a vector file we can read"
         if file.is_dir():
             raise BadInput(f"{name} {str(file)!r} is a folder; give {want}.") from None
@@ -170,6 +168,19 @@ def check_vector(path, name: str, what: "str | None" = None, *, kind: "str | Non
             raise BadInput(f"{name} {str(file)!r} is not a vector file GDAL can read; give {want}.") from None
         raise BadInput(f"{name} {str(file)!r} cannot be read as a vector layer: it is damaged or truncated "
                        f"({_ogr_detail(exc)}); export it again, or give {want}.") from None
+
+
+def check_vector(path, name: str, what: "str | None" = None, *, kind: "str | None" = None,
+                 layer: "str | None" = None, assume_crs=None, warnings: "list | None" = None) -> VectorInfo:
+    """Whether ``path`` can serve as the vector input ``name``, read from its header only (cheap: call it
+    before any work). ``kind``: "polygon" or "line" picks the layer of a multi-layer file; ``what`` says
+    what the input should be ("building footprints"); ``assume_crs``: the CRS taken for a layer without
+    one (a warning says so; default: BadInput). Returns a :class:`VectorInfo`, or raises BadInput."""
+    import pyogrio
+
+    file, layer = split_source(path, layer)
+    want = _expected(kind, what)
+    layers = list_layers(file, name, want)
     if len(layers) == 0:
         raise BadInput(f"{name} {str(file)!r} has no vector layer; give {want}.")
     short = _shapefile_short(file)

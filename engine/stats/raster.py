@@ -99,13 +99,17 @@ def _tile_windows(src, geoms):
 
 
 def check_bands(raster_path, nir_band: int, red_band: int, name: str = "--ndvi-raster") -> None:
-    """BadInput unless both bands exist in the raster (1-based band numbers)."""
+    """BadInput (naming --nir-band or --red-band) unless both bands exist in the raster (1-based band numbers)."""
+    from ..contract import problems as P
+
     with _open(raster_path, name) as src:
         for flag, b in (("--nir-band", nir_band), ("--red-band", red_band)):
             if not 1 <= int(b) <= src.count:
-                raise BadInput(f"{flag} {b}: {str(raster_path)!r} has bands 1 to {src.count}.")
+                raise BadInput(f"{flag} {b}: {str(raster_path)!r} has bands 1 to {src.count}.",
+                               param=flag[2:].replace("-", "_"), code=P.OUT_OF_RANGE)
         if int(nir_band) == int(red_band):
-            raise BadInput(f"--nir-band and --red-band are both {nir_band}; give two different bands.")
+            raise BadInput(f"--nir-band and --red-band are both {nir_band}; give two different bands.",
+                           param="red_band", code=P.BAD_FORMAT)
 
 
 def ndvi(raster_path, tiles, nir_band: int, red_band: int) -> "pandas.Series":  # noqa: F821

@@ -82,6 +82,23 @@ def check_vector_inputs(tool: str, params, names=tuple(VECTOR_INPUTS)) -> None:
             raise BadInput(str(exc), param=name, code=code) from None
 
 
+RUN_WANTED = "the GeoPackage of a cluster or sweep run (their --out)"
+
+
+def run_layers(path) -> list[str]:
+    """The layer names of the run GeoPackage ``path`` (the ``RUN`` of stats and export), or BadInput naming RUN
+    (param ``run``, code ``not_found`` or ``bad_format``) in our words when GDAL cannot open it: a folder, a
+    raster, random bytes, a truncated file (``engine.io.vectors.list_layers``; never OGR's own text)."""
+    from ..io.vectors import list_layers
+
+    try:
+        layers = list_layers(path, "RUN", RUN_WANTED)
+    except BadInput as exc:
+        code = P.BAD_FORMAT if os.path.exists(path) else P.NOT_FOUND
+        raise BadInput(str(exc), param="run", code=code) from None
+    return [str(row[0]) for row in layers]
+
+
 _held = threading.local()          # lock file -> True: the output locks the tool running in this thread holds
 
 

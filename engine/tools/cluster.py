@@ -305,12 +305,14 @@ def run(params: ClusterParams, progress: Progress | None = None) -> dict:
     is the one with the statistics; if they fail (or are cancelled), the run's files are removed (no run half
     with, half without them).
     """
-    from .stats import statistics_params, wants_statistics
+    from .stats import check_statistics_inputs, statistics_params, wants_statistics
 
     check_params("cluster", params)
     check_vector_inputs("cluster", params)
-    progress = progress or Progress("none")
     stats = wants_statistics(params)
+    if stats:                      # before the features are computed and cached, not in the statistics step
+        check_statistics_inputs(params, params.raster if isinstance(params.raster, (str, os.PathLike)) else None)
+    progress = progress or Progress("none")
     outputs = RunOutputs.for_out(params.out, params.quicklook, params.save_model or True)
     stats_files = [path for key, path in output_files(CLUSTER, param_values(params)).items()
                    if key in {o.key for o in STATS_OUTPUTS}]

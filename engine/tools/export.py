@@ -26,11 +26,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..contract import problems as P
 from ..contract.outputs import export_path
 from ..contract.tools import EXPORT_FORMATS
 from ..errors import BadInput
 from ..progress import committing
-from . import check_params, locked_outputs
+from . import check_params, locked_outputs, run_layers
 
 SHP_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
 MAX_SHP_FIELD = 10
@@ -50,12 +51,7 @@ class ExportParams:
 
 
 def _layers(run: Path) -> list[str]:
-    import pyogrio
-
-    try:
-        layers = [str(n) for n, _ in pyogrio.list_layers(str(run))]
-    except Exception as exc:  # noqa: BLE001
-        raise BadInput(f"RUN {str(run)!r} cannot be read as a GeoPackage ({exc}).", param="run") from None
+    layers = run_layers(run)          # BadInput naming RUN, in our words, when GDAL cannot open it
     # QGIS keeps the styles it saves in the GeoPackage in a 'layer_styles' table: metadata, not a run layer
     return [name for name in layers if name not in NOT_DATA]
 
@@ -116,8 +112,8 @@ def _export(params: ExportParams, run: Path, out_dir: Path, fmt: str, layers: li
     if not params.overwrite:
         taken = [str(p) for ps in files.values() for p in ps if p.exists()]
         if taken:
-            raise BadInput(f"{', '.join(taken)} already exist; pass --overwrite to replace them, or choose "
-                           "another --out.")
+            raise BadInput(f"{', '.join(taken)} already exist; choose another --out, or pass --overwrite to "
+                           "replace them.", param="out", code=P.EXISTS)
     with OutputSet([p for ps in files.values() for p in ps], overwrite=True) as outs:
         temps = {p: outs.temp(p) for ps in files.values() for p in ps}     # a Shapefile's parts share one stem
         for i, layer in enumerate(layers):

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..contract import defaults
+from ..contract import problems as P
+from ..errors import BadInput
 from . import check_params
 
 
@@ -45,6 +47,8 @@ def run(params: ProbeParams, progress=None) -> dict:  # noqa: ARG001 - every too
     with TiledRaster(p.raster, p.tile_size, p.overlap, p.edge, p.bands, stretch_samples=1) as tiled:
         g = tiled.grid
         count = int(tiles_inside(tiled, p.extent, p.area).sum()) if (p.extent or p.area) else len(g)
+        if count == 0 and (p.extent or p.area):
+            _refuse_off_raster(tiled, p)
         out = {"tiles": count, "rows": g.n_rows, "cols": g.n_cols, "tile_px": g.size, "stride_px": g.stride,
                "warped": tiled.warped, "working_crs": tiled.working_crs.to_string(),
                "pixel_size_m": tiled.pixel_size_m}
@@ -63,3 +67,14 @@ def run(params: ProbeParams, progress=None) -> dict:  # noqa: ARG001 - every too
         out.update(tiles_per_s=n / (time.perf_counter() - t0), device=str(extractor.device),
                    precision=extractor.precision, batch_size=batch)
     return out
+
+
+def _refuse_off_raster(tiled, p: ProbeParams) -> None:
+    """BadInput naming --extent or --area (the one that holds no tile centre on its own) as ``cluster`` refuses
+    a limit off the raster: a run with it would have no tile, so the probe answers exit 2, not ``tiles: 0``."""
+    from ..raster.area import tiles_inside
+
+    param = "extent" if p.extent and not tiles_inside(tiled, p.extent, None).any() else (
+        "area" if p.area else "extent")
+    raise BadInput(f"no tile centre lies inside the --{param} limit; check that it overlaps the raster "
+                   f"{p.raster!r} (the extent is in the raster's CRS).", param=param, code=P.NO_OVERLAP)

@@ -8,6 +8,7 @@ polygons are ``engine.segmentation.infer``'s.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -71,7 +72,16 @@ def _run(params: SegmentParams, progress=None) -> dict:
     t_start = time.perf_counter()
     paths = output_paths(params.out, params.probability)
     outset = OutputSet(list(paths.values()), overwrite=params.overwrite)     # (under the caller's lock)
-    net, meta = load_model(params.model)
+    try:
+        net, meta = load_model(params.model)
+    except BadInput as exc:
+        if exc.param:
+            raise
+        # load_seg_model says "model 'x.pt' ..."; segment's parameter is the flag --model
+        msg = str(exc)
+        msg = "--" + msg if msg.startswith("model ") else msg
+        code = P.BAD_FORMAT if os.path.exists(str(params.model)) else P.NOT_FOUND
+        raise BadInput(msg, param="model", code=code) from None
     chip = int(params.chip or meta.get("chip") or 256)
     if chip % SEG_CHIP_MULTIPLE or chip < SEG_CHIP_MULTIPLE:
         raise BadInput(f"the model's chip {chip} px is not a multiple of {SEG_CHIP_MULTIPLE} (the U-Net's "

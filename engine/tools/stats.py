@@ -41,12 +41,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..contract import problems as P
 from ..contract.outputs import CLUSTERS_LAYER, LAYER_PREFIX, manifest_path, stats_outputs
 from ..contract.params import STATS_INPUTS, output_files
 from ..contract.tools import SWEEP
 from ..errors import BadInput
 from ..progress import Progress, committing
-from . import check_params, check_vector_inputs, locked_outputs
+from . import check_params, check_vector_inputs, locked_outputs, run_layers
 
 STAT_ORDER = ("bldg_count", "bldg_area", "bldg_cov", "bldg_mean", "bldg_orien", "road_len", "road_dist",
               "major_dist", "ndvi", "pop_dens")
@@ -143,8 +144,40 @@ def _major_values(v) -> tuple[str, ...]:
     else:
         vals = tuple(str(s) for s in v)
     if not vals:
-        raise BadInput(f"--major-values {v!r}: give comma-separated attribute values, e.g. primary,secondary.")
+        raise BadInput(f"--major-values {v!r}: give comma-separated attribute values, e.g. primary,secondary.",
+                       param="major_values", code=P.BAD_FORMAT)
     return vals
+
+
+def check_statistics_inputs(params, raster: "str | None" = None) -> None:
+    """BadInput (naming the parameter) unless the statistics inputs of ``params`` can serve, from their headers
+    only: a road class attribute that is not blank, major values that are not empty, a population raster and
+    an NDVI raster that open and read, NIR and red bands within the NDVI raster's bands (``raster``: the one
+    the bands are read from without ``ndvi_raster``; None: not known yet, the bands are checked later).
+
+    Cluster and sweep call it right after ``check_vector_inputs``: a bad statistics input stops the run before
+    the features are computed and cached, not after. The ``stats`` tool makes the same checks in ``_check``."""
+    if getattr(params, "roads", None) and not str(params.road_field or "").strip():
+        raise BadInput("--road-field is empty; give the road class attribute (OSM: highway).", param="road_field",
+                       code=P.REQUIRED)
+    _major_values(getattr(params, "major_values", None))
+    if getattr(params, "population", None):
+        from ..stats.raster import _open
+
+        _open(params.population, "--population").close()
+    if getattr(params, "nir_band", None) is not None:
+        from ..stats.raster import _open, check_bands
+
+        source = params.ndvi_raster or raster
+        if params.ndvi_raster:
+            _open(params.ndvi_raster, "--ndvi-raster").close()
+        elif raster:
+            from ..raster.tiling import inspect_raster
+
+            inspect_raster(str(raster), "raster")          # a bad RASTER is named as such, not as the bands'
+        if source:
+            check_bands(source, params.nir_band, params.red_band or 1,
+                        "--ndvi-raster" if params.ndvi_raster else "RASTER")
 
 
 def planned_columns(p: StatsParams) -> list[str]:
@@ -176,10 +209,7 @@ def _check(p: StatsParams, outputs: StatsOutputs) -> tuple[dict, dict]:
     import pyogrio
 
     run = outputs.gpkg
-    try:
-        layers = [str(n) for n, _ in pyogrio.list_layers(str(run))]
-    except Exception as exc:  # noqa: BLE001
-        raise BadInput(f"RUN {str(run)!r} cannot be read as a GeoPackage ({exc}).") from None
+    layers = run_layers(run)          # BadInput naming RUN, in our words, when GDAL cannot open it
     if p.layer not in layers:
         raise BadInput(f"RUN {str(run)!r} has no layer {p.layer!r} (it has {', '.join(layers)}); "
                        "give a tile layer of the run.")
@@ -191,7 +221,8 @@ def _check(p: StatsParams, outputs: StatsOutputs) -> tuple[dict, dict]:
     if not info.get("crs"):
         raise BadInput(f"layer {p.layer!r} of {str(run)!r} has no CRS; the tiles must have one.")
     if p.roads and not str(p.road_field or "").strip():
-        raise BadInput("--road-field is empty; give the road class attribute (OSM: highway).", param="road_field")
+        raise BadInput("--road-field is empty; give the road class attribute (OSM: highway).", param="road_field",
+                       code=P.REQUIRED)
     _major_values(p.major_values)
     manifest = _read_manifest(outputs.manifest)
     if p.nir_band is not None:

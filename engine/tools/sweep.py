@@ -498,13 +498,17 @@ def run(params: SweepParams, progress: Progress | None = None) -> dict:
     the manifest returned then has ``sweep_statistics``.
     """
     from ..io import OutputSet
-    from .stats import run_sweep_stats, statistics_params, wants_statistics
+    from ..raster.tiling import inspect_raster
+    from .stats import check_statistics_inputs, run_sweep_stats, statistics_params, wants_statistics
 
     check_params("sweep", params)
     check_vector_inputs("sweep", params)
+    inspect_raster(str(params.raster), "raster")     # before it is hashed: a folder or a damaged file is named
+    stats = wants_statistics(params)
+    if stats:                      # before the features are computed and cached, not in the statistics step
+        check_statistics_inputs(params, params.raster)
     progress = progress or Progress("none")
     outputs = SweepOutputs.for_out(params.out, parse_tile_sizes(params.tile_size))
-    stats = wants_statistics(params)
     stats_files = [path for key, path in output_files(SWEEP, param_values(params)).items()
                    if key.startswith("stats_")] if stats else []
     with locked_outputs(outputs.paths() + stats_files):
@@ -541,6 +545,15 @@ def _run_sweep(params: SweepParams, progress: Progress, final: bool = True) -> d
         OutputSet([outputs.manifest], overwrite=True).check()        # folder exists and is writable
     else:
         OutputSet(outputs.paths(), overwrite=params.overwrite).check()
+    extractor = None
+    features_info: dict = (old or {}).get("features", {})
+    if params.method == "kmeans":
+        # the backbone, --weights and --device before the raster is hashed and scanned: a bad weights file
+        # is BadInput naming --weights, not "the sweep stopped (...)" after the scan
+        from ..features.extract import FeatureExtractor
+
+        extractor = FeatureExtractor(params.backbone, params.weights, params.device, params.precision,
+                                     seed=params.seed, sobel=params.sobel)
     progress("open", 0, 0, f"opening {params.raster}")
     checksum = sha256_file(params.raster)
     if old is not None:
@@ -568,9 +581,7 @@ def _run_sweep(params: SweepParams, progress: Progress, final: bool = True) -> d
     todo = [p for p in parts if p.ks and p.layer not in finished]
     fresh_file = old is None          # the first commit of a fresh sweep starts SWEEP.gpkg anew
     info = {"raster": os.path.abspath(params.raster), "sha256": checksum}
-    features_info: dict = (old or {}).get("features", {})
     timings: dict = {"parts": {}}
-    extractor = None
     lib_versions = versions()
 
     def manifest(complete: bool, done: set) -> dict:
@@ -604,12 +615,8 @@ def _run_sweep(params: SweepParams, progress: Progress, final: bool = True) -> d
         if not params.use_cache:
             tmpdir = tempfile.TemporaryDirectory(prefix="urbanform-sweep-")
             cache_dir = Path(tmpdir.name)
-        for part in todo:
-            if extractor is None and params.method == "kmeans":
-                from ..features.extract import FeatureExtractor
-
-                extractor = FeatureExtractor(params.backbone, params.weights, params.device, params.precision,
-                                             seed=params.seed, sobel=params.sobel)
+        for i, part in enumerate(todo):
+            if extractor is not None and i == 0:      # the features of the parts this run computes
                 features_info = {"backbone": params.backbone, "dim": extractor.dim,
                                  "weights_file": str(extractor.weights_path) if extractor.weights_path else None,
                                  "device": str(extractor.device), "precision": extractor.precision}

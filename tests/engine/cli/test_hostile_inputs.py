@@ -16,8 +16,7 @@ generator's range, a batch size of 0 or below - and runs ``engine.cli.main`` in-
 - leave the file tree (the case's folder, its feature cache and the shared fixtures: names, sizes, mtimes)
   as it was.
 
-Cases that fail because of a bug whose fix belongs in ``engine/tools`` are strict xfails (``xfail_reason``
-says which and where). A few cases also run as ``python -m engine`` to prove the real exit code. Property
+A few cases also run as ``python -m engine`` to prove the real exit code. Property
 tests (hypothesis) feed random text to the value parsers, the CLI's parser and ``check``: a list of problems
 or a clean value, never another exception.
 """
@@ -314,8 +313,8 @@ def size_cases(tool: str, p: C.Param) -> list[tuple[str, str]]:
     return out
 
 
-# statistics inputs that cluster and sweep pass on to the statistics step (each kind of file costs a whole
-# clustering there while their checks come late: the stats tool tries every kind, these a few)
+# statistics inputs that cluster and sweep pass on to the statistics step (checked before any work there too;
+# the stats tool tries every kind of file, these a few)
 STATS_ONLY = ("roads", "population", "ndvi_raster")
 SHORT_SET = ("missing", "300-byte name", "a CSV", "a raster", "a vector", "truncated GeoTIFF", "truncated GeoPackage")
 
@@ -490,49 +489,8 @@ def cases_for(tool: str) -> list[Case]:
 
 ALL_CASES = [c for tool in TOOLS for c in cases_for(tool)]
 
-# Engine bugs whose fix belongs in engine/tools (strict: a fixed one fails here until its mark goes)
-LATE_STATS = ("{tool} checks its statistics inputs only in the statistics step, after the features are computed "
-              "and cached: exit 2 with the right message, but work was spent and the feature cache written "
-              "(engine/tools/{tool}.py should check them with engine.io.vectors.check_vector / the raster probe "
-              "before any work)")
-
-
-def xfail_reason(c: Case) -> str:
-    late = ("road_field", "major_values", "population", "ndvi_raster", "nir_band", "red_band")
-    late = {"cluster": late, "sweep": late}          # --buildings, --roads: checked first (check_vector_inputs)
-    # what the declaration's checks refuse (before any work) is not late
-    declared = c.kind in ("missing", "300-byte name") or (TOOLS[c.tool].param(c.param).type == C.INT
-                                                            and c.kind != "band beyond the raster")
-    if c.param in late.get(c.tool, ()) and not declared:
-        return LATE_STATS.format(tool=c.tool)
-    if c.tool == "sweep" and c.param == "weights" and c.kind not in ("missing", "300-byte name"):
-        return ("sweep wraps the --weights BadInput: 'error: the sweep stopped (BadInput: --weights ...); finished: "
-                "none; ... Nothing was finished; run the command again' (engine/tools/sweep.py)")
-    if c.tool in ("stats", "export") and c.param == "run" and c.kind in (
-            "a folder", "random bytes .gpkg", "text as .gpkg", "truncated GeoPackage"):
-        return (f"{c.tool}: RUN that GDAL cannot open gets OGR's own text (\"It might help to specify the correct "
-                f"driver\", sqlite3_prepare_v2(SELECT ...)) (engine/tools/{c.tool}.py should read it with "
-                "engine.io.vectors)")
-    if c.id == "export:out:exists":
-        return ("export's existing files say 'pass --overwrite to replace them, or choose another --out': "
-                "--overwrite first (engine/tools/export.py)")
-    if c.id == "sweep:raster:a folder":
-        return ("sweep hashes RASTER (sha256_file) before opening it: IsADirectoryError, exit 1 "
-                "(engine/tools/sweep.py should inspect the raster first)")
-    if c.tool == "segment" and c.param == "model" and c.kind not in ("missing", "300-byte name", "a CSV",
-                                                                     "a raster"):
-        return ("segment's model errors say \"model '...'\", not --model: load_seg_model's BadInput has no param "
-                "(engine/tools/segment.py should raise it with param='model')")
-    if c.id in ("probe:extent:outside the raster", "probe:area:off the raster"):
-        return ("probe answers tiles: 0 and exit 0 for an --extent/--area off the raster, where cluster refuses "
-                "it (engine/tools/probe.py)")
-    return ""
-
-
 def _param_case(c: Case):
-    reason = xfail_reason(c)
-    marks = [pytest.mark.xfail(strict=True, reason=reason, raises=AssertionError)] if reason else []
-    return pytest.param(c, id=c.id, marks=marks)
+    return pytest.param(c, id=c.id)
 
 
 # ------------------------------------------------------------------------------------------ the checks
