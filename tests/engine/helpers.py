@@ -49,3 +49,13 @@ def run_cli(*args, cwd=REPO, env=None, check=None):
 
 def no_files_left(folder: Path) -> bool:
     return not any(p.is_file() for p in folder.rglob("*") if "cache" not in p.parts)
+
+
+def work_events(stdout: str) -> list[dict]:
+    """The progress events on an engine's stdout: every JSON line but the error event a bad input ends with
+    (``--progress json``). Empty when no work began."""
+    import json
+
+    from engine.contract.progress import is_error
+
+    return [e for e in (json.loads(line) for line in stdout.splitlines() if line.strip()) if not is_error(e)]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.engine.helpers import REPO, SAMPLE
+from tests.engine.helpers import REPO, SAMPLE, work_events
 
 RASTER = SAMPLE / "kampala_ug_oam_rgb_z19_epsg3857.tif"
 BUILDINGS = SAMPLE / "kampala_ug_osm_buildings.geojson"
@@ -128,5 +128,5 @@ def test_bad_input_prints_only_its_error_line(tmp_path, bad, case, mode):
     proc = cli(*CASES[case](bad, out), "--progress", mode)
     assert proc.returncode == 2, proc.stderr
     assert len(lines(proc.stderr)) == 1 and proc.stderr.startswith("error: "), proc.stderr
-    assert proc.stdout == "", proc.stdout
+    assert work_events(proc.stdout) == [], proc.stdout                  # json: only the error event
     assert list(out.iterdir()) == []
