@@ -58,12 +58,13 @@ def _param(tool: Tool, name: str) -> Param | None:
         return None
 
 
-def default_output(raster: str, kind: str = "clusters") -> str:
-    """A free output path next to the raster (or in the home folder if that is not writable)."""
+def default_output(raster: str, kind: str = "clusters", suffix: str = ".gpkg") -> str:
+    """A free output path ``RASTER_{kind}{n}{suffix}`` next to the raster (or in the home folder if that is not
+    writable)."""
     base = Path(raster).with_suffix("") if raster else Path.home() / "urbanform"
     folder = base.parent if os.access(base.parent, os.W_OK) else Path.home()
     for i in range(1, 1000):
-        candidate = folder / f"{base.name}_{kind}{'' if i == 1 else i}.gpkg"
+        candidate = folder / f"{base.name}_{kind}{'' if i == 1 else i}{suffix}"
         if not candidate.exists():
             return str(candidate)
-    return str(folder / f"{base.name}_{kind}.gpkg")
+    return str(folder / f"{base.name}_{kind}{suffix}")

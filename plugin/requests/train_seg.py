@@ -8,7 +8,6 @@ Plain values: no Qt, no QGIS (tests/plugin/test_layout.py checks).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from ...engine.contract.params import Tool, output_files
 from ...engine.contract.problems import BAD_FORMAT, Problem
 from ...engine.contract.progress import stage_fraction
 from ...engine.contract.tools import TOOLS
-from .common import command, contract_problems
+from .common import command, contract_problems, default_output
 
 TRAIN_SEG: Tool = TOOLS["train-seg"]
 
@@ -114,10 +113,4 @@ class TrainSegRequest:
 
 def default_model_output(raster: str) -> str:
     """A free model file name next to the raster (or in the home folder if that is not writable)."""
-    base = Path(raster).with_suffix("") if raster else Path.home() / "urbanform"
-    folder = base.parent if os.access(base.parent, os.W_OK) else Path.home()
-    for i in range(1, 1000):
-        candidate = folder / f"{base.name}_buildings{'' if i == 1 else i}.pt"
-        if not candidate.exists():
-            return str(candidate)
-    return str(folder / f"{base.name}_buildings.pt")
+    return default_output(raster, "buildings", ".pt")
