@@ -78,7 +78,7 @@ def check_vector_inputs(tool: str, params, names=tuple(VECTOR_INPUTS)) -> None:
         try:
             check_vector(value, declared.flag(name), what, kind=kind)
         except BadInput as exc:
-            code = P.NOT_FOUND if "no such file" in str(exc) else P.BAD_FORMAT
+            code = P.BAD_FORMAT if os.path.exists(value) else P.NOT_FOUND      # decided on the file, not the words
             raise BadInput(str(exc), param=name, code=code) from None
 
 
