@@ -17,7 +17,7 @@ import re
 import textwrap
 from dataclasses import replace
 
-from ..contract.params import BOOL, CHOICE, FLOAT, INT, Param, Tool, parse_value
+from ..contract.params import BOOL, CHOICE, FLOAT, INT, STATS_INPUTS, Param, Tool, parse_value
 from ..contract.progress import EXIT_BAD_INPUT
 from ..contract.tools import TOOLS
 
@@ -95,7 +95,8 @@ def _when(tool: Tool, when: "str | None") -> str:
     if when is None:
         return ""
     if when == "stats":
-        return " (with --buildings, --roads, --population or --nir-band)"
+        flags = [tool.flag(n) for n in STATS_INPUTS if n in tool.names()]
+        return f" (with {', '.join(flags[:-1])} or {flags[-1]})"
     name = when.lstrip("!")
     param = tool.param(name)
     on = not when.startswith("!")
