@@ -8,92 +8,15 @@ to ``on_success`` (which adds the layers).
 """
 from __future__ import annotations
 
-import re
 from typing import Callable
 
 from qgis.core import Qgis, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
-from ...engine.contract import progress
-from ...engine.contract.tools import TOOLS
+from ...engine.contract.progress import progress_for, status_text
 from .. import log
 from ..requests.wording import panel_words
 from .engine_process import EngineResult, run_engine
-
-STAGES, DEEPCLUSTER_STAGES = progress.CLUSTER_STAGES, progress.DEEPCLUSTER_STAGES
-DEEPCLUSTER = TOOLS["cluster"].param("epochs").applies_when[1]      # the method whose stages are DEEPCLUSTER_STAGES
-stage_fraction = progress.stage_fraction
-
-
-def overall_progress(event: dict, stages: dict | None = None) -> float | None:
-    """Percent done after ``event``; None for a stage the map does not know (the bar then stays)."""
-    span = (stages or STAGES).get(event.get("stage"))
-    if span is None:
-        return None
-    start, end = span
-    return start + (end - start) * stage_fraction(event)
-
-
-class SweepProgress:
-    """Progress of a sweep: one span per tile size (its features, then its K values), then plots and write.
-
-    The engine reports ``features`` (message "64px: ...") and then ``tiles_64px``
-    (one step per K) for each tile size, smallest first (small tiles are
-    compared with the large tiles that contain them).
-    """
-
-    def __init__(self, tile_labels: list[str]):
-        self.labels = sorted(tile_labels, key=_size_of) or ["?"]
-        self.current = 0
-
-    def __call__(self, event: dict) -> float | None:
-        stage, message = event.get("stage") or "", event.get("message") or ""
-        width = 90 / len(self.labels)
-        if stage.startswith("tiles_") and stage[6:] in self.labels:
-            self.current = self.labels.index(stage[6:])
-            return width * self.current + width * (0.7 + 0.3 * stage_fraction(event))
-        if stage in ("features", "epoch"):
-            prefix = message.split(":", 1)[0]
-            if prefix in self.labels:
-                self.current = self.labels.index(prefix)
-            return width * self.current + width * 0.7 * stage_fraction(event)
-        if stage == "plots":
-            return 90 + 7 * stage_fraction(event)
-        if stage == "write":
-            return 97 + 3 * stage_fraction(event)
-        return None
-
-
-def _size_of(label: str) -> float:
-    match = re.match(r"[0-9.]+", label)
-    try:
-        return float(match.group(0)) if match else float("inf")
-    except ValueError:
-        return float("inf")
-
-
-def progress_for(argv: list[str]):
-    """``event -> percent or None`` for an engine command line (cluster, DeepCluster, predict, sweep, stats,
-    export): the stages' shares are the tool's declared ``stages`` (``engine.contract.tools``)."""
-    tool = TOOLS.get(argv[0]) if argv else None
-    if tool is None:
-        return lambda event: overall_progress(event, STAGES)
-    if tool.name in ("stats", "export"):                        # one bar per stage; it never moves back
-        return lambda event: 100 * stage_fraction(event)
-    if tool.name == "sweep":                                    # the sizes given, else the declared default ones
-        flag = tool.flag("tile_size")
-        sizes = argv[argv.index(flag) + 1] if flag in argv[:-1] else tool.param("tile_size").default
-        return SweepProgress(sizes.split(","))
-    method = tool.flag("method") if "method" in tool.names() else None
-    if method in argv[:-1] and argv[argv.index(method) + 1] == DEEPCLUSTER:
-        return lambda event: overall_progress(event, DEEPCLUSTER_STAGES)
-    return lambda event: overall_progress(event, tool.stages or STAGES)
-
-
-def status_text(event: dict) -> str:
-    stage, done, total, msg = event.get("stage", ""), event.get("done", 0), event.get("total", 0), event.get("message")
-    count = f" {done}/{total}" if total else ""
-    return f"{stage}{count}" + (f": {msg}" if msg else "")
 
 
 class TrainingClock:

@@ -104,7 +104,7 @@ def test_predict_request(request_mod, tmp_path):
 
 
 def test_progress_of_sweep_and_deepcluster_runs_only_moves_forward(urbanform):
-    from urbanform.plugin.runner.task import progress_for
+    from urbanform.engine.contract.progress import progress_for
 
     sweep = progress_for(["sweep", "r.tif", "--tile-size", "64px,128px"])
     events = [("open", 0, 0, ""), ("features", 0, 96, "64px: resnet18"), ("features", 96, 96, ""),
