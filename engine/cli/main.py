@@ -75,6 +75,11 @@ def main(argv=None, *, entry_point: bool = False) -> int:
     """Run ``python -m engine ARGV``; returns the exit code. ``entry_point``: this call is the process (``python
     -m engine``), so its signal handlers stay until it exits (a SIGTERM after the run is then dropped, never the
     default kill); otherwise they are restored when it returns."""
+    given = sys.argv[1:] if argv is None else list(argv)
+    if given[:1] == ["serve"]:                     # the service: a face of the engine, not one of its tools
+        from ..service.main import main as serve
+
+        return serve(given[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

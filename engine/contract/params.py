@@ -153,7 +153,9 @@ class Output:
 @dataclass(frozen=True)
 class Tool:
     """One engine tool: ``python -m engine NAME``. ``stages`` maps each progress stage to its share of the bar
-    (percent) for tools whose stages run once each; ``outputs`` name its files; ``examples`` are CLI lines."""
+    (percent) for tools whose stages run once each; ``outputs`` name its files; ``examples`` are CLI lines;
+    ``quick``: it answers in seconds (it prints JSON and writes nothing), so a service may run it while the client
+    waits."""
 
     name: str
     summary: str
@@ -165,6 +167,7 @@ class Tool:
     stages: dict = field(default_factory=dict)
     examples: tuple = ()
     notes: str = ""
+    quick: bool = False                   # runs in seconds: the service also executes it synchronously
 
     def param(self, name: str) -> Param:
         for p in self.params:

@@ -24,9 +24,11 @@ BAD_FORMAT = "bad_format"        # a text or file of the wrong form (K list, til
 NO_OVERLAP = "no_overlap"        # the area limit does not overlap the raster (or cannot be transformed to it)
 REJECTED = "rejected"            # the engine itself rejects the input (its probe answer)
 NO_ENGINE = "no_engine"          # no working engine yet (being looked for, set up, or broken)
+UNKNOWN = "unknown"              # a name the tool does not take (an input sent to the service)
+NOT_ALLOWED = "not_allowed"      # a server-side path outside its data root, a URL or a GDAL virtual path
 
 CODES = (REQUIRED, NOT_FOUND, NOT_LOCAL, NOT_WRITABLE, NOT_FOLDER, IS_FOLDER, EXISTS, CLASHES, OUT_OF_RANGE, BAD_CHOICE,
-         BAD_FORMAT, NO_OVERLAP, REJECTED, NO_ENGINE)
+         BAD_FORMAT, NO_OVERLAP, REJECTED, NO_ENGINE, UNKNOWN, NOT_ALLOWED)
 
 
 @dataclass(frozen=True)

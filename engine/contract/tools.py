@@ -345,7 +345,7 @@ EVALUATE_SEG = Tool(
             Param("truth", VECTOR, required=True, label="True footprints",
                   help="true footprints (any vector file and CRS)"),
             Param("area", VECTOR, label="Area", help="only inside these polygons")),
-    output_param=None)
+    output_param=None, quick=True)
 
 PROBE = Tool(
     "probe", "tile count of a raster and tiling (JSON); with --speed, model tiles/s",
@@ -354,7 +354,7 @@ PROBE = Tool(
     params=(RASTER_IN, TILE_SIZE, OVERLAP, EDGE, BANDS_P, MODEL[0], WEIGHTS, *DEVICE, *AREA,
             Param("speed", BOOL, False, help="also time the model on random tiles (imports torch)")),
     rules=(SMALLER_OVERLAP,),
-    output_param=None)
+    output_param=None, quick=True)
 
 CHECK = Tool(
     "check", "report the Python, torch and available devices as JSON",
@@ -362,7 +362,7 @@ CHECK = Tool(
     "backbone's ImageNet weights are.",
     params=(Param("backbone", CHOICE, None, choices=defaults.BACKBONES,
                   help="also check that this backbone's ImageNet weights are here"),),
-    output_param=None)
+    output_param=None, quick=True)
 
 TOOLS: dict[str, Tool] = {t.name: t for t in (CLUSTER, PREDICT, SWEEP, STATS_TOOL, EXPORT, TRAIN_SEG, SEGMENT,
                                              EVALUATE_SEG, PROBE, CHECK)}

@@ -11,7 +11,8 @@ Order (a module may import its own package and the packages ranked below it):
                                    one tier; within it DeepCluster uses eta-squared (stats) and the
                                    segmenter reads the model container (clustering), never the reverse
     tools                          one module per tool; only the CLI imports them
-    cli, __main__                  argument parsing and printing
+    service                        the HTTP face (OGC API - Processes): runs tools as engine processes
+    cli, __main__                  argument parsing and printing (``serve`` starts the service)
 
 Every import of an engine module, at the top of a file or inside a function,
 is checked, and every one must resolve to a module and names that exist.
@@ -36,7 +37,8 @@ ENGINE = REPO / "engine"
 TESTS = REPO / "tests"
 
 RANK = {"__init__": 0, "contract": 0, "errors": 1, "style": 1, "progress": 1, "io": 2, "raster": 3,
-        "features": 4, "stats": 5, "clustering": 6, "segmentation": 7, "tools": 8, "cli": 9, "__main__": 10}
+        "features": 4, "stats": 5, "clustering": 6, "segmentation": 7, "tools": 8, "service": 9, "cli": 10,
+        "__main__": 11}
 
 
 def _modules():
