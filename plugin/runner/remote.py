@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -47,7 +48,7 @@ from ...engine.contract.outputs import partial_name
 from ...engine.contract.params import (BOOL, FLOAT, FOLDER, INPUT_FILES, INT, OUT_FILE, OUT_FOLDER, Tool, from_argv,
                                       output_files)
 from ...engine.contract.problems import NOT_FOUND
-from ...engine.contract.progress import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED
+from ...engine.contract.progress import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, status_text
 from ...engine.contract.runner import EngineResult
 from ...engine.contract.tools import TOOLS
 
@@ -76,6 +77,20 @@ class Server:
         if self.token and _origin(url) == _origin(self.url):
             return {"Authorization": f"Bearer {self.token}"}
         return {}
+
+
+def progress_event(status: dict) -> dict:
+    """The engine's progress event in a job's status info: its stage, done, total and message (the server's
+    message is the whole status line, ``features 12/96: ...``: the engine's own message is what follows)."""
+    event = {k: status[k] for k in EVENT_KEYS if status.get(k) is not None}
+    message = str(event.get("message") or "")
+    prefix = status_text({k: v for k, v in event.items() if k != "message"})
+    if message == prefix:
+        message = ""
+    elif message.startswith(prefix + ": "):
+        message = message[len(prefix) + 2:]
+    event["message"] = message
+    return event
 
 
 class Cancelled(Exception):
@@ -109,7 +124,7 @@ def job_inputs(tool: Tool, values: dict) -> tuple[dict, list[tuple[str, Path]]]:
         if param.type in INPUT_FILES and value not in param.words:
             files += [(param.name, path) for path in with_sidecars(Path(value))]
         elif param.type == OUT_FILE:
-            inputs[param.name] = Path(value).name
+            inputs[param.name] = server_name(Path(value).name)
         elif param.type == BOOL:
             inputs[param.name] = bool(value)
         elif param.type in (INT, FLOAT):
@@ -117,6 +132,14 @@ def job_inputs(tool: Tool, values: dict) -> tuple[dict, list[tuple[str, Path]]]:
         else:
             inputs[param.name] = value
     return inputs, files
+
+
+def server_name(name: str) -> str:
+    """An output's file name as the server takes it (letters, digits, ``._-``, no folders): ``my run.gpkg`` ->
+    ``my_run.gpkg``. Only the server's copy is named so: the results come back keyed, to the local names."""
+    stem, suffix = os.path.splitext(name)
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_-")[:100] or "out"
+    return safe + re.sub(r"[^A-Za-z0-9.]+", "", suffix)[:16]
 
 
 def with_sidecars(path: Path) -> list[Path]:
@@ -290,8 +313,9 @@ def run_remote(server: Server, args: list[str], on_event: Callable[[dict], None]
     return _Job(server, tool, values, on_event, is_cancelled, poll).run()
 
 
-def _failed(message: str, tool: str, code: int = EXIT_FAILED, **fields) -> EngineResult:
-    return EngineResult(code, f"error: {message}\n", False, tool=tool, **fields)
+def _failed(message: str, tool: str, exit_code: int = EXIT_FAILED, **fields) -> EngineResult:
+    """A run that ended with ``message`` (as the engine's ``error:`` line); ``fields``: EngineResult's others."""
+    return EngineResult(exit_code, f"error: {message}\n", False, tool=tool, **fields)
 
 
 class _Job:
@@ -303,7 +327,8 @@ class _Job:
         self.is_cancelled = is_cancelled
         self.poll = poll
         self.url: str | None = None              # the job's status URL, once submitted
-        self.last: dict = {}                     # the last progress event passed on
+        self.last: dict = {}                     # the engine's last progress event (or its JSON answer)
+        self.passed: dict = {}                   # the last event passed to on_event
         self.results_url: str | None = None      # the job's results, while they are being downloaded
 
     def run(self) -> EngineResult:
@@ -362,7 +387,8 @@ class _Job:
         def on_bytes(sent: int, total: int, name: str) -> None:
             if self.is_cancelled():
                 raise Cancelled()
-            self._event({"stage": "upload", "message": f"{name} ({_megabytes(sent)} of {_megabytes(total)})"})
+            self._event({"stage": "upload", "message": f"{name} ({_megabytes(sent)} of {_megabytes(total)})"},
+                        engine=False)
 
         body = MultipartBody([("inputs", json.dumps({"inputs": inputs}))], files, on_bytes=on_bytes)
         headers = {"Content-Type": body.content_type, "Content-Length": str(body.length), "Prefer": "respond-async"}
@@ -400,7 +426,7 @@ class _Job:
                 if time.monotonic() - lost_since > RETRY_S:
                     raise ServerError(f"{exc} The job {self.url} may still be running there.") from None
                 continue
-            self._event({k: status[k] for k in EVENT_KEYS if status.get(k) is not None})
+            self._event(progress_event(status))
         return status
 
     def dismiss(self) -> None:
@@ -413,9 +439,12 @@ class _Job:
             pass
         self.url = None
 
-    def _event(self, event: dict) -> None:
-        if event.get("stage") and event != self.last:
-            self.last = event
+    def _event(self, event: dict, engine: bool = True) -> None:
+        """Pass a new event on; the engine's own (not an upload or a download) is kept as the last one."""
+        if event.get("stage") and event != self.passed:
+            self.passed = event
+            if engine:
+                self.last = event
             self.on_event(dict(event))
 
     def _results_url(self, status: dict) -> str:
@@ -467,7 +496,7 @@ class _Job:
                     pass
 
     def _download(self, url: str, temp: Path, index: int, count: int, name: str) -> None:
-        self._event({"stage": "download", "message": f"{name} ({index + 1} of {count})"})
+        self._event({"stage": "download", "message": f"{name} ({index + 1} of {count})"}, engine=False)
         with request(self.server, "GET", url, headers={"Accept": "*/*"}) as response, open(temp, "wb") as out:
             while True:
                 if self.is_cancelled():
@@ -496,3 +525,28 @@ class _Job:
             return EngineResult(EXIT_BAD_INPUT, f"error: {detail}\n", False, self.last, tool=self.tool.name,
                                 error=detail, param=problem["param"], code=problem.get("code") or None)
         return _failed(str(exc), self.tool.name, last_event=self.last)
+
+
+# -- the server's own check ----------------------------------------------------------------------------------------
+def server_check(server: Server) -> dict:
+    """What the Engine box shows for a server: ``{'ok', 'server', 'version'}`` and the engine's check there
+    (``python``, ``torch``, ``devices``...), or ``{'ok': False, 'error'}`` with the fix."""
+    if not server.url.strip():
+        return {"ok": False, "server": server.url, "error": f"No engine server URL is set: set it {WHERE_TO_SET}."}
+    try:
+        landing = get_json(server, "")
+        body = json.dumps({"inputs": {}}).encode("utf-8")
+        with request(server, "POST", f"processes/{TOOLS['check'].name}/execution", body=body,
+                     headers={"Content-Type": "application/json"}) as response:
+            answer = _json(response.read())
+    except ServerError as exc:
+        return {"ok": False, "server": server.url, "error": str(exc)}
+    value = answer.get("result", {}).get("value") if isinstance(answer.get("result"), dict) else None
+    if not isinstance(value, dict):
+        return {"ok": False, "server": server.url, "error": f"{server.url} answered, but not as an Urban Form "
+                                                             "Mapper engine server; check the URL."}
+    info = {**value, "server": server.url, "version": landing.get("version")}
+    if not value.get("ok", True):
+        info["error"] = f"the server's engine does not work: {value.get('error', 'its check failed')}"
+    info["ok"] = bool(value.get("ok", True))
+    return info

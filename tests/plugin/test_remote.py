@@ -3,6 +3,10 @@
 - the request a remote run sends: named inputs from the command line, every input file (a Shapefile with its
   sidecars) streamed from disk in a multipart body, received whole by a small recording HTTP server;
 - the Engine setting: the mode and the URL in the settings, the token in QGIS's authentication database only;
+- against a real server (``python -m engine serve`` with a token file, started here): the dock runs a cluster job
+  there and loads its layers styled as after a local run, cancels one (no file left, the job dismissed), marks
+  the widget of a bad input the engine found there; errors name the input, the token or the URL; Processing runs
+  on the server too.
 """
 from __future__ import annotations
 
@@ -16,9 +20,20 @@ from pathlib import Path
 import pytest
 from qgis.core import QgsApplication, QgsSettings
 
-from .helpers import BUILDINGS, SAMPLE, clean_settings
+from .helpers import (
+    BUILDINGS,
+    REPO,
+    SAMPLE,
+    clean_settings,
+    engine_here,
+    make_dock,
+    project_layer_names,
+    sample_layers,
+    set_params,
+    wait_for,
+)
 
-__all__ = ["clean_settings"]          # fixtures used here
+__all__ = ["clean_settings", "engine_here", "make_dock", "sample_layers"]       # fixtures used here
 
 MASTER_PASSWORD = "urbanform-tests-master"      # the test profile's (.qgis-settings) authentication database
 
@@ -217,3 +232,248 @@ def test_the_token_is_kept_in_the_authentication_database_only(auth_db):
     assert not ss.has_token() and cfg not in auth_db.configIds() and ss.token() == ""
     ss.set_mode(ss.LOCAL)
     assert ss.active_server() is None
+
+
+# -- against the real server ---------------------------------------------------------------------------------------
+TOKEN = "test-token-of-the-remote-runner-0123456789"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def engine_server(tmp_path_factory):
+    """``python -m engine serve`` with a token file, on a free port, until the module's tests are done."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    folder = tmp_path_factory.mktemp("server")
+    (folder / "tokens").write_text(f"tests: {TOKEN}\n", encoding="utf-8")
+    python = REPO / ".venv" / "bin" / "python"
+    port = free_port()
+    env = dict(os.environ, URBANFORM_CACHE=str(folder / "cache"))
+    with open(folder / "server.log", "wb") as log:
+        proc = subprocess.Popen([str(python if python.exists() else sys.executable), "-m", "engine", "serve",
+                                 "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(folder / "data"),
+                                 "--token-file", str(folder / "tokens"), "--log-level", "warning"],
+                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        end = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/", timeout=2) as answer:
+                    landing = json.loads(answer.read())
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < end, (folder / "server.log").read_text()
+                time.sleep(0.2)
+        yield {"url": url, "version": landing["version"], "log": folder / "server.log"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def server_jobs(url: str) -> list[dict]:
+    from urbanform.plugin.runner import remote
+
+    return remote.get_json(remote.Server(url, TOKEN), "jobs")["jobs"]
+
+
+@pytest.fixture
+def remote_dock(make_dock, auth_db, engine_server):
+    """A dock set (through its widgets) to run on the test server with its token; it checked the server."""
+    dock = make_dock()
+    choice = dock.engineChoice
+    choice.modeCombo.setCurrentIndex(choice.modeCombo.findData("server"))
+    choice.urlEdit.setText(engine_server["url"])
+    choice.urlEdit.editingFinished.emit()
+    choice.tokenEdit.setText(TOKEN)
+    choice.tokenEdit.editingFinished.emit()
+    assert choice.tokenEdit.text() == "" and "saved" in choice.tokenEdit.placeholderText()
+    assert dock.enginePython.isHidden() and not choice.urlEdit.isHidden()      # the server's rows, not the Python
+    assert wait_for(lambda: "devices: " in dock.engineLabel.text(), 60), dock.engineLabel.text()
+    return dock
+
+
+def run_dock(dock, timeout: float = 120) -> bool:
+    ended = []
+    dock.runFinished.connect(ended.append)
+    assert dock.run(), dock.problemsLabel.text()
+    assert wait_for(lambda: bool(ended), timeout), dock.statusLabel.text()
+    dock.runFinished.disconnect()
+    return ended[0]
+
+
+def test_the_dock_runs_a_cluster_job_on_the_server_and_loads_its_layers(remote_dock, engine_server, sample_layers,
+                                                                        tmp_path, qgis_iface):
+    from qgis.core import Qgis, QgsProject
+
+    dock = remote_dock
+    version = engine_server["version"]
+    assert dock.engineLabel.text().startswith(f"Server {engine_server['url']}, Urban Form Mapper {version}")
+    assert "devices: cpu" in dock.engineLabel.text() and "torch" in dock.engineLabel.text()
+    out = tmp_path / "out" / "remote run.gpkg"             # a name the server would not take as it is
+    out.parent.mkdir()
+    set_params(dock, out, k=3, backbone="efficientnet_lite0", weights="imagenet", tile=64)
+    assert wait_for(lambda: dock.runButton.isEnabled(), 10), dock.problemsLabel.text()
+    assert dock.estimateLabel.text() == f"Runs on the engine server {engine_server['url']}"
+    progress = []
+    dock.progressBar.valueChanged.connect(progress.append)
+    task_status = []
+    assert run_dock_watching(dock, task_status) is True, dock.statusLabel.text()
+    # progress and status came from the job (the upload, the engine's stages, the download)
+    assert progress and max(progress) == 100
+    assert any(s.startswith("upload") for s in task_status) and any(s.startswith("download") for s in task_status)
+    # the results are the local files the run names, loaded and styled as after a local run (QML next to them)
+    assert sorted(p.name for p in out.parent.iterdir() if p.suffix != ".qml") == [
+        "remote run.gpkg", "remote run_clusters.tif", "remote run_manifest.json", "remote run_quicklook.png"]
+    group = QgsProject.instance().layerTreeRoot().findGroup("remote run")
+    assert group is not None and [c.name() for c in group.children()] == ["remote run tiles",
+                                                                         "remote run clusters (raster)"]
+    tiles, raster = (node.layer() for node in group.children())
+    assert tiles.featureCount() == 96 and tiles.source().startswith(str(out))
+    assert tiles.renderer().type() == "categorizedSymbol" and len(tiles.renderer().categories()) == 3
+    assert raster.renderer().type() == "paletted" and len(raster.renderer().classes()) == 3
+    del tiles, raster, group
+    assert any("remote run: 96 tiles" in m for m in qgis_iface.messageBar().get_messages(Qgis.Success))
+    # the job was dismissed on the server once its results were here
+    jobs = [job for job in server_jobs(engine_server["url"]) if job["processID"] == "cluster"]
+    assert [job["status"] for job in jobs] == ["dismissed"]
+
+
+def run_dock_watching(dock, statuses: list) -> bool:
+    """run_dock, keeping every status line the running task sent."""
+    ended = []
+    dock.runFinished.connect(ended.append)
+    assert dock.run(), dock.problemsLabel.text()
+    dock.task.statusChanged.connect(statuses.append)
+    assert wait_for(lambda: bool(ended), 120), dock.statusLabel.text()
+    dock.runFinished.disconnect()
+    return ended[0]
+
+
+def test_cancel_dismisses_the_job_and_leaves_no_file(remote_dock, engine_server, sample_layers, tmp_path,
+                                                     qgis_iface):
+    from dataclasses import replace
+
+    dock = remote_dock
+    out = tmp_path / "out"
+    out.mkdir()
+    original = dock.request
+    dock.request = lambda: replace(original(), extra=["--batch-size", "2"])     # slow enough to cancel
+    set_params(dock, out / "c.gpkg", backbone="resnet50", weights="none", tile=32, k=3)
+    ended = []
+    dock.runFinished.connect(ended.append)
+    before = project_layer_names()
+    known = {job["jobID"] for job in server_jobs(engine_server["url"])}
+    assert dock.run(), dock.problemsLabel.text()
+    assert wait_for(lambda: dock.statusLabel.text().startswith("features"), 120), dock.statusLabel.text()
+    dock.cancelButton.click()
+    assert wait_for(lambda: bool(ended), 60) and ended == [False]
+    assert "Cancelled" in dock.statusLabel.text(), dock.statusLabel.text()
+    assert list(out.iterdir()) == [] and project_layer_names() == before
+    jobs = [job for job in server_jobs(engine_server["url"]) if job["jobID"] not in known]
+    assert [(job["processID"], job["status"]) for job in jobs] == [("cluster", "dismissed")]
+
+
+def test_a_bad_input_the_engine_finds_on_the_server_marks_its_widget(remote_dock, sample_layers, tmp_path):
+    from urbanform.plugin.ui import marks
+
+    dock = remote_dock
+    (tmp_path / "out").mkdir()
+    set_params(dock, tmp_path / "out" / "few.gpkg", k=100, backbone="efficientnet_lite0", weights="imagenet")
+    assert dock.runButton.isEnabled(), dock.problemsLabel.text()      # no tile count here: the server finds it
+    assert run_dock(dock) is False
+    expected = "Clusters (K): 100 is larger than the number of valid tiles (96)."
+    assert dock.kSpin.property(marks.PROBLEM) == "k:out_of_range"
+    assert dock.statusLabel.text().startswith(f"Failed: {expected}"), dock.statusLabel.text()
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_the_dock_says_a_wrong_token_and_where_to_set_it(make_dock, auth_db, engine_server, sample_layers, tmp_path,
+                                                         qgis_iface):
+    from qgis.core import Qgis
+
+    dock = make_dock()
+    choice = dock.engineChoice
+    choice.modeCombo.setCurrentIndex(choice.modeCombo.findData("server"))
+    choice.urlEdit.setText(engine_server["url"])
+    choice.urlEdit.editingFinished.emit()
+    choice.tokenEdit.setText("not-the-servers-token-0123")
+    choice.tokenEdit.editingFinished.emit()
+    set_params(dock, tmp_path / "w.gpkg")
+    assert wait_for(lambda: "refused the token" in dock.engineLabel.text(), 60), dock.engineLabel.text()
+    assert dock.engineLabel.text().startswith("Engine server not usable") and not dock.engineGroup.isCollapsed()
+    assert not dock.runButton.isEnabled() and "under Engine (Runs on: Server)" in dock.problemsLabel.text()
+    assert dock.run() is False
+    assert any("refused the token" in m for m in qgis_iface.messageBar().get_messages(Qgis.Critical))
+    # the right token: Check asks again and the server is usable
+    choice.tokenEdit.setText(TOKEN)
+    choice.tokenEdit.editingFinished.emit()
+    assert wait_for(lambda: "devices: " in dock.engineLabel.text(), 60), dock.engineLabel.text()
+    assert wait_for(lambda: dock.runButton.isEnabled(), 10), dock.problemsLabel.text()
+    # back to this computer: the Python and the set-up rows again, and the local engine's check
+    choice.modeCombo.setCurrentIndex(choice.modeCombo.findData("local"))
+    assert not dock.enginePython.isHidden() and choice.urlEdit.isHidden()
+    assert wait_for(lambda: "torch" in dock.engineLabel.text() and "Server" not in dock.engineLabel.text(), 120)
+
+
+def test_errors_name_the_input_the_token_or_the_url(urbanform, engine_server, tmp_path):
+    from urbanform.engine.contract.progress import EXIT_BAD_INPUT
+    from urbanform.plugin.runner import remote
+
+    url = engine_server["url"]
+    args = ["cluster", str(SAMPLE), "--out", str(tmp_path / "o.gpkg"), "--progress", "json"]
+    # a bad input the server's checks refuse before any work: named by its parameter and code
+    result = remote.run_remote(remote.Server(url, TOKEN), [*args, "--k", "300"])
+    assert (result.returncode, result.param, result.code) == (EXIT_BAD_INPUT, "k", "out_of_range")
+    assert result.problem is not None and "300 is out of range" in result.message
+    # an input file that is not there: named before anything is sent
+    result = remote.run_remote(remote.Server(url, TOKEN), ["cluster", str(tmp_path / "gone.tif"), *args[2:]])
+    assert (result.returncode, result.param, result.code) == (EXIT_BAD_INPUT, "raster", "not_found")
+    # a wrong or missing token: said so, with where to set it
+    for token in ("wrong-token-0123456789", ""):
+        result = remote.run_remote(remote.Server(url, token), args)
+        assert not result.ok and "refused the token" in result.message and "under Engine" in result.message
+        assert remote.server_check(remote.Server(url, token))["error"] == result.message
+    # a server that is not there
+    result = remote.run_remote(remote.Server(f"http://127.0.0.1:{free_port()}", TOKEN), args)
+    assert not result.ok and "cannot be reached" in result.message and "server URL" in result.message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_processing_runs_on_the_server_too(urbanform, qgis_processing, auth_db, engine_server, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingFeedback, QgsVectorLayer
+
+    from urbanform.plugin.processing import cluster
+    from urbanform.plugin.provider import UrbanFormProvider
+    from urbanform.plugin.requests import BACKBONES
+    from urbanform.plugin.runner import server_settings
+
+    server_settings.set_mode(server_settings.SERVER)
+    server_settings.set_url(engine_server["url"])
+    assert server_settings.save_token(TOKEN) is None
+    registry = QgsApplication.processingRegistry()
+    assert registry.addProvider(UrbanFormProvider())
+    try:
+        out = tmp_path / "p.gpkg"
+        feedback = QgsProcessingFeedback()
+        result = processing.run("urbanform:cluster", {
+            "INPUT": str(SAMPLE), "K": 3, "BACKBONE": BACKBONES.index("efficientnet_lite0"),
+            "WEIGHTS": cluster.WEIGHT_CHOICES.index("imagenet"), "OUTPUT": str(out)}, feedback=feedback)
+    finally:
+        registry.removeProvider("urbanform")
+    assert result["OUTPUT"] == str(out) and Path(result["CLUSTER_RASTER"]).is_file()
+    tiles = QgsVectorLayer(f"{out}|layername=tiles", "tiles", "ogr")
+    assert tiles.isValid() and tiles.featureCount() == 96
+    assert feedback.progress() > 90
