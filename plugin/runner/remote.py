@@ -139,7 +139,7 @@ def server_name(name: str) -> str:
     ``my_run.gpkg``. Only the server's copy is named so: the results come back keyed, to the local names."""
     stem, suffix = os.path.splitext(name)
     safe = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_-")[:100] or "out"
-    return safe + re.sub(r"[^A-Za-z0-9.]+", "", suffix)[:16]
+    return safe + re.sub(r"[^A-Za-z0-9.]+", "", suffix)[:12]
 
 
 def with_sidecars(path: Path) -> list[Path]:

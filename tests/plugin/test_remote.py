@@ -131,6 +131,9 @@ def test_job_inputs_are_the_named_values_with_files_to_upload(urbanform, tmp_pat
                       "overwrite": True, "quicklook": False}, inputs
     assert files == [("raster", SAMPLE), ("buildings", BUILDINGS), *[("roads", roads.with_suffix(s)) for s in
                                                                      (".shp", ".shx", ".dbf", ".prj", ".cpg")]]
+    # the server takes plain output names: only its copy is renamed (the results come back keyed)
+    assert [remote.server_name(n) for n in ("my run é.gpkg", "..x.gpkg", "é.gpkg", "a.b.pt")] == [
+        "my_run.gpkg", "x.gpkg", "out.gpkg", "a_b.pt"]
     # a weights file is uploaded; the word imagenet is sent as text
     values = {"raster": str(SAMPLE), "out": "o.gpkg", "weights": str(BUILDINGS), "pca_dims": "auto", "lr": "0.5"}
     inputs, files = remote.job_inputs(TOOLS["cluster"], values)
