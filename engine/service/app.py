@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..contract import problems as P
+from ..contract.outputs import CHECKPOINT
 from ..contract.params import INPUT_FILES, OUT_FILE, OUT_FOLDER, Param, Tool, check, to_argv
 from ..contract.tools import TOOLS
 from . import processes as D
@@ -150,7 +151,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
     @app.get("/models", summary="Segmentation and cluster models on the server")
     async def models(who: str = Depends(owner)):  # noqa: ARG001
-        found = sorted(p for p in config.models_dir.glob("*.pt")) if config.models_dir.is_dir() else []
+        found = _models(config)
         default = _default_model(config)
         return {"models": [{"id": p.stem, "default": default is not None and p == default} for p in found]}
 
@@ -181,9 +182,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
         folder = manager.job_dir(job_id)
         try:
             doc, uploads, fields = await _read_body(request, tool, folder / "in", file_field)
+            if extra is not None:                      # the shortcut's own form: its fields become inputs
+                doc = {"inputs": extra(fields, uploads)}
+                uploads = {"raster": uploads[file_field]}
             values = _values(tool, doc, uploads, folder / "out")
-            if extra is not None:
-                values.update(extra(fields, uploads))
             problems = check(tool, values)
             if problems:
                 first = problems[0]
@@ -398,14 +400,13 @@ def create_app(config: ServiceConfig) -> FastAPI:
         def chosen(fields: dict, uploads: dict) -> dict:
             if "file" not in uploads:
                 raise bad_input("raster", P.REQUIRED, "upload the GeoTIFF as the multipart part 'file'")
-            extra = {"raster": uploads["file"][0]}
             model = fields.get("model") or None
             path = _model_file(config, model) if model else _default_model(config)
             if path is None:
                 raise bad_input("model", P.NOT_FOUND, f"no model {model!r} on this server (GET /models)" if model
                                 else "this server has no default model; give 'model' (GET /models), or the "
                                      "operator puts a train-seg model in the models folder (--default-model)")
-            extra["model"] = path
+            extra = {"model": path.name, "out": "buildings.gpkg"}
             if fields.get("threshold"):
                 extra["threshold"] = fields["threshold"]
             return extra
@@ -490,8 +491,16 @@ def _model_file(config: ServiceConfig, name: str) -> "Path | None":
 def _default_model(config: ServiceConfig) -> "Path | None":
     if config.default_model:
         return _model_file(config, config.default_model)
-    found = sorted(config.models_dir.glob("*.pt")) if config.models_dir.is_dir() else []
+    found = _models(config)
     return found[0] if len(found) == 1 else None
+
+
+def _models(config: ServiceConfig) -> list[Path]:
+    """The model files in the models folder (not a training's checkpoint next to its model)."""
+    if not config.models_dir.is_dir():
+        return []
+    checkpoints = {Path(CHECKPOINT.format(stem=str(p.with_suffix("")))) for p in config.models_dir.glob("*.pt")}
+    return sorted(p for p in config.models_dir.glob("*.pt") if p not in checkpoints)
 
 
 def _prepared(config: ServiceConfig) -> ServiceConfig:

@@ -29,12 +29,14 @@ class ServiceConfig:
     gpus: int = 0
     python: str = sys.executable
     grace: float = 30.0               # seconds a cancelled engine gets to clean up before it is killed
-    janitor_every: float = 60.0
+    janitor_every: float | None = None   # seconds between expiry sweeps (default: a quarter of keep_results, <= 60)
 
     def __post_init__(self):
         self.data_dir = Path(self.data_dir).resolve()
         self.data_root = Path(self.data_root or self.data_dir / "data").resolve()
         self.models_dir = Path(self.models_dir or self.data_dir / "models").resolve()
+        if self.janitor_every is None:
+            self.janitor_every = min(60.0, max(0.5, self.keep_results / 4)) if self.keep_results else 60.0
 
     @property
     def jobs_dir(self) -> Path:

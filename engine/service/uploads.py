@@ -34,7 +34,7 @@ class Body:
 def safe_name(name: str) -> str:
     """A client's file name as one safe file name: its last component, letters, digits, ``._-`` only."""
     base = re.split(r"[\\/]", name or "")[-1]
-    base = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._") or "upload"
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", base).lstrip(".").rstrip(".") or "upload"
     stem, dot, suffix = base.rpartition(".")
     if dot and len(base) > 120:
         base = stem[:100] + "." + suffix[:16]
