@@ -8,7 +8,8 @@ A tool's declaration (``engine.contract.tools``) is a :class:`Tool` holding
   ranges, file suffixes, existing inputs, writable outputs, the rules between
   parameters. Each failure is a ``Problem(param, code, message)``; the CLI shows
   the flag, the dock marks the widget, Processing names its parameter;
-- the command line a client builds (:func:`to_argv`);
+- the command line a client builds (:func:`to_argv`) and its named values again (:func:`from_argv`: the
+  plugin's remote runner sends them to the service);
 - the plugin's Processing parameters (``plugin.processing.params``) and, next,
   the service's process descriptions.
 
@@ -614,6 +615,50 @@ def to_argv(tool: Tool, values: dict) -> list[str]:
             continue
         args += [param.flag, format_value(param, value)]
     return args
+
+
+def from_argv(tool: Tool, argv: list[str]) -> dict:
+    """The named values of a command line ``to_argv`` built (its inverse): ``[tool, positionals..., --flag value]``
+    -> ``{name: value}``; the tool's name first is optional.
+
+    Values stay as the CLI's text (``"64px"``, ``"6"``); a flag gives the boolean it sets (``--no-quicklook`` ->
+    ``quicklook: False``). ``--flag=value`` is read too; a later flag wins, as with argparse. Parameters the command
+    line does not give are absent (their defaults apply). ValueError for an unknown option, a missing value or a
+    missing or extra positional argument.
+    """
+    args = list(argv)
+    if args and args[0] == tool.name:
+        args = args[1:]
+    options = {p.flag: p for p in tool.params if p.cli and not p.positional}
+    positionals = [p for p in tool.params if p.positional]
+    values: dict = {}
+    i = 0
+    while i < len(args):
+        token = args[i]
+        i += 1
+        flag, eq, inline = token.partition("=") if token.startswith("--") else (token, "", "")
+        if flag not in options:
+            if token.startswith("--"):
+                raise ValueError(f"{tool.name}: unknown option {flag}")
+            if not positionals:
+                raise ValueError(f"{tool.name}: unexpected argument {token!r}")
+            values[positionals.pop(0).name] = token
+            continue
+        param = options[flag]
+        if param.type == BOOL:
+            if eq:
+                raise ValueError(f"{tool.name}: {flag} takes no value")
+            values[param.name] = not param.default
+            continue
+        if not eq:
+            if i >= len(args):
+                raise ValueError(f"{tool.name}: {flag} needs a value")
+            inline = args[i]
+            i += 1
+        values[param.name] = inline
+    if positionals:
+        raise ValueError(f"{tool.name}: {positionals[0].flag} is missing")
+    return values
 
 
 def format_value(param: Param, value) -> str:

@@ -22,6 +22,6 @@ QgsProcessingAlgorithm directly and use :class:`~.base.UrbanFormAlgorithm`'s
 group and ``createInstance``.
 
 Nothing here imports torch, rasterio or the ``engine`` package beyond
-``engine.contract``: the engine runs in its own Python, through
-:func:`plugin.runner.engine_process.run_engine`.
+``engine.contract``: the engine runs in its own Python, or on the engine
+server, through :func:`plugin.runner.dispatch.run_engine`.
 """

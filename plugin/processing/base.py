@@ -1,5 +1,6 @@
 """What every Urban Form Mapper algorithm shares: its group, a fresh instance per
-run, and "run an engine command with Processing feedback".
+run, and "run an engine command with Processing feedback" (on this computer or
+on the engine server, as the Engine setting of the panel says).
 
 Processing runs an algorithm on a worker thread (no GUI calls here) on an
 instance made by ``createInstance`` for that run, so nothing is kept on the
@@ -19,8 +20,8 @@ from qgis.core import QgsProcessingAlgorithm, QgsProcessingException, QgsProcess
 from ...engine.contract.params import Tool
 from ...engine.contract.tools import TOOLS
 from ..requests.wording import without_name
-from ..runner import engine_env
-from ..runner.engine_process import run_engine
+from ..runner import engine_env, server_settings
+from ..runner.dispatch import run_engine
 from ..runner.task import progress_for, status_text
 from . import params
 
@@ -122,10 +123,16 @@ class EngineAlgorithm(UrbanFormAlgorithm):
         """As :meth:`run_engine_command`, returning the EngineResult (None when cancelled); ``progress`` maps the
         engine's stages to percentages (default: the map for the tool in ``args``)."""
         feedback = feedback or QgsProcessingFeedback()
-        python = engine_python(feedback)
-        feedback.pushCommandInfo(" ".join(shlex.quote(a) for a in engine_env.engine_command(python, *args)))
+        server = server_settings.active_server()            # None: this computer (the Engine setting)
+        if server is None:
+            python = engine_python(feedback)
+            feedback.pushCommandInfo(" ".join(shlex.quote(a) for a in engine_env.engine_command(python, *args)))
+        else:
+            python = None
+            feedback.pushCommandInfo(f"On the engine server {server.url}: engine "
+                                     + " ".join(shlex.quote(a) for a in args))
         result = run_engine(python, args, on_event=progress_reporter(feedback, progress or progress_for(args)),
-                            is_cancelled=feedback.isCanceled, outputs=outputs)
+                            is_cancelled=feedback.isCanceled, outputs=outputs, server=server)
         if result.cancelled:
             feedback.pushInfo(result.message)
             return None

@@ -5,6 +5,7 @@ Everything here that starts a process runs on a QgsTask worker thread
 ``done`` signal. The functions are plain (no Qt) so that they are easy to test:
 
 - ``detect_engine`` / ``check_engine``: which Python runs the engine, and does it work;
+  ``check_server``: the same for an engine server (its version, its engine's devices);
 - ``probe`` with ``tile_args``: ``python -m engine probe`` (no torch, well under a second):
   the number of tiles and the tile size in pixels, or the engine's error for bad input;
 - ``probe`` with ``speed_args``: the same with ``--speed`` (imports torch, a few seconds):
@@ -24,9 +25,9 @@ from qgis.PyQt.QtCore import pyqtSignal
 from ...engine.contract.outputs import tile_label
 from ...engine.contract.params import to_argv
 from ...engine.contract.tools import TOOLS
-from ..paths import PLUGIN_DIR
+from ..paths import PLUGIN_DIR, read_metadata
 from ..requests import ClusterRequest
-from . import engine_env
+from . import engine_env, remote
 from .engine_process import EXIT_BAD_INPUT
 
 STARTUP_S = 5.0          # engine start-up, reading, k-means and writing, roughly
@@ -76,13 +77,29 @@ def check_engine(python: str | None, _is_cancelled=None) -> dict:
     return info
 
 
+def check_server(server: remote.Server, _is_cancelled=None) -> dict:
+    """The engine server's version and its engine's check (``remote.server_check``), with the server's URL under
+    ``asked`` and this plugin's version under ``plugin_version`` (worker thread only: network)."""
+    info = remote.server_check(server)
+    info["asked"] = server.url
+    info["plugin_version"] = read_metadata().get("version", "")
+    return info
+
+
 def engine_text(info: dict) -> str:
-    """One line for the Engine box: interpreter, torch version and devices, or the error with the fix."""
+    """One line for the Engine box: interpreter (or server and its version), torch version and devices, or the
+    error with the fix."""
     if not info.get("ok"):
-        return f"Engine not usable: {info.get('error', 'unknown error')}"
+        where = "Engine server" if info.get("server") is not None else "Engine"
+        return f"{where} not usable: {info.get('error', 'unknown error')}"
     version = f"Python {info['python_version']} " if info.get("python_version") else ""
-    return (f"{version}{info.get('python', info.get('asked'))} · torch {info.get('torch', '?')} · "
-            f"devices: {', '.join(info.get('devices') or ['cpu'])}")
+    where = f"{version}{info.get('python', info.get('asked'))}"
+    if info.get("server") is not None:
+        where = f"Server {info['server']}, Urban Form Mapper {info.get('version') or '?'}"
+        if info.get("plugin_version") and info.get("version") and info["version"] != info["plugin_version"]:
+            where += f" (this plugin is {info['plugin_version']}: results may differ)"
+        where += f" · {version.strip()}" if version else ""
+    return f"{where} · torch {info.get('torch', '?')} · devices: {', '.join(info.get('devices') or ['cpu'])}"
 
 
 # -- probes ----------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
-"""A QgsTask that runs one engine command in the background.
+"""A QgsTask that runs one engine command in the background, on this computer or on the engine server.
 
-``run()`` happens on a worker thread and only talks to the engine process
-(progress through ``setProgress`` and the ``statusChanged`` signal, which Qt
+Where it runs is read from the Engine setting when the task is made (main thread: QGIS may ask for the master
+password that unlocks the server's token). ``run()`` happens on a worker thread and only talks to the engine
+process or the server (progress through ``setProgress`` and the ``statusChanged`` signal, which Qt
 delivers on the main thread). ``finished()`` runs on the main thread: it
 reports errors in the message bar and the log, and hands a successful result
 to ``on_success`` (which adds the layers).
@@ -16,7 +17,9 @@ from qgis.PyQt.QtCore import pyqtSignal
 from ...engine.contract.progress import progress_for, status_text
 from .. import log
 from ..requests.wording import panel_words
-from .engine_process import EngineResult, run_engine
+from . import server_settings
+from .dispatch import FROM_SETTINGS, run_engine
+from .engine_process import EngineResult
 
 
 class TrainingClock:
@@ -94,9 +97,12 @@ class EngineTask(QgsTask):
 
     def __init__(self, description: str, python: str, args: list[str], outputs=None,
                  on_success: Callable[["EngineTask"], None] | None = None,
-                 on_failure: Callable[["EngineTask"], None] | None = None, message_bar=None):
+                 on_failure: Callable[["EngineTask"], None] | None = None, message_bar=None,
+                 server=FROM_SETTINGS):
         super().__init__(description, QgsTask.CanCancel)
         self.python = python
+        # where it runs: a remote.Server, or None for this computer (default: the Engine setting, read now)
+        self.server = server_settings.active_server() if server is FROM_SETTINGS else server
         self.args = list(args)
         self.progress_of = progress_for(self.args)
         self.status_of: Callable[[dict], str] = status_text     # event -> the status line (worker thread)
@@ -128,7 +134,7 @@ class EngineTask(QgsTask):
 
     def run(self) -> bool:  # worker thread: no GUI here
         self.result = run_engine(self.python, self.args, self._on_event, self.isCanceled, outputs=self.outputs,
-                                 on_start=self._on_start)
+                                 on_start=self._on_start, server=self.server)
         return self.result.ok
 
     def finished(self, ok: bool) -> None:  # main thread

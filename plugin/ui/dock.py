@@ -7,6 +7,11 @@ the time estimate and the engine check come from ``probe`` in background
 tasks, and a run is a ``task.EngineTask``. The UI thread does no subprocess
 work and no I/O beyond trivial path checks (and writing a polygon layer to a
 temporary GeoPackage when a run is limited to it).
+
+Engine > Runs on (``engine_choice``) sends the runs to an engine server
+instead: the task uploads the inputs and downloads the results to the same
+local files, so the layers load as after a local run; the check asks the
+server (its version and devices), and there is no tile count.
 """
 from __future__ import annotations
 
@@ -32,12 +37,13 @@ from ..paths import RESOURCES
 from ..requests import (BACKBONES, DEEPCLUSTER, DEVICES, LENGTH_UNITS, METHODS, WEIGHT_WORDS, ClusterRequest,
                         SweepRequest, outputs, parse_k)
 from ..requests.wording import METHOD_LABELS
-from ..runner import engine_env, probe
+from ..runner import engine_env, probe, server_settings
 from ..runner.task import EngineTask
 from . import marks, plots, stats_inputs, wording
 from .bounds import bound
 from .buildings_panel import BuildingsPanel
 from .engine_bar import EngineSetupBar
+from .engine_choice import EngineChoice
 
 FORM_CLASS, _ = uic.loadUiType(str(RESOURCES / "ui" / "dock.ui"))
 
@@ -101,7 +107,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.confirm_overwrite = confirm_overwrite
         self.ask_resume = ask_resume
         self.task: EngineTask | None = None
-        self.engine_info: dict | None = None       # the last engine check (its "asked" is the Python checked)
+        self.engine_info: dict | None = None       # the last engine check ("asked": the Python or server checked)
         self.detected_python: str | None = None
         self._detecting = False
         self._detected = False                      # detection ran: search again only on request (Check, new setting)
@@ -184,6 +190,9 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.engineForm.addRow("Package index", self.indexUrlEdit)
         self.engineForm.addRow("Wheel folder", self.wheelDir)
         self.engineForm.addRow("Build from", self.basePython)
+        # where the engine runs: this computer (the rows above) or a server (its URL and token), at the box's top
+        self.engineChoice = EngineChoice(self.engineForm, [self.enginePython, self.indexUrlEdit, self.wheelDir,
+                                                           self.basePython], self)
         self.progressBar.setRange(0, 100)
         self.problemsLabel.setStyleSheet(ERROR_STYLE)
         for label in (self.estimateLabel, self.problemsLabel, self.statusLabel):
@@ -224,6 +233,8 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             signal.connect(self._changed)
         self.iface.mapCanvas().extentsChanged.connect(self._extent_changed)
         self.checkButton.clicked.connect(self.recheck)
+        self.engineChoice.changed.connect(self._engine_place_changed)
+        self.engineChoice.failed.connect(lambda text: self._report(text, Qgis.Warning))
         self.enginePython.fileChanged.connect(self._engine_setting_changed)
         self.setupBar.engineReady.connect(self._engine_ready)
         self.setupBar.runningChanged.connect(lambda _running: self.update_state())
@@ -318,7 +329,8 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
     def _probe_errors(self, req: ClusterRequest) -> list[Problem]:
         """The engine's own error for bad input (probe exit code 2), for the current parameters."""
         python = self.engine_python()
-        if isinstance(req, SweepRequest) or self._tiles is None or self._tiles_for != self._tile_key(python, req):
+        if self.is_remote() or isinstance(req, SweepRequest) or self._tiles is None \
+                or self._tiles_for != self._tile_key(python, req):
             return []
         if not self._tiles.get("ok"):
             return [Problem("input", REJECTED, self._tiles["error"])] if self._tiles.get("bad_input") else []
@@ -344,8 +356,25 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         """The Python in the Engine box, else the detected one (None until detection has finished)."""
         return self.enginePython.filePath().strip() or self.detected_python or engine_env.chosen()
 
+    def is_remote(self) -> bool:
+        """The engine runs on a server (Engine > Runs on), not on this computer."""
+        return self.engineChoice.is_remote()
+
+    def engine_key(self) -> str | None:
+        """What the engine check is about: the server's URL, or the engine Python (None: not known yet)."""
+        return self.engineChoice.url() if self.is_remote() else self.engine_python()
+
     def engine_problem(self, python: str | None) -> str | None:
-        """Why ``python`` cannot run the engine, with the fix; None when it can (or is not checked yet)."""
+        """Why the engine cannot run (``python`` on this computer, or the server), with the fix; None when it can
+        (or is not checked yet)."""
+        if self.is_remote():
+            url = self.engineChoice.url()
+            if not url:
+                return "Set the engine server's URL under Engine (Runs on: Server), or run on this computer."
+            info = self.engine_info
+            if info and info.get("asked") == url and not info.get("ok"):
+                return info.get("error", "the engine server does not work")
+            return None
         if self.setupBar.is_running():
             return "The engine is being set up (see the top of the panel); Run is available when it is ready."
         if not python:
@@ -360,7 +389,17 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         return None
 
     def check_engine(self) -> None:
-        """Check the engine Python (detecting it first when the box is empty), in the background."""
+        """Check the engine Python (detecting it first when the box is empty), or the server, in the background."""
+        if self.is_remote():
+            server = server_settings.active_server()          # main thread: QGIS may ask for the master password
+            if not server.url:
+                return
+            self._checking = server.url
+            self.engineLabel.setText(f"Checking the engine server {server.url}…")
+            self.engineLabel.setStyleSheet("")
+            self._start("Urban Form Mapper: check the engine server", lambda c: probe.check_server(server, c),
+                        self._check_done)
+            return
         python = self.engine_python()
         if python is None:
             self._detect()
@@ -376,12 +415,19 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         for key in [k for k, v in probe.SPEED_CACHE.items() if not v.get("ok")]:
             del probe.SPEED_CACHE[key]
         self._tiles = self._tiles_for = None
-        if not self.enginePython.filePath().strip():
+        if not self.enginePython.filePath().strip() and not self.is_remote():
             self._detected = False                  # look for the engine again: the user may have set one up
             self.detected_python = None
         self.engine_info = None
         self.check_engine()
         self._refresh()
+
+    def _engine_place_changed(self) -> None:
+        """Engine > Runs on, the server's URL or its token changed: check the engine there (after the pause)."""
+        self.engine_info = None
+        self._checking = None
+        self._tiles = self._tiles_for = None
+        self._changed()
 
     def _engine_setting_changed(self, *_args) -> None:
         """A new Engine > Python (or none: search again, once)."""
@@ -409,7 +455,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.detected_python = value.get("python") if isinstance(value, dict) else None
         self.enginePython.lineEdit().setPlaceholderText(
             f"detected: {self.detected_python}" if self.detected_python else "none found: choose a Python")
-        if self.detected_python is None:
+        if self.detected_python is None and not self.is_remote():
             self._show_engine({"ok": False, "asked": None,
                                "error": "none found. Set up engine (top of the panel) builds one."})
         self._refresh()
@@ -417,7 +463,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
     def _check_done(self, info: dict) -> None:
         if info.get("asked") == self._checking:
             self._checking = None
-        if info.get("asked") != self.engine_python():
+        if info.get("asked") != self.engine_key():
             return                                                       # the box changed meanwhile
         self._show_engine(info)
         if info.get("ok"):
@@ -425,6 +471,14 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
 
     def _show_engine(self, info: dict) -> None:
         self.engine_info = info
+        if self.is_remote():                         # a server: its version and devices, or why it cannot be used
+            self.engineLabel.setText(probe.engine_text(info))
+            self.engineLabel.setStyleSheet("" if info.get("ok") else ERROR_STYLE)
+            if not info.get("ok"):
+                self.engineGroup.setCollapsed(False)
+            self.setupBar.hide_unless_running()
+            self.update_state()
+            return
         managed = engine_env.managed_status()
         is_managed = bool(info.get("asked")) and info.get("asked") == managed["python"]
         text = probe.engine_text(info)
@@ -554,6 +608,9 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         if not self.is_running() and self._auto_output_taken():
             self._raster_changed()                  # written meanwhile (another run, Processing): a free name
         self.save_settings()
+        if self.is_remote():
+            self._refresh_remote()
+            return
         python = self.engine_python()
         if python is None:
             if not self._detected:
@@ -584,6 +641,24 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             self._update_estimate()
         self.update_state()
 
+    def _refresh_remote(self) -> None:
+        """_refresh for runs on a server: check it once per URL; no tile count (the raster is on this computer,
+        the engine there)."""
+        url = self.engineChoice.url()
+        if url and url != self._checking and (self.engine_info is None or self.engine_info.get("asked") != url):
+            self.check_engine()
+        if self.is_buildings():
+            self.buildings.update_state()
+            return
+        req = self.request()
+        if isinstance(req, SweepRequest):
+            inputs_ok = not [p for p in replace(req, overwrite=True, out="").problems()
+                             if not (p.param == "out" and p.code == REQUIRED) and not written_at_run(p)]
+            self.estimateLabel.setText(sweep_text(req) if inputs_ok else "")
+        else:
+            self.estimateLabel.setText(f"Runs on the engine server {url}" if url else "")
+        self.update_state()
+
     def _tiles_done(self, value: dict) -> None:
         self._tiles_for, self._tiles = value["key"], value["answer"]
         self._update_estimate()
@@ -592,7 +667,8 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
     def _update_estimate(self) -> None:
         """The tile count and time estimate for the current parameters; starts the speed probe when needed."""
         python, req = self.engine_python(), self.request()
-        if isinstance(req, SweepRequest) or self._tiles is None or self._tiles_for != self._tile_key(python, req):
+        if self.is_remote() or isinstance(req, SweepRequest) or self._tiles is None \
+                or self._tiles_for != self._tile_key(python, req):
             return
         tiles = self._tiles
         if not tiles.get("ok"):
@@ -641,7 +717,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         python = self.engine_python()
         problem = self.engine_problem(python)
         if problem:
-            self._show_engine({"ok": False, "asked": python, "error": problem})
+            self._show_engine({"ok": False, "asked": self.engine_key(), "error": problem})
             self._report(problem, Qgis.Critical)
             return False
         problems = self.problems()
