@@ -172,8 +172,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
             return JSONResponse(info, status_code=201, headers={"Location": f"{base(request)}/jobs/{job.id}",
                                                                 "Preference-Applied": "respond-async"})
         job = await run_in_threadpool(manager.wait, job.id)
-        _raise_failure(job)
-        return results_document(job, base(request))
+        try:
+            _raise_failure(job)
+            return results_document(job, base(request))
+        finally:                                   # the answer was the result: no job is left to poll or dismiss
+            await run_in_threadpool(manager.forget, job.id)
 
     async def _new_job(request: Request, tool: Tool, who: str, sync: bool, file_field: "str | None" = None,
                        extra=None) -> Job:

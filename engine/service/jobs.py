@@ -141,6 +141,13 @@ class JobManager:
                           message="dismissed: the job was stopped and its files removed")
         return self.store.get(job_id)
 
+    def forget(self, job_id: str) -> None:
+        """Remove a finished job's row and files (a synchronous execution, once answered)."""
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+        self.store.delete(job_id)
+        self._done.pop(job_id, None)
+        self._used = None
+
     # -- running
     def _work(self, slot: int) -> None:
         while not self._stopping.is_set():
@@ -212,7 +219,7 @@ class JobManager:
         self._finish(job_id)
 
     def _finish(self, job_id: str) -> None:
-        event = self._done.get(job_id)
+        event = self._done.pop(job_id, None)           # a later wait() finds the job finished in the table
         if event is not None:
             event.set()
 
