@@ -24,6 +24,7 @@ ALGORITHMS: list[str] = [
     "segmentation.TrainSegmentationAlgorithm",
     "segmentation.SegmentAlgorithm",
     "segmentation.EvaluateSegmentationAlgorithm",
+    "report.ReportAlgorithm",
     "setupengine.SetupEngineAlgorithm",
 ]
 

@@ -11,6 +11,7 @@ Tools:
   evaluate-seg  IoU, precision, recall, F1 and object F1 of predicted buildings
   probe         check a raster and tiling; tile count and model speed (JSON)
   check         report the Python, torch version and available devices (JSON)
+  report        a self-contained HTML report of a run: example tiles, sizes, profiles, plots
 
 Exit codes: 0 success, 2 bad input (the message says which input and the
 fix), 1 any other failure, 130 cancelled. Messages go to stderr; with

@@ -82,6 +82,11 @@ def print_segment(manifest: dict, args) -> None:
             print(f"  {name:10s} {path}", file=sys.stderr)
 
 
+def print_report(manifest: dict, args) -> None:
+    _outputs(manifest, args, f"report of the {manifest['kind']} run: {len(manifest['sections'])} sections, "
+                             f"{manifest['bytes'] / 1e6:.1f} MB")
+
+
 def print_json(result: dict, args) -> None:          # noqa: ARG001 - every printer's signature
     """The answer as one JSON line on stdout (evaluate-seg, probe)."""
     print(json.dumps(result, default=float))
@@ -118,4 +123,5 @@ COMMANDS: dict[str, Command] = {
     "evaluate-seg": Command("evaluate_seg", "EvaluateSegParams", print_json),
     "probe": Command("probe", "ProbeParams", print_json),
     "check": Command("check", "CheckParams", print_check),
+    "report": Command("report", "ReportParams", print_report),
 }

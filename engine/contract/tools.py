@@ -20,7 +20,7 @@ from .limits import CLUSTER_NODATA, MAX_K, MAX_SEED, MIN_K, MIN_TILE_PX
 from .outputs import CHECKPOINT
 from .params import (BANDS, BOOL, CHOICE, EXTENT, FILE, FLOAT, FOLDER, INT, K_LIST, OUT_FILE, OUT_FOLDER, RASTER,
                      SIZE, SIZES, TEXT, VECTOR, Output, Param, Rule, Tool)
-from .progress import CLUSTER_STAGES
+from .progress import CLUSTER_STAGES, REPORT_STAGES
 
 METHODS = ("kmeans", "deepcluster")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -364,5 +364,29 @@ CHECK = Tool(
                   help="also check that this backbone's ImageNet weights are here"),),
     output_param=None, quick=True)
 
+# -- the analyses (issue 15) ---------------------------------------------------------------------------------------
+MAX_EXAMPLES = 64                            # example tiles per gallery: more makes a report no one scrolls through
+
+REPORT = Tool(
+    "report", "a self-contained HTML report of a run: example tiles, sizes, profiles and plots per cluster",
+    "Write one HTML file (images embedded, opens offline) that explains RUN.gpkg: per cluster its size, a gallery "
+    "of example tiles (closest to the centre and random ones, cut from the run's raster), its statistics profile "
+    "and eta-squared when the run has statistics, and a map thumbnail; for a sweep its lineage and metrics plots; "
+    "for a change run its transitions and the most changed tiles.",
+    params=(Param("run", FILE, required=True, positional=True, suffixes=(".gpkg",), label="Run GeoPackage",
+                  help="a run's GeoPackage (from cluster, predict, sweep or change), with its manifest next to it"),
+            Param("out", OUT_FILE, required=True, suffixes=(".html",), label="Report",
+                  help="the HTML file to write (.html)"),
+            Param("examples", INT, 8, minimum=1, maximum=MAX_EXAMPLES, label="Example tiles",
+                  help="tiles in each gallery: this many closest to the cluster centre and as many at random"),
+            replace(SEED, help="random seed of the random examples"),
+            OVERWRITE, PROGRESS),
+    outputs=(Output("html", "{out}", "one self-contained HTML file: galleries, sizes, profiles, plots"),),
+    output_param="out",
+    stages=REPORT_STAGES,
+    examples=("python -m engine report run.gpkg --out run_report.html",),
+    notes="The galleries are cut from the raster the run's manifest names; a raster that has moved leaves them "
+          "out with a warning.")
+
 TOOLS: dict[str, Tool] = {t.name: t for t in (CLUSTER, PREDICT, SWEEP, STATS_TOOL, EXPORT, TRAIN_SEG, SEGMENT,
-                                             EVALUATE_SEG, PROBE, CHECK)}
+                                             EVALUATE_SEG, PROBE, CHECK, REPORT)}

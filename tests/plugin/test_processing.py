@@ -84,7 +84,8 @@ def test_provider_lists_the_algorithms_with_their_help(alg):
     provider = QgsApplication.processingRegistry().providerById("urbanform")
     assert sorted(a.id() for a in provider.algorithms()) == [
         "urbanform:cluster", "urbanform:deepcluster", "urbanform:evaluatesegmentation", "urbanform:export",
-        "urbanform:exportshapefile", "urbanform:predict", "urbanform:segment", "urbanform:setupengine",
+        "urbanform:exportshapefile", "urbanform:predict", "urbanform:report", "urbanform:segment",
+        "urbanform:setupengine",
         "urbanform:statistics",
         "urbanform:sweep", "urbanform:trainsegmentation"]
     for algorithm in provider.algorithms():
@@ -254,6 +255,18 @@ def test_predict_assigns_the_tiles_to_a_saved_cluster_model(alg, cluster_run, tm
     with pytest.raises(QgsProcessingException, match="does not exist"):
         run("urbanform:predict", {"MODEL": str(tmp_path / "none_model.pt"), "INPUT": alg.params["INPUT"],
                                   "OUTPUT": str(tmp_path / "q.gpkg")})
+
+
+# -- the analyses (issue 15) ------------------------------------------------------------------------
+def test_report_writes_a_self_contained_html_of_a_cluster_run(alg, cluster_run, tmp_path):
+    out = tmp_path / "report.html"
+    result = run("urbanform:report", {"RUN": cluster_run["OUTPUT"], "OUTPUT": str(out), "EXAMPLES": 2})
+    assert result["OUTPUT"] == result["HTML"] == str(out)
+    text = out.read_text(encoding="utf-8")
+    assert text.count("<figcaption>tile ") == 4 * 2 * 2 and "http" not in text
+    with pytest.raises(QgsProcessingException, match="Run GeoPackage: .* does not exist"):
+        run("urbanform:report", {"RUN": str(tmp_path / "none.gpkg"), "OUTPUT": str(tmp_path / "n.html")})
+    assert not (tmp_path / "n.html").exists()
 
 
 def test_sweep_writes_a_layer_per_tile_size_and_the_metrics(alg, tmp_path, qgis_new_project):

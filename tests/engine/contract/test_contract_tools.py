@@ -39,9 +39,7 @@ def test_every_declaration_is_complete(name):
 @pytest.mark.parametrize("name", sorted(TOOLS))
 def test_defaults_with_the_required_values_are_a_valid_request(name):
     tool = TOOLS[name]
-    values = {p.name: {"out": "x.gpkg"}.get(p.name, "x.gpkg" if ".gpkg" in p.suffixes else
-                                           "x.pt" if ".pt" in p.suffixes else "x")
-              for p in tool.params if p.required}
+    values = {p.name: "x" + p.suffixes[0] if p.suffixes else "x" for p in tool.params if p.required}
     if name == "stats":
         values["buildings"] = "b.gpkg"
     if name == "train-seg":
