@@ -25,6 +25,7 @@ ALGORITHMS: list[str] = [
     "segmentation.SegmentAlgorithm",
     "segmentation.EvaluateSegmentationAlgorithm",
     "report.ReportAlgorithm",
+    "change.ChangeAlgorithm",
     "setupengine.SetupEngineAlgorithm",
 ]
 

@@ -12,6 +12,7 @@ Tools:
   probe         check a raster and tiling; tile count and model speed (JSON)
   check         report the Python, torch version and available devices (JSON)
   report        a self-contained HTML report of a run: example tiles, sizes, profiles, plots
+  change        two dates on one saved model's clusters: per tile clusters, change score, transitions
 
 Exit codes: 0 success, 2 bad input (the message says which input and the
 fix), 1 any other failure, 130 cancelled. Messages go to stderr; with

@@ -87,6 +87,12 @@ def print_report(manifest: dict, args) -> None:
                              f"{manifest['bytes'] / 1e6:.1f} MB")
 
 
+def print_change(manifest: dict, args) -> None:
+    c = manifest["change"]
+    _outputs(manifest, args, f"{c['changed']} of {c['tiles']} tiles changed cluster ({c['changed_share']:.1%}); "
+                             f"median change score {c['median_score']:.3f}")
+
+
 def print_json(result: dict, args) -> None:          # noqa: ARG001 - every printer's signature
     """The answer as one JSON line on stdout (evaluate-seg, probe)."""
     print(json.dumps(result, default=float))
@@ -124,4 +130,5 @@ COMMANDS: dict[str, Command] = {
     "probe": Command("probe", "ProbeParams", print_json),
     "check": Command("check", "CheckParams", print_check),
     "report": Command("report", "ReportParams", print_report),
+    "change": Command("change", "ChangeParams", print_change),
 }

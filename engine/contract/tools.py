@@ -20,7 +20,7 @@ from .limits import CLUSTER_NODATA, MAX_K, MAX_SEED, MIN_K, MIN_TILE_PX
 from .outputs import CHECKPOINT
 from .params import (BANDS, BOOL, CHOICE, EXTENT, FILE, FLOAT, FOLDER, INT, K_LIST, OUT_FILE, OUT_FOLDER, RASTER,
                      SIZE, SIZES, TEXT, VECTOR, Output, Param, Rule, Tool)
-from .progress import CLUSTER_STAGES, REPORT_STAGES
+from .progress import CHANGE_STAGES, CLUSTER_STAGES, REPORT_STAGES
 
 METHODS = ("kmeans", "deepcluster")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -388,5 +388,33 @@ REPORT = Tool(
     notes="The galleries are cut from the raster the run's manifest names; a raster that has moved leaves them "
           "out with a warning.")
 
+MODEL_IN = PREDICT.param("model")
+CHANGE = Tool(
+    "change", "change between two dates: both assigned to one saved model's clusters on one tile grid",
+    "Cut RASTER_BEFORE as MODEL's run did, put RASTER_AFTER on the same tile grid (warped when its CRS, resolution "
+    "or extent differ), assign the tiles of both dates to MODEL's clusters and measure how far each tile moved in "
+    "the model's feature space.",
+    params=(MODEL_IN,
+            Param("raster_before", RASTER, required=True, positional=True, label="Raster at the first date",
+                  help="the earlier image; its tile grid is the one both dates are cut on"),
+            Param("raster_after", RASTER, required=True, positional=True, label="Raster at the second date",
+                  help="the later image of the same place (any CRS and resolution: warped onto the first date's "
+                       "grid)"),
+            OUT_GPKG, *PREDICT.params[3:5], *AREA, *DEVICE, OVERWRITE, PROGRESS),
+    outputs=(Output("gpkg", "{out}", "layer 'tiles': tile_id, row, col, clust_a, clust_b, changed (0/1), chg_score "
+                                     "(feature distance, 0 to 2), dist_a, dist_b"),
+             Output("transitions_csv", "{stem}_transitions.csv", "tiles from each cluster to each cluster (rows: "
+                                                                 "first date)"),
+             Output("heatmap", "{stem}_transitions.png", "the transition matrix as a heatmap"),
+             Output("alluvial", "{stem}_alluvial.png", "alluvial plot of the transitions"),
+             Output("style", "{stem}_change.qml", "QGIS style of the tiles: graduated by chg_score, changed tiles "
+                                                  "outlined"),
+             Output("manifest", "{stem}_manifest.json", "parameters, model, both inputs, grid, changed share, "
+                                                        "transitions, timings")),
+    stages=CHANGE_STAGES,
+    examples=("python -m engine change run_model.pt city_2019.tif city_2023.tif --out change.gpkg",),
+    notes="Both rasters need the model's band count; the first must have about the model's resolution (or "
+          "--resample). Tiles valid on one date only are left out.")
+
 TOOLS: dict[str, Tool] = {t.name: t for t in (CLUSTER, PREDICT, SWEEP, STATS_TOOL, EXPORT, TRAIN_SEG, SEGMENT,
-                                             EVALUATE_SEG, PROBE, CHECK, REPORT)}
+                                             EVALUATE_SEG, PROBE, CHECK, REPORT, CHANGE)}

@@ -284,4 +284,58 @@ def _sweep_sections(manifest: dict, progress) -> list:
 
 # -- change runs ---------------------------------------------------------------------------------------------------
 def _change_sections(params: ReportParams, manifest: dict, progress, warnings: list) -> list:
-    raise BadInput("change runs are reported once the change tool exists", param="run", code=P.BAD_FORMAT)
+    """The transitions (table, heatmap, alluvial plot) and the most changed tiles, before and after."""
+    import tempfile
+
+    import pandas as pd
+
+    from ..analysis.images import data_uri, png_bytes
+    from ..analysis.report import Section, img, pair_gallery, table
+    from ..raster.align import aligned_raster
+    from ..raster.tiling import TiledRaster
+
+    tiles = _read_table(params.run, "tiles")
+    need = {"clust_a", "clust_b", "changed", "chg_score", "row", "col", "tile_id"}
+    if not need <= set(tiles.columns):
+        missing = ", ".join(sorted(need - set(tiles.columns)))
+        raise BadInput(f"RUN {str(params.run)!r}: its 'tiles' layer lacks {missing} (not a change run's).",
+                       param="run", code=P.BAD_FORMAT)
+    c = manifest.get("change", {})
+    body = (f"<p>{len(tiles)} tiles on both dates; {int(tiles['changed'].sum())} changed cluster "
+            f"({tiles['changed'].mean():.1%}); median change score {tiles['chg_score'].median():.3f} (0: same "
+            "features, 2: opposite).</p>")
+    transitions = pd.DataFrame(c.get("transitions", []))
+    if len(transitions):
+        body += table(transitions.head(20), index=False)
+    pngs = [p for k, p in _png_outputs(manifest) if k in ("heatmap", "alluvial")]
+    body += '<div class="row">' + "".join(f"<div>{img(data_uri(p.read_bytes()), p.name, 'plot', 520)}</div>"
+                                           for p in pngs) + "</div>"
+    sections = [Section("Transitions between the two dates", body, anchor="transitions")]
+    inputs = manifest.get("inputs", {})
+    before_path = inputs.get("raster_before", {}).get("raster")
+    after_path = inputs.get("raster_after", {}).get("raster")
+    top = tiles.sort_values(["chg_score", "tile_id"], ascending=[False, True]).head(params.examples)
+    progress("gallery", 0, len(top), f"the {len(top)} most changed tiles")
+    before = open_run_raster(before_path, manifest, warnings)
+    if before is None:
+        return sections
+    t = run_tiling(manifest)
+    try:
+        if not after_path or not Path(after_path).is_file():
+            warnings.append(f"the second date's raster {after_path!r} is not there any more: the pairs are left out.")
+            return sections
+        with tempfile.TemporaryDirectory(prefix="urbanform-report-") as workdir:
+            path, _ = aligned_raster(after_path, before.dataset, workdir)
+            with TiledRaster(path, t.get("tile_size", "64px"), t.get("overlap", "0px"), t.get("edge", "drop"),
+                             t.get("bands")) as after:
+                a = tile_images(before, top["row"], top["col"])
+                b = tile_images(after, top["row"], top["col"])
+        items = [(data_uri(png_bytes(x)), data_uri(png_bytes(y)),
+                  f"tile {int(r.tile_id)}: {int(r.clust_a)} → {int(r.clust_b)}, score {r.chg_score:.2f}")
+                 for x, y, r in zip(a, b, top.itertuples(), strict=True)]
+        progress("gallery", len(top), len(top))
+        sections.append(Section("The most changed tiles (first date left, second right)", pair_gallery(items),
+                                anchor="most-changed"))
+    finally:
+        before.close()
+    return sections

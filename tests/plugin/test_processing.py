@@ -83,11 +83,9 @@ def cluster_run(alg, tmp_path_factory) -> dict:
 def test_provider_lists_the_algorithms_with_their_help(alg):
     provider = QgsApplication.processingRegistry().providerById("urbanform")
     assert sorted(a.id() for a in provider.algorithms()) == [
-        "urbanform:cluster", "urbanform:deepcluster", "urbanform:evaluatesegmentation", "urbanform:export",
-        "urbanform:exportshapefile", "urbanform:predict", "urbanform:report", "urbanform:segment",
-        "urbanform:setupengine",
-        "urbanform:statistics",
-        "urbanform:sweep", "urbanform:trainsegmentation"]
+        "urbanform:change", "urbanform:cluster", "urbanform:deepcluster", "urbanform:evaluatesegmentation",
+        "urbanform:export", "urbanform:exportshapefile", "urbanform:predict", "urbanform:report", "urbanform:segment",
+        "urbanform:setupengine", "urbanform:statistics", "urbanform:sweep", "urbanform:trainsegmentation"]
     for algorithm in provider.algorithms():
         assert algorithm.group() == "Urban form" and algorithm.groupId() == "urbanform"
         help_text = algorithm.shortHelpString()
@@ -267,6 +265,22 @@ def test_report_writes_a_self_contained_html_of_a_cluster_run(alg, cluster_run, 
     with pytest.raises(QgsProcessingException, match="Run GeoPackage: .* does not exist"):
         run("urbanform:report", {"RUN": str(tmp_path / "none.gpkg"), "OUTPUT": str(tmp_path / "n.html")})
     assert not (tmp_path / "n.html").exists()
+
+
+def test_change_assigns_both_dates_and_styles_the_change_layer(alg, cluster_run, tmp_path):
+    from urbanform.plugin.processing.styling import QmlStyler
+
+    model = Path(cluster_run["OUTPUT"]).with_name("kampala_model.pt")
+    result = run("urbanform:change", {"MODEL": str(model), "RASTER_BEFORE": alg.params["INPUT"],
+                                      "RASTER_AFTER": alg.params["INPUT"], "OUTPUT": str(tmp_path / "c.gpkg")})
+    assert all(Path(result[k]).is_file() for k in ("TRANSITIONS", "HEATMAP", "ALLUVIAL", "MANIFEST"))
+    tiles = tiles_of(result["OUTPUT"])
+    try:
+        assert tiles.featureCount() == 96 and {f["changed"] for f in tiles.getFeatures()} == {0}
+        QmlStyler(tmp_path / "c_change.qml").postProcessLayer(tiles, None, None)
+        assert tiles.renderer().type() == "graduatedSymbol" and tiles.renderer().classAttribute() == "chg_score"
+    finally:
+        del tiles
 
 
 def test_sweep_writes_a_layer_per_tile_size_and_the_metrics(alg, tmp_path, qgis_new_project):
