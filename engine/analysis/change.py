@@ -144,7 +144,7 @@ def change_qml(max_score: float) -> str:
     ``max_score``), with a thick outline on the tiles that changed cluster."""
     top = max(float(max_score), 1e-6)
     bounds = np.linspace(0.0, top, 6)
-    colours = ("255,255,255,255", "254,217,142,255", "254,153,41,255", "217,95,14,255", "153,52,4,255")
+    colours = ("#ffffff", "#fed98e", "#fe9929", "#d95f0e", "#993404")             # ColorBrewer YlOrBr
     ranges, symbols = [], []
     for i, colour in enumerate(colours):
         lo, hi = bounds[i], bounds[i + 1] if i < 4 else max(top, 2.0)
