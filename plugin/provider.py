@@ -26,6 +26,7 @@ ALGORITHMS: list[str] = [
     "segmentation.EvaluateSegmentationAlgorithm",
     "report.ReportAlgorithm",
     "change.ChangeAlgorithm",
+    "similar.SimilarAlgorithm",
     "setupengine.SetupEngineAlgorithm",
 ]
 

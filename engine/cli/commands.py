@@ -93,6 +93,13 @@ def print_change(manifest: dict, args) -> None:
                              f"median change score {c['median_score']:.3f}")
 
 
+def print_similar(manifest: dict, args) -> None:
+    s = manifest["similar"]
+    top = "-" if s["top_similarity"] is None else f"{s['top_similarity']:.3f}"
+    _outputs(manifest, args, f"{len(s['query_tiles'])} query tile(s); mean similarity of the top {len(s['top'])} "
+                             f"tiles {top}, of all {s['mean_similarity']:.3f}")
+
+
 def print_json(result: dict, args) -> None:          # noqa: ARG001 - every printer's signature
     """The answer as one JSON line on stdout (evaluate-seg, probe)."""
     print(json.dumps(result, default=float))
@@ -131,4 +138,5 @@ COMMANDS: dict[str, Command] = {
     "check": Command("check", "CheckParams", print_check),
     "report": Command("report", "ReportParams", print_report),
     "change": Command("change", "ChangeParams", print_change),
+    "similar": Command("similar", "SimilarParams", print_similar),
 }

@@ -20,7 +20,7 @@ from .limits import CLUSTER_NODATA, MAX_K, MAX_SEED, MIN_K, MIN_TILE_PX
 from .outputs import CHECKPOINT
 from .params import (BANDS, BOOL, CHOICE, EXTENT, FILE, FLOAT, FOLDER, INT, K_LIST, OUT_FILE, OUT_FOLDER, RASTER,
                      SIZE, SIZES, TEXT, VECTOR, Output, Param, Rule, Tool)
-from .progress import CHANGE_STAGES, CLUSTER_STAGES, REPORT_STAGES
+from .progress import CHANGE_STAGES, CLUSTER_STAGES, REPORT_STAGES, SIMILAR_STAGES
 
 METHODS = ("kmeans", "deepcluster")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -416,5 +416,35 @@ CHANGE = Tool(
     notes="Both rasters need the model's band count; the first must have about the model's resolution (or "
           "--resample). Tiles valid on one date only are left out.")
 
+# the model and cache options of a tool that describes tiles with a fixed CNN (no clustering: no PCA options)
+FEATURES = (MODEL[0], WEIGHTS, *DEVICE, SEED, *CACHE)
+
+SIMILAR = Tool(
+    "similar", "find the tiles that look like a few query tiles or places",
+    "Cosine similarity of every tile's CNN features (centred on the raster's mean tile) to the mean of the query "
+    "tiles': tile ids of the raster's grid, or points and polygons of a vector file in any CRS.",
+    params=(RASTER_IN, OUT_GPKG,
+            Param("query", VECTOR, label="Query places",
+                  help="points or polygons (any vector file and CRS) on the tiles to look for: the tile holding "
+                       "each point, the tiles whose centre each polygon holds"),
+            Param("query_tiles", TEXT, label="Query tile ids",
+                  help="tile ids of the raster's grid (tile_id of a run's tiles layer), comma-separated: '12,40'"),
+            Param("top", INT, 20, minimum=1, label="Top tiles", help="how many of the most similar tiles to list "
+                                                                    "(OUT_top.csv)"),
+            *TILING, *AREA, *FEATURES, OVERWRITE, PROGRESS),
+    rules=(Rule("one_of", ("query", "query_tiles"), "Give the query: places (--query) or tile ids "
+                                                    "(--query-tiles), one of the two."), SMALLER_OVERLAP),
+    outputs=(Output("gpkg", "{out}", "layer 'tiles': tile_id, row, col, similarity (-1 to 1), rank (1 = most "
+                                     "similar; 0 = a query tile), query (0/1)"),
+             Output("tif", "{stem}_similarity.tif", "similarity map, one pixel per tile (NaN = no tile)"),
+             Output("top_csv", "{stem}_top.csv", "the most similar tiles: rank, tile_id, row, col, similarity, "
+                                                 "centre x and y"),
+             Output("manifest", "{stem}_manifest.json", "parameters, query tiles, features, timings")),
+    stages=SIMILAR_STAGES,
+    examples=("python -m engine similar image.tif --query-tiles 12,40 --out similar.gpkg",
+              "python -m engine similar image.tif --query markets.gpkg --top 50 --out markets_like.gpkg"),
+    notes="Features come from the same cache as cluster's: a raster clustered with the same tiling and backbone "
+          "is not described twice.")
+
 TOOLS: dict[str, Tool] = {t.name: t for t in (CLUSTER, PREDICT, SWEEP, STATS_TOOL, EXPORT, TRAIN_SEG, SEGMENT,
-                                             EVALUATE_SEG, PROBE, CHECK, REPORT, CHANGE)}
+                                             EVALUATE_SEG, PROBE, CHECK, REPORT, CHANGE, SIMILAR)}

@@ -85,7 +85,8 @@ def test_provider_lists_the_algorithms_with_their_help(alg):
     assert sorted(a.id() for a in provider.algorithms()) == [
         "urbanform:change", "urbanform:cluster", "urbanform:deepcluster", "urbanform:evaluatesegmentation",
         "urbanform:export", "urbanform:exportshapefile", "urbanform:predict", "urbanform:report", "urbanform:segment",
-        "urbanform:setupengine", "urbanform:statistics", "urbanform:sweep", "urbanform:trainsegmentation"]
+        "urbanform:setupengine", "urbanform:similar", "urbanform:statistics", "urbanform:sweep",
+        "urbanform:trainsegmentation"]
     for algorithm in provider.algorithms():
         assert algorithm.group() == "Urban form" and algorithm.groupId() == "urbanform"
         help_text = algorithm.shortHelpString()
@@ -281,6 +282,30 @@ def test_change_assigns_both_dates_and_styles_the_change_layer(alg, cluster_run,
         assert tiles.renderer().type() == "graduatedSymbol" and tiles.renderer().classAttribute() == "chg_score"
     finally:
         del tiles
+
+
+def test_similar_takes_query_places_from_a_layer_in_another_crs(alg, cluster_run, tmp_path):
+    tiles = tiles_of(cluster_run["OUTPUT"])
+    try:
+        feature = next(f for f in tiles.getFeatures() if f["tile_id"] == 40)
+        centre = feature.geometry().centroid().asPoint()
+        to_wgs84 = QgsCoordinateTransform(tiles.crs(), QgsCoordinateReferenceSystem("EPSG:4326"), QgsProject.instance())
+    finally:
+        del tiles
+    places = QgsVectorLayer("Point?crs=EPSG:4326", "places", "memory")
+    point = QgsFeature()
+    point.setGeometry(QgsGeometry.fromPointXY(to_wgs84.transform(centre)))
+    places.dataProvider().addFeatures([point])
+    result = run("urbanform:similar", {"INPUT": alg.params["INPUT"], "QUERY": places, "TOP": 5,
+                                       "OUTPUT": str(tmp_path / "s.gpkg")})
+    assert Path(result["SIMILARITY"]).is_file() and Path(result["TOP"]).read_text().count("\n") == 6
+    similar = tiles_of(result["OUTPUT"])
+    try:
+        assert [f["tile_id"] for f in similar.getFeatures() if f["query"] == 1] == [40]
+    finally:
+        del similar
+    with pytest.raises(QgsProcessingException, match="Query places"):
+        run("urbanform:similar", {"INPUT": alg.params["INPUT"], "OUTPUT": str(tmp_path / "n.gpkg")})
 
 
 def test_sweep_writes_a_layer_per_tile_size_and_the_metrics(alg, tmp_path, qgis_new_project):

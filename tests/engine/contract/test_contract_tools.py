@@ -40,8 +40,9 @@ def test_every_declaration_is_complete(name):
 def test_defaults_with_the_required_values_are_a_valid_request(name):
     tool = TOOLS[name]
     values = {p.name: "x" + p.suffixes[0] if p.suffixes else "x" for p in tool.params if p.required}
-    if name == "stats":
-        values["buildings"] = "b.gpkg"
+    for rule in tool.rules:         # one of several inputs needed (stats: a statistics input; similar: the query)
+        if rule.kind in ("one_of", "any_of"):
+            values[rule.params[0]] = "b.gpkg"
     if name == "train-seg":
         values["out"] = "m.pt"
     if name == "export":
