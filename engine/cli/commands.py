@@ -100,6 +100,18 @@ def print_similar(manifest: dict, args) -> None:
                              f"tiles {top}, of all {s['mean_similarity']:.3f}")
 
 
+def print_classify(manifest: dict, args) -> None:
+    c = manifest["classify"]
+    sizes = dict(zip(manifest["classes"], manifest["class_sizes"], strict=True))
+    if "accuracy" in c:
+        summary = (f"{c['labels']} labelled tiles; spatially cross-validated accuracy {c['accuracy']:.3f} "
+                   f"({c['folds']} folds of {c['block_tiles']} x {c['block_tiles']} tile blocks); tiles per class "
+                   f"{sizes}")
+    else:
+        summary = f"classified with {c['model']}; tiles per class {sizes}"
+    _outputs(manifest, args, summary)
+
+
 def print_json(result: dict, args) -> None:          # noqa: ARG001 - every printer's signature
     """The answer as one JSON line on stdout (evaluate-seg, probe)."""
     print(json.dumps(result, default=float))
@@ -139,4 +151,5 @@ COMMANDS: dict[str, Command] = {
     "report": Command("report", "ReportParams", print_report),
     "change": Command("change", "ChangeParams", print_change),
     "similar": Command("similar", "SimilarParams", print_similar),
+    "classify": Command("classify", "ClassifyParams", print_classify),
 }

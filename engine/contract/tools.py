@@ -16,11 +16,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from . import defaults
-from .limits import CLUSTER_NODATA, MAX_K, MAX_SEED, MIN_K, MIN_TILE_PX
+from .limits import CLUSTER_NODATA, MAX_CLASSES, MAX_K, MAX_SEED, MIN_K, MIN_LABELS, MIN_TILE_PX
 from .outputs import CHECKPOINT
 from .params import (BANDS, BOOL, CHOICE, EXTENT, FILE, FLOAT, FOLDER, INT, K_LIST, OUT_FILE, OUT_FOLDER, RASTER,
                      SIZE, SIZES, TEXT, VECTOR, Output, Param, Rule, Tool)
-from .progress import CHANGE_STAGES, CLUSTER_STAGES, REPORT_STAGES, SIMILAR_STAGES
+from .progress import CHANGE_STAGES, CLASSIFY_STAGES, CLUSTER_STAGES, REPORT_STAGES, SIMILAR_STAGES
 
 METHODS = ("kmeans", "deepcluster")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -29,6 +29,7 @@ WEIGHT_WORDS = ("imagenet", "none")          # or a state-dict file
 EDGES = ("drop", "pad")
 PROGRESS_MODES = ("auto", "bar", "log", "json", "none")
 EXPORT_FORMATS = ("shp", "gpkg", "csv")
+CLASSIFIERS = ("logreg", "forest")          # classify: logistic regression, random forest
 MAX_EPOCHS = 200                            # DeepCluster and U-Net training: more is always a typing mistake
 SEG_CHIP_MULTIPLE = 32                      # the U-Net halves the chip five times
 
@@ -446,5 +447,48 @@ SIMILAR = Tool(
     notes="Features come from the same cache as cluster's: a raster clustered with the same tiling and backbone "
           "is not described twice.")
 
+CLASSIFY = Tool(
+    "classify", "classify tiles from a few labelled places (CNN features, spatial cross-validation)",
+    "Learn classes from a few labelled points or polygons (the tiles they lie on) with a small classifier on the "
+    "CNN features, measure it by spatial cross-validation (held-out blocks of tiles, no training tile next to a "
+    "held-out one), and give every tile a class and a probability per class. With --model, apply a classifier "
+    "saved by an earlier run to this raster instead (its tiling and CNN).",
+    params=(RASTER_IN, OUT_GPKG,
+            Param("labels", VECTOR, label="Labelled places",
+                  help=f"points or polygons (any vector file and CRS) with a class each, at least {MIN_LABELS} per "
+                       "class"),
+            Param("field", TEXT, label="Class field",
+                  help=f"the labels' attribute that names the class (text, or codes: at most {MAX_CLASSES} "
+                       "distinct values)"),
+            Param("model", FILE, suffixes=(".pt",), label="Saved classifier",
+                  help="a classifier written by classify (OUT_classifier.pt): apply it instead of training"),
+            Param("classifier", CHOICE, CLASSIFIERS[0], choices=CLASSIFIERS, label="Classifier",
+                  help="logreg: logistic regression on standardised features; forest: a random forest"),
+            Param("folds", INT, 5, minimum=2, maximum=20, label="Cross-validation folds",
+                  help="spatial cross-validation folds (blocks of tiles dealt to folds)"),
+            Param("block", INT, None, minimum=1, advanced=True, label="Block side", unit="tiles",
+                  help="side of the cross-validation blocks in tiles (default: about four blocks per fold)"),
+            *TILING, *AREA, *FEATURES, OVERWRITE, PROGRESS),
+    rules=(Rule("one_of", ("labels", "model"), "Give labelled places (--labels, to train) or a saved classifier "
+                                               "(--model, to apply), one of the two."),
+           Rule("requires", ("labels", "field"), "Labelled places need their class field: give --field."),
+           SMALLER_OVERLAP),
+    outputs=(Output("gpkg", "{out}", "layer 'tiles': tile_id, row, col, class_id, class, prob (of that class), "
+                                     "p_0, p_1, ... (one per class); layer 'classes': class_id, class, labels, "
+                                     "precision, recall"),
+             Output("tif", "{stem}_classes.tif", f"class map, one pixel per tile ({CLUSTER_NODATA} = no tile)"),
+             Output("cv_csv", "{stem}_cv.csv", "spatial cross-validation: per class labels, precision, recall, F1; "
+                                               "accuracy", when="labels"),
+             Output("confusion_csv", "{stem}_confusion.csv", "confusion matrix of the cross-validation",
+                    when="labels"),
+             Output("confusion_png", "{stem}_confusion.png", "the confusion matrix plotted", when="labels"),
+             Output("classifier", "{stem}_classifier.pt", "the classifier: training features and classes, CNN, "
+                                                          "tiling (for --model)", when="labels"),
+             Output("manifest", "{stem}_manifest.json", "parameters, labels, folds, scores, timings")),
+    stages=CLASSIFY_STAGES,
+    examples=("python -m engine classify image.tif --labels labels.gpkg --field class --out classes.gpkg",
+              "python -m engine classify other.tif --model classes_classifier.pt --out other_classes.gpkg"),
+    notes="With --model, the tiling, bands and CNN are the saved classifier's (the tiling options are ignored).")
+
 TOOLS: dict[str, Tool] = {t.name: t for t in (CLUSTER, PREDICT, SWEEP, STATS_TOOL, EXPORT, TRAIN_SEG, SEGMENT,
-                                             EVALUATE_SEG, PROBE, CHECK, REPORT, CHANGE, SIMILAR)}
+                                             EVALUATE_SEG, PROBE, CHECK, REPORT, CHANGE, SIMILAR, CLASSIFY)}

@@ -84,6 +84,7 @@ def test_every_default_passes_the_declared_checks(name):
                 for p in tool.params if p.required}
     # a tool that needs one of several inputs (stats: any statistics input; similar: the query) gets the first
     extra = {r.params[0]: "b.gpkg" for r in tool.rules if r.kind in ("one_of", "any_of")}
+    extra |= {r.params[1]: "x" for r in tool.rules if r.kind == "requires" and r.params[0] in extra}
     assert check(tool, {**parsed, **required, **extra}, files=False) == []
 
 

@@ -43,6 +43,9 @@ def test_defaults_with_the_required_values_are_a_valid_request(name):
     for rule in tool.rules:         # one of several inputs needed (stats: a statistics input; similar: the query)
         if rule.kind in ("one_of", "any_of"):
             values[rule.params[0]] = "b.gpkg"
+    for rule in tool.rules:         # and what that input requires (classify: the labels' class field)
+        if rule.kind == "requires" and rule.params[0] in values:
+            values.setdefault(rule.params[1], "x")
     if name == "train-seg":
         values["out"] = "m.pt"
     if name == "export":
