@@ -27,6 +27,7 @@ ALGORITHMS: list[str] = [
     "report.ReportAlgorithm",
     "change.ChangeAlgorithm",
     "similar.SimilarAlgorithm",
+    "classify.ClassifyAlgorithm",
     "setupengine.SetupEngineAlgorithm",
 ]
 

@@ -83,7 +83,8 @@ def cluster_run(alg, tmp_path_factory) -> dict:
 def test_provider_lists_the_algorithms_with_their_help(alg):
     provider = QgsApplication.processingRegistry().providerById("urbanform")
     assert sorted(a.id() for a in provider.algorithms()) == [
-        "urbanform:change", "urbanform:cluster", "urbanform:deepcluster", "urbanform:evaluatesegmentation",
+        "urbanform:change", "urbanform:classify", "urbanform:cluster", "urbanform:deepcluster",
+        "urbanform:evaluatesegmentation",
         "urbanform:export", "urbanform:exportshapefile", "urbanform:predict", "urbanform:report", "urbanform:segment",
         "urbanform:setupengine", "urbanform:similar", "urbanform:statistics", "urbanform:sweep",
         "urbanform:trainsegmentation"]
@@ -306,6 +307,38 @@ def test_similar_takes_query_places_from_a_layer_in_another_crs(alg, cluster_run
         del similar
     with pytest.raises(QgsProcessingException, match="Query places"):
         run("urbanform:similar", {"INPUT": alg.params["INPUT"], "OUTPUT": str(tmp_path / "n.gpkg")})
+
+
+def test_classify_learns_from_a_labelled_layer_and_applies_the_saved_classifier(alg, cluster_run, tmp_path):
+    tiles = tiles_of(cluster_run["OUTPUT"])
+    try:
+        centres = {f["tile_id"]: (f["cluster"], f.geometry().centroid().asPoint()) for f in tiles.getFeatures()}
+        crs = tiles.crs().authid()
+    finally:
+        del tiles
+    labels = QgsVectorLayer(f"Point?crs={crs}&field=kind:string", "labels", "memory")
+    features = []
+    for cluster in (0, 1):                  # four labelled tiles of two clusters: classes the features can tell
+        for _, (c, point) in sorted(centres.items())[:60]:
+            if c == cluster and sum(f["kind"] == f"c{cluster}" for f in features) < 4:
+                feature = QgsFeature(labels.fields())
+                feature.setGeometry(QgsGeometry.fromPointXY(point))
+                feature["kind"] = f"c{cluster}"
+                features.append(feature)
+    labels.dataProvider().addFeatures(features)
+    result = run("urbanform:classify", {"INPUT": alg.params["INPUT"], "LABELS": labels, "FIELD": "kind", "FOLDS": 2,
+                                        "OUTPUT": str(tmp_path / "c.gpkg")})
+    assert all(Path(result[k]).is_file() for k in ("CLASS_RASTER", "SCORES", "CONFUSION", "CLASSIFIER", "MANIFEST"))
+    classified = tiles_of(result["OUTPUT"])
+    try:
+        assert classified.featureCount() == 96 and {f["class"] for f in classified.getFeatures()} <= {"c0", "c1"}
+    finally:
+        del classified
+    applied = run("urbanform:classify", {"INPUT": alg.params["INPUT"], "MODEL": result["CLASSIFIER"],
+                                         "OUTPUT": str(tmp_path / "a.gpkg")})
+    assert Path(applied["CLASS_RASTER"]).is_file() and "SCORES" not in applied
+    with pytest.raises(QgsProcessingException, match="Labelled places"):
+        run("urbanform:classify", {"INPUT": alg.params["INPUT"], "OUTPUT": str(tmp_path / "n.gpkg")})
 
 
 def test_sweep_writes_a_layer_per_tile_size_and_the_metrics(alg, tmp_path, qgis_new_project):
