@@ -83,7 +83,7 @@ def _run(params: ChangeParams, progress, files: dict) -> dict:
     from ..features.extract import FeatureExtractor, extract_features
     from ..io import NpyFile, OutputSet, sha256_file, versions, write_gpkg_chunks, write_json
     from ..raster.align import absolute, aligned_raster
-    from ..raster.tiling import TiledRaster
+    from ..raster.tiling import TiledRaster, inspect_raster
     from ..style import PALETTE
     from .cluster import Laps, input_record, select_tiles, tile_frames
     from .predict import ResizedExtractor, check_compatible
@@ -92,7 +92,11 @@ def _run(params: ChangeParams, progress, files: dict) -> dict:
     outset = OutputSet(files.values(), overwrite=params.overwrite)
     progress("open", 0, 0, f"loading {params.model}")
     model = load_model(params.model)
-    plan = check_compatible(model, params.raster_before, params.resample, params.res_tolerance)
+    inspect_raster(params.raster_before, param="raster_before")      # a bad file is named as the first date
+    try:
+        plan = check_compatible(model, params.raster_before, params.resample, params.res_tolerance)
+    except BadInput as exc:                # bands or resolution that do not fit the model: the first date's
+        raise BadInput(str(exc), param=exc.param or "raster_before", code=exc.code or P.BAD_FORMAT) from None
     check_after(model, params.raster_after)
     t = model.tiling
     with outset, tempfile.TemporaryDirectory(prefix="urbanform-change-") as workdir, \
