@@ -97,7 +97,8 @@ def class_values(values, field: str, name: str = "--field", max_classes: int = M
         listed = ", ".join(f"{k!r} ({v})" for k, v in few.items())
         raise BadInput(f"--labels: class(es) {listed} have fewer than {min_labels} labels; label at least "
                        f"{min_labels} places of every class (or drop the class).", param="labels", code="bad_format")
-    return text.rename("class")
+    text.name = "class"
+    return text
 
 
 def label_tiles(tile_polygons, geoms, classes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

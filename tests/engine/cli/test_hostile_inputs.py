@@ -726,7 +726,8 @@ def test_command_line_text_is_parsed_or_refused_in_one_line(pair, text):
     t = TOOLS[tool]
     p = t.param(name)
     values = {"raster": "r.tif", "out": "o.gpkg", "model": "m.pt", "run": "r.gpkg", "buildings": "b.gpkg",
-              "pred": "p.tif", "truth": "t.gpkg", "method": "deepcluster", "nir_band": "1"}
+              "pred": "p.tif", "truth": "t.gpkg", "method": "deepcluster", "nir_band": "1",
+              "raster_before": "a.tif", "raster_after": "b.tif"}
     values = {k: v for k, v in values.items() if k in t.names() and k != name}
     argv = argv_of(tool, values)
     if "\x00" in text:
