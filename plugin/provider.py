@@ -24,6 +24,10 @@ ALGORITHMS: list[str] = [
     "segmentation.TrainSegmentationAlgorithm",
     "segmentation.SegmentAlgorithm",
     "segmentation.EvaluateSegmentationAlgorithm",
+    "report.ReportAlgorithm",
+    "change.ChangeAlgorithm",
+    "similar.SimilarAlgorithm",
+    "classify.ClassifyAlgorithm",
     "setupengine.SetupEngineAlgorithm",
 ]
 

@@ -11,6 +11,10 @@ Tools:
   evaluate-seg  IoU, precision, recall, F1 and object F1 of predicted buildings
   probe         check a raster and tiling; tile count and model speed (JSON)
   check         report the Python, torch version and available devices (JSON)
+  report        a self-contained HTML report of a run: example tiles, sizes, profiles, plots
+  change        two dates on one saved model's clusters: per tile clusters, change score, transitions
+  similar       the tiles that look like a few query tiles or places (cosine similarity of CNN features)
+  classify      tiles classified from a few labelled places, with spatial cross-validation (or a saved model)
 
 Exit codes: 0 success, 2 bad input (the message says which input and the
 fix), 1 any other failure, 130 cancelled. Messages go to stderr; with

@@ -82,6 +82,36 @@ def print_segment(manifest: dict, args) -> None:
             print(f"  {name:10s} {path}", file=sys.stderr)
 
 
+def print_report(manifest: dict, args) -> None:
+    _outputs(manifest, args, f"report of the {manifest['kind']} run: {len(manifest['sections'])} sections, "
+                             f"{manifest['bytes'] / 1e6:.1f} MB")
+
+
+def print_change(manifest: dict, args) -> None:
+    c = manifest["change"]
+    _outputs(manifest, args, f"{c['changed']} of {c['tiles']} tiles changed cluster ({c['changed_share']:.1%}); "
+                             f"median change score {c['median_score']:.3f}")
+
+
+def print_similar(manifest: dict, args) -> None:
+    s = manifest["similar"]
+    top = "-" if s["top_similarity"] is None else f"{s['top_similarity']:.3f}"
+    _outputs(manifest, args, f"{len(s['query_tiles'])} query tile(s); mean similarity of the top {len(s['top'])} "
+                             f"tiles {top}, of all {s['mean_similarity']:.3f}")
+
+
+def print_classify(manifest: dict, args) -> None:
+    c = manifest["classify"]
+    sizes = dict(zip(manifest["classes"], manifest["class_sizes"], strict=True))
+    if "accuracy" in c:
+        summary = (f"{c['labels']} labelled tiles; spatially cross-validated accuracy {c['accuracy']:.3f} "
+                   f"({c['folds']} folds of {c['block_tiles']} x {c['block_tiles']} tile blocks); tiles per class "
+                   f"{sizes}")
+    else:
+        summary = f"classified with {c['model']}; tiles per class {sizes}"
+    _outputs(manifest, args, summary)
+
+
 def print_json(result: dict, args) -> None:          # noqa: ARG001 - every printer's signature
     """The answer as one JSON line on stdout (evaluate-seg, probe)."""
     print(json.dumps(result, default=float))
@@ -118,4 +148,8 @@ COMMANDS: dict[str, Command] = {
     "evaluate-seg": Command("evaluate_seg", "EvaluateSegParams", print_json),
     "probe": Command("probe", "ProbeParams", print_json),
     "check": Command("check", "CheckParams", print_check),
+    "report": Command("report", "ReportParams", print_report),
+    "change": Command("change", "ChangeParams", print_change),
+    "similar": Command("similar", "SimilarParams", print_similar),
+    "classify": Command("classify", "ClassifyParams", print_classify),
 }

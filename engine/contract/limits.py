@@ -52,3 +52,9 @@ def parse_k_values(text: str) -> list[int]:
                              f"clustering, and the cluster GeoTIFF holds at most {MAX_K} clusters.")
         values.update(range(low, high + 1))
     return sorted(values)
+
+# classes of a tile classification (classify): a field with more distinct values is a measurement, not classes
+# (and the class GeoTIFF is uint8 with CLUSTER_NODATA as "no tile")
+MAX_CLASSES = 50
+# labels per class below which a classifier cannot be trained and cross-validated
+MIN_LABELS = 3

@@ -30,6 +30,14 @@ STEP, STEPS = "step", "steps"
 CLUSTER_STAGES = {"open": (0, 3), "scan": (3, 6), "features": (6, 90), "cluster": (90, 95), "write": (95, 100)}
 DEEPCLUSTER_STAGES = {"open": (0, 2), "scan": (2, 4), "features": (4, 12), "epoch": (12, 92), "cluster": (92, 95),
                       "write": (95, 100)}
+# the analyses (issue 15): report reads tiles for its galleries; change computes the features of two dates;
+# similar and classify compute (or reuse cached) features of one raster, then score or train
+REPORT_STAGES = {"open": (0, 5), "gallery": (5, 85), "plots": (85, 95), "write": (95, 100)}
+CHANGE_STAGES = {"open": (0, 3), "scan": (3, 6), "features": (6, 90), "cluster": (90, 93), "plots": (93, 97),
+                 "write": (97, 100)}
+SIMILAR_STAGES = {"open": (0, 3), "scan": (3, 6), "features": (6, 92), "similar": (92, 95), "write": (95, 100)}
+CLASSIFY_STAGES = {"open": (0, 3), "scan": (3, 6), "features": (6, 85), "validate": (85, 92), "classify": (92, 95),
+                   "write": (95, 100)}
 
 
 def error_event(message: str, param: str | None = None, code: str | None = None) -> dict:

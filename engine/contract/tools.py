@@ -16,11 +16,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from . import defaults
-from .limits import CLUSTER_NODATA, MAX_K, MAX_SEED, MIN_K, MIN_TILE_PX
+from .limits import CLUSTER_NODATA, MAX_CLASSES, MAX_K, MAX_SEED, MIN_K, MIN_LABELS, MIN_TILE_PX
 from .outputs import CHECKPOINT
 from .params import (BANDS, BOOL, CHOICE, EXTENT, FILE, FLOAT, FOLDER, INT, K_LIST, OUT_FILE, OUT_FOLDER, RASTER,
                      SIZE, SIZES, TEXT, VECTOR, Output, Param, Rule, Tool)
-from .progress import CLUSTER_STAGES
+from .progress import CHANGE_STAGES, CLASSIFY_STAGES, CLUSTER_STAGES, REPORT_STAGES, SIMILAR_STAGES
 
 METHODS = ("kmeans", "deepcluster")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -29,6 +29,7 @@ WEIGHT_WORDS = ("imagenet", "none")          # or a state-dict file
 EDGES = ("drop", "pad")
 PROGRESS_MODES = ("auto", "bar", "log", "json", "none")
 EXPORT_FORMATS = ("shp", "gpkg", "csv")
+CLASSIFIERS = ("logreg", "forest")          # classify: logistic regression, random forest
 MAX_EPOCHS = 200                            # DeepCluster and U-Net training: more is always a typing mistake
 SEG_CHIP_MULTIPLE = 32                      # the U-Net halves the chip five times
 
@@ -364,5 +365,130 @@ CHECK = Tool(
                   help="also check that this backbone's ImageNet weights are here"),),
     output_param=None, quick=True)
 
+# -- the analyses (issue 15) ---------------------------------------------------------------------------------------
+MAX_EXAMPLES = 64                            # example tiles per gallery: more makes a report no one scrolls through
+
+REPORT = Tool(
+    "report", "a self-contained HTML report of a run: example tiles, sizes, profiles and plots per cluster",
+    "Write one HTML file (images embedded, opens offline) that explains RUN.gpkg: per cluster its size, a gallery "
+    "of example tiles (closest to the centre and random ones, cut from the run's raster), its statistics profile "
+    "and eta-squared when the run has statistics, and a map thumbnail; for a sweep its lineage and metrics plots; "
+    "for a change run its transitions and the most changed tiles.",
+    params=(Param("run", FILE, required=True, positional=True, suffixes=(".gpkg",), label="Run GeoPackage",
+                  help="a run's GeoPackage (from cluster, predict, sweep or change), with its manifest next to it"),
+            Param("out", OUT_FILE, required=True, suffixes=(".html",), label="Report",
+                  help="the HTML file to write (.html)"),
+            Param("examples", INT, 8, minimum=1, maximum=MAX_EXAMPLES, label="Example tiles",
+                  help="tiles in each gallery: this many closest to the cluster centre and as many at random"),
+            replace(SEED, help="random seed of the random examples"),
+            OVERWRITE, PROGRESS),
+    outputs=(Output("html", "{out}", "one self-contained HTML file: galleries, sizes, profiles, plots"),),
+    output_param="out",
+    stages=REPORT_STAGES,
+    examples=("python -m engine report run.gpkg --out run_report.html",),
+    notes="The galleries are cut from the raster the run's manifest names; a raster that has moved leaves them "
+          "out with a warning.")
+
+MODEL_IN = PREDICT.param("model")
+CHANGE = Tool(
+    "change", "change between two dates: both assigned to one saved model's clusters on one tile grid",
+    "Cut RASTER_BEFORE as MODEL's run did, put RASTER_AFTER on the same tile grid (warped when its CRS, resolution "
+    "or extent differ), assign the tiles of both dates to MODEL's clusters and measure how far each tile moved in "
+    "the model's feature space.",
+    params=(MODEL_IN,
+            Param("raster_before", RASTER, required=True, positional=True, label="Raster at the first date",
+                  help="the earlier image; its tile grid is the one both dates are cut on"),
+            Param("raster_after", RASTER, required=True, positional=True, label="Raster at the second date",
+                  help="the later image of the same place (any CRS and resolution: warped onto the first date's "
+                       "grid)"),
+            OUT_GPKG, *PREDICT.params[3:5], *AREA, *DEVICE, OVERWRITE, PROGRESS),
+    outputs=(Output("gpkg", "{out}", "layer 'tiles': tile_id, row, col, clust_a, clust_b, changed (0/1), chg_score "
+                                     "(feature distance, 0 to 2), dist_a, dist_b"),
+             Output("transitions_csv", "{stem}_transitions.csv", "tiles from each cluster to each cluster (rows: "
+                                                                 "first date)"),
+             Output("heatmap", "{stem}_transitions.png", "the transition matrix as a heatmap"),
+             Output("alluvial", "{stem}_alluvial.png", "alluvial plot of the transitions"),
+             Output("style", "{stem}_change.qml", "QGIS style of the tiles: graduated by chg_score, changed tiles "
+                                                  "outlined"),
+             Output("manifest", "{stem}_manifest.json", "parameters, model, both inputs, grid, changed share, "
+                                                        "transitions, timings")),
+    stages=CHANGE_STAGES,
+    examples=("python -m engine change run_model.pt city_2019.tif city_2023.tif --out change.gpkg",),
+    notes="Both rasters need the model's band count; the first must have about the model's resolution (or "
+          "--resample). Tiles valid on one date only are left out.")
+
+# the model and cache options of a tool that describes tiles with a fixed CNN (no clustering: no PCA options)
+FEATURES = (MODEL[0], WEIGHTS, *DEVICE, SEED, *CACHE)
+
+SIMILAR = Tool(
+    "similar", "find the tiles that look like a few query tiles or places",
+    "Cosine similarity of every tile's CNN features (centred on the raster's mean tile) to the mean of the query "
+    "tiles': tile ids of the raster's grid, or points and polygons of a vector file in any CRS.",
+    params=(RASTER_IN, OUT_GPKG,
+            Param("query", VECTOR, label="Query places",
+                  help="points or polygons (any vector file and CRS) on the tiles to look for: the tile holding "
+                       "each point, the tiles whose centre each polygon holds"),
+            Param("query_tiles", TEXT, label="Query tile ids",
+                  help="tile ids of the raster's grid (tile_id of a run's tiles layer), comma-separated: '12,40'"),
+            Param("top", INT, 20, minimum=1, label="Top tiles", help="how many of the most similar tiles to list "
+                                                                    "(OUT_top.csv)"),
+            *TILING, *AREA, *FEATURES, OVERWRITE, PROGRESS),
+    rules=(Rule("one_of", ("query", "query_tiles"), "Give the query: places (--query) or tile ids "
+                                                    "(--query-tiles), one of the two."), SMALLER_OVERLAP),
+    outputs=(Output("gpkg", "{out}", "layer 'tiles': tile_id, row, col, similarity (-1 to 1), rank (1 = most "
+                                     "similar; 0 = a query tile), query (0/1)"),
+             Output("tif", "{stem}_similarity.tif", "similarity map, one pixel per tile (NaN = no tile)"),
+             Output("top_csv", "{stem}_top.csv", "the most similar tiles: rank, tile_id, row, col, similarity, "
+                                                 "centre x and y"),
+             Output("manifest", "{stem}_manifest.json", "parameters, query tiles, features, timings")),
+    stages=SIMILAR_STAGES,
+    examples=("python -m engine similar image.tif --query-tiles 12,40 --out similar.gpkg",
+              "python -m engine similar image.tif --query markets.gpkg --top 50 --out markets_like.gpkg"),
+    notes="Features come from the same cache as cluster's: a raster clustered with the same tiling and backbone "
+          "is not described twice.")
+
+CLASSIFY = Tool(
+    "classify", "classify tiles from a few labelled places (CNN features, spatial cross-validation)",
+    "Learn classes from a few labelled points or polygons (the tiles they lie on) with a small classifier on the "
+    "CNN features, measure it by spatial cross-validation (held-out blocks of tiles, no training tile next to a "
+    "held-out one), and give every tile a class and a probability per class. With --model, apply a classifier "
+    "saved by an earlier run to this raster instead (its tiling and CNN).",
+    params=(RASTER_IN, OUT_GPKG,
+            Param("labels", VECTOR, label="Labelled places",
+                  help=f"points or polygons (any vector file and CRS) with a class each, at least {MIN_LABELS} per "
+                       "class"),
+            Param("field", TEXT, label="Class field",
+                  help=f"the labels' attribute that names the class (text, or codes: at most {MAX_CLASSES} "
+                       "distinct values)"),
+            Param("model", FILE, suffixes=(".pt",), label="Saved classifier",
+                  help="a classifier written by classify (OUT_classifier.pt): apply it instead of training"),
+            Param("classifier", CHOICE, CLASSIFIERS[0], choices=CLASSIFIERS, label="Classifier",
+                  help="logreg: logistic regression on standardised features; forest: a random forest"),
+            Param("folds", INT, 5, minimum=2, maximum=20, label="Cross-validation folds",
+                  help="spatial cross-validation folds (blocks of tiles dealt to folds)"),
+            Param("block", INT, None, minimum=1, advanced=True, label="Block side", unit="tiles",
+                  help="side of the cross-validation blocks in tiles (default: about four blocks per fold)"),
+            *TILING, *AREA, *FEATURES, OVERWRITE, PROGRESS),
+    rules=(Rule("one_of", ("labels", "model"), "Give labelled places (--labels, to train) or a saved classifier "
+                                               "(--model, to apply), one of the two."),
+           Rule("requires", ("labels", "field"), "Labelled places need their class field: give --field."),
+           SMALLER_OVERLAP),
+    outputs=(Output("gpkg", "{out}", "layer 'tiles': tile_id, row, col, class_id, class, prob (of that class), "
+                                     "p_0, p_1, ... (one per class); layer 'classes': class_id, class, labels, "
+                                     "precision, recall"),
+             Output("tif", "{stem}_classes.tif", f"class map, one pixel per tile ({CLUSTER_NODATA} = no tile)"),
+             Output("cv_csv", "{stem}_cv.csv", "spatial cross-validation: per class labels, precision, recall, F1; "
+                                               "accuracy", when="labels"),
+             Output("confusion_csv", "{stem}_confusion.csv", "confusion matrix of the cross-validation",
+                    when="labels"),
+             Output("confusion_png", "{stem}_confusion.png", "the confusion matrix plotted", when="labels"),
+             Output("classifier", "{stem}_classifier.pt", "the classifier: training features and classes, CNN, "
+                                                          "tiling (for --model)", when="labels"),
+             Output("manifest", "{stem}_manifest.json", "parameters, labels, folds, scores, timings")),
+    stages=CLASSIFY_STAGES,
+    examples=("python -m engine classify image.tif --labels labels.gpkg --field class --out classes.gpkg",
+              "python -m engine classify other.tif --model classes_classifier.pt --out other_classes.gpkg"),
+    notes="With --model, the tiling, bands and CNN are the saved classifier's (the tiling options are ignored).")
+
 TOOLS: dict[str, Tool] = {t.name: t for t in (CLUSTER, PREDICT, SWEEP, STATS_TOOL, EXPORT, TRAIN_SEG, SEGMENT,
-                                             EVALUATE_SEG, PROBE, CHECK)}
+                                             EVALUATE_SEG, PROBE, CHECK, REPORT, CHANGE, SIMILAR, CLASSIFY)}

@@ -19,8 +19,8 @@ from .atomic import (
 )
 from .lock import OutputLock, lock_outputs
 from .manifest import sha256_file, versions, write_json
-from .writers import GPKG_OPTIONS, write_cluster_tif, write_gpkg_chunks
+from .writers import GPKG_OPTIONS, write_cluster_tif, write_gpkg_chunks, write_value_tif
 
 __all__ = ["GPKG_OPTIONS", "NpyFile", "OutputLock", "OutputSet", "atomic_path", "lock_outputs", "partial_path",
            "promote", "remove_partial", "sha256_file", "versions", "write_bytes_atomic", "write_cluster_tif",
-           "write_gpkg_chunks", "write_json", "write_json_atomic", "write_text_atomic"]
+           "write_gpkg_chunks", "write_json", "write_json_atomic", "write_text_atomic", "write_value_tif"]

@@ -41,3 +41,15 @@ def write_cluster_tif(path: "str | Path", labels: np.ndarray, transform, crs, co
         dst.write(data, 1)
         dst.write_colormap(1, {i: (*c, 255) for i, c in enumerate(colors)} | {255: (0, 0, 0, 0)})
         dst.set_band_description(1, "cluster")
+
+
+def write_value_tif(path: "str | Path", values: np.ndarray, transform, crs, description: str) -> None:
+    """A float32 GeoTIFF, one pixel per tile, NaN = no tile (a similarity or a probability map)."""
+    import rasterio
+
+    data = np.asarray(values, dtype=np.float32)
+    profile = dict(driver="GTiff", width=data.shape[1], height=data.shape[0], count=1, dtype="float32",
+                   crs=crs, transform=transform, nodata=float("nan"), compress="deflate")
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data, 1)
+        dst.set_band_description(1, description)

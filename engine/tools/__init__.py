@@ -26,6 +26,8 @@ VECTOR_INPUTS = {
     "roads": ("line", "road lines"),
     "area": ("polygon", "the polygon(s) to limit the run to"),
     "label_area": ("polygon", "the polygon(s) where the footprints are complete"),
+    "query": (None, "points or polygons on the places to look for"),
+    "labels": (None, "labelled points or polygons"),
 }
 
 

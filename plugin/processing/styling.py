@@ -47,3 +47,24 @@ class TilesStyler(QgsProcessingLayerPostProcessorInterface):
 
 
 TILES_STYLER = TilesStyler      # a factory: the layer details own (and delete) each post-processor
+
+
+class QmlStyler(QgsProcessingLayerPostProcessorInterface):
+    """Post-processor that gives a loaded layer the QGIS style the engine wrote next to it (a change run's
+    OUT_change.qml); never fails the run."""
+
+    def __init__(self, qml: "str | Path"):
+        super().__init__()
+        self.qml = str(qml)
+
+    def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802 - QGIS API
+        message, ok = layer.loadNamedStyle(self.qml)
+        if ok:
+            layer.triggerRepaint()
+        elif feedback is not None:
+            feedback.pushInfo(f"The layer keeps the default style ({message}).")
+
+
+def qml_styler(qml: "str | Path"):
+    """A factory of :class:`QmlStyler` for ``qml`` (the layer details own, and delete, each post-processor)."""
+    return lambda: QmlStyler(qml)

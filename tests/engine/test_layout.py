@@ -7,9 +7,11 @@ Order (a module may import its own package and the packages ranked below it):
     io                             the atomic writer, writers, manifest, output locks, the checked vector reader
     raster                         tiling and windowed reading, areas (read through io's vector reader)
     features                       backbones, weights, extraction, batching
-    stats < clustering < segmentation
-                                   one tier; within it DeepCluster uses eta-squared (stats) and the
-                                   segmenter reads the model container (clustering), never the reverse
+    stats < clustering < segmentation, analysis
+                                   one tier; within it DeepCluster uses eta-squared (stats), the
+                                   segmenter reads the model container (clustering), never the reverse;
+                                   analysis (change, similarity, classification, the report) uses
+                                   stats and clustering, and segmentation and analysis never each other
     tools                          one module per tool; only the CLI imports them
     service                        the HTTP face (OGC API - Processes): runs tools as engine processes
     cli, __main__                  argument parsing and printing (``serve`` starts the service)
@@ -37,7 +39,7 @@ ENGINE = REPO / "engine"
 TESTS = REPO / "tests"
 
 RANK = {"__init__": 0, "contract": 0, "errors": 1, "style": 1, "progress": 1, "io": 2, "raster": 3,
-        "features": 4, "stats": 5, "clustering": 6, "segmentation": 7, "tools": 8, "service": 9, "cli": 10,
+        "features": 4, "stats": 5, "clustering": 6, "segmentation": 7, "analysis": 7, "tools": 8, "service": 9, "cli": 10,
         "__main__": 11}
 
 

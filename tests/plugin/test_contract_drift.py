@@ -37,14 +37,15 @@ def test_every_engine_algorithm_declares_its_tool_and_parameters(urbanform, cont
     engine = {cls.NAME: cls.TOOL for cls in algorithm_classes() if cls.TOOL}
     assert engine == {"cluster": "cluster", "deepcluster": "cluster", "sweep": "sweep", "predict": "predict",
                       "statistics": "stats", "export": "export", "trainsegmentation": "train-seg",
-                      "segment": "segment", "evaluatesegmentation": "evaluate-seg"}
+                      "segment": "segment", "evaluatesegmentation": "evaluate-seg", "report": "report",
+                      "change": "change", "similar": "similar", "classify": "classify"}
     for cls in algorithm_classes():
         if cls.TOOL:
             assert cls.PARAMS and set(cls.PARAMS) <= set(tools.TOOLS[cls.TOOL].names()), cls.NAME
             assert set(cls.OPTIONS) <= set(cls.PARAMS), cls.NAME
 
 
-@pytest.mark.parametrize("index", range(9))
+@pytest.mark.parametrize("index", range(13))
 def test_processing_parameters_are_the_declarations(urbanform, contract, index):
     from qgis.core import (QgsProcessingParameterBoolean, QgsProcessingParameterDefinition,
                            QgsProcessingParameterEnum, QgsProcessingParameterNumber)
@@ -130,6 +131,13 @@ def sample_requests(tmp_path):
         r.SegmentRequest(raster=str(SAMPLE), model=model, out=out, overlap=16, threshold=0.4, probability=True,
                          min_area=2, simplify=0, regularize=True, resample=True),
         r.EvaluateSegRequest(pred=str(SAMPLE), truth=str(BUILDINGS), area=str(BUILDINGS)),
+        r.ReportRequest(run=out, out=str(tmp_path / "r.html"), examples=3, seed=2, overwrite=True),
+        r.ChangeRequest(model=model, raster_before=str(SAMPLE), raster_after=str(SAMPLE), out=out, resample=True),
+        r.SimilarRequest(raster=str(SAMPLE), out=out, query_tiles="3,5", top=5, tile_size="20m", seed=1),
+        r.SimilarRequest(raster=str(SAMPLE), out=out, query=str(BUILDINGS), backbone=r.BACKBONES[0]),
+        r.ClassifyRequest(raster=str(SAMPLE), out=out, labels=str(BUILDINGS), field="building", classifier="forest",
+                          folds=3, tile_size="20m"),
+        r.ClassifyRequest(raster=str(SAMPLE), out=out, model=model, overwrite=True),
     ]
 
 

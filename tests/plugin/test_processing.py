@@ -83,10 +83,11 @@ def cluster_run(alg, tmp_path_factory) -> dict:
 def test_provider_lists_the_algorithms_with_their_help(alg):
     provider = QgsApplication.processingRegistry().providerById("urbanform")
     assert sorted(a.id() for a in provider.algorithms()) == [
-        "urbanform:cluster", "urbanform:deepcluster", "urbanform:evaluatesegmentation", "urbanform:export",
-        "urbanform:exportshapefile", "urbanform:predict", "urbanform:segment", "urbanform:setupengine",
-        "urbanform:statistics",
-        "urbanform:sweep", "urbanform:trainsegmentation"]
+        "urbanform:change", "urbanform:classify", "urbanform:cluster", "urbanform:deepcluster",
+        "urbanform:evaluatesegmentation",
+        "urbanform:export", "urbanform:exportshapefile", "urbanform:predict", "urbanform:report", "urbanform:segment",
+        "urbanform:setupengine", "urbanform:similar", "urbanform:statistics", "urbanform:sweep",
+        "urbanform:trainsegmentation"]
     for algorithm in provider.algorithms():
         assert algorithm.group() == "Urban form" and algorithm.groupId() == "urbanform"
         help_text = algorithm.shortHelpString()
@@ -254,6 +255,90 @@ def test_predict_assigns_the_tiles_to_a_saved_cluster_model(alg, cluster_run, tm
     with pytest.raises(QgsProcessingException, match="does not exist"):
         run("urbanform:predict", {"MODEL": str(tmp_path / "none_model.pt"), "INPUT": alg.params["INPUT"],
                                   "OUTPUT": str(tmp_path / "q.gpkg")})
+
+
+# -- the analyses (issue 15) ------------------------------------------------------------------------
+def test_report_writes_a_self_contained_html_of_a_cluster_run(alg, cluster_run, tmp_path):
+    out = tmp_path / "report.html"
+    result = run("urbanform:report", {"RUN": cluster_run["OUTPUT"], "OUTPUT": str(out), "EXAMPLES": 2})
+    assert result["OUTPUT"] == result["HTML"] == str(out)
+    text = out.read_text(encoding="utf-8")
+    assert text.count("<figcaption>tile ") == 4 * 2 * 2 and "http" not in text
+    with pytest.raises(QgsProcessingException, match="Run GeoPackage: .* does not exist"):
+        run("urbanform:report", {"RUN": str(tmp_path / "none.gpkg"), "OUTPUT": str(tmp_path / "n.html")})
+    assert not (tmp_path / "n.html").exists()
+
+
+def test_change_assigns_both_dates_and_styles_the_change_layer(alg, cluster_run, tmp_path):
+    from urbanform.plugin.processing.styling import QmlStyler
+
+    model = Path(cluster_run["OUTPUT"]).with_name("kampala_model.pt")
+    result = run("urbanform:change", {"MODEL": str(model), "RASTER_BEFORE": alg.params["INPUT"],
+                                      "RASTER_AFTER": alg.params["INPUT"], "OUTPUT": str(tmp_path / "c.gpkg")})
+    assert all(Path(result[k]).is_file() for k in ("TRANSITIONS", "HEATMAP", "ALLUVIAL", "MANIFEST"))
+    tiles = tiles_of(result["OUTPUT"])
+    try:
+        assert tiles.featureCount() == 96 and {f["changed"] for f in tiles.getFeatures()} == {0}
+        QmlStyler(tmp_path / "c_change.qml").postProcessLayer(tiles, None, None)
+        assert tiles.renderer().type() == "graduatedSymbol" and tiles.renderer().classAttribute() == "chg_score"
+    finally:
+        del tiles
+
+
+def test_similar_takes_query_places_from_a_layer_in_another_crs(alg, cluster_run, tmp_path):
+    tiles = tiles_of(cluster_run["OUTPUT"])
+    try:
+        feature = next(f for f in tiles.getFeatures() if f["tile_id"] == 40)
+        centre = feature.geometry().centroid().asPoint()
+        to_wgs84 = QgsCoordinateTransform(tiles.crs(), QgsCoordinateReferenceSystem("EPSG:4326"), QgsProject.instance())
+    finally:
+        del tiles
+    places = QgsVectorLayer("Point?crs=EPSG:4326", "places", "memory")
+    point = QgsFeature()
+    point.setGeometry(QgsGeometry.fromPointXY(to_wgs84.transform(centre)))
+    places.dataProvider().addFeatures([point])
+    result = run("urbanform:similar", {"INPUT": alg.params["INPUT"], "QUERY": places, "TOP": 5,
+                                       "OUTPUT": str(tmp_path / "s.gpkg")})
+    assert Path(result["SIMILARITY"]).is_file() and Path(result["TOP"]).read_text().count("\n") == 6
+    similar = tiles_of(result["OUTPUT"])
+    try:
+        assert [f["tile_id"] for f in similar.getFeatures() if f["query"] == 1] == [40]
+    finally:
+        del similar
+    with pytest.raises(QgsProcessingException, match="Query places"):
+        run("urbanform:similar", {"INPUT": alg.params["INPUT"], "OUTPUT": str(tmp_path / "n.gpkg")})
+
+
+def test_classify_learns_from_a_labelled_layer_and_applies_the_saved_classifier(alg, cluster_run, tmp_path):
+    tiles = tiles_of(cluster_run["OUTPUT"])
+    try:
+        centres = {f["tile_id"]: (f["cluster"], f.geometry().centroid().asPoint()) for f in tiles.getFeatures()}
+        crs = tiles.crs().authid()
+    finally:
+        del tiles
+    labels = QgsVectorLayer(f"Point?crs={crs}&field=kind:string", "labels", "memory")
+    features = []
+    for cluster in (0, 1):                  # four labelled tiles of two clusters: classes the features can tell
+        for _, (c, point) in sorted(centres.items())[:60]:
+            if c == cluster and sum(f["kind"] == f"c{cluster}" for f in features) < 4:
+                feature = QgsFeature(labels.fields())
+                feature.setGeometry(QgsGeometry.fromPointXY(point))
+                feature["kind"] = f"c{cluster}"
+                features.append(feature)
+    labels.dataProvider().addFeatures(features)
+    result = run("urbanform:classify", {"INPUT": alg.params["INPUT"], "LABELS": labels, "FIELD": "kind", "FOLDS": 2,
+                                        "OUTPUT": str(tmp_path / "c.gpkg")})
+    assert all(Path(result[k]).is_file() for k in ("CLASS_RASTER", "SCORES", "CONFUSION", "CLASSIFIER", "MANIFEST"))
+    classified = tiles_of(result["OUTPUT"])
+    try:
+        assert classified.featureCount() == 96 and {f["class"] for f in classified.getFeatures()} <= {"c0", "c1"}
+    finally:
+        del classified
+    applied = run("urbanform:classify", {"INPUT": alg.params["INPUT"], "MODEL": result["CLASSIFIER"],
+                                         "OUTPUT": str(tmp_path / "a.gpkg")})
+    assert Path(applied["CLASS_RASTER"]).is_file() and "SCORES" not in applied
+    with pytest.raises(QgsProcessingException, match="Labelled places"):
+        run("urbanform:classify", {"INPUT": alg.params["INPUT"], "OUTPUT": str(tmp_path / "n.gpkg")})
 
 
 def test_sweep_writes_a_layer_per_tile_size_and_the_metrics(alg, tmp_path, qgis_new_project):

@@ -131,6 +131,12 @@ def _fixtures(d: Path) -> dict[str, Path]:
     fx["empty.tif"].write_bytes(b"")
     fx["far_area"] = d / "far_area.gpkg"           # polygons 10 km away from the raster
     gpd.GeoDataFrame(geometry=[box(x0 + 1e4, y0 + 1e4, x1 + 1e4, y1 + 1e4)], crs=crs).to_file(fx["far_area"])
+    fx["labels"] = d / "labels.gpkg"               # six labelled points, two classes, on the crop (classify)
+    from shapely.geometry import Point
+
+    xs = np.linspace(x0 + 20, x1 - 20, 6)
+    gpd.GeoDataFrame({"kind": ["a", "a", "a", "b", "b", "b"]}, geometry=[Point(x, (y0 + y1) / 2) for x in xs],
+                     crs=crs).to_file(fx["labels"])
     fx["grey"] = d / "grey.tif"                    # one band: not what a 3-band model was made for
     with rasterio.open(fx["raster"]) as src:
         with rasterio.open(fx["grey"], "w", **{**src.profile, "count": 1}) as dst:
@@ -189,6 +195,17 @@ def base_values(tool: str, fx: dict, d: Path) -> dict:
         return {"raster": r}
     if tool == "check":
         return {}
+    if tool == "report":
+        return {"run": str(fx["run"]), "out": str(d / "out.html")}
+    if tool == "change":
+        return {"model": str(fx["model"]), "raster_before": r, "raster_after": r, "out": str(d / "out.gpkg"),
+                "device": "cpu"}
+    if tool == "similar":
+        return {"raster": r, "out": str(d / "out.gpkg"), "query": str(fx["labels"]), "weights": "none",
+                "device": "cpu"}
+    if tool == "classify":
+        return {"raster": r, "out": str(d / "out.gpkg"), "labels": str(fx["labels"]), "field": "kind",
+                "weights": "none", "device": "cpu"}
     raise KeyError(tool)
 
 
@@ -327,7 +344,8 @@ def input_cases(tool: str, p: C.Param) -> list[tuple[str, object]]:
         ("a folder", lambda fx, d: _folder(d, f"folder{suffix}")),
         ("300-byte name", lambda fx, d: _long(d, suffix)),
     ]
-    if p.type == C.RASTER and p.name == "raster" and tool in ("predict", "segment"):
+    if p.type == C.RASTER and p.name in ("raster", "raster_before", "raster_after") and \
+            tool in ("predict", "segment", "change"):
         out.append(("one band for a 3-band model", _fx("grey")))
     if p.type == C.VECTOR and p.name in ("area", "label_area"):
         out.append(("off the raster", _fx("far_area")))
@@ -343,7 +361,7 @@ def input_cases(tool: str, p: C.Param) -> list[tuple[str, object]]:
         out += [("a CSV", _fx("csv")), ("random bytes .pt", _fx("random.pt")), ("text as .pt", _fx("text.pt")),
                 ("truncated .pt", _fx("cut_weights")),
                 ("a cluster model", _fx("model")), ("a segmentation model", _fx("seg")), ("a raster", _fx("raster"))]
-    elif p.name == "model" and tool == "predict":
+    elif p.name == "model" and tool in ("predict", "change"):
         out += [("a CSV", _fx("csv")), ("random bytes .pt", _fx("random.pt")), ("text as .pt", _fx("text.pt")),
                 ("truncated .pt", _fx("cut_model")),
                 ("a segmentation model", _fx("seg")), ("a state dict", _fx("weights")), ("a raster", _fx("raster"))]
@@ -418,7 +436,8 @@ def clash_cases(tool: str, out: C.Param) -> list[tuple[str, object, dict]]:
             target = o.pattern.format(out=out_name, stem="x", tag="64px")
             if o.per_size or not target.endswith(ext) or (q.suffixes and not target.endswith(q.suffixes)):
                 continue
-            when = {o.when: True} if o.when and o.when in t.names() else {}     # --probability
+            when = {o.when: True} if o.when and o.when in t.names() and t.param(o.when).type == C.BOOL \
+                else {}                                                        # --probability
             for overwrite in (True, False):
                 cases.append((f"{o.key} is {q.flag}" + (", overwrite" if overwrite else ""),
                               _clash_maker(source, target, out_name),
@@ -442,6 +461,10 @@ def text_cases(tool: str, p: C.Param) -> list[tuple[str, object, dict]]:
         return [("empty", "", {}), ("blank", "   ", {})]
     if p.name == "major_values":
         return [("only commas", ",,", {})]
+    if p.name == "query_tiles":              # instead of the query places of the base values
+        return [("not ids", "the market", {"query": None}), ("off the grid", "5,99999", {"query": None})]
+    if p.name == "field":
+        return [("not a field", "klass", {}), ("empty", "", {})]
     return []
 
 
@@ -703,7 +726,8 @@ def test_command_line_text_is_parsed_or_refused_in_one_line(pair, text):
     t = TOOLS[tool]
     p = t.param(name)
     values = {"raster": "r.tif", "out": "o.gpkg", "model": "m.pt", "run": "r.gpkg", "buildings": "b.gpkg",
-              "pred": "p.tif", "truth": "t.gpkg", "method": "deepcluster", "nir_band": "1"}
+              "pred": "p.tif", "truth": "t.gpkg", "method": "deepcluster", "nir_band": "1",
+              "raster_before": "a.tif", "raster_after": "b.tif"}
     values = {k: v for k, v in values.items() if k in t.names() and k != name}
     argv = argv_of(tool, values)
     if "\x00" in text:

@@ -80,10 +80,11 @@ def test_every_default_passes_the_declared_checks(name):
     """What argparse hands over without options is a valid request (given the required values)."""
     tool = TOOLS[name]
     parsed = {dest: action.default for dest, action in _actions(name).items()}
-    required = {p.name: {"out": "x.pt" if name == "train-seg" else "d" if name == "export" else "x.gpkg"}.get(
-        p.name, "x.gpkg" if ".gpkg" in p.suffixes else "x.pt" if ".pt" in p.suffixes else "x")
-        for p in tool.params if p.required}
-    extra = {"buildings": "b.gpkg"} if name == "stats" else {}
+    required = {p.name: "x" + p.suffixes[0] if p.suffixes else "d" if name == "export" else "x"
+                for p in tool.params if p.required}
+    # a tool that needs one of several inputs (stats: any statistics input; similar: the query) gets the first
+    extra = {r.params[0]: "b.gpkg" for r in tool.rules if r.kind in ("one_of", "any_of")}
+    extra |= {r.params[1]: "x" for r in tool.rules if r.kind == "requires" and r.params[0] in extra}
     assert check(tool, {**parsed, **required, **extra}, files=False) == []
 
 

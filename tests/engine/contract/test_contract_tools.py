@@ -39,11 +39,13 @@ def test_every_declaration_is_complete(name):
 @pytest.mark.parametrize("name", sorted(TOOLS))
 def test_defaults_with_the_required_values_are_a_valid_request(name):
     tool = TOOLS[name]
-    values = {p.name: {"out": "x.gpkg"}.get(p.name, "x.gpkg" if ".gpkg" in p.suffixes else
-                                           "x.pt" if ".pt" in p.suffixes else "x")
-              for p in tool.params if p.required}
-    if name == "stats":
-        values["buildings"] = "b.gpkg"
+    values = {p.name: "x" + p.suffixes[0] if p.suffixes else "x" for p in tool.params if p.required}
+    for rule in tool.rules:         # one of several inputs needed (stats: a statistics input; similar: the query)
+        if rule.kind in ("one_of", "any_of"):
+            values[rule.params[0]] = "b.gpkg"
+    for rule in tool.rules:         # and what that input requires (classify: the labels' class field)
+        if rule.kind == "requires" and rule.params[0] in values:
+            values.setdefault(rule.params[1], "x")
     if name == "train-seg":
         values["out"] = "m.pt"
     if name == "export":

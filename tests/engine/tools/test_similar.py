@@ -1,0 +1,70 @@
+"""The ``similar`` tool: tiles like a query tile, on the synthetic city (known zones) and on real Kampala imagery."""
+from __future__ import annotations
+
+import json
+
+import geopandas as gpd
+import numpy as np
+import pytest
+from shapely.geometry import Point, box
+
+from engine.analysis.similar import precision_at
+from engine.tools.similar import SimilarParams, run
+from tests.engine.helpers import run_cli, work_events
+from tests.synthetic import ZONES
+from tests.truth import building_coverage
+
+TILE = 64
+
+
+def test_the_top_tiles_of_a_zones_tile_are_that_zone(city, tmp_path):
+    """Query one tile inside a block of each zone: precision at N of the tiles of the same zone (64 per zone)."""
+    zone = city.zone_of_tiles(TILE)
+    n_cols = zone.shape[1]
+    found = {}
+    for z, name in enumerate(ZONES):
+        r, c = np.argwhere(city.zones == z)[0]
+        tile = (r * 4 + 1) * n_cols + c * 4 + 1                  # one tile inside the block, away from its edges
+        out = tmp_path / f"{name}.gpkg"
+        manifest = run(SimilarParams(raster=str(city.raster), out=str(out), query_tiles=str(tile), top=20))
+        assert manifest["similar"]["query_tiles"] == [tile] and len(manifest["similar"]["top"]) == 20
+        tiles = gpd.read_file(out, layer="tiles")
+        same = zone[tiles.row, tiles.col] == z
+        found[name] = {n: precision_at(tiles["rank"], same, n) for n in (20, 40, 63)}
+    print("similar on the synthetic city, precision at N:", json.dumps(found))
+    assert all(p[20] >= 0.9 for p in found.values()), found          # measured: 1.0 for every zone
+    assert np.mean([p[63] for p in found.values()]) >= 0.85         # measured: 0.97
+
+
+def test_tiles_like_a_built_up_tile_are_more_built_up(kampala_z19, kampala_buildings, tmp_path):
+    """Real imagery: the query is a point (in WGS 84, not the raster's CRS) on the most built-up tile; the tiles
+    most similar to it have more building coverage than the average tile."""
+    first = tmp_path / "first.gpkg"
+    run_cli("similar", kampala_z19, "--query-tiles", 0, "--out", first, check=0)
+    tiles = gpd.read_file(first, layer="tiles")
+    coverage = building_coverage(tiles, kampala_buildings)
+    built = int(np.argmax(coverage))
+    point = gpd.GeoDataFrame(geometry=[tiles.geometry[built].centroid], crs=tiles.crs).to_crs("EPSG:4326")
+    point.to_file(tmp_path / "query.gpkg")
+    out = tmp_path / "built.gpkg"
+    run_cli("similar", kampala_z19, "--query", tmp_path / "query.gpkg", "--top", 10, "--out", out, check=0)
+    manifest = json.loads((tmp_path / "built_manifest.json").read_text())
+    assert manifest["similar"]["query_tiles"] == [int(tiles.tile_id[built])]
+    result = gpd.read_file(out, layer="tiles").set_index("tile_id").loc[tiles.tile_id]
+    top10 = coverage[(result["rank"] >= 1).to_numpy() & (result["rank"] <= 10).to_numpy()]
+    print(f"similar on Kampala: building coverage of the top 10 {top10.mean():.3f} (query tile "
+          f"{coverage[built]:.3f}), of all tiles {coverage.mean():.3f}")
+    assert len(top10) == 10 and top10.mean() > coverage.mean()
+
+
+@pytest.mark.parametrize("query", ["ids", "both", "far", "words"])
+def test_a_bad_query_is_refused_before_any_work(query, kampala_z19, tmp_path):
+    places = tmp_path / "far.gpkg"
+    gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1), Point(5, 5)], crs="EPSG:4326").to_file(places)
+    args = {"ids": ["--query-tiles", "5,9999"], "both": ["--query-tiles", "5", "--query", places],
+            "far": ["--query", places], "words": ["--query-tiles", "the market"]}[query]
+    proc = run_cli("similar", kampala_z19, *args, "--out", tmp_path / "s.gpkg", "--progress", "json")
+    flag = {"ids": "--query-tiles", "both": "--query", "far": "--query", "words": "--query-tiles"}[query]
+    assert proc.returncode == 2 and flag in proc.stderr, proc.stderr
+    assert not (tmp_path / "s.gpkg").exists()
+    assert [e["stage"] for e in work_events(proc.stdout)] in ([], ["open", "scan"], ["open", "scan", "scan"])
