@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..contract import problems as P
+from ..contract.outputs import CHECKPOINT
 from ..contract.params import INPUT_FILES, OUT_FILE, OUT_FOLDER, Param, Tool, check, to_argv
 from ..contract.tools import TOOLS
 from . import processes as D
@@ -150,7 +151,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
     @app.get("/models", summary="Segmentation and cluster models on the server")
     async def models(who: str = Depends(owner)):  # noqa: ARG001
-        found = sorted(p for p in config.models_dir.glob("*.pt")) if config.models_dir.is_dir() else []
+        found = _model_files(config)
         default = _default_model(config)
         return {"models": [{"id": p.stem, "default": default is not None and p == default} for p in found]}
 
@@ -181,7 +182,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
         folder = manager.job_dir(job_id)
         try:
             doc, uploads, fields = await _read_body(request, tool, folder / "in", file_field)
-            values = _values(tool, doc, uploads, folder / "out")
+            # /buildings_mask's part 'file' is no input of the tool: ``extra`` maps it (to 'raster')
+            values = _values(tool, doc, {} if file_field else uploads, folder / "out")
             if extra is not None:
                 values.update(extra(fields, uploads))
             problems = check(tool, values)
@@ -274,7 +276,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
         for name, files in uploads.items():
             values[name] = _main_file(allowed[name], files)
         for param in tool.params:
-            if param.type == OUT_FILE and param.name not in values and param.api and param.cli:
+            # only the main output gets a default name: another one (cluster's save_model) left out keeps its
+            # engine default next to it (OUT_model.pt), which is what the declared outputs list as results
+            if param.type == OUT_FILE and param.name == tool.output_param and param.name not in values:
                 values[param.name] = out / D.default_out_name(tool, param)
             elif param.type == OUT_FOLDER:
                 values[param.name] = out
@@ -490,8 +494,16 @@ def _model_file(config: ServiceConfig, name: str) -> "Path | None":
 def _default_model(config: ServiceConfig) -> "Path | None":
     if config.default_model:
         return _model_file(config, config.default_model)
-    found = sorted(config.models_dir.glob("*.pt")) if config.models_dir.is_dir() else []
+    found = _model_files(config)
     return found[0] if len(found) == 1 else None
+
+
+def _model_files(config: ServiceConfig) -> "list[Path]":
+    """The model files in the models folder: ``*.pt`` but the checkpoints train-seg leaves next to its model."""
+    if not config.models_dir.is_dir():
+        return []
+    checkpoint = CHECKPOINT.format(stem="")                 # "_checkpoint.pt"
+    return sorted(p for p in config.models_dir.glob("*.pt") if not p.name.endswith(checkpoint))
 
 
 def _prepared(config: ServiceConfig) -> ServiceConfig:
