@@ -6,7 +6,7 @@ SHELL := /bin/bash
 VENV      := .venv
 PY        := $(VENV)/bin/python
 SYS_PY    := /usr/bin/python3
-APT_PKGS  := qgis python3-qgis qgis-providers python3-venv python3-pip xvfb xauth
+APT_PKGS  := qgis python3-qgis qgis-providers python3-venv python3-pip xvfb xauth curl
 VERSION   := $(shell sed -n 's/^version=//p' metadata.txt)
 PROFILE   ?= default
 QGIS_PLUGINS := $(HOME)/.local/share/QGIS/QGIS3/profiles/$(PROFILE)/python/plugins
