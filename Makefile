@@ -6,20 +6,31 @@ SHELL := /bin/bash
 VENV      := .venv
 PY        := $(VENV)/bin/python
 SYS_PY    := /usr/bin/python3
-APT_PKGS  := qgis python3-qgis qgis-providers python3-venv python3-pip xvfb xauth chromium
+APT_PKGS  := qgis python3-qgis qgis-providers python3-venv python3-pip xvfb xauth chromium curl
 VERSION   := $(shell sed -n 's/^version=//p' metadata.txt)
 PROFILE   ?= default
 QGIS_PLUGINS := $(HOME)/.local/share/QGIS/QGIS3/profiles/$(PROFILE)/python/plugins
 DIST      ?= dist
 REPO_URL  ?=
 DEMO_RASTER  := resources/sample/kampala_ug_oam_rgb_z19_epsg3857.tif
+# make serve: where the service listens and keeps its jobs, models and data (`make serve PORT=9000 ...`).
+# HOST is only taken from make's command line, never from the environment (tcsh exports HOST as the
+# machine's name, which would listen beyond this machine).
+HOST      := 127.0.0.1
+PORT      ?= 8000
+DATA_DIR  ?= service_data
+JOBS      ?=
+TOKEN_FILE ?=
+SERVE_OPTS = $(if $(JOBS),--jobs "$(JOBS)") $(if $(TOKEN_FILE),--token-file "$(TOKEN_FILE)")
 # headless Qt for every QGIS process started from here
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: help setup lock system-packages demo test test-engine test-plugin bench eval package deploy undeploy clean distclean
+.PHONY: help setup lock system-packages demo serve test test-engine test-plugin bench eval package deploy undeploy clean distclean
 
 help:
 	@echo "make demo      set up if needed, then cluster the bundled Kampala sample into demo_out/"
+	@echo "make serve     set up if needed, then serve the engine (OGC API - Processes) on http://$(HOST):$(PORT)"
+	@echo "               (HOST=0.0.0.0 TOKEN_FILE=tokens for a network, PORT, DATA_DIR=$(DATA_DIR), JOBS=N)"
 	@echo "make test      set up if needed, then run every test (engine and real-QGIS plugin tests)"
 	@echo "make setup     install QGIS (Debian, as root) and the engine venv (.venv) from requirements.lock"
 	@echo "make lock      pin requirements.txt with hashes into requirements.lock"
@@ -27,7 +38,8 @@ help:
 	@echo "make eval      clustering quality on real Kampala imagery and the synthetic city"
 	@echo "make package   plugin zip and plugins.xml in $(DIST)/ (Install from ZIP, or a plugin repository at REPO_URL)"
 	@echo "make deploy    link this tree into the QGIS profile '$(PROFILE)' for development"
-	@echo "make clean     remove build and demo outputs (distclean also removes .venv)"
+	@echo "make clean     remove build and demo outputs (distclean also removes .venv); never the service's"
+	@echo "               $(DATA_DIR)/ (its jobs, models and data: remove it by hand)"
 
 # ---------------------------------------------------------------- set-up
 setup: $(VENV)/.setup-done
@@ -84,6 +96,11 @@ demo: setup
 	@echo "demo_out/kampala_quicklook.png shows the clusters over the image; kampala_profile.png and"
 	@echo "kampala_stats.csv describe the clusters by their buildings (layer 'clusters' in the GeoPackage)."
 
+# the service: jobs, their files, the job table, models (DATA_DIR/models) and data given by reference
+# (DATA_DIR/data) live in DATA_DIR, which no clean target removes
+serve: setup
+	$(PY) -m engine serve --host "$(HOST)" --port "$(PORT)" --data-dir "$(DATA_DIR)" $(SERVE_OPTS)
+
 test: setup test-engine test-plugin
 
 test-engine: setup
@@ -105,6 +122,7 @@ bench: setup
 	$(PY) tests/bench/bench_sweep.py --repeats 3 --out bench_out || rc=1; \
 	$(PY) tests/bench/bench_stats.py --out bench_out || rc=1; \
 	$(PY) tests/bench/bench_segment.py --out bench_out || rc=1; \
+	$(PY) tests/bench/bench_service.py --out bench_out || rc=1; \
 	if [ $$rc -ne 0 ]; then echo "make bench: a benchmark missed its target (see above)"; fi; exit $$rc
 
 # ---------------------------------------------------------------- plugin

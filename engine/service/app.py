@@ -279,7 +279,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
         for name, files in uploads.items():
             values[name] = _main_file(allowed[name], files)
         for param in tool.params:
-            if param.type == OUT_FILE and param.name not in values and param.api and param.cli:
+            # only the main output gets a default name: another one (cluster's save_model) left out keeps its
+            # engine default next to it (OUT_model.pt), which is what the declared outputs list as results
+            if param.type == OUT_FILE and param.name == tool.output_param and param.name not in values:
                 values[param.name] = out / D.default_out_name(tool, param)
             elif param.type == OUT_FOLDER:
                 values[param.name] = out

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.engine.helpers import SAMPLE, write_raster
+from tests.engine.helpers import SAMPLE, run_cli, write_raster
 
 
 @pytest.fixture(autouse=True)
@@ -25,6 +25,17 @@ def kampala_z19() -> Path:
 @pytest.fixture(scope="session")
 def kampala_buildings() -> Path:
     return SAMPLE / "kampala_ug_osm_buildings.geojson"
+
+
+@pytest.fixture(scope="session")
+def tiny_seg_model(tmp_path_factory, kampala_z19, kampala_buildings) -> Path:
+    """A building model for tests that need a real model file, not a good one: train-seg on the Kampala sample,
+    one epoch of 16 chips of 64 px from random weights (about 5 s). Written as ``models/buildings.pt``, with the
+    checkpoint train-seg leaves next to it (``buildings_checkpoint.pt``), as an operator's models folder looks."""
+    model = tmp_path_factory.mktemp("models") / "buildings.pt"
+    run_cli("train-seg", kampala_z19, "--buildings", kampala_buildings, "--out", model, "--epochs", 1,
+            "--chip", 64, "--chips-per-epoch", 16, "--weights", "none", "--progress", "none", check=0)
+    return model
 
 
 @pytest.fixture
