@@ -16,8 +16,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from qgis.core import Qgis, QgsApplication, QgsFieldProxyModel, QgsMapLayerProxyModel
-from qgis.gui import QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox
+from qgis.core import (Qgis, QgsApplication, QgsFeature, QgsFieldProxyModel, QgsGeometry, QgsMapLayerProxyModel,
+                       QgsProject, QgsVectorLayer)
+from qgis.gui import QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox, QgsMapToolEmitPoint
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QUrl, pyqtSignal
 from qgis.PyQt.QtGui import QDesktopServices
@@ -37,6 +38,7 @@ ANALYSES = (("report", "Report on a run (HTML)"), ("change", "Change between two
 REQUESTS = {"report": ReportRequest, "change": ChangeRequest, "similar": SimilarRequest, "classify": ClassifyRequest}
 ERROR_STYLE = "color: #b00020;"
 WRITTEN_AT_RUN = ("query", "labels")          # layers Run writes to files first: not being a file yet is fine
+PICKS_NAME = "Similar: query points"
 
 
 def open_report(path) -> None:
@@ -130,6 +132,23 @@ class AnalysesPanel(QWidget):
         query.setFilters(QgsMapLayerProxyModel.PointLayer | QgsMapLayerProxyModel.PolygonLayer)
         query.setAllowEmptyLayer(True)
         query.setLayer(None)
+        picks = QWidget(self)
+        row = QHBoxLayout(picks)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.pickButton = QPushButton("Pick on map", picks)
+        self.pickButton.setObjectName("pickButton")
+        self.pickButton.setCheckable(True)
+        self.pickButton.setToolTip("Click the tiles to look for on the map: each click adds a point to the layer "
+                                   f"{PICKS_NAME!r}, the query")
+        self.clearPicksButton = QPushButton("Clear", picks)
+        self.clearPicksButton.setObjectName("clearPicksButton")
+        self.clearPicksButton.setToolTip(f"Remove the points of {PICKS_NAME!r}")
+        row.addWidget(self.pickButton)
+        row.addWidget(self.clearPicksButton)
+        form.addRow("", picks)
+        self.pick_tool = QgsMapToolEmitPoint(self.iface.mapCanvas())
+        self.pick_tool.setButton(self.pickButton)
+        self._picks_id = ""                                   # the layer of clicked query points
         bound(self._row(form, "Top tiles", QSpinBox(self), "topSpin"), SimilarRequest.TOOL.param("top"))
         self.topSpin.setMaximum(max(self.topSpin.maximum(), 100000))
         self.topSpin.setValue(SimilarRequest.TOOL.param("top").default)
@@ -187,9 +206,51 @@ class AnalysesPanel(QWidget):
                        self.labelsCombo.layerChanged, self.fieldCombo.fieldChanged,
                        self.classifierCombo.currentIndexChanged, self.classifyOutFile.fileChanged):
             signal.connect(self.update_state)
+        self.pickButton.toggled.connect(self._pick_toggled)
+        self.clearPicksButton.clicked.connect(self.clear_picks)
+        self.pick_tool.canvasClicked.connect(self.add_pick)
         self.runButton.clicked.connect(self.run)
         self.cancelButton.clicked.connect(self.cancel)
         self.reportButton.clicked.connect(lambda: self.report(self.last_run))
+
+    # -- query tiles clicked on the map ---------------------------------------------------------------
+    def _pick_toggled(self, on: bool) -> None:
+        canvas = self.iface.mapCanvas()
+        if on:
+            canvas.setMapTool(self.pick_tool)
+        elif canvas.mapTool() is self.pick_tool:
+            canvas.unsetMapTool(self.pick_tool)
+
+    def picks_layer(self, create: bool = True) -> QgsVectorLayer | None:
+        """The memory layer of clicked query points (made, in the map's CRS, on the first click)."""
+        project = QgsProject.instance()
+        layer = project.mapLayer(self._picks_id) if self._picks_id else None
+        if layer is None and create:
+            crs = self.iface.mapCanvas().mapSettings().destinationCrs()
+            if not crs.isValid() and self.dock.rasterCombo.currentLayer() is not None:
+                crs = self.dock.rasterCombo.currentLayer().crs()
+            layer = QgsVectorLayer(f"Point?crs={crs.authid() or crs.toWkt()}", PICKS_NAME, "memory")
+            project.addMapLayer(layer)
+            self._picks_id = layer.id()
+        return layer
+
+    def add_pick(self, point, _button=None) -> None:
+        """A click on the map: a query point (in the map's CRS), and the points layer becomes the query."""
+        layer = self.picks_layer()
+        feature = QgsFeature(layer.fields())
+        feature.setGeometry(QgsGeometry.fromPointXY(point))
+        layer.dataProvider().addFeatures([feature])
+        layer.updateExtents()
+        layer.triggerRepaint()
+        self.queryLayerCombo.setLayer(layer)
+        self.update_state()
+
+    def clear_picks(self) -> None:
+        layer = self.picks_layer(create=False)
+        if layer is not None:
+            layer.dataProvider().truncate()
+            layer.triggerRepaint()
+        self.update_state()
 
     # -- the request -------------------------------------------------------------------------------
     def analysis(self) -> str:
@@ -478,6 +539,9 @@ class AnalysesPanel(QWidget):
     # -- closing -----------------------------------------------------------------------------------
     def shutdown(self) -> None:
         """Plugin unload: cancel the run and forget the callbacks into this panel."""
+        canvas = self.iface.mapCanvas()
+        if canvas.mapTool() is self.pick_tool:
+            canvas.unsetMapTool(self.pick_tool)
         if self.task is not None:
             self.task.on_success = self.task.on_failure = None
             self.task.cancel()

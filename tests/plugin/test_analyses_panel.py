@@ -84,7 +84,10 @@ def test_the_dock_offers_a_report_after_a_cluster_run(make_dock, sample_layers, 
     assert "Report written" in dock.statusLabel.text()
 
 
-def test_similar_places_run_from_the_panel_and_load_graduated(make_dock, sample_layers, tmp_path):
+def test_similar_places_clicked_on_the_map_run_from_the_panel_and_load_graduated(make_dock, sample_layers, tmp_path,
+                                                                                 qgis_iface):
+    from qgis.PyQt.QtCore import Qt
+
     dock, panel = analyses_dock(make_dock, "similar")
     out = tmp_path / "like.gpkg"
     panel.queryTilesEdit.setText("3,10")
@@ -92,6 +95,22 @@ def test_similar_places_run_from_the_panel_and_load_graduated(make_dock, sample_
     panel.similarOutFile.setFilePath(str(out))
     req = panel.request()
     assert req.raster == str(sample_layers.raster_path) and req.query_tiles == "3,10" and req.top == 5
+    assert panel.problems() == [], panel.problems()
+    # the query clicked on the map instead: two tiles of the raster
+    panel.queryTilesEdit.clear()
+    raster = QgsProject.instance().mapLayer(sample_layers.raster_id)
+    canvas = qgis_iface.mapCanvas()
+    canvas.setDestinationCrs(raster.crs())
+    panel.pickButton.click()
+    assert canvas.mapTool() is panel.pick_tool
+    extent = raster.extent()
+    for fx, fy in ((0.3, 0.4), (0.7, 0.6)):
+        point = QgsPointXY(extent.xMinimum() + fx * extent.width(), extent.yMinimum() + fy * extent.height())
+        panel.pick_tool.canvasClicked.emit(point, Qt.LeftButton)
+    picks = panel.queryLayerCombo.currentLayer()
+    assert picks is not None and picks.featureCount() == 2 and picks.id() == panel.picks_layer().id()
+    panel.pickButton.click()
+    assert canvas.mapTool() is not panel.pick_tool
     assert panel.problems() == [], panel.problems()
     ended = []
     panel.runFinished.connect(ended.append)
@@ -101,8 +120,11 @@ def test_similar_places_run_from_the_panel_and_load_graduated(make_dock, sample_
     assert len(layers) == 1 and layers[0].featureCount() == 96
     assert isinstance(layers[0].renderer(), QgsGraduatedSymbolRenderer)
     assert layers[0].renderer().classAttribute() == "similarity"
+    assert sum(1 for f in layers[0].getFeatures() if f["query"] == 1) == 2       # the two clicked tiles
     assert out.with_name("like_top.csv").is_file()
     assert not panel.reportButton.isVisibleTo(panel)          # a report explains cluster and change runs
+    panel.clear_picks()
+    assert picks.featureCount() == 0
 
 
 def labels_layer(raster_layer) -> QgsVectorLayer:
