@@ -185,3 +185,34 @@ def test_classify_from_a_labels_layer_and_bad_input_marked(make_dock, sample_lay
     assert panel.changeModelFile.property(marks.PROBLEM) == "model:required"
     assert not dock.run()                                       # refused, the reason shown
     assert "Cluster model" in panel.statusLabel.text()
+
+
+def test_change_between_two_dates_loads_the_engine_style_and_offers_its_report(make_dock, sample_layers, cluster_run,
+                                                                               tmp_path):
+    from qgis.core import QgsRasterLayer
+
+    after_path = tmp_path / "kampala_after.tif"
+    after_path.write_bytes(sample_layers.raster_path.read_bytes())          # the same place at a "second date"
+    after = QgsRasterLayer(str(after_path), "kampala after")
+    QgsProject.instance().addMapLayer(after)
+    dock, panel = analyses_dock(make_dock, "change")
+    opened = opened_by(panel)
+    panel.changeModelFile.setFilePath(str(cluster_run.with_name("kampala_run_model.pt")))
+    panel.beforeCombo.setLayer(QgsProject.instance().mapLayer(sample_layers.raster_id))
+    panel.afterCombo.setLayer(after)
+    out = tmp_path / "change.gpkg"
+    panel.changeOutFile.setFilePath(str(out))
+    assert panel.problems() == [], panel.problems()
+    assert not panel.reportButton.isVisibleTo(panel)
+    ended = []
+    panel.runFinished.connect(ended.append)
+    assert dock.run()
+    assert wait_for(lambda: bool(ended), 120) and ended == [True], panel.statusLabel.text()
+    layer = QgsProject.instance().mapLayersByName("change change")[0]
+    assert out.with_name("change_change.qml").is_file()
+    assert layer.renderer().type() != "singleSymbol"                         # the engine's style, loaded
+    assert sum(f["changed"] for f in layer.getFeatures()) == 0              # the same image twice: no change
+    assert panel.reportButton.isVisibleTo(panel)
+    panel.reportButton.click()
+    assert wait_for(lambda: not panel.is_running(), 120), panel.statusLabel.text()
+    assert opened == [tmp_path / "change_report.html"] and opened[0].is_file()
