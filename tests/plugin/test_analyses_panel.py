@@ -216,3 +216,30 @@ def test_change_between_two_dates_loads_the_engine_style_and_offers_its_report(m
     panel.reportButton.click()
     assert wait_for(lambda: not panel.is_running(), 120), panel.statusLabel.text()
     assert opened == [tmp_path / "change_report.html"] and opened[0].is_file()
+
+
+def test_cancel_stops_an_analysis_and_leaves_no_file_and_no_layer(make_dock, sample_layers, tmp_path):
+    from qgis.core import QgsRasterLayer
+
+    from .test_segmentation import mosaic
+
+    big = QgsRasterLayer(str(mosaic(sample_layers.raster_path, tmp_path / "big.tif", 4)), "big")
+    QgsProject.instance().addMapLayer(big)
+    dock, panel = analyses_dock(make_dock, "similar")
+    dock.rasterCombo.setLayer(big)
+    panel.queryTilesEdit.setText("3")
+    out = tmp_path / "big_like.gpkg"
+    panel.similarOutFile.setFilePath(str(out))
+    ended, statuses = [], []
+    panel.runFinished.connect(ended.append)
+    assert dock.run()
+    assert panel.task is not None
+    panel.task.statusChanged.connect(statuses.append)
+    assert wait_for(lambda: bool(statuses) or bool(ended), 60)           # the engine is at work
+    assert not ended, panel.statusLabel.text()
+    panel.cancelButton.click()
+    assert wait_for(lambda: bool(ended), 60) and ended == [False]
+    assert "Cancelled" in panel.statusLabel.text() and panel.progressBar.value() == 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("big_like")]
+    assert not QgsProject.instance().mapLayersByName("big_like similarity")
+    assert panel.runButton.isEnabled() and not panel.cancelButton.isEnabled()
