@@ -26,7 +26,7 @@ from qgis.PyQt.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QL
                                  QSpinBox, QStackedWidget, QVBoxLayout, QWidget)
 
 from ...engine.contract.problems import NO_ENGINE, NOT_LOCAL, REQUIRED, Problem, messages
-from .. import log
+from .. import log, settings
 from ..layers.analyses import ADDERS
 from ..requests import ChangeRequest, ClassifyRequest, ReportRequest, SimilarRequest, default_report, outputs
 from ..runner.task import EngineTask
@@ -39,6 +39,7 @@ REQUESTS = {"report": ReportRequest, "change": ChangeRequest, "similar": Similar
 ERROR_STYLE = "color: #b00020;"
 WRITTEN_AT_RUN = ("query", "labels")          # layers Run writes to files first: not being a file yet is fine
 PICKS_NAME = "Similar: query points"
+KEY = "dock/analyses_"
 
 
 def open_report(path) -> None:
@@ -68,6 +69,7 @@ class AnalysesPanel(QWidget):
         self._auto = {"change": "", "similar": "", "classify": "", "report": ""}
         self._started = 0.0
         self._build()
+        self.restore_settings()
         self._connect_signals()
         self.raster_changed()
         self._analysis_changed()
@@ -424,6 +426,7 @@ class AnalysesPanel(QWidget):
             self._temp_layers.remove()
             self._report(error, Qgis.Critical)
             return False
+        self.save_settings()
         self._run_key, self._failed_input = run_key, None
         self._start(python, req)
         return True
@@ -535,6 +538,23 @@ class AnalysesPanel(QWidget):
     def _report(self, text: str, level) -> None:
         self._set_status(text, error=level == Qgis.Critical)
         log.push(self.iface.messageBar(), wording.panel_words(text), level, 0 if level == Qgis.Critical else 8)
+
+    # -- settings ----------------------------------------------------------------------------------
+    def save_settings(self) -> None:
+        values = {"analysis": self.analysis(), "examples": self.examplesSpin.value(), "top": self.topSpin.value(),
+                  "classifier": self.classifierCombo.currentData(), "model": self.changeModelFile.filePath()}
+        for key, value in values.items():
+            settings.set(KEY + key, value)
+
+    def restore_settings(self) -> None:
+        get = settings.get
+        for combo, key in ((self.analysisCombo, "analysis"), (self.classifierCombo, "classifier")):
+            index = combo.findData(get(KEY + key, combo.currentData(), str))
+            if index >= 0:
+                combo.setCurrentIndex(index)
+        self.examplesSpin.setValue(get(KEY + "examples", self.examplesSpin.value(), int))
+        self.topSpin.setValue(get(KEY + "top", self.topSpin.value(), int))
+        self.changeModelFile.setFilePath(get(KEY + "model", "", str))
 
     # -- closing -----------------------------------------------------------------------------------
     def shutdown(self) -> None:

@@ -173,6 +173,8 @@ def test_classify_from_a_labels_layer_and_bad_input_marked(make_dock, sample_lay
     assert isinstance(renderer, QgsCategorizedSymbolRenderer) and renderer.classAttribute() == "class_id"
     assert sorted(c.label() for c in renderer.categories()) == ["east", "west"]
     assert (tmp_path / "classes_cv.csv").is_file()
+    again = make_dock().analyses                                 # the choices made for a run are remembered
+    assert again.analysis() == "classify" and again.classifierCombo.currentData() == panel.request().classifier
 
     # other bad input, each marked on its widget before any run
     panel.set_analysis("similar")
