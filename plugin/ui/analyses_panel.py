@@ -18,20 +18,22 @@ from pathlib import Path
 
 from qgis.core import (Qgis, QgsApplication, QgsFeature, QgsFieldProxyModel, QgsGeometry, QgsMapLayerProxyModel,
                        QgsProject, QgsVectorLayer)
-from qgis.gui import QgsFieldComboBox, QgsFileWidget, QgsMapLayerComboBox, QgsMapToolEmitPoint
-from qgis.PyQt import sip
+from qgis.gui import QgsFileWidget, QgsMapToolEmitPoint
+from qgis.PyQt import sip, uic
 from qgis.PyQt.QtCore import QUrl, pyqtSignal
 from qgis.PyQt.QtGui import QDesktopServices
-from qgis.PyQt.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton,
-                                 QSpinBox, QStackedWidget, QVBoxLayout, QWidget)
+from qgis.PyQt.QtWidgets import QWidget
 
 from ...engine.contract.problems import NO_ENGINE, NOT_LOCAL, REQUIRED, Problem, messages
 from .. import log, settings
 from ..layers.analyses import ADDERS
+from ..paths import RESOURCES
 from ..requests import ChangeRequest, ClassifyRequest, ReportRequest, SimilarRequest, default_report, outputs
 from ..runner.task import EngineTask
 from . import marks, stats_inputs, wording
 from .bounds import bound
+
+FORM_CLASS, _ = uic.loadUiType(str(RESOURCES / "ui" / "analyses_panel.ui"))
 
 ANALYSES = (("report", "Report on a run (HTML)"), ("change", "Change between two dates"),
             ("similar", "Find similar places"), ("classify", "Classify tiles from labels"))
@@ -47,7 +49,7 @@ def open_report(path) -> None:
     QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
 
 
-class AnalysesPanel(QWidget):
+class AnalysesPanel(QWidget, FORM_CLASS):
     """``dock`` gives the raster (``rasterCombo``), the engine (``engine_python()``, ``engine_problem()``), the
     device and seed widgets and the overwrite question (``confirm_overwrite``)."""
 
@@ -55,7 +57,6 @@ class AnalysesPanel(QWidget):
 
     def __init__(self, dock, iface, parent=None):
         super().__init__(parent)
-        self.setObjectName("analysesPanel")
         self.dock = dock
         self.iface = iface
         self.open_report = open_report               # tests replace it (no browser offscreen)
@@ -75,126 +76,58 @@ class AnalysesPanel(QWidget):
         self._analysis_changed()
 
     # -- set-up ------------------------------------------------------------------------------------
-    def _row(self, form: QFormLayout, text: str, widget, name: str):
-        widget.setObjectName(name)
-        setattr(self, name, widget)
-        label = QLabel(text, self)
-        label.setBuddy(widget)
-        form.addRow(label, widget)
-        return widget
-
-    def _out_file(self, kind: str, filter_: str) -> QgsFileWidget:
-        widget = QgsFileWidget(self)
-        widget.setStorageMode(QgsFileWidget.SaveFile)
-        widget.setFilter(filter_)
-        widget.setConfirmOverwrite(False)                     # Run asks, once
-        return widget
-
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        top = QFormLayout()
-        self._row(top, "Analysis", QComboBox(self), "analysisCombo")
+        """The widgets of resources/ui/analyses_panel.ui; their ranges and choices from the declarations."""
+        self.setupUi(self)
+        # short names for the state and buttons (prefixed in the .ui: the dock has its own of those names)
+        self.problemsLabel, self.progressBar, self.statusLabel = (self.anProblemsLabel, self.anProgressBar,
+                                                                   self.anStatusLabel)
+        self.reportButton, self.runButton, self.cancelButton = (self.anReportButton, self.anRunButton,
+                                                                 self.anCancelButton)
         for value, label in ANALYSES:
             self.analysisCombo.addItem(label, value)
-        layout.addLayout(top)
-        self.pages = QStackedWidget(self)
-        layout.addWidget(self.pages)
-        forms = {}
-        for value, _label in ANALYSES:
-            page = QWidget(self.pages)
-            page.setObjectName(f"{value}Page")
-            forms[value] = QFormLayout(page)
-            forms[value].setContentsMargins(0, 0, 0, 0)
-            self.pages.addWidget(page)
-        # report
-        form = forms["report"]
-        run = self._row(form, "Run GeoPackage", QgsFileWidget(self), "runFile")
-        run.setStorageMode(QgsFileWidget.GetFile)
-        run.setFilter("GeoPackage (*.gpkg)")
-        self._row(form, "Report", self._out_file("report", "HTML (*.html)"), "reportOutFile")
-        bound(self._row(form, "Example tiles", QSpinBox(self), "examplesSpin"), ReportRequest.TOOL.param("examples"))
-        self.examplesSpin.setValue(ReportRequest.TOOL.param("examples").default)
-        # change
-        form = forms["change"]
-        model = self._row(form, "Cluster model", QgsFileWidget(self), "changeModelFile")
-        model.setStorageMode(QgsFileWidget.GetFile)
-        model.setFilter("Model file (*.pt)")
-        for name, text in (("beforeCombo", "Raster at the first date"), ("afterCombo", "Raster at the second date")):
-            combo = self._row(form, text, QgsMapLayerComboBox(self), name)
+        self.runFile.setStorageMode(QgsFileWidget.GetFile)
+        self.runFile.setFilter("GeoPackage (*.gpkg)")
+        self.changeModelFile.setStorageMode(QgsFileWidget.GetFile)
+        self.changeModelFile.setFilter("Model file (*.pt)")
+        for widget, filter_ in ((self.reportOutFile, "HTML (*.html)"), (self.changeOutFile, "GeoPackage (*.gpkg)"),
+                                (self.similarOutFile, "GeoPackage (*.gpkg)"),
+                                (self.classifyOutFile, "GeoPackage (*.gpkg)")):
+            widget.setStorageMode(QgsFileWidget.SaveFile)
+            widget.setFilter(filter_)
+            widget.setConfirmOverwrite(False)                     # Run asks, once
+        examples, top = ReportRequest.TOOL.param("examples"), SimilarRequest.TOOL.param("top")
+        bound(self.examplesSpin, examples)
+        self.examplesSpin.setValue(examples.default)
+        bound(self.topSpin, top)
+        self.topSpin.setMaximum(max(self.topSpin.maximum(), 100000))          # no upper bound is declared
+        self.topSpin.setValue(top.default)
+        for combo in (self.beforeCombo, self.afterCombo):
             combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        for combo in (self.queryLayerCombo, self.labelsCombo):
+            combo.setFilters(QgsMapLayerProxyModel.PointLayer | QgsMapLayerProxyModel.PolygonLayer)
+        for combo in (self.beforeCombo, self.afterCombo, self.queryLayerCombo, self.labelsCombo):
             combo.setAllowEmptyLayer(True)
             combo.setLayer(None)
-        self._row(form, "Output", self._out_file("change", "GeoPackage (*.gpkg)"), "changeOutFile")
-        # similar
-        form = forms["similar"]
-        self._row(form, "Query tile ids", QLineEdit(self), "queryTilesEdit")
         self.queryTilesEdit.setPlaceholderText("tile_id of a run's tiles, e.g. 12,40")
-        query = self._row(form, "Or query places", QgsMapLayerComboBox(self), "queryLayerCombo")
-        query.setFilters(QgsMapLayerProxyModel.PointLayer | QgsMapLayerProxyModel.PolygonLayer)
-        query.setAllowEmptyLayer(True)
-        query.setLayer(None)
-        picks = QWidget(self)
-        row = QHBoxLayout(picks)
-        row.setContentsMargins(0, 0, 0, 0)
-        self.pickButton = QPushButton("Pick on map", picks)
-        self.pickButton.setObjectName("pickButton")
-        self.pickButton.setCheckable(True)
-        self.pickButton.setToolTip("Click the tiles to look for on the map: each click adds a point to the layer "
-                                   f"{PICKS_NAME!r}, the query")
-        self.clearPicksButton = QPushButton("Clear", picks)
-        self.clearPicksButton.setObjectName("clearPicksButton")
-        self.clearPicksButton.setToolTip(f"Remove the points of {PICKS_NAME!r}")
-        row.addWidget(self.pickButton)
-        row.addWidget(self.clearPicksButton)
-        form.addRow("", picks)
-        self.pick_tool = QgsMapToolEmitPoint(self.iface.mapCanvas())
-        self.pick_tool.setButton(self.pickButton)
-        self._picks_id = ""                                   # the layer of clicked query points
-        bound(self._row(form, "Top tiles", QSpinBox(self), "topSpin"), SimilarRequest.TOOL.param("top"))
-        self.topSpin.setMaximum(max(self.topSpin.maximum(), 100000))
-        self.topSpin.setValue(SimilarRequest.TOOL.param("top").default)
-        self._row(form, "Output", self._out_file("similar", "GeoPackage (*.gpkg)"), "similarOutFile")
-        # classify
-        form = forms["classify"]
-        labels = self._row(form, "Labelled places", QgsMapLayerComboBox(self), "labelsCombo")
-        labels.setFilters(QgsMapLayerProxyModel.PointLayer | QgsMapLayerProxyModel.PolygonLayer)
-        labels.setAllowEmptyLayer(True)
-        labels.setLayer(None)
-        field = self._row(form, "Class field", QgsFieldComboBox(self), "fieldCombo")
-        field.setFilters(QgsFieldProxyModel.AllTypes)
-        field.setAllowEmptyFieldName(True)
-        self._row(form, "Classifier", QComboBox(self), "classifierCombo")
+        self.fieldCombo.setFilters(QgsFieldProxyModel.AllTypes)
+        self.fieldCombo.setAllowEmptyFieldName(True)
         classifier = ClassifyRequest.TOOL.param("classifier")
         for value in classifier.choices:
             self.classifierCombo.addItem(value, value)
         self.classifierCombo.setCurrentIndex(self.classifierCombo.findData(classifier.default))
-        self._row(form, "Output", self._out_file("classify", "GeoPackage (*.gpkg)"), "classifyOutFile")
-        # state and buttons
-        self.problemsLabel = QLabel(self)
-        self.problemsLabel.setObjectName("anProblemsLabel")
-        self.problemsLabel.setStyleSheet(ERROR_STYLE)
-        self.progressBar = QProgressBar(self)
-        self.progressBar.setRange(0, 100)
-        self.progressBar.setValue(0)
-        self.statusLabel = QLabel(self)
-        self.statusLabel.setObjectName("anStatusLabel")
-        for label in (self.problemsLabel, self.statusLabel):
-            wording.show_whole(label)
-        layout.addWidget(self.problemsLabel)
-        layout.addWidget(self.progressBar)
-        layout.addWidget(self.statusLabel)
-        buttons = QHBoxLayout()
-        buttons.addStretch(1)
-        self.reportButton = QPushButton("Report", self)
+        self.pickButton.setToolTip("Click the tiles to look for on the map: each click adds a point to the layer "
+                                   f"{PICKS_NAME!r}, the query")
+        self.clearPicksButton.setToolTip(f"Remove the points of {PICKS_NAME!r}")
+        self.pick_tool = QgsMapToolEmitPoint(self.iface.mapCanvas())
+        self.pick_tool.setButton(self.pickButton)
+        self._picks_id = ""                                   # the layer of clicked query points
         self.reportButton.setToolTip("An HTML report of the last change run: transitions and the most changed tiles")
         self.reportButton.setVisible(False)
-        self.runButton = QPushButton("Run", self)
-        self.cancelButton = QPushButton("Cancel", self)
-        self.cancelButton.setEnabled(False)
-        for button in (self.reportButton, self.runButton, self.cancelButton):
-            buttons.addWidget(button)
-        layout.addLayout(buttons)
+        self.progressBar.setRange(0, 100)
+        self.problemsLabel.setStyleSheet(ERROR_STYLE)
+        for label in (self.problemsLabel, self.statusLabel):
+            wording.show_whole(label)
 
     def _connect_signals(self) -> None:
         self.analysisCombo.currentIndexChanged.connect(self._analysis_changed)
