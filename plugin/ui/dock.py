@@ -26,7 +26,7 @@ from qgis.core import (Qgis, QgsApplication, QgsCoordinateTransform, QgsCsExcept
 from qgis.gui import QgsDockWidget, QgsFileWidget
 from qgis.PyQt import sip, uic
 from qgis.PyQt.QtCore import QTimer, pyqtSignal
-from qgis.PyQt.QtWidgets import QLineEdit, QMessageBox
+from qgis.PyQt.QtWidgets import QLineEdit, QMessageBox, QPushButton
 
 from ...engine.contract import defaults
 from ...engine.contract.problems import (NO_ENGINE, NO_OVERLAP, NOT_LOCAL, REJECTED, REQUIRED, Problem,
@@ -41,6 +41,7 @@ from ..runner import engine_env, probe, server_settings
 from ..runner.task import EngineTask
 from . import marks, plots, stats_inputs, wording
 from .bounds import bound
+from .analyses_panel import AnalysesPanel
 from .buildings_panel import BuildingsPanel
 from .engine_bar import EngineSetupBar
 from .engine_choice import EngineChoice
@@ -49,7 +50,8 @@ FORM_CLASS, _ = uic.loadUiType(str(RESOURCES / "ui" / "dock.ui"))
 
 AREA_MODES = (("none", "Whole raster"), ("extent", "Current map extent"),
               ("layer", "Polygon layer features"))
-MODES = (("single", "Single clustering"), ("sweep", "Sensitivity sweep"), ("buildings", "Buildings (segmentation)"))
+MODES = (("single", "Single clustering"), ("sweep", "Sensitivity sweep"), ("buildings", "Buildings (segmentation)"),
+         ("analyses", "Analyses (report, change, similar, classify)"))
 WEIGHT_LABELS = {"imagenet": "ImageNet (pretrained)", "none": "None (random)", "file": "File…"}
 WEIGHT_CHOICES = tuple((w, WEIGHT_LABELS.get(w, w)) for w in (*WEIGHT_WORDS, "file"))     # "file": weightsFile
 CLUSTER_DEFAULTS, SWEEP_DEFAULTS = ClusterRequest(raster="", out=""), SweepRequest(raster="", out="")
@@ -200,6 +202,17 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         # "Buildings" mode: its own panel (plugin/ui/buildings_panel.py) below the mode, in place of the clustering
         self.buildings = BuildingsPanel(self, self.iface, self.scrollContents)
         self.scrollLayout.insertWidget(self.scrollLayout.indexOf(self.clusterGroup) + 1, self.buildings)
+        # "Analyses" mode: report, change, similar, classify (plugin/ui/analyses_panel.py), below the Buildings panel
+        self.analyses = AnalysesPanel(self, self.iface, self.scrollContents)
+        self.scrollLayout.insertWidget(self.scrollLayout.indexOf(self.buildings) + 1, self.analyses)
+        # after a cluster run or a sweep: its HTML report, written in the background and opened
+        self.reportButton = QPushButton("Report", self)
+        self.reportButton.setObjectName("reportButton")
+        self.reportButton.setToolTip("Write an HTML report of the last run (example tiles, sizes, profiles) and "
+                                     "open it")
+        self.reportButton.setVisible(False)
+        self.buttonLayout.insertWidget(1, self.reportButton)
+        self.last_run = ""                           # the GeoPackage of the last successful cluster run or sweep
 
     def _cluster_widgets(self) -> list:
         """What only clustering uses (hidden in Buildings mode; the raster, device and seed are shared)."""
@@ -244,6 +257,8 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.basePython.fileChanged.connect(lambda path: settings.set("base_python", path.strip()))
         self.runButton.clicked.connect(self.run)
         self.cancelButton.clicked.connect(self.cancel)
+        self.reportButton.clicked.connect(self.report)
+        self.rasterCombo.layerChanged.connect(self.analyses.raster_changed)
 
     # -- the request -------------------------------------------------------------------------------
     def is_sweep(self) -> bool:
@@ -251,6 +266,13 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
 
     def is_buildings(self) -> bool:
         return self.modeCombo.currentData() == "buildings"
+
+    def is_analyses(self) -> bool:
+        return self.modeCombo.currentData() == "analyses"
+
+    def panel(self):
+        """The panel of the mode when it has its own (Buildings, Analyses), else None (clustering)."""
+        return self.buildings if self.is_buildings() else self.analyses if self.is_analyses() else None
 
     def request(self) -> ClusterRequest | SweepRequest:
         """What a run would do now, from the widgets."""
@@ -540,13 +562,15 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
     def _mode_changed(self, *_args) -> None:
         """A sweep takes a K range and a list of tile sizes; it has no overlap or area limit. Buildings mode shows
         its own panel instead of the clustering widgets."""
-        buildings = self.is_buildings()
+        buildings, analyses = self.is_buildings(), self.is_analyses()
         for widget in self._cluster_widgets():
-            widget.setVisible(not buildings)
+            widget.setVisible(not buildings and not analyses)
         self.buildings.setVisible(buildings)
-        self.clusterGroup.setTitle("Building segmentation" if buildings else "Clustering")
-        if buildings:
-            self.buildings.update_state()
+        self.analyses.setVisible(analyses)
+        self.reportButton.setVisible(bool(self.last_run) and not buildings and not analyses)
+        self.clusterGroup.setTitle("Building segmentation" if buildings else "Analyses" if analyses else "Clustering")
+        if self.panel() is not None:
+            self.panel().update_state()
             return
         self.sweepGroup.setVisible(bool(self.sweep))
         self._weights_changed()
@@ -596,12 +620,13 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.problemsLabel.setStyleSheet(ERROR_STYLE if problems else "")
         self.runButton.setEnabled(not running and not problems)
         self.runButton.setToolTip(text if problems else "Run the engine on this raster")
-        if not self.is_buildings():              # the Buildings panel marks its own widgets
+        if self.panel() is None:                 # the Buildings and Analyses panels mark their own widgets
             widgets = self.problem_widgets()
             failed = self._failed_input
             failed = [failed[1]] if failed and failed[0] == tuple(req.argv()) else []
             marks.mark(self, [(p, widgets.get(p.param)) for p in problems + failed])
         self.cancelButton.setEnabled(running and not self.task.isCanceled())
+        self.reportButton.setEnabled(not running and not self.analyses.is_running())
 
     def _refresh(self) -> None:
         """After a pause: remember the parameters, check a new engine Python, count tiles."""
@@ -619,8 +644,8 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             return
         if python != self._checking and (self.engine_info is None or self.engine_info.get("asked") != python):
             self.check_engine()
-        if self.is_buildings():                  # no tile count or time estimate for segmentation
-            self.buildings.update_state()
+        if self.panel() is not None:             # no tile count or time estimate for segmentation or analyses
+            self.panel().update_state()
             return
         req = self.request()
         inputs_ok = not [p for p in replace(req, overwrite=True, out="").problems()
@@ -647,8 +672,8 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         url = self.engineChoice.url()
         if url and url != self._checking and (self.engine_info is None or self.engine_info.get("asked") != url):
             self.check_engine()
-        if self.is_buildings():
-            self.buildings.update_state()
+        if self.panel() is not None:
+            self.panel().update_state()
             return
         req = self.request()
         if isinstance(req, SweepRequest):
@@ -710,9 +735,9 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
 
     def run(self) -> bool:
         """Start the engine on ``request()``; False (with the reason shown) when it cannot start."""
-        if self.is_buildings():
-            return self.buildings.run()
-        if self.is_running() or self.buildings.is_running():
+        if self.panel() is not None:
+            return self.panel().run()
+        if self.is_running() or self.buildings.is_running() or self.analyses.is_running():
             return False
         python = self.engine_python()
         problem = self.engine_problem(python)
@@ -782,6 +807,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
     def cancel(self) -> None:
         """Cancel the running engine (it removes its partial files)."""
         self.buildings.cancel()
+        self.analyses.cancel()
         if self.task is not None and not self.task.isCanceled():
             self.task.cancel()
             self._set_status("Cancelling…")
@@ -799,6 +825,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             return
         req, ok = self._run_request, False
         try:
+            self.last_run = req.out                     # the Report button explains it
             if isinstance(req, SweepRequest):
                 self._load_sweep(req)
                 ok = True
@@ -816,6 +843,10 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             ok = True
         finally:       # an exception goes on to EngineTask, which reports it
             self._finish_run(ok)
+
+    def report(self) -> bool:
+        """The HTML report of the last cluster run or sweep, written in the background and then opened."""
+        return self.analyses.report(self.last_run)
 
     # -- sweep results -------------------------------------------------------------------------------
     def _load_sweep(self, req: SweepRequest) -> None:
@@ -904,6 +935,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
 
     def _finish_run(self, ok: bool) -> None:
         self.task = self._run_request = None
+        self.reportButton.setVisible(ok and bool(self.last_run) and self.panel() is None)
         self._temp_layers.remove()
         self.progressBar.setValue(100 if ok else 0)
         if ok and self._auto_output_taken():
@@ -996,6 +1028,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             self.task = self._run_request = None
         self._temp_layers.remove()
         self.buildings.shutdown()
+        self.analyses.shutdown()
         if self.setupBar.task is not None:
             self.setupBar.task.cancel()          # the installer stops and removes what it built
         for call in self._background:
