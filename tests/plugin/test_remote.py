@@ -336,9 +336,11 @@ def test_the_dock_runs_a_cluster_job_on_the_server_and_loads_its_layers(remote_d
     # progress and status came from the job (the upload, the engine's stages, the download)
     assert progress and max(progress) == 100
     assert any(s.startswith("upload") for s in task_status) and any(s.startswith("download") for s in task_status)
-    # the results are the local files the run names, loaded and styled as after a local run (QML next to them)
+    # the results are the local files the run names (its model too, for predict), loaded and styled as after a
+    # local run (QML next to them)
     assert sorted(p.name for p in out.parent.iterdir() if p.suffix != ".qml") == [
-        "remote run.gpkg", "remote run_clusters.tif", "remote run_manifest.json", "remote run_quicklook.png"]
+        "remote run.gpkg", "remote run_clusters.tif", "remote run_manifest.json", "remote run_model.pt",
+        "remote run_quicklook.png"]
     group = QgsProject.instance().layerTreeRoot().findGroup("remote run")
     assert group is not None and [c.name() for c in group.children()] == ["remote run tiles",
                                                                          "remote run clusters (raster)"]
