@@ -180,3 +180,22 @@ def set_params(dock, out: Path, **changes) -> None:
 
 def project_layer_names() -> list[str]:
     return sorted(layer.name() for layer in QgsProject.instance().mapLayers().values())
+
+
+def mosaic(raster: Path, out: Path, n: int) -> Path:
+    """``raster`` repeated n x n times at the same resolution (a bigger input, slow enough to cancel)."""
+    from osgeo import gdal
+
+    src = gdal.Open(str(raster))
+    data = src.ReadAsArray()
+    import numpy as np
+
+    tiled = np.tile(data, (1, n, n))
+    dst = gdal.GetDriverByName("GTiff").Create(str(out), src.RasterXSize * n, src.RasterYSize * n, src.RasterCount,
+                                               src.GetRasterBand(1).DataType, ["TILED=YES"])
+    dst.SetGeoTransform(src.GetGeoTransform())
+    dst.SetProjection(src.GetProjection())
+    dst.WriteArray(tiled)
+    dst.FlushCache()
+    del dst, tiled
+    return out

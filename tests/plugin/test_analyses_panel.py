@@ -223,7 +223,7 @@ def test_change_between_two_dates_loads_the_engine_style_and_offers_its_report(m
 def test_cancel_stops_an_analysis_and_leaves_no_file_and_no_layer(make_dock, sample_layers, tmp_path):
     from qgis.core import QgsRasterLayer
 
-    from .test_segmentation import mosaic
+    from .helpers import mosaic
 
     big = QgsRasterLayer(str(mosaic(sample_layers.raster_path, tmp_path / "big.tif", 4)), "big")
     QgsProject.instance().addMapLayer(big)

@@ -14,30 +14,11 @@ from qgis.core import (Qgis, QgsApplication, QgsFeature, QgsPalettedRasterRender
                        QgsVectorLayer)
 from qgis.PyQt.QtCore import Qt
 
-from .helpers import BUILDINGS, SAMPLE, clean_settings, engine_here, make_dock, sample_layers, wait_for
+from .helpers import BUILDINGS, SAMPLE, clean_settings, engine_here, make_dock, mosaic, sample_layers, wait_for
 
 __all__ = ["clean_settings", "engine_here", "make_dock", "sample_layers"]       # fixtures used here
 
 SCORES = ("iou", "precision", "recall", "f1", "obj_f1")
-
-
-def mosaic(raster: Path, out: Path, n: int) -> Path:
-    """``raster`` repeated n x n times at the same resolution (a bigger input, slow enough to cancel)."""
-    from osgeo import gdal
-
-    src = gdal.Open(str(raster))
-    data = src.ReadAsArray()
-    import numpy as np
-
-    tiled = np.tile(data, (1, n, n))
-    dst = gdal.GetDriverByName("GTiff").Create(str(out), src.RasterXSize * n, src.RasterYSize * n, src.RasterCount,
-                                               src.GetRasterBand(1).DataType, ["TILED=YES"])
-    dst.SetGeoTransform(src.GetGeoTransform())
-    dst.SetProjection(src.GetProjection())
-    dst.WriteArray(tiled)
-    dst.FlushCache()
-    del dst, tiled
-    return out
 
 
 def project_layer_names() -> list[str]:
