@@ -72,6 +72,8 @@ def schema_of(param: Param) -> dict:
         schema = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
     else:                                                     # text, size ("64px", "20m"), bands ("1,2,3")
         schema = {"type": "string"}
+        if param.pattern:
+            schema["pattern"] = f"^(?:{param.pattern})$"
     if param.default is not None:
         schema["default"] = param.default
     return schema
