@@ -36,7 +36,7 @@ class RemoteExtractor:
         self.model, self.spec, self.weights_path = build_backbone(spec.backbone, spec.weights, spec.seed, spec.sobel,
                                                                    state_dict)
         self.dim = self.spec.dim
-        found = session.call(describe_device, spec)
+        found = session.call(describe_device, spec.device, spec.precision)
         self.device = torch.device(found["device"])
         self.precision = found["precision"]
 

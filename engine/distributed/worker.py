@@ -109,12 +109,12 @@ class FeatureJob:
     batch_size: int
 
 
-def describe_device(spec: ExtractorSpec) -> dict:
-    """The device and precision a worker runs ``spec`` at (what the features' cache key records)."""
+def describe_device(device: str, precision: str) -> dict:
+    """The device and precision a worker runs at for ``--device``/``--precision`` (``auto``: its best)."""
     from ..features.extract import choose_device, choose_precision
 
-    device = choose_device(spec.device)
-    return {"device": device.type, "precision": choose_precision(device, spec.precision)}
+    found = choose_device(device)
+    return {"device": found.type, "precision": choose_precision(found, precision)}
 
 
 def extract_partition(part: Partition, job: FeatureJob) -> dict:
