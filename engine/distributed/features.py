@@ -75,6 +75,8 @@ def compute_features(session, raster: RasterSpec, extractor: RemoteExtractor, ro
         progress("features", done, len(rows), f"{kept} of {len(parts)} partitions")
 
     session.run(extract_partition, todo, job, name="features", on_done=finished)
+    session.runs.append({"stage": "features", "partitions": len(parts), "partition_tiles": partition_tiles(batch_size),
+                         "batch_size": int(batch_size), "kept": len(parts) - len(todo)})
     feats = store.gather(parts, extractor.dim, final)
     store.remove()
     return feats
@@ -106,4 +108,5 @@ def assign(session, kmeans, features: "str | Path", n: int, progress) -> tuple[n
         progress("cluster", done, n, f"assigned {done} of {n} tiles on the workers")
 
     results = session.run(assign_partition, parts, str(features), shared, name="assign", on_done=finished)
+    session.runs.append({"stage": "cluster", "partitions": len(parts)})
     return tuple(np.concatenate([r[i] for r in results]) for i in range(3))

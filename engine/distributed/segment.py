@@ -213,6 +213,8 @@ def segment_on_dask(session, job: SegmentJob, bands: list[Band], *, width: int, 
         progress("segment", done, len(ys), f"{finished} of {len(bands)} bands")
 
     session.run(segment_band, todo, job, name="segment", on_done=on_done)
+    session.runs.append({"stage": "segment", "bands": len(bands), "band_rows": bands[0].row1 - bands[0].row0,
+                         "kept": len(bands) - len(todo)})
     t_inf = time.perf_counter() - t0
     counts = [json.loads(job.path(b, "json").read_text(encoding="utf-8")) for b in bands]
     progress("write", 0, 1, "stitching the bands")

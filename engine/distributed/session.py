@@ -68,6 +68,7 @@ class DaskSession:
         self.address = address
         self.client = client
         self.cluster = cluster
+        self.runs: list[dict] = []        # what ran on the cluster (stage, partitions, kept from a resumed run)
 
     @classmethod
     def start(cls, address: DaskAddress) -> "DaskSession":
@@ -120,7 +121,7 @@ class DaskSession:
     def record(self) -> dict:
         """For the manifest."""
         return {"address": str(self.address), "scheduler": self.client.scheduler.address,
-                "workers": self.n_workers, "dashboard": self.dashboard}
+                "workers": self.n_workers, "dashboard": self.dashboard, "runs": list(self.runs)}
 
     def announce(self, progress=None) -> None:
         """The dashboard link on stderr and as an ``open`` progress event."""

@@ -71,6 +71,7 @@ class StatsParams:
     layer: str = "tiles"
     label: str = "cluster"
     overwrite: bool = False
+    dask: str | None = None              # 'local:N' or 'tcp://host:port': building statistics in partitions
 
 
 # the inputs that ask for statistics after a cluster or sweep run (ClusterParams/SweepParams fields)
