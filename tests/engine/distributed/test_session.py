@@ -36,9 +36,10 @@ def test_a_bad_dask_value_stops_every_tool_before_any_work(tool, tmp_path, kampa
     model.write_bytes(b"")
     run = tmp_path / "run.gpkg"
     run.write_bytes(b"")
-    args = {"cluster": [kampala_z19, "--out", tmp_path / "o.gpkg"], "sweep": [kampala_z19, "--out", tmp_path / "o.gpkg"],
-            "predict": [model, kampala_z19, "--out", tmp_path / "o.gpkg"],
-            "segment": [kampala_z19, "--model", model, "--out", tmp_path / "o.gpkg"],
+    out = tmp_path / "o.gpkg"
+    args = {"cluster": [kampala_z19, "--out", out], "sweep": [kampala_z19, "--out", out],
+            "predict": [model, kampala_z19, "--out", out],
+            "segment": [kampala_z19, "--model", model, "--out", out],
             "stats": [run, "--buildings", kampala_buildings]}[tool]
     proc = run_cli(tool, *args, "--dask", "local:0", "--progress", "json", check=2)
     event = json.loads(proc.stdout.splitlines()[-1])
