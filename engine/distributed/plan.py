@@ -32,8 +32,6 @@ def sample_positions(n_rows: int, n_cols: int, count: int) -> tuple[np.ndarray, 
 def time_partition(raster: RasterSpec, extractor: ExtractorSpec, rows: np.ndarray, cols: np.ndarray,
                    batch_size: int) -> dict:
     """One partition's features, timed in this process: load, partition seconds, peak memory, device."""
-    import resource
-
     from ..features.extract import extract_features
 
     t0 = time.perf_counter()
@@ -48,9 +46,25 @@ def time_partition(raster: RasterSpec, extractor: ExtractorSpec, rows: np.ndarra
         seconds = time.perf_counter() - t1
     finally:
         tiled.close()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024        # KiB on Linux
-    return {"tiles": int(len(rows)), "seconds": seconds, "load_s": load_s, "peak_rss_bytes": int(peak),
+    return {"tiles": int(len(rows)), "seconds": seconds, "load_s": load_s, "peak_rss_bytes": peak_rss_bytes(),
             "dim": int(cnn.dim), "device": str(cnn.device)}
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory: VmHWM (its own, even in a process a large one forked and exec'd,
+    whose ``ru_maxrss`` starts at the parent's), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)       # bytes on macOS, KiB on Linux
 
 
 def estimate(tiles: int, timed: dict, batch_size: int, workers=(1, 4, 16)) -> dict:

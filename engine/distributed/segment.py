@@ -91,9 +91,9 @@ class _RunnerSpec:
         import torch
 
         from ..segmentation.infer import Runner, load_model
+        from .worker import set_torch_threads
 
-        if self.threads:
-            torch.set_num_threads(int(self.threads))
+        set_torch_threads(self.threads)
         return Runner(load_model(self.model)[0], torch.device(self.device), self.precision, self.batch)
 
 

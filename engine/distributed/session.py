@@ -112,8 +112,9 @@ class DaskSession:
 
     @property
     def torch_threads(self) -> "int | None":
-        """Threads each worker's model runs on: this machine's cores shared out for ``local:N``; for a
-        scheduler's workers, what each was started with (``dask worker --nthreads``)."""
+        """Threads each worker's model runs on: this machine's cores shared out for ``local:N``; None for a
+        scheduler's workers, whose models run on the threads each was started with (``dask worker
+        --nthreads``; ``worker.set_torch_threads``)."""
         if self.address.local:
             return max(1, (os.cpu_count() or 1) // self.address.workers)
         return None

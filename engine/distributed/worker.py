@@ -83,10 +83,7 @@ class ExtractorSpec:
     def build(self):
         from ..features.extract import FeatureExtractor, ResizedExtractor
 
-        if self.threads:
-            import torch
-
-            torch.set_num_threads(int(self.threads))
+        set_torch_threads(self.threads)
         state = None
         if self.model_file:
             from ..clustering.modelfile import load_model
@@ -95,6 +92,21 @@ class ExtractorSpec:
         extractor = FeatureExtractor(self.backbone, "none" if self.model_file else self.weights, self.device,
                                      self.precision, seed=self.seed, sobel=self.sobel, state_dict=state)
         return ResizedExtractor(extractor, self.resize_px) if self.resize_px else extractor
+
+
+def set_torch_threads(threads: "int | None") -> None:
+    """Torch's threads in this worker: ``threads``, else the worker's own thread count (``dask worker
+    --nthreads``), the Dask way of saying how many cores a worker has (its environment sets OMP to 1)."""
+    import torch
+
+    if not threads:
+        try:
+            from distributed import get_worker
+
+            threads = get_worker().state.nthreads
+        except (ImportError, ValueError):
+            return                                 # not on a Dask worker: torch's own setting
+    torch.set_num_threads(int(threads))
 
 
 @dataclass(frozen=True)
