@@ -18,12 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from engine.distributed.partitions import partition_tiles
 from engine.tools.cluster import ClusterParams
 from engine.tools.cluster import run as run_cluster
 from tests.engine.distributed.helpers import assert_same_tiles, tile_columns, worker_pids
 from tests.engine.helpers import REPO, run_cli, work_events
 
-FAST = {"backbone": "efficientnet_lite0", "tile_size": "32px", "batch_size": 8, "k": 4}
+FAST = {"backbone": "efficientnet_lite0", "tile_size": "32px", "batch_size": 2, "k": 4}     # 32 tiles a partition
 
 
 def _cluster(raster, out, **kw):
@@ -58,11 +59,12 @@ def test_predict_and_sweep_on_dask_give_the_labels_of_one_process(dask_cluster, 
 
     address = dask_cluster[0].scheduler_address
     model = str(kampala_single).replace(".gpkg", "_model.pt")
-    run_predict(PredictParams(model=model, raster=str(kampala_z19), out=str(tmp_path / "p.gpkg"), batch_size=8,
+    run_predict(PredictParams(model=model, raster=str(kampala_z19), out=str(tmp_path / "p.gpkg"),
+                              batch_size=FAST["batch_size"],
                               dask=address, quicklook=False))
     assert_same_tiles(tile_columns(kampala_single), tile_columns(tmp_path / "p.gpkg"))
     sweep = {"raster": str(kampala_z19), "k": "2,4", "tile_size": "32px", "backbone": "efficientnet_lite0",
-             "batch_size": 8, "use_cache": False}
+             "batch_size": FAST["batch_size"], "use_cache": False}
     run_sweep(SweepParams(out=str(tmp_path / "s1.gpkg"), **sweep))
     run_sweep(SweepParams(out=str(tmp_path / "s2.gpkg"), dask=address, **sweep))
     columns = ("row", "col", "k2", "k4", "pc1", "pc2")
@@ -100,7 +102,7 @@ def test_a_worker_killed_mid_run_changes_nothing(dask_cluster, city, tmp_path):
     os.kill(victim, signal.SIGKILL)
     runner.join(timeout=300)
     assert "m" in result, "the run did not finish"
-    n_parts = -(-result["m"]["tiling"]["tiles_valid"] // (8 * 4))
+    n_parts = -(-result["m"]["tiling"]["tiles_valid"] // partition_tiles(FAST["batch_size"]))
     assert 0 < done_at_kill < n_parts, "the worker was not killed while partitions ran"
     assert victim not in worker_pids(client).values()
     assert_same_tiles(tile_columns(tmp_path / "one.gpkg"), tile_columns(tmp_path / "dask.gpkg"))
@@ -113,7 +115,7 @@ def test_resume_after_the_client_is_killed(dask_cluster, city, tmp_path):
     stages, the first one with the dashboard link."""
     address = dask_cluster[0].scheduler_address
     args = [city.raster, "--out", tmp_path / "r.gpkg", "--backbone", "efficientnet_lite0", "--tile-size", "32px",
-            "--batch-size", "8", "--k", "4", "--dask", address, "--progress", "json"]
+            "--batch-size", str(FAST["batch_size"]), "--k", "4", "--dask", address, "--progress", "json"]
     proc = subprocess.Popen([sys.executable, "-m", "engine", "cluster", *map(str, args)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -5,17 +5,23 @@ from __future__ import annotations
 import json
 
 from engine.contract.tools import PLAN_WORKERS
+from engine.distributed.partitions import PARTITION_BATCHES
 from engine.distributed.plan import estimate, sample_positions
 from tests.engine.helpers import run_cli
 
 
 def test_the_estimate_follows_from_the_partition_timed():
+    """512 tiles timed in 2 s: a partition of P tiles takes 2 s * P / 512, W workers share the partitions."""
     timed = {"tiles": 512, "seconds": 2.0, "load_s": 1.5, "peak_rss_bytes": 800 * 2 ** 20, "dim": 1280,
              "device": "cpu"}
-    plan = estimate(10_000, timed, batch_size=128, workers=(1, 4, 16))
-    assert (plan["partition_tiles"], plan["partitions"]) == (512, 20)
+    plan = estimate(10_000, timed, batch_size=32, workers=(1, 4, 16))
+    per_part = 32 * PARTITION_BATCHES
+    parts = -(-10_000 // per_part)
+    assert (plan["partition_tiles"], plan["partitions"]) == (per_part, parts)
     assert plan["store_bytes"] == 10_000 * 1280 * 4 and plan["memory_per_worker_mib"] == 800
-    assert plan["time_s"] == {"1": 1.5 + 20 * 2.0, "4": 1.5 + 5 * 2.0, "16": 1.5 + 2 * 2.0}
+    part_s = 2.0 * per_part / 512
+    assert plan["time_s"] == {str(w): round(1.5 + -(-parts // w) * part_s, 1) for w in (1, 4, 16)}
+    assert plan["time_s"]["1"] > plan["time_s"]["4"] > plan["time_s"]["16"]
     assert plan["tiles_per_s_per_worker"] == 256
 
 
@@ -31,7 +37,9 @@ def test_probe_plan_answers_json(kampala_z19):
                    "16", "--plan", check=0)
     answer = json.loads(proc.stdout)
     plan = answer["plan"]
-    assert plan["tiles"] == answer["tiles"] == 384 and plan["partitions"] == 6 and plan["feature_dim"] == 1280
+    assert plan["tiles"] == answer["tiles"] == 384 and plan["feature_dim"] == 1280
+    per_part = 16 * PARTITION_BATCHES
+    assert plan["partition_tiles"] == per_part and plan["partitions"] == -(-384 // per_part)
     assert set(plan["time_s"]) == {str(w) for w in PLAN_WORKERS}
     assert plan["time_s"]["1"] >= plan["time_s"]["4"] >= plan["time_s"]["16"] > 0
     assert plan["memory_per_worker_mib"] > 100 and plan["timed_on"] == "this process"

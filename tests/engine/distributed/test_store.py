@@ -15,7 +15,7 @@ def _fill(store, parts, dim):
 
 def test_gather_writes_the_partitions_in_order(tmp_path):
     rows, cols = np.divmod(np.arange(50), 10)
-    parts = tile_partitions(50, 4)                         # 16 tiles each: 16, 16, 16, 2
+    parts = tile_partitions(50, 4, batches=4)              # 16 tiles each: 16, 16, 16, 2
     store = FeatureStore(tmp_path / "parts" / "key")
     store.prepare(rows, cols, 3, 16, resume=False)
     assert [store.positions(p)[0].tolist() for p in parts[-1:]] == [[4, 4]]
@@ -29,7 +29,7 @@ def test_gather_writes_the_partitions_in_order(tmp_path):
 
 def test_resume_keeps_partitions_of_the_same_layout_only(tmp_path):
     rows, cols = np.divmod(np.arange(40), 8)
-    parts = tile_partitions(40, 4)
+    parts = tile_partitions(40, 4, batches=4)
     store = FeatureStore(tmp_path / "s")
     store.prepare(rows, cols, 2, 16, resume=False)
     _fill(store, parts[:2], 2)
