@@ -148,6 +148,8 @@ STATS_RULES = (Rule("requires", ("red_band", "nir_band"), "A red band without a 
                                                              "the near-infrared band too."))
 
 SMALLER_OVERLAP = Rule("smaller", ("overlap", "tile_size"), "The overlap must be smaller than the tile size.")
+RESUME_ON_DASK = Rule("requires", ("resume", "dask"), "--resume continues an interrupted --dask run from the "
+                                                      "partitions it finished: give the same --dask.")
 
 STATS_OUTPUTS = (Output("stats_csv", "{stem}_stats.csv", "eta-squared of every statistic", when="stats"),
                  Output("profile", "{stem}_profile.png", "per-cluster profile plot", when="stats"),
@@ -208,6 +210,7 @@ PREDICT = Tool(
             DASK, Param("resume", BOOL, False, help="with --dask: continue an interrupted run from the partitions "
                                                     "it finished (same parameters)"),
             OVERWRITE, PROGRESS),
+    rules=(RESUME_ON_DASK,),
     outputs=CLUSTER.outputs[:4],
     stages=CLUSTER_STAGES,
     examples=("python -m engine predict run_model.pt other_city.tif --out other.gpkg",),
@@ -356,6 +359,7 @@ SEGMENT = Tool(
             Param("chip", INT, None, minimum=SEG_CHIP_MULTIPLE, multiple_of=SEG_CHIP_MULTIPLE, cli=False,
                   help="window side (default: the model's training chip)"),
             Param("block", INT, 512, minimum=1, cli=False, help="polygonisation block (px)")),
+    rules=(RESUME_ON_DASK,),
     outputs=(Output("gpkg", "{out}", "layer 'buildings': one polygon per building with its area"),
              Output("mask", "{stem}_mask.tif", "building mask (1 = building)"),
              Output("prob", "{stem}_prob.tif", "building probability", when="probability"),

@@ -80,8 +80,6 @@ def run(params: PredictParams, progress: Progress | None = None) -> dict:
 
     check_params("predict", params)
     check_vector_inputs("predict", params)
-    if params.resume and not params.dask:
-        raise BadInput("--resume continues an interrupted --dask run; give the same --dask.", param="resume")
     progress = progress or Progress("none")
     outputs = RunOutputs.for_out(params.out, params.quicklook, model=False)
     with locked_outputs(outputs.paths()):

@@ -58,8 +58,6 @@ def run(params: SegmentParams, progress=None) -> dict:
     from ..segmentation.infer import segment_env
 
     check_params("segment", params)
-    if params.resume and not params.dask:
-        raise BadInput("--resume continues an interrupted --dask run; give the same --dask.", param="resume")
     if params.dask and not isinstance(params.model, (str, os.PathLike)):
         raise BadInput("--dask: the workers load the model from its file; give the model as a path.", param="model")
     progress = progress or (lambda *a, **k: None)

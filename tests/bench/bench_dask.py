@@ -7,9 +7,10 @@ Run from the repository root (``make bench`` runs it)::
 
 1. throughput: ``cluster`` (k-means, efficientnet_lite0 ImageNet weights, 64 px tiles, default batch) over an
    8192 px raster (a generated 2048 px city mosaicked, 16384 tiles), in one process and on Dask with 1 and 2
-   workers; tiles/s of the engine's ``features`` stage and of the whole run. Warm: best of 2 runs once the
-   model is loaded and its kernels warmed up (this process's later runs; the workers of a running cluster,
-   reached by address, after a first run). Cold: one run as a user starts it (one process's first run;
+   workers; tiles/s of the engine's ``features`` stage and of the whole run. Warm: best of 3 rounds once the
+   model is loaded and its kernels warmed up, the set-ups taking turns in each round (this process's later
+   runs; the workers of two running clusters, reached by address, after a first run). Cold: one run as a user
+   starts it (one process's first run;
    ``--dask local:N``, which starts its cluster, and whose workers load and warm up their model in the
    features stage). The workers share this machine's cores (cores/N torch threads each), so on 2 cores two
    workers use the cores one process uses: no speed-up is possible here; the figures show what partitioning
@@ -47,7 +48,7 @@ from tests.bench.bench import LAUNCHER, CpuMonitor, environment, make_city_raste
 OVERHEAD_TARGET = 0.15
 MEMORY_TARGET = 0.10
 STUDY_COPIES = 52                    # 52 x 52 copies of a 2048 px raster: 106496 px square, 11.3 gigapixels
-PLANS = {"full": {"raster_px": 8192, "repeats": 2, "mem_small_px": 2048, "mem_large_px": 16384},
+PLANS = {"full": {"raster_px": 8192, "repeats": 3, "mem_small_px": 2048, "mem_large_px": 16384},
          "quick": {"raster_px": 4096, "repeats": 1, "mem_small_px": 1024, "mem_large_px": 4096}}
 
 
@@ -100,20 +101,29 @@ def _timed(raster: Path, work: Path, label: str, dask, count: int) -> list:
 
 def run_throughput(raster: Path, work: Path, repeats: int) -> dict:
     """Cold: what one run costs (one process's first run; ``--dask local:N``, which starts its cluster and whose
-    workers load and warm up their model). Warm: best of ``repeats`` runs once everything is loaded (this
-    process's later runs; a running cluster's workers, reached by address, after a first run)."""
+    workers load and warm up their model). Warm: best of ``repeats`` rounds once everything is loaded, the three
+    set-ups taking turns in each round (this process; the workers of two running clusters, reached by address,
+    after a first run each), so that a load that comes and goes on the machine hits them alike."""
     out: dict = {"cold": {}, "warm": {}}
-    runs = _timed(raster, work, "one process", None, 1 + repeats)
-    out["cold"]["one process"], out["warm"]["one process"] = _summary(runs[:1]), _summary(runs[1:])
+    out["cold"]["one process"] = _summary(_timed(raster, work, "one process (cold)", None, 1))
     for n in (1, 2):
         out["cold"][f"dask local:{n}"] = _summary(_timed(raster, work, f"dask local:{n} (cold)", f"local:{n}", 1))
-        cluster, client = _warm_cluster(n)
-        try:
-            runs = _timed(raster, work, f"dask, {n} warm worker(s)", cluster.scheduler_address, 1 + repeats)
-        finally:
+    clusters = {n: _warm_cluster(n) for n in (1, 2)}
+    setups = {"one process": None, "dask 1 worker": clusters[1][0].scheduler_address,
+              "dask 2 workers": clusters[2][0].scheduler_address}
+    runs: dict = {label: [] for label in setups}
+    try:
+        for label, dask in setups.items():
+            if dask:
+                _timed(raster, work, f"{label} (warming up)", dask, 1)
+        for i in range(repeats):
+            for label, dask in setups.items():
+                runs[label] += _timed(raster, work, f"{label}, round {i + 1} of {repeats}", dask, 1)
+    finally:
+        for cluster, client in clusters.values():
             client.close()
             cluster.close()
-        out["warm"][f"dask {n} worker{'s' if n > 1 else ''}"] = _summary(runs[1:])
+    out["warm"] = {label: _summary(r) for label, r in runs.items()}
     one, dask1 = out["warm"]["one process"], out["warm"]["dask 1 worker"]
     out["overhead_at_one_worker"] = {
         "features": round(dask1["features_s"] / one["features_s"] - 1, 3),
