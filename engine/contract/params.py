@@ -83,7 +83,8 @@ class Param:
     advanced: bool = False
     applies_when: tuple | None = None
     cli: bool = True                      # False: a field of the tool's params value only (Python API)
-    api: bool = True                      # False: not an input of the service (--progress; --dask: a server's own)
+    api: bool = True                      # False: a CLI option only (--progress), not a params field
+    service: bool = True                  # False: not an input of the service, whose server decides it (--dask)
     pattern: str | None = None            # a TEXT value must match this regular expression (whole value) ...
     form: str = ""                        # ... which says in words what it accepts: "'local:N' or 'tcp://host:port'"
 

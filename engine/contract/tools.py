@@ -70,7 +70,7 @@ DEVICE = (Param("device", CHOICE, "auto", choices=DEVICES, label="Device", help=
                 help="inference precision (auto: bf16 where the CPU supports it, fp16/bf16 on CUDA)"),
           Param("batch_size", INT, None, minimum=1, advanced=True, label="Tiles per batch",
                 help="tiles per batch for features (default: about 1 Mpx per batch on CPU, 16 Mpx on GPU)"))
-DASK = Param("dask", TEXT, None, advanced=True, label="Dask cluster", api=False, pattern=DASK_PATTERN,
+DASK = Param("dask", TEXT, None, advanced=True, label="Dask cluster", service=False, pattern=DASK_PATTERN,
              form="'local:N' (N worker processes on this machine, N at least 1) or a scheduler address "
                   "'tcp://host:port'",
              help="run the work in partitions on Dask: 'local:N' starts N worker processes here, "
