@@ -67,3 +67,13 @@ def test_dask_is_imported_only_with_dask(kampala_z19):
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1] == "False"
+
+
+def test_the_service_leaves_dask_to_its_server():
+    """--dask is no input of a process: a client never makes the server start workers or connect elsewhere."""
+    from engine.contract.tools import TOOLS
+    from engine.service.processes import description
+
+    for name in ("cluster", "predict", "sweep", "segment", "stats", "probe"):
+        assert "dask" in TOOLS[name].names()
+        assert "dask" not in description(TOOLS[name])["inputs"]
