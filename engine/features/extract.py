@@ -137,7 +137,7 @@ class ResizedExtractor:
 
     def __init__(self, extractor, px: int):
         self.extractor, self.px = extractor, int(px)
-        self.device, self.dim = extractor.device, extractor.dim
+        self.device, self.dim, self.precision = extractor.device, extractor.dim, extractor.precision
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         import torch
