@@ -67,16 +67,17 @@ def compute_features(session, raster: RasterSpec, extractor: RemoteExtractor, ro
 
         spec = replace(spec, threads=session.torch_threads)
     job = FeatureJob(raster, spec, str(store.folder), extractor.dim, int(batch_size))
+    ready = kept
 
     def finished(part, result):
-        nonlocal done, kept
+        nonlocal done, ready
         done += result["tiles"]
-        kept += 1
-        progress("features", done, len(rows), f"{kept} of {len(parts)} partitions")
+        ready += 1
+        progress("features", done, len(rows), f"{ready} of {len(parts)} partitions")
 
     session.run(extract_partition, todo, job, name="features", on_done=finished)
     session.runs.append({"stage": "features", "partitions": len(parts), "partition_tiles": partition_tiles(batch_size),
-                         "batch_size": int(batch_size), "kept": len(parts) - len(todo)})
+                         "batch_size": int(batch_size), "kept": kept})
     feats = store.gather(parts, extractor.dim, final)
     store.remove()
     return feats
