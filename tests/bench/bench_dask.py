@@ -26,6 +26,12 @@ Run from the repository root (``make bench`` runs it)::
    tile count, feature store size, memory per worker and time for 1, 4 and 16 workers, from one partition
    timed on this machine.
 
+OpenMP waits passively (``OMP_WAIT_POLICY=PASSIVE``, set before torch is imported, and inherited by the
+workers) in every set-up unless ``--omp-default``: with the default spinning wait, a 2-thread torch process on
+this 2-core machine runs 4 to 10 times slower whenever another process takes a core (measured: 4096 tiles,
+2.7 s idle, 11 to 30 s under another test run; 2.6 to 2.8 s with PASSIVE), which would make any comparison
+here a comparison of the neighbours' load.
+
 Figures go to stdout and OUT/bench_dask.json; exit 1 when a target is missed.
 """
 from __future__ import annotations
@@ -241,7 +247,8 @@ def run_plan(tmp: Path) -> dict:
 
 
 def report(result: dict) -> str:
-    lines = ["Features on Dask (bench_dask.py)", ""]
+    lines = [f"Features on Dask (bench_dask.py; OMP_WAIT_POLICY={result['env']['OMP_WAIT_POLICY']}, load average at "
+             f"start {result['env']['loadavg_at_start']})", ""]
     thr = result.get("throughput")
     if thr:
         lines.append(f"1. throughput, {thr['warm']['one process']['tiles']} tiles of 64 px, efficientnet_lite0 "
@@ -285,12 +292,16 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small rasters, one repeat")
     ap.add_argument("--sections", default="throughput,memory,plan")
     ap.add_argument("--tmp", default=None)
+    ap.add_argument("--omp-default", action="store_true", help="leave OpenMP's wait policy as it is")
     args = ap.parse_args(argv)
+    if not args.omp_default:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"          # before torch is imported (environment() does)
     plan = PLANS["quick" if args.quick else "full"]
     sections = set(args.sections.split(","))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result: dict = {"env": environment(), "mode": "quick" if args.quick else "full"}
+    result: dict = {"env": {**environment(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "(unset)")},
+                    "mode": "quick" if args.quick else "full"}
     with tempfile.TemporaryDirectory(prefix="bench-dask-", dir=args.tmp) as tmp_name:
         tmp = Path(tmp_name)
         os.environ["URBANFORM_CACHE"] = str(tmp / "cache")
