@@ -123,6 +123,7 @@ bench: setup
 	$(PY) tests/bench/bench_stats.py --out bench_out || rc=1; \
 	$(PY) tests/bench/bench_segment.py --out bench_out || rc=1; \
 	$(PY) tests/bench/bench_service.py --out bench_out || rc=1; \
+	$(PY) tests/bench/bench_dask.py --out bench_out || rc=1; \
 	if [ $$rc -ne 0 ]; then echo "make bench: a benchmark missed its target (see above)"; fi; exit $$rc
 
 # ---------------------------------------------------------------- plugin

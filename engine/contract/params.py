@@ -85,11 +85,16 @@ class Param:
     applies_when: tuple | None = None
     cli: bool = True                      # False: a field of the tool's params value only (Python API)
     api: bool = True                      # False: a CLI option only (--progress), not a params field
+    service: bool = True                  # False: not an input of the service, whose server decides it (--dask)
+    pattern: str | None = None            # a TEXT value must match this regular expression (whole value) ...
+    form: str = ""                        # ... which says in words what it accepts: "'local:N' or 'tcp://host:port'"
 
     def __post_init__(self):
         assert self.type in TYPES, f"{self.name}: unknown type {self.type!r}"
         assert not (self.type == CHOICE and not self.choices), f"{self.name}: a choice needs choices"
         assert self.type != BOOL or self.default in (True, False), f"{self.name}: a flag defaults to True or False"
+        assert self.pattern is None or (self.type == TEXT and self.form), f"{self.name}: a pattern is for TEXT, " \
+                                                                          "with its form in words"
 
     @property
     def flag(self) -> str:
@@ -305,6 +310,8 @@ def parse_value(param: Param, value):
     if t == BANDS:
         return parse_bands(value)
     text = str(value)
+    if param.pattern and not re.fullmatch(param.pattern, text):
+        raise ValueError(f"{text!r} is not {param.form}.")
     if t in INPUT_FILES + (OUT_FILE,) and param.suffixes and not text.lower().endswith(param.suffixes):
         raise ValueError(f"{text!r} must end in {' or '.join(param.suffixes)}.")
     return text

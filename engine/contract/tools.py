@@ -30,6 +30,11 @@ EDGES = ("drop", "pad")
 PROGRESS_MODES = ("auto", "bar", "log", "json", "none")
 EXPORT_FORMATS = ("shp", "gpkg", "csv")
 CLASSIFIERS = ("logreg", "forest")          # classify: logistic regression, random forest
+# --dask: 'local:N' (N worker processes on this machine) or a running scheduler's 'tcp://host:port'
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
+DASK_PATTERN = rf"local:([1-9][0-9]*)|tcp://({_HOST}):({_PORT})"          # groups: workers, host, port
+PLAN_WORKERS = (1, 4, 16)                   # probe --plan: the worker counts it estimates a run's time for
 MAX_EPOCHS = 200                            # DeepCluster and U-Net training: more is always a typing mistake
 SEG_CHIP_MULTIPLE = 32                      # the U-Net halves the chip five times
 
@@ -66,6 +71,12 @@ DEVICE = (Param("device", CHOICE, "auto", choices=DEVICES, label="Device", help=
                 help="inference precision (auto: bf16 where the CPU supports it, fp16/bf16 on CUDA)"),
           Param("batch_size", INT, None, minimum=1, advanced=True, label="Tiles per batch",
                 help="tiles per batch for features (default: about 1 Mpx per batch on CPU, 16 Mpx on GPU)"))
+DASK = Param("dask", TEXT, None, advanced=True, label="Dask cluster", service=False, pattern=DASK_PATTERN,
+             form="'local:N' (N worker processes on this machine, N at least 1) or a scheduler address "
+                  "'tcp://host:port'",
+             help="run the work in partitions on Dask: 'local:N' starts N worker processes here, "
+                  "'tcp://host:8786' uses a running scheduler whose workers see the input files and the cache "
+                  "folder; same results as one process; the dashboard link is printed on stderr")
 _OFFLINE = ", ".join(defaults.OFFLINE_BACKBONES)
 WEIGHTS = Param("weights", FILE, defaults.DEFAULT_WEIGHTS, words=WEIGHT_WORDS, label="Weights",
                 help=f"'imagenet' (ImageNet weights: packaged for {_OFFLINE}, from the local torch cache for the "
@@ -138,6 +149,8 @@ STATS_RULES = (Rule("requires", ("red_band", "nir_band"), "A red band without a 
                                                              "the near-infrared band too."))
 
 SMALLER_OVERLAP = Rule("smaller", ("overlap", "tile_size"), "The overlap must be smaller than the tile size.")
+RESUME_ON_DASK = Rule("requires", ("resume", "dask"), "--resume continues an interrupted --dask run from the "
+                                                      "partitions it finished: give the same --dask.")
 
 STATS_OUTPUTS = (Output("stats_csv", "{stem}_stats.csv", "eta-squared of every statistic", when="stats"),
                  Output("profile", "{stem}_profile.png", "per-cluster profile plot", when="stats"),
@@ -157,10 +170,10 @@ CLUSTER = Tool(
                           "manifest (per epoch for DeepCluster, where it also picks the epoch kept)"),
             Param("save_model", OUT_FILE, None, suffixes=(".pt",), advanced=True,
                   help="where to write the model (default OUT_model.pt)"),
-            Param("resume", BOOL, False, help="continue an interrupted DeepCluster run from OUT_checkpoint.pt "
-                                              "(same parameters)"),
+            Param("resume", BOOL, False, help="continue an interrupted run (same parameters): DeepCluster from "
+                                              "OUT_checkpoint.pt, a --dask run from the partitions it finished"),
             Param("quicklook", BOOL, True, negative_flag="--no-quicklook", help="skip the PNG quicklook"),
-            *CACHE, OVERWRITE, PROGRESS),
+            DASK, *CACHE, OVERWRITE, PROGRESS),
     rules=(*STATS_RULES, SMALLER_OVERLAP),
     outputs=(Output("gpkg", "{out}", "layer 'tiles': tile_id, row, col, cluster, clust_dist, pc1, pc2, valid_frac "
                                      "(+ the statistics and a 'clusters' layer with --buildings/--roads/...)"),
@@ -195,7 +208,10 @@ PREDICT = Tool(
                   help="accepted difference in ground pixel size without --resample (0.1 = 10%%)"),
             *AREA, *DEVICE,
             Param("quicklook", BOOL, True, negative_flag="--no-quicklook", help="skip the PNG quicklook"),
+            DASK, Param("resume", BOOL, False, help="with --dask: continue an interrupted run from the partitions "
+                                                    "it finished (same parameters)"),
             OVERWRITE, PROGRESS),
+    rules=(RESUME_ON_DASK,),
     outputs=CLUSTER.outputs[:4],
     stages=CLUSTER_STAGES,
     examples=("python -m engine predict run_model.pt other_city.tif --out other.gpkg",),
@@ -212,7 +228,9 @@ SWEEP = Tool(
             Param("tile_size", SIZES, "32px,64px,128px", minimum=MIN_TILE_PX, label="Tile sizes",
                   help="comma-separated tile sizes in px or m"),
             *TILING[1:], *MODEL, METHOD, *DEEPCLUSTER,
-            Param("resume", BOOL, False, help="finish an interrupted sweep (same parameters)"),
+            Param("resume", BOOL, False, help="finish an interrupted sweep (same parameters); with --dask also "
+                                              "from the partitions of the tile size it was on"),
+            DASK,
             *stats_inputs("building footprints: the building statistics on every tile-size layer, and the "
                           "eta-squared of each statistic for every tile size and K (SWEEP_stats_eta.csv/.png)"),
             *CACHE, OVERWRITE, PROGRESS,
@@ -244,7 +262,12 @@ STATS_TOOL = Tool(
                           "bldg_mean, bldg_orien per tile"),
             Param("layer", TEXT, "tiles", cli=False, help="the run's tile layer"),
             Param("label", TEXT, "cluster", cli=False, help="the column of cluster ids"),
-            replace(OVERWRITE, help="recompute statistics the run already has"), PROGRESS),
+            replace(OVERWRITE, help="recompute statistics the run already has"),
+            replace(DASK, help="compute the building statistics in partitions of tiles on Dask: 'local:N' starts "
+                               "N worker processes here, 'tcp://host:8786' uses a running scheduler whose workers "
+                               "see the input files; same results as one process; the dashboard link is printed "
+                               "on stderr"),
+            PROGRESS),
     rules=(*STATS_RULES,
            Rule("any_of", ("buildings", "roads", "population", "nir_band"),
                 "Give at least one input: building footprints, road lines, a population raster or a "
@@ -327,10 +350,17 @@ SEGMENT = Tool(
             Param("resample", BOOL, False, help="accept another resolution than the model's"),
             *DEVICE[:2], Param("batch_size", INT, None, minimum=1, advanced=True,
                                help="windows per batch (default: from the chip size and the device)"),
+            replace(DASK, help="run the inference in bands of rows on Dask: 'local:N' starts N worker processes "
+                               "here, 'tcp://host:8786' uses a running scheduler whose workers see the raster, the "
+                               "model and the cache folder; same results as one process; the dashboard link is "
+                               "printed on stderr"),
+            Param("resume", BOOL, False, help="with --dask: continue an interrupted run from the bands it "
+                                              "finished (same parameters)"),
             OVERWRITE, PROGRESS,
             Param("chip", INT, None, minimum=SEG_CHIP_MULTIPLE, multiple_of=SEG_CHIP_MULTIPLE, cli=False,
                   help="window side (default: the model's training chip)"),
             Param("block", INT, 512, minimum=1, cli=False, help="polygonisation block (px)")),
+    rules=(RESUME_ON_DASK,),
     outputs=(Output("gpkg", "{out}", "layer 'buildings': one polygon per building with its area"),
              Output("mask", "{stem}_mask.tif", "building mask (1 = building)"),
              Output("prob", "{stem}_prob.tif", "building probability", when="probability"),
@@ -353,7 +383,13 @@ PROBE = Tool(
     "Check a raster and tiling without running them and print what a run would do as JSON (exit 2 with the "
     "message on bad input).",
     params=(RASTER_IN, TILE_SIZE, OVERLAP, EDGE, BANDS_P, MODEL[0], WEIGHTS, *DEVICE, *AREA,
-            Param("speed", BOOL, False, help="also time the model on random tiles (imports torch)")),
+            Param("speed", BOOL, False, help="also time the model on random tiles (imports torch)"),
+            Param("plan", BOOL, False, help="estimate a --dask run of cluster: tile count, feature store size, "
+                                            "memory per worker and time for "
+                                            f"{', '.join(map(str, PLAN_WORKERS))} workers, from one partition "
+                                            "of the raster timed here (or on a worker of --dask)"),
+            replace(DASK, help="with --plan: time the partition on a worker of this Dask cluster ('local:N' or "
+                               "'tcp://host:port')")),
     rules=(SMALLER_OVERLAP,),
     output_param=None, quick=True)
 

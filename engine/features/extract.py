@@ -132,6 +132,22 @@ class FeatureExtractor:
         return y.float().cpu().numpy()
 
 
+class ResizedExtractor:
+    """A FeatureExtractor seen through a resize of every tile to ``px`` (for --resample)."""
+
+    def __init__(self, extractor, px: int):
+        self.extractor, self.px = extractor, int(px)
+        self.device, self.dim, self.precision = extractor.device, extractor.dim, extractor.precision
+
+    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        import torch
+        import torch.nn.functional as F
+
+        x = torch.from_numpy(np.ascontiguousarray(tiles)).float()
+        x = F.interpolate(x, size=(self.px, self.px), mode="bilinear", antialias=True, align_corners=False)
+        return self.extractor(x.round().clamp(0, 255).to(torch.uint8).numpy())
+
+
 def prefetch(items: Iterable, depth: int = 2) -> Iterator:
     """Iterate ``items`` produced by a background thread, ``depth`` ahead."""
     q: queue.Queue = queue.Queue(maxsize=depth)

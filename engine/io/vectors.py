@@ -49,6 +49,17 @@ class VectorInfo:
     features: int
 
 
+def feature_count(path, name: str, what: "str | None" = None, *, kind: "str | None" = None,
+                  layer: "str | None" = None) -> int:
+    """How many features the vector input ``name`` has (after :func:`check_vector`), counted if need be."""
+    import pyogrio
+
+    found = check_vector(path, name, what, kind=kind, layer=layer)
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore")
+        return int(pyogrio.read_info(found.path, layer=found.layer, force_feature_count=True)["features"])
+
+
 def split_source(path, layer=None) -> "tuple[Path, str | None]":
     """A QGIS-style 'file.gpkg|layername=x' source as (Path, layer); ``layer`` wins when given."""
     s = str(path)
@@ -221,17 +232,20 @@ def check_vector(path, name: str, what: "str | None" = None, *, kind: "str | Non
 
 
 def read_vector(path, name: str, what: "str | None" = None, *, kind: "str | None" = None,
-                layer: "str | None" = None, assume_crs=None, warnings: "list | None" = None):
+                layer: "str | None" = None, assume_crs=None, warnings: "list | None" = None,
+                rows: "slice | None" = None):
     """The features of the vector input ``name`` as a GeoDataFrame with a CRS, after :func:`check_vector`
-    (same arguments); BadInput when the file fails the check or its features cannot be read (damaged)."""
+    (same arguments); BadInput when the file fails the check or its features cannot be read (damaged).
+    ``rows``: only these features (in the file's order), for a partition of a large layer."""
     import geopandas as gpd
 
     found = check_vector(path, name, what, kind=kind, layer=layer, assume_crs=assume_crs, warnings=warnings)
+    some = {} if rows is None else {"rows": rows}
     try:
         with _warnings.catch_warnings():
             _warnings.simplefilter("ignore")
-            gdf = gpd.read_file(found.path, layer=found.layer) if found.layer is not None \
-                else gpd.read_file(found.path)
+            gdf = gpd.read_file(found.path, layer=found.layer, **some) if found.layer is not None \
+                else gpd.read_file(found.path, **some)
     except Exception as exc:  # noqa: BLE001 - the header was fine, so the features are damaged
         raise BadInput(f"{name} {str(found.path)!r} cannot be read to its end: it is damaged or truncated "
                        f"({_ogr_detail(exc)}); export it again.") from None

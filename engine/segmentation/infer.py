@@ -180,13 +180,15 @@ class Runner:
         return out
 
 
-def _write_profile(width, height, transform, crs, dtype, nodata) -> dict:
+def write_profile(width, height, transform, crs, dtype, nodata) -> dict:
+    """The creation options of segment's GeoTIFFs (tiled, deflate)."""
     return {"driver": "GTiff", "width": width, "height": height, "count": 1, "dtype": dtype, "crs": crs,
             "transform": transform, "nodata": nodata, "tiled": True, "blockxsize": 256, "blockysize": 256,
             "compress": "deflate", "BIGTIFF": "IF_SAFER"}
 
 
-def _to_cog(src: Path, dst: Path) -> None:
+def to_cog(src: Path, dst: Path) -> None:
+    """The mask as a Cloud Optimized GeoTIFF (what ``segment`` writes)."""
     import rasterio.shutil
 
     rasterio.shutil.copy(str(src), str(dst), driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=256,
@@ -201,7 +203,7 @@ def chip_starts(n: int, chip: int, stride: int) -> list[int]:
     return list(range(0, n - chip, stride)) + [n - chip]
 
 
-def predict_stream(reader: Reader, runner: Runner, chip: int, overlap: int):
+def predict_stream(reader: Reader, runner: Runner, chip: int, overlap: int, chip_rows: "range | None" = None):
     """Yield (r0, prob rows (float32), valid rows) top to bottom, one chip row's worth of final rows at a time.
 
     Chips are read a batch at a time (the next batch while the model runs the current one). Held at any
@@ -209,6 +211,11 @@ def predict_stream(reader: Reader, runner: Runner, chip: int, overlap: int):
     rows), the validity of the same rows, and two batches of chips. The summed blending weights are not
     stored but computed: every chip of the grid adds ``outer(w1, w1)``, so they are a row sum times a
     column sum.
+
+    ``chip_rows``: run only these chip rows (indices into :func:`chip_starts` down the raster), as a band of
+    a partitioned run does (``engine.distributed``). The rows after the first chip row of the range get the
+    contributions of every chip over them in the same order as in a whole run, hence the same values; the
+    rows before it lack the chips above the range.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -227,7 +234,8 @@ def predict_stream(reader: Reader, runner: Runner, chip: int, overlap: int):
     acc_p = np.zeros((chip, wp), np.float32)
     acc_v = np.zeros((chip, wp), bool)
     step = max(1, runner.batch)
-    jobs = [(k, y0, xs[i:i + step], i + step >= len(xs)) for k, y0 in enumerate(ys) for i in range(0, len(xs), step)]
+    ks = range(len(ys)) if chip_rows is None else chip_rows
+    jobs = [(k, ys[k], xs[i:i + step], i + step >= len(xs)) for k in ks for i in range(0, len(xs), step)]
 
     def read(job):
         _, y0, bx, _ = job
@@ -291,7 +299,6 @@ def segment_raster(reader: Reader, runner: Runner, chip: int, overlap: int, *, g
     import rasterio
     from rasterio.windows import Window
 
-    from ..io import write_gpkg_chunks
     from .polygons import BlockPolygonizer, buildings_frame, to_crs_coords
 
     progress = progress or (lambda *a, **k: None)
@@ -306,15 +313,14 @@ def segment_raster(reader: Reader, runner: Runner, chip: int, overlap: int, *, g
 
     def frames():
         n_rows = len(chip_starts(H, chip, chip - overlap))
-        pdst = rasterio.open(prob, "w", **_write_profile(W, H, transform, crs, "float32", PROB_NODATA)) \
+        pdst = rasterio.open(prob, "w", **write_profile(W, H, transform, crs, "float32", PROB_NODATA)) \
             if prob else None
         try:
-            with rasterio.open(staging, "w", **_write_profile(W, H, transform, crs, "uint8", MASK_NODATA)) as mdst:
+            with rasterio.open(staging, "w", **write_profile(W, H, transform, crs, "uint8", MASK_NODATA)) as mdst:
                 k = 0
                 for r0, p, valid in predict_stream(reader, runner, chip, overlap):
                     k += 1
-                    build = (p >= threshold) & valid
-                    m = np.where(valid, build.astype(np.uint8), np.uint8(MASK_NODATA))
+                    build, m = mask_rows(p, valid, threshold)
                     win = Window(0, r0, W, len(p))
                     mdst.write(m, 1, window=win)
                     if pdst is not None:
@@ -332,21 +338,41 @@ def segment_raster(reader: Reader, runner: Runner, chip: int, overlap: int, *, g
         yield buildings_frame(in_crs(rest), crs, min_area, simplify, regularize)
 
     try:
-        n_buildings = write_gpkg_chunks(gpkg, "buildings", (f for f in frames() if len(f)), crs)
-        if n_buildings == 0:        # still a polygon layer (not 'Unknown') with its fields, for QGIS
-            import pyogrio
-
-            from ..io import GPKG_OPTIONS
-
-            pyogrio.write_dataframe(buildings_frame([], crs), str(gpkg), layer="buildings", driver="GPKG",
-                                    geometry_type="Polygon", dataset_options=GPKG_OPTIONS,
-                                    layer_options={"SPATIAL_INDEX": "YES"})
+        n_buildings = write_buildings(gpkg, frames(), crs)
         t_inf = time.perf_counter() - t_inf
         progress("write", 0, 1, "mask COG")
-        _to_cog(staging, mask)
+        to_cog(staging, mask)
     finally:
-        for extra in ("", ".aux.xml"):
-            q = Path(str(staging) + extra)
-            if q.exists():
-                q.unlink()
+        remove_staging(staging)
     return {"n_buildings": int(n_buildings), **stats, "inference_s": t_inf}
+
+
+def write_buildings(gpkg: Path, frames, crs) -> int:
+    """The buildings layer of ``gpkg`` from GeoDataFrames (``buildings_frame``), one after another; returns the
+    count. Without any building it is still a polygon layer (not 'Unknown') with its fields, for QGIS."""
+    from ..io import write_gpkg_chunks
+    from .polygons import buildings_frame
+
+    n_buildings = write_gpkg_chunks(gpkg, "buildings", (f for f in frames if len(f)), crs)
+    if n_buildings == 0:
+        import pyogrio
+
+        from ..io import GPKG_OPTIONS
+
+        pyogrio.write_dataframe(buildings_frame([], crs), str(gpkg), layer="buildings", driver="GPKG",
+                                geometry_type="Polygon", dataset_options=GPKG_OPTIONS,
+                                layer_options={"SPATIAL_INDEX": "YES"})
+    return n_buildings
+
+
+def remove_staging(staging: Path) -> None:
+    """The plain GeoTIFF the mask COG is made from, and GDAL's side file."""
+    for extra in ("", ".aux.xml"):
+        Path(str(staging) + extra).unlink(missing_ok=True)
+
+
+def mask_rows(prob: np.ndarray, valid: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(building rows (bool), mask rows (uint8: 1 building, 0 background, MASK_NODATA where invalid))."""
+    build = (prob >= threshold) & valid
+    return build, np.where(valid, build.astype(np.uint8), np.uint8(MASK_NODATA))
+

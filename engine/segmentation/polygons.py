@@ -78,16 +78,24 @@ def _merge(pieces: list) -> list:
 
 
 class BlockPolygonizer:
-    """Feed mask bands (top to bottom, full width) with :meth:`add`; iterate finished polygons (pixel coords)."""
+    """Feed mask bands (top to bottom, full width) with :meth:`add`; iterate finished polygons (pixel coords).
 
-    def __init__(self, width: int, height: int, block: int = 1024):
+    ``start_row``: polygonise a band of the raster that starts there (a multiple of ``block``), as a
+    partitioned run does: pieces that reach the band's top edge (above which other rows lie) or, after the
+    band's last rows, its bottom edge are not finished here; :meth:`band_edges` returns them, merged within
+    the band, for :func:`merge_edges` to join with the neighbouring bands' as the blocks of one band are
+    joined."""
+
+    def __init__(self, width: int, height: int, block: int = 1024, start_row: int = 0):
         if block < 1:
             raise ValueError("block must be >= 1 px")
         self.width, self.height, self.block = int(width), int(height), int(block)
+        self.start_row = int(start_row)
         self._rows: list[np.ndarray] = []
         self._n_rows = 0
-        self._r0 = 0                   # global row of the first buffered row
+        self._r0 = self.start_row      # global row of the first buffered row
         self._carry: list = []         # pieces touching the bottom edge of the previous block row
+        self._top: list = []           # pieces touching the top edge of a band that starts below row 0
 
     def add(self, rows: np.ndarray) -> list:
         """Append mask rows (bool/uint8, shape (n, width)); returns the polygons finished so far."""
@@ -116,6 +124,13 @@ class BlockPolygonizer:
         self._carry = []
         return done
 
+    def band_edges(self) -> list:
+        """After the band's last rows (a whole number of blocks, or to the raster's end): the pieces that reach
+        its top or bottom edge, merged within the band (not canonical yet: :func:`merge_edges` makes them so)."""
+        edges = self._top + self._carry
+        self._top, self._carry = [], []
+        return edges
+
     def _block_row(self, data: np.ndarray) -> list:
         import shapely
 
@@ -131,11 +146,20 @@ class BlockPolygonizer:
         merged = _merge(held)
         self._carry = []
         for p in merged:
-            if r1 < self.height and shapely.bounds(p)[3] == r1:
+            _, top, _, bottom = shapely.bounds(p)
+            if r1 < self.height and bottom == r1:
                 self._carry.append(p)         # may continue in the next block row
+            elif self.start_row > 0 and top == self.start_row:
+                self._top.append(p)           # continues in the band above
             else:
                 final.append(p)
         return _canon(final)
+
+
+def merge_edges(pieces: list) -> list:
+    """The buildings made of the edge pieces of all the bands of a raster (:meth:`BlockPolygonizer.band_edges`):
+    pieces that touch across a band edge joined, as pieces that touch across a block edge are, canonical."""
+    return _canon(_merge(pieces))
 
 
 def polygons_from_mask(path, block: int = 1024) -> Iterator:

@@ -30,8 +30,9 @@ def media_type(path: "str | Path") -> str:
 
 
 def inputs_of(tool: Tool) -> list[Param]:
-    """The parameters a client sends: not the CLI-only (``--progress``), Python-only or working-folder ones."""
-    return [p for p in tool.params if p.cli and p.api and p.type not in (C.FOLDER, C.OUT_FOLDER)]
+    """The parameters a client sends: not the CLI-only (``--progress``), Python-only or working-folder ones, nor
+    those the server decides (``--dask``: where its jobs run, never an address a client gives)."""
+    return [p for p in tool.params if p.cli and p.api and p.service and p.type not in (C.FOLDER, C.OUT_FOLDER)]
 
 
 def job_control(tool: Tool) -> list[str]:
@@ -72,6 +73,8 @@ def schema_of(param: Param) -> dict:
         schema = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
     else:                                                     # text, size ("64px", "20m"), bands ("1,2,3")
         schema = {"type": "string"}
+        if param.pattern:
+            schema["pattern"] = f"^(?:{param.pattern})$"
     if param.default is not None:
         schema["default"] = param.default
     return schema

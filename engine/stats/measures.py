@@ -130,6 +130,16 @@ def _split_source(path, layer):
 
 def _keep_types(geoms, types, name: str, noun: str, warnings):
     """(mask of features of the wanted types, made valid geometry array); reports the rest."""
+    keep, g, report = sort_types(geoms, types)
+    for msg in type_messages(report, name, noun):
+        _warn(msg, warnings)
+    return keep, g
+
+
+def sort_types(geoms, types) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(mask of features of the wanted types, made valid geometry array, report): the report counts the
+    features of other types by kind (``other``), the invalid geometries repaired (``invalid``) and those with
+    nothing of the wanted types left (``lost``). Reports of parts of a layer add up (:func:`add_reports`)."""
     import shapely
 
     geoms = np.asarray(geoms, dtype=object)
@@ -139,27 +149,45 @@ def _keep_types(geoms, types, name: str, noun: str, warnings):
     ids = [wanted_ids[t] for t in types]
     keep = present & np.isin(gt, ids)
     other = present & ~keep
+    report = {"other": {}, "invalid": 0, "lost": 0}
     if other.any():
         type_names = np.array(["Point", "LineString", "LinearRing", "Polygon", "MultiPoint", "MultiLineString",
                                "MultiPolygon", "GeometryCollection"])
         kinds, n = np.unique(type_names[gt[other]], return_counts=True)
-        listed = ", ".join(f"{c} {k}" for k, c in zip(kinds, n, strict=True))
-        _warn(f"{name}: {int(other.sum())} feature(s) that are not {noun} ignored ({listed}).", warnings)
+        report["other"] = {str(k): int(c) for k, c in zip(kinds, n, strict=True)}
     g = geoms[keep]
     invalid = ~shapely.is_valid(g)
     if invalid.any():
         g = g.copy()
         g[invalid] = _valid_parts(shapely.make_valid(g[invalid]), types)
         lost = shapely.is_empty(g)
-        n_lost = int(lost.sum())
-        extra = f" ({n_lost} had no {noun} left and {'was' if n_lost == 1 else 'were'} dropped)" if n_lost else ""
-        _warn(f"{name}: {int(invalid.sum())} invalid geometr{'y' if invalid.sum() == 1 else 'ies'} "
-              f"repaired with make_valid{extra}.", warnings)
+        report["invalid"], report["lost"] = int(invalid.sum()), int(lost.sum())
         kept = np.flatnonzero(keep)
         keep = keep.copy()
         keep[kept[lost]] = False
         g = g[~lost]
-    return keep, g
+    return keep, g, report
+
+
+def add_reports(a: dict, b: dict) -> dict:
+    """Two :func:`sort_types` reports as one (of both parts of a layer)."""
+    other = dict(a["other"])
+    for kind, n in b["other"].items():
+        other[kind] = other.get(kind, 0) + n
+    return {"other": other, "invalid": a["invalid"] + b["invalid"], "lost": a["lost"] + b["lost"]}
+
+
+def type_messages(report: dict, name: str, noun: str) -> list[str]:
+    """The warnings of a :func:`sort_types` report: features of other types ignored, geometries repaired."""
+    out = []
+    if report["other"]:
+        listed = ", ".join(f"{c} {k}" for k, c in sorted(report["other"].items()))
+        out.append(f"{name}: {sum(report['other'].values())} feature(s) that are not {noun} ignored ({listed}).")
+    n, n_lost = report["invalid"], report["lost"]
+    if n:
+        extra = f" ({n_lost} had no {noun} left and {'was' if n_lost == 1 else 'were'} dropped)" if n_lost else ""
+        out.append(f"{name}: {n} invalid geometr{'y' if n == 1 else 'ies'} repaired with make_valid{extra}.")
+    return out
 
 
 def _valid_parts(fixed, types):
@@ -187,7 +215,7 @@ def _valid_parts(fixed, types):
 
 def read_buildings(path: "str | Path", crs, name: str = "--buildings", *, layer: "str | None" = None,
                    warnings: "list | None" = None, allow_empty: bool = False, what: str = "building footprints",
-                   assume_crs=None):
+                   assume_crs=None, rows: "slice | None" = None, report: "dict | None" = None):
     """Polygon footprints of a vector file, valid and reprojected to ``crs`` (GeoSeries).
 
     Other geometry types are dropped and reported, invalid polygons are
@@ -199,17 +227,23 @@ def read_buildings(path: "str | Path", crs, name: str = "--buildings", *, layer:
     table without geometry, no CRS (unless ``assume_crs``: then a warning),
     and - unless ``allow_empty`` (then an empty GeoSeries; the empty layer is
     reported by :func:`building_stats`, not here) - a layer with no polygons.
+
+    ``rows``: only these features (a partition of the layer); ``report``: a dict that gets the
+    :func:`sort_types` report of the features dropped or repaired instead of their warnings (a partition's,
+    to be added up with the others').
     """
     import geopandas as gpd
 
     from ..io.vectors import read_vector
 
-    gdf = read_vector(path, name, what, kind="polygon", layer=layer, assume_crs=assume_crs, warnings=warnings)
-    found: list[str] = []
-    keep, geoms = _keep_types(gdf.geometry.values, _POLYGONAL, name, "polygons", found)
+    gdf = read_vector(path, name, what, kind="polygon", layer=layer, assume_crs=assume_crs, warnings=warnings,
+                      rows=rows)
+    keep, geoms, found = sort_types(gdf.geometry.values, _POLYGONAL)
     if len(geoms) == 0 and not allow_empty:
         raise BadInput(f"{name} {str(path)!r} has no polygons; give {what}.")
-    for msg in found:
+    if report is not None:
+        report.update(found)
+    for msg in [] if report is not None else type_messages(found, name, "polygons"):
         _warn(msg, warnings)
     out = gpd.GeoSeries(geoms, index=gdf.index[keep], crs=gdf.crs)
     return out.to_crs(crs) if crs is not None else out
@@ -406,11 +440,24 @@ def bldg_orien(tiles, buildings) -> "pandas.Series":  # noqa: F821
 
 
 def _overlap_warning(t, g, name, noun, warnings) -> None:
+    if len(g) and len(t) and not overlaps(t, g):
+        _warn(overlap_message(len(g), name, noun), warnings)
+
+
+def overlaps(t, g) -> bool:
+    """Whether any geometry of ``g`` intersects any tile of ``t``."""
     import shapely
 
-    if len(g) and len(t) and not shapely.STRtree(g).query(t, predicate="intersects").size:
-        _warn(f"{name}: none of the {len(g)} {noun} overlaps the tiles; check that the layer covers the "
-              "raster's area (and its CRS).", warnings)
+    return bool(len(g) and len(t) and shapely.STRtree(g).query(t, predicate="intersects").size)
+
+
+def overlap_message(n: int, name: str, noun: str) -> str:
+    return (f"{name}: none of the {n} {noun} overlaps the tiles; check that the layer covers the raster's area "
+            "(and its CRS).")
+
+
+NO_FOOTPRINTS = ("{name}: no footprints (empty layer, or no polygons); bldg_count, bldg_area and bldg_cov are 0, "
+                 "bldg_mean and bldg_orien null.")
 
 
 def building_stats(tiles, buildings, *, name: str = "--buildings",
@@ -419,25 +466,54 @@ def building_stats(tiles, buildings, *, name: str = "--buildings",
 
     An empty layer gives 0 counts/areas/cover and NaN means/orientation with a
     warning; a layer that overlaps no tile gives a warning naming ``name``."""
-    import pandas as pd
-    import shapely
-
     t = _geoms(tiles)
     b, _ = _clean(buildings, _POLYGONAL, name, warnings)
     if len(b) == 0:
-        _warn(f"{name}: no footprints (empty layer, or no polygons); bldg_count, bldg_area and bldg_cov "
-              "are 0, bldg_mean and bldg_orien null.", warnings)
+        _warn(NO_FOOTPRINTS.format(name=name), warnings)
     else:
         _overlap_warning(t, b, name, "footprints", warnings)
+    return building_columns(building_sums(t, b), tiles)
+
+
+BUILDING_SUMS = ("count", "area", "size", "size_n", "orien", "orien_n")
+
+
+def building_sums(tiles, buildings) -> dict[str, np.ndarray]:
+    """Per tile: the footprints counted (centroid inside), their area clipped to the tile, and the sums and
+    counts of the full areas and orientations of the footprints counted; ``buildings``: valid polygons.
+
+    The sums of disjoint sets of footprints (partitions of a layer) add up to the sums of all of them, so a
+    layer too large for one process is summed partition by partition (``engine.distributed.stats``)."""
+    import shapely
+
+    t, b = _geoms(tiles), _geoms(buildings)
+    n = len(t)
     owner = _owner(t, b)
-    area = _clipped(t, b, shapely.area)
-    cols = {
-        "bldg_count": np.bincount(owner[owner >= 0], minlength=len(t)).astype(np.int64),
-        "bldg_area": area,
-        "bldg_cov": _cov(area, t),
-        "bldg_mean": _per_owner_mean(owner, shapely.area(b), len(t)),
-        "bldg_orien": _per_owner_mean(owner, _orientation(b), len(t)),
-    }
+
+    def per_owner(values):
+        ok = (owner >= 0) & np.isfinite(values)
+        return np.bincount(owner[ok], weights=values[ok], minlength=n), np.bincount(owner[ok], minlength=n)
+
+    size, size_n = per_owner(shapely.area(b))
+    orien, orien_n = per_owner(_orientation(b))
+    return {"count": np.bincount(owner[owner >= 0], minlength=n).astype(np.int64),
+            "area": _clipped(t, b, shapely.area), "size": size, "size_n": size_n, "orien": orien,
+            "orien_n": orien_n}
+
+
+def building_columns(sums: dict, tiles) -> "pandas.DataFrame":  # noqa: F821
+    """bldg_count, bldg_area, bldg_cov, bldg_mean, bldg_orien per tile from :func:`building_sums`."""
+    import pandas as pd
+
+    t = _geoms(tiles)
+    n = len(t)
+
+    def mean(total, count):
+        return np.divide(total, count, out=np.full(n, np.nan), where=count > 0)
+
+    cols = {"bldg_count": np.asarray(sums["count"]).astype(np.int64), "bldg_area": sums["area"],
+            "bldg_cov": _cov(sums["area"], t), "bldg_mean": mean(sums["size"], sums["size_n"]),
+            "bldg_orien": mean(sums["orien"], sums["orien_n"])}
     return pd.DataFrame(cols, index=_index(tiles), columns=list(BUILDING_COLUMNS))
 
 

@@ -69,6 +69,7 @@ class ClusterParams(StatsInputs):
     crops_per_tile: int = 8
     patience: int = 2
     resume: bool = False
+    dask: str | None = None               # 'local:N' or 'tcp://host:port': features and assignment on Dask
 
 
 @dataclass
@@ -132,8 +133,10 @@ def _weights_id(path, seed) -> str:
     return f"{Path(path).resolve()}:{st.st_size}:{int(st.st_mtime)}"
 
 
-def _compute_features(tiled, rows, cols, extractor, params, cache_dir: Path, key: str, progress):
-    """Features of the valid tiles as an ``NpyFile``, from the cache when possible."""
+def _compute_features(tiled, rows, cols, extractor, params, cache_dir: Path, key: str, progress, session=None):
+    """Features of the valid tiles as an ``NpyFile``, from the cache when possible; with a Dask ``session`` (and
+    a ``RemoteExtractor``) computed on its workers through the feature store ``CACHE/parts/KEY``, whose finished
+    partitions ``params.resume`` reuses."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_parts(cache_dir)
     final = cache_dir / f"{key}.npy"
@@ -145,6 +148,13 @@ def _compute_features(tiled, rows, cols, extractor, params, cache_dir: Path, key
         if feats is not None and feats.shape == (len(rows), extractor.dim):
             progress("features", len(rows), len(rows), "reused cached features")
             return feats, True, final
+    if session is not None:
+        from ..distributed.features import compute_features
+
+        batch = extractor.batch_size(tiled.grid.size, params.batch_size)
+        feats = compute_features(session, raster_spec(tiled, params.seed), extractor, rows, cols, batch,
+                                 cache_dir / "parts" / key, final, progress, resume=params.resume)
+        return feats, False, final
     from ..features.extract import extract_features
 
     with atomic_path(final) as tmp:          # .{key}.part-{pid}.npy, what _remove_stale_parts looks for
@@ -152,6 +162,36 @@ def _compute_features(tiled, rows, cols, extractor, params, cache_dir: Path, key
         extract_features(tiled, rows, cols, extractor, out, batch_size=params.batch_size,
                          progress=progress.stage("features"))
     return NpyFile(final), False, final
+
+
+def raster_spec(tiled, seed: int):
+    """How a worker opens ``tiled`` (``engine.distributed.worker.RasterSpec``): the same grid and stretch."""
+    from ..distributed.worker import RasterSpec
+
+    return RasterSpec(tiled.path, str(tiled.tile_size), str(tiled.overlap_len), tiled.edge, tuple(tiled.bands), seed)
+
+
+def feature_extractor(params, session=None):
+    """The CNN of a cluster or sweep run: here, or as the workers of a Dask ``session`` run it."""
+    if session is None:
+        from ..features.extract import FeatureExtractor
+
+        return FeatureExtractor(params.backbone, params.weights, params.device, params.precision, seed=params.seed,
+                                sobel=params.sobel)
+    from ..distributed.features import RemoteExtractor
+    from ..distributed.worker import ExtractorSpec
+
+    return RemoteExtractor(session, ExtractorSpec(params.backbone, params.weights, params.device, params.precision,
+                                                  params.seed, params.sobel))
+
+
+def check_dask(params) -> None:
+    """--dask runs k-means runs: DeepCluster trains one network, one process."""
+    if getattr(params, "dask", None) and getattr(params, "method", "kmeans") == "deepcluster":
+        from ..contract.problems import REJECTED
+
+        raise BadInput("--dask runs k-means on Dask; DeepCluster trains one network in one process: leave out "
+                       "--dask, or use --method kmeans.", param="dask", code=REJECTED)
 
 
 def _remove_stale_parts(folder: Path) -> None:
@@ -307,8 +347,11 @@ def run(params: ClusterParams, progress: Progress | None = None) -> dict:
     """
     from .stats import check_statistics_inputs, statistics_params, wants_statistics
 
+    from ..distributed.session import keep_sessions
+
     check_params("cluster", params)
     check_vector_inputs("cluster", params)
+    check_dask(params)
     stats = wants_statistics(params)
     if stats:                      # before the features are computed and cached, not in the statistics step
         check_statistics_inputs(params, params.raster if isinstance(params.raster, (str, os.PathLike)) else None)
@@ -316,7 +359,7 @@ def run(params: ClusterParams, progress: Progress | None = None) -> dict:
     outputs = RunOutputs.for_out(params.out, params.quicklook, params.save_model or True)
     stats_files = [path for key, path in output_files(CLUSTER, param_values(params)).items()
                    if key in {o.key for o in STATS_OUTPUTS}]
-    with locked_outputs(outputs.paths() + stats_files):
+    with locked_outputs(outputs.paths() + stats_files), keep_sessions():     # (the statistics share the cluster)
         OutputSet(stats_files, overwrite=params.overwrite).check()
         committed: list[bool] = []
         try:
@@ -346,7 +389,7 @@ def _run_cluster(params: ClusterParams, progress: Progress, outputs: RunOutputs,
     statistics follow); ``committed`` gets an item once the files are in place."""
     from ..clustering.kmeans import KMeansTiles
     from ..clustering.modelfile import save_model
-    from ..features.extract import FeatureExtractor
+    from ..distributed.session import dask_session
     from ..io import sha256_file, versions, write_json
     from ..raster.tiling import TiledRaster
     from ..stats.measures import eta_squared
@@ -358,9 +401,9 @@ def _run_cluster(params: ClusterParams, progress: Progress, outputs: RunOutputs,
     progress("open", 0, 0, f"opening {params.raster}")
     with outset, TiledRaster(params.raster, params.tile_size, params.overlap, params.edge,
                              params.bands, seed=params.seed) as tiled, \
-            tempfile.TemporaryDirectory(prefix="urbanform-") as workdir:
-        extractor = None if deep else FeatureExtractor(params.backbone, params.weights, params.device,
-                                                       params.precision, seed=params.seed, sobel=params.sobel)
+            tempfile.TemporaryDirectory(prefix="urbanform-") as workdir, \
+            dask_session(params.dask, progress) as session:
+        extractor = None if deep else feature_extractor(params, session)
         if deep:   # check the backbone, weights and device before the scan; DeepCluster builds its own
             from ..features.backbones import backbone_spec, resolve_weights
             from ..features.extract import choose_device
@@ -411,13 +454,19 @@ def _run_cluster(params: ClusterParams, progress: Progress, outputs: RunOutputs,
                 cache_dir = Path(workdir)
             progress("features", 0, len(rows),
                      f"{extractor.spec.name} on {extractor.device.type} ({extractor.precision})")
-            feats, cache_hit, _ = _compute_features(tiled, rows, cols, extractor, params, cache_dir, key, progress)
+            feats, cache_hit, _ = _compute_features(tiled, rows, cols, extractor, params, cache_dir, key, progress,
+                                                    session)
             feature_info = {"cache_key": key, "cache_hit": cache_hit}
             lap("features")
             progress("cluster", 0, 1, f"k-means, K={params.k}")
             km = KMeansTiles(params.k, params.pca_dims, params.whiten, params.seed).fit(feats)
             network = extractor.model.state_dict()
-        labels, dist, scores = km.assign(feats)
+        if session is not None:
+            from ..distributed.features import assign
+
+            labels, dist, scores = assign(session, km, feats.path, len(rows), progress)
+        else:
+            labels, dist, scores = km.assign(feats)
         progress("cluster", 1, 1, f"{km.n_components_} PCA dims")
         lap("cluster")
 
@@ -450,6 +499,8 @@ def _run_cluster(params: ClusterParams, progress: Progress, outputs: RunOutputs,
             "outputs": {k: str(v) for k, v in asdict(outputs).items() if v is not None},
             "versions": versions(),
         }
+        if session is not None:
+            manifest["dask"] = session.record()
         if coverage is not None:
             manifest["evaluation"] = {"buildings": os.path.abspath(params.buildings),
                                       "eta2_bldg_cov": eta_squared(labels, coverage),
@@ -467,8 +518,9 @@ def _run_cluster(params: ClusterParams, progress: Progress, outputs: RunOutputs,
 
 def _check_checkpoint(checkpoint: Path, params: ClusterParams, deep: bool) -> None:
     """A left-over checkpoint means an interrupted DeepCluster run: continue it or start again, never silently."""
-    if params.resume and not deep:
-        raise BadInput("--resume continues an interrupted DeepCluster run; it needs --method deepcluster.")
+    if params.resume and not deep and not params.dask:
+        raise BadInput("--resume continues an interrupted DeepCluster run or --dask run; it needs --method "
+                       "deepcluster or --dask.")
     if not deep:
         return
     if params.resume and not checkpoint.exists():

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInput
+from ..features.extract import ResizedExtractor
 from ..progress import Progress, committing
 from . import check_params, check_vector_inputs, locked_outputs
 
@@ -36,6 +37,8 @@ class PredictParams:
     extent: str | None = None
     area: str | None = None
     quicklook: bool = True
+    dask: str | None = None               # 'local:N' or 'tcp://host:port': features and assignment on Dask
+    resume: bool = False                  # with dask: keep the partitions an interrupted run finished
     overwrite: bool = False
 
 
@@ -68,22 +71,6 @@ def check_compatible(model, raster: str, resample: bool, tolerance: float) -> di
     return plan
 
 
-class ResizedExtractor:
-    """A FeatureExtractor seen through a resize of every tile to ``px`` (for --resample)."""
-
-    def __init__(self, extractor, px: int):
-        self.extractor, self.px = extractor, int(px)
-        self.device, self.dim = extractor.device, extractor.dim
-
-    def __call__(self, tiles: np.ndarray) -> np.ndarray:
-        import torch
-        import torch.nn.functional as F
-
-        x = torch.from_numpy(np.ascontiguousarray(tiles)).float()
-        x = F.interpolate(x, size=(self.px, self.px), mode="bilinear", antialias=True, align_corners=False)
-        return self.extractor(x.round().clamp(0, 255).to(torch.uint8).numpy())
-
-
 def run(params: PredictParams, progress: Progress | None = None) -> dict:
     """Run the ``predict`` tool; returns the manifest (also written to disk).
 
@@ -101,8 +88,8 @@ def run(params: PredictParams, progress: Progress | None = None) -> dict:
 
 def _run(params: PredictParams, progress, outputs) -> dict:
     from ..clustering.modelfile import load_model
-    from ..features.extract import FeatureExtractor, extract_features
-    from ..io import NpyFile, OutputSet, sha256_file, versions, write_json
+    from ..distributed.session import dask_session
+    from ..io import OutputSet, sha256_file, versions, write_json
     from ..raster.tiling import TiledRaster
     from .cluster import Laps, input_record, select_tiles, write_tile_outputs
 
@@ -115,28 +102,31 @@ def _run(params: PredictParams, progress, outputs) -> dict:
     import tempfile
 
     with outset, TiledRaster(params.raster, plan["tile_size"], plan["overlap"], t["edge"], t["bands"]) as tiled, \
-            tempfile.TemporaryDirectory(prefix="urbanform-") as workdir:
-        extractor = FeatureExtractor(model.backbone, "none", params.device, params.precision, sobel=model.sobel,
-                                     state_dict=model.network)
+            tempfile.TemporaryDirectory(prefix="urbanform-") as workdir, \
+            dask_session(params.dask, progress) as session:
         if tiled.grid.size != t["tile_px"]:      # metre tiles on another resolution: back to the model's pixels
             plan["resize_px"] = t["tile_px"]
+        extractor = _extractor(params, model, plan["resize_px"], session)
         lap("open")
         rows, cols, valid = select_tiles(tiled, t["min_valid"], params.extent, params.area, progress,
                                          params.raster)
         lap("scan")
         progress("features", 0, len(rows), f"{model.backbone} on {extractor.device.type} ({extractor.precision})")
-        feats = NpyFile(Path(workdir) / "features.npy", shape=(len(rows), extractor.dim))
-        source = ResizedExtractor(extractor, plan["resize_px"]) if plan["resize_px"] else extractor
-        extract_features(tiled, rows, cols, source, feats, batch_size=params.batch_size,
-                         progress=progress.stage("features"))
+        checksum = sha256_file(params.raster)
+        feats = _features(params, tiled, rows, cols, extractor, checksum, Path(workdir) / "features.npy", progress,
+                          session)
         lap("features")
         progress("cluster", 0, 1, f"assigning to the model's K={model.k} clusters")
-        labels, dist, scores = model.kmeans.assign(feats)
+        if session is not None:
+            from ..distributed.features import assign
+
+            labels, dist, scores = assign(session, model.kmeans, feats.path, len(rows), progress)
+        else:
+            labels, dist, scores = model.kmeans.assign(feats)
         progress("cluster", 1, 1)
         lap("cluster")
         title = f"{Path(params.raster).name}: predicted with {Path(params.model).name}, K={model.k}"
         write_tile_outputs(outset, outputs, tiled, rows, cols, valid, labels, dist, scores, model.k, title, progress)
-        checksum = sha256_file(params.raster)
         manifest = {
             "tool": "predict",
             "parameters": asdict(params),
@@ -154,12 +144,69 @@ def _run(params: PredictParams, progress, outputs) -> dict:
             "outputs": {k: str(v) for k, v in asdict(outputs).items() if v is not None},
             "versions": versions(),
         }
+        if session is not None:
+            manifest["dask"] = session.record()
         manifest["timings_s"] = lap.total()
         write_json(outset.temp(outputs.manifest), manifest)
         with committing():
             outset.commit()
         progress("write", 4, 4, f"wrote {outputs.gpkg}")
     return manifest
+
+
+def _extractor(params: PredictParams, model, resize_px, session):
+    """The model's CNN: here (seen through a resize for --resample), or as the workers of ``session`` run it."""
+    if session is None:
+        from ..features.extract import FeatureExtractor
+
+        extractor = FeatureExtractor(model.backbone, "none", params.device, params.precision, sobel=model.sobel,
+                                     state_dict=model.network)
+        return ResizedExtractor(extractor, resize_px) if resize_px else extractor
+    from ..distributed.features import RemoteExtractor
+    from ..distributed.worker import ExtractorSpec
+
+    spec = ExtractorSpec(model.backbone, "none", params.device, params.precision, sobel=model.sobel,
+                         model_file=os.path.abspath(params.model), resize_px=resize_px)
+    return RemoteExtractor(session, spec, state_dict=model.network)
+
+
+def _features(params: PredictParams, tiled, rows, cols, extractor, checksum: str, path: Path, progress, session):
+    """The features of the tiles in the file ``path``: here, or on the workers of ``session`` through a store in
+    the feature cache folder (kept when the run stops, for --resume; removed when it ends)."""
+    from ..io import NpyFile
+
+    if session is None:
+        from ..features.extract import extract_features
+
+        feats = NpyFile(path, shape=(len(rows), extractor.dim))
+        extract_features(tiled, rows, cols, extractor, feats, batch_size=params.batch_size,
+                         progress=progress.stage("features"))
+        return feats
+    from ..distributed.features import compute_features
+    from .cluster import default_cache_dir, raster_spec
+
+    key = _store_key(params, tiled, extractor, checksum, rows, cols)
+    batch = extractor.batch_size(tiled.grid.size, params.batch_size)
+    return compute_features(session, raster_spec(tiled, 0), extractor, rows, cols, batch,
+                            default_cache_dir() / "parts" / key, path, progress, resume=params.resume,
+                            store_param=None)
+
+
+def _store_key(params: PredictParams, tiled, extractor, checksum: str, rows, cols) -> str:
+    """What decides a predict run's features: the raster, the tiles, the model file, the device."""
+    import hashlib
+    import json
+
+    from ..io import sha256_file
+
+    g = tiled.grid
+    ident = {"tool": "predict", "raster": checksum, "model": sha256_file(params.model), "size": g.size,
+             "stride": g.stride, "edge": g.edge, "bands": tiled.bands,
+             "resize": extractor.worker_spec.resize_px, "device": extractor.device.type,
+             "precision": extractor.precision,
+             "positions": hashlib.sha256(np.asarray(rows, np.int64).tobytes()
+                                         + np.asarray(cols, np.int64).tobytes()).hexdigest()}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 
 
 run_predict = run

@@ -29,6 +29,8 @@ class ProbeParams:
     extent: str | None = None
     area: str | None = None
     speed: bool = False
+    plan: bool = False
+    dask: str | None = None
 
 
 def run(params: ProbeParams, progress=None) -> dict:  # noqa: ARG001 - every tool's signature
@@ -38,6 +40,10 @@ def run(params: ProbeParams, progress=None) -> dict:  # noqa: ARG001 - every too
     a second; the plugin uses it for inline validation and the time estimate.
     ``tiles`` counts the tiles inside ``extent``/``area`` when given (before
     the validity scan, which needs the pixels).
+
+    With ``plan``: what a ``cluster --dask`` run of this raster would cost (``engine.distributed.plan``): one
+    partition of its tiles is timed here, or on a worker of ``dask``, and the tile count, feature store size,
+    memory per worker and the time for each of ``contract.tools.PLAN_WORKERS`` workers are estimated from it.
     """
     from ..raster.area import tiles_inside
     from ..raster.tiling import TiledRaster
@@ -52,6 +58,8 @@ def run(params: ProbeParams, progress=None) -> dict:  # noqa: ARG001 - every too
         out = {"tiles": count, "rows": g.n_rows, "cols": g.n_cols, "tile_px": g.size, "stride_px": g.stride,
                "warped": tiled.warped, "working_crs": tiled.working_crs.to_string(),
                "pixel_size_m": tiled.pixel_size_m}
+    if p.plan:
+        out["plan"] = _plan(p, tiled, count)
     if p.speed:
         from ..features.extract import FeatureExtractor, default_batch_size
 
@@ -67,6 +75,30 @@ def run(params: ProbeParams, progress=None) -> dict:  # noqa: ARG001 - every too
         out.update(tiles_per_s=n / (time.perf_counter() - t0), device=str(extractor.device),
                    precision=extractor.precision, batch_size=batch)
     return out
+
+
+def _plan(p: ProbeParams, tiled, count: int) -> dict:
+    """``engine.distributed.plan``'s estimate, from a partition timed here or on a worker of ``p.dask``."""
+    from ..contract.tools import PLAN_WORKERS
+    from ..distributed.partitions import partition_tiles
+    from ..distributed.plan import estimate, sample_positions, time_partition
+    from ..distributed.session import dask_session
+    from ..distributed.worker import ExtractorSpec, RasterSpec, describe_device
+    from ..features.extract import default_batch_size
+
+    spec = ExtractorSpec(p.backbone, p.weights, p.device, p.precision)
+    raster = RasterSpec(tiled.path, str(tiled.tile_size), str(tiled.overlap_len), tiled.edge, tuple(tiled.bands))
+    g = tiled.grid
+    with dask_session(p.dask) as session:
+        call = session.call if session is not None else (lambda f, *a: f(*a))
+        import torch
+
+        device = torch.device(call(describe_device, p.device, p.precision)["device"])
+        batch = int(p.batch_size or default_batch_size(g.size, device))
+        rows, cols = sample_positions(g.n_rows, g.n_cols, partition_tiles(batch))
+        timed = call(time_partition, raster, spec, rows, cols, batch)
+        where = f"a worker of {session.address}" if session is not None else "this process"
+    return {**estimate(count, timed, batch, PLAN_WORKERS), "timed_on": where}
 
 
 def _refuse_off_raster(tiled, p: ProbeParams) -> None:

@@ -42,6 +42,8 @@ class SegmentParams:
     resample: bool = False
     chip: "int | None" = None     # default: the model's training chip (meta['chip']), else 256
     block: int = 512              # polygonisation block (px): rows x width bool held at a time
+    dask: "str | None" = None     # 'local:N' or 'tcp://host:port': bands of rows on Dask
+    resume: bool = False          # with dask: keep the bands an interrupted run finished
 
 
 def output_paths(out: "str | Path", probability: bool = True) -> dict[str, Path]:
@@ -52,23 +54,26 @@ def output_paths(out: "str | Path", probability: bool = True) -> dict[str, Path]
 def run(params: SegmentParams, progress=None) -> dict:
     """Run the ``segment`` tool; returns the manifest (also written to OUT_manifest.json). The outputs are
     locked (one writer per output) before the run looks whether they exist."""
+    from ..distributed.session import dask_session
     from ..segmentation.infer import segment_env
 
     check_params("segment", params)
+    if params.dask and not isinstance(params.model, (str, os.PathLike)):
+        raise BadInput("--dask: the workers load the model from its file; give the model as a path.", param="model")
+    progress = progress or (lambda *a, **k: None)
     paths = output_paths(params.out, params.probability)
-    with locked_outputs(list(paths.values())), segment_env():
-        return _run(params, progress)
+    with locked_outputs(list(paths.values())), segment_env(), dask_session(params.dask, progress) as session:
+        return _run(params, progress, session)
 
 
 run_segment = run
 
 
-def _run(params: SegmentParams, progress=None) -> dict:
+def _run(params: SegmentParams, progress, session=None) -> dict:
     from ..features.extract import choose_device, choose_precision
     from ..io import OutputSet, partial_path, versions, write_json
     from ..segmentation.infer import Reader, Runner, load_model, segment_raster
 
-    progress = progress or (lambda *a, **k: None)
     t_start = time.perf_counter()
     paths = output_paths(params.out, params.probability)
     outset = OutputSet(list(paths.values()), overwrite=params.overwrite)     # (under the caller's lock)
@@ -90,19 +95,32 @@ def _run(params: SegmentParams, progress=None) -> dict:
     if overlap > chip // 2:
         raise BadInput(f"{overlap} px is more than half the model's chip ({chip // 2} px of {chip}); give a "
                        "smaller overlap.", param="overlap", code=P.OUT_OF_RANGE)
-    device = choose_device(params.device)
-    precision = choose_precision(device, params.precision)
+    if session is None:
+        device = choose_device(params.device)
+        precision = choose_precision(device, params.precision)
+    else:                                   # the workers' device
+        import torch
+
+        from ..distributed.worker import describe_device
+
+        found = session.call(describe_device, params.device, params.precision)
+        device, precision = torch.device(found["device"]), found["precision"]
     batch = int(params.batch_size or (32 if device.type == "cuda" else 8))
     reader = Reader(str(params.raster), meta, params.resample)
     try:
         with outset as outs:
-            runner = Runner(net, device, precision, batch)
-            counts = segment_raster(
-                reader, runner, chip, overlap, gpkg=outs.temp(paths["gpkg"]), mask=outs.temp(paths["mask"]),
-                staging=partial_path(paths["mask"], "-stage"),
-                prob=outs.temp(paths["prob"]) if params.probability else None, threshold=params.threshold,
-                min_area=params.min_area, simplify=params.simplify, regularize=params.regularize,
-                block=params.block, progress=progress)
+            targets = {"gpkg": outs.temp(paths["gpkg"]), "mask": outs.temp(paths["mask"]),
+                       "staging": partial_path(paths["mask"], "-stage"),
+                       "prob": outs.temp(paths["prob"]) if params.probability else None}
+            settings = {"threshold": params.threshold, "min_area": params.min_area, "simplify": params.simplify,
+                        "regularize": params.regularize}
+            if session is None:
+                runner = Runner(net, device, precision, batch)
+                counts = segment_raster(reader, runner, chip, overlap, **targets, **settings, block=params.block,
+                                        progress=progress)
+            else:
+                counts = _segment_on_dask(session, params, reader, chip, overlap, device, precision, batch,
+                                          targets, settings, progress)
             W, H, t_inf = reader.width, reader.height, counts["inference_s"]
             manifest = {
                 "tool": "segment",
@@ -111,7 +129,8 @@ def _run(params: SegmentParams, progress=None) -> dict:
                 "model": str(params.model) if not isinstance(params.model, (tuple, list)) else "<in memory>",
                 "model_meta": {k: meta.get(k) for k in ("encoder", "bands", "n_bands", "pixel_size_m", "chip",
                                                         "val_iou") if k in meta},
-                "chip": chip, "overlap": overlap, "stride": chip - overlap, "batch_size": runner.batch,
+                "chip": chip, "overlap": overlap, "stride": chip - overlap,
+                "batch_size": batch if session is not None else runner.batch,
                 "device": str(device), "precision": precision, "resampled": reader.resampled,
                 "width": W, "height": H, "pixel_size_m": reader.pixel_size_m,
                 "n_buildings": counts["n_buildings"], "building_px": counts["building_px"],
@@ -122,6 +141,8 @@ def _run(params: SegmentParams, progress=None) -> dict:
                 "mpx_per_s": round(W * H / 1e6 / max(t_inf, 1e-9), 3),
                 "versions": versions(),
             }
+            if session is not None:
+                manifest["dask"] = session.record()
             write_json(outs.temp(paths["manifest"]), manifest)
             with committing():
                 outs.commit()
@@ -129,3 +150,33 @@ def _run(params: SegmentParams, progress=None) -> dict:
     finally:
         reader.close()
     return manifest
+
+
+def _segment_on_dask(session, params: SegmentParams, reader, chip: int, overlap: int, device, precision: str,
+                     batch: int, targets: dict, settings: dict, progress) -> dict:
+    """``segment_raster``'s work in bands of rows on the workers of ``session`` (``engine.distributed.segment``),
+    through a store in the cache folder that ``--resume`` finds again (named after everything that decides
+    the result)."""
+    import hashlib
+    import json
+
+    from ..distributed.partitions import BAND_BLOCKS, row_bands
+    from ..distributed.segment import SegmentJob, segment_on_dask
+    from .cluster import default_cache_dir
+
+    def stamp(path) -> list:
+        st = os.stat(path)
+        return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
+
+    ident = {"raster": stamp(params.raster), "model": stamp(params.model), "resample": params.resample,
+             "chip": chip, "overlap": overlap, "probability": params.probability, "block": params.block,
+             "band_blocks": BAND_BLOCKS, "device": device.type, "precision": precision, "batch": batch, **settings}
+    key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
+    job = SegmentJob(os.path.abspath(params.raster), os.path.abspath(params.model), params.resample, chip, overlap,
+                     store=str(default_cache_dir().parent / "segment" / key), block=params.block,
+                     device=device.type, precision=precision, batch=batch, probability=params.probability,
+                     threads=session.torch_threads, **settings)
+    ds = reader.ds
+    return segment_on_dask(session, job, row_bands(reader.height, params.block), width=reader.width,
+                           height=reader.height, crs=ds.crs, transform=ds.transform, resume=params.resume,
+                           progress=progress, **targets)

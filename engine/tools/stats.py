@@ -45,6 +45,7 @@ from ..contract import problems as P
 from ..contract.outputs import CLUSTERS_LAYER, LAYER_PREFIX, manifest_path, stats_outputs
 from ..contract.params import STATS_INPUTS, output_files
 from ..contract.tools import SWEEP
+from ..distributed.session import keep_sessions
 from ..errors import BadInput
 from ..progress import Progress, committing
 from . import check_params, check_vector_inputs, locked_outputs, run_layers
@@ -71,6 +72,7 @@ class StatsParams:
     layer: str = "tiles"
     label: str = "cluster"
     overwrite: bool = False
+    dask: str | None = None              # 'local:N' or 'tcp://host:port': building statistics in partitions
 
 
 # the inputs that ask for statistics after a cluster or sweep run (ClusterParams/SweepParams fields)
@@ -260,9 +262,22 @@ def ndvi_raster(p: StatsParams, manifest: dict) -> str:
     return raster
 
 
-def _building_columns(p: StatsParams, tiles_m, warnings: list) -> dict:
+def _building_columns(p: StatsParams, tiles_m, warnings: list, progress, dask: dict) -> dict:
+    """The building statistics: here, or with ``p.dask`` partition by partition of the footprints on Dask
+    (``engine.distributed.stats``; the footprints are never all in this process; ``dask`` gets the session's
+    record for the manifest)."""
+    from ..distributed.session import dask_session
     from ..stats.measures import building_stats, read_buildings
 
+    with dask_session(p.dask, progress) as session:
+        if session is not None:
+            from ..distributed.stats import building_stats_on_dask
+            from .cluster import default_cache_dir
+
+            df = building_stats_on_dask(session, str(p.buildings), tiles_m, default_cache_dir().parent / "stats",
+                                        progress, "--buildings", warnings)
+            dask.update(session.record())
+            return {c: df[c].to_numpy() for c in df.columns}
     b = read_buildings(p.buildings, tiles_m.crs, "--buildings", warnings=warnings, allow_empty=True)
     df = building_stats(tiles_m, b, name="--buildings", warnings=warnings)
     return {c: df[c].to_numpy() for c in df.columns}
@@ -314,9 +329,12 @@ def run(params: StatsParams, progress: Progress | None = None) -> dict:
     run's GeoPackage and manifest included: one writer at a time) and checks the files."""
     check_params("stats", params)
     check_vector_inputs("stats", params)
+    if params.dask and params.buildings is not None and not isinstance(params.buildings, (str, os.PathLike)):
+        raise BadInput("--dask: the workers read the footprints from their file; give them as a path.",
+                       param="buildings")
     progress = progress or Progress("none")
     outputs = StatsOutputs.for_run(params.run, params.layer, params.label)
-    with locked_outputs(outputs.paths()):
+    with locked_outputs(outputs.paths()), keep_sessions():
         return _run(params, progress, outputs, final=True)
 
 
@@ -354,9 +372,10 @@ def _run(params: StatsParams, progress, outputs: StatsOutputs, final: bool) -> d
     progress("open", 1, 1)
 
     columns: dict[str, np.ndarray] = {}
+    dask: dict = {}                         # the Dask session's record, when the buildings ran on one
     if params.buildings:
         progress("buildings", 0, 1, str(params.buildings))
-        columns.update(_building_columns(params, tiles_m, warnings))
+        columns.update(_building_columns(params, tiles_m, warnings, progress, dask))
         report()
         progress("buildings", 1, 1)
     if params.roads:
@@ -435,6 +454,7 @@ def _run(params: StatsParams, progress, outputs: StatsOutputs, final: bool) -> d
             "eta_squared": [{k: _clean(v) for k, v in r.items()} for r in eta.to_dict("records")],
             "cluster_sizes": {str(int(c)): int(n) for c, n in zip(profile["cluster"], profile["tiles"], strict=True)},
             "warnings": list(dict.fromkeys(warnings)),
+            **({"dask": dask} if dask else {}),
             "outputs": {"gpkg": str(run), "csv": str(outputs.csv), "profile": str(outputs.profile),
                         "boxes": str(outputs.boxes)},
             "versions": versions(),
@@ -475,7 +495,8 @@ def run_sweep_stats(params: StatsParams, progress: Progress | None = None) -> di
     eta_csv, eta_png = names["stats_eta_csv"], names["stats_eta_png"]
     parts = [replace(params, layer=layer, label=f"k{max(ks)}") for layer, ks in layers.items()]
     part_outputs = [StatsOutputs.for_run(part.run, part.layer, part.label) for part in parts]
-    with locked_outputs([eta_csv, eta_png, manifest_file] + [f for o in part_outputs for f in o.paths()]):
+    with locked_outputs([eta_csv, eta_png, manifest_file] + [f for o in part_outputs for f in o.paths()]), \
+            keep_sessions():                     # (one Dask cluster for every layer)
         return _sweep_stats(params, progress, gpkg, manifest_file, layers, parts, part_outputs, eta_csv, eta_png)
 
 

@@ -80,7 +80,7 @@ ONE_THREAD_TILES = 20000
 # features up to this size are read into memory once per tile size (else streamed from the cache file)
 IN_MEMORY_BYTES = 1 << 30
 # parameters that do not change results: a resumed sweep may differ in these
-VOLATILE = ("resume", "overwrite", "cache_dir", "use_cache", "batch_size", "device",
+VOLATILE = ("resume", "overwrite", "cache_dir", "use_cache", "batch_size", "device", "dask",
             # the statistics are computed after the sweep, from its layers, and replaced on every run
             "buildings", "roads", "road_field", "major_values", "population", "nir_band", "red_band", "ndvi_raster")
 
@@ -122,6 +122,7 @@ class SweepParams(StatsInputs):
     weight_decay: float = 1e-5
     train_batch_size: int = 64
     patience: int = 2
+    dask: str | None = None          # 'local:N' or 'tcp://host:port': the features of each tile size on Dask
     # k-means restarts per K (as in ``cluster``, so column kK matches a ``cluster --k K`` run up to ids)
     n_init: int = 10
 
@@ -268,7 +269,7 @@ def _plan(params: SweepParams, sizes: list[str], ks: list[int], progress) -> lis
 
 
 def _kmeans_part(part: Part, tiled, params: SweepParams, extractor, checksum: str, cache_dir: Path, progress,
-                 timings: dict) -> dict:
+                 timings: dict, session=None) -> dict:
     """Features once, PCA once, k-means per K. Returns raw labels per K, reduced features and scores."""
     from ..clustering.kmeans import KMeansTiles, _l2
     from .cluster import _compute_features, feature_key
@@ -279,7 +280,7 @@ def _kmeans_part(part: Part, tiled, params: SweepParams, extractor, checksum: st
     progress("features", 0, len(part.rows),
              f"{part.size}: {extractor.spec.name} on {extractor.device.type} ({extractor.precision})")
     feats, cache_hit, _ = _compute_features(tiled, part.rows, part.cols, extractor, params, cache_dir, key,
-                                            progress)
+                                            progress, session)
     timings["features"] = round(time.perf_counter() - t, 3)
     t = time.perf_counter()
     if feats.shape[0] * feats.shape[1] * 4 <= IN_MEMORY_BYTES:
@@ -497,12 +498,15 @@ def run(params: SweepParams, progress: Progress | None = None) -> dict:
     eta-squared per K follow (``stats.run_sweep_stats``), as ``python -m engine sweep --buildings ...`` does;
     the manifest returned then has ``sweep_statistics``.
     """
+    from ..distributed.session import keep_sessions
     from ..io import OutputSet
     from ..raster.tiling import inspect_raster
+    from .cluster import check_dask
     from .stats import check_statistics_inputs, run_sweep_stats, statistics_params, wants_statistics
 
     check_params("sweep", params)
     check_vector_inputs("sweep", params)
+    check_dask(params)
     inspect_raster(str(params.raster), "raster")     # before it is hashed: a folder or a damaged file is named
     stats = wants_statistics(params)
     if stats:                      # before the features are computed and cached, not in the statistics step
@@ -511,7 +515,7 @@ def run(params: SweepParams, progress: Progress | None = None) -> dict:
     outputs = SweepOutputs.for_out(params.out, parse_tile_sizes(params.tile_size))
     stats_files = [path for key, path in output_files(SWEEP, param_values(params)).items()
                    if key.startswith("stats_")] if stats else []
-    with locked_outputs(outputs.paths() + stats_files):
+    with locked_outputs(outputs.paths() + stats_files), keep_sessions():     # (the statistics share the cluster)
         OutputSet(stats_files, overwrite=params.overwrite or params.resume).check()
         manifest = _run_sweep(params, progress, final=not stats)
         if not stats:
@@ -528,8 +532,9 @@ run_sweep = run
 
 def _run_sweep(params: SweepParams, progress: Progress, final: bool = True) -> dict:
     """The sweep, with its outputs locked by the caller; ``final``: its last commit is the run's (no
-    statistics follow)."""
-    from ..io import OutputSet, sha256_file, versions, write_json
+    statistics follow). The checks first, then (with --dask) the cluster, then :func:`_sweep`."""
+    from ..distributed.session import dask_session
+    from ..io import OutputSet
 
     t_all = time.perf_counter()
     ks = parse_k_list(params.k)
@@ -546,15 +551,28 @@ def _run_sweep(params: SweepParams, progress: Progress, final: bool = True) -> d
     else:
         OutputSet(outputs.paths(), overwrite=params.overwrite).check()
     extractor = None
-    features_info: dict = (old or {}).get("features", {})
-    if params.method == "kmeans":
+    if params.method == "kmeans" and not params.dask:
         # the backbone, --weights and --device before the raster is hashed and scanned: a bad weights file
         # is BadInput naming --weights, not "the sweep stopped (...)" after the scan
-        from ..features.extract import FeatureExtractor
+        from .cluster import feature_extractor
 
-        extractor = FeatureExtractor(params.backbone, params.weights, params.device, params.precision,
-                                     seed=params.seed, sobel=params.sobel)
+        extractor = feature_extractor(params)
     progress("open", 0, 0, f"opening {params.raster}")
+    with dask_session(params.dask, progress) as session:
+        if params.method == "kmeans" and session is not None:      # (the workers' device and precision)
+            from .cluster import feature_extractor
+
+            extractor = feature_extractor(params, session)
+        return _sweep(params, progress, final, ks, outputs, old, extractor, session, t_all)
+
+
+def _sweep(params: SweepParams, progress: Progress, final: bool, ks: list, outputs: "SweepOutputs", old, extractor,
+           session, t_all: float) -> dict:
+    """The sweep after its checks: every tile size's part, each committed on its own, then the final files."""
+    from ..io import OutputSet, sha256_file, versions, write_json
+
+    sizes = parse_tile_sizes(params.tile_size)
+    features_info: dict = (old or {}).get("features", {})
     checksum = sha256_file(params.raster)
     if old is not None:
         _check_resume(params, old, checksum, outputs.manifest)
@@ -605,6 +623,7 @@ def _run_sweep(params: SweepParams, progress: Progress, final: bool = True) -> d
                         **{f"lineage_{p.layer[6:]}": str(outputs.lineage[p.size]) for p in parts if p.layer in done},
                         **{f"pca_{p.layer[6:]}": str(outputs.pca[p.size]) for p in parts if p.layer in done}},
             "seed": params.seed,
+            **({"dask": session.record()} if session is not None else {}),
             "versions": lib_versions,
             "timings_s": {**timings, "total": round(time.perf_counter() - t_all, 3)},
         })
@@ -627,7 +646,8 @@ def _run_sweep(params: SweepParams, progress: Progress, final: bool = True) -> d
             commit = [outputs.gpkg, outputs.lineage[part.size], outputs.pca[part.size], outputs.csv,
                       outputs.manifest]
             with OutputSet(commit, overwrite=True) as outs:
-                _run_part(part, params, extractor, checksum, cache_dir, progress, part_t, outputs, outs, fresh_file)
+                _run_part(part, params, extractor, checksum, cache_dir, progress, part_t, outputs, outs, fresh_file,
+                          session)
                 t = time.perf_counter()
                 done = finished | {part.layer}
                 header, rows = metrics_rows(parts, done)
@@ -718,7 +738,7 @@ def _part_entry(p: Part, done: bool) -> dict:
 
 
 def _run_part(part: Part, params: SweepParams, extractor, checksum: str, cache_dir: Path, progress,
-              timings: dict, outputs: SweepOutputs, outs, fresh_file: bool) -> None:
+              timings: dict, outputs: SweepOutputs, outs, fresh_file: bool, session=None) -> None:
     """Compute one tile size and write its layer and plots to the temporary names of ``outs`` (the caller
     commits them together with the metrics table and the manifest)."""
     from ..clustering.sweep_plots import plot_lineage, plot_pca
@@ -730,7 +750,7 @@ def _run_part(part: Part, params: SweepParams, extractor, checksum: str, cache_d
     progress(stage, 0, len(part.ks), f"{len(part.rows)} tiles, K {', '.join(map(str, part.ks))}")
     with TiledRaster(params.raster, part.size, params.overlap, params.edge, params.bands, seed=params.seed) as tiled:
         if params.method == "kmeans":
-            result = _kmeans_part(part, tiled, params, extractor, checksum, cache_dir, progress, timings)
+            result = _kmeans_part(part, tiled, params, extractor, checksum, cache_dir, progress, timings, session)
         else:
             result = _deepcluster_part(part, tiled, params, progress, timings)
         columns = _finish_part(part, result, params, progress, timings)

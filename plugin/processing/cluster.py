@@ -34,13 +34,16 @@ TILE_DEFAULT, UNIT_DEFAULT = params.length_default(CLUSTER.param("tile_size"))  
 POLYGONS = [QgsProcessing.TypeVectorPolygon]
 
 # the declared parameters this algorithm exposes, and how (params.definition)
-PARAMS = ("raster", "k", "backbone", "device", "seed", "area", "batch_size", "out")
+PARAMS = ("raster", "k", "backbone", "device", "seed", "area", "batch_size", "dask", "out")
 OPTIONS = {"area": {"layer_types": POLYGONS},
            "out": {"output": "vector", "layer_types": POLYGONS, "title": "Clustered tiles"}}
 NOTES = {"raster": "A local file: web and in-memory layers must first be saved to a GeoTIFF (right-click > Export > "
                    "Save As).",
          "area": "Any CRS; the selected features only if so chosen.",
          "batch_size": "Lower it if the GPU runs out of memory.",
+         "dask": "Cluster raster tiles (k-means) only. Optional, for large rasters: local:N runs N worker processes "
+                 "on this computer, tcp://host:8786 a Dask scheduler whose workers see the raster and the feature "
+                 "cache.",
          "out": "An existing file is replaced."}
 
 
@@ -103,7 +106,7 @@ class ClusterAlgorithm(EngineAlgorithm):
             self.addParameter(parameter)
         self.add_params("device", "seed")
         self.addParameter(QgsProcessingParameterExtent(EXTENT, "Extent (only tiles centred inside)", optional=True))
-        self.add_params("area", "batch_size", "out")
+        self.add_params("area", "batch_size", *(["dask"] if "dask" in self.PARAMS else []), "out")
         self.addOutput(QgsProcessingOutputRasterLayer(CLUSTER_RASTER, "Cluster raster"))
         self.addOutput(QgsProcessingOutputFile(MANIFEST, "Run manifest"))
 
@@ -139,7 +142,8 @@ class ClusterAlgorithm(EngineAlgorithm):
             backbone=value("backbone"), weights=params.weights_value(self, parameters, context),
             device=value("device"), seed=value("seed"),
             extent=self.extent_in_raster_crs(parameters, context, raster),
-            area=area, batch_size=value("batch_size"), overwrite=True)      # Processing replaces its destination files
+            area=area, batch_size=value("batch_size"), dask=value("dask") if "dask" in self.PARAMS else None,
+            overwrite=True)      # Processing replaces its destination files
 
     def output_path(self, parameters, context) -> str:
         """The GeoPackage to write (QGIS gives a .gpkg for a temporary output: the provider's default; the request

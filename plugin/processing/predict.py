@@ -19,7 +19,7 @@ MODEL, INPUT, RESAMPLE = "MODEL", "INPUT", "RESAMPLE"
 OUTPUT, CLUSTER_RASTER, MANIFEST = "OUTPUT", "CLUSTER_RASTER", "MANIFEST"
 
 PREDICT = TOOLS["predict"]
-PARAMS = ("model", "raster", "resample", "out")
+PARAMS = ("model", "raster", "resample", "dask", "out")
 OPTIONS = {"resample": {"title": "Resample to the model's resolution"},
            "out": {"output": "vector", "layer_types": [QgsProcessing.TypeVectorPolygon], "title": "Clustered tiles"}}
 NOTES = {"raster": "A local raster file with the band count of the model's raster.",
@@ -60,7 +60,8 @@ class PredictAlgorithm(EngineAlgorithm):
         out = ClusterAlgorithm.output_path(self, parameters, context)
         request = PredictRequest(model=self.param_value(parameters, "model", context) or "",
                                  raster=local_raster_path(raster), out=out,
-                                 resample=self.param_value(parameters, "resample", context), overwrite=True)
+                                 resample=self.param_value(parameters, "resample", context),
+                                 dask=self.param_value(parameters, "dask", context) or None, overwrite=True)
         problems = request.problems()
         if problems:
             raise self.problems_error(problems)

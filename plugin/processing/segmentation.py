@@ -53,7 +53,7 @@ TRAIN_NOTES = {"raster": "A local file.", "buildings": "Polygons; invalid geomet
                "out": f"{params.output_name(TRAIN_SEG, 'checkpoint', 'MODEL.pt')} and "
                       f"{params.output_name(TRAIN_SEG, 'manifest', 'MODEL.pt')} are written next to it."}
 SEGMENT_PARAMS = ("raster", "model", "overlap", "threshold", "probability", "min_area", "simplify", "regularize",
-                  "resample", "device", "out")
+                  "resample", "device", "dask", "out")
 SEGMENT_OPTIONS = {"probability": {"title": "Also write the probability raster"},
                    "regularize": {"title": "Square the outlines to right angles"},
                    "resample": {"title": "Resample to the model's resolution"},
@@ -203,7 +203,8 @@ class SegmentAlgorithm(SegmentationAlgorithm):
             raster=local_raster_path(self.parameterAsRasterLayer(parameters, INPUT, context)),
             model=value("model") or "", out=out, overlap=value("overlap"), threshold=value("threshold"),
             probability=value("probability"), min_area=value("min_area"), simplify=value("simplify"),
-            regularize=value("regularize"), resample=value("resample"), device=value("device"), overwrite=True)
+            regularize=value("regularize"), resample=value("resample"), device=value("device"),
+            dask=value("dask") or None, overwrite=True)
         if self.run_request(request, feedback) is None:
             forget_output(context, out)
             return {}

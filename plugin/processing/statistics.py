@@ -44,7 +44,7 @@ FORMAT = "FORMAT"
 VECTORS = {BUILDINGS: "buildings", ROADS: "roads"}
 
 STATS, EXPORT = TOOLS["stats"], TOOLS["export"]
-PARAMS = ("run", "buildings", "roads", "population", "nir_band", "road_field", "overwrite")
+PARAMS = ("run", "buildings", "roads", "population", "nir_band", "road_field", "overwrite", "dask")
 OPTIONS = {"buildings": {"layer_types": [QgsProcessing.TypeVectorPolygon]},
            "roads": {"layer_types": [QgsProcessing.TypeVectorLine]},
            "road_field": {"title": "Road class attribute"}, "overwrite": {"title": "Replace existing statistics"}}
@@ -162,7 +162,8 @@ class StatisticsAlgorithm(EngineAlgorithm):
             layers["population"] = self.population_file(workdir)
             value = lambda name: self.param_value(parameters, name, context)      # noqa: E731
             request = StatsRequest(run=value("run") or "", **layers, nir_band=value("nir_band"),
-                                   road_field=value("road_field"), overwrite=value("overwrite"))
+                                   road_field=value("road_field"), overwrite=value("overwrite"),
+                                   dask=value("dask") or None)
             problems = request.problems()
             if problems:
                 raise self.problems_error(problems)

@@ -29,11 +29,13 @@ OUTPUT, METRICS, MANIFEST = "OUTPUT", "METRICS", "MANIFEST"
 
 SWEEP = TOOLS["sweep"]
 METHOD_LABELS = {"kmeans": "k-means", "deepcluster": "DeepCluster"}
-PARAMS = ("raster", "k", "method", "epochs", "backbone", "device", "seed", "resume", "out")
+PARAMS = ("raster", "k", "method", "epochs", "backbone", "device", "seed", "resume", "dask", "out")
 OPTIONS = {"method": {"labels": METHOD_LABELS}, "resume": {"title": "Finish an interrupted sweep"},
            "out": {"title": "Sweep GeoPackage"}}
 NOTES = {"k": "K larger than the number of valid tiles is skipped with a warning.",
          "epochs": "DeepCluster only.",
+         "dask": "k-means only. Optional, for large rasters: local:N runs N worker processes on this computer, "
+                 "tcp://host:8786 a Dask scheduler whose workers see the raster and the feature cache.",
          "resume": "A cancelled or failed sweep keeps the tile sizes it finished; run again with the same "
                    "parameters and this option to compute only the missing ones.",
          "out": "An existing file is replaced."}
@@ -54,7 +56,7 @@ HELP = "\n".join([
     "metres).",
     *params.bullets(SWEEP, ("method", "epochs"), OPTIONS, NOTES),
     "• CNN backbone, Weights, Weights file, Device and Random seed: as for Cluster raster tiles.",
-    *params.bullets(SWEEP, ("resume", "out"), OPTIONS, NOTES),
+    *params.bullets(SWEEP, ("resume", "dask", "out"), OPTIONS, NOTES),
     "Outputs:",
     "• Sweep GeoPackage: one layer per tile size (tiles_32px, tiles_64px, ...) with tile_id, row, col, "
     "valid_frac, pc1, pc2 and a column per K (k2 ... k12). Loaded into the project styled on the largest K.",
@@ -84,7 +86,7 @@ class SweepAlgorithm(EngineAlgorithm):
         self.add_params("method", "epochs", "backbone")
         for parameter in params.weights_parameters(SWEEP.param("weights")):
             self.addParameter(parameter)
-        self.add_params("device", "seed", "resume", "out")
+        self.add_params("device", "seed", "resume", "dask", "out")
         self.addOutput(QgsProcessingOutputFile(METRICS, "Metrics table"))
         self.addOutput(QgsProcessingOutputFile(MANIFEST, "Run manifest"))
 
@@ -113,7 +115,8 @@ class SweepAlgorithm(EngineAlgorithm):
             tile_sizes=self.parameterAsString(parameters, TILE_SIZES, context),
             tile_unit=params.unit_value(self, parameters, context), method=value("method"), epochs=value("epochs"),
             backbone=value("backbone"), weights=params.weights_value(self, parameters, context),
-            device=value("device"), seed=value("seed"), overwrite=True, resume=value("resume"))
+            device=value("device"), seed=value("seed"), overwrite=True, resume=value("resume"),
+            dask=value("dask") or None)
 
     @staticmethod
     def load_layers(context, request: SweepRequest) -> None:

@@ -61,6 +61,7 @@ class ClusterRequest:
     population: str | None = None
     overwrite: bool = False
     batch_size: int | None = None                             # None: the engine's choice
+    dask: str | None = None                                   # 'local:N' or 'tcp://host:port' (None: one process)
     extra: list[str] = field(default_factory=list)
 
     TOOL = CLUSTER
@@ -90,7 +91,7 @@ class ClusterRequest:
                 "lr": self.lr, "tile_size": self.tile_text, "overlap": self.overlap_text, "backbone": self.backbone,
                 "weights": self.weights, "device": self.device, "seed": self.seed, "extent": self.extent,
                 "area": self.area, "buildings": self.buildings, "roads": self.roads, "population": self.population,
-                "batch_size": self.batch_size, "overwrite": self.overwrite}
+                "batch_size": self.batch_size, "dask": self.dask or None, "overwrite": self.overwrite}
 
     def problems(self) -> list[Problem]:
         """What the engine would reject (parameter, code, message for the user); empty when runnable."""

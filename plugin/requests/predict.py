@@ -25,6 +25,7 @@ class PredictRequest:
     out: str
     resample: bool = False
     overwrite: bool = False
+    dask: str | None = None                  # 'local:N' or 'tcp://host:port' (None: one process)
     extra: list[str] = field(default_factory=list)
 
     TOOL = PREDICT
@@ -35,7 +36,7 @@ class PredictRequest:
 
     def values(self) -> dict:
         return {"model": self.model, "raster": self.raster, "out": self.out, "resample": self.resample,
-                "overwrite": self.overwrite}
+                "dask": self.dask or None, "overwrite": self.overwrite}
 
     def problems(self) -> list[Problem]:
         return contract_problems(PREDICT, self.values())

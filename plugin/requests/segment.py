@@ -37,6 +37,7 @@ class SegmentRequest:
     resample: bool = SEGMENT.param("resample").default
     device: str = SEGMENT.param("device").default
     overwrite: bool = False
+    dask: str | None = None                  # 'local:N' or 'tcp://host:port' (None: one process)
     extra: list[str] = field(default_factory=list)
 
     TOOL = SEGMENT
@@ -49,7 +50,7 @@ class SegmentRequest:
         return {"raster": self.raster, "model": self.model, "out": self.out, "overlap": self.overlap,
                 "threshold": self.threshold, "probability": self.probability, "min_area": self.min_area,
                 "simplify": self.simplify, "regularize": self.regularize, "resample": self.resample,
-                "device": self.device, "overwrite": self.overwrite}
+                "device": self.device, "dask": self.dask or None, "overwrite": self.overwrite}
 
     def problems(self) -> list[Problem]:
         return contract_problems(SEGMENT, self.values())

@@ -36,6 +36,7 @@ class StatsRequest:
     red_band: int | None = None
     road_field: str = STATS.param("road_field").default      # the attribute that says which roads are major
     overwrite: bool = False                  # statistics already in the run are replaced
+    dask: str | None = None                  # 'local:N' or 'tcp://host:port' (None: one process)
     extra: list[str] = field(default_factory=list)
 
     TOOL = STATS
@@ -47,7 +48,8 @@ class StatsRequest:
     def values(self) -> dict:
         return {"run": self.run, "buildings": self.buildings, "roads": self.roads, "population": self.population,
                 "nir_band": self.nir_band, "red_band": self.red_band,
-                "road_field": (self.road_field or "").strip() or None, "overwrite": self.overwrite}
+                "road_field": (self.road_field or "").strip() or None, "dask": self.dask or None,
+                "overwrite": self.overwrite}
 
     def problems(self) -> list[Problem]:
         out = contract_problems(STATS, self.values())

@@ -52,6 +52,7 @@ class SweepRequest:
     seed: int = SWEEP.param("seed").default
     overwrite: bool = False
     resume: bool = False                    # finish an interrupted sweep in ``out`` (its missing tile sizes)
+    dask: str | None = None                  # 'local:N' or 'tcp://host:port' (None: one process)
     buildings: str | None = None            # statistics on every tile-size layer (files; see StatsRequest)
     roads: str | None = None
     population: str | None = None
@@ -109,7 +110,8 @@ class SweepRequest:
                 "tile_size": self.tile_text(), "method": self.method, "epochs": self.epochs, "lr": self.lr,
                 "backbone": self.backbone, "weights": self.weights, "device": self.device, "seed": self.seed,
                 "resume": self.resume, "buildings": self.buildings, "roads": self.roads,
-                "population": self.population, "overwrite": self.overwrite and not self.resume}
+                "population": self.population, "dask": self.dask or None,
+                "overwrite": self.overwrite and not self.resume}
 
     def problems(self) -> list[Problem]:
         values = {**self.values(), "overwrite": self.overwrite or self.resume}    # resume writes over the sweep

@@ -12,6 +12,7 @@ Order (a module may import its own package and the packages ranked below it):
                                    segmenter reads the model container (clustering), never the reverse;
                                    analysis (change, similarity, classification, the report) uses
                                    stats and clustering, and segmentation and analysis never each other
+    distributed                    Dask partitions, the shared feature store, merging (used by tools)
     tools                          one module per tool; only the CLI imports them
     service                        the HTTP face (OGC API - Processes): runs tools as engine processes
     cli, __main__                  argument parsing and printing (``serve`` starts the service)
@@ -39,8 +40,8 @@ ENGINE = REPO / "engine"
 TESTS = REPO / "tests"
 
 RANK = {"__init__": 0, "contract": 0, "errors": 1, "style": 1, "progress": 1, "io": 2, "raster": 3,
-        "features": 4, "stats": 5, "clustering": 6, "segmentation": 7, "analysis": 7, "tools": 8, "service": 9, "cli": 10,
-        "__main__": 11}
+        "features": 4, "stats": 5, "clustering": 6, "segmentation": 7, "analysis": 7, "distributed": 8, "tools": 9,
+        "service": 10, "cli": 11, "__main__": 12}
 
 
 def _modules():

@@ -1,0 +1,124 @@
+"""Building statistics on Dask: the footprints read and summed partition by partition on the workers.
+
+A layer of millions of footprints never sits in one process: each task reads
+one run of its features (``partitions.Partition`` of the layer's feature order),
+repairs them as one process does (``stats.measures.read_buildings``) and sums
+them per tile (``stats.measures.building_sums``: counts, clipped areas, and the
+sums behind the means). The tiles travel through the store (their WKB, written
+once), the sums back through the scheduler, only for the tiles a partition
+touches. The client adds the partitions' sums in order and turns them into the
+columns (``building_columns``); the warnings come from the added reports, so
+they say what one process says.
+
+Counts are exact; areas and means are sums of the same numbers grouped
+otherwise, equal to one process's within float rounding.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .partitions import Partition, split
+from .worker import cached
+
+BUILDINGS_PER_PARTITION = 100_000       # footprints a task reads: tens of MB of geometry
+
+
+@dataclass(frozen=True)
+class BuildingJob:
+    """The footprints (as the user gave them, ``name`` their flag), the tiles' WKB file, and the CRS both are
+    measured in."""
+
+    buildings: str
+    name: str
+    tiles: str
+    crs: str
+
+
+def _load_tiles(path: str):
+    import shapely
+
+    with np.load(path, allow_pickle=False) as z:
+        data, offsets = z["wkb"].tobytes(), z["offsets"]
+    return np.array([shapely.from_wkb(data[a:b]) for a, b in zip(offsets[:-1], offsets[1:], strict=True)],
+                    dtype=object)
+
+
+@dataclass(frozen=True)
+class _TilesFile:
+    """A tiles file as a worker's cache key (``worker.cached``)."""
+
+    path: str
+
+    def open(self):
+        return _load_tiles(self.path)
+
+
+def building_partition(part: Partition, job: BuildingJob) -> dict:
+    """One partition's footprints summed per tile: the touched tiles' positions and sums, the type report, the
+    footprint count and whether any overlaps a tile."""
+    from ..stats.measures import _clean, building_sums, overlaps, read_buildings
+
+    spec = _TilesFile(job.tiles)
+    with cached(spec, spec.open) as tiles:
+        report: dict = {}
+        b = read_buildings(job.buildings, job.crs, job.name, allow_empty=True, rows=slice(part.start, part.stop),
+                           report=report)
+        g, _ = _clean(b)
+        sums = building_sums(tiles, g)
+        hit = overlaps(tiles, g)
+    touched = np.flatnonzero(np.any([sums[k] != 0 for k in sums], axis=0))
+    return {"tiles": touched, "sums": {k: v[touched] for k, v in sums.items()}, "report": report,
+            "buildings": int(len(g)), "overlaps": hit}
+
+
+def building_stats_on_dask(session, buildings: str, tiles_m, store_root: Path, progress, name: str = "--buildings",
+                           warnings: "list | None" = None):
+    """``stats.measures.building_stats`` of the GeoSeries ``tiles_m`` (a metric CRS) and the footprints file
+    ``buildings``, on the workers of ``session``; the tiles go through a store folder under ``store_root``."""
+    import shutil
+
+    from ..io.vectors import feature_count
+    from ..stats.measures import (BUILDING_SUMS, NO_FOOTPRINTS, _warn, add_reports, building_columns,
+                                  overlap_message, type_messages)
+    from .features import check_visible
+    from .segment import _wkb
+
+    n = feature_count(buildings, name, "building footprints", kind="polygon")
+    parts = split(n, BUILDINGS_PER_PARTITION) if n else []
+    folder = Path(store_root) / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    try:
+        tiles_file = folder / "tiles.npz"
+        with open(tiles_file, "wb") as fh:
+            np.savez(fh, **_wkb(list(np.asarray(tiles_m.values, dtype=object))))
+        check_visible(session, folder, None)
+        job = BuildingJob(str(buildings), name, str(tiles_file), tiles_m.crs.to_wkt())
+        done = 0
+
+        def finished(part, _):
+            nonlocal done
+            done += 1
+            progress("buildings", done, len(parts), f"{done} of {len(parts)} partitions of footprints")
+
+        results = session.run(building_partition, parts, job, name="buildings", on_done=finished)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    session.runs.append({"stage": "buildings", "partitions": len(parts), "footprints": n})
+    sums = {k: np.zeros(len(tiles_m), np.int64 if k == "count" else np.float64) for k in BUILDING_SUMS}
+    report = {"other": {}, "invalid": 0, "lost": 0}
+    for r in results:                                          # in the layer's order
+        for k in BUILDING_SUMS:
+            sums[k][r["tiles"]] += r["sums"][k]
+        report = add_reports(report, r["report"])
+    for msg in type_messages(report, name, "polygons"):
+        _warn(msg, warnings)
+    total = sum(r["buildings"] for r in results)
+    if total == 0:
+        _warn(NO_FOOTPRINTS.format(name=name), warnings)
+    elif len(tiles_m) and not any(r["overlaps"] for r in results):
+        _warn(overlap_message(total, name, "footprints"), warnings)
+    return building_columns(sums, tiles_m)
