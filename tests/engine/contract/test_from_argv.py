@@ -7,6 +7,8 @@ import shlex
 import pytest
 
 from engine.contract import params as C
+import re
+
 from engine.contract.params import from_argv, parse_value, to_argv
 from engine.contract.tools import TOOLS
 
@@ -33,6 +35,9 @@ def typical(param: C.Param):
         return f"out dir/{param.name}{param.suffixes[0] if param.suffixes else '.gpkg'}"
     if t in (C.OUT_FOLDER, C.FOLDER):
         return f"a folder/{param.name}"
+    if t == C.TEXT and param.pattern:                     # the one patterned text so far: a Dask address
+        assert re.fullmatch(param.pattern, "local:2"), param.name
+        return "local:2"
     return {C.TEXT: "motorway,trunk road", C.K_LIST: [2, 3, 4, 8], C.SIZE: "20m", C.SIZES: "32px,2.5m",
             C.EXTENT: (-10.5, -2.0, 30.25, 4.0), C.BANDS: [3, 2, 1]}[t]
 
