@@ -282,7 +282,8 @@ def report(result: dict) -> str:
         lines.append(f"   {p['tiles']} tiles in {p['partitions']} partitions of {p['partition_tiles']}; store "
                      f"{p['store_gib']} GiB; {p['memory_per_worker_mib']} MiB per worker; "
                      f"{p['tiles_per_s_per_worker']} tiles/s per worker ({p['device']})")
-        lines.append("   time: " + ", ".join(f"{w} workers {s / 3600:.1f} h" for w, s in p["time_s"].items()))
+        lines.append("   time: " + ", ".join(f"{w} worker{'s' if w != '1' else ''} {s / 60:.0f} min"
+                                        for w, s in p["time_s"].items()))
     return "\n".join(lines)
 
 
