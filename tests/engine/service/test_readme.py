@@ -227,8 +227,11 @@ def test_make_serve_lines_run_serve_with_their_options():
     for line in lines:
         given = dict(word.split("=", 1) for word in shlex.split(line)[2:])
         # -n: print the command only; -o: whatever the state of the venv, do not set it up
-        printed = subprocess.run(["make", "-n", "-o", ".venv/.setup-done", *shlex.split(line)[1:]], cwd=REPO,
-                                 capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        # under `make test` the parent make's MAKELEVEL/MAKEFLAGS would make this one print "make[1]: ..." lines
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+        printed = subprocess.run(["make", "-n", "--no-print-directory", "-o", ".venv/.setup-done",
+                                  *shlex.split(line)[1:]], cwd=REPO, env=env, capture_output=True, text=True,
+                                 check=True).stdout.strip().splitlines()[-1]
         python, *argv = shlex.split(printed)
         assert python == ".venv/bin/python"
         args = serve_options(argv)
