@@ -258,7 +258,7 @@ def test_processing_lists_statistics_and_export(provider):
     export = provider.algorithmById("urbanform:export")
     assert statistics is not None and export is not None
     assert [p.name() for p in statistics.parameterDefinitions()] == ["RUN", "BUILDINGS", "ROADS", "POPULATION",
-                                                                     "NIR_BAND", "ROAD_FIELD", "OVERWRITE"]
+                                                                     "NIR_BAND", "ROAD_FIELD", "OVERWRITE", "DASK"]
     assert all(statistics.parameterDefinition(n).flags() & statistics.parameterDefinition(n).FlagOptional
                for n in ("BUILDINGS", "ROADS", "POPULATION"))
     assert [p.name() for p in export.parameterDefinitions()] == ["RUN", "FORMAT", "OUTPUT"]
