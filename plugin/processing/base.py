@@ -119,6 +119,15 @@ class EngineAlgorithm(UrbanFormAlgorithm):
         """
         return self.engine_result(args, outputs, feedback) is not None
 
+    def run_request(self, request, feedback) -> "dict | None":
+        """Check ``request`` (a QgsProcessingException naming the parameters at fault, before any work), then run
+        it; its output files by key, or None when the user cancelled."""
+        problems = request.problems()
+        if problems:
+            raise self.problems_error(problems)
+        outputs = request.outputs()
+        return outputs if self.run_engine_command(request.argv(), list(outputs.values()), feedback) else None
+
     def engine_result(self, args: list[str], outputs: list[Path], feedback, progress=None):
         """As :meth:`run_engine_command`, returning the EngineResult (None when cancelled); ``progress`` maps the
         engine's stages to percentages (default: the map for the tool in ``args``)."""

@@ -65,11 +65,8 @@ class ChangeAlgorithm(EngineAlgorithm):
         request = ChangeRequest(model=self.param_value(parameters, "model", context) or "",
                                 raster_before=local_raster_path(before), raster_after=local_raster_path(after),
                                 out=out, resample=self.param_value(parameters, "resample", context), overwrite=True)
-        problems = request.problems()
-        if problems:
-            raise self.problems_error(problems)
-        outputs = request.outputs()
-        if not self.run_engine_command(request.argv(), list(outputs.values()), feedback):
+        outputs = self.run_request(request, feedback)
+        if outputs is None:
             forget_output(context, out)
             return {}
         load_output_as(context, out, f"{out}|layername=tiles", qml_styler(outputs["style"]))

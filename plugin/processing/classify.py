@@ -94,11 +94,8 @@ class ClassifyAlgorithm(EngineAlgorithm):
                                       classifier=value("classifier"), folds=value("folds"),
                                       tile_size=value("tile_size"), backbone=value("backbone"),
                                       device=value("device"), seed=value("seed"), overwrite=True)
-            problems = request.problems()
-            if problems:
-                raise self.problems_error(problems)
-            outputs = request.outputs()
-            finished = self.run_engine_command(request.argv(), list(outputs.values()), feedback)
+            outputs = self.run_request(request, feedback)
+            finished = outputs is not None
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         if not finished:

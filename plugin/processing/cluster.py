@@ -118,11 +118,8 @@ class ClusterAlgorithm(EngineAlgorithm):
         try:
             area = self.area_file(parameters, context, workdir)
             request = self.build_request(parameters, context, raster, out, area)
-            problems = request.problems()
-            if problems:
-                raise self.problems_error(problems)
-            outputs = request.outputs()
-            finished = self.run_engine_command(request.argv(), list(outputs.values()), feedback)
+            outputs = self.run_request(request, feedback)
+            finished = outputs is not None
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         if not finished:

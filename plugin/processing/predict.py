@@ -62,11 +62,8 @@ class PredictAlgorithm(EngineAlgorithm):
                                  raster=local_raster_path(raster), out=out,
                                  resample=self.param_value(parameters, "resample", context),
                                  dask=self.param_value(parameters, "dask", context) or None, overwrite=True)
-        problems = request.problems()
-        if problems:
-            raise self.problems_error(problems)
-        outputs = request.outputs()
-        if not self.run_engine_command(request.argv(), list(outputs.values()), feedback):
+        outputs = self.run_request(request, feedback)
+        if outputs is None:
             forget_output(context, out)
             return {}
         load_output_as(context, out, f"{out}|layername=tiles", TILES_STYLER)

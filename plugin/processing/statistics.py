@@ -164,11 +164,8 @@ class StatisticsAlgorithm(EngineAlgorithm):
             request = StatsRequest(run=value("run") or "", **layers, nir_band=value("nir_band"),
                                    road_field=value("road_field"), overwrite=value("overwrite"),
                                    dask=value("dask") or None)
-            problems = request.problems()
-            if problems:
-                raise self.problems_error(problems)
-            outputs = request.outputs()
-            finished = self.run_engine_command(request.argv(), list(outputs.values()), feedback)
+            outputs = self.run_request(request, feedback)
+            finished = outputs is not None
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         if not finished:

@@ -94,11 +94,8 @@ class SweepAlgorithm(EngineAlgorithm):
         raster = self.parameterAsRasterLayer(parameters, INPUT, context)
         out = self.parameterAsFileOutput(parameters, OUTPUT, context)
         request = self.build_request(parameters, context, raster, out)
-        problems = request.problems()
-        if problems:
-            raise self.problems_error(problems)
-        outputs = request.outputs()
-        if not self.run_engine_command(request.argv(), list(outputs.values()), feedback):
+        outputs = self.run_request(request, feedback)
+        if outputs is None:
             state = request.interrupted()
             if state and state["finished"]:
                 feedback.pushInfo(f"The finished tile sizes are kept in {out} ({', '.join(state['finished'])}); "
