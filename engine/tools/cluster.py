@@ -24,7 +24,7 @@ from ..contract.tools import CLUSTER, STATS_OUTPUTS
 from ..errors import BadInput, Cancelled
 from ..io import NpyFile, OutputSet, atomic_path
 from ..progress import Progress, committing
-from . import check_params, check_vector_inputs, locked_outputs, param_values
+from . import check_params, check_vector_inputs, locked_outputs, param_values, study_params
 from .stats import StatsInputs
 
 
@@ -352,6 +352,7 @@ def run(params: ClusterParams, progress: Progress | None = None) -> dict:
     check_params("cluster", params)
     check_vector_inputs("cluster", params)
     check_dask(params)
+    params = study_params("cluster", params)
     stats = wants_statistics(params)
     if stats:                      # before the features are computed and cached, not in the statistics step
         check_statistics_inputs(params, params.raster if isinstance(params.raster, (str, os.PathLike)) else None)
