@@ -19,7 +19,8 @@ open like any raster, so tiles are read from the mosaic and never straddle a sce
 Refused before any work, with a BadInput naming the parameter and the fix: a folder without rasters, a file
 that is not a raster, scenes without a CRS, scenes with different band counts or data types, and scenes in
 different CRSs that span more than one UTM zone (``MAX_ZONE_OVERRUN_DEG`` beyond the central zone's band):
-split such a study per zone.
+split such a study per zone; and scenes so far apart (several cities) that the mosaic holding them would be
+mostly empty and huge (``check_sparse``): every tile of the mosaic is scanned, so run each place on its own.
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ from xml.sax.saxutils import escape
 from ..errors import BadInput
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".img", ".ecw", ".sid", ".kea")   # the rasters a folder study takes
+MAX_EMPTY_FACTOR = 10.0       # a mosaic this many times larger than its scenes ...
+MAX_SPARSE_PX = 1 << 30       # ... and larger than this (pixels) is refused: scenes far apart (several cities)
 MAX_ZONE_OVERRUN_DEG = 3.0    # mixed CRSs: how far (degrees of longitude) a study may reach beyond its UTM zone
 STUDY_VERSION = 1             # part of the study key: a change to the VRT's layout writes new files
 STUDIES = "studies"           # the folder under the cache folder
@@ -174,11 +177,13 @@ def open_study(value, param: str = "raster", cache_dir: "str | Path | None" = No
     mixed = any(s.crs != crs for s in scenes[1:])
     if mixed:
         crs = working_crs(scenes, param)
+    layout = _layout(scenes, crs, mixed)
+    check_sparse(scenes, layout, param)
     key = study_key(scenes, crs)
     folder = Path(cache_dir or default_study_root()) / STUDIES / key
     vrt = folder / "study.vrt"
     if not vrt.is_file():
-        _write_study(folder, scenes, crs, mixed)
+        _write_study(folder, scenes, crs, mixed, layout)
     import rasterio
 
     with rasterio.open(vrt) as ds:
@@ -228,33 +233,56 @@ def working_crs(scenes: list[Scene], param: str = "raster"):
 # --------------------------------------------------------------------------- writing the VRT
 
 
-def _write_study(folder: Path, scenes: list[Scene], crs, mixed: bool) -> None:
+def _layout(scenes: list[Scene], crs, mixed: bool) -> tuple:
+    """The mosaic's grid ((x0, res_x, y0, res_y), width, height) and each scene's (transform, width, height) on
+    it: the scene itself in one CRS, its warp onto the grid for mixed CRSs."""
+    if mixed:
+        from affine import Affine
+
+        res = min(_ground_res(s, crs) for s in scenes)
+        x0, y0, width, height = _union_grid([_bounds_in(s, crs) for s in scenes], res)
+        grids = []
+        for s in scenes:
+            b = _bounds_in(s, crs)
+            c0, r0 = math.floor((b[0] - x0) / res), math.floor((y0 - b[3]) / res)
+            c1, r1 = math.ceil((b[2] - x0) / res), math.ceil((y0 - b[1]) / res)
+            grids.append((Affine(res, 0, x0 + c0 * res, 0, -res, y0 - r0 * res), c1 - c0, r1 - r0))
+        return (x0, res, y0, res), width, height, grids
+    rx = min(abs(s.transform.a) for s in scenes)
+    ry = min(abs(s.transform.e) for s in scenes)
+    left, top = min(s.bounds[0] for s in scenes), max(s.bounds[3] for s in scenes)
+    right, bottom = max(s.bounds[2] for s in scenes), min(s.bounds[1] for s in scenes)
+    grids = [(s.transform, s.width, s.height) for s in scenes]
+    return (left, rx, top, ry), _cells(right - left, rx), _cells(top - bottom, ry), grids
+
+
+def check_sparse(scenes: list[Scene], layout: tuple, param: str = "raster") -> None:
+    """BadInput when the scenes lie so far apart that the mosaic holding them is mostly empty and large: every
+    tile of it would be scanned (``MAX_EMPTY_FACTOR`` times the scenes' pixels and more than ``MAX_SPARSE_PX``)."""
+    (_, rx, _, ry), width, height, grids = layout
+    covered = sum(w * abs(t.a) / rx * h * abs(t.e) / ry for t, w, h in grids)
+    total = float(width) * float(height)
+    if total > MAX_SPARSE_PX and total > MAX_EMPTY_FACTOR * covered:
+        raise _bad(f"{param}: the {len(scenes)} scenes lie far apart: they cover {covered / total:.1%} of the "
+                   f"{width} x {height} px mosaic that holds them all, whose every tile would be read. A study is "
+                   "one place cut into scenes: run each place (city) on its own, or `predict` the others with the "
+                   "model of the first.", param)
+
+
+def _write_study(folder: Path, scenes: list[Scene], crs, mixed: bool, layout: tuple) -> None:
     """Write ``folder`` (study.vrt and, for mixed CRSs, one warped VRT per scene) under a temporary name and
     rename it into place: a reader sees a whole study or none."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.part-", dir=folder.parent))
     try:
+        transform, width, height, grids = layout
         sources = [s.path for s in scenes]
-        grids = [(s.transform, s.width, s.height) for s in scenes]
         if mixed:
-            res = min(_ground_res(s, crs) for s in scenes)
-            x0, y0, width, height = _union_grid([_bounds_in(s, crs) for s in scenes], res)
-            sources, grids = [], []
-            for i, s in enumerate(scenes):
-                path, grid = _warp_scene(s, crs, res, x0, y0, tmp / f"scene_{i:03d}.vrt", folder / f"scene_{i:03d}.vrt")
-                sources.append(path)
-                grids.append(grid)
-            transform = (x0, res, y0, res)
-        else:
-            rx = min(abs(s.transform.a) for s in scenes)
-            ry = min(abs(s.transform.e) for s in scenes)
-            left = min(s.bounds[0] for s in scenes)
-            top = max(s.bounds[3] for s in scenes)
-            right = max(s.bounds[2] for s in scenes)
-            bottom = min(s.bounds[1] for s in scenes)
-            width = _cells(right - left, rx)
-            height = _cells(top - bottom, ry)
-            transform = (left, rx, top, ry)
+            sources = []
+            for i, (s, grid) in enumerate(zip(scenes, grids, strict=True)):
+                name = f"scene_{i:03d}.vrt"
+                _warp_scene(s, crs, grid, tmp / name)
+                sources.append(str(folder / name))
         xml = mosaic_xml(scenes[0], crs, transform, width, height, sources, grids)
         (tmp / "study.vrt").write_text(xml, encoding="utf-8")
         try:
@@ -300,31 +328,21 @@ def _union_grid(bounds: list, res: float) -> tuple:
     return left, top, int(round((right - left) / res)), int(round((top - bottom) / res))
 
 
-def _warp_scene(scene: Scene, crs, res: float, x0: float, y0: float, tmp_path: Path, final_path: Path):
-    """A warped VRT of ``scene`` in ``crs`` on the study's grid (its own part of it), with an alpha band where
-    the scene has no nodata or alpha of its own (outside the scene is invalid). Returns (the final path, its
-    (transform, width, height))."""
+def _warp_scene(scene: Scene, crs, grid: tuple, path: Path) -> None:
+    """Write a warped VRT of ``scene`` in ``crs`` on ``grid`` (its part of the study's grid), with an alpha band
+    where the scene has no nodata or alpha of its own, so that outside the scene is invalid."""
     import rasterio
     import rasterio.shutil
-    from affine import Affine
     from rasterio.enums import Resampling
     from rasterio.vrt import WarpedVRT
 
-    b = _bounds_in(scene, crs)
-    c0 = math.floor((b[0] - x0) / res)
-    r0 = math.floor((y0 - b[3]) / res)
-    c1 = math.ceil((b[2] - x0) / res)
-    r1 = math.ceil((y0 - b[1]) / res)
-    transform = Affine(res, 0, x0 + c0 * res, 0, -res, y0 - r0 * res)
-    width, height = c1 - c0, r1 - r0
-    with rasterio.open(scene.path) as src:
-        from .tiling import TiledRaster
+    from .tiling import TiledRaster
 
-        alpha = TiledRaster._needs_alpha(src)
+    transform, width, height = grid
+    with rasterio.open(scene.path) as src:
         with WarpedVRT(src, crs=crs, transform=transform, width=width, height=height,
-                       resampling=Resampling.bilinear, add_alpha=alpha) as vrt:
-            rasterio.shutil.copy(vrt, str(tmp_path), driver="VRT")
-    return str(final_path), (transform, width, height)
+                       resampling=Resampling.bilinear, add_alpha=TiledRaster._needs_alpha(src)) as vrt:
+            rasterio.shutil.copy(vrt, str(path), driver="VRT")
 
 
 _INTERP = {"red": "Red", "green": "Green", "blue": "Blue", "alpha": "Alpha", "gray": "Gray", "undefined": "Undefined"}
