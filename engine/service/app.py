@@ -202,8 +202,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
         argv = to_argv(tool, values)
         if "progress" in tool.names():
             argv += [tool.flag("progress"), "json"]
-        job = Job(job_id, who, tool.name, {k: str(v) if isinstance(v, Path) else v for k, v in values.items()},
-                  argv, sync=sync)
+        def plain(v):                                  # paths as text (several rasters: a list of them)
+            return [plain(x) for x in v] if isinstance(v, list) else str(v) if isinstance(v, Path) else v
+
+        job = Job(job_id, who, tool.name, {k: plain(v) for k, v in values.items()}, argv, sync=sync)
         manager.submit(job)
         return job
 
