@@ -310,7 +310,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
             if model is not None:
                 return model
         try:
-            return resolve_reference(config.data_root, value)
+            path = resolve_reference(config.data_root, value)
+            if param.study and path.is_dir():       # a folder of rasters (a study): each one under the root too
+                for scene in sorted(path.iterdir()):
+                    resolve_reference(config.data_root, str(Path(value) / scene.name))
+            return path
         except RefusedPath as exc:
             raise bad_input(param.name, P.NOT_ALLOWED, f"'{param.name}': {exc}") from None
 

@@ -162,6 +162,10 @@ def test_a_raster_input_takes_several_references_or_a_folder_as_one_study(ada):
     assert_ogc_error(ada.post("/processes/probe/execution", json={"inputs": {"raster": ["city/k.tif", "../x.tif"]}}),
                      400, "not_allowed", "raster")
     assert_ogc_error(ada.post("/processes/probe/execution", json={"inputs": {"raster": []}}), 400, param="raster")
+    # a folder whose rasters lead out of the data root (the root's own link.tif) is refused as the link is
+    body = assert_ogc_error(ada.post("/processes/probe/execution", json={"inputs": {"raster": ["."]}}), 400,
+                            "not_allowed", "raster")
+    assert "link" in body["detail"]
 
 
 def test_eight_concurrent_jobs_of_four_tokens_none_lost_each_sees_its_own(server):
