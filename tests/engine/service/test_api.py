@@ -163,6 +163,11 @@ def test_a_raster_input_takes_several_references_or_a_folder_as_one_study(ada):
                      400, "not_allowed", "raster")
     assert_ogc_error(ada.post("/processes/probe/execution", json={"inputs": {"raster": []}}), 400, param="raster")
     # a folder whose rasters lead out of the data root (the root's own link.tif) is refused as the link is
+    with open(RASTER, "rb") as one, open(RASTER, "rb") as two:          # two uploads of one input: one study
+        probe = ada.post("/processes/probe/execution", data={"inputs": '{"tile_size": "64px"}'},
+                         files=[("raster", ("a.tif", one)), ("raster", ("b.tif", two))])
+    assert probe.status_code == 200, probe.text
+    assert probe.json()["result"]["value"]["tiles"] == (768 // 64) * (512 // 64)
     body = assert_ogc_error(ada.post("/processes/probe/execution", json={"inputs": {"raster": ["."]}}), 400,
                             "not_allowed", "raster")
     assert "link" in body["detail"]
