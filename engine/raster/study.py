@@ -191,6 +191,18 @@ def open_study(value, param: str = "raster", cache_dir: "str | Path | None" = No
     return Study(tuple(s.path for s in scenes), str(vrt), crs.to_string(), res, mixed)
 
 
+def vrt_scenes(path: "str | Path") -> list[str]:
+    """The raster files a VRT mosaics, through the warped VRTs of a mixed-CRS study, first the one that wins
+    where they overlap (a VRT paints its later sources over the earlier ones): a study's scenes as given."""
+    from ..io.manifest import vrt_sources
+
+    out: list[str] = []
+    for source in reversed(vrt_sources(path)):
+        leaves = vrt_scenes(source) if source.lower().endswith(".vrt") and os.path.isfile(source) else [source]
+        out += [leaf for leaf in leaves if leaf not in out]
+    return out
+
+
 def default_study_root() -> Path:
     """The feature cache folder (``$URBANFORM_CACHE`` or ``~/.cache/urbanform``, then ``features``)."""
     root = os.environ.get("URBANFORM_CACHE") or os.path.join(

@@ -330,9 +330,15 @@ def tiling_settings(tiled, params) -> dict:
 
 
 def input_record(raster: str, tiled, checksum: str) -> dict:
-    return {"raster": os.path.abspath(raster), "sha256": checksum, "width": tiled.info.width,
-            "height": tiled.info.height, "bands": tiled.info.count, "dtype": tiled.info.dtype,
-            "crs": tiled.crs.to_string()}
+    """What a manifest says about the input raster; for a VRT (a study) also the files it mosaics."""
+    record = {"raster": os.path.abspath(raster), "sha256": checksum, "width": tiled.info.width,
+              "height": tiled.info.height, "bands": tiled.info.count, "dtype": tiled.info.dtype,
+              "crs": tiled.crs.to_string()}
+    if str(raster).lower().endswith(".vrt"):
+        from ..raster.study import vrt_scenes
+
+        record["scenes"] = vrt_scenes(raster)
+    return record
 
 
 def run(params: ClusterParams, progress: Progress | None = None) -> dict:

@@ -48,6 +48,7 @@ def test_a_folder_on_the_command_line_and_a_vrt_give_the_tiles_and_labels_of_the
     manifest = json.loads((tmp_path / "paths_manifest.json").read_text())
     vrt = manifest["inputs"]["raster"]
     assert vrt.endswith("study.vrt") and manifest["parameters"]["raster"] == vrt
+    assert manifest["inputs"]["scenes"] == [str(p) for p in strips]          # the study's scenes, in order
     vrt_run = _cluster(hand_vrt(tmp_path / "mosaic.vrt", KAMPALA, strips), tmp_path / "vrt.gpkg")
     assert_same_tiles(tile_columns(uncut), tile_columns(tmp_path / "vrt.gpkg"))
     folder_run = _cluster(str(strips[0].parent), tmp_path / "folder.gpkg")
@@ -98,6 +99,7 @@ def test_scenes_in_two_crss_give_outputs_in_the_utm_zone_of_the_study(strips, tm
     geo = write_raster(tmp_path / "geo.tif", data, crs="EPSG:4326", transform=t)
     manifest = _cluster([str(strips[0]), str(strips[1]), str(geo)], tmp_path / "mixed.gpkg", tile_size="20m")
     assert manifest["inputs"]["crs"] == "EPSG:32636" and not manifest["tiling"]["warped"]
+    assert manifest["inputs"]["scenes"] == [str(strips[0]), str(strips[1]), str(geo)]
     assert pyogrio.read_info(tmp_path / "mixed.gpkg", layer="tiles")["crs"] == "EPSG:32636"
     with rasterio.open(tmp_path / "mixed_clusters.tif") as tif:
         assert tif.crs.to_epsg() == 32636
