@@ -72,6 +72,17 @@ def test_a_model_fitted_on_two_places_predicts_each_as_the_fit_did(strips, tmp_p
         assert got.sort_values(["row", "col"]).cluster.tolist() == same.sort_values(["row", "col"]).cluster.tolist()
 
 
+def test_change_takes_a_folder_for_a_date(uncut, strips, tmp_path):
+    from engine.tools.change import ChangeParams
+    from engine.tools.change import run as run_change
+
+    model = str(uncut.with_name("uncut_model.pt"))
+    manifest = run_change(ChangeParams(model=model, raster_before=str(strips[0].parent), raster_after=str(KAMPALA),
+                                       out=str(tmp_path / "change.gpkg")))
+    assert manifest["change"]["tiles"] > 0 and manifest["change"]["changed"] == 0     # the same image twice
+    assert manifest["inputs"]["raster_before"]["raster"].endswith("study.vrt")
+
+
 def test_probe_counts_the_tiles_of_the_whole_study_and_refuses_a_bad_one(strips, tmp_path):
     proc = run_cli("probe", *strips, "--tile-size", "64px", check=0)
     answer = json.loads(proc.stdout)
