@@ -486,15 +486,17 @@ def _run_cluster(params: ClusterParams, progress: Progress, outputs: RunOutputs,
         clustering.update(pca_dims=km.n_components_, pca_dims_requested=params.pca_dims, whiten=params.whiten,
                           explained_variance=float(km.explained_variance_ratio_.sum()), inertia=km.inertia_,
                           cluster_sizes=counts.tolist())
+        inputs = input_record(params.raster, tiled, checksum)          # (a study: its scenes too)
         save_model(outset.temp(outputs.model), km, network, backbone=params.backbone, sobel=params.sobel,
                    tiling=settings, method=params.method,
                    extra={"clustering": clustering, "weights": params.weights, "seed": params.seed,
-                          "raster": os.path.abspath(params.raster), "sha256": checksum})
+                          "raster": os.path.abspath(params.raster), "sha256": checksum,
+                          **({"scenes": inputs["scenes"]} if "scenes" in inputs else {})})
         lap("write")
         manifest = {
             "tool": "cluster",
             "parameters": asdict(params),
-            "inputs": input_record(params.raster, tiled, checksum),
+            "inputs": inputs,
             "tiling": {**settings, "backbone": params.backbone, "weights": params.weights,
                        "n_rows": tiled.grid.n_rows, "n_cols": tiled.grid.n_cols, "tiles_total": len(tiled.grid),
                        "tiles_valid": int(len(rows)), "warped": tiled.warped},

@@ -63,6 +63,9 @@ def test_a_model_fitted_on_two_places_predicts_each_as_the_fit_did(strips, tmp_p
     fit = pyogrio.read_dataframe(tmp_path / "both.gpkg", layer="tiles", read_geometry=False)
     assert set(fit.col) <= set(range(4)) | set(range(8, 12))          # no tile of the gap
     model = str(tmp_path / "both_model.pt")
+    from engine.clustering.modelfile import load_model
+
+    assert load_model(model).meta["scenes"] == [str(a), str(b)]          # what the model was fitted on
     for place, first_col in ((a, 0), (b, 8)):
         out = tmp_path / f"{place.stem}.gpkg"
         run_predict(PredictParams(model=model, raster=str(place), out=str(out), quicklook=False))
