@@ -91,7 +91,10 @@ def as_values(value) -> list[str]:
 
 
 def is_study(value) -> bool:
-    """Whether ``value`` names several rasters (several paths or a folder): what makes a study VRT."""
+    """Whether ``value`` names several rasters (several paths or a folder): what makes a study VRT. (Anything
+    but paths, such as a dataset held in memory by a Python caller, is no study.)"""
+    if not isinstance(value, (str, os.PathLike, list, tuple)):
+        return False
     values = as_values(value)
     return len(values) > 1 or (len(values) == 1 and os.path.isdir(values[0]))
 

@@ -82,7 +82,7 @@ def study_params(tool: str, params):
         value = getattr(params, p.name)
         if is_study(value):
             changes[p.name] = open_study(value, p.name, getattr(params, "cache_dir", None) or None).path
-        elif isinstance(value, (list, tuple)):
+        elif isinstance(value, (list, tuple)):          # a list of one path: that path
             changes[p.name] = as_values(value)[0] if value else None
     return replace(params, **changes) if changes else params
 

@@ -17,8 +17,7 @@ from engine.tools.cluster import run as run_cluster
 from engine.tools.predict import PredictParams
 from engine.tools.predict import run as run_predict
 from tests.engine.distributed.helpers import assert_same_tiles, tile_columns
-from tests.engine.helpers import run_cli
-from tests.engine.raster.test_study import KAMPALA, cut_strips, hand_vrt
+from tests.engine.helpers import KAMPALA, cut_strips, hand_vrt, run_cli
 
 FAST = {"backbone": "efficientnet_lite0", "k": 4, "quicklook": False}
 
