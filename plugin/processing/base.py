@@ -82,11 +82,21 @@ class UrbanFormAlgorithm(QgsProcessingAlgorithm):
         return params.qgis_name(name, {**PARAMETER_NAMES, **self.PARAMETER_NAMES})
 
     def add_params(self, *names: str) -> None:
-        """Add the Processing parameters of the tool's declared ``names`` (each one of ``PARAMS``)."""
+        """Add the Processing parameters of the tool's declared ``names`` (each one of ``PARAMS``); a raster that
+        takes several (one study) is followed by MORE_RASTERS, 'Further rasters (one study)'."""
         for name in names:
             assert name in self.PARAMS, f"{self.NAME}: {name} is not listed in PARAMS"
-            self.addParameter(params.definition(self.tool().param(name), self.parameter_name(name),
-                                                **self.OPTIONS.get(name, {})))
+            declared = self.tool().param(name)
+            self.addParameter(params.definition(declared, self.parameter_name(name), **self.OPTIONS.get(name, {})))
+            if declared.many:
+                self.addParameter(params.more_rasters_parameter(declared))
+
+    def study_raster(self, parameters, context, first: str):
+        """The raster value of a request: the file of the raster layer (``first``), or with MORE_RASTERS the
+        files of all (one study, the raster layer first)."""
+        from .cluster import local_raster_path
+
+        return params.study_value(first, params.more_rasters_value(self, parameters, context, local_raster_path))
 
     def param_value(self, parameters, name: str, context):
         """The request value of declared parameter ``name`` (None: not given, the engine's choice)."""

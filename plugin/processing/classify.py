@@ -89,7 +89,8 @@ class ClassifyAlgorithm(EngineAlgorithm):
         try:
             source = self.parameterAsSource(parameters, self.parameter_name("labels"), context)
             labels = write_features(source, str(Path(workdir) / "labels.gpkg"), context) if source else None
-            request = ClassifyRequest(raster=local_raster_path(raster), out=out, labels=labels,
+            study = self.study_raster(parameters, context, local_raster_path(raster))
+            request = ClassifyRequest(raster=study, out=out, labels=labels,
                                       field=value("field") or None, model=value("model"),
                                       classifier=value("classifier"), folds=value("folds"),
                                       tile_size=value("tile_size"), backbone=value("backbone"),

@@ -59,9 +59,7 @@ HELP = "\n".join([
     "Form Mapper engine, a separate Python with PyTorch; QGIS stays responsive and Cancel stops it without "
     "leaving files behind.",
     "Parameters:",
-    *params.bullets(CLUSTER, PARAMS[:1], OPTIONS, NOTES),
-    params.MORE_RASTERS_BULLET,
-    *params.bullets(CLUSTER, PARAMS[1:2], OPTIONS, NOTES),
+    *params.bullets(CLUSTER, PARAMS[:2], OPTIONS, NOTES),
     f"• Tile size and Tile size unit: the side of a tile in pixels (at least {MIN_TILE_PX}) or in metres on the "
     "ground (geographic and Web Mercator rasters are then warped on the fly to the local UTM zone); default "
     f"{CLUSTER.param('tile_size').default}.",
@@ -98,9 +96,7 @@ class ClusterAlgorithm(EngineAlgorithm):
     # -- parameters -----------------------------------------------------------------------------
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS API
         number = QgsProcessingParameterNumber
-        self.add_params("raster")
-        self.addParameter(params.more_rasters_parameter(CLUSTER.param("raster")))
-        self.add_params("k")
+        self.add_params("raster", "k")
         self.addParameter(number(TILE_SIZE, "Tile size", number.Double, TILE_DEFAULT, False, 0))
         self.addParameter(params.unit_parameter(UNIT_DEFAULT))
         self.addParameter(number(OVERLAP, "Overlap between tiles (same unit)", number.Double,
@@ -136,8 +132,7 @@ class ClusterAlgorithm(EngineAlgorithm):
         """The engine request for these parameters (not yet checked)."""
         value = lambda name: self.param_value(parameters, name, context)      # noqa: E731
         return ClusterRequest(
-            raster=params.study_value(local_raster_path(raster), params.more_rasters_value(
-                self, parameters, context, local_raster_path)), out=out, k=value("k"),
+            raster=self.study_raster(parameters, context, local_raster_path(raster)), out=out, k=value("k"),
             tile_size=self.parameterAsDouble(parameters, TILE_SIZE, context),
             tile_unit=params.unit_value(self, parameters, context),
             overlap=self.parameterAsDouble(parameters, OVERLAP, context),

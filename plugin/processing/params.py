@@ -223,10 +223,15 @@ def bullet(param: Param, note: str = "", labels: dict | None = None, title: str 
 
 def bullets(tool: Tool, names, options: dict | None = None, notes: dict | None = None) -> list[str]:
     """:func:`bullet` for each of ``names`` of ``tool``, with the ``labels`` and ``title`` of its ``options`` (an
-    algorithm's OPTIONS) and its ``notes``."""
+    algorithm's OPTIONS) and its ``notes``; after a raster that takes several, the line of MORE_RASTERS."""
     options, notes = options or {}, notes or {}
-    return [bullet(tool.param(n), notes.get(n, ""), options.get(n, {}).get("labels"), options.get(n, {}).get("title"),
-                   tool) for n in names]
+    lines = []
+    for n in names:
+        lines.append(bullet(tool.param(n), notes.get(n, ""), options.get(n, {}).get("labels"),
+                            options.get(n, {}).get("title"), tool))
+        if tool.param(n).many:                      # the algorithm adds MORE_RASTERS after it (add_params)
+            lines.append(MORE_RASTERS_BULLET)
+    return lines
 
 
 def output_name(tool: Tool, key: str, out: str = "OUT.gpkg", tag: str = "64px") -> str:

@@ -32,9 +32,7 @@ HELP = "\n".join([
     "the same CNN, PCA and cluster centres, so cluster 3 here is the urban-form type of cluster 3 there. The "
     "tiles are cut as in the original run (same tile size in metres, or in pixels at the same resolution).",
     "Parameters:",
-    *params.bullets(PREDICT, PARAMS[:2], OPTIONS, NOTES),
-    params.MORE_RASTERS_BULLET,
-    *params.bullets(PREDICT, PARAMS[2:], OPTIONS, NOTES),
+    *params.bullets(PREDICT, PARAMS, OPTIONS, NOTES),
     "Outputs:",
     "• Clustered tiles: layer 'tiles' as for Cluster raster tiles, loaded styled by cluster.",
     f"• Cluster raster: {params.output_name(PREDICT, 'tif')}, one pixel per tile, with the model's colours.",
@@ -53,9 +51,7 @@ class PredictAlgorithm(EngineAlgorithm):
     OPTIONS = OPTIONS
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS API
-        self.add_params(*PARAMS[:2])
-        self.addParameter(params.more_rasters_parameter(PREDICT.param("raster")))
-        self.add_params(*PARAMS[2:])
+        self.add_params(*PARAMS)
         self.addOutput(QgsProcessingOutputRasterLayer(CLUSTER_RASTER, "Cluster raster"))
         self.addOutput(QgsProcessingOutputFile(MANIFEST, "Run manifest"))
 
@@ -63,8 +59,7 @@ class PredictAlgorithm(EngineAlgorithm):
         raster = self.parameterAsRasterLayer(parameters, INPUT, context)
         out = ClusterAlgorithm.output_path(self, parameters, context)
         request = PredictRequest(model=self.param_value(parameters, "model", context) or "",
-                                 raster=params.study_value(local_raster_path(raster), params.more_rasters_value(
-                                     self, parameters, context, local_raster_path)), out=out,
+                                 raster=self.study_raster(parameters, context, local_raster_path(raster)), out=out,
                                  resample=self.param_value(parameters, "resample", context),
                                  dask=self.param_value(parameters, "dask", context) or None, overwrite=True)
         outputs = self.run_request(request, feedback)

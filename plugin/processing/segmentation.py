@@ -162,7 +162,8 @@ class TrainSegmentationAlgorithm(SegmentationAlgorithm):
         workdir = tempfile.mkdtemp(prefix="urbanform_train_", dir=QgsProcessingUtils.tempFolder())
         try:
             request = TrainSegRequest(
-                raster=local_raster_path(self.parameterAsRasterLayer(parameters, INPUT, context)), out=out,
+                raster=self.study_raster(parameters, context, local_raster_path(
+                    self.parameterAsRasterLayer(parameters, INPUT, context))), out=out,
                 buildings=self.layer_file(parameters, BUILDINGS, context, workdir),
                 label_area=self.layer_file(parameters, LABEL_AREA, context, workdir),
                 encoder=value("encoder"), weights=params.weights_value(self, parameters, context),
@@ -200,7 +201,8 @@ class SegmentAlgorithm(SegmentationAlgorithm):
         out = self.parameterAsOutputLayer(parameters, OUTPUT, context)
         value = lambda name: self.param_value(parameters, name, context)      # noqa: E731
         request = SegmentRequest(
-            raster=local_raster_path(self.parameterAsRasterLayer(parameters, INPUT, context)),
+            raster=self.study_raster(parameters, context, local_raster_path(
+                self.parameterAsRasterLayer(parameters, INPUT, context))),
             model=value("model") or "", out=out, overlap=value("overlap"), threshold=value("threshold"),
             probability=value("probability"), min_area=value("min_area"), simplify=value("simplify"),
             regularize=value("regularize"), resample=value("resample"), device=value("device"),

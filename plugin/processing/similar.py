@@ -68,7 +68,8 @@ class SimilarAlgorithm(EngineAlgorithm):
         try:
             source = self.parameterAsSource(parameters, self.parameter_name("query"), context)
             query = write_polygons(source, str(Path(workdir) / "query.gpkg"), context) if source else None
-            request = SimilarRequest(raster=local_raster_path(raster), out=out, query=query,
+            study = self.study_raster(parameters, context, local_raster_path(raster))
+            request = SimilarRequest(raster=study, out=out, query=query,
                                      query_tiles=value("query_tiles") or None, top=value("top"),
                                      tile_size=value("tile_size"), backbone=value("backbone"),
                                      device=value("device"), seed=value("seed"), overwrite=True)
