@@ -171,7 +171,8 @@ def _single(value, param: str) -> str:
 
 
 def open_study(value, param: str = "raster", cache_dir: "str | Path | None" = None) -> Study:
-    """The study of ``value`` (several paths or a folder), its VRT written when it is not there yet."""
+    """The study of ``value`` (several paths or a folder), its VRT written under ``cache_dir`` (the tools' feature
+    cache folder) when it is not there yet."""
     paths = scene_paths(value, param)
     n = len(paths)
     scenes = [read_scene(p, param, f" (scene {i + 1} of {n})" if n > 1 else "") for i, p in enumerate(paths)]
@@ -183,7 +184,8 @@ def open_study(value, param: str = "raster", cache_dir: "str | Path | None" = No
     layout = _layout(scenes, crs, mixed)
     check_sparse(scenes, layout, param)
     key = study_key(scenes, crs)
-    folder = Path(cache_dir or default_study_root()) / STUDIES / key
+    assert cache_dir, "a study's VRT is written under the cache folder: give it"
+    folder = Path(cache_dir) / STUDIES / key
     vrt = folder / "study.vrt"
     if not vrt.is_file():
         _write_study(folder, scenes, crs, mixed, layout)
@@ -204,13 +206,6 @@ def vrt_scenes(path: "str | Path") -> list[str]:
         leaves = vrt_scenes(source) if source.lower().endswith(".vrt") and os.path.isfile(source) else [source]
         out += [leaf for leaf in leaves if leaf not in out]
     return out
-
-
-def default_study_root() -> Path:
-    """The feature cache folder (``$URBANFORM_CACHE`` or ``~/.cache/urbanform``, then ``features``)."""
-    root = os.environ.get("URBANFORM_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "urbanform")
-    return Path(root) / "features"
 
 
 def study_key(scenes: list[Scene], crs) -> str:

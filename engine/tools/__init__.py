@@ -81,7 +81,10 @@ def study_params(tool: str, params):
             continue
         value = getattr(params, p.name)
         if is_study(value):
-            changes[p.name] = open_study(value, p.name, getattr(params, "cache_dir", None) or None).path
+            from .cluster import default_cache_dir
+
+            cache = getattr(params, "cache_dir", None) or default_cache_dir()
+            changes[p.name] = open_study(value, p.name, cache).path
         elif isinstance(value, (list, tuple)):          # a list of one path: that path
             changes[p.name] = as_values(value)[0] if value else None
     return replace(params, **changes) if changes else params
