@@ -41,9 +41,9 @@ NOTES = {"raster": "A local file: web and in-memory layers must first be saved t
                    "Save As).",
          "area": "Any CRS; the selected features only if so chosen.",
          "batch_size": "Lower it if the GPU runs out of memory.",
-         "dask": "Cluster raster tiles (k-means) only. Optional, for large rasters: local:N runs N worker processes "
-                 "on this computer, tcp://host:8786 a Dask scheduler whose workers see the raster and the feature "
-                 "cache.",
+         "dask": "Optional, for large rasters: local:N runs N worker processes on this computer, tcp://host:8786 a "
+                 "Dask scheduler whose workers see the raster and the feature cache. With DeepCluster the workers "
+                 "compute each epoch's features; the training runs on this computer.",
          "out": "An existing file is replaced."}
 
 
