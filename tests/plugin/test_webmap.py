@@ -1,0 +1,210 @@
+"""Web map layers as engine input (issue 14): an XYZ layer served from 127.0.0.1 written to a GeoTIFF.
+
+The tile server (http.server in a thread) serves 256 px PNG tiles over a small area of Kampala, each tile one
+colour that encodes its (x, y, zoom): red = 16 * (x mod 16) + 8, green = 16 * (y mod 16) + 8, blue = 12 * zoom.
+A pixel of the GeoTIFF at a known place then says which web tile it came from, so the georeferencing is checked
+without a reference image.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsCoordinateTransformContext,
+                       QgsRasterLayer, QgsRectangle)
+from qgis.PyQt.QtCore import QBuffer, QByteArray, QIODevice
+from qgis.PyQt.QtGui import QColor, QImage
+
+LON, LAT = 32.5800, 0.3150                   # Kampala
+HALF_W, HALF_H = 300.0, 200.0                 # ground metres: a 600 m x 400 m area
+ZOOMS = range(16, 20)
+R = 6378137.0
+
+
+def mercator(lon: float, lat: float) -> tuple[float, float]:
+    return R * math.radians(lon), R * math.log(math.tan(math.pi / 4 + math.radians(lat) / 2))
+
+
+def tile_of(x: float, y: float, z: int) -> tuple[int, int]:
+    span = 2 * math.pi * R / 2 ** z
+    return int((x + math.pi * R) // span), int((math.pi * R - y) // span)
+
+
+def colour(x: int, y: int, z: int) -> tuple[int, int, int]:
+    return 16 * (x % 16) + 8, 16 * (y % 16) + 8, 12 * z
+
+
+def area_3857(margin: float = 1.0) -> QgsRectangle:
+    """The test area in EPSG:3857 (ground metres scaled by 1/cos(lat))."""
+    cx, cy = mercator(LON, LAT)
+    k = margin / math.cos(math.radians(LAT))
+    return QgsRectangle(cx - HALF_W * k, cy - HALF_H * k, cx + HALF_W * k, cy + HALF_H * k)
+
+
+def png(rgb) -> bytes:
+    image = QImage(256, 256, QImage.Format_RGB32)
+    image.fill(QColor(*rgb))
+    data = QByteArray()
+    buffer = QBuffer(data)
+    buffer.open(QIODevice.WriteOnly)
+    image.save(buffer, "PNG")
+    return bytes(data)
+
+
+@pytest.fixture(scope="module")
+def tile_server():
+    """http://127.0.0.1:PORT/{z}/{x}/{y}.png for ZOOMS over the area (with a margin); 404 elsewhere."""
+    rect = area_3857(2.0)
+    tiles = {}
+    for z in ZOOMS:
+        x0, y0 = tile_of(rect.xMinimum(), rect.yMaximum(), z)
+        x1, y1 = tile_of(rect.xMaximum(), rect.yMinimum(), z)
+        for x in range(x0, x1 + 1):
+            for y in range(y0, y1 + 1):
+                tiles[f"/{z}/{x}/{y}.png"] = png(colour(x, y, z))
+    requests: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server API
+            requests.append(self.path)
+            body = tiles.get(self.path)
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", "image/png" if body else "text/plain")
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def webmap(urbanform):
+    from urbanform.plugin.runner import webmap
+
+    return webmap
+
+
+def xyz_uri(url: str) -> str:
+    return f"type=xyz&url={url}/{{z}}/{{x}}/{{y}}.png&zmax=19&zmin=0"
+
+
+class XYZ:
+    """The XYZ layer of the tile server, made in each test (a fixture's value would outlive the test)."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def __call__(self) -> QgsRasterLayer:
+        layer = QgsRasterLayer(xyz_uri(self.url), "tiles", "wms")
+        assert layer.isValid()
+        return layer
+
+
+@pytest.fixture
+def xyz(tile_server, qgis_new_project):
+    return XYZ(tile_server[0])
+
+
+def make_plan(webmap, layer, resolution=0.6):
+    return webmap.plan(layer, area_3857(), QgsCoordinateReferenceSystem("EPSG:3857"), resolution,
+                       QgsCoordinateTransformContext())
+
+
+def test_the_plan_is_in_ground_metres_with_an_estimate(webmap, xyz):
+    plan = make_plan(webmap, xyz())
+    assert plan.crs_name == "EPSG:3857" and plan.zoom == 18
+    assert plan.pixel * math.cos(math.radians(LAT)) == pytest.approx(0.6, rel=2e-3)      # ground metres
+    assert abs(plan.width - 1000) <= 2 and abs(plan.height - 667) <= 2
+    assert plan.megabytes == pytest.approx(plan.width * plan.height * 3 / 1e6)
+    assert 6 <= plan.web_tiles <= 20 and "px at 0.6 m (EPSG:3857)" in plan.text() and "web tiles" in plan.text()
+    assert plan.problem() is None
+    big = webmap.plan(xyz(), area_3857(80.0), QgsCoordinateReferenceSystem("EPSG:3857"), 0.3)
+    assert "smaller extent or a coarser ground resolution" in big.problem()
+    with pytest.raises(ValueError, match="at least"):
+        make_plan(webmap, xyz(), 0.0)
+    assert webmap.is_web_layer(xyz())
+
+
+def test_an_xyz_layer_is_written_to_a_georeferenced_geotiff(webmap, xyz, tile_server, tmp_path):
+    from osgeo import gdal
+
+    _, requests = tile_server
+    plan = make_plan(webmap, xyz())
+    progress = []
+    out = webmap.write_geotiff(plan, tmp_path / "web.tif", on_progress=progress.append)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["web.tif"]          # no temporary file left
+    data = gdal.Open(str(out))
+    assert (data.RasterXSize, data.RasterYSize, data.RasterCount) == (plan.width, plan.height, 3)
+    assert data.GetSpatialRef().GetAuthorityCode(None) == "3857"
+    x0, px, _, y0, _, py = data.GetGeoTransform()
+    assert (x0, y0) == pytest.approx(plan.extent[0::3]) and px == pytest.approx(plan.pixel) and py == pytest.approx(-px)
+    assert data.GetRasterBand(1).GetMaskFlags() & gdal.GMF_PER_DATASET                 # the alpha, as the mask
+    structure = data.GetMetadata("IMAGE_STRUCTURE")
+    assert structure.get("COMPRESSION") == "DEFLATE"
+    assert data.GetRasterBand(1).GetBlockSize() == [256, 256]                           # tiled
+    # the estimate: the planned size is the file's; the web tiles fetched at zoom 18 are about the planned number
+    fetched = {r for r in requests if r.startswith("/18/")}
+    assert len(fetched) <= plan.web_tiles <= 2 * len(fetched) + 4
+    assert progress and progress[-1] == 100.0 and progress == sorted(progress)
+    # pixels at tile centres are the colours of the web tiles there, at zoom 18
+    span = 2 * math.pi * R / 2 ** 18
+    checked = 0
+    for tx in range(*tile_of(plan.extent[0], 0, 18)[:1], tile_of(plan.extent[2], 0, 18)[0] + 1):
+        for ty in range(tile_of(0, plan.extent[3], 18)[1], tile_of(0, plan.extent[1], 18)[1] + 1):
+            cx, cy = -math.pi * R + (tx + 0.5) * span, math.pi * R - (ty + 0.5) * span
+            col, row = int((cx - x0) / px), int((cy - y0) / py)
+            if not (5 <= col < plan.width - 5 and 5 <= row < plan.height - 5):
+                continue
+            rgb = tuple(int(data.GetRasterBand(b).ReadAsArray(col, row, 1, 1)[0, 0]) for b in (1, 2, 3))
+            assert rgb == colour(tx, ty, 18), (tx, ty, rgb)
+            checked += 1
+    assert checked >= 2
+    data = None
+
+
+def test_a_geographic_extent_and_an_existing_file(webmap, xyz, tmp_path):
+    """The extent may be in any CRS; an existing output is kept unless replacing is asked for."""
+    to_4326 = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:3857"),
+                                     QgsCoordinateReferenceSystem("EPSG:4326"), QgsCoordinateTransformContext())
+    rect = to_4326.transformBoundingBox(area_3857(0.25))
+    plan = webmap.plan(xyz(), rect, QgsCoordinateReferenceSystem("EPSG:4326"), 1.2)
+    out = tmp_path / "kept.tif"
+    out.write_bytes(b"mine")
+    with pytest.raises(FileExistsError):
+        webmap.write_geotiff(plan, out)
+    assert out.read_bytes() == b"mine"
+    webmap.write_geotiff(plan, out, overwrite=True)
+    assert out.stat().st_size > 1000 and sorted(p.name for p in tmp_path.iterdir()) == ["kept.tif"]
+
+
+def test_a_cancel_leaves_no_file(webmap, xyz, tmp_path):
+    plan = make_plan(webmap, xyz(), 0.3)
+    seen = []
+    with pytest.raises(webmap.WriteCancelled):
+        webmap.write_geotiff(plan, tmp_path / "cancelled.tif", on_progress=seen.append,
+                             is_cancelled=lambda: bool(seen))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_task_writes_in_the_background(webmap, xyz, tmp_path):
+    from qgis.core import QgsApplication
+
+    from .helpers import run_task
+
+    task = webmap.WebMapTask(make_plan(webmap, xyz(), 1.2), str(tmp_path / "task.tif"))
+    done = []
+    task.done.connect(lambda path, error: done.append((path, error)))
+    run_task(task)
+    assert done == [(str(tmp_path / "task.tif"), "")] and Path(done[0][0]).is_file()
+    assert QgsApplication.taskManager().countActiveTasks() == 0
