@@ -208,3 +208,60 @@ def test_the_task_writes_in_the_background(webmap, xyz, tmp_path):
     run_task(task)
     assert done == [(str(tmp_path / "task.tif"), "")] and Path(done[0][0]).is_file()
     assert QgsApplication.taskManager().countActiveTasks() == 0
+
+
+# -- Processing: a web map layer as an algorithm's raster --------------------------------------------------------
+@pytest.fixture
+def provider(urbanform, qgis_processing, monkeypatch, tmp_path):
+    import sys
+
+    from qgis.core import QgsApplication
+
+    from urbanform.plugin.provider import UrbanFormProvider
+
+    monkeypatch.setenv("URBANFORM_ENGINE_PYTHON", sys.executable)
+    monkeypatch.setenv("URBANFORM_CACHE", str(tmp_path / "cache"))
+    registry = QgsApplication.processingRegistry()
+    assert registry.addProvider(UrbanFormProvider())
+    yield registry
+    registry.removeProvider("urbanform")
+
+
+def test_processing_clusters_an_xyz_layer(provider, xyz, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingFeedback, QgsVectorLayer
+
+    from urbanform.plugin.processing import base, cluster
+    from urbanform.plugin.requests import BACKBONES
+
+    algorithm = provider.algorithmById("urbanform:cluster")
+    resolution = algorithm.parameterDefinition(base.WEB_RESOLUTION)
+    assert resolution.defaultValue() == 0.3 and resolution.flags() & resolution.FlagAdvanced
+    assert "Ground resolution for web map layers" in algorithm.shortHelpString()
+    rect = area_3857()
+    messages = []
+
+    class Feedback(QgsProcessingFeedback):
+        def pushInfo(self, info):  # noqa: N802 - QGIS API
+            messages.append(info)
+            super().pushInfo(info)
+
+    layer = xyz()
+    params = {"INPUT": layer, "K": 2, "BACKBONE": BACKBONES.index("resnet18"),
+              "WEIGHTS": cluster.WEIGHT_CHOICES.index("none"), base.WEB_RESOLUTION: 2.4,
+              base.WEB_EXTENT: f"{rect.xMinimum()},{rect.xMaximum()},{rect.yMinimum()},{rect.yMaximum()} [EPSG:3857]",
+              "OUTPUT": str(tmp_path / "web.gpkg")}
+    result = processing.run("urbanform:cluster", params, feedback=Feedback())
+    written = [m for m in messages if m.startswith("Writing the web map layer")]
+    assert written and "px at 2.4 m (EPSG:3857)" in written[0]
+    tiles = QgsVectorLayer(f"{result['OUTPUT']}|layername=tiles", "tiles", "ogr")
+    assert tiles.isValid() and tiles.featureCount() >= 4
+    assert tiles.crs().authid() == "EPSG:3857"
+    assert rect.contains(tiles.extent().buffered(-1.0)) or rect.intersects(tiles.extent())
+    del tiles
+    # too large: refused before any download, naming the fix
+    huge = {**params, base.WEB_RESOLUTION: 0.05, base.WEB_EXTENT: None, "OUTPUT": str(tmp_path / "huge.gpkg")}
+    with pytest.raises(Exception, match="smaller extent or a coarser ground resolution"):
+        processing.run("urbanform:cluster", huge, feedback=QgsProcessingFeedback())
+    assert not (tmp_path / "huge.gpkg").exists()
+    del layer
