@@ -29,7 +29,7 @@ from ..contract.params import INPUT_FILES, OUT_FILE, OUT_FOLDER, Param, Tool, ch
 from ..contract.tools import TOOLS
 from . import processes as D
 from .config import ServiceConfig
-from .jobs import JobManager, new_id
+from .jobs import JobManager, new_id, with_dask
 from .security import LOCAL_OWNER, RefusedPath, bearer, known, resolve_reference
 from .store import ACCEPTED, DISMISSED, FAILED, RUNNING, SUCCESSFUL, Job, JobStore
 from .uploads import BadBody, MultipartToDisk, TooLarge
@@ -129,6 +129,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         b = base(request)
         return {"title": "Urban Form Mapper engine", "version": __version__,
                 "description": "OGC API - Processes over the Urban Form Mapper engine",
+                "dask": config.dask,                 # serve --dask: where the jobs of tools with --dask run
                 "links": [{"href": f"{b}/", "rel": "self", "type": "application/json"},
                           {"href": f"{b}/openapi.json", "rel": "service-desc",
                            "type": "application/vnd.oai.openapi+json;version=3.0"},
@@ -199,6 +200,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
+        values = with_dask(tool, values, config.dask)            # serve --dask: the server's Dask cluster
         argv = to_argv(tool, values)
         if "progress" in tool.names():
             argv += [tool.flag("progress"), "json"]
