@@ -25,11 +25,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..contract import problems as P
 from ..contract.outputs import CHECKPOINT
+from ..contract.dask import with_dask
 from ..contract.params import INPUT_FILES, OUT_FILE, OUT_FOLDER, Param, Tool, check, to_argv
 from ..contract.tools import TOOLS
 from . import processes as D
 from .config import ServiceConfig
-from .jobs import JobManager, new_id, with_dask
+from .jobs import JobManager, new_id
 from .security import LOCAL_OWNER, RefusedPath, bearer, known, resolve_reference
 from .store import ACCEPTED, DISMISSED, FAILED, RUNNING, SUCCESSFUL, Job, JobStore
 from .uploads import BadBody, MultipartToDisk, TooLarge

@@ -260,16 +260,6 @@ class JobManager:
         return text
 
 
-def with_dask(tool, values: dict, address: "str | None") -> dict:
-    """``values`` with the server's ``--dask`` (``serve --dask``) for a tool that declares it, where it applies:
-    not DeepCluster (one network, one process) and, for probe, only with ``--plan``. The clients cannot set it
-    (the parameter is ``service=False``): the server decides."""
-    if not address or "dask" not in tool.names() or values.get("method") == "deepcluster" \
-            or (tool.name == "probe" and not values.get("plan")):
-        return values
-    return {**values, "dask": address}
-
-
 def _writes_folder(tool) -> bool:
     return any(p.type == OUT_FOLDER for p in tool.params)
 

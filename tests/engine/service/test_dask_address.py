@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from engine.contract.tools import TOOLS  # noqa: E402
 from engine.service.app import create_app  # noqa: E402
 from engine.service.config import ServiceConfig  # noqa: E402
-from engine.service.jobs import with_dask  # noqa: E402
+from engine.contract.dask import argv_with_dask, with_dask  # noqa: E402
 from engine.service.main import build_parser, config_from, main  # noqa: E402
 
 
@@ -41,6 +41,15 @@ def test_the_tools_that_declare_dask_get_it():
     assert "dask" not in with_dask(TOOLS["probe"], values, "local:2")              # only with --plan
     assert with_dask(TOOLS["probe"], {**values, "plan": True}, "local:2")["dask"] == "local:2"
     assert with_dask(TOOLS["cluster"], values, None) == values
+    # the same rule on a command line (the plugin's Engine setting)
+    assert argv_with_dask(["cluster", "r.tif", "--out", "o.gpkg"], "local:2")[-2:] == ["--dask", "local:2"]
+    assert argv_with_dask(["cluster", "r.tif", "--method", "deepcluster"], "local:2") == \
+        ["cluster", "r.tif", "--method", "deepcluster"]
+    given = ["cluster", "r.tif", "--dask", "local:1"]
+    assert argv_with_dask(given, "local:2") == given
+    assert argv_with_dask(["export", "r.gpkg", "o.shp"], "local:2") == ["export", "r.gpkg", "o.shp"]
+    assert argv_with_dask(["probe", "r.tif", "--plan"], "tcp://h:8786")[-2:] == ["--dask", "tcp://h:8786"]
+    assert argv_with_dask(["probe", "r.tif"], "tcp://h:8786") == ["probe", "r.tif"]
 
 
 @pytest.fixture
