@@ -23,7 +23,7 @@ from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProces
 from ...engine.contract.params import RASTER, Tool
 from ...engine.contract.tools import TOOLS
 from ..requests.wording import without_name
-from ..runner import engine_env, server_settings, webmap
+from ..runner import dask_setting, engine_env, server_settings, webmap
 from ..runner.dispatch import run_engine
 from ..runner.task import progress_for, status_text
 from . import params
@@ -102,6 +102,8 @@ class UrbanFormAlgorithm(QgsProcessingAlgorithm):
             assert name in self.PARAMS, f"{self.NAME}: {name} is not listed in PARAMS"
             self.addParameter(params.definition(self.tool().param(name), self.parameter_name(name),
                                                 **self.OPTIONS.get(name, {})))
+            if name == "dask" and dask_setting.address():       # the Engine setting "Dask scheduler"
+                self.parameterDefinition(self.parameter_name(name)).setDefaultValue(dask_setting.address())
             if name in WEB_INPUTS and self.tool().param(name).type == RASTER:
                 self.add_web_params()
 
