@@ -18,6 +18,10 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, Qgs
 from qgis.PyQt.QtCore import QBuffer, QByteArray, QIODevice
 from qgis.PyQt.QtGui import QColor, QImage
 
+from .helpers import clean_settings, engine_here, make_dock, set_params, wait_for
+
+__all__ = ["clean_settings", "engine_here", "make_dock"]       # fixtures used here
+
 LON, LAT = 32.5800, 0.3150                   # Kampala
 HALF_W, HALF_H = 300.0, 200.0                 # ground metres: a 600 m x 400 m area
 ZOOMS = range(16, 20)
@@ -259,9 +263,96 @@ def test_processing_clusters_an_xyz_layer(provider, xyz, tmp_path):
     assert tiles.crs().authid() == "EPSG:3857"
     assert rect.contains(tiles.extent().buffered(-1.0)) or rect.intersects(tiles.extent())
     del tiles
-    # too large: refused before any download, naming the fix
-    huge = {**params, base.WEB_RESOLUTION: 0.05, base.WEB_EXTENT: None, "OUTPUT": str(tmp_path / "huge.gpkg")}
-    with pytest.raises(Exception, match="smaller extent or a coarser ground resolution"):
-        processing.run("urbanform:cluster", huge, feedback=QgsProcessingFeedback())
-    assert not (tmp_path / "huge.gpkg").exists()
+    # too large: refused before any download, naming the fix (the algorithm's step, called as processAlgorithm does:
+    # through processing.run, the refusal's frames would outlive the test, holding the layer)
+    from qgis.core import QgsProcessingContext, QgsProcessingException
+
+    algorithm = cluster.ClusterAlgorithm()
+    algorithm.initAlgorithm()
+    huge = {**params, base.WEB_RESOLUTION: 0.05, base.WEB_EXTENT: None}
+    try:
+        algorithm.local_raster(layer, huge, QgsProcessingContext(), QgsProcessingFeedback())
+        raise AssertionError("not refused")
+    except QgsProcessingException as exc:
+        assert "smaller extent or a coarser ground resolution" in str(exc)
+    del layer, params, huge
+
+
+# -- the dock: a web map layer as the raster, and the Dask scheduler setting ---------------------------------------
+
+
+def show_area(iface, margin: float = 1.0) -> None:
+    canvas = iface.mapCanvas()
+    canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:3857"))
+    canvas.setExtent(area_3857(margin))
+
+
+def test_the_dock_writes_a_web_layer_then_clusters_it(make_dock, xyz, qgis_iface, tmp_path):
+    from qgis.core import QgsProject
+
+    layer = xyz()
+    QgsProject.instance().addMapLayer(layer)
+    show_area(qgis_iface)
+    dock = make_dock()
+    dock.rasterCombo.setLayer(layer)
     del layer
+    assert dock.webResolutionSpin.isVisibleTo(dock) and dock.webResolutionSpin.value() == 0.3
+    assert "px at 0.3 m (EPSG:3857)" in dock.webEstimateLabel.text() and "web tiles" in dock.webEstimateLabel.text()
+    out = tmp_path / "web.gpkg"
+    set_params(dock, out, k=2)
+    dock.webResolutionSpin.setValue(2.4)
+    assert wait_for(lambda: dock.engine_python() is not None, 60)
+    assert dock.request().raster == str(tmp_path / "web_webmap.tif")
+    assert dock.runButton.isEnabled(), dock.problemsLabel.text()
+    # too large: Run is off, the resolution is marked and the message names the fix
+    show_area(qgis_iface, 100.0)
+    dock.webResolutionSpin.setValue(0.05)
+    assert not dock.runButton.isEnabled() and "coarser ground resolution" in dock.problemsLabel.text()
+    assert dock.webResolutionSpin.property("urbanformProblem")
+    show_area(qgis_iface)
+    dock.webResolutionSpin.setValue(2.4)
+    assert dock.runButton.isEnabled(), dock.problemsLabel.text()
+    ended, progress = [], []
+    dock.runFinished.connect(ended.append)
+    dock.progressBar.valueChanged.connect(progress.append)
+    assert dock.run()
+    assert dock.statusLabel.text().startswith("Writing the web map layer")
+    assert wait_for(lambda: bool(ended), 300), dock.statusLabel.text()
+    assert ended == [True], dock.statusLabel.text()
+    assert (tmp_path / "web_webmap.tif").is_file() and out.is_file() and progress
+    names = sorted(x.name() for x in QgsProject.instance().mapLayers().values())
+    assert "web tiles" in names, names
+    QgsProject.instance().removeAllMapLayers()
+
+
+def test_the_dask_scheduler_setting(make_dock, urbanform, qgis_processing, qgis_new_project):
+    from urbanform.plugin.runner import dask_setting
+    from urbanform.plugin.runner.task import EngineTask
+
+    dock = make_dock()
+    dock.daskEdit.setText("tcp://scheduler")                         # no port
+    assert "Dask scheduler" in dock.problemsLabel.text() and dock.daskEdit.property("urbanformProblem")
+    dock.save_settings()
+    assert dask_setting.address() is None                              # a bad address is never saved
+    dock.daskEdit.setText("local:2")
+    assert "Dask scheduler" not in dock.problemsLabel.text() and not dock.daskEdit.property("urbanformProblem")
+    dock.save_settings()
+    assert dask_setting.address() == "local:2"
+    # local runs of tools that take --dask get it; DeepCluster and tools without it do not; a given one stays
+    argv = lambda args: EngineTask("t", "python", args, server=None).args          # noqa: E731
+    assert argv(["cluster", "r.tif", "--out", "o.gpkg"])[-2:] == ["--dask", "local:2"]
+    assert "--dask" not in argv(["cluster", "r.tif", "--method", "deepcluster"])
+    assert "--dask" not in argv(["export", "r.gpkg", "o.shp"])
+    assert argv(["stats", "r.gpkg", "--dask", "local:1"])[-1] == "local:1"
+    # Processing: the advanced Dask parameter defaults to the setting
+    from urbanform.plugin.processing.cluster import ClusterAlgorithm
+
+    algorithm = ClusterAlgorithm()
+    algorithm.initAlgorithm()
+    assert algorithm.parameterDefinition("DASK").defaultValue() == "local:2"
+    dock.daskEdit.setText("")
+    dock.save_settings()
+    assert dask_setting.address() is None
+    algorithm = ClusterAlgorithm()
+    algorithm.initAlgorithm()
+    assert not algorithm.parameterDefinition("DASK").defaultValue()
