@@ -42,9 +42,9 @@ NOTES = {"raster": "A local file, or a web map layer (XYZ, WMS, WMTS), first wri
                    "> Export > Save As).",
          "area": "Any CRS; the selected features only if so chosen.",
          "batch_size": "Lower it if the GPU runs out of memory.",
-         "dask": "Cluster raster tiles (k-means) only. Optional, for large rasters: local:N runs N worker processes "
-                 "on this computer, tcp://host:8786 a Dask scheduler whose workers see the raster and the feature "
-                 "cache.",
+         "dask": "Optional, for large rasters: local:N runs N worker processes on this computer, tcp://host:8786 a "
+                 "Dask scheduler whose workers see the raster and the feature cache. With DeepCluster the workers "
+                 "compute each epoch's features; the training runs on this computer.",
          "out": "An existing file is replaced."}
 
 

@@ -37,7 +37,7 @@ class DeepClusterAlgorithm(ClusterAlgorithm):
     NAME = "deepcluster"
     DISPLAY_NAME = "Cluster raster tiles with DeepCluster"
     HELP_TEXT = HELP
-    PARAMS = (*(p for p in CLUSTER_PARAMS if p != "dask"), *TRAINING)        # (--dask runs k-means only)
+    PARAMS = (*CLUSTER_PARAMS, *TRAINING)
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS API
         super().initAlgorithm(config)

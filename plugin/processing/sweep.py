@@ -34,7 +34,7 @@ OPTIONS = {"method": {"labels": METHOD_LABELS}, "resume": {"title": "Finish an i
            "out": {"title": "Sweep GeoPackage"}}
 NOTES = {"k": "K larger than the number of valid tiles is skipped with a warning.",
          "epochs": "DeepCluster only.",
-         "dask": "k-means only. Optional, for large rasters: local:N runs N worker processes on this computer, "
+         "dask": "Optional, for large rasters: local:N runs N worker processes on this computer, "
                  "tcp://host:8786 a Dask scheduler whose workers see the raster and the feature cache.",
          "resume": "A cancelled or failed sweep keeps the tile sizes it finished; run again with the same "
                    "parameters and this option to compute only the missing ones.",
