@@ -1,8 +1,8 @@
 """Where a Dask address set once (the service's ``serve --dask``, the plugin's Engine setting) reaches a run.
 
 The ``--dask`` parameter is declared per tool (``tools.DASK``, ``service=False``: the server decides, a client
-does not). :func:`applies` says which runs take it: a tool that declares it, not DeepCluster (one network, one
-process: the cluster tool refuses it), and probe only with ``--plan``. Stdlib only.
+does not). :func:`applies` says which runs take it: a tool that declares it (DeepCluster too: its features run on
+the workers, its training in the client), and probe only with ``--plan``. Stdlib only.
 """
 from __future__ import annotations
 
@@ -18,8 +18,7 @@ def valid(address: str) -> bool:
 
 def applies(tool, values: dict) -> bool:
     """A run of ``tool`` with these parameter ``values`` takes ``--dask``."""
-    return "dask" in tool.names() and values.get("method") != "deepcluster" \
-        and (tool.name != "probe" or bool(values.get("plan")))
+    return "dask" in tool.names() and (tool.name != "probe" or bool(values.get("plan")))
 
 
 def with_dask(tool, values: dict, address: "str | None") -> dict:
@@ -38,9 +37,7 @@ def argv_with_dask(argv: list[str], address: "str | None") -> list[str]:
     flag = tool.flag("dask")
     if flag in argv:
         return list(argv)
-    method = argv[argv.index(tool.flag("method")) + 1] if "method" in tool.names() and \
-        tool.flag("method") in argv[:-1] else None
     plan = "plan" in tool.names() and tool.flag("plan") in argv
-    if not applies(tool, {"method": method, "plan": plan}):
+    if not applies(tool, {"plan": plan}):
         return list(argv)
     return [*argv, flag, address]

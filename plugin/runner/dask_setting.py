@@ -3,9 +3,9 @@
 Empty: no Dask (one engine process). ``local:N``: N worker processes on this computer. ``tcp://host:port``: a
 running Dask scheduler whose workers see the inputs and the feature cache. Checked with the contract's pattern
 (``engine.contract.dask``); kept in QgsSettings under /urbanform/engine/dask. The dock's runs on this computer
-get it (``EngineTask``), where the contract says a run takes ``--dask`` (not DeepCluster; probe only with
-``--plan``); the Processing algorithms' advanced "Dask cluster" parameter defaults to it. Runs on an engine
-server do not: the server decides (``serve --dask``).
+get it (``EngineTask``), where the contract says a run takes ``--dask`` (probe only with ``--plan``); the
+Processing algorithms' advanced "Dask cluster" parameter defaults to it. Runs on an engine server do not: the
+server decides (``serve --dask``).
 """
 from __future__ import annotations
 

@@ -338,10 +338,10 @@ def test_the_dask_scheduler_setting(make_dock, urbanform, qgis_processing, qgis_
     assert "Dask scheduler" not in dock.problemsLabel.text() and not dock.daskEdit.property("urbanformProblem")
     dock.save_settings()
     assert dask_setting.address() == "local:2"
-    # local runs of tools that take --dask get it; DeepCluster and tools without it do not; a given one stays
+    # local runs of tools that take --dask get it; tools without it do not; a given one stays
     argv = lambda args: EngineTask("t", "python", args, server=None).args          # noqa: E731
     assert argv(["cluster", "r.tif", "--out", "o.gpkg"])[-2:] == ["--dask", "local:2"]
-    assert "--dask" not in argv(["cluster", "r.tif", "--method", "deepcluster"])
+    assert "--dask" not in argv(["probe", "r.tif", "--tile-size", "64px"])           # only with --plan
     assert "--dask" not in argv(["export", "r.gpkg", "o.shp"])
     assert argv(["stats", "r.gpkg", "--dask", "local:1"])[-1] == "local:1"
     # Processing: the advanced Dask parameter defaults to the setting

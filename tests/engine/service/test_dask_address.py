@@ -37,14 +37,13 @@ def test_the_tools_that_declare_dask_get_it():
     for name in ("cluster", "predict", "sweep", "segment", "stats"):
         assert with_dask(TOOLS[name], values, "local:2")["dask"] == "local:2", name
     assert "dask" not in with_dask(TOOLS["export"], values, "local:2")
-    assert "dask" not in with_dask(TOOLS["cluster"], {**values, "method": "deepcluster"}, "local:2")
+    assert with_dask(TOOLS["cluster"], {**values, "method": "deepcluster"}, "local:2")["dask"] == "local:2"
     assert "dask" not in with_dask(TOOLS["probe"], values, "local:2")              # only with --plan
     assert with_dask(TOOLS["probe"], {**values, "plan": True}, "local:2")["dask"] == "local:2"
     assert with_dask(TOOLS["cluster"], values, None) == values
     # the same rule on a command line (the plugin's Engine setting)
     assert argv_with_dask(["cluster", "r.tif", "--out", "o.gpkg"], "local:2")[-2:] == ["--dask", "local:2"]
-    assert argv_with_dask(["cluster", "r.tif", "--method", "deepcluster"], "local:2") == \
-        ["cluster", "r.tif", "--method", "deepcluster"]
+    assert argv_with_dask(["cluster", "r.tif", "--method", "deepcluster"], "local:2")[-1] == "local:2"
     given = ["cluster", "r.tif", "--dask", "local:1"]
     assert argv_with_dask(given, "local:2") == given
     assert argv_with_dask(["export", "r.gpkg", "o.shp"], "local:2") == ["export", "r.gpkg", "o.shp"]
