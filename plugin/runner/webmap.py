@@ -175,12 +175,14 @@ class WriteCancelled(Exception):
 def write_geotiff(plan_: WebPlan, path: str | Path, overwrite: bool = False,
                   on_progress: Callable[[float], None] | None = None,
                   is_cancelled: Callable[[], bool] | None = None,
-                  context: QgsCoordinateTransformContext | None = None) -> Path:
+                  context: QgsCoordinateTransformContext | None = None,
+                  feedback: QgsRasterBlockFeedback | None = None) -> Path:
     """Write the planned GeoTIFF to ``path`` (any thread but the UI's: it fetches from the network).
 
     RGB bands with the alpha as the file's mask, tiled and DEFLATE-compressed, written under a temporary name in
     the same folder and renamed when complete. ``on_progress(percent)``; ``is_cancelled()`` polled (a cancel
-    raises :class:`WriteCancelled` and leaves no file). An existing ``path`` raises FileExistsError unless
+    raises :class:`WriteCancelled` and leaves no file; ``feedback``: the block feedback to use, which another
+    thread may cancel at once, even while a tile is awaited). An existing ``path`` raises FileExistsError unless
     ``overwrite``. Other failures raise RuntimeError with the writer's words.
     """
     from osgeo import gdal
@@ -196,8 +198,12 @@ def write_geotiff(plan_: WebPlan, path: str | Path, overwrite: bool = False,
     provider = QgsProviderRegistry.instance().createProvider(plan_.provider, plan_.source)
     if provider is None or not provider.isValid():
         raise RuntimeError(f"The web map layer ({plan_.source}) cannot be opened.")
-    feedback = QgsRasterBlockFeedback()
-    cancelled = is_cancelled or (lambda: False)
+    feedback = feedback if feedback is not None else QgsRasterBlockFeedback()
+    polled = is_cancelled or (lambda: False)
+
+    def cancelled() -> bool:
+        return polled() or feedback.isCanceled()
+
 
     def progressed(value: float) -> None:
         if cancelled():
@@ -283,11 +289,20 @@ class WebMapTask(QgsTask):
         self.overwrite = overwrite
         self.error = ""
         self.written: str = ""
+        self.feedback: QgsRasterBlockFeedback | None = None
+
+    def cancel(self) -> None:             # main thread: stop a tile being awaited too, not only between blocks
+        feedback = self.feedback
+        if feedback is not None:
+            feedback.cancel()
+        super().cancel()
 
     def run(self) -> bool:                # worker thread: no GUI
         try:
             self.statusChanged.emit(f"Writing the web map layer: {self.plan.text()}")
-            self.written = str(write_geotiff(self.plan, self.path, self.overwrite, self.setProgress, self.isCanceled))
+            self.feedback = QgsRasterBlockFeedback()
+            self.written = str(write_geotiff(self.plan, self.path, self.overwrite, self.setProgress, self.isCanceled,
+                                             feedback=self.feedback))
             return True
         except WriteCancelled:
             self.error = "cancelled; no file was written."

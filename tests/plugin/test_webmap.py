@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -74,7 +75,10 @@ def tile_server():
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server API
             requests.append(self.path)
-            body = tiles.get(self.path)
+            path, _, query = self.path.partition("?")
+            if query == "slow":                          # a slow server, to cancel a download while it waits
+                time.sleep(0.2)
+            body = tiles.get(path)
             self.send_response(200 if body else 404)
             self.send_header("Content-Type", "image/png" if body else "text/plain")
             self.send_header("Content-Length", str(len(body or b"")))
@@ -99,8 +103,8 @@ def webmap(urbanform):
     return webmap
 
 
-def xyz_uri(url: str) -> str:
-    return f"type=xyz&url={url}/{{z}}/{{x}}/{{y}}.png&zmax=19&zmin=0"
+def xyz_uri(url: str, query: str = "") -> str:
+    return f"type=xyz&url={url}/{{z}}/{{x}}/{{y}}.png{query}&zmax=19&zmin=0"
 
 
 class XYZ:
@@ -109,8 +113,8 @@ class XYZ:
     def __init__(self, url: str):
         self.url = url
 
-    def __call__(self) -> QgsRasterLayer:
-        layer = QgsRasterLayer(xyz_uri(self.url), "tiles", "wms")
+    def __call__(self, query: str = "") -> QgsRasterLayer:
+        layer = QgsRasterLayer(xyz_uri(self.url, query), "tiles", "wms")
         assert layer.isValid()
         return layer
 
@@ -212,6 +216,21 @@ def test_the_task_writes_in_the_background(webmap, xyz, tmp_path):
     run_task(task)
     assert done == [(str(tmp_path / "task.tif"), "")] and Path(done[0][0]).is_file()
     assert QgsApplication.taskManager().countActiveTasks() == 0
+
+
+def test_cancelling_the_task_while_tiles_are_awaited_leaves_no_file(webmap, xyz, tmp_path):
+    from qgis.core import QgsApplication
+
+    task = webmap.WebMapTask(make_plan(webmap, xyz("?slow"), 0.3), str(tmp_path / "slow.tif"))
+    done = []
+    task.done.connect(lambda path, error: done.append((path, error)))
+    QgsApplication.taskManager().addTask(task)
+    assert wait_for(lambda: task.feedback is not None, 30)
+    started = time.monotonic()
+    task.cancel()
+    assert wait_for(lambda: bool(done), 60)
+    assert done == [("", "cancelled; no file was written.")] and time.monotonic() - started < 5
+    assert list(tmp_path.iterdir()) == []
 
 
 # -- Processing: a web map layer as an algorithm's raster --------------------------------------------------------
