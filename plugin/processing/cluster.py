@@ -142,7 +142,7 @@ class ClusterAlgorithm(EngineAlgorithm):
             overlap=self.parameterAsDouble(parameters, OVERLAP, context),
             backbone=value("backbone"), weights=params.weights_value(self, parameters, context),
             device=value("device"), seed=value("seed"),
-            extent=self.extent_in_raster_crs(parameters, context, raster),
+            extent=self.extent_in_raster_crs(parameters, context, raster, raster_file),
             area=area, batch_size=value("batch_size"), dask=value("dask") if "dask" in self.PARAMS else None,
             overwrite=True)      # Processing replaces its destination files
 
@@ -151,9 +151,12 @@ class ClusterAlgorithm(EngineAlgorithm):
         refuses another suffix, as the tool declares)."""
         return self.parameterAsOutputLayer(parameters, OUTPUT, context)
 
-    def extent_in_raster_crs(self, parameters, context, raster) -> tuple[float, float, float, float] | None:
-        """The EXTENT parameter as (xmin, ymin, xmax, ymax) in the raster's CRS, or None when not given."""
-        rect = self.parameterAsExtent(parameters, EXTENT, context, raster.crs())
+    def extent_in_raster_crs(self, parameters, context, raster, raster_file: str | None = None
+                             ) -> tuple[float, float, float, float] | None:
+        """The EXTENT parameter as (xmin, ymin, xmax, ymax) in the raster's CRS (that of ``raster_file``, written
+        from a web map layer, when given: a geographic layer is written in UTM), or None when not given."""
+        crs = file_crs(raster_file) if raster_file else raster.crs()
+        rect = self.parameterAsExtent(parameters, EXTENT, context, crs)
         if rect.isNull():
             return None
         if rect.isEmpty():
@@ -166,6 +169,16 @@ class ClusterAlgorithm(EngineAlgorithm):
         if source is None:
             return None
         return write_polygons(source, str(Path(folder) / "area.gpkg"), context)
+
+
+def file_crs(path: str):
+    """The CRS of a raster file."""
+    from qgis.core import QgsRasterLayer
+
+    layer = QgsRasterLayer(path, "crs", "gdal")
+    crs = layer.crs()
+    del layer
+    return crs
 
 
 def write_polygons(source, path: str, context) -> str:

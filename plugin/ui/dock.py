@@ -384,9 +384,15 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         canvas = self.iface.mapCanvas()
         rect = canvas.extent()
         source = canvas.mapSettings().destinationCrs()
-        if source.isValid() and layer.crs().isValid() and source != layer.crs():
+        target = layer.crs()
+        if self.is_web():                    # the GeoTIFF's CRS (a geographic web layer is written in UTM)
             try:
-                rect = QgsCoordinateTransform(source, layer.crs(), QgsProject.instance()).transformBoundingBox(rect)
+                target = self.web_plan().crs_object()
+            except (ValueError, QgsCsException):
+                pass
+        if source.isValid() and target.isValid() and source != target:
+            try:
+                rect = QgsCoordinateTransform(source, target, QgsProject.instance()).transformBoundingBox(rect)
             except QgsCsException:
                 return None
         return (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
@@ -420,7 +426,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         if isinstance(req, SweepRequest):
             return out                                   # no area limit and no probe for a sweep
         mode = self.areaCombo.currentData()
-        if mode == "extent" and layer is not None:
+        if mode == "extent" and layer is not None and not self.is_web():        # a web layer: its plan says
             if req.extent is None:
                 out.append(Problem("extent", NO_OVERLAP, "The map extent cannot be transformed to the raster's CRS; "
                                                          "choose another area limit."))

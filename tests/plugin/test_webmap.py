@@ -196,6 +196,41 @@ def test_a_geographic_extent_and_an_existing_file(webmap, xyz, tmp_path):
     assert out.stat().st_size > 1000 and sorted(p.name for p in tmp_path.iterdir()) == ["kept.tif"]
 
 
+def test_a_geographic_layer_is_written_in_its_utm_zone(webmap, tmp_path):
+    """A layer in degrees (as a WMS in EPSG:4326 would be) is written in the local UTM zone at true metres; the
+    same path as the web layers' (a provider made from the layer's source), here with a GDAL layer."""
+    import numpy as np
+    from osgeo import gdal, osr
+
+    source = tmp_path / "degrees.tif"
+    data = gdal.GetDriverByName("GTiff").Create(str(source), 200, 200, 3, gdal.GDT_Byte)
+    data.SetGeoTransform((32.575, 0.00005, 0, 0.325, 0, -0.00005))          # 0.01 deg square, ~5.5 m pixels
+    wgs84 = osr.SpatialReference()
+    wgs84.ImportFromEPSG(4326)
+    data.SetProjection(wgs84.ExportToWkt())
+    for band, (left, right) in enumerate(((200, 0), (0, 0), (0, 200)), start=1):
+        values = np.full((200, 200), left, np.uint8)
+        values[:, 100:] = right                                             # west red, east blue at 32.580
+        data.GetRasterBand(band).WriteArray(values)
+    data = None
+    layer = QgsRasterLayer(str(source), "degrees", "gdal")
+    plan = webmap.plan(layer, layer.extent(), layer.crs(), 2.0)
+    del layer
+    assert plan.crs_name == "EPSG:32636" and plan.pixel == pytest.approx(2.0, rel=1e-3)
+    assert 540 <= plan.width <= 570 and 540 <= plan.height <= 570
+    out = webmap.write_geotiff(plan, tmp_path / "utm.tif")
+    written = gdal.Open(str(out))
+    assert written.GetSpatialRef().GetAuthorityCode(None) == "32636"
+    to_utm = QgsCoordinateTransform(QgsCoordinateReferenceSystem("EPSG:4326"), plan.crs_object(),
+                                    QgsCoordinateTransformContext())
+    x0, px, _, y0, _, py = written.GetGeoTransform()
+    for lon, expected in ((32.5775, (200, 0, 0)), (32.5825, (0, 0, 200))):
+        point = to_utm.transform(lon, 0.32)
+        col, row = int((point.x() - x0) / px), int((point.y() - y0) / py)
+        assert tuple(int(written.GetRasterBand(b).ReadAsArray(col, row, 1, 1)[0, 0]) for b in (1, 2, 3)) == expected
+    written = None
+
+
 def test_a_cancel_leaves_no_file(webmap, xyz, tmp_path):
     plan = make_plan(webmap, xyz(), 0.3)
     seen = []
