@@ -43,7 +43,7 @@ class DeepClusterAlgorithm(ClusterAlgorithm):
         super().initAlgorithm(config)
         self.add_params(*TRAINING)
 
-    def build_request(self, parameters, context, raster, out, area):
-        request = super().build_request(parameters, context, raster, out, area)
+    def build_request(self, parameters, context, raster, out, area, raster_file=None):
+        request = super().build_request(parameters, context, raster, out, area, raster_file)
         return replace(request, method=DEEPCLUSTER, epochs=self.param_value(parameters, "epochs", context),
                        lr=self.param_value(parameters, "lr", context))

@@ -17,7 +17,7 @@ from ...engine.contract.tools import TOOLS
 from ..requests.similar import SimilarRequest
 from . import params
 from .base import EngineAlgorithm, forget_output, load_output_as
-from .cluster import ClusterAlgorithm, local_raster_path, write_polygons
+from .cluster import ClusterAlgorithm, write_polygons
 
 OUTPUT, SIMILARITY, TOP, MANIFEST = "OUTPUT", "SIMILARITY", "TOP", "MANIFEST"
 
@@ -68,7 +68,8 @@ class SimilarAlgorithm(EngineAlgorithm):
         try:
             source = self.parameterAsSource(parameters, self.parameter_name("query"), context)
             query = write_polygons(source, str(Path(workdir) / "query.gpkg"), context) if source else None
-            request = SimilarRequest(raster=local_raster_path(raster), out=out, query=query,
+            raster_file = self.local_raster(raster, parameters, context, feedback)     # a web layer: written now
+            request = SimilarRequest(raster=raster_file, out=out, query=query,
                                      query_tiles=value("query_tiles") or None, top=value("top"),
                                      tile_size=value("tile_size"), backbone=value("backbone"),
                                      device=value("device"), seed=value("seed"), overwrite=True)

@@ -93,7 +93,8 @@ class SweepAlgorithm(EngineAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
         raster = self.parameterAsRasterLayer(parameters, INPUT, context)
         out = self.parameterAsFileOutput(parameters, OUTPUT, context)
-        request = self.build_request(parameters, context, raster, out)
+        request = self.build_request(parameters, context, raster, out,
+                                     self.local_raster(raster, parameters, context, feedback))
         outputs = self.run_request(request, feedback)
         if outputs is None:
             state = request.interrupted()
@@ -105,10 +106,10 @@ class SweepAlgorithm(EngineAlgorithm):
         self.load_layers(context, request)
         return {OUTPUT: out, METRICS: str(outputs["metrics_csv"]), MANIFEST: str(outputs["manifest"])}
 
-    def build_request(self, parameters, context, raster, out: str) -> SweepRequest:
+    def build_request(self, parameters, context, raster, out: str, raster_file: str | None = None) -> SweepRequest:
         value = lambda name: self.param_value(parameters, name, context)      # noqa: E731
         return SweepRequest(
-            raster=local_raster_path(raster), out=out, k_text=value("k"),
+            raster=raster_file or local_raster_path(raster), out=out, k_text=value("k"),
             tile_sizes=self.parameterAsString(parameters, TILE_SIZES, context),
             tile_unit=params.unit_value(self, parameters, context), method=value("method"), epochs=value("epochs"),
             backbone=value("backbone"), weights=params.weights_value(self, parameters, context),
