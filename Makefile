@@ -105,10 +105,10 @@ serve: setup
 test: setup test-engine test-plugin
 
 test-engine: setup
-	$(PY) -m pytest tests/engine -p no:qgis -q -ra --junitxml=.test-results/engine.xml
+	$(PY) -m pytest tests/engine -p no:qgis -q -ra --durations=20 --junitxml=.test-results/engine.xml
 
 test-plugin: setup
-	$(PY) -m pytest tests/plugin -q -ra --junitxml=.test-results/plugin.xml
+	$(PY) -m pytest tests/plugin -q -ra --durations=20 --junitxml=.test-results/plugin.xml
 
 eval: setup
 	$(PY) tests/bench/eval.py --out bench_out
