@@ -25,7 +25,7 @@ SERVE_OPTS = $(if $(JOBS),--jobs "$(JOBS)") $(if $(TOKEN_FILE),--token-file "$(T
 # headless Qt for every QGIS process started from here
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: help setup lock system-packages demo serve test test-engine test-plugin bench eval package deploy undeploy clean distclean
+.PHONY: help setup lock system-packages demo serve test test-engine test-plugin bench bench-gpu eval package deploy undeploy clean distclean
 
 help:
 	@echo "make demo      set up if needed, then cluster the bundled Kampala sample into demo_out/"
@@ -35,6 +35,7 @@ help:
 	@echo "make setup     install QGIS (Debian, as root) and the engine venv (.venv) from requirements.lock"
 	@echo "make lock      pin requirements.txt with hashes into requirements.lock"
 	@echo "make bench     throughput, malloc tuning and memory benchmarks (minutes)"
+	@echo "make bench-gpu the GPU benchmark (features, segmentation, DeepCluster, 11 Gpx projection; CPU: small sizes)"
 	@echo "make eval      clustering quality on real Kampala imagery and the synthetic city"
 	@echo "make package   plugin zip and plugins.xml in $(DIST)/ (Install from ZIP, or a plugin repository at REPO_URL)"
 	@echo "make deploy    link this tree into the QGIS profile '$(PROFILE)' for development"
@@ -104,10 +105,10 @@ serve: setup
 test: setup test-engine test-plugin
 
 test-engine: setup
-	$(PY) -m pytest tests/engine -p no:qgis -q -ra --junitxml=.test-results/engine.xml
+	$(PY) -m pytest tests/engine -p no:qgis -q -ra --durations=20 --junitxml=.test-results/engine.xml
 
 test-plugin: setup
-	$(PY) -m pytest tests/plugin -q -ra --junitxml=.test-results/plugin.xml
+	$(PY) -m pytest tests/plugin -q -ra --durations=20 --junitxml=.test-results/plugin.xml
 
 eval: setup
 	$(PY) tests/bench/eval.py --out bench_out
@@ -125,6 +126,10 @@ bench: setup
 	$(PY) tests/bench/bench_service.py --out bench_out || rc=1; \
 	$(PY) tests/bench/bench_dask.py --out bench_out || rc=1; \
 	if [ $$rc -ne 0 ]; then echo "make bench: a benchmark missed its target (see above)"; fi; exit $$rc
+
+# one prepared script for a machine with an NVIDIA GPU (under 8 minutes there; small sizes on a CPU)
+bench-gpu: setup
+	$(PY) tests/bench/bench_gpu.py --out bench_out
 
 # ---------------------------------------------------------------- plugin
 # the zip and plugins.xml (a custom plugin repository) in $(DIST); REPO_URL is where $(DIST) will be

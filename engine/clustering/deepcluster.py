@@ -284,7 +284,7 @@ class DeepCluster:
 
     # -- fitting ------------------------------------------------------------------
     def fit(self, tiled, rows, cols, coverage=None, progress=None, checkpoint=None, resume=False,
-            workdir=None) -> "DeepCluster":
+            workdir=None, features=None) -> "DeepCluster":
         """Train on the tiles at (rows, cols) of the open ``TiledRaster``.
 
         ``coverage`` (building coverage per tile, same order) enables eta-squared
@@ -294,6 +294,9 @@ class DeepCluster:
         ``progress(stage, done, total, message, **fields)`` (engine.progress.Progress): the training
         steps of an epoch come as the fields of engine.contract.progress. The checkpoint is left in
         place; the caller removes it once its outputs are written.
+        ``features(epoch, state_dict, progress) -> features``: computes each epoch's features of the tiles
+        elsewhere (``engine.tools.cluster`` passes one that runs them on Dask workers with the network's state
+        of that epoch); the training itself always runs here.
         """
         from ..features.extract import FeatureExtractor
 
@@ -329,6 +332,7 @@ class DeepCluster:
         self.extractor_ = ex
         self._workdir = Path(workdir) if workdir is not None else None
         self._coverage = coverage
+        self._features = features
 
         self.epoch_labels_ = {}
         if state is None:
@@ -450,16 +454,19 @@ class DeepCluster:
         ex = self.extractor_
         ex.model.eval()
         n = len(rows)
-        if self._workdir is not None:
-            out = NpyFile(self._workdir / f"deepcluster_features_{epoch}.npy", (n, ex.dim))
-        else:
-            out = np.empty((n, ex.dim), dtype=np.float32)
         report("features", 0, n, f"epoch {epoch}/{self.epochs}: features of {n} tiles")
 
-        def stage(d, t):
-            report("features", d, t, f"epoch {epoch}/{self.epochs}: features")
+        def stage(d, t, message=None):
+            report("features", d, t, f"epoch {epoch}/{self.epochs}: {message or 'features'}")
 
-        extract_features(tiled, rows, cols, ex, out, batch_size=self.feature_batch_size, progress=stage)
+        if self._features is not None:
+            out = self._features(epoch, self._snapshot(), stage)
+        else:
+            if self._workdir is not None:
+                out = NpyFile(self._workdir / f"deepcluster_features_{epoch}.npy", (n, ex.dim))
+            else:
+                out = np.empty((n, ex.dim), dtype=np.float32)
+            extract_features(tiled, rows, cols, ex, out, batch_size=self.feature_batch_size, progress=stage)
         km = KMeansTiles(int(self.n_clusters), self.pca_dims, self.whiten, self.seed).fit(out)
         return out, km
 

@@ -269,8 +269,10 @@ STATS_TOOL = Tool(
                                "N worker processes here, 'tcp://host:8786' uses a running scheduler whose workers "
                                "see the input files; same results as one process; the dashboard link is printed "
                                "on stderr"),
+            Param("resume", BOOL, False, help="with --dask: continue an interrupted run from the partitions of "
+                                              "footprints it finished (same inputs)"),
             PROGRESS),
-    rules=(*STATS_RULES,
+    rules=(*STATS_RULES, RESUME_ON_DASK,
            Rule("any_of", ("buildings", "roads", "population", "nir_band"),
                 "Give at least one input: building footprints, road lines, a population raster or a "
                 "near-infrared band.")),

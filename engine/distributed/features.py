@@ -12,6 +12,7 @@ progress in tiles, as one process does (stages ``features`` and ``cluster``).
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +112,51 @@ def assign(session, kmeans, features: "str | Path", n: int, progress) -> tuple[n
     results = session.run(assign_partition, parts, str(features), shared, name="assign", on_done=finished)
     session.runs.append({"stage": "cluster", "partitions": len(parts)})
     return tuple(np.concatenate([r[i] for r in results]) for i in range(3))
+
+
+class EpochFeatures:
+    """DeepCluster's features on Dask: called with an epoch and the network's state of that epoch, it saves the
+    state where the workers see it (``run_dir``, on a shared file system), has the workers compute every tile's
+    features with it (each worker loads that epoch's network once) and returns them as the ``.npy`` file
+    ``workdir/deepcluster_features_EPOCH.npy``, the file one process writes. The training stays in the client.
+    ``remove()`` deletes ``run_dir`` once the run is over."""
+
+    def __init__(self, session, raster: RasterSpec, spec: ExtractorSpec, dim: int, rows, cols, batch_size: int,
+                 run_dir: "str | Path", workdir: "str | Path"):
+        self.session, self.raster, self.spec, self.dim = session, raster, spec, int(dim)
+        self.rows, self.cols, self.batch_size = rows, cols, int(batch_size)
+        self.run_dir, self.workdir = Path(run_dir), Path(workdir)
+
+    def __call__(self, epoch: int, state: dict, progress):
+        import torch
+
+        from ..io import atomic_path
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        check_visible(self.session, self.run_dir, "cache_dir")
+        state_file = self.run_dir / f"network-{epoch:03d}.pt"
+        with atomic_path(state_file) as tmp:
+            torch.save(state, tmp)
+        extractor = _Spec(replace(self.spec, state_file=str(state_file)), self.dim)
+
+        def stage(stage_name, done, total, message=None, **_):
+            progress(done, total, message)
+
+        try:
+            return compute_features(self.session, self.raster, extractor, self.rows, self.cols, self.batch_size,
+                                    self.run_dir / f"epoch-{epoch:03d}",
+                                    self.workdir / f"deepcluster_features_{epoch}.npy", stage)
+        finally:
+            state_file.unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+class _Spec:
+    """What :func:`compute_features` reads of an extractor: the workers' spec and the features' dimension."""
+
+    def __init__(self, worker_spec: ExtractorSpec, dim: int):
+        self.worker_spec, self.dim = worker_spec, dim

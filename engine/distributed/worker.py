@@ -67,8 +67,9 @@ class RasterSpec:
 @dataclass(frozen=True)
 class ExtractorSpec:
     """The CNN that describes tiles, as a worker builds it: a backbone and its weights, or the network of a
-    cluster model file (``model_file``, for predict), seen through a resize to ``resize_px`` (predict
-    --resample); ``threads``: torch threads (None: the worker's own setting)."""
+    cluster model file (``model_file``, for predict) or a network saved by ``torch.save`` (``state_file``: the
+    CNN of one DeepCluster epoch), seen through a resize to ``resize_px`` (predict --resample); ``threads``:
+    torch threads (None: the worker's own setting)."""
 
     backbone: str
     weights: str = "imagenet"
@@ -79,6 +80,7 @@ class ExtractorSpec:
     model_file: "str | None" = None
     resize_px: "int | None" = None
     threads: "int | None" = None
+    state_file: "str | None" = None
 
     def build(self):
         from ..features.extract import FeatureExtractor, ResizedExtractor
@@ -89,7 +91,12 @@ class ExtractorSpec:
             from ..clustering.modelfile import load_model
 
             state = load_model(self.model_file).network
-        extractor = FeatureExtractor(self.backbone, "none" if self.model_file else self.weights, self.device,
+        elif self.state_file:
+            import torch
+
+            state = torch.load(self.state_file, map_location="cpu", weights_only=True)
+        given = self.model_file or self.state_file
+        extractor = FeatureExtractor(self.backbone, "none" if given else self.weights, self.device,
                                      self.precision, seed=self.seed, sobel=self.sobel, state_dict=state)
         return ResizedExtractor(extractor, self.resize_px) if self.resize_px else extractor
 

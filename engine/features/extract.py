@@ -39,6 +39,9 @@ def available_devices() -> list[str]:
 def choose_device(device: str = "auto"):
     import torch
 
+    from .runtime import configure_threads
+
+    configure_threads()                   # torch's threads from the cores this process may really use
     device = device or "auto"
     if device == "auto":
         return torch.device(available_devices()[0])

@@ -41,3 +41,54 @@ def tune_malloc() -> bool:
             ok = False
     _state["tuned"] = ok
     return ok
+
+
+def usable_cores() -> int:
+    """The cores this process can really use: the CPUs it may run on (its affinity, which ``taskset``, Docker's
+    ``--cpuset-cpus`` and batch systems set), capped by a cgroup CPU quota (Docker's ``--cpus``, Kubernetes'
+    limits), at least 1. ``os.cpu_count()`` counts the machine's CPUs whatever the process is allowed."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    if quota is not None:
+        n = min(n, max(1, int(quota + 0.5)))
+    return max(1, n)
+
+
+def cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> "float | None":
+    """CPUs' worth of time the cgroup quota allows (cgroup v2 ``cpu.max``, else v1 ``cpu.cfs_quota_us`` /
+    ``cpu.cfs_period_us``); None when there is no quota or no cgroup file to read."""
+    try:
+        with open(os.path.join(root, "cpu.max"), encoding="ascii") as fh:
+            quota, period = fh.read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(os.path.join(root, "cpu", "cpu.cfs_quota_us"), encoding="ascii") as fh:
+            quota = int(fh.read())
+        with open(os.path.join(root, "cpu", "cpu.cfs_period_us"), encoding="ascii") as fh:
+            period = int(fh.read())
+        return None if quota <= 0 or period <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
+
+
+_threads = {"set": None}
+
+
+def configure_threads() -> int:
+    """Torch's intra-op threads from :func:`usable_cores` (URBANFORM_THREADS, when set, wins; so does a count set
+    explicitly later, such as a Dask worker's or ``--threads``); idempotent. Returns the count set."""
+    if _threads["set"] is not None:
+        return _threads["set"]
+    import torch
+
+    given = os.environ.get("URBANFORM_THREADS", "").strip()
+    n = int(given) if given.isdigit() and int(given) > 0 else usable_cores()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    _threads["set"] = n
+    return n

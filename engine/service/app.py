@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..contract import problems as P
 from ..contract.outputs import CHECKPOINT
+from ..contract.dask import with_dask
 from ..contract.params import INPUT_FILES, OUT_FILE, OUT_FOLDER, Param, Tool, check, to_argv
 from ..contract.tools import TOOLS
 from . import processes as D
@@ -129,6 +130,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         b = base(request)
         return {"title": "Urban Form Mapper engine", "version": __version__,
                 "description": "OGC API - Processes over the Urban Form Mapper engine",
+                "dask": config.dask,                 # serve --dask: where the jobs of tools with --dask run
                 "links": [{"href": f"{b}/", "rel": "self", "type": "application/json"},
                           {"href": f"{b}/openapi.json", "rel": "service-desc",
                            "type": "application/vnd.oai.openapi+json;version=3.0"},
@@ -199,6 +201,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
+        values = with_dask(tool, values, config.dask)            # serve --dask: the server's Dask cluster
         argv = to_argv(tool, values)
         if "progress" in tool.names():
             argv += [tool.flag("progress"), "json"]

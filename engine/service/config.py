@@ -14,7 +14,8 @@ class ServiceConfig:
 
     ``owners``: ``{owner id: name}`` of the tokens (empty: no token needed, loopback only). ``keep_results``:
     seconds a finished job's results are kept (0: forever). ``quota``: bytes the jobs' folders may hold (None:
-    no quota). ``gpus``: devices the workers share out (``CUDA_VISIBLE_DEVICES`` per worker).
+    no quota). ``gpus``: devices the workers share out (``CUDA_VISIBLE_DEVICES`` per worker). ``dask``: the Dask
+    cluster (``serve --dask``) the jobs of the tools that declare ``--dask`` run on (None: one process each).
     """
 
     data_dir: Path
@@ -27,6 +28,7 @@ class ServiceConfig:
     keep_results: float = 7 * 86400.0
     quota: int | None = None
     gpus: int = 0
+    dask: str | None = None           # 'local:N' or 'tcp://host:port': every job of a tool with --dask gets it
     python: str = sys.executable
     grace: float = 30.0               # seconds a cancelled engine gets to clean up before it is killed
     janitor_every: float | None = None   # seconds between expiry sweeps (default: a quarter of keep_results, <= 60)

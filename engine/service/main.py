@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from ..contract.progress import EXIT_BAD_INPUT
+from ..contract.tools import DASK_PATTERN
 from .config import MIB, ServiceConfig
 from .security import is_loopback, load_tokens
 
@@ -65,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long finished jobs and their files are kept (default 7d; 0 keeps them)")
     p.add_argument("--quota-gb", type=positive(float), default=None,
                    help="disk space the jobs may use; new jobs are refused (507) beyond it")
+    p.add_argument("--dask", default=None, metavar="ADDRESS",
+                   help="run the jobs of the tools that take --dask (cluster, predict, sweep, segment, stats) on this "
+                        "Dask cluster: 'local:N' (N worker processes on this machine) or a scheduler 'tcp://host:port' "
+                        "whose workers see the data dir; default: one process per job")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     return p
 
@@ -92,11 +97,16 @@ def config_from(args) -> ServiceConfig:
         raise ValueError(f"--data-dir {data_dir}: cannot be created ({exc.strerror or exc}).") from None
     if not os.access(data_dir, os.W_OK | os.X_OK):
         raise ValueError(f"--data-dir {data_dir}: is not writable; choose another folder.")
+    dask = (args.dask or "").strip() or None
+    if dask is not None and not re.fullmatch(DASK_PATTERN, dask):
+        raise ValueError(f"--dask {dask}: give 'local:N' (N worker processes, at least 1) or a scheduler address "
+                         "'tcp://host:port'.")
     gpus = gpu_count()
     return ServiceConfig(data_dir=data_dir, data_root=args.data_root, models_dir=args.models,
                          default_model=args.default_model, jobs=args.jobs or max(1, gpus), owners=owners,
                          max_upload=int(args.max_upload_mb * MIB), keep_results=args.keep_results,
-                         quota=int(args.quota_gb * 1024 * MIB) if args.quota_gb else None, gpus=gpus)
+                         quota=int(args.quota_gb * 1024 * MIB) if args.quota_gb else None, gpus=gpus,
+                         dask=dask)
 
 
 def main(argv=None) -> int:
@@ -118,6 +128,7 @@ def main(argv=None) -> int:
     where = f"http://{args.host}:{args.port}"
     print(f"Urban Form Mapper engine at {where} (docs {where}/docs); data {config.data_dir}; "
           f"{config.jobs} job(s) at a time{f' on {config.gpus} GPU(s)' if config.gpus else ''}; "
+          f"{f'Dask {config.dask}; ' if config.dask else ''}"
           f"{'bearer token required' if config.needs_token else 'no token (this machine only)'}",
           file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

@@ -185,13 +185,21 @@ def feature_extractor(params, session=None):
                                                   params.seed, params.sobel))
 
 
-def check_dask(params) -> None:
-    """--dask runs k-means runs: DeepCluster trains one network, one process."""
-    if getattr(params, "dask", None) and getattr(params, "method", "kmeans") == "deepcluster":
-        from ..contract.problems import REJECTED
+def deepcluster_on_dask(session, tiled, rows, cols, params, workdir):
+    """DeepCluster's features of every epoch computed by the workers of a Dask ``session`` (the training stays
+    in this process): ``engine.distributed.features.EpochFeatures``, its networks and partitions in a folder
+    of the feature cache (``--cache-dir``), which the workers must see."""
+    import uuid
 
-        raise BadInput("--dask runs k-means on Dask; DeepCluster trains one network in one process: leave out "
-                       "--dask, or use --method kmeans.", param="dask", code=REJECTED)
+    from ..distributed.features import EpochFeatures, RemoteExtractor
+    from ..distributed.worker import ExtractorSpec
+
+    remote = RemoteExtractor(session, ExtractorSpec(params.backbone, params.weights, params.device, params.precision,
+                                                    params.seed, params.sobel))
+    cache_dir = Path(params.cache_dir) if params.cache_dir else default_cache_dir()
+    return EpochFeatures(session, raster_spec(tiled, params.seed), remote.worker_spec, remote.dim, rows, cols,
+                         remote.batch_size(tiled.grid.size, params.batch_size),
+                         cache_dir / "parts" / f"deepcluster-{uuid.uuid4().hex[:12]}", workdir)
 
 
 def _remove_stale_parts(folder: Path) -> None:
@@ -357,7 +365,6 @@ def run(params: ClusterParams, progress: Progress | None = None) -> dict:
 
     check_params("cluster", params)
     check_vector_inputs("cluster", params)
-    check_dask(params)
     params = study_params("cluster", params)
     stats = wants_statistics(params)
     if stats:                      # before the features are computed and cached, not in the statistics step
@@ -444,8 +451,13 @@ def _run_cluster(params: ClusterParams, progress: Progress, outputs: RunOutputs,
                 crops_per_tile=params.crops_per_tile, patience=params.patience, pca_dims=params.pca_dims,
                 whiten=params.whiten, seed=params.seed, device=params.device, precision=params.precision,
                 feature_batch_size=params.batch_size)
-            est.fit(tiled, rows, cols, coverage=coverage, progress=progress, checkpoint=outputs.checkpoint,
-                    resume=params.resume, workdir=workdir)
+            on_dask = deepcluster_on_dask(session, tiled, rows, cols, params, workdir) if session else None
+            try:
+                est.fit(tiled, rows, cols, coverage=coverage, progress=progress, checkpoint=outputs.checkpoint,
+                        resume=params.resume, workdir=workdir, features=on_dask)
+            finally:
+                if on_dask is not None:
+                    on_dask.remove()
             km, feats, extractor = est.kmeans_, est.features_, est.extractor_
             network = est.network_state()
             clustering.update(history=est.history_, best_epoch=est.best_epoch_, stopped_early=est.stopped_early_,

@@ -73,6 +73,7 @@ class StatsParams:
     label: str = "cluster"
     overwrite: bool = False
     dask: str | None = None              # 'local:N' or 'tcp://host:port': building statistics in partitions
+    resume: bool = False                 # with dask: keep the partitions of footprints an interrupted run summed
 
 
 # the inputs that ask for statistics after a cluster or sweep run (ClusterParams/SweepParams fields)
@@ -103,8 +104,9 @@ def statistics_params(params, run: "str | Path") -> StatsParams:
     from dataclasses import fields
 
     given = {f.name: getattr(params, f.name) for f in fields(StatsParams)
-             if f.name not in ("run", "overwrite", "layer", "label") and hasattr(params, f.name)}
-    return StatsParams(run=str(run), overwrite=True, **given)
+             if f.name not in ("run", "overwrite", "layer", "label", "resume") and hasattr(params, f.name)}
+    resume = bool(getattr(params, "resume", False) and getattr(params, "dask", None))   # (DeepCluster's is not)
+    return StatsParams(run=str(run), overwrite=True, resume=resume, **given)
 
 
 @dataclass
@@ -275,7 +277,7 @@ def _building_columns(p: StatsParams, tiles_m, warnings: list, progress, dask: d
             from .cluster import default_cache_dir
 
             df = building_stats_on_dask(session, str(p.buildings), tiles_m, default_cache_dir().parent / "stats",
-                                        progress, "--buildings", warnings)
+                                        progress, "--buildings", warnings, resume=p.resume)
             dask.update(session.record())
             return {c: df[c].to_numpy() for c in df.columns}
     b = read_buildings(p.buildings, tiles_m.crs, "--buildings", warnings=warnings, allow_empty=True)

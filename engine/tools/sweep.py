@@ -333,9 +333,13 @@ def _two(P: np.ndarray) -> np.ndarray:
     return out
 
 
-def _deepcluster_part(part: Part, tiled, params: SweepParams, progress, timings: dict) -> dict:
-    """A DeepCluster training per K (the network changes with K, so nothing is shared)."""
+def _deepcluster_part(part: Part, tiled, params: SweepParams, progress, timings: dict, session=None) -> dict:
+    """A DeepCluster training per K (the network changes with K, so nothing is shared); with a Dask
+    ``session`` each epoch's features are computed on its workers."""
+    import tempfile
+
     from ..clustering.deepcluster import DeepCluster
+    from .cluster import deepcluster_on_dask
 
     stage = f"tiles_{part.size}"
     labels, Zs, scores, history = {}, {}, {}, {}
@@ -343,8 +347,15 @@ def _deepcluster_part(part: Part, tiled, params: SweepParams, progress, timings:
     for i, k in enumerate(part.ks):
         progress(stage, i, len(part.ks), f"DeepCluster K={k}")
         dc = DeepCluster(**_deepcluster_kwargs(params, k))
-        dc.fit(tiled, part.rows, part.cols, progress=progress)
-        feats = dc.features_
+        with tempfile.TemporaryDirectory(prefix="urbanform-") as workdir:
+            on_dask = deepcluster_on_dask(session, tiled, part.rows, part.cols, params, workdir) if session \
+                else None
+            try:
+                dc.fit(tiled, part.rows, part.cols, progress=progress, features=on_dask)
+            finally:
+                if on_dask is not None:
+                    on_dask.remove()
+            feats = np.asarray(dc.features_[:]) if on_dask is not None else dc.features_
         km = dc.kmeans_
         labels[k] = np.asarray(dc.labels_, dtype=np.int32)
         Zs[k] = km.reduce(feats)
@@ -501,12 +512,10 @@ def run(params: SweepParams, progress: Progress | None = None) -> dict:
     from ..distributed.session import keep_sessions
     from ..io import OutputSet
     from ..raster.tiling import inspect_raster
-    from .cluster import check_dask
     from .stats import check_statistics_inputs, run_sweep_stats, statistics_params, wants_statistics
 
     check_params("sweep", params)
     check_vector_inputs("sweep", params)
-    check_dask(params)
     params = study_params("sweep", params)
     inspect_raster(str(params.raster), "raster")     # before it is hashed: a folder or a damaged file is named
     stats = wants_statistics(params)
@@ -753,7 +762,7 @@ def _run_part(part: Part, params: SweepParams, extractor, checksum: str, cache_d
         if params.method == "kmeans":
             result = _kmeans_part(part, tiled, params, extractor, checksum, cache_dir, progress, timings, session)
         else:
-            result = _deepcluster_part(part, tiled, params, progress, timings)
+            result = _deepcluster_part(part, tiled, params, progress, timings, session)
         columns = _finish_part(part, result, params, progress, timings)
         t = time.perf_counter()
         progress("plots", 0, 2, f"{part.size} lineage and PCA")

@@ -12,15 +12,18 @@ should not pay fifty times.
 from __future__ import annotations
 
 import shlex
+import tempfile
 import threading
 from pathlib import Path
 
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingFeedback
+from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingFeedback,
+                       QgsProcessingParameterDefinition, QgsProcessingParameterExtent, QgsProcessingParameterNumber,
+                       QgsProcessingUtils)
 
-from ...engine.contract.params import Tool
+from ...engine.contract.params import RASTER, Tool
 from ...engine.contract.tools import TOOLS
 from ..requests.wording import without_name
-from ..runner import engine_env, server_settings
+from ..runner import dask_setting, engine_env, server_settings, webmap
 from ..runner.dispatch import run_engine
 from ..runner.task import progress_for, status_text
 from . import params
@@ -31,6 +34,17 @@ GROUP_ID = "urbanform"
 # request parameter (the engine flag's name) -> the algorithms' parameter, where not params.qgis_name's (a weights
 # problem is about the file: the WEIGHTS choice cannot be wrong)
 PARAMETER_NAMES = {"weights": params.WEIGHTS_FILE}
+
+# web map layers (XYZ, WMS, WMTS) as raster input (issue 14): written to a GeoTIFF before the engine runs, at this
+# ground resolution, over this extent (else the algorithm's EXTENT, its AREA's extent, or the layer's)
+WEB_RESOLUTION, WEB_EXTENT = "WEB_RESOLUTION", "WEB_EXTENT"
+WEB_INPUTS = ("raster", "raster_before", "raster_after")          # the imagery a tool reads (not a population grid)
+WEB_HELP = ("• Ground resolution for web map layers (m) [advanced]: a web map layer (XYZ tiles, WMS, WMTS) is "
+            "accepted as the raster: it is first written to a local GeoTIFF at this ground resolution (default "
+            f"{webmap.DEFAULT_RESOLUTION_M:g} m; Web Mercator's scale is corrected), with its size in the log; above "
+            f"{webmap.MAX_MEGAPIXELS} megapixels it is refused: choose a smaller extent or coarser pixels.\n"
+            "• Extent for web map layers [advanced]: the area written from a web map layer (any CRS); default: the "
+            "Extent parameter, else the area limit's extent, else the layer's own.")
 
 _CHECKED: dict[str, dict] = {}       # engine Python path -> its successful `engine check` answer
 _CHECK_LOCK = threading.Lock()
@@ -59,7 +73,8 @@ class UrbanFormAlgorithm(QgsProcessingAlgorithm):
         return self.DISPLAY_NAME
 
     def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
-        return self.HELP_TEXT
+        web = self.parameterDefinition(WEB_RESOLUTION) is not None
+        return self.HELP_TEXT + ("\n" + WEB_HELP if web else "")
 
     def group(self) -> str:
         return GROUP
@@ -88,15 +103,80 @@ class UrbanFormAlgorithm(QgsProcessingAlgorithm):
             assert name in self.PARAMS, f"{self.NAME}: {name} is not listed in PARAMS"
             declared = self.tool().param(name)
             self.addParameter(params.definition(declared, self.parameter_name(name), **self.OPTIONS.get(name, {})))
-            if declared.many:
+            if declared.many:                           # a raster that takes several: 'Further rasters (one study)'
                 self.addParameter(params.more_rasters_parameter(declared))
+            if name == "dask" and dask_setting.address():       # the Engine setting "Dask scheduler"
+                self.parameterDefinition(self.parameter_name(name)).setDefaultValue(dask_setting.address())
+            if name in WEB_INPUTS and self.tool().param(name).type == RASTER:
+                self.add_web_params()
 
-    def study_raster(self, parameters, context, first: str):
+    def add_web_params(self) -> None:
+        """The advanced WEB_RESOLUTION and WEB_EXTENT, once: how a web map layer given as raster is written."""
+        if self.parameterDefinition(WEB_RESOLUTION) is not None:
+            return
+        number = QgsProcessingParameterNumber
+        resolution = number(WEB_RESOLUTION, "Ground resolution for web map layers (m)", number.Double,
+                            webmap.DEFAULT_RESOLUTION_M, False, webmap.MIN_RESOLUTION_M)
+        resolution.setHelp("A web map layer (XYZ, WMS, WMTS) is first written to a local GeoTIFF at this ground "
+                           "resolution, in metres on the ground")
+        extent = QgsProcessingParameterExtent(WEB_EXTENT, "Extent for web map layers", optional=True)
+        extent.setHelp("The area written from a web map layer (default: Extent, the area limit's extent, or the "
+                       "layer's own)")
+        for parameter in (resolution, extent):
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
+
+    def local_raster(self, raster, parameters, context, feedback) -> str:
+        """The file behind raster layer ``raster``; a web map layer is first written to a GeoTIFF in Processing's
+        temporary folder (progress and cancel through ``feedback``); any other non-file layer is refused."""
+        if not webmap.is_web_layer(raster):
+            return local_raster_path(raster)
+        feedback = feedback or QgsProcessingFeedback()
+        resolution = self.parameterAsDouble(parameters, WEB_RESOLUTION, context) \
+            if self.parameterDefinition(WEB_RESOLUTION) is not None else webmap.DEFAULT_RESOLUTION_M
+        rect, crs = self.web_extent(parameters, context, raster)
+        try:
+            plan = webmap.plan(raster, rect, crs, resolution or webmap.DEFAULT_RESOLUTION_M,
+                               context.transformContext())
+        except ValueError as exc:
+            raise QgsProcessingException(f"{raster.name()}: {exc}") from None
+        problem = plan.problem()
+        if problem:
+            raise QgsProcessingException(f"{raster.name()}: {problem} (Extent for web map layers, Ground "
+                                         "resolution for web map layers)")
+        folder = tempfile.mkdtemp(prefix="urbanform_web_", dir=QgsProcessingUtils.tempFolder())
+        path = Path(folder) / "web_map.tif"
+        feedback.pushInfo(f"Writing the web map layer {raster.name()!r} to {path}: {plan.text()}")
+        try:
+            webmap.write_geotiff(plan, path, on_progress=feedback.setProgress, is_cancelled=feedback.isCanceled,
+                                 context=context.transformContext())
+        except webmap.WriteCancelled:
+            raise QgsProcessingException("Cancelled while writing the web map layer; nothing was run.") from None
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise QgsProcessingException(f"The web map layer {raster.name()!r} could not be written: {exc}") \
+                from None
+        feedback.setProgress(0)
+        return str(path)
+
+    def study_raster(self, parameters, context, first: str, feedback=None):
         """The raster value of a request: the file of the raster layer (``first``), or with MORE_RASTERS the
-        files of all (one study, the raster layer first)."""
-        from .cluster import local_raster_path
+        files of all (one study, the raster layer first; a web map layer among them is written first too)."""
+        more = [self.local_raster(layer, parameters, context, feedback)
+                for layer in self.parameterAsLayerList(parameters, params.MORE_RASTERS, context) or []]
+        return params.study_value(first, more)
 
-        return params.study_value(first, params.more_rasters_value(self, parameters, context, local_raster_path))
+    def web_extent(self, parameters, context, raster):
+        """(rectangle, its CRS) to write of a web map layer: WEB_EXTENT, else EXTENT, else AREA's, else the layer's."""
+        for name in (WEB_EXTENT, "EXTENT"):
+            if self.parameterDefinition(name) is not None and parameters.get(name) not in (None, ""):
+                rect = self.parameterAsExtent(parameters, name, context, raster.crs())
+                if not rect.isNull() and not rect.isEmpty():
+                    return rect, raster.crs()
+        if self.parameterDefinition("AREA") is not None and parameters.get("AREA") not in (None, ""):
+            source = self.parameterAsSource(parameters, "AREA", context)
+            if source is not None:
+                return source.sourceExtent(), source.sourceCrs()
+        return raster.extent(), raster.crs()
 
     def param_value(self, parameters, name: str, context):
         """The request value of declared parameter ``name`` (None: not given, the engine's choice)."""
@@ -162,6 +242,18 @@ class EngineAlgorithm(UrbanFormAlgorithm):
                 raise self.problems_error([result.problem], result.tool)
             raise QgsProcessingException(result.message)
         return result
+
+
+def local_raster_path(raster) -> str:
+    """The file behind a raster layer, or an exception telling the user to save it as a GeoTIFF."""
+    if raster is None:
+        raise QgsProcessingException("Choose a raster layer (INPUT).")
+    path = raster.source()
+    if raster.providerType() != "gdal" or not Path(path).is_file():
+        raise QgsProcessingException(
+            f"The raster layer {raster.name()!r} ({path}) is not a local file. Save it to a GeoTIFF first "
+            "(right-click the layer > Export > Save As…) and run the algorithm on that file.")
+    return path
 
 
 def engine_python(feedback=None) -> str:

@@ -12,7 +12,7 @@ from ...engine.contract.tools import TOOLS
 from ..requests.change import ChangeRequest
 from . import params
 from .base import EngineAlgorithm, forget_output, load_output_as
-from .cluster import ClusterAlgorithm, local_raster_path
+from .cluster import ClusterAlgorithm
 from .styling import qml_styler
 
 OUTPUT, TRANSITIONS, HEATMAP, ALLUVIAL, MANIFEST = "OUTPUT", "TRANSITIONS", "HEATMAP", "ALLUVIAL", "MANIFEST"
@@ -63,7 +63,8 @@ class ChangeAlgorithm(EngineAlgorithm):
         after = self.parameterAsRasterLayer(parameters, self.parameter_name("raster_after"), context)
         out = ClusterAlgorithm.output_path(self, parameters, context)
         request = ChangeRequest(model=self.param_value(parameters, "model", context) or "",
-                                raster_before=local_raster_path(before), raster_after=local_raster_path(after),
+                                raster_before=self.local_raster(before, parameters, context, feedback),
+                                raster_after=self.local_raster(after, parameters, context, feedback),
                                 out=out, resample=self.param_value(parameters, "resample", context), overwrite=True)
         outputs = self.run_request(request, feedback)
         if outputs is None:

@@ -17,7 +17,7 @@ from ...engine.contract.tools import TOOLS
 from ..requests.classify import ClassifyRequest
 from . import params
 from .base import EngineAlgorithm, forget_output, load_output_as
-from .cluster import ClusterAlgorithm, local_raster_path
+from .cluster import ClusterAlgorithm
 
 OUTPUT, CLASS_RASTER, SCORES, CONFUSION, CLASSIFIER, MANIFEST = ("OUTPUT", "CLASS_RASTER", "SCORES", "CONFUSION",
                                                                  "CLASSIFIER", "MANIFEST")
@@ -89,7 +89,8 @@ class ClassifyAlgorithm(EngineAlgorithm):
         try:
             source = self.parameterAsSource(parameters, self.parameter_name("labels"), context)
             labels = write_features(source, str(Path(workdir) / "labels.gpkg"), context) if source else None
-            study = self.study_raster(parameters, context, local_raster_path(raster))
+            raster_file = self.local_raster(raster, parameters, context, feedback)     # a web layer: written now
+            study = self.study_raster(parameters, context, raster_file, feedback)
             request = ClassifyRequest(raster=study, out=out, labels=labels,
                                       field=value("field") or None, model=value("model"),
                                       classifier=value("classifier"), folds=value("folds"),

@@ -19,7 +19,7 @@ from ...engine.contract.limits import MIN_TILE_PX
 from ...engine.contract.tools import TOOLS, WEIGHT_WORDS
 from ..requests import ClusterRequest
 from . import params
-from .base import EngineAlgorithm, forget_output, load_output_as
+from .base import EngineAlgorithm, forget_output, load_output_as, local_raster_path  # noqa: F401 - re-exported
 from .styling import TILES_STYLER
 
 INPUT, K, TILE_SIZE, TILE_UNIT, OVERLAP = "INPUT", "K", "TILE_SIZE", params.TILE_UNIT, "OVERLAP"
@@ -37,13 +37,14 @@ POLYGONS = [QgsProcessing.TypeVectorPolygon]
 PARAMS = ("raster", "k", "backbone", "device", "seed", "area", "batch_size", "dask", "out")
 OPTIONS = {"area": {"layer_types": POLYGONS},
            "out": {"output": "vector", "layer_types": POLYGONS, "title": "Clustered tiles"}}
-NOTES = {"raster": "A local file: web and in-memory layers must first be saved to a GeoTIFF (right-click > Export > "
-                   "Save As).",
+NOTES = {"raster": "A local file, or a web map layer (XYZ, WMS, WMTS), first written to a GeoTIFF (see Ground "
+                   "resolution for web map layers); in-memory layers must first be saved to a GeoTIFF (right-click "
+                   "> Export > Save As).",
          "area": "Any CRS; the selected features only if so chosen.",
          "batch_size": "Lower it if the GPU runs out of memory.",
-         "dask": "Cluster raster tiles (k-means) only. Optional, for large rasters: local:N runs N worker processes "
-                 "on this computer, tcp://host:8786 a Dask scheduler whose workers see the raster and the feature "
-                 "cache.",
+         "dask": "Optional, for large rasters: local:N runs N worker processes on this computer, tcp://host:8786 a "
+                 "Dask scheduler whose workers see the raster and the feature cache. With DeepCluster the workers "
+                 "compute each epoch's features; the training runs on this computer.",
          "out": "An existing file is replaced."}
 
 
@@ -117,7 +118,8 @@ class ClusterAlgorithm(EngineAlgorithm):
         workdir = tempfile.mkdtemp(prefix="urbanform_run_", dir=QgsProcessingUtils.tempFolder())
         try:
             area = self.area_file(parameters, context, workdir)
-            request = self.build_request(parameters, context, raster, out, area)
+            raster_file = self.local_raster(raster, parameters, context, feedback)      # a web layer: written now
+            request = self.build_request(parameters, context, raster, out, area, raster_file)
             outputs = self.run_request(request, feedback)
             finished = outputs is not None
         finally:
@@ -128,17 +130,20 @@ class ClusterAlgorithm(EngineAlgorithm):
         load_output_as(context, out, f"{out}|layername=tiles", TILES_STYLER)
         return {OUTPUT: out, CLUSTER_RASTER: str(outputs["tif"]), MANIFEST: str(outputs["manifest"])}
 
-    def build_request(self, parameters, context, raster, out: str, area: str | None) -> ClusterRequest:
-        """The engine request for these parameters (not yet checked)."""
+    def build_request(self, parameters, context, raster, out: str, area: str | None,
+                      raster_file: str | None = None) -> ClusterRequest:
+        """The engine request for these parameters (not yet checked); ``raster_file``: the raster's file when it was
+        written from a web map layer."""
         value = lambda name: self.param_value(parameters, name, context)      # noqa: E731
         return ClusterRequest(
-            raster=self.study_raster(parameters, context, local_raster_path(raster)), out=out, k=value("k"),
+            raster=self.study_raster(parameters, context, raster_file or local_raster_path(raster)), out=out,
+            k=value("k"),
             tile_size=self.parameterAsDouble(parameters, TILE_SIZE, context),
             tile_unit=params.unit_value(self, parameters, context),
             overlap=self.parameterAsDouble(parameters, OVERLAP, context),
             backbone=value("backbone"), weights=params.weights_value(self, parameters, context),
             device=value("device"), seed=value("seed"),
-            extent=self.extent_in_raster_crs(parameters, context, raster),
+            extent=self.extent_in_raster_crs(parameters, context, raster, raster_file),
             area=area, batch_size=value("batch_size"), dask=value("dask") if "dask" in self.PARAMS else None,
             overwrite=True)      # Processing replaces its destination files
 
@@ -147,9 +152,12 @@ class ClusterAlgorithm(EngineAlgorithm):
         refuses another suffix, as the tool declares)."""
         return self.parameterAsOutputLayer(parameters, OUTPUT, context)
 
-    def extent_in_raster_crs(self, parameters, context, raster) -> tuple[float, float, float, float] | None:
-        """The EXTENT parameter as (xmin, ymin, xmax, ymax) in the raster's CRS, or None when not given."""
-        rect = self.parameterAsExtent(parameters, EXTENT, context, raster.crs())
+    def extent_in_raster_crs(self, parameters, context, raster, raster_file: str | None = None
+                             ) -> tuple[float, float, float, float] | None:
+        """The EXTENT parameter as (xmin, ymin, xmax, ymax) in the raster's CRS (that of ``raster_file``, written
+        from a web map layer, when given: a geographic layer is written in UTM), or None when not given."""
+        crs = file_crs(raster_file) if raster_file else raster.crs()
+        rect = self.parameterAsExtent(parameters, EXTENT, context, crs)
         if rect.isNull():
             return None
         if rect.isEmpty():
@@ -164,16 +172,14 @@ class ClusterAlgorithm(EngineAlgorithm):
         return write_polygons(source, str(Path(folder) / "area.gpkg"), context)
 
 
-def local_raster_path(raster) -> str:
-    """The file behind a raster layer, or an exception telling the user to save it as a GeoTIFF."""
-    if raster is None:
-        raise QgsProcessingException("Choose a raster layer (INPUT).")
-    path = raster.source()
-    if raster.providerType() != "gdal" or not Path(path).is_file():
-        raise QgsProcessingException(
-            f"The raster layer {raster.name()!r} ({path}) is not a local file. Save it to a GeoTIFF first "
-            "(right-click the layer > Export > Save As…) and run the algorithm on that file.")
-    return path
+def file_crs(path: str):
+    """The CRS of a raster file."""
+    from qgis.core import QgsRasterLayer
+
+    layer = QgsRasterLayer(path, "crs", "gdal")
+    crs = layer.crs()
+    del layer
+    return crs
 
 
 def write_polygons(source, path: str, context) -> str:

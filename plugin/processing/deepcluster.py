@@ -37,13 +37,13 @@ class DeepClusterAlgorithm(ClusterAlgorithm):
     NAME = "deepcluster"
     DISPLAY_NAME = "Cluster raster tiles with DeepCluster"
     HELP_TEXT = HELP
-    PARAMS = (*(p for p in CLUSTER_PARAMS if p != "dask"), *TRAINING)        # (--dask runs k-means only)
+    PARAMS = (*CLUSTER_PARAMS, *TRAINING)
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS API
         super().initAlgorithm(config)
         self.add_params(*TRAINING)
 
-    def build_request(self, parameters, context, raster, out, area):
-        request = super().build_request(parameters, context, raster, out, area)
+    def build_request(self, parameters, context, raster, out, area, raster_file=None):
+        request = super().build_request(parameters, context, raster, out, area, raster_file)
         return replace(request, method=DEEPCLUSTER, epochs=self.param_value(parameters, "epochs", context),
                        lr=self.param_value(parameters, "lr", context))

@@ -183,11 +183,6 @@ MORE_RASTERS_BULLET = ("• Further rasters (one study) (optional): more raster 
                        "study, and the outputs are in that CRS.")
 
 
-def more_rasters_value(alg, parameters: dict, context, local_path) -> list[str]:
-    """The files of the MORE_RASTERS layers, in order (``local_path``: a layer's local file, or the error)."""
-    return [local_path(layer) for layer in alg.parameterAsLayerList(parameters, MORE_RASTERS, context) or []]
-
-
 def study_value(first: str, more: list[str]):
     """A raster value as the contract takes it: one path, or a list (a study) when there are more."""
     scenes = [first, *[m for m in more if m != first]]

@@ -12,7 +12,7 @@ from ...engine.contract.tools import TOOLS
 from ..requests import PredictRequest
 from . import params
 from .base import EngineAlgorithm, forget_output, load_output_as
-from .cluster import ClusterAlgorithm, local_raster_path
+from .cluster import ClusterAlgorithm
 from .styling import TILES_STYLER
 
 MODEL, INPUT, RESAMPLE = "MODEL", "INPUT", "RESAMPLE"
@@ -59,7 +59,8 @@ class PredictAlgorithm(EngineAlgorithm):
         raster = self.parameterAsRasterLayer(parameters, INPUT, context)
         out = ClusterAlgorithm.output_path(self, parameters, context)
         request = PredictRequest(model=self.param_value(parameters, "model", context) or "",
-                                 raster=self.study_raster(parameters, context, local_raster_path(raster)), out=out,
+                                 raster=self.study_raster(parameters, context, self.local_raster(
+                                     raster, parameters, context, feedback), feedback), out=out,
                                  resample=self.param_value(parameters, "resample", context),
                                  dask=self.param_value(parameters, "dask", context) or None, overwrite=True)
         outputs = self.run_request(request, feedback)

@@ -17,7 +17,7 @@ from ...engine.contract.tools import TOOLS
 from ..requests.similar import SimilarRequest
 from . import params
 from .base import EngineAlgorithm, forget_output, load_output_as
-from .cluster import ClusterAlgorithm, local_raster_path, write_polygons
+from .cluster import ClusterAlgorithm, write_polygons
 
 OUTPUT, SIMILARITY, TOP, MANIFEST = "OUTPUT", "SIMILARITY", "TOP", "MANIFEST"
 
@@ -68,7 +68,8 @@ class SimilarAlgorithm(EngineAlgorithm):
         try:
             source = self.parameterAsSource(parameters, self.parameter_name("query"), context)
             query = write_polygons(source, str(Path(workdir) / "query.gpkg"), context) if source else None
-            study = self.study_raster(parameters, context, local_raster_path(raster))
+            raster_file = self.local_raster(raster, parameters, context, feedback)     # a web layer: written now
+            study = self.study_raster(parameters, context, raster_file, feedback)
             request = SimilarRequest(raster=study, out=out, query=query,
                                      query_tiles=value("query_tiles") or None, top=value("top"),
                                      tile_size=value("tile_size"), backbone=value("backbone"),

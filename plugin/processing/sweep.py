@@ -34,7 +34,7 @@ OPTIONS = {"method": {"labels": METHOD_LABELS}, "resume": {"title": "Finish an i
            "out": {"title": "Sweep GeoPackage"}}
 NOTES = {"k": "K larger than the number of valid tiles is skipped with a warning.",
          "epochs": "DeepCluster only.",
-         "dask": "k-means only. Optional, for large rasters: local:N runs N worker processes on this computer, "
+         "dask": "Optional, for large rasters: local:N runs N worker processes on this computer, "
                  "tcp://host:8786 a Dask scheduler whose workers see the raster and the feature cache.",
          "resume": "A cancelled or failed sweep keeps the tile sizes it finished; run again with the same "
                    "parameters and this option to compute only the missing ones.",
@@ -93,7 +93,8 @@ class SweepAlgorithm(EngineAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
         raster = self.parameterAsRasterLayer(parameters, INPUT, context)
         out = self.parameterAsFileOutput(parameters, OUTPUT, context)
-        request = self.build_request(parameters, context, raster, out)
+        request = self.build_request(parameters, context, raster, out,
+                                     self.local_raster(raster, parameters, context, feedback))
         outputs = self.run_request(request, feedback)
         if outputs is None:
             state = request.interrupted()
@@ -105,10 +106,11 @@ class SweepAlgorithm(EngineAlgorithm):
         self.load_layers(context, request)
         return {OUTPUT: out, METRICS: str(outputs["metrics_csv"]), MANIFEST: str(outputs["manifest"])}
 
-    def build_request(self, parameters, context, raster, out: str) -> SweepRequest:
+    def build_request(self, parameters, context, raster, out: str, raster_file: str | None = None) -> SweepRequest:
         value = lambda name: self.param_value(parameters, name, context)      # noqa: E731
         return SweepRequest(
-            raster=self.study_raster(parameters, context, local_raster_path(raster)), out=out, k_text=value("k"),
+            raster=self.study_raster(parameters, context, raster_file or local_raster_path(raster)), out=out,
+            k_text=value("k"),
             tile_sizes=self.parameterAsString(parameters, TILE_SIZES, context),
             tile_unit=params.unit_value(self, parameters, context), method=value("method"), epochs=value("epochs"),
             backbone=value("backbone"), weights=params.weights_value(self, parameters, context),

@@ -17,7 +17,7 @@ from qgis.PyQt.QtCore import pyqtSignal
 from ...engine.contract.progress import progress_for, status_text
 from .. import log
 from ..requests.wording import panel_words
-from . import server_settings
+from . import dask_setting, server_settings
 from .dispatch import FROM_SETTINGS, run_engine
 from .engine_process import EngineResult
 
@@ -103,7 +103,8 @@ class EngineTask(QgsTask):
         self.python = python
         # where it runs: a remote.Server, or None for this computer (default: the Engine setting, read now)
         self.server = server_settings.active_server() if server is FROM_SETTINGS else server
-        self.args = list(args)
+        # on this computer, the Engine setting "Dask scheduler" (where the run takes --dask and sets none)
+        self.args = dask_setting.with_setting(list(args)) if self.server is None else list(args)
         self.progress_of = progress_for(self.args)
         self.status_of: Callable[[dict], str] = status_text     # event -> the status line (worker thread)
         self.panel = "dock"              # whose words the messages use (wording.panel_words): dock or buildings

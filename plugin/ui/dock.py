@@ -26,18 +26,18 @@ from qgis.core import (Qgis, QgsApplication, QgsCoordinateTransform, QgsCsExcept
 from qgis.gui import QgsDockWidget, QgsFileWidget
 from qgis.PyQt import sip, uic
 from qgis.PyQt.QtCore import QTimer, pyqtSignal
-from qgis.PyQt.QtWidgets import QLineEdit, QMessageBox, QPushButton
+from qgis.PyQt.QtWidgets import QDoubleSpinBox, QLabel, QLineEdit, QMessageBox, QPushButton
 
 from ...engine.contract import defaults
-from ...engine.contract.problems import (NO_ENGINE, NO_OVERLAP, NOT_LOCAL, REJECTED, REQUIRED, Problem,
-                                        messages)
+from ...engine.contract.problems import (BAD_FORMAT, NO_ENGINE, NO_OVERLAP, NOT_LOCAL, REJECTED, REQUIRED,
+                                        Problem, messages)
 from .. import log, settings
 from ..layers.clusters import add_cluster_outputs, add_clusters_table, add_sweep_outputs, style_sweep_layer
 from ..paths import RESOURCES
 from ..requests import (BACKBONES, DEEPCLUSTER, DEVICES, LENGTH_UNITS, METHODS, WEIGHT_WORDS, ClusterRequest,
                         SweepRequest, outputs, parse_k)
 from ..requests.wording import METHOD_LABELS
-from ..runner import engine_env, probe, server_settings
+from ..runner import dask_setting, engine_env, probe, server_settings, webmap
 from ..runner.task import EngineTask
 from . import marks, plots, stats_inputs, wording
 from .bounds import bound
@@ -136,6 +136,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self._connect_signals()
         self._raster_changed()
         self._area_mode_changed()
+        self._web_changed()
         self._refresh()
 
     # -- set-up ------------------------------------------------------------------------------------
@@ -192,9 +193,33 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.engineForm.addRow("Package index", self.indexUrlEdit)
         self.engineForm.addRow("Wheel folder", self.wheelDir)
         self.engineForm.addRow("Build from", self.basePython)
+        # the Dask cluster of the runs on this computer (issue 14; empty: one process)
+        self.daskEdit = QLineEdit(self)
+        self.daskEdit.setObjectName("daskEdit")
+        self.daskEdit.setPlaceholderText(dask_setting.PLACEHOLDER)
+        self.daskEdit.setToolTip(dask_setting.TIP)
+        self.engineForm.addRow("Dask scheduler", self.daskEdit)
+        # a web map layer (XYZ, WMS, WMTS) as the raster: written to a GeoTIFF at this ground resolution at Run
+        self.webResolutionSpin = QDoubleSpinBox(self)
+        self.webResolutionSpin.setObjectName("webResolutionSpin")
+        self.webResolutionSpin.setRange(webmap.MIN_RESOLUTION_M, 100.0)
+        self.webResolutionSpin.setDecimals(2)
+        self.webResolutionSpin.setSingleStep(0.1)
+        self.webResolutionSpin.setSuffix(" m")
+        self.webResolutionSpin.setValue(webmap.DEFAULT_RESOLUTION_M)
+        self.webResolutionSpin.setToolTip("A web map layer is first written to a GeoTIFF (next to the output) at "
+                                          "this ground resolution, over the area the run is limited to (the whole "
+                                          "raster: its part in the map view)")
+        self.webResolutionLabel = QLabel("Ground resolution", self)
+        self.webResolutionLabel.setBuddy(self.webResolutionSpin)
+        self.webEstimateLabel = QLabel(self)
+        self.webEstimateLabel.setObjectName("webEstimateLabel")
+        self.webEstimateLabel.setWordWrap(True)
+        self.inputForm.insertRow(1, self.webResolutionLabel, self.webResolutionSpin)
+        self.inputForm.insertRow(2, "", self.webEstimateLabel)
         # where the engine runs: this computer (the rows above) or a server (its URL and token), at the box's top
         self.engineChoice = EngineChoice(self.engineForm, [self.enginePython, self.indexUrlEdit, self.wheelDir,
-                                                           self.basePython], self)
+                                                           self.basePython, self.daskEdit], self)
         self.progressBar.setRange(0, 100)
         self.problemsLabel.setStyleSheet(ERROR_STYLE)
         for label in (self.estimateLabel, self.problemsLabel, self.statusLabel):
@@ -242,7 +267,8 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
                        self.overlapSpin.valueChanged, self.backboneCombo.currentIndexChanged,
                        self.weightsCombo.currentIndexChanged, self.weightsFile.fileChanged,
                        self.deviceCombo.currentIndexChanged, self.seedSpin.valueChanged, self.outputFile.fileChanged,
-                       self.enginePython.fileChanged, *stats_inputs.signals(self)):
+                       self.enginePython.fileChanged, self.webResolutionSpin.valueChanged, self.daskEdit.textChanged,
+                       *stats_inputs.signals(self)):
             signal.connect(self._changed)
         self.iface.mapCanvas().extentsChanged.connect(self._extent_changed)
         self.checkButton.clicked.connect(self.recheck)
@@ -259,6 +285,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.cancelButton.clicked.connect(self.cancel)
         self.reportButton.clicked.connect(self.report)
         self.rasterCombo.layerChanged.connect(self.analyses.raster_changed)
+        self.rasterCombo.layerChanged.connect(self._web_changed)
 
     # -- the request -------------------------------------------------------------------------------
     def is_sweep(self) -> bool:
@@ -279,14 +306,14 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         layer = self.rasterCombo.currentLayer()
         if self.is_sweep():
             return SweepRequest(
-                raster=raster_path(layer), out=self.outputFile.filePath().strip(),
+                raster=self.raster_file(layer), out=self.outputFile.filePath().strip(),
                 k_text=f"{self.kFromSpin.value()}..{self.kToSpin.value()}", tile_sizes=self.tileSizesEdit.text(),
                 tile_unit=self.tileUnitCombo.currentData(), method=self.methodCombo.currentData(),
                 epochs=self.epochsSpin.value(), backbone=self.backboneCombo.currentData(), weights=self._weights(),
                 device=self.deviceCombo.currentData(), seed=self.seedSpin.value(), **stats_inputs.paths(self))
         mode = self.areaCombo.currentData()
         return ClusterRequest(
-            raster=raster_path(layer), out=self.outputFile.filePath().strip(), k=self.kSpin.value(),
+            raster=self.raster_file(layer), out=self.outputFile.filePath().strip(), k=self.kSpin.value(),
             method=self.methodCombo.currentData(), epochs=self.epochsSpin.value(), tile_size=self.tileSizeSpin.value(),
             tile_unit=self.tileUnitCombo.currentData(), overlap=self.overlapSpin.value(),
             backbone=self.backboneCombo.currentData(), weights=self._weights(), device=self.deviceCombo.currentData(),
@@ -294,6 +321,57 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             extent=self._map_extent(layer) if mode == "extent" else None,
             area=self._area_file(self.areaLayerCombo.currentLayer()) if mode == "layer" else None,
             **stats_inputs.paths(self))
+
+    def raster_file(self, layer) -> str:
+        """The raster's file: a local layer's own, or where Run writes a web map layer (next to the output)."""
+        if not self.is_web():
+            return raster_path(layer)
+        out = self.outputFile.filePath().strip()
+        folder = Path(out).parent if out else Path(tempfile.gettempdir()) / "urbanform-web"
+        return str(folder / f"{Path(out).stem if out else 'urbanform'}_webmap.tif")
+
+    def is_web(self) -> bool:
+        """The raster is a web map layer (XYZ, WMS, WMTS) and the mode clusters (single run or sweep)."""
+        return self.panel() is None and webmap.is_web_layer(self.rasterCombo.currentLayer())
+
+    def web_plan(self) -> "webmap.WebPlan":
+        """What Run writes of the web map layer: over the area limit (the map view, the polygon layer's extent) or,
+        for the whole raster, its part in the map view. Raises ValueError (no overlap, a bad resolution)."""
+        layer = self.rasterCombo.currentLayer()
+        canvas = self.iface.mapCanvas()
+        view, view_crs = canvas.extent(), canvas.mapSettings().destinationCrs()
+        mode = "none" if self.is_sweep() else self.areaCombo.currentData()
+        area = self.areaLayerCombo.currentLayer() if mode == "layer" else None
+        if area is not None:
+            rect, crs = area.extent(), area.crs()
+        elif not view.isEmpty() and view_crs.isValid():
+            rect, crs = view, view_crs
+        else:
+            rect, crs = layer.extent(), layer.crs()
+        return webmap.plan(layer, rect, crs, self.webResolutionSpin.value(), QgsProject.instance().transformContext())
+
+    def _web_problem(self) -> Problem | None:
+        """Why the web map layer cannot be written as asked (too large, no overlap), naming the fix; else None."""
+        try:
+            text = self.web_plan().problem()
+        except (ValueError, QgsCsException) as exc:
+            text = str(exc)
+        return Problem("web_resolution", REJECTED, text) if text else None
+
+    def _web_changed(self, *_args) -> None:
+        """Show the ground resolution and the estimate only for a web map layer."""
+        web = self.is_web()
+        for widget in (self.webResolutionLabel, self.webResolutionSpin, self.webEstimateLabel):
+            widget.setVisible(web)
+        if web:
+            try:
+                self.webEstimateLabel.setText(f"Written at Run: {self.web_plan().text()}")
+            except (ValueError, QgsCsException) as exc:
+                self.webEstimateLabel.setText(str(exc))
+
+    def _written_at_run(self, problem: Problem) -> bool:
+        """written_at_run, and the raster of a web map layer (Run writes it first)."""
+        return written_at_run(problem) or (problem.param == "raster" and problem.code == NOT_LOCAL and self.is_web())
 
     def _weights(self) -> str:
         choice = self.weightsCombo.currentData()
@@ -306,9 +384,15 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         canvas = self.iface.mapCanvas()
         rect = canvas.extent()
         source = canvas.mapSettings().destinationCrs()
-        if source.isValid() and layer.crs().isValid() and source != layer.crs():
+        target = layer.crs()
+        if self.is_web():                    # the GeoTIFF's CRS (a geographic web layer is written in UTM)
             try:
-                rect = QgsCoordinateTransform(source, layer.crs(), QgsProject.instance()).transformBoundingBox(rect)
+                target = self.web_plan().crs_object()
+            except (ValueError, QgsCsException):
+                pass
+        if source.isValid() and target.isValid() and source != target:
+            try:
+                rect = QgsCoordinateTransform(source, target, QgsProject.instance()).transformBoundingBox(rect)
             except QgsCsException:
                 return None
         return (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
@@ -332,11 +416,17 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
                                f"from {layer.providerType()}); save it to a GeoTIFF first (right-click the layer > "
                                "Export > Save As…) and choose that layer."))
         out += [p for p in replace(req, overwrite=True).problems() if not (out and p.param == "raster" and
-                p.code == REQUIRED) and not written_at_run(p)]
+                p.code == REQUIRED) and not self._written_at_run(p)]
+        dask = None if self.is_remote() else dask_setting.problem(self.daskEdit.text())
+        if dask:                                  # an Engine setting: said (and marked) before the run's inputs
+            out.insert(1 if engine else 0, Problem("dask", BAD_FORMAT, dask))
+        web = self._web_problem() if self.is_web() else None
+        if web is not None:
+            out.append(web)
         if isinstance(req, SweepRequest):
             return out                                   # no area limit and no probe for a sweep
         mode = self.areaCombo.currentData()
-        if mode == "extent" and layer is not None:
+        if mode == "extent" and layer is not None and not self.is_web():        # a web layer: its plan says
             if req.extent is None:
                 out.append(Problem("extent", NO_OVERLAP, "The map extent cannot be transformed to the raster's CRS; "
                                                          "choose another area limit."))
@@ -367,7 +457,8 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
                 "tile_size": self.tileSizesEdit if sweep else self.tileSizeSpin, "overlap": self.overlapSpin,
                 "backbone": self.backboneCombo, "device": self.deviceCombo, "area": self.areaLayerCombo,
                 "weights": self.weightsFile if self.weightsCombo.currentData() == "file" else self.weightsCombo,
-                "extent": self.areaCombo, **{field: getattr(self, attr) for attr, field, *_ in stats_inputs.PICKERS}}
+                "extent": self.areaCombo, "dask": self.daskEdit, "web_resolution": self.webResolutionSpin,
+                **{field: getattr(self, attr) for attr, field, *_ in stats_inputs.PICKERS}}
 
     @staticmethod
     def _tile_key(python: str | None, req: ClusterRequest) -> tuple:
@@ -539,7 +630,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self._timer.start()
 
     def _extent_changed(self) -> None:
-        if self.areaCombo.currentData() == "extent":
+        if self.areaCombo.currentData() == "extent" or self.is_web():
             self._changed()
 
     def _raster_changed(self, *_args) -> None:
@@ -649,9 +740,14 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             return
         req = self.request()
         inputs_ok = not [p for p in replace(req, overwrite=True, out="").problems()
-                         if not (p.param == "out" and p.code == REQUIRED) and not written_at_run(p)]
+                         if not (p.param == "out" and p.code == REQUIRED) and not self._written_at_run(p)]
         if isinstance(req, SweepRequest):
             self.estimateLabel.setText(sweep_text(req) if inputs_ok else "")
+            self.update_state()
+            return
+        self._web_changed()
+        if self.is_web():                        # no tile count before the GeoTIFF exists: its size instead
+            self.estimateLabel.setText(self.webEstimateLabel.text() if inputs_ok else "")
             self.update_state()
             return
         key = self._tile_key(python, req)
@@ -678,7 +774,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         req = self.request()
         if isinstance(req, SweepRequest):
             inputs_ok = not [p for p in replace(req, overwrite=True, out="").problems()
-                             if not (p.param == "out" and p.code == REQUIRED) and not written_at_run(p)]
+                             if not (p.param == "out" and p.code == REQUIRED) and not self._written_at_run(p)]
             self.estimateLabel.setText(sweep_text(req) if inputs_ok else "")
         else:
             self.estimateLabel.setText(f"Runs on the engine server {url}" if url else "")
@@ -759,7 +855,7 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         if resume:
             req.resume = True
             remove_layers_of(req.outputs().values())
-        elif any(p.exists() for p in req.outputs().values()):
+        elif any(p.exists() for p in req.outputs().values()) or (self.is_web() and Path(req.raster).exists()):
             if not interrupted and not self.confirm_overwrite(self, req.out):
                 self.statusLabel.setText("Not run: the existing output was kept.")
                 return False
@@ -773,6 +869,43 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
             self._report(error, Qgis.Critical)
             return False
         self.save_settings()
+        if self.is_web():
+            return self._write_web_then_run(req, python, run_key)
+        self._start_engine(req, python, run_key)
+        return True
+
+    def _write_web_then_run(self, req, python: str, run_key: tuple) -> bool:
+        """Write the web map layer to ``req.raster`` in the background (progress in the dock), then run ``req``."""
+        try:
+            plan = self.web_plan()
+        except (ValueError, QgsCsException) as exc:
+            self._report(str(exc), Qgis.Warning)
+            return False
+        task = webmap.WebMapTask(plan, req.raster, overwrite=bool(req.overwrite or getattr(req, "resume", False)))
+        task.progressChanged.connect(self._on_progress)
+        task.statusChanged.connect(self._on_status)
+        task.done.connect(lambda path, error: self._web_written(req, python, run_key, path, error))
+        self.task, self._run_request, self._run_key, self._failed_input = task, req, run_key, None
+        self.progressBar.setValue(0)
+        self._set_status(f"Writing the web map layer: {plan.text()}")
+        QgsApplication.taskManager().addTask(task)
+        self.update_state()
+        return True
+
+    def _web_written(self, req, python: str, run_key: tuple, path: str, error: str) -> None:
+        """Main thread: the GeoTIFF is written (start the engine on it), or why not (cancelled, failed)."""
+        if sip.isdeleted(self):
+            return
+        self.task = None
+        if not path:
+            self._report(f"Web map layer: {error}", Qgis.Info if error.startswith("cancelled") else Qgis.Critical)
+            self._finish_run(False)
+            return
+        log.info(f"Web map layer written to {path}")
+        self._start_engine(req, python, run_key)
+
+    def _start_engine(self, req, python: str, run_key: tuple) -> None:
+        """Start the engine task of ``req``."""
         task = EngineTask(f"Urban Form Mapper: {req.name}", python, req.argv(), outputs=list(req.outputs().values()),
                           on_success=self._on_success, on_failure=self._on_failure,
                           message_bar=self.iface.messageBar())
@@ -786,7 +919,6 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self._set_status(f"Starting {req.name}…")
         QgsApplication.taskManager().addTask(task)
         self.update_state()
-        return True
 
     def _write_area(self, layer: QgsVectorLayer, path: str) -> bool:
         """Write the polygon layer (its selection, if any) to ``path`` for ``--area``."""
@@ -970,6 +1102,8 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         stats_inputs.save(self)
         settings.set("engine_python", self.enginePython.filePath().strip())
         settings.set("index_url", self.indexUrlEdit.text().strip())
+        settings.set(KEY + "web_resolution", self.webResolutionSpin.value())
+        dask_setting.save(self.daskEdit.text())              # a valid address or none (a bad one is marked)
 
     def restore_settings(self) -> None:
         get = settings.get
@@ -998,6 +1132,8 @@ class UrbanFormDock(QgsDockWidget, FORM_CLASS):
         self.seedSpin.setValue(get(KEY + "seed", single.seed, int))
         _select(self.areaCombo, get(KEY + "area", "none", str))
         self.enginePython.setFilePath(get("engine_python", "", str))
+        self.webResolutionSpin.setValue(get(KEY + "web_resolution", webmap.DEFAULT_RESOLUTION_M, float))
+        self.daskEdit.setText(get(dask_setting.KEY, "", str))
         self.indexUrlEdit.setText(get("index_url", "", str))
         self.wheelDir.setFilePath(get("wheel_dir", "", str))
         self.basePython.setFilePath(get("base_python", "", str))

@@ -18,7 +18,9 @@ It measures, in one run (compare figures only within a run):
 4. peak resident memory of the full CLI (``python -m engine cluster``) on a
    small and a large raster (target: large within +10% of small), with wall
    times, the engine's own stage timings and a per-stage split of the peak;
-5. the environment: CPU, cores, torch, precision, bf16 autocast, malloc state.
+5. the environment: CPU, cores, torch, precision, bf16 autocast, malloc state;
+6. contention: model-only throughput idle and while a busy process of its own holds one core (target: at
+   most 1.5x slower), and with one thread under the same load.
 
 The report goes to stdout (and OUT/bench.txt); the same figures go to
 OUT/bench.json. Progress notes go to stderr. Generated rasters live in a
@@ -809,14 +811,56 @@ def report_memory(mem: dict) -> str:
 # ----------------------------------------------------------------------------- main
 
 
+# ----------------------------------------------------------------------------- 6 contention
+BUSY_LOOP = "import time\nend = time.monotonic() + 600\nwhile time.monotonic() < end:\n    pass\n"
+
+
+def run_contention(plan: dict, batch_override: int | None) -> dict:
+    """Section 6: model-only throughput (efficientnet_lite0 at 64 px, the clustering default) with the engine's
+    own thread count, idle and while a busy process of the bench's own holds one core, each in a fresh process,
+    alternating; the slowdown is idle / loaded (target <= 1.5). Also the same under load with one thread, to
+    show what the engine's choice costs or saves."""
+    from engine.features.runtime import usable_cores
+
+    case = {"name": "efficientnet_lite0 @ 64 px", "backbone": "efficientnet_lite0", "px": 64, "weights": "imagenet"}
+    spec = {"case": case, "batch_size": batch_override, "warmup": plan["model_warmup"],
+            "batches": max(2, round(plan["model_batches_px"] / (64 * 64 * 256))), "repeats": plan["model_repeats"]}
+    rates: dict = {"idle": [], "loaded": [], "loaded_1_thread": []}
+    for _ in range(plan["malloc_rounds"]):
+        for mode in rates:
+            load = subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) if mode != "idle" else None
+            try:
+                time.sleep(0.2 if load else 0)
+                extra = {"URBANFORM_THREADS": "1"} if mode == "loaded_1_thread" else {"URBANFORM_THREADS": None}
+                rates[mode].append(run_worker(spec, extra)["tiles_per_s"])
+            finally:
+                if load is not None:
+                    load.kill()
+                    load.wait()
+    med = {mode: median(v) for mode, v in rates.items()}
+    return {"case": case["name"], "threads": usable_cores(), "tiles_per_s": med,
+            "tiles_per_s_all": {m: [round(r, 1) for r in v] for m, v in rates.items()},
+            "slowdown": round(med["idle"] / med["loaded"], 3),
+            "slowdown_1_thread": round(med["idle"] / med["loaded_1_thread"], 3)}
+
+
+def report_contention(c: dict) -> str:
+    ok = "meets" if c["slowdown"] <= 1.5 else "MISSES"
+    t = c["tiles_per_s"]
+    return (f"\nContention ({c['case']}, model only, {c['threads']} threads, fresh processes): idle "
+            f"{t['idle']:,.0f} tiles/s; while a busy process holds one core {t['loaded']:,.0f} tiles/s: slowdown "
+            f"{c['slowdown']:.2f}x ({ok} the 1.5x target); one thread under the same load {t['loaded_1_thread']:,.0f}"
+            f" tiles/s ({c['slowdown_1_thread']:.2f}x).")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Benchmark feature throughput, malloc tuning and CLI memory.")
     p.add_argument("--quick", action="store_true", help="small rasters and few repeats (a smoke run, < 2 min)")
     p.add_argument("--out", default="bench_out", help="folder for bench.json and bench.txt (default bench_out/)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="tiles per batch for every case (default: engine.features.extract.default_batch_size)")
-    p.add_argument("--sections", default="throughput,malloc,memory",
-                   help="comma-separated subset of throughput,malloc,memory (default: all)")
+    p.add_argument("--sections", default="throughput,malloc,memory,contention",
+                   help="comma-separated subset of throughput,malloc,memory,contention (default: all)")
     p.add_argument("--no-stages", action="store_true",
                    help="skip the second, per-stage memory run of the CLI (saves about a minute)")
     p.add_argument("--tmp", default=None, help="folder for the temporary rasters (default: the system temp)")
@@ -832,7 +876,7 @@ def main(argv=None) -> int:
     mode = "quick" if args.quick else "full"
     plan = PLANS[mode]
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}
-    unknown = sections - {"throughput", "malloc", "memory"}
+    unknown = sections - {"throughput", "malloc", "memory", "contention"}
     if unknown:
         raise SystemExit(f"--sections: unknown section(s) {', '.join(sorted(unknown))}")
     out_dir = Path(args.out)
@@ -868,6 +912,9 @@ def main(argv=None) -> int:
             data["contention_memory"] = mon.as_dict()
             emit(report_memory(data["memory"]))
             emit(contention_note(data["contention_memory"]))
+        if "contention" in sections:
+            data["contention"] = run_contention(plan, args.batch_size)
+            emit(report_contention(data["contention"]))
     data["wall_s"] = time.perf_counter() - t_start
     emit(f"\nBench wall time: {data['wall_s']:.0f} s. Figures: {out_dir / 'bench.json'}")
     (out_dir / "bench.json").write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")

@@ -130,13 +130,20 @@ def test_invalid_settings_disable_run_with_a_reason(make_dock, sample_layers, tm
     (tmp_path / "exists.gpkg").write_text("x")
     dock.outputFile.setFilePath(str(tmp_path / "exists.gpkg"))
     assert dock.runButton.isEnabled() and "will ask" in dock.problemsLabel.text()
-    # a raster that is not a local file (an XYZ tile service) must be saved first
-    xyz = QgsRasterLayer("type=xyz&url=https://tile.openstreetmap.org/{z}/{x}/{y}.png&zmax=19&zmin=0", "osm", "wms")
-    QgsProject.instance().addMapLayer(xyz)
-    dock.rasterCombo.setLayer(xyz)
-    del xyz
+    # a raster that is not a local file (one in GDAL's memory) must be saved first (a web map layer is written at
+    # Run: tests/plugin/test_webmap.py)
+    from osgeo import gdal
+
+    gdal.Translate("/vsimem/urbanform_test.tif", str(sample_layers.raster_path))
+    memory = QgsRasterLayer("/vsimem/urbanform_test.tif", "in memory", "gdal")
+    assert memory.isValid()
+    QgsProject.instance().addMapLayer(memory)
+    dock.rasterCombo.setLayer(memory)
+    del memory
     assert not dock.runButton.isEnabled()
     assert "not a local raster file" in dock.problemsLabel.text() and "Save As" in dock.problemsLabel.text()
+    QgsProject.instance().removeAllMapLayers()
+    gdal.Unlink("/vsimem/urbanform_test.tif")
 
 
 def test_run_through_the_dock_adds_the_styled_layers(make_dock, sample_layers, tmp_path, qgis_iface):

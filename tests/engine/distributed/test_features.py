@@ -7,6 +7,7 @@ many partitions of little work each (two cores).
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -146,3 +147,37 @@ def test_resume_after_the_client_is_killed(dask_cluster, city, tmp_path):
     assert features_run["stage"] == "features" and kept <= features_run["kept"] < features_run["partitions"]
     _cluster(city.raster, tmp_path / "one.gpkg", use_cache=False)
     assert_same_tiles(tile_columns(tmp_path / "one.gpkg"), tile_columns(tmp_path / "r.gpkg"))
+
+
+def test_deepcluster_on_dask_gives_the_labels_of_one_process(dask_cluster, kampala_z19, tmp_path):
+    """--method deepcluster --dask: the training runs here, each epoch's features on the workers (with that
+    epoch's network, saved where they see it); labels and training history are those of one process, and
+    the networks and partitions are removed from the cache afterwards."""
+    deep = {"method": "deepcluster", "epochs": 1, "crops_per_tile": 1, "batch_size": 8}
+    one = _cluster(kampala_z19, tmp_path / "one.gpkg", use_cache=False, **deep)
+    from engine.progress import Progress
+
+    stream = io.StringIO()
+    on = run_cluster(ClusterParams(raster=str(kampala_z19), out=str(tmp_path / "dask.gpkg"),
+                                   dask=dask_cluster[0].scheduler_address, **{**FAST, **deep}),
+                     progress=Progress("json", stream=stream, min_interval=0))
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert_same_tiles(tile_columns(tmp_path / "one.gpkg"), tile_columns(tmp_path / "dask.gpkg"))
+    history = [(h["epoch"], h["clusters_used"]) for h in on["clustering"]["history"]]
+    assert history == [(h["epoch"], h["clusters_used"]) for h in one["clustering"]["history"]] == [(0, 4), (1, 4)]
+    assert [r["stage"] for r in on["dask"]["runs"]].count("features") == 2          # epochs 0 and 1
+    assert any(e["stage"] == "epoch" for e in events)
+    assert any(e["stage"] == "features" and "epoch 1/1" in e.get("message", "") and "partitions" in e["message"]
+               for e in events)
+    assert not list(Path(os.environ["URBANFORM_CACHE"]).glob("features/parts/deepcluster-*"))
+
+    from engine.tools.sweep import SweepParams
+    from engine.tools.sweep import run as run_sweep
+
+    sweep = {"raster": str(kampala_z19), "k": "2,3", "tile_size": "32px", "backbone": "efficientnet_lite0",
+             "use_cache": False, **deep}
+    run_sweep(SweepParams(out=str(tmp_path / "s1.gpkg"), **sweep))
+    run_sweep(SweepParams(out=str(tmp_path / "s2.gpkg"), dask=dask_cluster[0].scheduler_address, **sweep))
+    columns = ("row", "col", "k2", "k3", "pc1", "pc2")
+    assert_same_tiles(tile_columns(tmp_path / "s1.gpkg", "tiles_32px", columns),
+                      tile_columns(tmp_path / "s2.gpkg", "tiles_32px", columns))

@@ -49,3 +49,42 @@ def test_building_statistics_on_dask_are_those_of_one_process(dask_cluster, kamp
     assert a["statistics"]["warnings"] == b["statistics"]["warnings"]
     eta = [{r["stat"]: (r["n"], r["eta2"]) for r in m["statistics"]["eta_squared"]} for m in (a, b)]
     assert eta[0].keys() == eta[1].keys() and all(eta[0][k] == pytest.approx(eta[1][k]) for k in eta[0])
+
+
+def test_resume_keeps_the_partitions_an_interrupted_run_summed(dask_cluster, kampala_run, kampala_buildings,
+                                                               tmp_path, monkeypatch):
+    """A client stopped after its first partition leaves their sums in the store; the run again with resume sums
+    only the others (the session's record says how many were kept) and gives the columns of a whole run; the
+    store is gone afterwards."""
+    import geopandas as gpd
+
+    from engine.distributed import stats
+    from engine.distributed.session import dask_session
+    from engine.errors import Cancelled
+
+    monkeypatch.setattr(stats, "BUILDINGS_PER_PARTITION", 15)        # about 15 partitions
+    tiles = gpd.read_file(kampala_run, layer="tiles").geometry.to_crs(32636)
+    root = tmp_path / "stores"
+    address = dask_cluster[0].scheduler_address
+
+    def stop_at_the_first(stage, done, total, message="", **_):
+        if done >= 1:
+            raise Cancelled()
+
+    with dask_session(address, lambda *a, **k: None) as session, pytest.raises(Cancelled):
+        stats.building_stats_on_dask(session, str(kampala_buildings), tiles, root, stop_at_the_first)
+    (store,) = root.iterdir()
+    left = sorted(p.name for p in store.glob("part-*.npz"))
+    assert len(left) >= 1
+
+    with dask_session(address, lambda *a, **k: None) as session:
+        resumed = stats.building_stats_on_dask(session, str(kampala_buildings), tiles, root,
+                                               lambda *a, **k: None, resume=True)
+        (record,) = session.runs
+    assert len(left) <= record["kept"] < record["partitions"]        # (tasks running at the stop may finish)
+    assert not list(root.iterdir())
+    with dask_session(address, lambda *a, **k: None) as session:
+        whole = stats.building_stats_on_dask(session, str(kampala_buildings), tiles, root, lambda *a, **k: None)
+    for column in BUILDING_COLUMNS:
+        np.testing.assert_allclose(resumed[column], whole[column], rtol=1e-12, atol=1e-9, err_msg=column)
+    assert whole["bldg_count"].sum() > 100
