@@ -76,7 +76,7 @@ class LiveSimilarity:
         q = [sum(self.rows[p][j] for p in positions) / len(positions) for j in range(d)]
         qn = max(math.sqrt(sum(map(mul, q, q))), 1e-12)
         q = [v / qn for v in q]
-        sim = [sum(map(mul, r, q)) / max(n, 1e-12) for r, n in zip(self.rows, self.norms)]
+        sim = [sum(map(mul, r, q)) / max(n, 1e-12) for r, n in zip(self.rows, self.norms, strict=True)]
         is_query = [0] * len(sim)
         for p in positions:
             is_query[p] = 1
