@@ -122,7 +122,11 @@ def test_similar_places_clicked_on_the_map_run_from_the_panel_and_load_graduated
     assert layers[0].renderer().classAttribute() == "similarity"
     assert sum(1 for f in layers[0].getFeatures() if f["query"] == 1) == 2       # the two clicked tiles
     assert out.with_name("like_top.csv").is_file()
-    assert not panel.reportButton.isVisibleTo(panel)          # a report explains cluster and change runs
+    opened = opened_by(panel)                                 # the Report button explains the similar run
+    assert panel.reportButton.isVisibleTo(panel) and panel.reportButton.isEnabled()
+    panel.reportButton.click()
+    assert wait_for(lambda: not panel.is_running(), 120) and opened == [out.with_name("like_report.html")]
+    assert "most similar tiles" in opened[0].read_text(encoding="utf-8")
     panel.clear_picks()
     assert picks.featureCount() == 0
 
@@ -175,6 +179,16 @@ def test_classify_from_a_labels_layer_and_bad_input_marked(make_dock, sample_lay
     assert (tmp_path / "classes_cv.csv").is_file()
     again = make_dock().analyses                                 # the choices made for a run are remembered
     assert again.analysis() == "classify" and again.classifierCombo.currentData() == panel.request().classifier
+    # the fine-tuning option: the contract's label and help, on the command line when ticked, remembered
+    finetune = panel.request().TOOL.param("finetune")
+    assert panel.finetuneCheck.text() == finetune.title and panel.finetuneCheck.toolTip() == finetune.help
+    assert not panel.request().finetune and "--finetune" not in panel.request().argv()
+    panel.finetuneCheck.setChecked(True)
+    assert panel.request().finetune and "--finetune" in panel.request().argv()
+    panel.save_settings()
+    assert make_dock().analyses.finetuneCheck.isChecked()
+    panel.finetuneCheck.setChecked(False)
+    panel.save_settings()
 
     # other bad input, each marked on its widget before any run
     panel.set_analysis("similar")
