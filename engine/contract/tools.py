@@ -514,8 +514,8 @@ CLASSIFY = Tool(
             Param("finetune", BOOL, False, advanced=True, label="Fine-tune the last CNN block",
                   help="also train the CNN's last block (with a linear head, on flipped, rotated, shifted and "
                        "colour-jittered crops of the labelled tiles, a few epochs) before the classifier; each "
-                       "cross-validation fold tunes on its training blocks only. Slower; on 20 labels it did not "
-                       "beat the ImageNet features (README, Analyses)"),
+                       "cross-validation fold tunes on its training blocks only. 2.5-4.5 times slower; at 20 "
+                       "labels it did not beat the ImageNet features on average (README, Analyses)"),
             *TILING, *AREA, *FEATURES, OVERWRITE, PROGRESS),
     rules=(Rule("one_of", ("labels", "model"), "Give labelled places (--labels, to train) or a saved classifier "
                                                "(--model, to apply), one of the two."),
