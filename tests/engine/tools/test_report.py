@@ -153,7 +153,7 @@ def test_a_similar_or_classify_run_gets_its_own_report(kind, kampala_z19, tmp_pa
     else:
         assert 'id="validation"' in text and "Spatial cross-validation" in text and "accuracy <b>" in text
         manifest = json.loads((tmp_path / f"{kind}_manifest.json").read_text())
-        for k, name in enumerate(manifest["classes"]):
+        for k, _name in enumerate(manifest["classes"]):
             section = text.split(f'id="class-{k}"')[1].split("<h2")[0]
             assert f"<b>{int((tiles.class_id == k).sum())} tiles</b>" in section
             confident = section.split("most confident")[1].split("at random")[0]
