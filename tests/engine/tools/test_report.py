@@ -162,3 +162,15 @@ def test_a_similar_or_classify_run_gets_its_own_report(kind, kampala_z19, tmp_pa
             assert shown == expected.tile_id.head(3).tolist()
         pngs = images_of(text)
         assert len(pngs) >= 1 + 2 * len(manifest["classes"])                 # confusion matrix, maps, galleries
+
+
+def test_a_sweep_report_holds_its_metrics_and_lineage_plots(kampala_z19, tmp_path):
+    out = tmp_path / "sweep.gpkg"
+    run_cli("sweep", kampala_z19, "--out", out, "--k", "2..3", "--tile-size", "64px", check=0)
+    html = tmp_path / "sweep_report.html"
+    run_cli("report", out, "--out", html, check=0)
+    text = html.read_text(encoding="utf-8")
+    assert 'id="sweep"' in text and "64px: K = 2, 3" in text.replace("tiles_64px", "64px")
+    shown = re.findall(r'alt="([^"]+\.png)"', text)
+    assert "sweep_metrics.png" in shown and "sweep_lineage_64px.png" in shown, shown
+    assert all(png.startswith(b"\x89PNG") for png in images_of(text))
