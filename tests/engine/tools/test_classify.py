@@ -131,15 +131,16 @@ def test_bad_labels_are_refused_before_any_work(case, city, tmp_path):
 
 
 def test_finetune_tunes_the_last_block_in_each_fold_and_the_model_file_keeps_it(city, city_labels, tmp_path):
-    """--finetune on the synthetic city (5 labels per zone): the spatially cross-validated accuracy with the last
-    CNN block tuned in each fold, against the ImageNet features' (the test above); the classifier file holds the
-    tuned network, and applying it to the raster gives the run's classes."""
+    """--finetune on the synthetic city (5 labels per zone, 2 folds to keep it short: each fold tunes a CNN): the
+    progress stages, the accuracy, the classifier file holding the tuned network, and applying it to the raster
+    giving the run's classes. The comparison with and without --finetune over several label draws is
+    tests/bench/eval_finetune.py's (README, Analyses)."""
     from engine.clustering.deepcluster import trunk_stages
     from engine.features.extract import FeatureExtractor
 
     out = tmp_path / "tuned.gpkg"
-    proc = run_cli("classify", city.raster, "--labels", city_labels, "--field", "zone", "--finetune", "--out", out,
-                   "--progress", "json", check=0)
+    proc = run_cli("classify", city.raster, "--labels", city_labels, "--field", "zone", "--finetune", "--folds", 2,
+                   "--out", out, "--progress", "json", check=0)
     stages = [e["stage"] for e in work_events(proc.stdout)]
     assert {"validate", "tune", "features", "classify"} <= set(stages)
     assert stages.index("tune") > stages.index("validate") and stages.index("features") > stages.index("tune")
@@ -148,9 +149,9 @@ def test_finetune_tunes_the_last_block_in_each_fold_and_the_model_file_keeps_it(
     truth = np.array(ZONES)[city.zone_of_tiles(TILE)[tiles.row, tiles.col]]
     every = float((tiles["class"].to_numpy() == truth).mean())
     print(f"classify --finetune on the synthetic city, 5 labels per zone: spatially cross-validated accuracy "
-          f"{c['accuracy']:.3f}; all {len(tiles)} tiles against the zones {every:.3f}; losses "
+          f"{c['accuracy']:.3f} (2 folds); all {len(tiles)} tiles against the zones {every:.3f}; losses "
           f"{c['tuning']['losses']}")
-    assert c["finetune"] and c["accuracy"] >= 0.85 and every >= 0.85     # measured: 0.95 / 0.965 (0.9 / 0.926 without)
+    assert c["finetune"] and c["folds"] == 2 and c["accuracy"] >= 0.8 and every >= 0.85
     raw = torch.load(tmp_path / "tuned_classifier.pt", weights_only=True)
     imagenet = FeatureExtractor("efficientnet_lite0", "imagenet", "cpu").model
     _, blocks = trunk_stages(imagenet)
