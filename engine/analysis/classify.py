@@ -156,16 +156,24 @@ def spatial_folds(rows, cols, block: int, folds: int, seed: int = 0, buffer: int
 
 
 def cross_validate(X, y, rows, cols, classifier: str, block: int, folds: int, seed: int = 0,
-                   buffer: int = 1) -> pd.Series:
+                   buffer: int = 1, features=None, progress=None) -> pd.Series:
     """Out-of-fold predicted class of every labelled tile (-1 where its fold had no training tile), named
-    ``predicted``."""
-    X, y = np.asarray(X), np.asarray(y)
+    ``predicted``. ``features(train)``, when given, returns the features of every labelled tile learned from the
+    fold's training tiles only (``--finetune``: each fold tunes its own CNN); else ``X`` serves every fold.
+    ``progress(fold, folds)`` after each fold."""
+    y = np.asarray(y)
+    X = None if X is None else np.asarray(X)
     pred = np.full(len(y), -1, dtype=np.int64)
-    for train, test in spatial_folds(rows, cols, block, folds, seed, buffer):
+    splits = spatial_folds(rows, cols, block, folds, seed, buffer)
+    for i, (train, test) in enumerate(splits):
         if len(np.unique(y[train])) < 2:
             continue
+        if features is not None:
+            X = np.asarray(features(train))
         model = TileClassifier(classifier, seed).fit(X[train], y[train])
         pred[test] = model.predict_proba(X[test], int(y.max()) + 1).argmax(axis=1)
+        if progress is not None:
+            progress(i + 1, len(splits))
     return pd.Series(pred, name="predicted")
 
 

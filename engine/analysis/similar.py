@@ -79,3 +79,30 @@ def tiles_at_places(tile_polygons, places) -> np.ndarray:
             held = inside[shapely.contains(area, centres[inside])]
             found.update((held if len(held) else inside).tolist())
     return np.array(sorted(found), dtype=np.int64)
+
+
+def principal_features(feats, centre: np.ndarray, dims: int, chunk: int = CHUNK) -> np.ndarray:
+    """The centred features on their ``dims`` principal axes (n x min(dims, dim), float32), in chunks.
+
+    Cosines between these rows approximate the cosines of ``cosine_similarity`` (the mean of the query's rows is
+    the projection of the query vector); the dock recomputes similarity from them as the query changes."""
+    d = feats.shape[1]
+    cov = np.zeros((d, d), dtype=np.float64)
+    for s in range(0, len(feats), chunk):
+        x = np.asarray(feats[s: s + chunk], dtype=np.float64) - centre
+        cov += x.T @ x
+    values, vectors = np.linalg.eigh(cov)
+    axes = vectors[:, np.argsort(values)[::-1][: max(1, min(dims, d))]]
+    axes *= np.where(axes[np.abs(axes).argmax(axis=0), np.arange(axes.shape[1])] < 0, -1.0, 1.0)   # fixed signs
+    out = np.empty((len(feats), axes.shape[1]), dtype=np.float32)
+    for s in range(0, len(feats), chunk):
+        out[s: s + chunk] = (np.asarray(feats[s: s + chunk], dtype=np.float64) - centre) @ axes
+    return out
+
+
+def write_live(path, tile_ids, reduced: np.ndarray) -> None:
+    """OUT_live.npz: ``tile_id`` (int64) and ``features`` (float32), little-endian, uncompressed, so that the
+    dock reads it with the standard library."""
+    with open(path, "wb") as f:
+        np.savez(f, tile_id=np.ascontiguousarray(tile_ids, dtype="<i8"),
+                 features=np.ascontiguousarray(reduced, dtype="<f4"))

@@ -38,6 +38,9 @@ CHANGE_STAGES = {"open": (0, 3), "scan": (3, 6), "features": (6, 90), "cluster":
 SIMILAR_STAGES = {"open": (0, 3), "scan": (3, 6), "features": (6, 92), "similar": (92, 95), "write": (95, 100)}
 CLASSIFY_STAGES = {"open": (0, 3), "scan": (3, 6), "features": (6, 85), "validate": (85, 92), "classify": (92, 95),
                    "write": (95, 100)}
+# classify --finetune: each cross-validation fold tunes the CNN, then the final tuning and the tuned features
+FINETUNE_STAGES = {"open": (0, 3), "scan": (3, 6), "validate": (6, 60), "tune": (60, 72), "features": (72, 92),
+                   "classify": (92, 95), "write": (95, 100)}
 
 
 def error_event(message: str, param: str | None = None, code: str | None = None) -> dict:
@@ -126,6 +129,8 @@ def progress_for(argv: list[str]):
         flag = tool.flag("tile_size")
         sizes = argv[argv.index(flag) + 1] if flag in argv[:-1] else tool.param("tile_size").default
         return SweepProgress(sizes.split(","))
+    if tool.name == "classify" and tool.flag("finetune") in argv:
+        return lambda event: overall_progress(event, FINETUNE_STAGES)
     method = tool.flag("method") if "method" in tool.names() else None
     deepcluster = TOOLS["cluster"].param("epochs").applies_when[1]     # the method of DEEPCLUSTER_STAGES
     if method in argv[:-1] and argv[argv.index(method) + 1] == deepcluster:

@@ -413,9 +413,11 @@ REPORT = Tool(
     "Write one HTML file (images embedded, opens offline) that explains RUN.gpkg: per cluster its size, a gallery "
     "of example tiles (closest to the centre and random ones, cut from the run's raster), its statistics profile "
     "and eta-squared when the run has statistics, and a map thumbnail; for a sweep its lineage and metrics plots; "
-    "for a change run its transitions and the most changed tiles.",
+    "for a change run its transitions and the most changed tiles; for a similar run the query and the most similar "
+    "tiles; for a classify run its cross-validation scores, confusion matrix and a gallery per class.",
     params=(Param("run", FILE, required=True, positional=True, suffixes=(".gpkg",), label="Run GeoPackage",
-                  help="a run's GeoPackage (from cluster, predict, sweep or change), with its manifest next to it"),
+                  help="a run's GeoPackage (from cluster, predict, sweep, change, similar or classify), with its "
+                       "manifest next to it"),
             Param("out", OUT_FILE, required=True, suffixes=(".html",), label="Report",
                   help="the HTML file to write (.html)"),
             Param("examples", INT, 8, minimum=1, maximum=MAX_EXAMPLES, label="Example tiles",
@@ -460,6 +462,7 @@ CHANGE = Tool(
 
 # the model and cache options of a tool that describes tiles with a fixed CNN (no clustering: no PCA options)
 FEATURES = (MODEL[0], WEIGHTS, *DEVICE, SEED, *CACHE)
+LIVE_DIMS = 128                              # similar: principal axes kept for the dock's live similarity
 
 SIMILAR = Tool(
     "similar", "find the tiles that look like a few query tiles or places",
@@ -481,6 +484,8 @@ SIMILAR = Tool(
              Output("tif", "{stem}_similarity.tif", "similarity map, one pixel per tile (NaN = no tile)"),
              Output("top_csv", "{stem}_top.csv", "the most similar tiles: rank, tile_id, row, col, similarity, "
                                                  "centre x and y"),
+             Output("live", "{stem}_live.npz", "the tiles' features for live updates in the dock: tile_id and the "
+                                               f"centred features on their {LIVE_DIMS} principal axes (float32)"),
              Output("manifest", "{stem}_manifest.json", "parameters, query tiles, features, timings")),
     stages=SIMILAR_STAGES,
     examples=("python -m engine similar image.tif --query-tiles 12,40 --out similar.gpkg",
@@ -509,6 +514,11 @@ CLASSIFY = Tool(
                   help="spatial cross-validation folds (blocks of tiles dealt to folds)"),
             Param("block", INT, None, minimum=1, advanced=True, label="Block side", unit="tiles",
                   help="side of the cross-validation blocks in tiles (default: about four blocks per fold)"),
+            Param("finetune", BOOL, False, advanced=True, label="Fine-tune the last CNN block",
+                  help="also train the CNN's last block (with a linear head, on flipped, rotated, shifted and "
+                       "colour-jittered crops of the labelled tiles, a few epochs) before the classifier; each "
+                       "cross-validation fold tunes on its training blocks only. 2.5-4.5 times slower; at 20 "
+                       "labels it did not beat the ImageNet features on average (README, Analyses)"),
             *TILING, *AREA, *FEATURES, OVERWRITE, PROGRESS),
     rules=(Rule("one_of", ("labels", "model"), "Give labelled places (--labels, to train) or a saved classifier "
                                                "(--model, to apply), one of the two."),
@@ -523,8 +533,9 @@ CLASSIFY = Tool(
              Output("confusion_csv", "{stem}_confusion.csv", "confusion matrix of the cross-validation",
                     when="labels"),
              Output("confusion_png", "{stem}_confusion.png", "the confusion matrix plotted", when="labels"),
-             Output("classifier", "{stem}_classifier.pt", "the classifier: training features and classes, CNN, "
-                                                          "tiling (for --model)", when="labels"),
+             Output("classifier", "{stem}_classifier.pt", "the classifier: training features and classes, CNN "
+                                                          "(tuned with --finetune), tiling (for --model)",
+                    when="labels"),
              Output("manifest", "{stem}_manifest.json", "parameters, labels, folds, scores, timings")),
     stages=CLASSIFY_STAGES,
     examples=("python -m engine classify image.tif --labels labels.gpkg --field class --out classes.gpkg",

@@ -7,7 +7,9 @@ Training (``--labels`` and ``--field``):
    valid tile (``engine.analysis.classify``);
 2. the features of every valid tile (``tile_features``: the cache ``cluster`` fills);
 3. spatial cross-validation of the labelled tiles (held-out blocks, a one-tile buffer), then the classifier
-   fitted on all labelled tiles gives every tile its class and a probability per class;
+   fitted on all labelled tiles gives every tile its class and a probability per class; with ``--finetune``
+   each fold first tunes the CNN's last block on its own training tiles (``engine.analysis.finetune``), and
+   the CNN tuned on all labelled tiles describes every tile (its weights go in the classifier file);
 4. OUT.gpkg ('tiles' and 'classes'), the class GeoTIFF, the cross-validation scores and confusion matrix (CSV,
    PNG), the classifier file and the manifest, committed together.
 
@@ -43,6 +45,7 @@ class ClassifyParams:
     classifier: str = CLASSIFIERS[0]
     folds: int = 5
     block: int | None = None
+    finetune: bool = False
     tile_size: str = "64px"
     overlap: str = "0px"
     edge: str = "drop"
@@ -145,6 +148,29 @@ def _run(params: ClassifyParams, progress, files: dict, labels) -> dict:
         if saved is None:
             labelled, label_names, names = _on_tiles(params, tiled, rows, cols, labels)
         lap("scan")
+        tuner = None
+        if saved is None and params.finetune:
+            # every fold tunes its own CNN on its training blocks; then the CNN tuned on all labels describes
+            # every tile (not cached: the features are this run's own)
+            from ..analysis.finetune import LastBlockTuner, tuned_features
+
+            y = np.array([names.index(n) for n in label_names], dtype=np.int64)
+            block = params.block or auto_block(g.n_rows, g.n_cols, params.folds)
+            buffer = int(np.ceil(g.size / g.stride))
+            progress("validate", 0, params.folds, f"spatial cross-validation, the last CNN block tuned in each of "
+                                                  f"{params.folds} folds of {block} x {block} tile blocks")
+            oof = cross_validate(None, y, rows[labelled], cols[labelled], params.classifier, block, params.folds,
+                                 params.seed, buffer,
+                                 features=tuned_features(tiled, rows[labelled], cols[labelled], y, extractor,
+                                                         params.seed),
+                                 progress=lambda i, n: progress("validate", i, n, f"fold {i} of {n}"))
+            lap("validate")
+            progress("tune", 0, 1, f"tuning the last CNN block on {len(y)} labelled tiles")
+            tuner = LastBlockTuner(extractor, seed=params.seed).fit(
+                tiled, rows[labelled], cols[labelled], y, progress=lambda i, n: progress("tune", i, n))
+            extractor = tuner.extractor()
+            lap("tune")
+            feature_params = _with(params, use_cache=False)
         tf = tile_features(feature_params, tiled, extractor, workdir, progress, (rows, cols, valid))
         lap("features")
         if saved is None:
@@ -152,24 +178,32 @@ def _run(params: ClassifyParams, progress, files: dict, labels) -> dict:
             y = np.array([names.index(n) for n in label_names], dtype=np.int64)
             block = params.block or auto_block(g.n_rows, g.n_cols, params.folds)
             buffer = int(np.ceil(g.size / g.stride))                # overlapping tiles: a wider ring of neighbours
-            progress("validate", 0, 1, f"spatial cross-validation: {params.folds} folds of {block} x {block} "
-                                       "tile blocks")
-            oof = cross_validate(X, y, rows[labelled], cols[labelled], params.classifier, block, params.folds,
-                                 params.seed, buffer)
+            if tuner is None:
+                progress("validate", 0, 1, f"spatial cross-validation: {params.folds} folds of {block} x {block} "
+                                           "tile blocks")
+                oof = cross_validate(X, y, rows[labelled], cols[labelled], params.classifier, block, params.folds,
+                                     params.seed, buffer)
             report = class_report(y, oof.to_numpy(), names)
             matrix = confusion(y, oof.to_numpy(), names)
-            progress("validate", 1, 1, f"accuracy {report.loc['all', 'recall']:.3f}")
-            lap("validate")
+            if tuner is None:
+                progress("validate", 1, 1, f"accuracy {report.loc['all', 'recall']:.3f}")
+                lap("validate")
             model = TileClassifier(params.classifier, params.seed).fit(X, y)
             record = {"labels": int(len(y)), "labels_per_class": {n: int((y == i).sum()) for i, n in
                                                                    enumerate(names)},
                       "block_tiles": int(block), "buffer_tiles": buffer, "folds": params.folds,
                       "accuracy": float(report.loc["all", "recall"]),
                       "per_class": report.drop(index="all").reset_index().to_dict(orient="records"),
-                      "unpredicted": int((oof.to_numpy() < 0).sum())}
+                      "unpredicted": int((oof.to_numpy() < 0).sum()), "finetune": bool(params.finetune)}
+            if tuner is not None:
+                from ..analysis.finetune import CROPS_PER_TILE
+
+                record["tuning"] = {"epochs": tuner.epochs, "crops_per_tile": CROPS_PER_TILE,
+                                    "losses": [round(v, 4) for v in tuner.losses_]}
         else:
             model, names, meta, _ = saved
-            record = {"model": os.path.abspath(params.model), "trained_on": meta.get("raster")}
+            record = {"model": os.path.abspath(params.model), "trained_on": meta.get("raster"),
+                      "finetune": bool(meta.get("finetune", False))}
         progress("classify", 0, 1, f"{model.classifier} on {len(rows)} tiles")
         k = len(names)
         proba = np.concatenate([model.predict_proba(tf.feats[s: s + 8192], k) for s in range(0, len(rows), 8192)]) \
@@ -207,7 +241,8 @@ def _run(params: ClassifyParams, progress, files: dict, labels) -> dict:
                                                                            format="png", bbox_inches="tight")
             save_classifier(outset.temp(files["classifier"]), model, names, extractor.model.state_dict(),
                             {"backbone": params.backbone, "weights": params.weights, "raster":
-                             os.path.abspath(params.raster), "tiling": {**tiling, "tile_px": g.size}})
+                             os.path.abspath(params.raster), "tiling": {**tiling, "tile_px": g.size},
+                             "finetune": bool(params.finetune)})
         progress("write", 2, 3)
         manifest = {
             "tool": "classify",

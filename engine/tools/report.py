@@ -7,7 +7,10 @@ whose images are all embedded (``engine.analysis.report``). What goes in depends
 - cluster or predict: per cluster its size, a map thumbnail, a gallery of the tiles closest to its centre
   (smallest ``clust_dist``) and of random ones, and with statistics its profile and the eta-squared table;
 - sweep: the metrics table and every plot (lineage, metrics, PCA, eta-squared);
-- change: the transition matrix, its heatmap and alluvial plot, and the most changed tiles before and after.
+- change: the transition matrix, its heatmap and alluvial plot, and the most changed tiles before and after;
+- similar: the query tiles, a similarity map and the most similar tiles (a gallery in rank order);
+- classify: the spatial cross-validation scores and confusion matrix (when trained), the class sizes, and per
+  class a map and a gallery of its most confident tiles and of random ones.
 
 Nothing is read twice into memory: a gallery reads only its tiles (windowed reads).
 """
@@ -24,8 +27,11 @@ import numpy as np
 from ..contract import problems as P
 from ..contract.outputs import manifest_path
 from ..errors import BadInput
+from ..contract.tools import MAX_EXAMPLES
 from ..progress import Progress, committing
 from . import check_params, locked_outputs, run_layers
+
+REPORTED = ("cluster", "predict", "sweep", "change", "similar", "classify")
 
 
 @dataclass
@@ -126,9 +132,10 @@ def run(params: ReportParams, progress: Progress | None = None) -> dict:
     kind = str(manifest["tool"])
     if kind == "stats":            # a stats manifest written on its own: the run's tool is underneath
         kind = "cluster"
-    if kind not in ("cluster", "predict", "sweep", "change") or (kind != "sweep" and "tiles" not in layers):
-        raise BadInput(f"RUN {str(params.run)!r} is a {kind} run; the report explains cluster, predict, sweep and "
-                       "change runs (their GeoPackage with a 'tiles' layer).", param="run", code=P.BAD_FORMAT)
+    if kind not in REPORTED or (kind != "sweep" and "tiles" not in layers):
+        raise BadInput(f"RUN {str(params.run)!r} is a {kind} run; the report explains {', '.join(REPORTED[:-1])} "
+                       f"and {REPORTED[-1]} runs (their GeoPackage with a 'tiles' layer).", param="run",
+                       code=P.BAD_FORMAT)
     progress = progress or Progress("none")
     out = Path(params.out)
     with locked_outputs([out]), OutputSet([out], overwrite=params.overwrite) as outset:
@@ -138,6 +145,10 @@ def run(params: ReportParams, progress: Progress | None = None) -> dict:
             sections = _sweep_sections(manifest, progress)
         elif kind == "change":
             sections = _change_sections(params, manifest, progress, warnings)
+        elif kind == "similar":
+            sections = _similar_sections(params, manifest, progress, warnings)
+        elif kind == "classify":
+            sections = _classify_sections(params, manifest, progress, warnings)
         else:
             sections = _cluster_sections(params, manifest, layers, progress, warnings)
         for w in warnings:
@@ -338,4 +349,126 @@ def _change_sections(params: ReportParams, manifest: dict, progress, warnings: l
                                 anchor="most-changed"))
     finally:
         before.close()
+    return sections
+
+
+# -- similar and classify runs -------------------------------------------------------------------------------------
+def _tiles_of(params: ReportParams, need: set):
+    tiles = _read_table(params.run, "tiles")
+    if not need <= set(tiles.columns):
+        missing = ", ".join(sorted(need - set(tiles.columns)))
+        raise BadInput(f"RUN {str(params.run)!r}: its 'tiles' layer lacks {missing}.", param="run",
+                       code=P.BAD_FORMAT)
+    return tiles
+
+
+def _grid_shape(tiled, tiles) -> tuple[int, int]:
+    return tiled.grid.shape if tiled is not None else (int(tiles["row"].max()) + 1, int(tiles["col"].max()) + 1)
+
+
+def _tile_gallery(tiled, sub, caption) -> str:
+    """A gallery of the tiles of ``sub`` (rows with row, col, tile_id), each captioned by ``caption(row)``."""
+    from ..analysis.images import data_uri, png_bytes
+    from ..analysis.report import gallery
+
+    if tiled is None or not len(sub):
+        return ""
+    images = tile_images(tiled, sub["row"].to_numpy(), sub["col"].to_numpy())
+    return gallery([(data_uri(png_bytes(a)), caption(r)) for a, r in zip(images, sub.itertuples(), strict=True)])
+
+
+def _similar_sections(params: ReportParams, manifest: dict, progress, warnings: list) -> list:
+    """The query tiles, the similarity map and the most similar tiles in rank order."""
+    from ..analysis.images import data_uri, grid_thumbnail, png_bytes
+    from ..analysis.report import Section, img
+
+    tiles = _tiles_of(params, {"tile_id", "row", "col", "similarity", "rank", "query"})
+    tiled = open_run_raster(manifest.get("inputs", {}).get("raster"), manifest, warnings)
+    try:
+        shape = _grid_shape(tiled, tiles)
+        sim = tiles["similarity"].to_numpy(dtype=np.float64)
+        lo, hi = float(np.nanmin(sim)), float(np.nanmax(sim))
+        grey = np.clip((sim - lo) / max(hi - lo, 1e-12), 0, 1)
+        colors = np.stack([40 + 200 * grey, 40 + 160 * grey, 120 - 80 * grey], axis=1).astype(np.uint8)
+        colors[tiles["query"].to_numpy() == 1] = (220, 30, 30)
+        thumb = grid_thumbnail(shape, tiles["row"], tiles["col"], colors, max_side=320)
+        query = tiles[tiles["query"] == 1].sort_values("tile_id")
+        top = tiles[tiles["rank"] >= 1].sort_values("rank").head(max(params.examples * 2, 1))
+        s = manifest.get("similar", {})
+        body = (f"<p>{len(query)} query tile(s) ({', '.join(map(str, query['tile_id'].tolist()[:20]))}); "
+                f"{len(tiles)} tiles scored by the cosine of their features to the query's (-1 to 1): mean "
+                f"{float(np.nanmean(sim)):.3f}, the {len(s.get('top', []))} listed in the run's top "
+                f"{float(s.get('top_similarity') or np.nan):.3f} on average.</p>"
+                + img(data_uri(png_bytes(thumb)), "similarity on the map (query tiles red; brighter: more "
+                                                   "similar)", "thumb"))
+        sections = [Section("Query and similarity", body, anchor="query")]
+        progress("gallery", 0, 2, f"{len(query)} query tiles, the {len(top)} most similar")
+        if tiled is not None:
+            sections.append(Section("The query tiles", _tile_gallery(tiled, query.head(MAX_EXAMPLES),
+                                                                     lambda r: f"tile {int(r.tile_id)}"),
+                                    anchor="query-tiles", level=3))
+            progress("gallery", 1, 2)
+            sections.append(Section(f"The {len(top)} most similar tiles", _tile_gallery(
+                tiled, top, lambda r: f"{int(r.rank)}. tile {int(r.tile_id)}: {r.similarity:.3f}"),
+                anchor="most-similar"))
+        progress("gallery", 2, 2)
+    finally:
+        if tiled is not None:
+            tiled.close()
+    return sections
+
+
+def _classify_sections(params: ReportParams, manifest: dict, progress, warnings: list) -> list:
+    """Scores (cross-validation, confusion matrix) and per class its size, map and galleries."""
+    import pandas as pd
+
+    from ..analysis.images import data_uri, grid_thumbnail, highlight_colors, png_bytes
+    from ..analysis.report import Section, gallery_picks, img, swatch, table
+    from ..style import cluster_color
+
+    tiles = _tiles_of(params, {"tile_id", "row", "col", "class_id", "class", "prob"})
+    c = manifest.get("classify", {})
+    names = manifest.get("classes") or sorted(tiles["class"].unique())
+    sizes = tiles["class_id"].value_counts().reindex(range(len(names)), fill_value=0)
+    network = "the CNN with its last block fine-tuned" if c.get("finetune") else "the ImageNet CNN features"
+    origin = (f", trained on {c['labels']} labelled tiles" if "labels" in c else
+              f"; applied from {c['model']}" if "model" in c else "")
+    body = f"<p>{len(tiles)} tiles in {len(names)} classes by {c.get('classifier', '?')} on {network}{origin}.</p>"
+    body += table(pd.DataFrame({"class": names, "tiles": sizes.to_numpy(),
+                                "share": (sizes / max(len(tiles), 1)).to_numpy()}), index=False)
+    sections = [Section("Classes", body, anchor="classes")]
+    if "accuracy" in c:
+        missed = (f", {c['unpredicted']} not predicted (a fold without every class to train on)"
+                  if c.get("unpredicted") else "")
+        cv = (f"<p>Spatial cross-validation: {c.get('folds')} folds of {c.get('block_tiles')} x "
+              f"{c.get('block_tiles')} tile blocks, no training tile within {c.get('buffer_tiles')} tile(s) of a "
+              f"held-out one: accuracy <b>{c['accuracy']:.3f}</b> on {c.get('labels')} labelled tiles{missed}.</p>")
+        if c.get("per_class"):
+            cv += table(pd.DataFrame(c["per_class"]), index=False)
+        pngs = [p for k, p in _png_outputs(manifest) if k == "confusion_png"]
+        cv += "".join(img(data_uri(p.read_bytes()), p.name, "plot", 420) for p in pngs)
+        sections.append(Section("Spatial cross-validation", cv, anchor="validation"))
+    tiled = open_run_raster(manifest.get("inputs", {}).get("raster"), manifest, warnings)
+    try:
+        shape = _grid_shape(tiled, tiles)
+        labels = tiles["class_id"].to_numpy()
+        progress("gallery", 0, len(names), f"{len(names)} classes, {params.examples} + {params.examples} tiles each")
+        for k, name in enumerate(names):
+            sub = tiles[labels == k]
+            thumb = grid_thumbnail(shape, tiles["row"], tiles["col"], highlight_colors(labels, k, cluster_color(k)))
+            head = (f'<div class="row"><div>{swatch(cluster_color(k))}<b>{len(sub)} tiles</b> '
+                    f"({len(sub) / max(len(tiles), 1):.1%}); mean probability "
+                    f"{float(sub['prob'].mean()) if len(sub) else float('nan'):.3f}</div>"
+                    f"<div>{img(data_uri(png_bytes(thumb)), f'class {name} on the map', 'thumb')}</div></div>")
+            body = head
+            if tiled is not None and len(sub):
+                confident, picked = gallery_picks(1 - sub["prob"].to_numpy(), params.examples, params.seed + k)
+                for title, which in (("most confident", confident), ("at random", picked)):
+                    body += f"<h4>{title}</h4>" + _tile_gallery(
+                        tiled, sub.iloc[which], lambda r: f"tile {int(r.tile_id)}: {r.prob:.2f}")
+            sections.append(Section(f"Class {name}", body, anchor=f"class-{k}"))
+            progress("gallery", k + 1, len(names))
+    finally:
+        if tiled is not None:
+            tiled.close()
     return sections

@@ -6,7 +6,8 @@
 2. the raster is cut as ``cluster`` cuts it and the features come from the same cache (``tile_features``);
 3. the query tiles are found (ids on the grid, or the tiles under the places, reprojected), then the cosine
    similarity of every tile to their mean (``engine.analysis.similar``) and its rank;
-4. OUT.gpkg (layer 'tiles'), the similarity GeoTIFF, OUT_top.csv and the manifest, committed together.
+4. OUT.gpkg (layer 'tiles'), the similarity GeoTIFF, OUT_top.csv, OUT_live.npz (the features on their first
+   principal axes, for the dock's live updates as query tiles are clicked) and the manifest, committed together.
 """
 from __future__ import annotations
 
@@ -109,7 +110,9 @@ def run(params: SimilarParams, progress: Progress | None = None) -> dict:
 def _run(params: SimilarParams, progress, files: dict) -> dict:
     import pandas as pd
 
-    from ..analysis.similar import cosine_similarity, feature_mean, query_vector, similarity_rank
+    from ..analysis.similar import (cosine_similarity, feature_mean, principal_features, query_vector,
+                                    similarity_rank, write_live)
+    from ..contract.tools import LIVE_DIMS
     from ..io import OutputSet, versions, write_gpkg_chunks, write_json, write_value_tif
     from ..raster.tiling import TiledRaster
     from .cluster import Laps, input_record, tile_frames
@@ -138,6 +141,7 @@ def _run(params: SimilarParams, progress, files: dict) -> dict:
         rank = similarity_rank(similarity, is_query)
         progress("similar", 1, 1)
         lap("similar")
+        live = principal_features(tf.feats, centre, LIVE_DIMS)
         progress("write", 0, 3, str(files["gpkg"]))
         columns = {"tile_id": ids, "row": rows.astype(np.int32), "col": cols.astype(np.int32),
                    "similarity": similarity.to_numpy(), "rank": rank.to_numpy(),
@@ -154,6 +158,7 @@ def _run(params: SimilarParams, progress, files: dict) -> dict:
         pd.DataFrame({"rank": rank.to_numpy()[top], "tile_id": ids[top], "row": rows[top], "col": cols[top],
                       "similarity": similarity.to_numpy()[top], "x": centres[:, 0], "y": centres[:, 1]}
                      ).to_csv(outset.temp(files["top_csv"]), index=False)
+        write_live(outset.temp(files["live"]), ids, live)
         progress("write", 2, 3)
         manifest = {
             "tool": "similar",

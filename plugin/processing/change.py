@@ -6,23 +6,30 @@ with the tiles that changed cluster outlined (the engine's OUT_change.qml).
 """
 from __future__ import annotations
 
-from qgis.core import QgsProcessing, QgsProcessingOutputFile
+import shutil
+import tempfile
+
+from qgis.core import QgsProcessing, QgsProcessingOutputFile, QgsProcessingParameterExtent, QgsProcessingUtils
 
 from ...engine.contract.tools import TOOLS
 from ..requests.change import ChangeRequest
 from . import params
 from .base import EngineAlgorithm, forget_output, load_output_as
-from .cluster import ClusterAlgorithm
+from .cluster import EXTENT, POLYGONS, ClusterAlgorithm
 from .styling import qml_styler
 
 OUTPUT, TRANSITIONS, HEATMAP, ALLUVIAL, MANIFEST = "OUTPUT", "TRANSITIONS", "HEATMAP", "ALLUVIAL", "MANIFEST"
 
 CHANGE = TOOLS["change"]
-PARAMS = ("model", "raster_before", "raster_after", "resample", "out")
-OPTIONS = {"resample": {"title": "Resample to the model's resolution"},
+# every declared parameter of the tool (overwrite: Processing replaces its outputs; the extent is QGIS's own
+# parameter, in any CRS)
+PARAMS = ("model", "raster_before", "raster_after", "resample", "res_tolerance", "area", "device", "precision",
+          "batch_size", "out")
+OPTIONS = {"resample": {"title": "Resample to the model's resolution"}, "area": {"layer_types": POLYGONS},
            "out": {"output": "vector", "layer_types": [QgsProcessing.TypeVectorPolygon], "title": "Change tiles"}}
 NOTES = {"raster_before": "A local raster file with the band count of the model's raster.",
          "raster_after": "A local raster file; another CRS or resolution is warped onto the first date's grid.",
+         "area": "Any CRS; the selected features only if so chosen.",
          "out": "An existing file is replaced."}
 
 HELP = "\n".join([
@@ -52,7 +59,9 @@ class ChangeAlgorithm(EngineAlgorithm):
     OPTIONS = OPTIONS
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS API
-        self.add_params(*PARAMS)
+        self.add_params(*PARAMS[:5])
+        self.addParameter(QgsProcessingParameterExtent(EXTENT, "Extent (only tiles centred inside)", optional=True))
+        self.add_params(*PARAMS[5:])
         self.addOutput(QgsProcessingOutputFile(TRANSITIONS, "Transitions"))
         self.addOutput(QgsProcessingOutputFile(HEATMAP, "Transition heatmap"))
         self.addOutput(QgsProcessingOutputFile(ALLUVIAL, "Alluvial plot"))
@@ -62,11 +71,21 @@ class ChangeAlgorithm(EngineAlgorithm):
         before = self.parameterAsRasterLayer(parameters, self.parameter_name("raster_before"), context)
         after = self.parameterAsRasterLayer(parameters, self.parameter_name("raster_after"), context)
         out = ClusterAlgorithm.output_path(self, parameters, context)
-        request = ChangeRequest(model=self.param_value(parameters, "model", context) or "",
-                                raster_before=self.local_raster(before, parameters, context, feedback),
-                                raster_after=self.local_raster(after, parameters, context, feedback),
-                                out=out, resample=self.param_value(parameters, "resample", context), overwrite=True)
-        outputs = self.run_request(request, feedback)
+        value = lambda name: self.param_value(parameters, name, context)      # noqa: E731
+        workdir = tempfile.mkdtemp(prefix="urbanform_change_", dir=QgsProcessingUtils.tempFolder())
+        try:
+            before_file = self.local_raster(before, parameters, context, feedback)     # a web layer: written now
+            after_file = self.local_raster(after, parameters, context, feedback)
+            request = ChangeRequest(model=value("model") or "", raster_before=before_file, raster_after=after_file,
+                                    out=out, resample=value("resample"), res_tolerance=value("res_tolerance"),
+                                    extent=ClusterAlgorithm.extent_in_raster_crs(self, parameters, context, before,
+                                                                                 before_file),
+                                    area=ClusterAlgorithm.area_file(self, parameters, context, workdir),
+                                    device=value("device"), precision=value("precision"),
+                                    batch_size=value("batch_size"), overwrite=True)
+            outputs = self.run_request(request, feedback)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
         if outputs is None:
             forget_output(context, out)
             return {}

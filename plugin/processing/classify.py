@@ -23,8 +23,8 @@ OUTPUT, CLASS_RASTER, SCORES, CONFUSION, CLASSIFIER, MANIFEST = ("OUTPUT", "CLAS
                                                                  "CLASSIFIER", "MANIFEST")
 
 CLASSIFY = TOOLS["classify"]
-PARAMS = ("raster", "labels", "field", "model", "classifier", "folds", "tile_size", "backbone", "device", "seed",
-          "out")
+PARAMS = ("raster", "labels", "field", "model", "classifier", "folds", "finetune", "tile_size", "backbone", "device",
+          "seed", "out")
 OPTIONS = {"labels": {"layer_types": [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon]},
            "out": {"output": "vector", "layer_types": [QgsProcessing.TypeVectorPolygon], "title": "Classified tiles"}}
 NOTES = {"raster": "A local raster file.",
@@ -35,7 +35,8 @@ NOTES = {"raster": "A local raster file.",
 HELP = "\n".join([
     "Classifies every tile of a raster from a few labelled places: the tiles the labels lie on train a small "
     "classifier on the CNN features (transfer learning), scored by spatial cross-validation (whole blocks of "
-    "tiles held out, no training tile next to a held-out one). Or applies a classifier saved by an earlier run.",
+    "tiles held out, no training tile next to a held-out one); optionally the CNN's last block is fine-tuned too, in "
+    "each fold on its own training tiles. Or applies a classifier saved by an earlier run.",
     "Parameters:",
     *params.bullets(CLASSIFY, PARAMS, OPTIONS, NOTES),
     "Outputs:",
@@ -93,7 +94,7 @@ class ClassifyAlgorithm(EngineAlgorithm):
             study = self.study_raster(parameters, context, raster_file, feedback)
             request = ClassifyRequest(raster=study, out=out, labels=labels,
                                       field=value("field") or None, model=value("model"),
-                                      classifier=value("classifier"), folds=value("folds"),
+                                      classifier=value("classifier"), folds=value("folds"), finetune=value("finetune"),
                                       tile_size=value("tile_size"), backbone=value("backbone"),
                                       device=value("device"), seed=value("seed"), overwrite=True)
             outputs = self.run_request(request, feedback)

@@ -25,6 +25,12 @@ class ChangeRequest:
     raster_after: str
     out: str
     resample: bool = False
+    res_tolerance: float = CHANGE.param("res_tolerance").default
+    extent: tuple[float, float, float, float] | None = None   # in the first date's CRS
+    area: str | None = None                                   # a polygon file
+    device: str = CHANGE.param("device").default
+    precision: str = CHANGE.param("precision").default
+    batch_size: int | None = None                             # None: the engine's choice
     overwrite: bool = False
     extra: list[str] = field(default_factory=list)
 
@@ -36,7 +42,9 @@ class ChangeRequest:
 
     def values(self) -> dict:
         return {"model": self.model, "raster_before": self.raster_before, "raster_after": self.raster_after,
-                "out": self.out, "resample": self.resample, "overwrite": self.overwrite}
+                "out": self.out, "resample": self.resample, "res_tolerance": self.res_tolerance,
+                "extent": self.extent, "area": self.area, "device": self.device, "precision": self.precision,
+                "batch_size": self.batch_size, "overwrite": self.overwrite}
 
     def problems(self) -> list[Problem]:
         return contract_problems(CHANGE, self.values())

@@ -28,6 +28,7 @@ class ClassifyRequest:
     model: str | None = None
     classifier: str = CLASSIFY.param("classifier").default
     folds: int = CLASSIFY.param("folds").default
+    finetune: bool = CLASSIFY.param("finetune").default
     tile_size: str = CLASSIFY.param("tile_size").default
     backbone: str = CLASSIFY.param("backbone").default
     device: str = CLASSIFY.param("device").default
@@ -43,7 +44,8 @@ class ClassifyRequest:
 
     def values(self) -> dict:
         return {"raster": self.raster, "out": self.out, "labels": self.labels, "field": self.field,
-                "model": self.model, "classifier": self.classifier, "folds": self.folds, "tile_size": self.tile_size,
+                "model": self.model, "classifier": self.classifier, "folds": self.folds, "finetune": self.finetune,
+                "tile_size": self.tile_size,
                 "backbone": self.backbone, "device": self.device, "seed": self.seed, "overwrite": self.overwrite}
 
     def problems(self) -> list[Problem]:

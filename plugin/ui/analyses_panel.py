@@ -8,7 +8,11 @@ label layers that are not plain local files are written to temporary files at Ru
 
 ``report(run)`` writes RUN_report.html next to any run's GeoPackage in the background and opens it
 (``open_report``, on the main thread when the task has finished); the dock's Report button after a cluster run or
-a sweep and this panel's Report button after a change run call it.
+a sweep and this panel's Report button after a change, similar or classify run call it.
+
+Live similarity: after a similar run, each click of the map tool on a tile adds it to the query (a click on a
+query tile takes it out) and the run's tiles are rescored at once from the run's OUT_live.npz
+(``layers.similar_live``), in a background task, debounced; no engine run. Run writes the exact files again.
 """
 from __future__ import annotations
 
@@ -16,17 +20,19 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from qgis.core import (Qgis, QgsApplication, QgsFeature, QgsFieldProxyModel, QgsGeometry, QgsMapLayerProxyModel,
-                       QgsProject, QgsVectorLayer)
+from qgis.core import (Qgis, QgsApplication, QgsCoordinateTransform, QgsFeature, QgsFeatureRequest,
+                       QgsFieldProxyModel, QgsGeometry, QgsMapLayerProxyModel, QgsProject, QgsRectangle,
+                       QgsSpatialIndex, QgsTask, QgsVectorLayer)
 from qgis.gui import QgsFileWidget, QgsMapToolEmitPoint
 from qgis.PyQt import sip, uic
-from qgis.PyQt.QtCore import QUrl, pyqtSignal
+from qgis.PyQt.QtCore import QTimer, QUrl, pyqtSignal
 from qgis.PyQt.QtGui import QDesktopServices
 from qgis.PyQt.QtWidgets import QWidget
 
 from ...engine.contract.problems import NO_ENGINE, NOT_LOCAL, REQUIRED, Problem, messages
 from .. import log, settings
-from ..layers.analyses import ADDERS
+from ..layers.analyses import ADDERS, style_similarity
+from ..layers.similar_live import LiveSimilarity
 from ..paths import RESOURCES
 from ..requests import ChangeRequest, ClassifyRequest, ReportRequest, SimilarRequest, default_report, outputs
 from ..runner.task import EngineTask
@@ -42,6 +48,8 @@ ERROR_STYLE = "color: #b00020;"
 WRITTEN_AT_RUN = ("query", "labels")          # layers Run writes to files first: not being a file yet is fine
 PICKS_NAME = "Similar: query points"
 KEY = "dock/analyses_"
+LIVE_DEBOUNCE_MS = 150                        # clicks closer than this give one update
+REPORTED = ("change", "similar", "classify")  # runs the panel's Report button explains
 
 
 def open_report(path) -> None:
@@ -54,6 +62,7 @@ class AnalysesPanel(QWidget, FORM_CLASS):
     device and seed widgets and the overwrite question (``confirm_overwrite``)."""
 
     runFinished = pyqtSignal(bool)
+    liveUpdated = pyqtSignal(float)           # seconds from the click to the rescored layer
 
     def __init__(self, dock, iface, parent=None):
         super().__init__(parent)
@@ -62,13 +71,25 @@ class AnalysesPanel(QWidget, FORM_CLASS):
         self.open_report = open_report               # tests replace it (no browser offscreen)
         self.task: EngineTask | None = None
         self.current = None                          # the running request
-        self.last_run = ""                           # the last change run (its report is one click away)
+        self.last_run = ""                           # the last change, similar or classify run (its report is one
+        self.last_kind = ""                          # click away) and its kind
         self.last_report = ""
         self._run_key: tuple = ()
         self._failed_input: tuple | None = None
         self._temp_layers = stats_inputs.TempLayers()
         self._auto = {"change": "", "similar": "", "classify": "", "report": ""}
         self._started = 0.0
+        self.live: LiveSimilarity | None = None      # the last similar run's tiles, rescored as the query changes
+        self._live_layer_id = ""
+        self._live_fids: dict[int, int] = {}
+        self._live_index: QgsSpatialIndex | None = None
+        self._live_task = None
+        self._live_pending = False
+        self._live_clicked = 0.0
+        self.live_seconds: list[float] = []
+        self._live_timer = QTimer(self)
+        self._live_timer.setSingleShot(True)
+        self._live_timer.setInterval(LIVE_DEBOUNCE_MS)
         self._build()
         self.restore_settings()
         self._connect_signals()
@@ -116,13 +137,20 @@ class AnalysesPanel(QWidget, FORM_CLASS):
         for value in classifier.choices:
             self.classifierCombo.addItem(value, value)
         self.classifierCombo.setCurrentIndex(self.classifierCombo.findData(classifier.default))
+        finetune = ClassifyRequest.TOOL.param("finetune")
+        self.finetuneCheck.setText(finetune.title)
+        self.finetuneCheck.setToolTip(finetune.help)
+        self.finetuneCheck.setChecked(finetune.default)
         self.pickButton.setToolTip("Click the tiles to look for on the map: each click adds a point to the layer "
-                                   f"{PICKS_NAME!r}, the query")
+                                   f"{PICKS_NAME!r}, the query; after a run, the similarity follows each click "
+                                   "(a click on a query tile takes it out)")
         self.clearPicksButton.setToolTip(f"Remove the points of {PICKS_NAME!r}")
         self.pick_tool = QgsMapToolEmitPoint(self.iface.mapCanvas())
         self.pick_tool.setButton(self.pickButton)
         self._picks_id = ""                                   # the layer of clicked query points
-        self.reportButton.setToolTip("An HTML report of the last change run: transitions and the most changed tiles")
+        self.reportButton.setToolTip("An HTML report of the last run: for a change run the transitions, for a similar "
+                                     "run the query and the most similar tiles, for a classify run the scores and "
+                                     "a gallery per class")
         self.reportButton.setVisible(False)
         self.progressBar.setRange(0, 100)
         self.problemsLabel.setStyleSheet(ERROR_STYLE)
@@ -139,11 +167,13 @@ class AnalysesPanel(QWidget, FORM_CLASS):
                        self.changeOutFile.fileChanged, self.queryTilesEdit.textChanged,
                        self.queryLayerCombo.layerChanged, self.topSpin.valueChanged, self.similarOutFile.fileChanged,
                        self.labelsCombo.layerChanged, self.fieldCombo.fieldChanged,
-                       self.classifierCombo.currentIndexChanged, self.classifyOutFile.fileChanged):
+                       self.classifierCombo.currentIndexChanged, self.finetuneCheck.toggled,
+                       self.classifyOutFile.fileChanged):
             signal.connect(self.update_state)
         self.pickButton.toggled.connect(self._pick_toggled)
         self.clearPicksButton.clicked.connect(self.clear_picks)
         self.pick_tool.canvasClicked.connect(self.add_pick)
+        self._live_timer.timeout.connect(self._live_update)
         self.runButton.clicked.connect(self.run)
         self.cancelButton.clicked.connect(self.cancel)
         self.reportButton.clicked.connect(lambda: self.report(self.last_run))
@@ -170,15 +200,23 @@ class AnalysesPanel(QWidget, FORM_CLASS):
         return layer
 
     def add_pick(self, point, _button=None) -> None:
-        """A click on the map: a query point (in the map's CRS), and the points layer becomes the query."""
+        """A click on the map: a query point (in the map's CRS), and the points layer becomes the query. After a
+        similar run, a click on a query tile takes its points out instead, and the similarity follows."""
+        self._live_clicked = time.perf_counter()
         layer = self.picks_layer()
-        feature = QgsFeature(layer.fields())
-        feature.setGeometry(QgsGeometry.fromPointXY(point))
-        layer.dataProvider().addFeatures([feature])
+        on_query = self._picks_on_tile(point, layer) if self.live_layer() is not None else []
+        if on_query:
+            layer.dataProvider().deleteFeatures(on_query)
+        else:
+            feature = QgsFeature(layer.fields())
+            feature.setGeometry(QgsGeometry.fromPointXY(point))
+            layer.dataProvider().addFeatures([feature])
         layer.updateExtents()
         layer.triggerRepaint()
         self.queryLayerCombo.setLayer(layer)
         self.update_state()
+        if self.live_layer() is not None:
+            self._live_timer.start()
 
     def clear_picks(self) -> None:
         layer = self.picks_layer(create=False)
@@ -186,6 +224,121 @@ class AnalysesPanel(QWidget, FORM_CLASS):
             layer.dataProvider().truncate()
             layer.triggerRepaint()
         self.update_state()
+
+    # -- live similarity -------------------------------------------------------------------------------
+    def live_layer(self) -> QgsVectorLayer | None:
+        """The tiles of the last similar run while they are in the project and the live features are loaded."""
+        if self.live is None or not self._live_layer_id:
+            return None
+        return QgsProject.instance().mapLayer(self._live_layer_id)
+
+    def start_live(self, layer: QgsVectorLayer, path) -> None:
+        """Rescore ``layer`` (a similar run's tiles) from ``path`` (its OUT_live.npz) as the query changes."""
+        self.stop_live()
+        try:
+            live = LiveSimilarity.load(path)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning(f"Live similarity is off: {path} cannot be read ({exc}).")
+            return
+        fids, index = {}, QgsSpatialIndex()
+        for feature in layer.getFeatures(QgsFeatureRequest().setSubsetOfAttributes(["tile_id"], layer.fields())):
+            fids[int(feature["tile_id"])] = feature.id()
+            index.addFeature(feature)
+        self.live, self._live_layer_id, self._live_fids, self._live_index = live, layer.id(), fids, index
+
+    def stop_live(self) -> None:
+        self._live_timer.stop()
+        self.live, self._live_layer_id, self._live_fids, self._live_index = None, "", {}, None
+        self._live_pending = False
+
+    def _to_layer(self, point, source_crs, layer):
+        transform = QgsCoordinateTransform(source_crs, layer.crs(), QgsProject.instance())
+        return transform.transform(point)
+
+    def _tile_at(self, point, crs) -> tuple[int, QgsGeometry] | None:
+        """(tile_id, geometry in the tiles' CRS) of the live tile under ``point`` (in ``crs``), or None."""
+        layer = self.live_layer()
+        here = self._to_layer(point, crs, layer)
+        geom = QgsGeometry.fromPointXY(here)
+        for fid in self._live_index.intersects(QgsRectangle(here.x(), here.y(), here.x(), here.y())):
+            feature = layer.getFeature(fid)
+            if feature.geometry().intersects(geom):
+                return int(feature["tile_id"]), feature.geometry()
+        return None
+
+    def _picks_on_tile(self, point, picks) -> list[int]:
+        """The query points on the tile under ``point`` (in the map's CRS): none when it is no query tile."""
+        crs = self.iface.mapCanvas().mapSettings().destinationCrs()
+        tile = self._tile_at(point, crs)
+        if tile is None:
+            return []
+        layer = self.live_layer()
+        return [f.id() for f in picks.getFeatures()
+                if tile[1].intersects(QgsGeometry.fromPointXY(self._to_layer(f.geometry().asPoint(), picks.crs(),
+                                                                            layer)))]
+
+    def live_query(self) -> list[int]:
+        """The tile ids of the live query: the tiles under the query points and the typed tile ids."""
+        ids = set()
+        for text in self.queryTilesEdit.text().replace(" ", "").split(","):
+            if text.isdigit():
+                ids.add(int(text))
+        picks = self.picks_layer(create=False)
+        if picks is not None:
+            for feature in picks.getFeatures():
+                tile = self._tile_at(feature.geometry().asPoint(), picks.crs())
+                if tile is not None:
+                    ids.add(tile[0])
+        return sorted(ids)
+
+    def _live_update(self) -> None:
+        """Rescore the tiles for the current query in a background task (one at a time; the last query wins)."""
+        if self.live_layer() is None:
+            return
+        if self._live_task is not None:
+            self._live_pending = True
+            return
+        query = self.live_query()
+        if not query:
+            self._set_status("Live similarity: no query tile; click a tile of the map.")
+            return
+        live, clicked = self.live, self._live_clicked
+
+        def score(_task):
+            return live.scores(query)
+
+        def done(exception, result=None):
+            self._live_task = None
+            if sip.isdeleted(self):
+                return
+            if exception is None and result is not None:
+                self._apply_live(query, result, clicked)
+            if self._live_pending:
+                self._live_pending = False
+                self._live_update()
+
+        self._live_task = QgsTask.fromFunction("Urban Form Mapper: live similarity", score, on_finished=done)
+        QgsApplication.taskManager().addTask(self._live_task)
+
+    def _apply_live(self, query, result, clicked: float) -> None:
+        """Main thread: the scores into the tiles layer, classes redrawn."""
+        layer = self.live_layer()
+        if layer is None:
+            return
+        sim, rank, is_query = result
+        fields = layer.fields()
+        i_sim, i_rank, i_query = (fields.indexOf(n) for n in ("similarity", "rank", "query"))
+        changes = {self._live_fids[t]: {i_sim: float(s), i_rank: int(r), i_query: int(q)}
+                   for t, s, r, q in zip(self.live.tile_ids, sim, rank, is_query, strict=True) if t in self._live_fids}
+        layer.dataProvider().changeAttributeValues(changes)
+        style_similarity(layer)
+        layer.triggerRepaint()
+        seconds = time.perf_counter() - clicked if clicked else 0.0
+        self.live_seconds.append(seconds)
+        self._set_status(f"Live similarity: {len(query)} query tile(s) ({', '.join(map(str, query[:8]))}"
+                         f"{'…' if len(query) > 8 else ''}); updated {seconds:.2f} s after the click. On "
+                         "the features' first principal axes; Run writes the exact files.")
+        self.liveUpdated.emit(seconds)
 
     # -- the request -------------------------------------------------------------------------------
     def analysis(self) -> str:
@@ -234,7 +387,8 @@ class AnalysesPanel(QWidget, FORM_CLASS):
                                   top=self.topSpin.value(), device=self.device(), seed=seed)
         return ClassifyRequest(raster=self.raster(), out=self.classifyOutFile.filePath().strip(),
                                labels=planned.get("labels"), field=self.fieldCombo.currentField() or None,
-                               classifier=self.classifierCombo.currentData(), device=self.device(), seed=seed)
+                               classifier=self.classifierCombo.currentData(),
+                               finetune=self.finetuneCheck.isChecked(), device=self.device(), seed=seed)
 
     def problem_widgets(self, req=None) -> dict:
         """Parameter of the request -> the widget that sets it."""
@@ -247,7 +401,7 @@ class AnalysesPanel(QWidget, FORM_CLASS):
             "similar": dict(raster=self.dock.rasterCombo, query=self.queryLayerCombo, top=self.topSpin,
                             query_tiles=self.queryTilesEdit, out=self.similarOutFile),
             "classify": dict(raster=self.dock.rasterCombo, labels=self.labelsCombo, field=self.fieldCombo,
-                             classifier=self.classifierCombo, out=self.classifyOutFile),
+                             classifier=self.classifierCombo, finetune=self.finetuneCheck, out=self.classifyOutFile),
         }[kind])
         if kind == "similar" and self.queryLayerCombo.currentLayer() is None:
             widgets["query"] = self.queryTilesEdit             # nothing chosen: the tile ids are the quick way
@@ -303,8 +457,11 @@ class AnalysesPanel(QWidget, FORM_CLASS):
 
     def _analysis_changed(self, *_args) -> None:
         self.pages.setCurrentIndex(self.analysisCombo.currentIndex())
-        self.reportButton.setVisible(bool(self.last_run) and self.analysis() == "change")
+        self.reportButton.setVisible(self._report_offered())
         self.update_state()
+
+    def _report_offered(self) -> bool:
+        return bool(self.last_run) and self.analysis() == self.last_kind
 
     def update_state(self, *_args) -> None:
         pairs = self.problems_and_widgets()
@@ -386,6 +543,8 @@ class AnalysesPanel(QWidget, FORM_CLASS):
         task.describe_failure = self._failure_text
         task.progressChanged.connect(self._on_progress)
         task.statusChanged.connect(self._set_status)
+        if req.TOOL.name == "similar":
+            self.stop_live()                          # its layer is about to be replaced
         self.task, self.current, self._started = task, req, time.time()
         self.progressBar.setValue(0)
         self._set_status(f"Starting {req.TOOL.name} {req.name}…")
@@ -417,11 +576,15 @@ class AnalysesPanel(QWidget, FORM_CLASS):
             else:
                 group, layer = ADDERS[kind](req.outputs(), req.name)
                 count = layer.featureCount()
+                if kind == "similar":
+                    self.start_live(layer, req.outputs()["live"])
                 del group, layer                                # the project owns the layer
                 text = f"{req.name}: {count} tiles added to the map ({req.out})."
-                if kind == "change":
-                    self.last_run = req.out
-                    text += " Report explains the transitions."
+                if self.live is not None and kind == "similar":
+                    text += " Click tiles with the map tool: the similarity follows."
+                if kind in REPORTED:
+                    self.last_run, self.last_kind = req.out, kind
+                    text += " Report explains the run."
             log.push(self.iface.messageBar(), text, Qgis.Success, 8)
             self._set_status(text)
             ok = True
@@ -457,7 +620,7 @@ class AnalysesPanel(QWidget, FORM_CLASS):
         self.progressBar.setValue(100 if ok else 0)
         if ok:
             self.raster_changed()                 # default outputs move on to free names
-        self.reportButton.setVisible(bool(self.last_run) and self.analysis() == "change")
+        self.reportButton.setVisible(self._report_offered())
         self.update_state()
         self.dock.update_state()
         self.runFinished.emit(ok)
@@ -475,7 +638,8 @@ class AnalysesPanel(QWidget, FORM_CLASS):
     # -- settings ----------------------------------------------------------------------------------
     def save_settings(self) -> None:
         values = {"analysis": self.analysis(), "examples": self.examplesSpin.value(), "top": self.topSpin.value(),
-                  "classifier": self.classifierCombo.currentData(), "model": self.changeModelFile.filePath()}
+                  "classifier": self.classifierCombo.currentData(), "model": self.changeModelFile.filePath(),
+                  "finetune": self.finetuneCheck.isChecked()}
         for key, value in values.items():
             settings.set(KEY + key, value)
 
@@ -488,6 +652,7 @@ class AnalysesPanel(QWidget, FORM_CLASS):
         self.examplesSpin.setValue(get(KEY + "examples", self.examplesSpin.value(), int))
         self.topSpin.setValue(get(KEY + "top", self.topSpin.value(), int))
         self.changeModelFile.setFilePath(get(KEY + "model", "", str))
+        self.finetuneCheck.setChecked(get(KEY + "finetune", self.finetuneCheck.isChecked(), bool))
 
     # -- closing -----------------------------------------------------------------------------------
     def shutdown(self) -> None:
@@ -495,6 +660,7 @@ class AnalysesPanel(QWidget, FORM_CLASS):
         canvas = self.iface.mapCanvas()
         if canvas.mapTool() is self.pick_tool:
             canvas.unsetMapTool(self.pick_tool)
+        self.stop_live()
         if self.task is not None:
             self.task.on_success = self.task.on_failure = None
             self.task.cancel()

@@ -122,7 +122,11 @@ def test_similar_places_clicked_on_the_map_run_from_the_panel_and_load_graduated
     assert layers[0].renderer().classAttribute() == "similarity"
     assert sum(1 for f in layers[0].getFeatures() if f["query"] == 1) == 2       # the two clicked tiles
     assert out.with_name("like_top.csv").is_file()
-    assert not panel.reportButton.isVisibleTo(panel)          # a report explains cluster and change runs
+    opened = opened_by(panel)                                 # the Report button explains the similar run
+    assert panel.reportButton.isVisibleTo(panel) and panel.reportButton.isEnabled()
+    panel.reportButton.click()
+    assert wait_for(lambda: not panel.is_running(), 120) and opened == [out.with_name("like_report.html")]
+    assert "most similar tiles" in opened[0].read_text(encoding="utf-8")
     panel.clear_picks()
     assert picks.featureCount() == 0
 
@@ -175,6 +179,16 @@ def test_classify_from_a_labels_layer_and_bad_input_marked(make_dock, sample_lay
     assert (tmp_path / "classes_cv.csv").is_file()
     again = make_dock().analyses                                 # the choices made for a run are remembered
     assert again.analysis() == "classify" and again.classifierCombo.currentData() == panel.request().classifier
+    # the fine-tuning option: the contract's label and help, on the command line when ticked, remembered
+    finetune = panel.request().TOOL.param("finetune")
+    assert panel.finetuneCheck.text() == finetune.title and panel.finetuneCheck.toolTip() == finetune.help
+    assert not panel.request().finetune and "--finetune" not in panel.request().argv()
+    panel.finetuneCheck.setChecked(True)
+    assert panel.request().finetune and "--finetune" in panel.request().argv()
+    panel.save_settings()
+    assert make_dock().analyses.finetuneCheck.isChecked()
+    panel.finetuneCheck.setChecked(False)
+    panel.save_settings()
 
     # other bad input, each marked on its widget before any run
     panel.set_analysis("similar")
@@ -245,3 +259,75 @@ def test_cancel_stops_an_analysis_and_leaves_no_file_and_no_layer(make_dock, sam
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("big_like")]
     assert not QgsProject.instance().mapLayersByName("big_like similarity")
     assert panel.runButton.isEnabled() and not panel.cancelButton.isEnabled()
+
+
+def click(tool, canvas, point) -> None:
+    """A left click of ``tool`` at map ``point``, as the canvas delivers it (press, then release)."""
+    from qgis.gui import QgsMapMouseEvent
+    from qgis.PyQt.QtCore import QEvent, QPoint, Qt
+
+    pixel = canvas.getCoordinateTransform().transform(point)
+    pos = QPoint(round(pixel.x()), round(pixel.y()))
+    for kind, method in ((QEvent.MouseButtonPress, tool.canvasPressEvent),
+                         (QEvent.MouseButtonRelease, tool.canvasReleaseEvent)):
+        method(QgsMapMouseEvent(canvas, kind, pos, Qt.LeftButton, Qt.LeftButton, Qt.NoModifier))
+
+
+def test_similarity_follows_the_query_tiles_clicked_after_a_run(make_dock, sample_layers, tmp_path, qgis_iface):
+    """Live results: after one similar run, each click on a tile adds it to the query (on a query tile, takes it
+    out) and the run's tiles are rescored from OUT_live.npz without an engine run; click-to-update time measured."""
+    from urbanform.plugin.layers.similar_live import LiveSimilarity
+
+    dock, panel = analyses_dock(make_dock, "similar")
+    raster = QgsProject.instance().mapLayer(sample_layers.raster_id)
+    canvas = qgis_iface.mapCanvas()
+    canvas.resize(600, 400)
+    canvas.setDestinationCrs(raster.crs())
+    canvas.setExtent(raster.extent())
+    extent = raster.extent()
+    n_cols, n_rows = 12, 8                                       # 64 px tiles of the 768 x 512 sample
+
+    def centre(tile: int) -> QgsPointXY:
+        row, col = divmod(tile, n_cols)
+        return QgsPointXY(extent.xMinimum() + (col + 0.5) * extent.width() / n_cols,
+                          extent.yMaximum() - (row + 0.5) * extent.height() / n_rows)
+
+    panel.similarOutFile.setFilePath(str(tmp_path / "live.gpkg"))
+    panel.pickButton.click()
+    click(panel.pick_tool, canvas, centre(3))
+    assert panel.queryLayerCombo.currentLayer().featureCount() == 1 and panel.live_layer() is None
+    ended = []
+    panel.runFinished.connect(ended.append)
+    assert dock.run()
+    assert wait_for(lambda: bool(ended), 120) and ended == [True], panel.statusLabel.text()
+    layer = QgsProject.instance().mapLayersByName("live similarity")[0]
+    assert panel.live_layer() is layer and len(panel.live) == 96
+    updates = []
+    panel.liveUpdated.connect(updates.append)
+
+    def state() -> tuple[set, dict]:
+        feats = list(layer.getFeatures())
+        return {f["tile_id"] for f in feats if f["query"] == 1}, {f["tile_id"]: f["similarity"] for f in feats}
+
+    def clicked(tiles, expected_query):
+        before = len(updates)
+        for t in tiles:
+            click(panel.pick_tool, canvas, centre(t))
+        assert wait_for(lambda: len(updates) > before, 10), panel.statusLabel.text()
+        assert wait_for(lambda: state()[0] == expected_query, 2), (state()[0], expected_query)
+        sim, rank, _ = LiveSimilarity.load(tmp_path / "live_live.npz").scores(sorted(expected_query))
+        got = state()[1]
+        assert all(abs(got[t] - s) < 1e-5 for t, s in zip(panel.live.tile_ids, sim, strict=True))
+        return len(updates) - before
+
+    assert clicked([50], {3, 50}) == 1                           # a tile added
+    assert clicked([3], {50}) == 1                               # a query tile clicked again: taken out
+    assert panel.queryLayerCombo.currentLayer().featureCount() == 1
+    assert clicked([20, 21], {20, 21, 50}) == 1                  # two quick clicks: one update (debounced)
+    ranks = sorted(f["rank"] for f in layer.getFeatures() if f["query"] == 0)
+    assert ranks == list(range(1, 94))
+    print(f"live similarity in the dock: click-to-update {max(panel.live_seconds):.3f} s at most "
+          f"(mean {sum(panel.live_seconds) / len(panel.live_seconds):.3f} s, {len(panel.live_seconds)} updates, "
+          f"{len(panel.live)} tiles, debounce {panel._live_timer.interval()} ms)")
+    assert max(panel.live_seconds) < 1.0
+    panel.pickButton.click()

@@ -45,6 +45,24 @@ def test_every_engine_algorithm_declares_its_tool_and_parameters(urbanform, cont
             assert set(cls.OPTIONS) <= set(cls.PARAMS), cls.NAME
 
 
+@pytest.mark.parametrize("tool", ["change", "classify"])
+def test_the_analyses_algorithms_expose_every_declared_parameter(urbanform, contract, tool):
+    """Every parameter of change and classify is an algorithm parameter (Processing replaces its outputs: no
+    overwrite; progress is the CLI's); the extent is QGIS's own parameter where the tool has one."""
+    _, _, tools = contract
+    cls = next(c for c in engine_algorithms(urbanform) if c.NAME == tool)
+    alg = cls()
+    alg.initAlgorithm()
+    declared = {p.name for p in tools.TOOLS[tool].params if p.api} - {"overwrite", "extent"}
+    if tool == "classify":                # classify: the tiling, area, weights and cache options are the CLI's
+        declared &= {"raster", "labels", "field", "model", "classifier", "folds", "finetune", "tile_size",
+                     "backbone", "device", "seed", "out"}
+    assert declared <= set(cls.PARAMS), declared - set(cls.PARAMS)
+    assert all(alg.parameterDefinition(alg.parameter_name(n)) is not None for n in declared)
+    if "extent" in tools.TOOLS[tool].names() and tool == "change":
+        assert alg.parameterDefinition("EXTENT") is not None
+
+
 @pytest.mark.parametrize("index", range(13))
 def test_processing_parameters_are_the_declarations(urbanform, contract, index):
     from qgis.core import (QgsProcessingParameterBoolean, QgsProcessingParameterDefinition,
@@ -133,10 +151,13 @@ def sample_requests(tmp_path):
         r.EvaluateSegRequest(pred=str(SAMPLE), truth=str(BUILDINGS), area=str(BUILDINGS)),
         r.ReportRequest(run=out, out=str(tmp_path / "r.html"), examples=3, seed=2, overwrite=True),
         r.ChangeRequest(model=model, raster_before=str(SAMPLE), raster_after=str(SAMPLE), out=out, resample=True),
+        r.ChangeRequest(model=model, raster_before=str(SAMPLE), raster_after=str(SAMPLE), out=out, res_tolerance=0.2,
+                        extent=(1, 2, 3, 4), area=str(BUILDINGS), device=r.DEVICES[1], precision="fp32",
+                        batch_size=8),
         r.SimilarRequest(raster=str(SAMPLE), out=out, query_tiles="3,5", top=5, tile_size="20m", seed=1),
         r.SimilarRequest(raster=str(SAMPLE), out=out, query=str(BUILDINGS), backbone=r.BACKBONES[0]),
         r.ClassifyRequest(raster=str(SAMPLE), out=out, labels=str(BUILDINGS), field="building", classifier="forest",
-                          folds=3, tile_size="20m"),
+                          folds=3, tile_size="20m", finetune=True),
         r.ClassifyRequest(raster=str(SAMPLE), out=out, model=model, overwrite=True),
     ]
 

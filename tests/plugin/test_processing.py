@@ -2,6 +2,7 @@
 export, and qgis_process running the algorithm from the packaged plugin zip."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -297,13 +298,20 @@ def test_report_writes_a_self_contained_html_of_a_cluster_run(alg, cluster_run, 
 def test_change_assigns_both_dates_and_styles_the_change_layer(alg, cluster_run, tmp_path):
     from urbanform.plugin.processing.styling import QmlStyler
 
+    from qgis.core import QgsRasterLayer
+
     model = Path(cluster_run["OUTPUT"]).with_name("kampala_model.pt")
+    e = QgsRasterLayer(alg.params["INPUT"], "r").extent()        # the west half: the tool's --extent, declared
+    west = f"{e.xMinimum()},{e.center().x()},{e.yMinimum()},{e.yMaximum()} [EPSG:3857]"
     result = run("urbanform:change", {"MODEL": str(model), "RASTER_BEFORE": alg.params["INPUT"],
-                                      "RASTER_AFTER": alg.params["INPUT"], "OUTPUT": str(tmp_path / "c.gpkg")})
+                                      "RASTER_AFTER": alg.params["INPUT"], "EXTENT": west, "DEVICE": 1,
+                                      "PRECISION": 1, "BATCH_SIZE": 16, "OUTPUT": str(tmp_path / "c.gpkg")})
     assert all(Path(result[k]).is_file() for k in ("TRANSITIONS", "HEATMAP", "ALLUVIAL", "MANIFEST"))
+    manifest = json.loads(Path(result["MANIFEST"]).read_text())
+    assert manifest["parameters"]["device"] == "cpu" and manifest["parameters"]["batch_size"] == 16
     tiles = tiles_of(result["OUTPUT"])
     try:
-        assert tiles.featureCount() == 96 and {f["changed"] for f in tiles.getFeatures()} == {0}
+        assert tiles.featureCount() == 48 and {f["changed"] for f in tiles.getFeatures()} == {0}
         QmlStyler(tmp_path / "c_change.qml").postProcessLayer(tiles, None, None)
         assert tiles.renderer().type() == "graduatedSymbol" and tiles.renderer().classAttribute() == "chg_score"
     finally:

@@ -163,3 +163,15 @@ def test_an_output_that_is_an_input_is_refused_even_with_overwrite(tmp_path, ove
     (problem,) = check(TOOLS["segment"], {"raster": str(mask), "model": str(model), "out": str(tmp_path / "x.gpkg"),
                                           "overwrite": overwrite})
     assert (problem.param, problem.code) == ("out", P.CLASHES)
+
+
+def test_a_finetuned_classify_run_has_its_own_progress_stages():
+    """classify --finetune tunes before it describes the tiles: the bar follows validate, tune, features."""
+    from engine.contract.progress import CLASSIFY_STAGES, FINETUNE_STAGES, progress_for
+
+    plain = progress_for(["classify", "r.tif", "--labels", "l.gpkg", "--field", "c", "--out", "o.gpkg"])
+    tuned = progress_for(["classify", "r.tif", "--labels", "l.gpkg", "--field", "c", "--finetune", "--out", "o.gpkg"])
+    assert plain({"stage": "features", "done": 0, "total": 1}) == CLASSIFY_STAGES["features"][0]
+    steps = [tuned({"stage": s, "done": 1, "total": 2}) for s in ("validate", "tune", "features", "classify")]
+    assert steps == sorted(steps) and tuned({"stage": "features", "done": 0, "total": 1}) == \
+        FINETUNE_STAGES["features"][0]

@@ -128,3 +128,39 @@ def test_bad_labels_are_refused_before_any_work(case, city, tmp_path):
     assert proc.returncode == 2 and all(w in proc.stderr for w in words), proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.gpkg"]
     assert {e["stage"] for e in work_events(proc.stdout)} <= {"open", "scan"}     # no features were computed
+
+
+def test_finetune_tunes_the_last_block_in_each_fold_and_the_model_file_keeps_it(city, city_labels, tmp_path):
+    """--finetune on the synthetic city (5 labels per zone, 2 folds to keep it short: each fold tunes a CNN): the
+    progress stages, the accuracy, the classifier file holding the tuned network, and applying it to the raster
+    giving the run's classes. The comparison with and without --finetune over several label draws is
+    tests/bench/eval_finetune.py's (README, Analyses)."""
+    from engine.clustering.deepcluster import trunk_stages
+    from engine.features.extract import FeatureExtractor
+
+    out = tmp_path / "tuned.gpkg"
+    proc = run_cli("classify", city.raster, "--labels", city_labels, "--field", "zone", "--finetune", "--folds", 2,
+                   "--out", out, "--progress", "json", check=0)
+    stages = [e["stage"] for e in work_events(proc.stdout)]
+    assert {"validate", "tune", "features", "classify"} <= set(stages)
+    assert stages.index("tune") > stages.index("validate") and stages.index("features") > stages.index("tune")
+    c = json.loads((tmp_path / "tuned_manifest.json").read_text())["classify"]
+    tiles = gpd.read_file(out, layer="tiles")
+    truth = np.array(ZONES)[city.zone_of_tiles(TILE)[tiles.row, tiles.col]]
+    every = float((tiles["class"].to_numpy() == truth).mean())
+    print(f"classify --finetune on the synthetic city, 5 labels per zone: spatially cross-validated accuracy "
+          f"{c['accuracy']:.3f} (2 folds); all {len(tiles)} tiles against the zones {every:.3f}; losses "
+          f"{c['tuning']['losses']}")
+    assert c["finetune"] and c["folds"] == 2 and c["accuracy"] >= 0.8 and every >= 0.85
+    raw = torch.load(tmp_path / "tuned_classifier.pt", weights_only=True)
+    imagenet = FeatureExtractor("efficientnet_lite0", "imagenet", "cpu").model
+    _, blocks = trunk_stages(imagenet)
+    last = {id(p) for m in blocks[-1] for p in m.parameters()}
+    names = {n for n, p in imagenet.named_parameters() if id(p) in last}
+    base = imagenet.state_dict()
+    changed = {k for k, v in raw["network"].items() if not torch.equal(v, base[k])}
+    assert changed and changed <= names
+    applied = run(ClassifyParams(raster=str(city.raster), out=str(tmp_path / "again.gpkg"),
+                                 model=str(tmp_path / "tuned_classifier.pt")))
+    assert applied["classify"]["finetune"]
+    assert (gpd.read_file(tmp_path / "again.gpkg", layer="tiles")["class"] == tiles["class"]).mean() >= 0.98

@@ -115,3 +115,62 @@ def test_chromium_shows_the_gallery(report, kampala_run, tmp_path):
         return len(np.unique((image[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0))
 
     assert colours(shot) > 5 * colours(bare), (colours(shot), colours(bare))
+
+
+@pytest.mark.parametrize("kind", ["similar", "classify"])
+def test_a_similar_or_classify_run_gets_its_own_report(kind, kampala_z19, tmp_path):
+    """similar: the query and the most similar tiles in rank order; classify: the cross-validation scores, the
+    confusion matrix and per class a gallery of its most confident tiles."""
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    out = tmp_path / f"{kind}.gpkg"
+    if kind == "similar":
+        run_cli("similar", kampala_z19, "--query-tiles", "3,10", "--top", 6, "--out", out, check=0)
+    else:
+        import rasterio
+
+        with rasterio.open(kampala_z19) as src:
+            t = src.transform
+        points = [Point(*(t * ((c + 0.5) * 64, (r + 0.5) * 64))) for r in range(8) for c in (0, 1, 10, 11)]
+        gpd.GeoDataFrame({"side": ["west", "west", "east", "east"] * 8}, geometry=points, crs=src.crs).to_file(
+            tmp_path / "labels.gpkg")
+        run_cli("classify", kampala_z19, "--labels", tmp_path / "labels.gpkg", "--field", "side", "--folds", 3,
+                "--out", out, check=0)
+    html = tmp_path / "r.html"
+    proc = run_cli("report", out, "--out", html, "--examples", 3, "--progress", "json", check=0)
+    assert {"gallery", "write"} <= {json.loads(line)["stage"] for line in proc.stdout.splitlines()}
+    text = html.read_text(encoding="utf-8")
+    assert not re.search(r"https?:|file:|<script", text, re.I)
+    captions = re.findall(r"<figcaption>([^<]*)</figcaption>", text)
+    tiles = gpd.read_file(out, layer="tiles")
+    if kind == "similar":
+        assert 'id="query"' in text and 'id="most-similar"' in text
+        assert [c for c in captions if c.startswith("tile ")] == ["tile 3", "tile 10"]          # the query
+        ranked = [c for c in captions if c[0].isdigit()]
+        best = tiles[tiles["rank"] >= 1].sort_values("rank").head(6)
+        assert [int(c.split("tile ")[1].split(":")[0]) for c in ranked] == best.tile_id.tolist()
+    else:
+        assert 'id="validation"' in text and "Spatial cross-validation" in text and "accuracy <b>" in text
+        manifest = json.loads((tmp_path / f"{kind}_manifest.json").read_text())
+        for k, _name in enumerate(manifest["classes"]):
+            section = text.split(f'id="class-{k}"')[1].split("<h2")[0]
+            assert f"<b>{int((tiles.class_id == k).sum())} tiles</b>" in section
+            confident = section.split("most confident")[1].split("at random")[0]
+            shown = [int(x) for x in re.findall(r"<figcaption>tile (\d+):", confident)]
+            expected = tiles[tiles.class_id == k].sort_values(["prob", "tile_id"], ascending=[False, True])
+            assert shown == expected.tile_id.head(3).tolist()
+        pngs = images_of(text)
+        assert len(pngs) >= 1 + 2 * len(manifest["classes"])                 # confusion matrix, maps, galleries
+
+
+def test_a_sweep_report_holds_its_metrics_and_lineage_plots(kampala_z19, tmp_path):
+    out = tmp_path / "sweep.gpkg"
+    run_cli("sweep", kampala_z19, "--out", out, "--k", "2..3", "--tile-size", "64px", check=0)
+    html = tmp_path / "sweep_report.html"
+    run_cli("report", out, "--out", html, check=0)
+    text = html.read_text(encoding="utf-8")
+    assert 'id="sweep"' in text and "64px: K = 2, 3" in text.replace("tiles_64px", "64px")
+    shown = re.findall(r'alt="([^"]+\.png)"', text)
+    assert "sweep_metrics.png" in shown and "sweep_lineage_64px.png" in shown, shown
+    assert all(png.startswith(b"\x89PNG") for png in images_of(text))

@@ -68,3 +68,38 @@ def test_a_bad_query_is_refused_before_any_work(query, kampala_z19, tmp_path):
     assert proc.returncode == 2 and flag in proc.stderr, proc.stderr
     assert not (tmp_path / "s.gpkg").exists()
     assert [e["stage"] for e in work_events(proc.stdout)] in ([], ["open", "scan"], ["open", "scan", "scan"])
+
+
+
+@pytest.mark.parametrize("where, query", [("kampala", "3,10"), ("kampala", "5,50,90"), ("city", "17"),
+                                          ("city", "17,200")])
+def test_the_live_features_give_about_the_runs_similarity(where, query, kampala_z19, city, tmp_path):
+    """OUT_live.npz (the dock's live updates): the cosines on the tiles' first principal axes against the run's
+    similarity on the full features, for the same query. Kampala's 96 tiles fit in the kept axes (exact); the
+    city's 256 do not (approximate)."""
+    import zipfile
+
+    from engine.contract.tools import LIVE_DIMS
+
+    raster = kampala_z19 if where == "kampala" else city.raster
+    out = tmp_path / "like.gpkg"
+    manifest = run(SimilarParams(raster=str(raster), out=str(out), query_tiles=query))
+    assert manifest["outputs"]["live"] == str(tmp_path / "like_live.npz")
+    with zipfile.ZipFile(tmp_path / "like_live.npz") as z:
+        assert sorted(z.namelist()) == ["features.npy", "tile_id.npy"]
+        assert all(i.compress_type == zipfile.ZIP_STORED for i in z.infolist())     # plain .npy inside
+    live = np.load(tmp_path / "like_live.npz")
+    tiles = gpd.read_file(out, layer="tiles")
+    assert (live["tile_id"] == tiles.tile_id.to_numpy()).all() and live["tile_id"].dtype == np.dtype("<i8")
+    z = live["features"]
+    assert z.dtype == np.dtype("<f4") and z.shape == (len(tiles), min(LIVE_DIMS, 1280))
+    q = z[tiles["query"].to_numpy() == 1].mean(axis=0)
+    approx = (z @ q) / np.maximum(np.linalg.norm(z, axis=1), 1e-12) / np.linalg.norm(q)
+    exact = tiles["similarity"].to_numpy()
+    overlap = len(set(np.argsort(-exact)[:20]) & set(np.argsort(-approx)[:20])) / 20
+    diff = np.abs(approx - exact).max()
+    print(f"live similarity, {where} ({len(tiles)} tiles, {LIVE_DIMS} axes, query {query}): max |difference| "
+          f"{diff:.4f}, correlation {np.corrcoef(approx, exact)[0, 1]:.4f}, top-20 overlap {overlap:.2f}")
+    if len(tiles) <= LIVE_DIMS:
+        assert diff < 1e-4
+    assert diff < 0.1 and overlap >= 0.9
