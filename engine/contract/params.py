@@ -60,7 +60,10 @@ class Param:
     pixels. ``applies_when=("method", "deepcluster")`` marks a parameter that
     only matters with that value of another (CLI group, Processing algorithm,
     and left out of a command line otherwise). ``cli=False``: a Python-API-only
-    parameter.
+    parameter. ``many``: a raster that takes one or more paths (a study: the
+    value is a path or a list of paths; ``nargs='+'`` on the CLI, an array on
+    the service, "Further rasters" in Processing); ``study``: a raster that
+    also takes a folder of rasters (``engine.raster.study``).
     """
 
     name: str
