@@ -36,6 +36,13 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"error: {message}\n(see: {self.prog} --help)\n")
 
 
+class OneOrMany(argparse.Action):
+    """``nargs='+'`` that keeps one value as it is (a path) and several as a list (a study of rasters)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values[0] if len(values) == 1 else list(values))
+
+
 def value_type(param: Param):
     """The argparse ``type`` of a number, word or choice parameter: the contract's ``parse_value``.
 
@@ -80,6 +87,8 @@ def add_param(parser, param: Param) -> None:
             kwargs["choices"] = param.choices
         if param.positional:
             kwargs["metavar"] = param.name.upper()
+            if param.many:                     # one or more paths: a study of several rasters
+                kwargs.update(nargs="+", action=OneOrMany)
         else:
             kwargs.update(dest=param.name, required=param.required)
             if param.type != CHOICE:

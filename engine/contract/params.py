@@ -22,7 +22,7 @@ import math
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import problems as P
@@ -60,7 +60,10 @@ class Param:
     pixels. ``applies_when=("method", "deepcluster")`` marks a parameter that
     only matters with that value of another (CLI group, Processing algorithm,
     and left out of a command line otherwise). ``cli=False``: a Python-API-only
-    parameter.
+    parameter. ``many``: a raster that takes one or more paths (a study: the
+    value is a path or a list of paths; ``nargs='+'`` on the CLI, an array on
+    the service, "Further rasters" in Processing); ``study``: a raster that
+    also takes a folder of rasters (``engine.raster.study``).
     """
 
     name: str
@@ -88,6 +91,8 @@ class Param:
     service: bool = True                  # False: not an input of the service, whose server decides it (--dask)
     pattern: str | None = None            # a TEXT value must match this regular expression (whole value) ...
     form: str = ""                        # ... which says in words what it accepts: "'local:N' or 'tcp://host:port'"
+    many: bool = False                    # a RASTER that takes several paths (one study): a path or a list of them
+    study: bool = False                   # a RASTER that also takes a folder of rasters (a study); many implies it
 
     def __post_init__(self):
         assert self.type in TYPES, f"{self.name}: unknown type {self.type!r}"
@@ -95,6 +100,9 @@ class Param:
         assert self.type != BOOL or self.default in (True, False), f"{self.name}: a flag defaults to True or False"
         assert self.pattern is None or (self.type == TEXT and self.form), f"{self.name}: a pattern is for TEXT, " \
                                                                           "with its form in words"
+        assert not (self.many or self.study) or self.type == RASTER, f"{self.name}: only a raster makes a study"
+        if self.many:
+            object.__setattr__(self, "study", True)
 
     @property
     def flag(self) -> str:
@@ -270,6 +278,11 @@ def parse_value(param: Param, value):
         return None
     if isinstance(value, str) and value in param.words:
         return value
+    if param.many and isinstance(value, (list, tuple)):
+        items = [parse_value(replace(param, many=False), v) for v in value]
+        if not items:
+            raise ValueError("give one raster or more.")
+        return items[0] if len(items) == 1 else items
     t = param.type
     if t == BOOL:
         if isinstance(value, bool):
@@ -334,6 +347,8 @@ def is_given(param: Param, value) -> bool:
     """A value the user chose: not None, not '' and, for a flag, not its default."""
     if param.type == BOOL:
         return bool(value) != bool(param.default)
+    if isinstance(value, (list, tuple)) and param.many:
+        return any(v is not None and v != "" for v in value)
     return value is not None and value != ""
 
 
@@ -397,19 +412,27 @@ def check(tool: Tool, values: dict, files: bool = True) -> list[Problem]:
         for param in tool.params:
             if param.name in found or not is_given(param, full.get(param.name)) or not applies(param, full):
                 continue
-            path = str(full[param.name])
-            try:
-                problem = _name_problem(tool, param, path, full) or _file_problem(tool, param, path, full)
-            except OSError as exc:                 # a folder on the way that cannot be read, a name the OS refuses
-                problem = Problem(param.name, P.NOT_FOUND, f"{param.title}: {path} cannot be reached "
-                                                           f"({exc.strerror or exc}); choose another.")
-            if problem:
-                found[param.name] = problem
+            for path in paths_of(full[param.name]):
+                try:
+                    problem = _name_problem(tool, param, path, full) or _file_problem(tool, param, path, full)
+                except OSError as exc:             # a folder on the way that cannot be read, a name the OS refuses
+                    problem = Problem(param.name, P.NOT_FOUND, f"{param.title}: {path} cannot be reached "
+                                                               f"({exc.strerror or exc}); choose another.")
+                if problem:
+                    found[param.name] = problem
+                    break
         clash = input_clash(tool, full)
         if clash and (clash.param not in found or found[clash.param].code == P.EXISTS):
             found[clash.param] = clash
     order = {n: i for i, n in enumerate(tool.names())}
     return sorted(found.values(), key=lambda p: order.get(p.param, len(order)))
+
+
+def paths_of(value) -> list[str]:
+    """The paths of a value: one path, or each of a list (a study of several rasters)."""
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [str(value)]
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -443,10 +466,10 @@ def input_clash(tool: Tool, values: dict) -> "Problem | None":
     """
     full = {**tool.defaults(), **values}
     # a tool whose output is an input (stats adds to RUN.gpkg) updates that one in place: only the others count
-    inputs = [(p, Path(str(full[p.name]))) for p in tool.params
+    inputs = [(p, Path(path)) for p in tool.params
               if p.type in INPUT_FILES and is_given(p, full.get(p.name)) and applies(p, full)
-              and str(full[p.name]) not in p.words
-              and p.name != tool.output_param]         # stats rewrites its run in place: that is its output
+              and p.name != tool.output_param          # stats rewrites its run in place: that is its output
+              for path in paths_of(full[p.name]) if path not in p.words]
     if not inputs:
         return None
     main = tool.output_param or "out"
@@ -609,7 +632,7 @@ def to_argv(tool: Tool, values: dict) -> list[str]:
     args = [tool.name]
     for param in tool.params:
         if param.positional:
-            args.append(str(full[param.name]))
+            args += paths_of(full[param.name]) if param.many else [str(full[param.name])]
     for param in tool.params:
         value = full.get(param.name)
         if param.positional or not param.cli or not applies(param, full):
@@ -649,6 +672,10 @@ def from_argv(tool: Tool, argv: list[str]) -> dict:
                 raise ValueError(f"{tool.name}: unknown option {flag}")
             if not positionals:
                 raise ValueError(f"{tool.name}: unexpected argument {token!r}")
+            if positionals[0].many:                    # takes every positional token that follows
+                name = positionals[0].name
+                values[name] = [*paths_of(values[name]), token] if name in values else token
+                continue
             values[positionals.pop(0).name] = token
             continue
         param = options[flag]
@@ -663,7 +690,7 @@ def from_argv(tool: Tool, argv: list[str]) -> dict:
             inline = args[i]
             i += 1
         values[param.name] = inline
-    if positionals:
+    if positionals and not (positionals[0].many and positionals[0].name in values):
         raise ValueError(f"{tool.name}: {positionals[0].flag} is missing")
     return values
 

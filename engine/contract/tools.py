@@ -43,8 +43,10 @@ TRAINING = "DeepCluster training (--method deepcluster)"
 STATS = "urban-form statistics (the stats tool; also after cluster and sweep)"
 
 # -- shared parameters --------------------------------------------------------------------------------------
-RASTER_IN = Param("raster", RASTER, required=True, positional=True, label="Raster layer",
-                  help="input raster (GeoTIFF or any GDAL raster with a CRS)")
+STUDY_HELP = ("; several rasters or a folder of them are one study: mosaicked (the first listed wins where scenes "
+              "overlap), scenes in different CRSs warped to the UTM zone of the study")
+RASTER_IN = Param("raster", RASTER, required=True, positional=True, label="Raster layer", many=True,
+                  help="input raster (GeoTIFF, a VRT mosaic or any GDAL raster with a CRS)" + STUDY_HELP)
 OUT_GPKG = Param("out", OUT_FILE, required=True, suffixes=(".gpkg",), label="Output GeoPackage",
                  help="output GeoPackage (.gpkg); other outputs are named after it")
 OVERWRITE = Param("overwrite", BOOL, False, help="replace existing outputs")
@@ -201,7 +203,7 @@ PREDICT = Tool(
     "date).",
     params=(Param("model", FILE, required=True, positional=True, suffixes=(".pt",), label="Cluster model",
                   help="a model file written by cluster (OUT_model.pt)"),
-            replace(RASTER_IN, help="the raster to assign"), OUT_GPKG,
+            replace(RASTER_IN, help="the raster to assign" + STUDY_HELP), OUT_GPKG,
             Param("resample", BOOL, False, help="accept another resolution: tiles of the model's ground size "
                                                 "resized to its pixels"),
             Param("res_tolerance", FLOAT, 0.1, minimum=0, maximum=1, open_max=True, advanced=True,
@@ -437,10 +439,11 @@ CHANGE = Tool(
     "the model's feature space.",
     params=(MODEL_IN,
             Param("raster_before", RASTER, required=True, positional=True, label="Raster at the first date",
-                  help="the earlier image; its tile grid is the one both dates are cut on"),
+                  study=True, help="the earlier image (a raster, a VRT mosaic or a folder of rasters); its tile "
+                                   "grid is the one both dates are cut on"),
             Param("raster_after", RASTER, required=True, positional=True, label="Raster at the second date",
-                  help="the later image of the same place (any CRS and resolution: warped onto the first date's "
-                       "grid)"),
+                  study=True, help="the later image of the same place (a raster, a VRT mosaic or a folder of "
+                                   "rasters; any CRS and resolution: warped onto the first date's grid)"),
             OUT_GPKG, *PREDICT.params[3:5], *AREA, *DEVICE, OVERWRITE, PROGRESS),
     outputs=(Output("gpkg", "{out}", "layer 'tiles': tile_id, row, col, clust_a, clust_b, changed (0/1), chg_score "
                                      "(feature distance, 0 to 2), dist_a, dist_b"),

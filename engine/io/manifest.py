@@ -3,17 +3,55 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 
 def sha256_file(path: "str | Path", chunk: int = 1 << 22) -> str:
+    """The SHA-256 of a file's bytes; for a GDAL VRT (a mosaic of a study) also of every file it reads from,
+    in order (nested VRTs too), so that the checksum of a mosaic changes when one of its scenes does."""
     h = hashlib.sha256()
+    _hash_into(h, Path(path), chunk, set())
+    return h.hexdigest()
+
+
+def _hash_into(h, path: Path, chunk: int, seen: set) -> None:
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             h.update(block)
-    return h.hexdigest()
+    if path.suffix.lower() != ".vrt":
+        return
+    seen.add(os.path.abspath(path))
+    for source in vrt_sources(path):
+        key = os.path.abspath(source)
+        if key in seen or not os.path.isfile(source):          # a source read twice (each band) counts once
+            continue
+        seen.add(key)
+        h.update(b"\0" + os.fsencode(key) + b"\0")
+        _hash_into(h, Path(source), chunk, seen)
+
+
+def vrt_sources(path: "str | Path") -> list[str]:
+    """The files a VRT reads from (SourceFilename and, for a warped VRT, SourceDataset), in order, resolved
+    against the VRT's folder where they are relative; [] for a VRT that cannot be parsed."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError):
+        return []
+    out: list[str] = []
+    for el in root.iter():
+        if el.tag not in ("SourceFilename", "SourceDataset") or not (el.text or "").strip():
+            continue
+        name = el.text.strip()
+        if el.get("relativeToVRT") == "1":
+            name = os.path.join(os.path.dirname(os.path.abspath(path)), name)
+        if name not in out:
+            out.append(name)
+    return out
 
 
 def write_json(path: "str | Path", obj: dict) -> None:

@@ -205,8 +205,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
         argv = to_argv(tool, values)
         if "progress" in tool.names():
             argv += [tool.flag("progress"), "json"]
-        job = Job(job_id, who, tool.name, {k: str(v) if isinstance(v, Path) else v for k, v in values.items()},
-                  argv, sync=sync)
+        def plain(v):                                  # paths as text (several rasters: a list of them)
+            return [plain(x) for x in v] if isinstance(v, list) else str(v) if isinstance(v, Path) else v
+
+        job = Job(job_id, who, tool.name, {k: plain(v) for k, v in values.items()}, argv, sync=sync)
         manager.submit(job)
         return job
 
@@ -274,13 +276,20 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 if name in uploads:
                     raise bad_input(name, P.BAD_FORMAT, f"'{name}' is both uploaded and given by reference; "
                                     "send one of them")
-                values[name] = _reference(param, value)
+                if param.many and isinstance(value, list):      # several rasters: one study, in the order given
+                    if not value:
+                        raise bad_input(name, P.REQUIRED, f"'{name}': give one raster or more")
+                    refs = [_reference(param, v) for v in value]
+                    values[name] = refs[0] if len(refs) == 1 else refs
+                else:
+                    values[name] = _reference(param, value)
             elif param.type == OUT_FILE:
                 values[name] = out / _out_name(param, value)
             else:
                 values[name] = value
         for name, files in uploads.items():
-            values[name] = _main_file(allowed[name], files)
+            values[name] = _scenes(allowed[name], files) if allowed[name].many and len(files) > 1 \
+                else _main_file(allowed[name], files)
         for param in tool.params:
             # only the main output gets a default name: another one (cluster's save_model) left out keeps its
             # engine default next to it (OUT_model.pt), which is what the declared outputs list as results
@@ -304,7 +313,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
             if model is not None:
                 return model
         try:
-            return resolve_reference(config.data_root, value)
+            path = resolve_reference(config.data_root, value)
+            if param.study and path.is_dir():       # a folder of rasters (a study): each one under the root too
+                for scene in sorted(path.iterdir()):
+                    resolve_reference(config.data_root, str(Path(value) / scene.name))
+            return path
         except RefusedPath as exc:
             raise bad_input(param.name, P.NOT_ALLOWED, f"'{param.name}': {exc}") from None
 
@@ -315,12 +328,21 @@ def create_app(config: ServiceConfig) -> FastAPI:
                             "(letters, digits, '.', '_', '-'; no folders): the server writes into the job's folder")
         return name
 
-    def _main_file(param: Param, files: list[Path]) -> Path:
+    def _no_vrt(param: Param, files: list[Path]) -> None:
         for f in files:
             with open(f, "rb") as head:
                 if head.read(64).lstrip().startswith(VRT_MAGIC):
                     raise bad_input(param.name, P.NOT_ALLOWED, f"'{param.name}': {f.name} is a GDAL VRT, which "
                                     "may name other files or URLs; upload the image itself")
+
+    def _scenes(param: Param, files: list[Path]) -> list[Path]:
+        """Several rasters uploaded as one input that takes several (a study): each file a scene, in upload
+        order (the first wins where scenes overlap)."""
+        _no_vrt(param, files)
+        return list(files)
+
+    def _main_file(param: Param, files: list[Path]) -> Path:
+        _no_vrt(param, files)
         if len(files) == 1:
             return files[0]
         for suffix in (".shp", ".gpkg", ".geojson", ".tif", ".tiff"):

@@ -85,10 +85,13 @@ def describe_input(tool: Tool, param: Param) -> dict:
     if param.type == C.OUT_FILE:
         text += f" (a file name only, default '{default_out_name(tool, param)}'; the server writes into the job's " \
                 "own folder)"
+    elif param.many:
+        text += (" (one or more: uploads, each a multipart part of this name, or an array of {'href': a path "
+                 "under the server's data root}, a folder of rasters there too; the first wins where they overlap)")
     elif param.type in C.INPUT_FILES:
         text += " (an upload: a multipart part of this name; or {'href': a path under the server's data root})"
     described = {"title": param.title, "description": text, "schema": schema_of(param),
-                 "minOccurs": 1 if param.required else 0, "maxOccurs": 1}
+                 "minOccurs": 1 if param.required else 0, "maxOccurs": "unbounded" if param.many else 1}
     if param.unit:
         described["x-unit"] = param.unit
     if param.applies_when:

@@ -52,13 +52,42 @@ def check_params(tool: str, params) -> None:
     values = param_values(params)
     held = {name for name, value in values.items() if name in declared.names()
             and declared.param(name).type in contract.INPUT_FILES and value is not None
-            and not isinstance(value, str)}
+            and not isinstance(value, str)
+            and not (declared.param(name).many and isinstance(value, (list, tuple)))}   # (several paths: a study)
     # (contract.check, not a name of its own here: the submodule engine.tools.check would replace it)
     problems = [p for p in contract.check(declared, {k: v for k, v in values.items() if k not in held})
                 if p.param not in held and p.code != P.EXISTS]
     if problems:
         first = problems[0]
         raise BadInput(first.message, param=first.param, code=first.code, problems=problems)
+
+
+def study_params(tool: str, params):
+    """``params`` with each raster that names a study (several paths, a folder of rasters) replaced by the path
+    of its VRT mosaic (``engine.raster.study``), which every later step opens as one raster; one path stays as it
+    is (a list of one becomes that path). BadInput naming the parameter for scenes that cannot make one study.
+
+    Call it right after the declaration's checks, before any work: the VRT is written (once per set of scenes)
+    under the cache folder (``cache_dir``, else ``$URBANFORM_CACHE``), where Dask workers see it too.
+    """
+    from dataclasses import replace
+
+    from ..raster.study import as_values, is_study, open_study
+
+    declared = TOOLS[tool]
+    changes = {}
+    for p in declared.params:
+        if p.type != contract.RASTER or not p.study or not hasattr(params, p.name):
+            continue
+        value = getattr(params, p.name)
+        if is_study(value):
+            from .cluster import default_cache_dir
+
+            cache = getattr(params, "cache_dir", None) or default_cache_dir()
+            changes[p.name] = open_study(value, p.name, cache).path
+        elif isinstance(value, (list, tuple)):          # a list of one path: that path
+            changes[p.name] = as_values(value)[0] if value else None
+    return replace(params, **changes) if changes else params
 
 
 def check_vector_inputs(tool: str, params, names=tuple(VECTOR_INPUTS)) -> None:

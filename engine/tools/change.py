@@ -25,7 +25,7 @@ from ..contract.params import output_files
 from ..contract.tools import CHANGE
 from ..errors import BadInput
 from ..progress import Progress, committing
-from . import check_params, check_vector_inputs, locked_outputs, param_values
+from . import check_params, check_vector_inputs, locked_outputs, param_values, study_params
 
 
 @dataclass
@@ -62,6 +62,7 @@ def run(params: ChangeParams, progress: Progress | None = None) -> dict:
     """Run the ``change`` tool; returns the manifest (also written to disk)."""
     check_params("change", params)
     check_vector_inputs("change", params)
+    params = study_params("change", params)
     progress = progress or Progress("none")
     files = output_files(CHANGE, param_values(params))
     with locked_outputs(files.values()):

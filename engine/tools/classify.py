@@ -30,7 +30,7 @@ from ..contract.params import output_files
 from ..contract.tools import CLASSIFIERS, CLASSIFY
 from ..errors import BadInput
 from ..progress import Progress, committing
-from . import check_params, check_vector_inputs, locked_outputs, param_values
+from . import check_params, check_vector_inputs, locked_outputs, param_values, study_params
 
 
 @dataclass
@@ -83,6 +83,7 @@ def run(params: ClassifyParams, progress: Progress | None = None) -> dict:
     """Run the ``classify`` tool; returns the manifest (also written to disk)."""
     check_params("classify", params)
     check_vector_inputs("classify", params)
+    params = study_params("classify", params)
     labels = read_labels(params) if params.labels else None
     progress = progress or Progress("none")
     files = output_files(CLASSIFY, param_values(params))

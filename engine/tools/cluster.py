@@ -24,7 +24,7 @@ from ..contract.tools import CLUSTER, STATS_OUTPUTS
 from ..errors import BadInput, Cancelled
 from ..io import NpyFile, OutputSet, atomic_path
 from ..progress import Progress, committing
-from . import check_params, check_vector_inputs, locked_outputs, param_values
+from . import check_params, check_vector_inputs, locked_outputs, param_values, study_params
 from .stats import StatsInputs
 
 
@@ -338,9 +338,15 @@ def tiling_settings(tiled, params) -> dict:
 
 
 def input_record(raster: str, tiled, checksum: str) -> dict:
-    return {"raster": os.path.abspath(raster), "sha256": checksum, "width": tiled.info.width,
-            "height": tiled.info.height, "bands": tiled.info.count, "dtype": tiled.info.dtype,
-            "crs": tiled.crs.to_string()}
+    """What a manifest says about the input raster; for a VRT (a study) also the files it mosaics."""
+    record = {"raster": os.path.abspath(raster), "sha256": checksum, "width": tiled.info.width,
+              "height": tiled.info.height, "bands": tiled.info.count, "dtype": tiled.info.dtype,
+              "crs": tiled.crs.to_string()}
+    if str(raster).lower().endswith(".vrt"):
+        from ..raster.study import vrt_scenes
+
+        record["scenes"] = vrt_scenes(raster)
+    return record
 
 
 def run(params: ClusterParams, progress: Progress | None = None) -> dict:
@@ -359,6 +365,7 @@ def run(params: ClusterParams, progress: Progress | None = None) -> dict:
 
     check_params("cluster", params)
     check_vector_inputs("cluster", params)
+    params = study_params("cluster", params)
     stats = wants_statistics(params)
     if stats:                      # before the features are computed and cached, not in the statistics step
         check_statistics_inputs(params, params.raster if isinstance(params.raster, (str, os.PathLike)) else None)
@@ -491,15 +498,17 @@ def _run_cluster(params: ClusterParams, progress: Progress, outputs: RunOutputs,
         clustering.update(pca_dims=km.n_components_, pca_dims_requested=params.pca_dims, whiten=params.whiten,
                           explained_variance=float(km.explained_variance_ratio_.sum()), inertia=km.inertia_,
                           cluster_sizes=counts.tolist())
+        inputs = input_record(params.raster, tiled, checksum)          # (a study: its scenes too)
         save_model(outset.temp(outputs.model), km, network, backbone=params.backbone, sobel=params.sobel,
                    tiling=settings, method=params.method,
                    extra={"clustering": clustering, "weights": params.weights, "seed": params.seed,
-                          "raster": os.path.abspath(params.raster), "sha256": checksum})
+                          "raster": os.path.abspath(params.raster), "sha256": checksum,
+                          **({"scenes": inputs["scenes"]} if "scenes" in inputs else {})})
         lap("write")
         manifest = {
             "tool": "cluster",
             "parameters": asdict(params),
-            "inputs": input_record(params.raster, tiled, checksum),
+            "inputs": inputs,
             "tiling": {**settings, "backbone": params.backbone, "weights": params.weights,
                        "n_rows": tiled.grid.n_rows, "n_cols": tiled.grid.n_cols, "tiles_total": len(tiled.grid),
                        "tiles_valid": int(len(rows)), "warped": tiled.warped},

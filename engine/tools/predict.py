@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import BadInput
 from ..features.extract import ResizedExtractor
 from ..progress import Progress, committing
-from . import check_params, check_vector_inputs, locked_outputs
+from . import check_params, check_vector_inputs, locked_outputs, study_params
 
 
 @dataclass
@@ -80,6 +80,7 @@ def run(params: PredictParams, progress: Progress | None = None) -> dict:
 
     check_params("predict", params)
     check_vector_inputs("predict", params)
+    params = study_params("predict", params)
     progress = progress or Progress("none")
     outputs = RunOutputs.for_out(params.out, params.quicklook, model=False)
     with locked_outputs(outputs.paths()):

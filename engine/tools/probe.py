@@ -9,7 +9,7 @@ import numpy as np
 from ..contract import defaults
 from ..contract import problems as P
 from ..errors import BadInput
-from . import check_params
+from . import check_params, study_params
 
 
 @dataclass
@@ -49,6 +49,7 @@ def run(params: ProbeParams, progress=None) -> dict:  # noqa: ARG001 - every too
     from ..raster.tiling import TiledRaster
 
     check_params("probe", params)
+    params = study_params("probe", params)
     p = params
     with TiledRaster(p.raster, p.tile_size, p.overlap, p.edge, p.bands, stretch_samples=1) as tiled:
         g = tiled.grid

@@ -18,7 +18,7 @@ from ..contract.outputs import segment_outputs
 from ..contract.tools import SEG_CHIP_MULTIPLE
 from ..errors import BadInput
 from ..progress import committing
-from . import check_params, locked_outputs
+from . import check_params, locked_outputs, study_params
 
 
 @dataclass
@@ -58,6 +58,7 @@ def run(params: SegmentParams, progress=None) -> dict:
     from ..segmentation.infer import segment_env
 
     check_params("segment", params)
+    params = study_params("segment", params)
     if params.dask and not isinstance(params.model, (str, os.PathLike)):
         raise BadInput("--dask: the workers load the model from its file; give the model as a path.", param="model")
     progress = progress or (lambda *a, **k: None)

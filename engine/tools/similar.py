@@ -22,7 +22,7 @@ from ..contract.params import output_files
 from ..contract.tools import SIMILAR
 from ..errors import BadInput
 from ..progress import Progress, committing
-from . import check_params, check_vector_inputs, locked_outputs, param_values
+from . import check_params, check_vector_inputs, locked_outputs, param_values, study_params
 
 
 @dataclass
@@ -98,6 +98,7 @@ def run(params: SimilarParams, progress: Progress | None = None) -> dict:
     """Run the ``similar`` tool; returns the manifest (also written to disk)."""
     check_params("similar", params)
     check_vector_inputs("similar", params)
+    params = study_params("similar", params)
     if params.query_tiles:
         parse_tile_ids(params.query_tiles)
     progress = progress or Progress("none")

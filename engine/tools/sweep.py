@@ -72,7 +72,7 @@ from ..contract.tools import SWEEP
 from ..errors import BadInput, Cancelled
 from ..io import write_json_atomic
 from ..progress import Progress, committing
-from . import check_params, check_vector_inputs, locked_outputs, param_values
+from . import check_params, check_vector_inputs, locked_outputs, param_values, study_params
 from .stats import StatsInputs
 
 # k-means and metrics on at most this many tiles run on one thread: see _few_threads
@@ -516,6 +516,7 @@ def run(params: SweepParams, progress: Progress | None = None) -> dict:
 
     check_params("sweep", params)
     check_vector_inputs("sweep", params)
+    params = study_params("sweep", params)
     inspect_raster(str(params.raster), "raster")     # before it is hashed: a folder or a damaged file is named
     stats = wants_statistics(params)
     if stats:                      # before the features are computed and cached, not in the statistics step

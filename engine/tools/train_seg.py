@@ -20,7 +20,7 @@ from ..contract.params import output_files
 from ..contract.tools import TRAIN_SEG
 from ..errors import BadInput, Cancelled
 from ..progress import committing
-from . import check_params, check_vector_inputs, locked_outputs
+from . import check_params, check_vector_inputs, locked_outputs, study_params
 
 # Parameters that define a training run: a checkpoint resumes only with the same values.
 _RUN_KEYS = ("raster", "buildings", "encoder", "weights", "chip", "val_fraction", "batch_size", "lr",
@@ -97,6 +97,7 @@ def run(params: TrainParams, progress=None) -> dict:
     and manifest are locked (one writer, one training per model) before the run looks whether they exist."""
     check_params("train-seg", params)
     check_vector_inputs("train-seg", params)
+    params = study_params("train-seg", params)
     outputs = TrainOutputs.for_out(params.out)
     with locked_outputs([outputs.model, outputs.checkpoint, outputs.manifest]):
         try:

@@ -97,11 +97,14 @@ class UrbanFormAlgorithm(QgsProcessingAlgorithm):
         return params.qgis_name(name, {**PARAMETER_NAMES, **self.PARAMETER_NAMES})
 
     def add_params(self, *names: str) -> None:
-        """Add the Processing parameters of the tool's declared ``names`` (each one of ``PARAMS``)."""
+        """Add the Processing parameters of the tool's declared ``names`` (each one of ``PARAMS``); a raster that
+        takes several (one study) is followed by MORE_RASTERS, 'Further rasters (one study)'."""
         for name in names:
             assert name in self.PARAMS, f"{self.NAME}: {name} is not listed in PARAMS"
-            self.addParameter(params.definition(self.tool().param(name), self.parameter_name(name),
-                                                **self.OPTIONS.get(name, {})))
+            declared = self.tool().param(name)
+            self.addParameter(params.definition(declared, self.parameter_name(name), **self.OPTIONS.get(name, {})))
+            if declared.many:                           # a raster that takes several: 'Further rasters (one study)'
+                self.addParameter(params.more_rasters_parameter(declared))
             if name == "dask" and dask_setting.address():       # the Engine setting "Dask scheduler"
                 self.parameterDefinition(self.parameter_name(name)).setDefaultValue(dask_setting.address())
             if name in WEB_INPUTS and self.tool().param(name).type == RASTER:
@@ -154,6 +157,13 @@ class UrbanFormAlgorithm(QgsProcessingAlgorithm):
                 from None
         feedback.setProgress(0)
         return str(path)
+
+    def study_raster(self, parameters, context, first: str, feedback=None):
+        """The raster value of a request: the file of the raster layer (``first``), or with MORE_RASTERS the
+        files of all (one study, the raster layer first; a web map layer among them is written first too)."""
+        more = [self.local_raster(layer, parameters, context, feedback)
+                for layer in self.parameterAsLayerList(parameters, params.MORE_RASTERS, context) or []]
+        return params.study_value(first, more)
 
     def web_extent(self, parameters, context, raster):
         """(rectangle, its CRS) to write of a web map layer: WEB_EXTENT, else EXTENT, else AREA's, else the layer's."""

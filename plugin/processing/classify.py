@@ -91,7 +91,8 @@ class ClassifyAlgorithm(EngineAlgorithm):
             source = self.parameterAsSource(parameters, self.parameter_name("labels"), context)
             labels = write_features(source, str(Path(workdir) / "labels.gpkg"), context) if source else None
             raster_file = self.local_raster(raster, parameters, context, feedback)     # a web layer: written now
-            request = ClassifyRequest(raster=raster_file, out=out, labels=labels,
+            study = self.study_raster(parameters, context, raster_file, feedback)
+            request = ClassifyRequest(raster=study, out=out, labels=labels,
                                       field=value("field") or None, model=value("model"),
                                       classifier=value("classifier"), folds=value("folds"), finetune=value("finetune"),
                                       tile_size=value("tile_size"), backbone=value("backbone"),

@@ -136,7 +136,8 @@ class ClusterAlgorithm(EngineAlgorithm):
         written from a web map layer."""
         value = lambda name: self.param_value(parameters, name, context)      # noqa: E731
         return ClusterRequest(
-            raster=raster_file or local_raster_path(raster), out=out, k=value("k"),
+            raster=self.study_raster(parameters, context, raster_file or local_raster_path(raster)), out=out,
+            k=value("k"),
             tile_size=self.parameterAsDouble(parameters, TILE_SIZE, context),
             tile_unit=params.unit_value(self, parameters, context),
             overlap=self.parameterAsDouble(parameters, OVERLAP, context),

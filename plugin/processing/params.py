@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import re
 
-from qgis.core import (QgsProcessingParameterBoolean, QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
-                       QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,
+from qgis.core import (QgsProcessing, QgsProcessingParameterBoolean, QgsProcessingParameterDefinition,
+                       QgsProcessingParameterEnum, QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,
                        QgsProcessingParameterFileDestination, QgsProcessingParameterFolderDestination,
-                       QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
+                       QgsProcessingParameterMultipleLayers, QgsProcessingParameterNumber,
+                       QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
                        QgsProcessingParameterVectorDestination, QgsProcessingParameterVectorLayer)
 
 from ...engine.contract.defaults import DEFAULT_WEIGHTS
@@ -32,6 +33,7 @@ QGIS_NAMES = {"raster": "INPUT", "out": "OUTPUT"}
 
 # QGIS's own parameters next to the declared ones
 WEIGHTS, WEIGHTS_FILE, TILE_UNIT = "WEIGHTS", "WEIGHTS_FILE", "TILE_UNIT"
+MORE_RASTERS = "MORE_RASTERS"           # a raster that takes several (Param.many): the scenes after INPUT
 WEIGHT_LABELS = {"imagenet": "ImageNet (pretrained)", "none": "none (random weights)"}
 UNIT_LABELS = {"px": "pixels (px)", "m": "metres on the ground (m)"}
 
@@ -163,6 +165,30 @@ def length_default(param: Param) -> tuple[float, str]:
     return parse_length(param.default)
 
 
+def more_rasters_parameter(param: Param) -> QgsProcessingParameterMultipleLayers:
+    """MORE_RASTERS: further raster layers read with INPUT as one study (a declared raster that takes several);
+    INPUT stays a single raster layer, so models and scripts that give one raster are unchanged."""
+    assert param.many, f"{param.name} takes one raster"
+    result = QgsProcessingParameterMultipleLayers(MORE_RASTERS, "Further rasters (one study)",
+                                                  QgsProcessing.TypeRaster, optional=True)
+    result.setHelp("more scenes read with the raster layer as one mosaic: the raster layer first, then these in "
+                   "order; where scenes overlap the first listed wins; scenes in different CRSs are warped to the "
+                   "UTM zone of the study")
+    return result
+
+
+MORE_RASTERS_BULLET = ("• Further rasters (one study) (optional): more raster layers read with the raster layer as one "
+                       "mosaic, which the tiles are cut from: where scenes overlap the first listed (the raster "
+                       "layer, then these in order) wins; scenes in different CRSs are warped to the UTM zone of the "
+                       "study, and the outputs are in that CRS.")
+
+
+def study_value(first: str, more: list[str]):
+    """A raster value as the contract takes it: one path, or a list (a study) when there are more."""
+    scenes = [first, *[m for m in more if m != first]]
+    return scenes[0] if len(scenes) == 1 else scenes
+
+
 # -- help -----------------------------------------------------------------------------------------------------
 def bullet(param: Param, note: str = "", labels: dict | None = None, title: str | None = None,
            tool: Tool | None = None) -> str:
@@ -192,10 +218,15 @@ def bullet(param: Param, note: str = "", labels: dict | None = None, title: str 
 
 def bullets(tool: Tool, names, options: dict | None = None, notes: dict | None = None) -> list[str]:
     """:func:`bullet` for each of ``names`` of ``tool``, with the ``labels`` and ``title`` of its ``options`` (an
-    algorithm's OPTIONS) and its ``notes``."""
+    algorithm's OPTIONS) and its ``notes``; after a raster that takes several, the line of MORE_RASTERS."""
     options, notes = options or {}, notes or {}
-    return [bullet(tool.param(n), notes.get(n, ""), options.get(n, {}).get("labels"), options.get(n, {}).get("title"),
-                   tool) for n in names]
+    lines = []
+    for n in names:
+        lines.append(bullet(tool.param(n), notes.get(n, ""), options.get(n, {}).get("labels"),
+                            options.get(n, {}).get("title"), tool))
+        if tool.param(n).many:                      # the algorithm adds MORE_RASTERS after it (add_params)
+            lines.append(MORE_RASTERS_BULLET)
+    return lines
 
 
 def output_name(tool: Tool, key: str, out: str = "OUT.gpkg", tag: str = "64px") -> str:

@@ -59,7 +59,8 @@ class PredictAlgorithm(EngineAlgorithm):
         raster = self.parameterAsRasterLayer(parameters, INPUT, context)
         out = ClusterAlgorithm.output_path(self, parameters, context)
         request = PredictRequest(model=self.param_value(parameters, "model", context) or "",
-                                 raster=self.local_raster(raster, parameters, context, feedback), out=out,
+                                 raster=self.study_raster(parameters, context, self.local_raster(
+                                     raster, parameters, context, feedback), feedback), out=out,
                                  resample=self.param_value(parameters, "resample", context),
                                  dask=self.param_value(parameters, "dask", context) or None, overwrite=True)
         outputs = self.run_request(request, feedback)

@@ -161,8 +161,9 @@ class TrainSegmentationAlgorithm(SegmentationAlgorithm):
         workdir = tempfile.mkdtemp(prefix="urbanform_train_", dir=QgsProcessingUtils.tempFolder())
         try:
             request = TrainSegRequest(
-                raster=self.local_raster(self.parameterAsRasterLayer(parameters, INPUT, context), parameters, context,
-                                        feedback), out=out,
+                raster=self.study_raster(parameters, context, self.local_raster(
+                    self.parameterAsRasterLayer(parameters, INPUT, context), parameters, context, feedback), feedback),
+                out=out,
                 buildings=self.layer_file(parameters, BUILDINGS, context, workdir),
                 label_area=self.layer_file(parameters, LABEL_AREA, context, workdir),
                 encoder=value("encoder"), weights=params.weights_value(self, parameters, context),
@@ -200,8 +201,8 @@ class SegmentAlgorithm(SegmentationAlgorithm):
         out = self.parameterAsOutputLayer(parameters, OUTPUT, context)
         value = lambda name: self.param_value(parameters, name, context)      # noqa: E731
         request = SegmentRequest(
-            raster=self.local_raster(self.parameterAsRasterLayer(parameters, INPUT, context), parameters, context,
-                                        feedback),
+            raster=self.study_raster(parameters, context, self.local_raster(
+                self.parameterAsRasterLayer(parameters, INPUT, context), parameters, context, feedback), feedback),
             model=value("model") or "", out=out, overlap=value("overlap"), threshold=value("threshold"),
             probability=value("probability"), min_area=value("min_area"), simplify=value("simplify"),
             regularize=value("regularize"), resample=value("resample"), device=value("device"),

@@ -69,7 +69,8 @@ class SimilarAlgorithm(EngineAlgorithm):
             source = self.parameterAsSource(parameters, self.parameter_name("query"), context)
             query = write_polygons(source, str(Path(workdir) / "query.gpkg"), context) if source else None
             raster_file = self.local_raster(raster, parameters, context, feedback)     # a web layer: written now
-            request = SimilarRequest(raster=raster_file, out=out, query=query,
+            study = self.study_raster(parameters, context, raster_file, feedback)
+            request = SimilarRequest(raster=study, out=out, query=query,
                                      query_tiles=value("query_tiles") or None, top=value("top"),
                                      tile_size=value("tile_size"), backbone=value("backbone"),
                                      device=value("device"), seed=value("seed"), overwrite=True)

@@ -109,7 +109,8 @@ class SweepAlgorithm(EngineAlgorithm):
     def build_request(self, parameters, context, raster, out: str, raster_file: str | None = None) -> SweepRequest:
         value = lambda name: self.param_value(parameters, name, context)      # noqa: E731
         return SweepRequest(
-            raster=raster_file or local_raster_path(raster), out=out, k_text=value("k"),
+            raster=self.study_raster(parameters, context, raster_file or local_raster_path(raster)), out=out,
+            k_text=value("k"),
             tile_sizes=self.parameterAsString(parameters, TILE_SIZES, context),
             tile_unit=params.unit_value(self, parameters, context), method=value("method"), epochs=value("epochs"),
             backbone=value("backbone"), weights=params.weights_value(self, parameters, context),

@@ -21,7 +21,7 @@ CLASSIFY: Tool = TOOLS["classify"]
 class ClassifyRequest:
     """``python -m engine classify``: train on ``labels`` (their ``field``) or apply a saved ``model``."""
 
-    raster: str
+    raster: "str | list[str]"                                  # several rasters: one study (the first wins)
     out: str
     labels: str | None = None
     field: str | None = None          # noqa: A003 - the engine's option name

@@ -41,7 +41,7 @@ def unit_problem(unit: str, found: list[Problem], sized=("tile_size", "overlap")
 
 @dataclass
 class ClusterRequest:
-    raster: str
+    raster: "str | list[str]"                                  # several rasters: one study (the first wins)
     out: str
     k: int = CLUSTER.param("k").default
     method: str = CLUSTER.param("method").default

@@ -30,7 +30,10 @@ def contract_problems(tool: Tool, values: dict, files: bool = True) -> list[Prob
     for problem in check(tool, values, files=files):
         param = _param(tool, problem.param)
         if problem.code == NOT_FOUND and param is not None and param.type in (RASTER, VECTOR):
-            problem = not_local(param, values.get(problem.param))
+            value = values.get(problem.param)
+            if isinstance(value, (list, tuple)):           # several rasters (a study): the one that is missing
+                value = next((v for v in value if not Path(str(v)).exists()), value[0] if value else "")
+            problem = not_local(param, value)
         out.append(problem)
     return out
 

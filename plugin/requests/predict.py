@@ -21,7 +21,7 @@ class PredictRequest:
     """``python -m engine predict``: assign the tiles of ``raster`` to the clusters of a saved model."""
 
     model: str
-    raster: str
+    raster: "str | list[str]"                                  # several rasters: one study (the first wins)
     out: str
     resample: bool = False
     overwrite: bool = False

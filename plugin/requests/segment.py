@@ -25,7 +25,7 @@ class SegmentRequest:
     ``probability`` a probability raster (0..1, nodata -1), and a manifest (``outputs()``).
     """
 
-    raster: str
+    raster: "str | list[str]"                                  # several rasters: one study (the first wins)
     model: str
     out: str
     overlap: int | None = SEGMENT.param("overlap").default    # px; None: the engine's choice (a quarter of the chip)

@@ -20,7 +20,7 @@ SIMILAR: Tool = TOOLS["similar"]
 class SimilarRequest:
     """``python -m engine similar``: every tile of ``raster`` scored by its likeness to the query."""
 
-    raster: str
+    raster: "str | list[str]"                                  # several rasters: one study (the first wins)
     out: str
     query: str | None = None            # a vector file of points or polygons
     query_tiles: str | None = None      # or tile ids, '12,40'

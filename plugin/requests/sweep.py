@@ -38,7 +38,7 @@ TILE_SIZES, TILE_UNIT = _default_sizes()
 class SweepRequest:
     """``python -m engine sweep``: cluster for every K of ``k_text`` at every tile size of ``tile_sizes``."""
 
-    raster: str
+    raster: "str | list[str]"                                  # several rasters: one study (the first wins)
     out: str
     k_text: str = SWEEP.param("k").default
     tile_sizes: str = TILE_SIZES            # numbers in ``tile_unit``, comma-separated (or lengths: '64px,20m')

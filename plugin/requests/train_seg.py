@@ -30,7 +30,7 @@ class TrainSegRequest:
     the model, a checkpoint next to it (the latest epoch, for --resume) and a manifest (``outputs()``).
     """
 
-    raster: str
+    raster: "str | list[str]"                                  # several rasters: one study (the first wins)
     buildings: str | None
     out: str
     encoder: str = defaults.DEFAULT_SEG_ENCODER

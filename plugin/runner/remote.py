@@ -121,7 +121,9 @@ def job_inputs(tool: Tool, values: dict) -> tuple[dict, list[tuple[str, Path]]]:
         if param.name not in values or not param.api or param.type in (FOLDER, OUT_FOLDER):
             continue
         value = values[param.name]
-        if param.type in INPUT_FILES and value not in param.words:
+        if param.type in INPUT_FILES and param.many and isinstance(value, list):     # several rasters: a study
+            files += [(param.name, path) for each in value for path in with_sidecars(Path(each))]
+        elif param.type in INPUT_FILES and value not in param.words:
             files += [(param.name, path) for path in with_sidecars(Path(value))]
         elif param.type == OUT_FILE:
             inputs[param.name] = server_name(Path(value).name)
@@ -372,6 +374,8 @@ class _Job:
         """A bad input before any upload: an input file that is not there (as the engine would say)."""
         for param in self.tool.params:
             value = self.values.get(param.name)
+            if isinstance(value, list):                 # several rasters (a study): the first one missing
+                value = next((v for v in value if not Path(v).is_file()), None)
             if param.type in INPUT_FILES and value is not None and value not in param.words \
                     and not Path(value).is_file():
                 message = f"{param.title}: {value} does not exist."

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from rasterio.windows import Window
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = Path(os.environ.get("URBANFORM_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -59,3 +60,49 @@ def work_events(stdout: str) -> list[dict]:
     from engine.contract.progress import is_error
 
     return [e for e in (json.loads(line) for line in stdout.splitlines() if line.strip()) if not is_error(e)]
+
+
+# -- many rasters as one study: scenes cut from one raster, so the truth is known
+KAMPALA = SAMPLE / "kampala_ug_oam_rgb_z19_epsg3857.tif"     # 768 x 512 px, with an internal mask
+CUTS = ((0, 300), (300, 520), (520, 768))          # columns of the three strips: not multiples of the tile size
+
+
+def cut_strips(raster, folder, cuts=CUTS) -> list:
+    """The raster cut into vertical strips (GeoTIFFs in ``folder``), in order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    with rasterio.open(raster) as src:
+        for i, (c0, c1) in enumerate(cuts):
+            window = Window(c0, 0, c1 - c0, src.height)
+            profile = dict(src.profile, width=c1 - c0, transform=src.window_transform(window))
+            path = folder / f"strip_{i}.tif"
+            with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "w", **profile) as dst:
+                dst.write(src.read(window=window))
+                dst.write_mask(src.dataset_mask(window=window))      # the sample has a mask: keep it
+            paths.append(path)
+    return paths
+
+
+def hand_vrt(path, raster, strips) -> str:
+    """A plain GDAL VRT of the strips with their masks, written by hand (SimpleSources), as gdalbuildvrt
+    would."""
+    with rasterio.open(raster) as src:
+        t, w, h = src.transform, src.width, src.height
+        crs = src.crs.to_wkt()
+    bands = []
+    for b in (1, 2, 3, "mask,1"):
+        sources = []
+        for strip in strips:
+            with rasterio.open(strip) as s:
+                x = round((s.transform.c - t.c) / t.a)
+                sources.append(f"<SimpleSource><SourceFilename relativeToVRT=\"0\">{strip}</SourceFilename>"
+                               f"<SourceBand>{b}</SourceBand><SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{s.width}\" "
+                               f"ySize=\"{s.height}\"/><DstRect xOff=\"{x}\" yOff=\"0\" xSize=\"{s.width}\" "
+                               f"ySize=\"{s.height}\"/></SimpleSource>")
+        band = f"<VRTRasterBand dataType=\"Byte\" band=\"{b}\">{''.join(sources)}</VRTRasterBand>"
+        bands.append(band if b != "mask,1" else
+                     f"<MaskBand><VRTRasterBand dataType=\"Byte\">{''.join(sources)}</VRTRasterBand></MaskBand>")
+    path.write_text(f"<VRTDataset rasterXSize=\"{w}\" rasterYSize=\"{h}\"><SRS>{crs.replace('<', '&lt;')}</SRS>"
+                    f"<GeoTransform>{t.c!r}, {t.a!r}, 0, {t.f!r}, 0, {t.e!r}</GeoTransform>{''.join(bands)}"
+                    "</VRTDataset>")
+    return str(path)

@@ -258,6 +258,31 @@ def test_predict_assigns_the_tiles_to_a_saved_cluster_model(alg, cluster_run, tm
                                   "OUTPUT": str(tmp_path / "q.gpkg")})
 
 
+def test_further_rasters_make_one_study_with_the_uncut_rasters_clusters(alg, cluster_run, sample, tmp_path):
+    """The sample cut into three strips (GDAL in QGIS), given as INPUT and 'Further rasters (one study)': the
+    mosaic is the uncut raster, so cluster gives the cluster run's tiles and clusters; predict takes them too."""
+    from osgeo import gdal
+
+    strips = []
+    for i, (c0, c1) in enumerate(((0, 300), (300, 520), (520, 768))):
+        strips.append(str(tmp_path / f"strip_{i}.tif"))
+        gdal.Translate(strips[-1], str(sample), srcWin=[c0, 0, c1 - c0, 512])
+    assert alg.cluster.ClusterAlgorithm().shortHelpString().count("Further rasters (one study)") == 1
+    result = run("urbanform:cluster", {**alg.params, "INPUT": strips[0], "MORE_RASTERS": strips[1:],
+                                       "OUTPUT": str(tmp_path / "study.gpkg")})
+    study, original = tiles_of(result["OUTPUT"]), tiles_of(cluster_run["OUTPUT"])
+    try:
+        assert study.featureCount() == original.featureCount() == 96
+        assert {f["tile_id"]: f["cluster"] for f in study.getFeatures()} == \
+            {f["tile_id"]: f["cluster"] for f in original.getFeatures()}
+    finally:
+        del study, original
+    model = Path(cluster_run["OUTPUT"]).with_name("kampala_model.pt")
+    result = run("urbanform:predict", {"MODEL": str(model), "INPUT": strips[0], "MORE_RASTERS": strips[1:],
+                                       "OUTPUT": str(tmp_path / "p.gpkg")})
+    assert tiles_of(result["OUTPUT"]).featureCount() == 96
+
+
 # -- the analyses (issue 15) ------------------------------------------------------------------------
 def test_report_writes_a_self_contained_html_of_a_cluster_run(alg, cluster_run, tmp_path):
     out = tmp_path / "report.html"

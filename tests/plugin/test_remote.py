@@ -138,6 +138,12 @@ def test_job_inputs_are_the_named_values_with_files_to_upload(urbanform, tmp_pat
     values = {"raster": str(SAMPLE), "out": "o.gpkg", "weights": str(BUILDINGS), "pca_dims": "auto", "lr": "0.5"}
     inputs, files = remote.job_inputs(TOOLS["cluster"], values)
     assert inputs == {"out": "o.gpkg", "pca_dims": "auto", "lr": 0.5} and ("weights", BUILDINGS) in files
+    # several rasters (one study): each one an upload of the raster input, in order
+    req = ClusterRequest(raster=[str(SAMPLE), str(tmp_path / "b.tif")], out=str(tmp_path / "o.gpkg"))
+    values = from_argv(TOOLS["cluster"], req.argv())
+    assert values["raster"] == [str(SAMPLE), str(tmp_path / "b.tif")]
+    _, files = remote.job_inputs(TOOLS["cluster"], values)
+    assert files[:2] == [("raster", SAMPLE), ("raster", tmp_path / "b.tif")]
 
 
 def test_the_body_streams_every_file_from_disk_and_arrives_whole(urbanform, tmp_path, recorder, monkeypatch):

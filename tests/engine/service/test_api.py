@@ -151,6 +151,28 @@ def test_quick_tools_answer_synchronously(ada):
     assert ada.get("/jobs", params={"processID": "check,probe"}).json()["jobs"] == []   # answered: nothing kept
 
 
+def test_a_raster_input_takes_several_references_or_a_folder_as_one_study(ada):
+    described = ada.get("/processes/cluster").json()["inputs"]["raster"]
+    assert described["maxOccurs"] == "unbounded" and described["minOccurs"] == 1
+    assert ada.get("/processes/change").json()["inputs"]["raster_before"]["maxOccurs"] == 1
+    for raster in (["city/k.tif", {"href": "city/k.tif"}], "city", [{"href": "city"}]):
+        probe = ada.post("/processes/probe/execution", json={"inputs": {"raster": raster, "tile_size": "64px"}})
+        assert probe.status_code == 200, probe.text
+        assert probe.json()["result"]["value"]["tiles"] == (768 // 64) * (512 // 64)
+    assert_ogc_error(ada.post("/processes/probe/execution", json={"inputs": {"raster": ["city/k.tif", "../x.tif"]}}),
+                     400, "not_allowed", "raster")
+    assert_ogc_error(ada.post("/processes/probe/execution", json={"inputs": {"raster": []}}), 400, param="raster")
+    # a folder whose rasters lead out of the data root (the root's own link.tif) is refused as the link is
+    with open(RASTER, "rb") as one, open(RASTER, "rb") as two:          # two uploads of one input: one study
+        probe = ada.post("/processes/probe/execution", data={"inputs": '{"tile_size": "64px"}'},
+                         files=[("raster", ("a.tif", one)), ("raster", ("b.tif", two))])
+    assert probe.status_code == 200, probe.text
+    assert probe.json()["result"]["value"]["tiles"] == (768 // 64) * (512 // 64)
+    body = assert_ogc_error(ada.post("/processes/probe/execution", json={"inputs": {"raster": ["."]}}), 400,
+                            "not_allowed", "raster")
+    assert "link" in body["detail"]
+
+
 def test_eight_concurrent_jobs_of_four_tokens_none_lost_each_sees_its_own(server):
     clients = [server.client(token) for token in TOKENS]
     try:
