@@ -61,7 +61,7 @@ class ClusterParams(StatsInputs):
     pool: str = defaults.DEFAULT_POOL     # k-means feature recipe (contract.tools.FEATURES)
     cnn_px: "int | str" = defaults.DEFAULT_CNN_PX
     form: str | None = None               # footprints whose morphometrics join the CNN features
-    form_weight: float = 1.0
+    form_weight: float = 2.0
     save_model: str | None = None         # default OUT_model.pt
     # DeepCluster training
     epochs: int = 5
