@@ -23,7 +23,9 @@ Variants: colour statistics (mean and std of RGB, no CNN); the CNN's last
 block at the tile's own pixels (the old default); multi-depth pooling
 (--pool multi); tiles resized to 128 or 224 px before the CNN (--cnn-px);
 context (eval only: the features of a window twice the tile, centred on it,
-appended); and --form with the footprints at three weights.
+appended) or the mean features of the 8 neighbouring tiles (eval only);
+--whiten and --pca-dims 16 on the default features; and --form with the
+footprints at five weights.
 
     .venv/bin/python tests/bench/eval_form.py [--out bench_out] [--data ../shared/data] [--only NAME,...]
 """
@@ -62,6 +64,9 @@ VARIANTS = (
     ("multi-128", "--pool multi --cnn-px 128 (the new default)", {}),
     ("multi-224", "--pool multi --cnn-px 224", {"pool": "multi", "cnn_px": 224}),
     ("context", "multi-128 + features of a 2x window around the tile", "context"),
+    ("neighbours", "multi-128 + mean features of the 8 neighbouring tiles", "neighbours"),
+    ("whiten", "multi-128, --whiten", {"whiten": True}),
+    ("pca-16", "multi-128, --pca-dims 16", {"pca_dims": "16"}),
     ("form-0.5", "default + --form footprints --form-weight 0.5", {"form_weight": 0.5, "form": True}),
     ("form-1", "default + --form footprints (weight 1)", {"form_weight": 1.0, "form": True}),
     ("form-2", "default + --form footprints --form-weight 2", {"form_weight": 2.0, "form": True}),
@@ -115,9 +120,20 @@ def own_labels(kind: str, raster: Path, tiles, px: int, k: int) -> np.ndarray:
                 r, c = rows[s: s + 64], cols[s: s + 64]
                 own.append(ex(np.stack([tr.read_window_rgb(int(cc) * px, int(rr) * px, px)
                                         for rr, cc in zip(r, c)])))
-                ctx.append(ex(np.stack([tr.read_window_rgb(int(cc) * px - px // 2, int(rr) * px - px // 2, 2 * px)
-                                        for rr, cc in zip(r, c)])))
-            X = np.concatenate([np.concatenate(own), np.concatenate(ctx)], 1)
+                if kind == "context":
+                    ctx.append(ex(np.stack([tr.read_window_rgb(int(cc) * px - px // 2, int(rr) * px - px // 2,
+                                                               2 * px) for rr, cc in zip(r, c)])))
+            own = np.concatenate(own)
+            if kind == "context":
+                X = np.concatenate([own, np.concatenate(ctx)], 1)
+            else:                                   # the mean of the (up to 8) valid neighbours' features
+                where = {(int(r), int(c)): i for i, (r, c) in enumerate(zip(rows, cols))}
+                nb = np.empty_like(own)
+                for i, (r, c) in enumerate(zip(rows, cols)):
+                    js = [where[(r + dr, c + dc)] for dr in (-1, 0, 1) for dc in (-1, 0, 1)
+                          if (dr or dc) and (r + dr, c + dc) in where]
+                    nb[i] = own[js].mean(0) if js else own[i]
+                X = np.concatenate([own, nb], 1)
     return KMeansTiles(k, "auto", False, 0).fit(X).labels_
 
 
