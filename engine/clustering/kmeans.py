@@ -75,7 +75,7 @@ class KMeansTiles:
         if self.pca_dims != "auto" and int(self.pca_dims) < 1:
             raise BadInput(f"--pca-dims {self.pca_dims}: use 'auto' or a positive number.")
 
-    def fit(self, X, pca_from: "KMeansTiles | None" = None) -> "KMeansTiles":
+    def fit(self, X, pca_from: "KMeansTiles | None" = None, reduced: "np.ndarray | None" = None) -> "KMeansTiles":
         """Fit on features X (n_tiles, n_features): an array, memmap or ``io.NpyFile``.
 
         Memory stays flat in the number of tiles: the PCA covariance is
@@ -86,6 +86,11 @@ class KMeansTiles:
         ``pca_from``: a KMeansTiles already fitted on the same X whose PCA is
         reused instead of refitted (a sweep over K fits the PCA once; the
         result is the same as refitting, since the PCA does not depend on K).
+
+        ``reduced``: ``pca_from.reduce(X)``, already computed (a sweep over K
+        reduces the features once): k-means is fitted on its rows and every
+        tile assigned from it, without projecting X again; the result is the
+        same as without it.
         """
         from sklearn.cluster import KMeans
 
@@ -95,14 +100,21 @@ class KMeansTiles:
             self._copy_pca(pca_from, f)
         else:
             self.fit_pca(X)
+        if reduced is not None and (pca_from is None or reduced.shape != (n, self.n_components_)):
+            raise ValueError("reduced must be pca_from.reduce(X): (n_tiles, pca_from.n_components_)")
 
         rng = np.random.default_rng(self.seed)
         sample = np.sort(rng.choice(n, self.max_fit_samples, replace=False)) if n > self.max_fit_samples \
             else slice(0, n)
         km = KMeans(n_clusters=int(self.n_clusters), n_init=self.n_init, random_state=self.seed)
-        km.fit(self.reduce(np.asarray(X[sample])))
+        km.fit(self.reduce(np.asarray(X[sample])) if reduced is None else reduced[sample])
         self.cluster_centers_ = km.cluster_centers_.astype(np.float32)
-        labels = np.concatenate([self.transform(X[s: s + self.chunk]).argmin(1) for s in range(0, n, self.chunk)])
+        if reduced is None:
+            labels = np.concatenate([self.transform(X[s: s + self.chunk]).argmin(1)
+                                     for s in range(0, n, self.chunk)])
+        else:
+            labels = np.concatenate([self._distances(reduced[s: s + self.chunk]).argmin(1)
+                                     for s in range(0, n, self.chunk)])
         # order clusters by size (0 = largest), ties by first member, so ids are stable and readable
         counts = np.bincount(labels, minlength=self.n_clusters)
         first = np.array([np.argmax(labels == k) if counts[k] else n for k in range(self.n_clusters)])
@@ -185,7 +197,10 @@ class KMeansTiles:
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Distances (n, K) from each tile to each centroid in the reduced space."""
-        Z = self.reduce(X)
+        return self._distances(self.reduce(X))
+
+    def _distances(self, Z: np.ndarray) -> np.ndarray:
+        """Distances (n, K) from reduced features Z to each centroid."""
         d2 = (Z ** 2).sum(1)[:, None] - 2 * Z @ self.cluster_centers_.T + (self.cluster_centers_ ** 2).sum(1)
         return np.sqrt(np.maximum(d2, 0))
 

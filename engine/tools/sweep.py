@@ -298,7 +298,7 @@ def _kmeans_part(part: Part, tiled, params: SweepParams, extractor, checksum: st
         for i, k in enumerate(part.ks):
             progress(stage, i, len(part.ks), f"k-means K={k}")
             est = KMeansTiles(k, params.pca_dims, params.whiten, params.seed, n_init=params.n_init)
-            est.fit(feats, pca_from=pca)
+            est.fit(feats, pca_from=pca, reduced=Z)
             labels[k] = est.labels_
             inertia[k] = est.inertia_
             progress(stage, i + 1, len(part.ks), f"K={k} done")
