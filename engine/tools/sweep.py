@@ -232,6 +232,9 @@ class Part:
     labels: dict = field(default_factory=dict)      # K -> consistent ids
     metrics: dict = field(default_factory=dict)     # K -> {metric: value}
     info: dict = field(default_factory=dict)
+    # agreement with larger tile sizes, (size, K) -> {nmi, ari}, and the tile pairs per size: computed once,
+    # though the metrics table is rebuilt at every commit
+    cross: dict = field(default_factory=dict, repr=False)
 
     def grid_dict(self) -> dict:
         return {"rows": self.rows, "cols": self.cols, "size": self.tile_px, "stride": self.stride,
@@ -425,11 +428,17 @@ def metrics_rows(parts: list[Part], only: "set | None" = None) -> tuple[list[str
     header = ["tile_size", "k", "tiles", "silhouette", "calinski_harabasz", "davies_bouldin", "nmi_prev", "ari_prev"]
     for p in parts[1:]:
         header += [f"nmi_{p.size}", f"ari_{p.size}"]
-    pairs = {}
-    for i, small in enumerate(done):
-        for large in done[i + 1:]:
-            if large.tile_px > small.tile_px:
-                pairs[(small.size, large.size)] = cross_size_pairs(small.grid_dict(), large.grid_dict())
+    pairs = {(small.size, large.size) for i, small in enumerate(done) for large in done[i + 1:]
+             if large.tile_px > small.tile_px}
+
+    def across(small: Part, large: Part, k: int) -> dict:
+        if (large.size, k) not in small.cross:
+            if large.size not in small.cross:
+                small.cross[large.size] = cross_size_pairs(small.grid_dict(), large.grid_dict())
+            si, li = small.cross[large.size]
+            small.cross[(large.size, k)] = agreement(small.labels[k][si], large.labels[k][li])
+        return small.cross[(large.size, k)]
+
     rows = []
     for p in done:
         for k in sorted(p.labels):
@@ -439,8 +448,7 @@ def metrics_rows(parts: list[Part], only: "set | None" = None) -> tuple[list[str
                 row[name] = m.get(name, math.nan)
             for q in done:
                 if (p.size, q.size) in pairs and k in q.labels:
-                    si, li = pairs[(p.size, q.size)]
-                    a = agreement(p.labels[k][si], q.labels[k][li])
+                    a = across(p, q, k)
                     row[f"nmi_{q.size}"], row[f"ari_{q.size}"] = a["nmi"], a["ari"]
             rows.append(row)
     return header, rows
