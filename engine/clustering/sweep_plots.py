@@ -248,3 +248,83 @@ def plot_pca(path, scores, labels_by_k: dict[int, np.ndarray], title: str = "", 
                         bottom=0.5 / fig.get_figheight(), top=1 - 0.6 / fig.get_figheight(),
                         wspace=0.3, hspace=0.45)
     _save(fig, path)
+
+
+# --------------------------------------------------------------------------- drawing in another process
+
+PLOTS = {"lineage": plot_lineage, "pca": plot_pca, "metrics": plot_metrics}
+
+
+def draw(kind: str, *args, **kwargs) -> None:
+    """Draw one of ``PLOTS`` (``lineage``, ``pca``, ``metrics``) with its arguments."""
+    PLOTS[kind](*args, **kwargs)
+
+
+def _worker_start() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)         # a Ctrl+C is the parent's to handle
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401 - imported while the parent works
+    from matplotlib.figure import Figure  # noqa: F401
+
+
+class BackgroundPlots:
+    """The sweep's figures drawn in one worker process, so that the sweep goes on meanwhile.
+
+    Why: the seven PNGs of a three-size sweep cost ~1 s of matplotlib (mostly
+    Python: ticks, texts, layout), about half the feature extraction of a
+    2048 px raster. Drawn in a worker process (its own interpreter: no GIL
+    shared with the feature extraction, whose batches use about 1.3 of 2
+    cores) the figures of one tile size are drawn while the features of the
+    next are computed, and the sweep never imports matplotlib. The worker is
+    started (``spawn``, the same on every platform) when the object is made and
+    imports matplotlib at once.
+
+    ``draw`` hands a figure to the worker and returns its job; ``wait`` returns
+    when the jobs are drawn and raises what the drawing raised. Without a
+    worker (``inline=True``, or one that cannot start or has died) the figures
+    are drawn in this process, at ``draw`` or at ``wait``: the files are the
+    same. ``close`` ends the worker (after the job it is drawing).
+    """
+
+    def __init__(self, inline: bool = False):
+        self._pool = None
+        if inline:
+            return
+        try:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_worker_start)
+            self._pool.submit(int)               # starts the worker now, not at the first figure
+        except Exception:  # noqa: BLE001 - no worker: the figures are drawn here
+            self._pool = None
+
+    def draw(self, kind: str, *args, **kwargs):
+        job = (kind, args, kwargs)
+        if self._pool is not None:
+            try:
+                return job, self._pool.submit(draw, kind, *args, **kwargs)
+            except Exception:  # noqa: BLE001 - a broken or closed pool: drawn here
+                self._pool = None
+        draw(kind, *args, **kwargs)
+        return job, None
+
+    def wait(self, jobs) -> None:
+        from concurrent.futures.process import BrokenProcessPool
+
+        for job, future in jobs:
+            if future is None:
+                continue
+            try:
+                future.result()
+            except BrokenProcessPool:            # the worker died (killed, out of memory): drawn here
+                self._pool = None
+                kind, args, kwargs = job
+                draw(kind, *args, **kwargs)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
