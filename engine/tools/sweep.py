@@ -740,13 +740,14 @@ def _sweep(params: SweepParams, progress: Progress, final: bool, ks: list, outpu
         progress("write", 1, 1, f"wrote {outputs.gpkg}")
         return result
     except BaseException as exc:
-        if outs is not None:
-            outs.abort()
         if pending is not None:            # a finished tile size waiting for its plots is kept
             try:
                 settle()
             except BaseException:  # noqa: BLE001 - the original error matters more
                 pass
+        plots.drain()                      # no figure is still being drawn to a temporary name removed below
+        if outs is not None:
+            outs.abort()
         missing = [p.layer for p in parts if p.ks and p.layer not in finished]
         if finished:
             try:
