@@ -95,7 +95,7 @@ MODEL = (Param("backbone", CHOICE, defaults.DEFAULT_BACKBONE, choices=defaults.B
                     "tiles are few)"))
 KMEANS = ("method", "kmeans")
 # the recipe of k-means tile features and the optional morphometrics of --form (issue 16: form-aware clusters)
-FEATURES = (Param("pool", CHOICE, defaults.DEFAULT_POOL, choices=defaults.POOLS, applies_when=KMEANS, advanced=True,
+FEATURE_RECIPE = (Param("pool", CHOICE, defaults.DEFAULT_POOL, choices=defaults.POOLS, applies_when=KMEANS, advanced=True,
                   label="Feature depths",
                   help="multi: mean-pooled features of two intermediate blocks (texture) and the last one "
                        "(objects), each L2-normalised, side by side; last: the last block only"),
@@ -182,7 +182,7 @@ CLUSTER = Tool(
     params=(RASTER_IN, OUT_GPKG,
             Param("k", INT, 8, minimum=MIN_K, maximum=MAX_K, label="Number of clusters (K)",
                   help=f"number of clusters K, {MIN_K} to {MAX_K} and at most the number of valid tiles"),
-            *TILING, *AREA, *MODEL, METHOD, *FEATURES, *DEEPCLUSTER,
+            *TILING, *AREA, *MODEL, METHOD, *FEATURE_RECIPE, *DEEPCLUSTER,
             *stats_inputs("building footprints (any vector file and CRS): the building statistics per tile and "
                           "cluster as `stats` computes them, and the eta-squared of building coverage in the "
                           "manifest (per epoch for DeepCluster, where it also picks the epoch kept)"),
@@ -247,7 +247,7 @@ SWEEP = Tool(
                   help=f"K values: '2..12', '2,4,6' or '2..6,8,12', each {MIN_K} to {MAX_K}"),
             Param("tile_size", SIZES, "32px,64px,128px", minimum=MIN_TILE_PX, label="Tile sizes",
                   help="comma-separated tile sizes in px or m"),
-            *TILING[1:], *MODEL, METHOD, *DEEPCLUSTER,
+            *TILING[1:], *MODEL, METHOD, *FEATURE_RECIPE[:2], *DEEPCLUSTER,
             Param("resume", BOOL, False, help="finish an interrupted sweep (same parameters); with --dask also "
                                               "from the partitions of the tile size it was on"),
             DASK,

@@ -116,7 +116,7 @@ def default_cache_dir() -> Path:
 
 def feature_recipe(params) -> dict:
     """How tile features are made from the CNN (``pool``, ``cnn_px``: None = native): the params' for k-means
-    (a sweep's params without them: the last block at native size), DeepCluster's own (last, native)."""
+    (a params value without them: the last block at native size), DeepCluster's own (last, native)."""
     if getattr(params, "method", "kmeans") == "deepcluster":
         return {"pool": "last", "cnn_px": None}
     px = getattr(params, "cnn_px", None)

@@ -101,6 +101,8 @@ class SweepParams(StatsInputs):
     k: str = "2..12"
     tile_size: str = "32px,64px,128px"      # comma-separated tile sizes
     method: str = "kmeans"
+    pool: str = defaults.DEFAULT_POOL            # the feature recipe of cluster (k-means): depths pooled ...
+    cnn_px: "int | str" = defaults.DEFAULT_CNN_PX  # ... and the CNN's input size
     epochs: int = 5
     backbone: str = defaults.DEFAULT_BACKBONE
     weights: str = defaults.DEFAULT_WEIGHTS
