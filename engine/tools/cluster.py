@@ -363,9 +363,15 @@ def run(params: ClusterParams, progress: Progress | None = None) -> dict:
 
     from ..distributed.session import keep_sessions
 
+    from .places import check_places, places_of, run_places
+
     check_params("cluster", params)
     check_vector_inputs("cluster", params)
-    params = study_params("cluster", params)
+    places = places_of(params, params.cache_dir or default_cache_dir())     # scenes far apart: several places
+    if places:
+        check_places(params, places)
+    else:
+        params = study_params("cluster", params)
     stats = wants_statistics(params)
     if stats:                      # before the features are computed and cached, not in the statistics step
         check_statistics_inputs(params, params.raster if isinstance(params.raster, (str, os.PathLike)) else None)
@@ -377,7 +383,10 @@ def run(params: ClusterParams, progress: Progress | None = None) -> dict:
         OutputSet(stats_files, overwrite=params.overwrite).check()
         committed: list[bool] = []
         try:
-            manifest = _run_cluster(params, progress, outputs, final=not stats, committed=committed)
+            if places:
+                manifest = run_places(params, places, progress, outputs, final=not stats, committed=committed)
+            else:
+                manifest = _run_cluster(params, progress, outputs, final=not stats, committed=committed)
             if not stats:
                 return manifest
             from .stats import run as run_stats
