@@ -324,8 +324,9 @@ def check_sparse(scenes: list[Scene], layout: tuple, param: str = "raster") -> N
     if total > MAX_SPARSE_PX and total > MAX_EMPTY_FACTOR * covered:
         raise _bad(f"{param}: the {len(scenes)} scenes lie far apart: they cover {covered / total:.1%} of the "
                    f"{width} x {height} px mosaic that holds them all, whose every tile would be read. A study is "
-                   "one place cut into scenes: run each place (city) on its own, or `predict` the others with the "
-                   "model of the first.", param)
+                   "one place cut into scenes: `cluster` takes the scenes of several places (cities) and fits one "
+                   "model on all; other tools take one place: run each place on its own, or `predict` each with "
+                   "that model.", param)
 
 
 def _write_study(folder: Path, scenes: list[Scene], crs, mixed: bool, layout: tuple) -> None:

@@ -281,8 +281,9 @@ def tile_polygons(tiled, rows, cols):
     return shapely.polygons(np.concatenate([corners, corners[:, :1]], axis=1))
 
 
-def building_coverage(tiled, rows, cols, buildings: str, warnings: list | None = None) -> np.ndarray:
-    """Footprint share of each tile (computed in the working CRS); problems with the layer go to ``warnings``."""
+def building_coverage(tiled, rows, cols, buildings: str, warnings: list | None = None, missing_ok: bool = False):
+    """Footprint share of each tile (computed in the working CRS); problems with the layer go to ``warnings``.
+    No footprint on the tiles: BadInput, or None with ``missing_ok`` (one place of several)."""
     import shapely
 
     from ..stats.measures import bldg_cov, read_buildings
@@ -290,6 +291,8 @@ def building_coverage(tiled, rows, cols, buildings: str, warnings: list | None =
     b = read_buildings(buildings, tiled.working_crs, warnings=warnings)
     polys = tile_polygons(tiled, rows, cols)
     if not shapely.STRtree(b.values).query(polys, predicate="intersects").size:
+        if missing_ok:
+            return None
         raise BadInput(f"--buildings {buildings!r}: no footprint overlaps the tiles of the raster; "
                        "check that both cover the same place.")
     return bldg_cov(polys, b.values).to_numpy()

@@ -148,7 +148,12 @@ def run_places(params, places: "list[Place]", progress: Progress, outputs, final
             rows, cols, valid = select_tiles(tiled, params.min_valid, None, params.area, progress, p.raster)
             picks.append((rows, cols, valid))
             if params.buildings:
-                coverages.append(building_coverage(tiled, rows, cols, params.buildings, layer_warnings))
+                coverages.append(_coverage(p, tiled, rows, cols, params.buildings, layer_warnings, building_coverage))
+        if coverages and all(c is None for c in coverages):
+            raise BadInput(f"--buildings {params.buildings!r}: no footprint overlaps the tiles of any place; "
+                           "check that the layer covers the places.", param="buildings")
+        coverages = [np.zeros(len(r), np.float32) if c is None else c for c, (r, _, _) in zip(coverages, picks, strict=True)] \
+            if coverages else []
         for w in layer_warnings:
             progress("warning", 1, 1, w)
         n_total = sum(len(r) for r, _, _ in picks)
@@ -240,6 +245,16 @@ def run_places(params, places: "list[Place]", progress: Progress, outputs, final
                 committed.append(True)
         progress("write", 4, 4, f"wrote {outputs.gpkg}")
     return manifest
+
+
+def _coverage(place, tiled, rows, cols, buildings, warnings: list, building_coverage):
+    """The footprint share of the place's tiles, or None (with a warning) where no footprint overlaps them: a
+    layer of one city is no error in a run over several."""
+    coverage = building_coverage(tiled, rows, cols, buildings, warnings, missing_ok=True)
+    if coverage is None:
+        warnings.append(f"--buildings {buildings!r}: no footprint overlaps the tiles of place {place.name!r}; "
+                        "its building coverage is 0")
+    return coverage
 
 
 def _spans(picks) -> list[tuple[int, int]]:
