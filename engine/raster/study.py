@@ -39,13 +39,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from ..contract.limits import PLACE_GAP_M  # noqa: F401 - scenes further apart are other places (cities)
 from ..errors import BadInput
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".img", ".ecw", ".sid", ".kea")   # the rasters a folder study takes
 MAX_EMPTY_FACTOR = 10.0       # a mosaic this many times larger than its scenes ...
 MAX_SPARSE_PX = 1 << 30       # ... and larger than this (pixels) is refused: scenes far apart (several cities)
 MAX_ZONE_OVERRUN_DEG = 3.0    # mixed CRSs: how far (degrees of longitude) a study may reach beyond its UTM zone
-PLACE_GAP_M = 5000.0         # scenes further apart than this (ground metres between footprints) are other places
 STUDY_VERSION = 1             # part of the study key: a change to the VRT's layout writes new files
 STUDIES = "studies"           # the folder under the cache folder
 
