@@ -64,6 +64,7 @@ def places_of(params, cache_dir) -> "list[Place] | None":
     groups = place_groups(params.raster, "raster")
     if len(groups) < 2:
         return None
+    refuse_options(params, [Path(g[0]).stem for g in groups])      # before a study VRT is written
     places, names = [], set()
     for i, group in enumerate(groups):
         raster = group[0] if len(group) == 1 else open_study(group, "raster", cache_dir).path
@@ -76,13 +77,30 @@ def places_of(params, cache_dir) -> "list[Place] | None":
 
 
 def check_places(params, places: "list[Place]") -> dict:
-    """BadInput before any work for what a run over several places does not do; returns each place's ground
-    pixel size (metres)."""
+    """BadInput before any work for what a run over several places does not do (options, resolutions that
+    differ); returns each place's ground pixel size (metres)."""
     from ..contract import problems as P
     from ..contract.tools import PREDICT
     from ..raster.tiling import ground_pixel_size
 
-    where = f"the scenes make {len(places)} places far apart ({', '.join(p.name for p in places)})"
+    refuse_options(params, [p.name for p in places])
+    tolerance = PREDICT.param("res_tolerance").default
+    sizes = {p.name: ground_pixel_size(p.raster) for p in places}
+    first = places[0].name
+    for name, size in sizes.items():
+        if abs(size / sizes[first] - 1.0) > tolerance:
+            raise BadInput(f"raster: place {name!r} has {size:.3g} m pixels but {first!r} has {sizes[first]:.3g} m "
+                           f"(more than {tolerance:.0%} apart); one model needs tiles that show the ground at one "
+                           "scale. Resample the scenes to one resolution (gdalwarp -tr), or fit the model on one "
+                           "place and `predict --resample` the others.", param="raster", code=P.BAD_FORMAT)
+    return sizes
+
+
+def refuse_options(params, names: list) -> None:
+    """BadInput for the options a run over several places does not take (before any work)."""
+    from ..contract import problems as P
+
+    where = f"the scenes make {len(names)} places far apart ({', '.join(names)})"
     if params.method != "kmeans":
         raise BadInput(f"--method {params.method}: {where}; a run over several places fits k-means only, for now. "
                        "Use --method kmeans, or run DeepCluster on one place and `predict` the others with its "
@@ -96,16 +114,6 @@ def check_places(params, places: "list[Place]") -> dict:
     if params.resume:
         raise BadInput(f"--resume: {where}; a k-means run over places has nothing to resume: leave it out.",
                        param="resume", code=P.BAD_FORMAT)
-    tolerance = PREDICT.param("res_tolerance").default
-    sizes = {p.name: ground_pixel_size(p.raster) for p in places}
-    first = places[0].name
-    for name, size in sizes.items():
-        if abs(size / sizes[first] - 1.0) > tolerance:
-            raise BadInput(f"raster: place {name!r} has {size:.3g} m pixels but {first!r} has {sizes[first]:.3g} m "
-                           f"(more than {tolerance:.0%} apart); one model needs tiles that show the ground at one "
-                           "scale. Resample the scenes to one resolution (gdalwarp -tr), or fit the model on one "
-                           "place and `predict --resample` the others.", param="raster", code=P.BAD_FORMAT)
-    return sizes
 
 
 def run_places(params, places: "list[Place]", progress: Progress, outputs, final: bool = True,

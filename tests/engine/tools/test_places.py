@@ -153,7 +153,14 @@ def test_one_place_runs_as_before_and_a_bad_mix_is_refused(cities, tmp_path):
         run_cluster(ClusterParams(raster=[str(a1), str(one)], out=str(tmp_path / "x.gpkg"), **FAST))
     assert err.value.param == "raster" and "band" in str(err.value)
     with pytest.raises(BadInput) as err:
-        run_cluster(ClusterParams(raster=[str(a1), str(far)], out=str(tmp_path / "x.gpkg"), method="deepcluster",
-                                  **FAST))
+        run_cluster(ClusterParams(raster=[str(a1), str(a2), str(far)], out=str(tmp_path / "x.gpkg"),
+                                  method="deepcluster", **FAST))
     assert err.value.param == "method" and "places" in str(err.value)
+    assert not (tmp_path / "cache").exists()                     # refused before the study VRT is written
+    with rasterio.open(far) as src:                              # the far place at twice the pixel size
+        coarse = write_raster(tmp_path / "coarse.tif", src.read(out_shape=(3, src.height // 2, src.width // 2)),
+                              crs=src.crs, transform=src.transform * Affine.scale(2), nodata=0)
+    with pytest.raises(BadInput) as err:
+        run_cluster(ClusterParams(raster=[str(a1), str(coarse)], out=str(tmp_path / "x.gpkg"), **FAST))
+    assert err.value.param == "raster" and "gdalwarp -tr" in str(err.value)
     assert not any(tmp_path.glob("x*"))
