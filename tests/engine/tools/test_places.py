@@ -164,3 +164,15 @@ def test_one_place_runs_as_before_and_a_bad_mix_is_refused(cities, tmp_path):
         run_cluster(ClusterParams(raster=[str(a1), str(coarse)], out=str(tmp_path / "x.gpkg"), **FAST))
     assert err.value.param == "raster" and "gdalwarp -tr" in str(err.value)
     assert not any(tmp_path.glob("x*"))
+
+
+def test_the_report_shows_the_places_side_by_side_with_their_tiles(both, tmp_path):
+    from engine.tools.report import ReportParams
+    from engine.tools.report import run as run_report
+
+    out, _ = both
+    manifest = run_report(ReportParams(run=str(out), out=str(tmp_path / "both.html"), examples=2))
+    assert any("2 places (strip_0, zanzibar)" in w for w in manifest["warnings"])
+    assert not any("not there any more" in w for w in manifest["warnings"])         # each place's raster read
+    html = (tmp_path / "both.html").read_text()
+    assert html.count("<h4>closest to the centre</h4>") == 4                        # a gallery per cluster
