@@ -160,8 +160,9 @@ def run_places(params, places: "list[Place]", progress: Progress, outputs, final
         if coverages and all(c is None for c in coverages):
             raise BadInput(f"--buildings {params.buildings!r}: no footprint overlaps the tiles of any place; "
                            "check that the layer covers the places.", param="buildings")
-        coverages = [np.zeros(len(r), np.float32) if c is None else c for c, (r, _, _) in zip(coverages, picks, strict=True)] \
-            if coverages else []
+        if coverages:
+            coverages = [np.zeros(len(r), np.float32) if c is None else c
+                         for c, (r, _, _) in zip(coverages, picks, strict=True)]
         for w in layer_warnings:
             progress("warning", 1, 1, w)
         n_total = sum(len(r) for r, _, _ in picks)
