@@ -56,6 +56,25 @@ class ClusterModel:
     def k(self) -> int:
         return int(self.kmeans.n_clusters)
 
+    @property
+    def pool(self) -> str:
+        """The feature recipe (``--pool``; files written before it existed: 'last')."""
+        return str((self.meta.get("features") or {}).get("pool", "last"))
+
+    @property
+    def cnn_px(self) -> "int | None":
+        """``--cnn-px`` of the run (None: tiles as read)."""
+        px = (self.meta.get("features") or {}).get("cnn_px")
+        return int(px) if px else None
+
+    @property
+    def form(self) -> "FormJoin | None":  # noqa: F821
+        """The fitted ``--form`` join, or None when the run had no --form."""
+        from .formjoin import FormJoin
+
+        state = (self.meta.get("features") or {}).get("form")
+        return FormJoin.from_state(state) if state else None
+
 
 def save_model(path: "str | Path", kmeans: KMeansTiles, network: dict, *, backbone: str, sobel: bool,
                tiling: dict, method: str, extra: dict | None = None) -> None:
@@ -137,20 +156,26 @@ def load_model(path: "str | Path") -> ClusterModel:
         raise BadInput(f"{damaged} (its {exc.args[0]!r} record is missing). {HINT}") from None
     except (TypeError, ValueError, AttributeError):
         raise BadInput(f"{damaged} (its records cannot be read). {HINT}") from None
-    _check_kmeans(path, kmeans, backbone)
-    _check_network(path, network, backbone, sobel)
+    recipe = meta.get("features") or {}
+    pool = str(recipe.get("pool", "last"))
+    n_form = int((recipe.get("form") or {}).get("n_form_", 0))
+    _check_kmeans(path, kmeans, backbone, pool, n_form)
+    _check_network(path, network, backbone, sobel, pool)
     return ClusterModel(kmeans=kmeans, network=network, backbone=backbone, sobel=sobel, tiling=tiling,
                         method=method, meta=meta)
 
 
-def _check_kmeans(path, km: KMeansTiles, backbone: str) -> None:
-    """The PCA and centroid arrays fit each other and the backbone's feature size."""
+def _check_kmeans(path, km: KMeansTiles, backbone: str, pool: str = "last", n_form: int = 0) -> None:
+    """The PCA and centroid arrays fit each other and the feature size (backbone, --pool, --form columns)."""
     from ..features.backbones import BACKBONES
 
     if backbone not in BACKBONES:
         raise BadInput(f"model {str(path)!r} was made with backbone {backbone!r}, which this version does not "
                        f"know ({', '.join(BACKBONES)}); update Urban Form Mapper.")
-    dim, k, c = BACKBONES[backbone].dim, km.n_clusters, km.n_components_
+    if pool not in ("last", "multi"):
+        raise BadInput(f"model {str(path)!r} was made with --pool {pool!r}, which this version does not know; "
+                       "update Urban Form Mapper.")
+    dim, k, c = BACKBONES[backbone].feature_dim(pool) + n_form, km.n_clusters, km.n_components_
     shapes = {"mean_": (dim,), "components_": (c, dim), "cluster_centers_": (k, c)}
     bad = [name for name, want in shapes.items() if tuple(np.shape(getattr(km, name))) != want]
     if bad or km.n_features_in_ != dim or not all(np.isfinite(getattr(km, n)).all() for n in shapes):
@@ -158,18 +183,16 @@ def _check_kmeans(path, km: KMeansTiles, backbone: str) -> None:
                        f"not fit {k} clusters of {c} components of {backbone} features. {HINT}")
 
 
-def _check_network(path, network: dict, backbone: str, sobel: bool) -> None:
+def _check_network(path, network: dict, backbone: str, sobel: bool, pool: str = "last") -> None:
     """The saved network has exactly the parameters of its backbone (checked on torch's meta device: no
     memory, no weights, no time)."""
     import torch
 
-    from ..features.backbones import backbone_spec, sobel_input
+    from ..features.backbones import backbone_spec, pooled_network
 
     spec = backbone_spec(backbone)
     with torch.device("meta"):
-        net = spec.pool(spec.build())
-        if sobel:
-            net = sobel_input(net)
+        net = pooled_network(spec, spec.build(), sobel, pool)
     own = net.state_dict()
     missing = sorted(set(own) - set(network))
     extra = sorted(set(network) - set(own))

@@ -9,6 +9,7 @@ across K, a colour follows one place through every panel.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -248,3 +249,172 @@ def plot_pca(path, scores, labels_by_k: dict[int, np.ndarray], title: str = "", 
                         bottom=0.5 / fig.get_figheight(), top=1 - 0.6 / fig.get_figheight(),
                         wspace=0.3, hspace=0.45)
     _save(fig, path)
+
+
+# --------------------------------------------------------------------------- drawing in another process
+
+PLOTS = {"lineage": plot_lineage, "pca": plot_pca, "metrics": plot_metrics}
+
+
+def draw(kind: str, *args, **kwargs) -> None:
+    """Draw one of ``PLOTS`` (``lineage``, ``pca``, ``metrics``) with its arguments."""
+    PLOTS[kind](*args, **kwargs)
+
+
+class BackgroundPlots:
+    """The sweep's figures drawn in one worker process, so that the sweep goes on meanwhile.
+
+    Why: the seven PNGs of a three-size sweep cost ~1 s of matplotlib (mostly
+    Python: ticks, texts, layout), about half the feature extraction of a
+    2048 px raster. Drawn in a worker process (its own interpreter: no GIL
+    shared with the feature extraction, whose batches leave part of the cores
+    idle) the figures of one tile size are drawn while the features of the next
+    are computed, and the sweep never imports matplotlib.
+
+    The worker is ``python -m engine.clustering.sweep_plots`` (started when the
+    object is made; it imports matplotlib at once), fed pickled jobs on its
+    stdin by a thread, answering on its stdout in order. Not multiprocessing:
+    its ``spawn`` runs the caller's main script again in the worker, which a
+    script without a ``__main__`` guard does not survive.
+
+    ``draw`` hands a figure to the worker and returns its job; ``wait`` returns
+    when the jobs are drawn and raises what the drawing raised. Without a
+    worker (``inline=True``, or one that cannot start or has died) the figures
+    are drawn in this process, at ``draw`` or at ``wait``: the files are the
+    same. ``close`` ends the worker.
+    """
+
+    def __init__(self, inline: bool = False):
+        self._proc = None
+        self._unanswered: list = []           # jobs sent, in order, not yet answered
+        if inline:
+            return
+        import os
+        import queue
+        import subprocess
+        import sys
+        import threading
+
+        root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+        try:
+            self._proc = subprocess.Popen([sys.executable, "-m", "engine.clustering.sweep_plots"], cwd=root, env=env,
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        except OSError:
+            self._proc = None
+            return
+        self._queue: "queue.Queue" = queue.Queue()
+        self._feeder = threading.Thread(target=self._feed, args=(self._proc.stdin,), name="sweep-plots-feeder",
+                                        daemon=True)
+        self._feeder.start()
+
+    def _feed(self, pipe) -> None:
+        """Send the queued jobs to the worker (a job larger than the pipe waits for the worker, not the sweep)."""
+        import pickle
+
+        while True:
+            item = self._queue.get()
+            if item is None:
+                break
+            try:
+                pickle.dump(item, pipe, protocol=pickle.HIGHEST_PROTOCOL)
+                pipe.flush()
+            except (OSError, ValueError):        # the worker is gone: wait() draws what it did not answer
+                break
+        try:
+            pipe.close()
+        except OSError:
+            pass
+
+    def draw(self, kind: str, *args, **kwargs) -> dict:
+        job = {"kind": kind, "args": args, "kwargs": kwargs, "done": self._proc is None}
+        if self._proc is None:
+            draw(kind, *args, **kwargs)
+        else:
+            self._unanswered.append(job)
+            self._queue.put((kind, args, kwargs))
+        return job
+
+    def wait(self, jobs) -> None:
+        import pickle
+
+        for job in jobs:
+            while not job["done"]:
+                first = self._unanswered[0]
+                try:
+                    error = pickle.load(self._proc.stdout)
+                except Exception:  # noqa: BLE001 - the worker died (killed, out of memory): the rest drawn here
+                    self._stop()
+                    for other in self._unanswered:
+                        draw(other["kind"], *other["args"], **other["kwargs"])
+                        other["done"] = True
+                    self._unanswered.clear()
+                    break
+                self._unanswered.pop(0)
+                first["done"] = True
+                if error is not None:
+                    raise RuntimeError(f"drawing the {first['kind']} plot failed: {error}")
+
+    def drain(self) -> None:
+        """Wait until the worker has answered every job sent (errors ignored, nothing drawn here): a stopped
+        sweep removes the temporary files the figures were going to."""
+        import pickle
+
+        while self._unanswered and self._proc is not None:
+            try:
+                pickle.load(self._proc.stdout)
+            except Exception:  # noqa: BLE001 - the worker is gone: nothing more is drawn
+                self._stop()
+                break
+            self._unanswered.pop(0)["done"] = True
+        self._unanswered.clear()
+
+    def _stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        self._queue.put(None)                  # the feeder closes the worker's stdin: it exits
+        self._feeder.join(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        if proc.poll() is None:
+            import threading
+
+            # reaped in the background: the worker's exit (~0.3 s of interpreter teardown) is not the sweep's
+            threading.Thread(target=proc.wait, name="sweep-plots-exit", daemon=True).start()
+
+    def close(self) -> None:
+        """End the worker: it finishes the job it is drawing and exits when its input closes."""
+        self._stop()
+
+
+def _serve() -> None:
+    """The worker's loop: a pickled (kind, args, kwargs) in, ``None`` or the error's text out, until stdin ends."""
+    import os
+    import pickle
+    import signal
+    import sys
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)         # a Ctrl+C is the sweep's to handle
+    inp = sys.stdin.buffer
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())    # a stray print cannot corrupt the answers
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401 - imported while the sweep works
+    from matplotlib.figure import Figure  # noqa: F401
+
+    while True:
+        try:
+            kind, args, kwargs = pickle.load(inp)
+        except EOFError:
+            return
+        try:
+            draw(kind, *args, **kwargs)
+            answer = None
+        except Exception as exc:  # noqa: BLE001 - reported to the sweep, which raises it
+            answer = f"{type(exc).__name__}: {exc}"
+        pickle.dump(answer, out)
+        out.flush()
+
+
+if __name__ == "__main__":
+    _serve()

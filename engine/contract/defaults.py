@@ -17,3 +17,7 @@ OFFLINE_BACKBONES = ("efficientnet_lite0",)
 DEFAULT_BACKBONE = "efficientnet_lite0"
 DEFAULT_SEG_ENCODER = "efficientnet_lite0"
 DEFAULT_WEIGHTS = "imagenet"
+# tile features (cluster --pool, --cnn-px): chosen by tests/bench/eval_form.py on the labelled real images
+POOLS = ("multi", "last")                   # multi: two intermediate blocks + the last, each pooled and L2-normed
+DEFAULT_POOL = "multi"
+DEFAULT_CNN_PX = 128                        # tiles resized to this many pixels before the CNN

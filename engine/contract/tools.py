@@ -93,6 +93,22 @@ MODEL = (Param("backbone", CHOICE, defaults.DEFAULT_BACKBONE, choices=defaults.B
          Param("whiten", BOOL, False, advanced=True,
                help="whiten PCA components (the published recipe; off by default: it amplifies noise when "
                     "tiles are few)"))
+KMEANS = ("method", "kmeans")
+# the recipe of k-means tile features and the optional morphometrics of --form (issue 16: form-aware clusters)
+FEATURES = (Param("pool", CHOICE, defaults.DEFAULT_POOL, choices=defaults.POOLS, applies_when=KMEANS, advanced=True,
+                  label="Feature depths",
+                  help="multi: mean-pooled features of two intermediate blocks (texture) and the last one "
+                       "(objects), each L2-normalised, side by side; last: the last block only"),
+            Param("cnn_px", INT, defaults.DEFAULT_CNN_PX, words=("native",), minimum=16, applies_when=KMEANS,
+                  advanced=True, label="CNN input size", unit="px",
+                  help="tiles are resized to this many pixels before the CNN (128: 64 px tiles of 0.3 m imagery "
+                       "seen at 0.15 m), or 'native'"),
+            Param("form", VECTOR, applies_when=KMEANS, label="Footprints for form features",
+                  help="building footprints (any vector file and CRS): their coverage, count, mean size, "
+                       "orientation, compactness and spacing per tile join the CNN features"),
+            Param("form_weight", FLOAT, 2.0, minimum=0, applies_when=KMEANS, advanced=True, label="Form weight",
+                  help="weight of the --form morphometrics against the CNN features (1: equal variance; 2, the "
+                       "default, measured best with the CNN still separating building-free land covers)"))
 METHOD = Param("method", CHOICE, "kmeans", choices=METHODS, label="Method",
                help="kmeans: k-means on fixed CNN features (fast); deepcluster: k-means pseudo-labels "
                     "fine-tune the CNN, repeated for --epochs")
@@ -171,7 +187,7 @@ CLUSTER = Tool(
     params=(replace(RASTER_IN, help=RASTER_IN.help + PLACES_HELP), OUT_GPKG,
             Param("k", INT, 8, minimum=MIN_K, maximum=MAX_K, label="Number of clusters (K)",
                   help=f"number of clusters K, {MIN_K} to {MAX_K} and at most the number of valid tiles"),
-            *TILING, *AREA, *MODEL, METHOD, *DEEPCLUSTER,
+            *TILING, *AREA, *MODEL, METHOD, *FEATURES, *DEEPCLUSTER,
             *stats_inputs("building footprints (any vector file and CRS): the building statistics per tile and "
                           "cluster as `stats` computes them, and the eta-squared of building coverage in the "
                           "manifest (per epoch for DeepCluster, where it also picks the epoch kept)"),
@@ -214,6 +230,8 @@ PREDICT = Tool(
                                                 "resized to its pixels"),
             Param("res_tolerance", FLOAT, 0.1, minimum=0, maximum=1, open_max=True, advanced=True,
                   help="accepted difference in ground pixel size without --resample (0.1 = 10%%)"),
+            Param("form", VECTOR, label="Footprints for form features",
+                  help="building footprints of this raster: needed when the model was made with --form"),
             *AREA, *DEVICE,
             Param("quicklook", BOOL, True, negative_flag="--no-quicklook", help="skip the PNG quicklook"),
             DASK, Param("resume", BOOL, False, help="with --dask: continue an interrupted run from the partitions "

@@ -34,16 +34,17 @@ class RemoteExtractor:
 
         self.worker_spec = spec
         self.sobel = spec.sobel
+        self.pool, self.cnn_px = spec.pool, spec.cnn_px
         self.model, self.spec, self.weights_path = build_backbone(spec.backbone, spec.weights, spec.seed, spec.sobel,
-                                                                   state_dict)
-        self.dim = self.spec.dim
+                                                                   state_dict, spec.pool)
+        self.dim = self.spec.feature_dim(spec.pool)
         found = session.call(describe_device, spec.device, spec.precision)
         self.device = torch.device(found["device"])
         self.precision = found["precision"]
 
     def batch_size(self, tile_px: int, given: "int | None") -> int:
         """The batch size one process on the workers' device would use."""
-        return int(given or default_batch_size(tile_px, self.device))
+        return int(given or default_batch_size(max(tile_px, self.cnn_px or 0), self.device))
 
 
 def compute_features(session, raster: RasterSpec, extractor: RemoteExtractor, rows, cols, batch_size: int,

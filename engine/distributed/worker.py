@@ -81,6 +81,8 @@ class ExtractorSpec:
     resize_px: "int | None" = None
     threads: "int | None" = None
     state_file: "str | None" = None
+    pool: str = "last"                    # --pool and --cnn-px of the feature recipe (FeatureExtractor)
+    cnn_px: "int | None" = None
 
     def build(self):
         from ..features.extract import FeatureExtractor, ResizedExtractor
@@ -97,7 +99,8 @@ class ExtractorSpec:
             state = torch.load(self.state_file, map_location="cpu", weights_only=True)
         given = self.model_file or self.state_file
         extractor = FeatureExtractor(self.backbone, "none" if given else self.weights, self.device,
-                                     self.precision, seed=self.seed, sobel=self.sobel, state_dict=state)
+                                     self.precision, seed=self.seed, sobel=self.sobel, state_dict=state,
+                                     pool=self.pool, cnn_px=self.cnn_px)
         return ResizedExtractor(extractor, self.resize_px) if self.resize_px else extractor
 
 

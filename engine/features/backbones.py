@@ -42,6 +42,11 @@ class BackboneSpec:
     build: Callable[[], "object"]          # -> torch.nn.Module with torchvision key names
     imagenet_files: Callable[[], list]     # candidate weight files, first existing wins
     pool: Callable[["object"], "object"]   # full model -> module mapping (B,3,H,W) to (B,dim)
+    taps: tuple = ()                       # --pool multi: (submodule of the pooled model, its channels)
+
+    def feature_dim(self, pool: str = "last") -> int:
+        """Length of a tile's feature vector with ``--pool`` ``pool``."""
+        return self.dim + (sum(c for _, c in self.taps) if pool == "multi" else 0)
 
 
 def _torch_cache_files(*names: str) -> list[Path]:
@@ -105,14 +110,17 @@ class _EffnetPooled:
 
 _SPECS: dict[str, BackboneSpec] = {
     "resnet18": BackboneSpec("resnet18", 512, IMAGENET_MEAN, IMAGENET_STD, _tv("resnet18"),
-                             lambda: _torch_cache_files("resnet18-f37072fd.pth"), _resnet_pool),
+                             lambda: _torch_cache_files("resnet18-f37072fd.pth"), _resnet_pool,
+                             (("layer2", 128), ("layer3", 256))),
     "resnet50": BackboneSpec("resnet50", 2048, IMAGENET_MEAN, IMAGENET_STD, _tv("resnet50"),
                              lambda: _torch_cache_files("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth"),
-                             _resnet_pool),
+                             _resnet_pool, (("layer2", 512), ("layer3", 1024))),
     "vgg16": BackboneSpec("vgg16", 512, IMAGENET_MEAN, IMAGENET_STD, _tv("vgg16"),
-                          lambda: _torch_cache_files("vgg16-397923af.pth"), _vgg_pool),
+                          lambda: _torch_cache_files("vgg16-397923af.pth"), _vgg_pool,
+                          (("0.15", 256), ("0.22", 512))),
     "efficientnet_lite0": BackboneSpec("efficientnet_lite0", 1280, (0.498, 0.498, 0.498), (0.502, 0.502, 0.502),
-                                       _effnet_build, _effnet_files, _EffnetPooled()),
+                                       _effnet_build, _effnet_files, _EffnetPooled(),
+                                       (("net._blocks.4", 40), ("net._blocks.10", 112))),
 }
 # the choices are the contract's (engine.contract.defaults.BACKBONES), in its order
 BACKBONES: dict[str, BackboneSpec] = {name: _SPECS[name] for name in defaults.BACKBONES}
@@ -258,12 +266,58 @@ class _SobelFactory:
 sobel_input = _SobelFactory()
 
 
+class _MultiDepthFactory:
+    """Wraps a pooled trunk so that it returns, side by side, the mean-pooled output of the spec's ``taps``
+    (intermediate blocks: texture, small structures) and its own pooled output (objects), each
+    L2-normalised so that no depth outweighs another by its scale (``--pool multi``). The taps are read by
+    forward hooks; the state dict is the trunk's under ``body.``."""
+
+    def __call__(self, body, taps):
+        import torch
+
+        class MultiDepth(torch.nn.Module):
+            def __init__(self, body, taps):
+                super().__init__()
+                self.body = body
+                self.taps = [name for name, _ in taps]
+                self._seen: dict = {}
+                for name in self.taps:
+                    body.get_submodule(name).register_forward_hook(self._keep(name))
+
+            def _keep(self, name):
+                def hook(_module, _inputs, output):
+                    self._seen[name] = output
+                return hook
+
+            def forward(self, x):
+                self._seen.clear()
+                last = self.body(x)
+                parts = [self._seen.pop(name).float().mean((2, 3)) for name in self.taps] + [last.float()]
+                return torch.cat([torch.nn.functional.normalize(p, dim=1) for p in parts], 1)
+
+        return MultiDepth(body, taps)
+
+
+multi_depth = _MultiDepthFactory()
+
+
+def pooled_network(spec: BackboneSpec, model, sobel: bool = False, pool: str = "last"):
+    """The module that maps tiles to features: the trunk ``model`` pooled as ``pool`` says, behind the Sobel
+    input layer when ``sobel``."""
+    model = spec.pool(model)
+    if pool == "multi":
+        model = multi_depth(model, spec.taps)
+    elif pool != "last":
+        raise BadInput(f"--pool {pool!r} is unknown; use multi or last.", param="pool")
+    return sobel_input(model) if sobel else model
+
+
 def build_backbone(name: str, weights: str = "imagenet", seed: int = 0, sobel: bool = False,
-                   state_dict: dict | None = None):
+                   state_dict: dict | None = None, pool: str = "last"):
     """(pooled model in eval mode, spec, weights path or None).
 
-    ``sobel`` puts a fixed grey + Sobel-gradient input layer in front of the
-    trunk. ``state_dict`` (the state of a model built the same way, e.g. from a
+    ``pool``: 'last' (global average of the last block) or 'multi' (see ``multi_depth``). ``sobel`` puts a
+    fixed grey + Sobel-gradient input layer in front of the trunk. ``state_dict`` (the state of a model built the same way, e.g. from a
     saved cluster model) replaces ``weights`` and must match exactly.
     """
     import torch
@@ -274,13 +328,11 @@ def build_backbone(name: str, weights: str = "imagenet", seed: int = 0, sobel: b
     model = spec.build()
     if path is not None:
         load_trunk_weights(model, path, f"backbone {name}", "Pick the backbone these weights were trained for.")
-    model = spec.pool(model)
-    if sobel:
-        model = sobel_input(model)
+    model = pooled_network(spec, model, sobel, pool)
     if state_dict is not None:
         try:
             model.load_state_dict(state_dict)
         except RuntimeError as exc:
-            raise BadInput(f"the saved network does not fit backbone {name} (sobel={sobel}): "
+            raise BadInput(f"the saved network does not fit backbone {name} (sobel={sobel}, pool={pool}): "
                            f"{str(exc).splitlines()[0]}") from None
     return model.eval(), spec, path

@@ -95,16 +95,21 @@ class FeatureExtractor:
 
     def __init__(self, backbone: str = defaults.DEFAULT_BACKBONE, weights: str = defaults.DEFAULT_WEIGHTS,
                  device: str = "auto", precision: str = "auto", channels_last: bool = True, seed: int = 0,
-                 sobel: bool = False, state_dict: dict | None = None):
+                 sobel: bool = False, state_dict: dict | None = None, pool: str = "last",
+                 cnn_px: "int | str | None" = None):
+        """``pool``: 'last' or 'multi' (``backbones.multi_depth``); ``cnn_px``: every tile is resized to this
+        many pixels before the CNN (None or 'native': as read)."""
         import torch
 
         tune_malloc()
         self.device = choose_device(device)
         self.sobel = sobel
-        self.model, self.spec, self.weights_path = build_backbone(backbone, weights, seed, sobel, state_dict)
+        self.pool = pool
+        self.cnn_px = None if cnn_px in (None, "native") else int(cnn_px)
+        self.model, self.spec, self.weights_path = build_backbone(backbone, weights, seed, sobel, state_dict, pool)
         self.precision = choose_precision(self.device, precision)
         self.channels_last = channels_last and self.device.type != "mps"
-        self.dim = self.spec.dim
+        self.dim = self.spec.feature_dim(pool)
         self.model = self.model.to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -121,6 +126,8 @@ class FeatureExtractor:
         import torch
 
         x = torch.from_numpy(np.ascontiguousarray(tiles))
+        if self.cnn_px is not None and tuple(x.shape[-2:]) != (self.cnn_px, self.cnn_px):
+            x = resize_tiles(x, self.cnn_px)
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
         else:
@@ -135,6 +142,16 @@ class FeatureExtractor:
         return y.float().cpu().numpy()
 
 
+def resize_tiles(x, px: int):
+    """uint8 tiles (n, 3, h, w) as a tensor resized to (n, 3, px, px): bilinear, antialiased, rounded back to
+    uint8 (the same values whatever device the CNN runs on)."""
+    import torch
+    import torch.nn.functional as F
+
+    y = F.interpolate(x.float(), size=(px, px), mode="bilinear", antialias=True, align_corners=False)
+    return y.round().clamp(0, 255).to(torch.uint8)
+
+
 class ResizedExtractor:
     """A FeatureExtractor seen through a resize of every tile to ``px`` (for --resample)."""
 
@@ -144,11 +161,8 @@ class ResizedExtractor:
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         import torch
-        import torch.nn.functional as F
 
-        x = torch.from_numpy(np.ascontiguousarray(tiles)).float()
-        x = F.interpolate(x, size=(self.px, self.px), mode="bilinear", antialias=True, align_corners=False)
-        return self.extractor(x.round().clamp(0, 255).to(torch.uint8).numpy())
+        return self.extractor(resize_tiles(torch.from_numpy(np.ascontiguousarray(tiles)), self.px).numpy())
 
 
 def prefetch(items: Iterable, depth: int = 2) -> Iterator:
@@ -202,7 +216,8 @@ def extract_features(tiled, rows: np.ndarray, cols: np.ndarray, extractor: Featu
                      out: np.ndarray, batch_size: int | None = None, progress=None,
                      overlap_reads: bool | None = None) -> np.ndarray:
     """Fill ``out`` (n, dim; may be a memmap) with the features of the tiles at (rows, cols)."""
-    batch_size = batch_size or default_batch_size(tiled.grid.size, extractor.device)
+    batch_size = batch_size or default_batch_size(max(tiled.grid.size, getattr(extractor, "cnn_px", None) or 0),
+                                                  extractor.device)
     batches: Iterable = tile_batches(tiled, rows, cols, batch_size)
     if overlap_reads is None:
         overlap_reads = extractor.device.type != "cpu" or (os.cpu_count() or 1) > 4

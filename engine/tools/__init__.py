@@ -23,6 +23,7 @@ from ..errors import BadInput
 # the vector inputs a tool checks before any work: parameter -> (geometry kind, what it should be)
 VECTOR_INPUTS = {
     "buildings": ("polygon", "building footprints"),
+    "form": ("polygon", "building footprints"),
     "roads": ("line", "road lines"),
     "area": ("polygon", "the polygon(s) to limit the run to"),
     "label_area": ("polygon", "the polygon(s) where the footprints are complete"),

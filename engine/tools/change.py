@@ -93,6 +93,10 @@ def _run(params: ChangeParams, progress, files: dict) -> dict:
     outset = OutputSet(files.values(), overwrite=params.overwrite)
     progress("open", 0, 0, f"loading {params.model}")
     model = load_model(params.model)
+    if model.form is not None:
+        raise BadInput(f"model {params.model!r} was made with --form (building footprints joined to the CNN "
+                       "features), which `change` cannot give for two dates; use a model made without --form.",
+                       param="model", code=P.BAD_FORMAT)
     inspect_raster(params.raster_before, param="raster_before")      # a bad file is named as the first date
     try:
         plan = check_compatible(model, params.raster_before, params.resample, params.res_tolerance)
@@ -109,7 +113,7 @@ def _run(params: ChangeParams, progress, files: dict) -> dict:
                                f"({after.grid.shape} tiles of {after.grid.size} px against {before.grid.shape} of "
                                f"{before.grid.size} px).", param="raster_after", code=P.BAD_FORMAT)
             extractor = FeatureExtractor(model.backbone, "none", params.device, params.precision, sobel=model.sobel,
-                                         state_dict=model.network)
+                                         state_dict=model.network, pool=model.pool, cnn_px=model.cnn_px)
             resize = t["tile_px"] if before.grid.size != t["tile_px"] else None
             lap("open")
             rows, cols, valid_a = select_tiles(before, t["min_valid"], params.extent, params.area, progress,

@@ -58,6 +58,10 @@ class ClusterParams(StatsInputs):
     area: str | None = None
     method: str = "kmeans"
     sobel: bool = False
+    pool: str = defaults.DEFAULT_POOL     # k-means feature recipe (contract.tools.FEATURES)
+    cnn_px: "int | str" = defaults.DEFAULT_CNN_PX
+    form: str | None = None               # footprints whose morphometrics join the CNN features
+    form_weight: float = 2.0
     save_model: str | None = None         # default OUT_model.pt
     # DeepCluster training
     epochs: int = 5
@@ -110,6 +114,15 @@ def default_cache_dir() -> Path:
     return Path(root) / "features"
 
 
+def feature_recipe(params) -> dict:
+    """How tile features are made from the CNN (``pool``, ``cnn_px``: None = native): the params' for k-means
+    (a sweep's params without them: the last block at native size), DeepCluster's own (last, native)."""
+    if getattr(params, "method", "kmeans") == "deepcluster":
+        return {"pool": "last", "cnn_px": None}
+    px = getattr(params, "cnn_px", None)
+    return {"pool": getattr(params, "pool", "last"), "cnn_px": None if px in (None, "native") else int(px)}
+
+
 def feature_key(checksum: str, tiled, extractor, params: ClusterParams, rows, cols) -> str:
     """Cache key: the raster's content, the tiles kept and everything that changes their features."""
     g = tiled.grid
@@ -122,6 +135,7 @@ def feature_key(checksum: str, tiled, extractor, params: ClusterParams, rows, co
         "backbone": params.backbone, "weights": _weights_id(extractor.weights_path, params.seed),
         "precision": extractor.precision, "device": extractor.device.type, "v": 2,
         "sobel": bool(getattr(extractor, "sobel", False)),
+        "pool": getattr(extractor, "pool", "last"), "cnn_px": getattr(extractor, "cnn_px", None),
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -177,12 +191,12 @@ def feature_extractor(params, session=None):
         from ..features.extract import FeatureExtractor
 
         return FeatureExtractor(params.backbone, params.weights, params.device, params.precision, seed=params.seed,
-                                sobel=params.sobel)
+                                sobel=params.sobel, **feature_recipe(params))
     from ..distributed.features import RemoteExtractor
     from ..distributed.worker import ExtractorSpec
 
     return RemoteExtractor(session, ExtractorSpec(params.backbone, params.weights, params.device, params.precision,
-                                                  params.seed, params.sobel))
+                                                  params.seed, params.sobel, **feature_recipe(params)))
 
 
 def deepcluster_on_dask(session, tiled, rows, cols, params, workdir):
@@ -370,6 +384,12 @@ def run(params: ClusterParams, progress: Progress | None = None) -> dict:
 
     check_params("cluster", params)
     check_vector_inputs("cluster", params)
+    if params.form and params.method == "deepcluster":
+        from ..contract.problems import BAD_CHOICE
+
+        raise BadInput("--form joins building morphometrics to fixed CNN features before k-means; it works with "
+                       "--method kmeans, not deepcluster. Drop --form or use --method kmeans.", param="form",
+                       code=BAD_CHOICE)
     places = places_of(params, params.cache_dir or default_cache_dir())     # scenes far apart: several places
     if places:
         check_places(params, places)
@@ -447,6 +467,11 @@ def _run_cluster(params: ClusterParams, progress: Progress, outputs: RunOutputs,
         layer_warnings: list[str] = []
         coverage = building_coverage(tiled, rows, cols, params.buildings, layer_warnings) if params.buildings \
             else None
+        form = None
+        if params.form:
+            from ..clustering.formjoin import tile_form
+
+            form = tile_form(tiled, rows, cols, params.form, "--form", layer_warnings)
         for w in layer_warnings:
             progress("warning", 1, 1, w)
         lap("scan")
@@ -490,9 +515,15 @@ def _run_cluster(params: ClusterParams, progress: Progress, outputs: RunOutputs,
             feature_info = {"cache_key": key, "cache_hit": cache_hit}
             lap("features")
             progress("cluster", 0, 1, f"k-means, K={params.k}")
+            joiner = None
+            if form is not None:          # the morphometrics join the CNN features (in memory: n x (dim + 7))
+                from ..clustering.formjoin import FormJoin
+
+                joiner = FormJoin(params.form_weight).fit(feats, form)
+                feats = joiner.transform(feats, form)
             km = KMeansTiles(params.k, params.pca_dims, params.whiten, params.seed).fit(feats)
             network = extractor.model.state_dict()
-        if session is not None:
+        if session is not None and form is None:
             from ..distributed.features import assign
 
             labels, dist, scores = assign(session, km, feats.path, len(rows), progress)
@@ -511,9 +542,10 @@ def _run_cluster(params: ClusterParams, progress: Progress, outputs: RunOutputs,
                           explained_variance=float(km.explained_variance_ratio_.sum()), inertia=km.inertia_,
                           cluster_sizes=counts.tolist())
         inputs = input_record(params.raster, tiled, checksum)          # (a study: its scenes too)
+        recipe = {**feature_recipe(params), "form": joiner.get_state() if not deep and form is not None else None}
         save_model(outset.temp(outputs.model), km, network, backbone=params.backbone, sobel=params.sobel,
                    tiling=settings, method=params.method,
-                   extra={"clustering": clustering, "weights": params.weights, "seed": params.seed,
+                   extra={"features": recipe, "clustering": clustering, "weights": params.weights, "seed": params.seed,
                           "raster": os.path.abspath(params.raster), "sha256": checksum,
                           **({"scenes": inputs["scenes"]} if "scenes" in inputs else {})})
         lap("write")
@@ -524,7 +556,8 @@ def _run_cluster(params: ClusterParams, progress: Progress, outputs: RunOutputs,
             "tiling": {**settings, "backbone": params.backbone, "weights": params.weights,
                        "n_rows": tiled.grid.n_rows, "n_cols": tiled.grid.n_cols, "tiles_total": len(tiled.grid),
                        "tiles_valid": int(len(rows)), "warped": tiled.warped},
-            "features": {"backbone": params.backbone, "dim": extractor.dim, "sobel": params.sobel,
+            "features": {"backbone": params.backbone, "dim": extractor.dim, "sobel": params.sobel, **recipe,
+                         "form_file": os.path.abspath(params.form) if params.form else None,
                          "weights_file": str(extractor.weights_path) if extractor.weights_path else None,
                          "device": str(extractor.device), "precision": extractor.precision, **feature_info},
             "clustering": clustering,

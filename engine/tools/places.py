@@ -21,9 +21,9 @@ each other). One place is today's run (one raster or one study VRT), untouched. 
 - the model file records the tiling settings (of the first place, the same text for all) and the places, so
   that ``predict`` on each place gives the labels this run gave its tiles.
 
-Refused before any work: DeepCluster and ``--dask`` (k-means in one process only, for now), ``--extent`` (in
-which place's CRS?), ``--resume``, places of different band counts or data types, places of different
-resolutions.
+Refused before any work: DeepCluster, ``--form`` and ``--dask`` (k-means on CNN features in one process only, for
+now), ``--extent`` (in which place's CRS?), ``--resume``, places of different band counts or data types, places
+of different resolutions.
 """
 from __future__ import annotations
 
@@ -105,6 +105,10 @@ def refuse_options(params, names: list) -> None:
         raise BadInput(f"--method {params.method}: {where}; a run over several places fits k-means only, for now. "
                        "Use --method kmeans, or run DeepCluster on one place and `predict` the others with its "
                        "model.", param="method", code=P.BAD_CHOICE)
+    if getattr(params, "form", None):
+        raise BadInput(f"--form: {where}; a run over several places joins no footprint morphometrics, for now. "
+                       "Leave out --form, or run each place with --form on its own.", param="form",
+                       code=P.BAD_CHOICE)
     if params.dask:
         raise BadInput(f"--dask: {where}; a run over several places runs in one process, for now. Leave out "
                        "--dask, or run each place on Dask with `predict`.", param="dask", code=P.BAD_FORMAT)
@@ -128,7 +132,7 @@ def run_places(params, places: "list[Place]", progress: Progress, outputs, final
     from ..raster.tiling import TiledRaster
     from ..stats.measures import eta_squared
     from .cluster import (Laps, _compute_features, building_coverage, default_cache_dir, feature_extractor,
-                          feature_key, input_record, select_tiles, tile_frames, tiling_settings)
+                          feature_key, feature_recipe, input_record, select_tiles, tile_frames, tiling_settings)
 
     lap = Laps()
     sizes_m = check_places(params, places)
@@ -217,9 +221,10 @@ def run_places(params, places: "list[Place]", progress: Progress, outputs, final
         place_records = [{k: r[k] for k in ("place", "name", "scenes", "raster", "crs", "tile_px",
                                             "ground_pixel_m")} for r in records]
         scenes = [s for p in places for s in map(os.path.abspath, p.scenes)]
+        recipe = {**feature_recipe(params), "form": None}         # how predict makes the same features
         save_model(outset.temp(outputs.model), km, extractor.model.state_dict(), backbone=params.backbone,
                    sobel=params.sobel, tiling=settings, method="kmeans",
-                   extra={"clustering": clustering, "weights": params.weights, "seed": params.seed,
+                   extra={"features": recipe, "clustering": clustering, "weights": params.weights, "seed": params.seed,
                           "raster": [r["raster"] for r in records], "scenes": scenes, "places": place_records})
         lap("write")
         manifest = {
@@ -230,8 +235,8 @@ def run_places(params, places: "list[Place]", progress: Progress, outputs, final
             "output_crs": out_crs,
             "tiling": {**settings, "backbone": params.backbone, "weights": params.weights,
                        "tiles_total": sum(r["tiles_total"] for r in records), "tiles_valid": n_total},
-            "features": {"backbone": params.backbone, "dim": extractor.dim, "sobel": params.sobel,
-                         "weights_file": str(extractor.weights_path) if extractor.weights_path else None,
+            "features": {"backbone": params.backbone, "dim": extractor.dim, "sobel": params.sobel, **recipe,
+                         "form_file": None, "weights_file": str(extractor.weights_path) if extractor.weights_path else None,
                          "device": str(extractor.device), "precision": extractor.precision,
                          "cache_keys": [r["cache_key"] for r in records],
                          "cache_hit": all(r["cache_hit"] for r in records)},

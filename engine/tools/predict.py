@@ -30,6 +30,7 @@ class PredictParams:
     raster: str
     out: str
     resample: bool = False
+    form: str | None = None               # footprints of this raster, when the model was made with --form
     res_tolerance: float = 0.1           # accepted difference in ground pixel size (10 %)
     device: str = "auto"
     precision: str = "auto"
@@ -98,6 +99,13 @@ def _run(params: PredictParams, progress, outputs) -> dict:
     outset = OutputSet(outputs.paths(), overwrite=params.overwrite)
     progress("open", 0, 0, f"loading {params.model}")
     model = load_model(params.model)
+    joiner = model.form
+    if joiner is not None and not params.form:
+        raise BadInput(f"model {params.model!r} was made with --form (building morphometrics joined to the CNN "
+                       "features): give --form with the building footprints of this raster.", param="form")
+    if joiner is None and params.form:
+        raise BadInput(f"--form: model {params.model!r} was made without --form, so its clusters do not use "
+                       "footprints; drop --form (or make the model with `cluster --form`).", param="form")
     plan = check_compatible(model, params.raster, params.resample, params.res_tolerance)
     t = model.tiling
     import tempfile
@@ -111,6 +119,14 @@ def _run(params: PredictParams, progress, outputs) -> dict:
         lap("open")
         rows, cols, valid = select_tiles(tiled, t["min_valid"], params.extent, params.area, progress,
                                          params.raster)
+        form = None
+        if joiner is not None:
+            from ..clustering.formjoin import tile_form
+
+            warnings: list = []
+            form = tile_form(tiled, rows, cols, params.form, "--form", warnings)
+            for w in warnings:
+                progress("warning", 1, 1, w)
         lap("scan")
         progress("features", 0, len(rows), f"{model.backbone} on {extractor.device.type} ({extractor.precision})")
         checksum = sha256_file(params.raster)
@@ -118,7 +134,9 @@ def _run(params: PredictParams, progress, outputs) -> dict:
                           session)
         lap("features")
         progress("cluster", 0, 1, f"assigning to the model's K={model.k} clusters")
-        if session is not None:
+        if form is not None:
+            labels, dist, scores = model.kmeans.assign(joiner.transform(feats, form))
+        elif session is not None:
             from ..distributed.features import assign
 
             labels, dist, scores = assign(session, model.kmeans, feats.path, len(rows), progress)
@@ -133,6 +151,7 @@ def _run(params: PredictParams, progress, outputs) -> dict:
             "parameters": asdict(params),
             "model": {"path": os.path.abspath(params.model), "sha256": sha256_file(params.model),
                       "method": model.method, "backbone": model.backbone, "k": model.k, "tiling": t,
+                      "pool": model.pool, "cnn_px": model.cnn_px, "form": joiner is not None,
                       "trained_on": model.meta.get("raster")},
             "inputs": input_record(params.raster, tiled, checksum),
             "tiling": {**{k: v for k, v in plan.items()}, "tile_px": tiled.grid.size,
@@ -161,13 +180,14 @@ def _extractor(params: PredictParams, model, resize_px, session):
         from ..features.extract import FeatureExtractor
 
         extractor = FeatureExtractor(model.backbone, "none", params.device, params.precision, sobel=model.sobel,
-                                     state_dict=model.network)
+                                     state_dict=model.network, pool=model.pool, cnn_px=model.cnn_px)
         return ResizedExtractor(extractor, resize_px) if resize_px else extractor
     from ..distributed.features import RemoteExtractor
     from ..distributed.worker import ExtractorSpec
 
     spec = ExtractorSpec(model.backbone, "none", params.device, params.precision, sobel=model.sobel,
-                         model_file=os.path.abspath(params.model), resize_px=resize_px)
+                         model_file=os.path.abspath(params.model), resize_px=resize_px, pool=model.pool,
+                         cnn_px=model.cnn_px)
     return RemoteExtractor(session, spec, state_dict=model.network)
 
 

@@ -64,8 +64,8 @@ def run(params: ProbeParams, progress=None) -> dict:  # noqa: ARG001 - every too
     if p.speed:
         from ..features.extract import FeatureExtractor, default_batch_size
 
-        extractor = FeatureExtractor(p.backbone, p.weights, p.device, p.precision)
-        batch = p.batch_size or default_batch_size(g.size, extractor.device)
+        extractor = FeatureExtractor(p.backbone, p.weights, p.device, p.precision, **_DEFAULT_RECIPE)
+        batch = p.batch_size or default_batch_size(max(g.size, defaults.DEFAULT_CNN_PX), extractor.device)
         tiles = np.random.default_rng(0).integers(0, 256, size=(batch, 3, g.size, g.size), dtype=np.uint8)
         extractor(tiles)                                   # warm-up
         t0 = time.perf_counter()
@@ -78,6 +78,10 @@ def run(params: ProbeParams, progress=None) -> dict:  # noqa: ARG001 - every too
     return out
 
 
+# the speed and plan are those of cluster's default feature recipe (--pool, --cnn-px)
+_DEFAULT_RECIPE = {"pool": defaults.DEFAULT_POOL, "cnn_px": defaults.DEFAULT_CNN_PX}
+
+
 def _plan(p: ProbeParams, tiled, count: int) -> dict:
     """``engine.distributed.plan``'s estimate, from a partition timed here or on a worker of ``p.dask``."""
     from ..contract.tools import PLAN_WORKERS
@@ -87,7 +91,7 @@ def _plan(p: ProbeParams, tiled, count: int) -> dict:
     from ..distributed.worker import ExtractorSpec, RasterSpec, describe_device
     from ..features.extract import default_batch_size
 
-    spec = ExtractorSpec(p.backbone, p.weights, p.device, p.precision)
+    spec = ExtractorSpec(p.backbone, p.weights, p.device, p.precision, **_DEFAULT_RECIPE)
     raster = RasterSpec(tiled.path, str(tiled.tile_size), str(tiled.overlap_len), tiled.edge, tuple(tiled.bands))
     g = tiled.grid
     with dask_session(p.dask) as session:
@@ -95,7 +99,7 @@ def _plan(p: ProbeParams, tiled, count: int) -> dict:
         import torch
 
         device = torch.device(call(describe_device, p.device, p.precision)["device"])
-        batch = int(p.batch_size or default_batch_size(g.size, device))
+        batch = int(p.batch_size or default_batch_size(max(g.size, defaults.DEFAULT_CNN_PX), device))
         rows, cols = sample_positions(g.n_rows, g.n_cols, partition_tiles(batch))
         timed = call(time_partition, raster, spec, rows, cols, batch)
         where = f"a worker of {session.address}" if session is not None else "this process"

@@ -43,6 +43,10 @@ SWEEP.gpkg, its two plots, the metrics CSV and the manifest that records the
 part as done are written under temporary names and renamed into place
 together (a cancel waits for the renames: ``engine.progress.committing``), so
 a cancelled sweep never leaves the plots of a tile size without its layer.
+The plots are drawn in a worker process (``sweep_plots.BackgroundPlots``)
+while the sweep goes on to the next tile size's features, so a tile size is
+committed once its plots are drawn, just before the next one writes its layer
+(or at the end); a sweep stopped meanwhile still commits it first.
 An interrupted sweep therefore keeps every finished tile size, its manifest
 says ``complete: false`` and lists what is ``missing``, and ``resume=True``
 (CLI ``--resume``) does only the missing parts after checking that the
@@ -64,6 +68,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..clustering.sweep_plots import BackgroundPlots
 from ..contract import defaults
 from ..contract.limits import MIN_K, parse_k_values
 from ..contract.outputs import sweep_layer_name, sweep_outputs
@@ -232,6 +237,9 @@ class Part:
     labels: dict = field(default_factory=dict)      # K -> consistent ids
     metrics: dict = field(default_factory=dict)     # K -> {metric: value}
     info: dict = field(default_factory=dict)
+    # agreement with larger tile sizes, (size, K) -> {nmi, ari}, and the tile pairs per size: computed once,
+    # though the metrics table is rebuilt at every commit
+    cross: dict = field(default_factory=dict, repr=False)
 
     def grid_dict(self) -> dict:
         return {"rows": self.rows, "cols": self.cols, "size": self.tile_px, "stride": self.stride,
@@ -298,7 +306,7 @@ def _kmeans_part(part: Part, tiled, params: SweepParams, extractor, checksum: st
         for i, k in enumerate(part.ks):
             progress(stage, i, len(part.ks), f"k-means K={k}")
             est = KMeansTiles(k, params.pca_dims, params.whiten, params.seed, n_init=params.n_init)
-            est.fit(feats, pca_from=pca)
+            est.fit(feats, pca_from=pca, reduced=Z)
             labels[k] = est.labels_
             inertia[k] = est.inertia_
             progress(stage, i + 1, len(part.ks), f"K={k} done")
@@ -425,11 +433,17 @@ def metrics_rows(parts: list[Part], only: "set | None" = None) -> tuple[list[str
     header = ["tile_size", "k", "tiles", "silhouette", "calinski_harabasz", "davies_bouldin", "nmi_prev", "ari_prev"]
     for p in parts[1:]:
         header += [f"nmi_{p.size}", f"ari_{p.size}"]
-    pairs = {}
-    for i, small in enumerate(done):
-        for large in done[i + 1:]:
-            if large.tile_px > small.tile_px:
-                pairs[(small.size, large.size)] = cross_size_pairs(small.grid_dict(), large.grid_dict())
+    pairs = {(small.size, large.size) for i, small in enumerate(done) for large in done[i + 1:]
+             if large.tile_px > small.tile_px}
+
+    def across(small: Part, large: Part, k: int) -> dict:
+        if (large.size, k) not in small.cross:
+            if large.size not in small.cross:
+                small.cross[large.size] = cross_size_pairs(small.grid_dict(), large.grid_dict())
+            si, li = small.cross[large.size]
+            small.cross[(large.size, k)] = agreement(small.labels[k][si], large.labels[k][li])
+        return small.cross[(large.size, k)]
+
     rows = []
     for p in done:
         for k in sorted(p.labels):
@@ -439,8 +453,7 @@ def metrics_rows(parts: list[Part], only: "set | None" = None) -> tuple[list[str
                 row[name] = m.get(name, math.nan)
             for q in done:
                 if (p.size, q.size) in pairs and k in q.labels:
-                    si, li = pairs[(p.size, q.size)]
-                    a = agreement(p.labels[k][si], q.labels[k][li])
+                    a = across(p, q, k)
                     row[f"nmi_{q.size}"], row[f"ari_{q.size}"] = a["nmi"], a["ari"]
             rows.append(row)
     return header, rows
@@ -639,6 +652,39 @@ def _sweep(params: SweepParams, progress: Progress, final: bool, ks: list, outpu
         })
 
     tmpdir = None
+    plots = BackgroundPlots()          # the PNGs are drawn in another process while this one goes on
+    # the tile size computed last, its files written under temporary names, waiting for its plots to commit
+    pending: "dict | None" = None
+
+    def settle() -> None:
+        """Commit the pending tile size once its plots are drawn: its layer, its plots, the metrics table and
+        the manifest that records it as done (so a cancel leaves either all of them or none, never a stray
+        plot). Runs before the next tile size writes its layer (which starts from the committed SWEEP.gpkg),
+        so the plots of one tile size are drawn while the features of the next are computed."""
+        nonlocal pending
+        if pending is None:
+            return
+        job, pending = pending, None
+        outs, part_t = job["outs"], job["timings"]
+        try:
+            t = time.perf_counter()
+            plots.wait(job["plots"])
+            progress("plots", 2, 2, f"{job['part'].size} lineage and PCA")
+            part_t["plots"] = round(part_t["plots"] + time.perf_counter() - t, 3)
+            t = time.perf_counter()
+            with committing(final=False):
+                if job["fresh"]:               # --overwrite: the files of an older sweep go with the first commit
+                    for path in outputs.paths():
+                        if path not in job["commit"] and path.is_file():
+                            path.unlink()
+                outs.commit()
+                finished.add(job["part"].layer)
+            part_t["commit"] = round(part_t["commit"] + time.perf_counter() - t, 3)
+        finally:
+            outs.abort()                       # (nothing left after a commit)
+        progress("write", 1, 1, f"layer {job['part'].layer} committed")
+
+    outs = None
     try:
         cache_dir = Path(params.cache_dir) if params.cache_dir else _default_cache_dir()
         if not params.use_cache:
@@ -651,39 +697,39 @@ def _sweep(params: SweepParams, progress: Progress, final: bool, ks: list, outpu
                                  "device": str(extractor.device), "precision": extractor.precision}
             t_part = time.perf_counter()
             part_t: dict = {}
-            # a tile size is one commit: its layer, its two plots, the metrics table and the manifest that
-            # records it as done (so a cancel leaves either all of them or none, never a stray plot)
             commit = [outputs.gpkg, outputs.lineage[part.size], outputs.pca[part.size], outputs.csv,
                       outputs.manifest]
-            with OutputSet(commit, overwrite=True) as outs:
-                _run_part(part, params, extractor, checksum, cache_dir, progress, part_t, outputs, outs, fresh_file,
-                          session)
+            outs = OutputSet(commit, overwrite=True)
+            waited = [0.0]
+
+            def settle_timed(waited=waited) -> None:
                 t = time.perf_counter()
-                done = finished | {part.layer}
-                header, rows = metrics_rows(parts, done)
-                write_metrics_csv(outs.temp(outputs.csv), header, rows)
-                part_t["total"] = round(time.perf_counter() - t_part, 3)
-                part.info["timings_s"] = part_t
-                timings["parts"][part.layer] = part_t
-                write_json(outs.temp(outputs.manifest), manifest(False, done))      # renamed last
-                with committing(final=False):
-                    if fresh_file:               # --overwrite: the files of an older sweep go with the first commit
-                        for path in outputs.paths():
-                            if path not in commit and path.is_file():
-                                path.unlink()
-                    outs.commit()
-                    finished.add(part.layer)
-                part_t["commit"] = round(time.perf_counter() - t, 3)
+                settle()
+                waited[0] += time.perf_counter() - t
+
+            drawing = _run_part(part, params, extractor, checksum, cache_dir, progress, part_t, outputs, outs,
+                                fresh_file, session, plots, settle_timed)
+            t = time.perf_counter()
+            done = finished | {part.layer}
+            header, rows = metrics_rows(parts, done)
+            write_metrics_csv(outs.temp(outputs.csv), header, rows)
+            part_t["total"] = round(time.perf_counter() - t_part - waited[0], 3)     # (less the previous commit)
+            part.info["timings_s"] = part_t
+            timings["parts"][part.layer] = part_t
+            write_json(outs.temp(outputs.manifest), manifest(False, done))      # renamed last
+            part_t["commit"] = time.perf_counter() - t
+            pending = {"part": part, "outs": outs, "plots": drawing, "timings": part_t, "commit": commit,
+                       "fresh": fresh_file}
+            outs = None
             fresh_file = False
-            progress("write", 1, 1, f"layer {part.layer} committed")
+        settle()
         # the end: metric curves, final CSV and manifest, one commit
         t = time.perf_counter()
         progress("plots", 0, 1, str(outputs.metrics_png))
-        from ..clustering.sweep_plots import plot_metrics
-
         header, rows = metrics_rows(parts, finished)
         with OutputSet([outputs.metrics_png, outputs.csv, outputs.manifest], overwrite=True) as outs:
-            plot_metrics(outs.temp(outputs.metrics_png), rows, [p.size for p in parts if p.labels])
+            plots.wait([plots.draw("metrics", outs.temp(outputs.metrics_png), rows,
+                                   [p.size for p in parts if p.labels])])
             progress("plots", 1, 1)
             progress("write", 0, 1, str(outputs.csv))
             write_metrics_csv(outs.temp(outputs.csv), header, rows)
@@ -695,6 +741,14 @@ def _sweep(params: SweepParams, progress: Progress, final: bool, ks: list, outpu
         progress("write", 1, 1, f"wrote {outputs.gpkg}")
         return result
     except BaseException as exc:
+        if pending is not None:            # a finished tile size waiting for its plots is kept
+            try:
+                settle()
+            except BaseException:  # noqa: BLE001 - the original error matters more
+                pass
+        plots.drain()                      # no figure is still being drawn to a temporary name removed below
+        if outs is not None:
+            outs.abort()
         missing = [p.layer for p in parts if p.ks and p.layer not in finished]
         if finished:
             try:
@@ -710,6 +764,7 @@ def _sweep(params: SweepParams, progress: Progress, final: bool, ks: list, outpu
             raise RuntimeError(msg) from exc
         raise
     finally:
+        plots.close()
         if tmpdir is not None:
             tmpdir.cleanup()
 
@@ -748,14 +803,17 @@ def _part_entry(p: Part, done: bool) -> dict:
 
 
 def _run_part(part: Part, params: SweepParams, extractor, checksum: str, cache_dir: Path, progress,
-              timings: dict, outputs: SweepOutputs, outs, fresh_file: bool, session=None) -> None:
-    """Compute one tile size and write its layer and plots to the temporary names of ``outs`` (the caller
-    commits them together with the metrics table and the manifest)."""
-    from ..clustering.sweep_plots import plot_lineage, plot_pca
+              timings: dict, outputs: SweepOutputs, outs, fresh_file: bool, session=None, plots=None,
+              settle=None) -> list:
+    """Compute one tile size and write its layer to the temporary names of ``outs``; its two plots are handed to
+    ``plots`` (a ``BackgroundPlots``), to the same temporary names, and their jobs returned. ``settle``: called
+    before the layer is written (the previous tile size's commit). The caller commits the part together with
+    the metrics table and the manifest."""
     from ..io import write_gpkg_chunks
     from ..raster.tiling import TiledRaster
     from .cluster import tile_frames
 
+    plots = plots or BackgroundPlots(inline=True)
     stage = f"tiles_{part.size}"
     progress(stage, 0, len(part.ks), f"{len(part.rows)} tiles, K {', '.join(map(str, part.ks))}")
     with TiledRaster(params.raster, part.size, params.overlap, params.edge, params.bands, seed=params.seed) as tiled:
@@ -766,17 +824,18 @@ def _run_part(part: Part, params: SweepParams, extractor, checksum: str, cache_d
         columns = _finish_part(part, result, params, progress, timings)
         t = time.perf_counter()
         progress("plots", 0, 2, f"{part.size} lineage and PCA")
-        plot_lineage(outs.temp(outputs.lineage[part.size]),
-                     part.labels, title=f"{Path(params.raster).name}: cluster lineage across K, "
-                                        f"{part.size} tiles ({len(part.rows)})")
-        progress("plots", 1, 2)
         scores = result["scores_by_k"] or result["scores"]
         if isinstance(scores, dict):
             scores = {k: scores[k] for k in part.labels}
-        plot_pca(outs.temp(outputs.pca[part.size]), scores, part.labels,
-                 title=f"{part.size} tiles: PCA of the features", seed=params.seed)
-        progress("plots", 2, 2)
+        drawing = [
+            plots.draw("lineage", outs.temp(outputs.lineage[part.size]), part.labels,
+                       title=f"{Path(params.raster).name}: cluster lineage across K, {part.size} tiles "
+                             f"({len(part.rows)})"),
+            plots.draw("pca", outs.temp(outputs.pca[part.size]), scores, part.labels,
+                       title=f"{part.size} tiles: PCA of the features", seed=params.seed)]
         timings["plots"] = round(time.perf_counter() - t, 3)
+        if settle is not None:
+            settle()
         t = time.perf_counter()
         progress("write", 0, 1, f"layer {part.layer}")
         tmp = outs.temp(outputs.gpkg)
@@ -784,3 +843,4 @@ def _run_part(part: Part, params: SweepParams, extractor, checksum: str, cache_d
             shutil.copyfile(outputs.gpkg, tmp)
         write_gpkg_chunks(tmp, part.layer, tile_frames(tiled, part.rows, part.cols, columns), tiled.crs.to_wkt())
         timings["write"] = round(time.perf_counter() - t, 3)
+    return drawing

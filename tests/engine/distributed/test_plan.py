@@ -37,7 +37,7 @@ def test_probe_plan_answers_json(kampala_z19):
                    "16", "--plan", check=0)
     answer = json.loads(proc.stdout)
     plan = answer["plan"]
-    assert plan["tiles"] == answer["tiles"] == 384 and plan["feature_dim"] == 1280
+    assert plan["tiles"] == answer["tiles"] == 384 and plan["feature_dim"] == 1280 + 40 + 112   # --pool multi
     per_part = 16 * PARTITION_BATCHES
     assert plan["partition_tiles"] == per_part and plan["partitions"] == -(-384 // per_part)
     assert set(plan["time_s"]) == {str(w) for w in PLAN_WORKERS}

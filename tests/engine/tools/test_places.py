@@ -71,6 +71,8 @@ def test_one_layer_holds_both_places_in_wgs84_with_one_model(cities, both):
 
     model = load_model(str(out.with_name("both_model.pt")))
     assert model.tiling["tile_size"] == "64px" and len(model.meta["places"]) == 2
+    assert (model.pool, model.cnn_px, model.form) == (manifest["features"]["pool"], manifest["features"]["cnn_px"],
+                                                      None)          # the recipe predict makes features with
 
 
 def test_predict_on_each_place_gives_the_labels_of_the_fit(cities, both, tmp_path):
@@ -156,6 +158,14 @@ def test_one_place_runs_as_before_and_a_bad_mix_is_refused(cities, tmp_path):
         run_cluster(ClusterParams(raster=[str(a1), str(a2), str(far)], out=str(tmp_path / "x.gpkg"),
                                   method="deepcluster", **FAST))
     assert err.value.param == "method" and "places" in str(err.value)
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    gpd.GeoDataFrame(geometry=[box(0, 0, 10, 10)], crs="EPSG:32636").to_file(tmp_path / "footprints.gpkg")
+    with pytest.raises(BadInput) as err:
+        run_cluster(ClusterParams(raster=[str(a1), str(far)], out=str(tmp_path / "x.gpkg"),
+                                  form=str(tmp_path / "footprints.gpkg"), **FAST))
+    assert err.value.param == "form" and "several places" in str(err.value)
     assert not (tmp_path / "cache").exists()                     # refused before the study VRT is written
     with rasterio.open(far) as src:                              # the far place at twice the pixel size
         coarse = write_raster(tmp_path / "coarse.tif", src.read(out_shape=(3, src.height // 2, src.width // 2)),

@@ -169,8 +169,12 @@ def test_kmeans_reusing_a_fitted_pca_gives_the_same_clusters():
             a = KMeansTiles(k, seed=0).fit(X)
             b = KMeansTiles(k, seed=0).fit(X, pca_from=pca)
             assert np.array_equal(a.labels_, b.labels_) and np.allclose(a.cluster_centers_, b.cluster_centers_)
+            c = KMeansTiles(k, seed=0).fit(X, pca_from=pca, reduced=pca.reduce(X))     # the sweep's shortcut
+            assert np.array_equal(a.labels_, c.labels_) and np.array_equal(b.cluster_centers_, c.cluster_centers_)
     with pytest.raises(ValueError, match="same pca_dims"):
         KMeansTiles(3, pca_dims=4).fit(X, pca_from=pca)
+    with pytest.raises(ValueError, match="reduced must be"):
+        KMeansTiles(3).fit(X, pca_from=pca, reduced=X)
 
 
 def test_containing_tile_with_and_without_overlap():

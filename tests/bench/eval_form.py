@@ -1,0 +1,211 @@
+"""Do the clusters follow urban form? Feature recipes compared on every labelled real image (`make eval`).
+
+For each variant, every real image with building footprints in ../shared/data
+is cut into tiles of 19.2 m on the ground (64 px at 0.3 m: 65 px on Kampala
+zoom 19, 129 on zoom 20 and Zanzibar, 38 on Atlanta's 0.5 m), clustered with
+K=6 and seed 0, and the clusters are scored by the eta-squared (share of
+variance explained) of four building statistics of engine.stats.measures:
+
+- bldg_cov (footprint share) and bldg_count (footprints whose centroid is in
+  the tile): over all tiles (0 where there is no building);
+- bldg_mean (mean footprint area, m2) and bldg_orien (mean deviation of the
+  footprints from the cardinal directions, 0-45 deg): over the tiles that
+  hold at least one footprint, since neither is defined on an empty tile.
+  bldg_orien is folded to 0-45 degrees (0 = aligned with N-S/E-W, 45 =
+  diagonal), so it is not circular: 0 and 45 are the two ends of the scale.
+
+"mean" is the mean of the four; "random" the same mean for randomly permuted
+labels (same cluster sizes, median of 20 permutations), the chance level.
+The synthetic city (tests/synthetic.py, 4 zones in 16 blocks, 64 px tiles,
+K=4) gives the adjusted Rand index against the true zones.
+
+Variants: colour statistics (mean and std of RGB, no CNN); the CNN's last
+block at the tile's own pixels (the old default); multi-depth pooling
+(--pool multi); tiles resized to 128 or 224 px before the CNN (--cnn-px);
+context (eval only: the features of a window twice the tile, centred on it,
+appended) or the mean features of the 8 neighbouring tiles (eval only);
+--whiten and --pca-dims 16 on the default features; and --form with the
+footprints at five weights.
+
+    .venv/bin/python tests/bench/eval_form.py [--out bench_out] [--data ../shared/data] [--only NAME,...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from engine.contract import defaults  # noqa: E402
+from engine.tools.cluster import ClusterParams, run_cluster  # noqa: E402
+
+TILE_M = 19.2
+K = 6
+STATS = ("bldg_cov", "bldg_count", "bldg_mean", "bldg_orien")
+IMAGES = (  # (name, raster, footprints)
+    ("kampala_z19", "kampala_ug_oam_rgb_z19_epsg3857.tif", "kampala_ug_osm_buildings.geojson"),
+    ("kampala_z20", "kampala_ug_oam_rgb_z20_epsg3857.tif", "kampala_ug_osm_buildings.geojson"),
+    ("zanzibar_z20", "zanzibar_tz_oam_rgb_z20_epsg3857.tif", "zanzibar_tz_osm_buildings.geojson"),
+    ("atlanta_pan", "atlanta_us_spacenet4_pan_0p5m.tif", "atlanta_us_spacenet4_buildings.geojson"),
+)
+# (name, what, cluster parameters; "colour" and "context" are computed here, not by the engine)
+VARIANTS = (
+    ("colour", "k-means on mean and std of RGB (no CNN)", None),
+    ("last-native", "last block, tiles as read (the old default)", {"pool": "last", "cnn_px": "native"}),
+    ("multi-native", "--pool multi, tiles as read", {"pool": "multi", "cnn_px": "native"}),
+    ("last-128", "last block, --cnn-px 128", {"pool": "last", "cnn_px": 128}),
+    ("multi-128", "--pool multi --cnn-px 128 (the new default)", {}),
+    ("multi-224", "--pool multi --cnn-px 224", {"pool": "multi", "cnn_px": 224}),
+    ("context", "multi-128 + features of a 2x window around the tile", "context"),
+    ("neighbours", "multi-128 + mean features of the 8 neighbouring tiles", "neighbours"),
+    ("whiten", "multi-128, --whiten", {"whiten": True}),
+    ("pca-16", "multi-128, --pca-dims 16", {"pca_dims": "16"}),
+    ("form-0.5", "default + --form footprints --form-weight 0.5", {"form_weight": 0.5, "form": True}),
+    ("form-1", "default + --form footprints (weight 1)", {"form_weight": 1.0, "form": True}),
+    ("form-2", "default + --form footprints --form-weight 2", {"form_weight": 2.0, "form": True}),
+    ("form-4", "default + --form footprints --form-weight 4", {"form_weight": 4.0, "form": True}),
+    ("form-8", "default + --form footprints --form-weight 8", {"form_weight": 8.0, "form": True}),
+)
+
+
+def tile_px(raster: Path) -> int:
+    from engine.raster.tiling import ground_pixel_size
+
+    return int(round(TILE_M / ground_pixel_size(str(raster))))
+
+
+def scores(labels, stats) -> dict:
+    from engine.stats.measures import eta_squared
+
+    out = {s: eta_squared(labels, stats[s]) for s in STATS}
+    out["mean"] = float(np.mean([out[s] for s in STATS]))
+    rng = np.random.default_rng(0)
+    out["random"] = float(np.median([np.mean([eta_squared(rng.permutation(labels), stats[s]) for s in STATS])
+                                     for _ in range(20)]))
+    return {k: round(v, 3) for k, v in out.items()}
+
+
+def tile_stats(tiles, footprints) -> dict:
+    from engine.stats.measures import building_stats, read_buildings
+
+    b = read_buildings(str(footprints), tiles.crs, warnings=[])
+    st = building_stats(tiles.geometry.values, b.values, warnings=[])
+    return {s: st[s].to_numpy(dtype=float) for s in STATS}
+
+
+def own_labels(kind: str, raster: Path, tiles, px: int, k: int) -> np.ndarray:
+    """Labels of the variants computed here: colour statistics, or the default features with context."""
+    from engine.clustering.kmeans import KMeansTiles
+    from engine.features.extract import FeatureExtractor
+    from engine.raster.tiling import TiledRaster
+
+    rows, cols = tiles.row.to_numpy(), tiles.col.to_numpy()
+    with TiledRaster(str(raster), f"{px}px") as tr:
+        if kind == "colour":
+            parts = [tr.read_tiles(int(r), cols[rows == r].tolist()) for r in np.unique(rows)]
+            t = np.concatenate(parts).reshape(len(rows), 3, -1).astype(np.float64)
+            X = np.concatenate([t.mean(2), t.std(2)], 1)
+            X = (X - X.mean(0)) / np.maximum(X.std(0), 1e-9)
+        else:
+            ex = FeatureExtractor(pool=defaults.DEFAULT_POOL, cnn_px=defaults.DEFAULT_CNN_PX)
+            own, ctx = [], []
+            for s in range(0, len(rows), 64):
+                r, c = rows[s: s + 64], cols[s: s + 64]
+                own.append(ex(np.stack([tr.read_window_rgb(int(cc) * px, int(rr) * px, px)
+                                        for rr, cc in zip(r, c)])))
+                if kind == "context":
+                    ctx.append(ex(np.stack([tr.read_window_rgb(int(cc) * px - px // 2, int(rr) * px - px // 2,
+                                                               2 * px) for rr, cc in zip(r, c)])))
+            own = np.concatenate(own)
+            if kind == "context":
+                X = np.concatenate([own, np.concatenate(ctx)], 1)
+            else:                                   # the mean of the (up to 8) valid neighbours' features
+                where = {(int(r), int(c)): i for i, (r, c) in enumerate(zip(rows, cols))}
+                nb = np.empty_like(own)
+                for i, (r, c) in enumerate(zip(rows, cols)):
+                    js = [where[(r + dr, c + dc)] for dr in (-1, 0, 1) for dc in (-1, 0, 1)
+                          if (dr or dc) and (r + dr, c + dc) in where]
+                    nb[i] = own[js].mean(0) if js else own[i]
+                X = np.concatenate([own, nb], 1)
+    return KMeansTiles(k, "auto", False, 0).fit(X).labels_
+
+
+def run_variant(name, params, raster: Path, footprints, workdir: Path, px: int, k: int, tag: str):
+    import geopandas as gpd
+
+    if isinstance(params, str) or params is None:           # labels computed here, on the default's tiles
+        tiles = run_variant("multi-128", {}, raster, footprints, workdir, px, k, tag)[0]
+        return tiles, own_labels(params or "colour", raster, tiles, px, k)
+    kw = dict(params)
+    if kw.pop("form", False):
+        kw["form"] = str(footprints)
+    out = workdir / f"{tag}_{name}.gpkg"
+    if not out.exists():
+        run_cluster(ClusterParams(raster=str(raster), out=str(out), k=k, tile_size=f"{px}px", seed=0,
+                                  quicklook=False, cache_dir=str(workdir / "cache"), **kw))
+    tiles = gpd.read_file(out, layer="tiles")
+    return tiles, tiles.cluster.to_numpy()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=str(REPO / "bench_out"))
+    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--only", default=None, help="comma-separated variant names")
+    args = ap.parse_args(argv)
+    data, out = Path(args.data), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    only = set(args.only.split(",")) if args.only else None
+    variants = [v for v in VARIANTS if only is None or v[0] in only]
+    results: dict = {"tile_m": TILE_M, "k": K, "variants": {}}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="urbanform-evalform-") as tmp:
+        work = Path(tmp)
+        from sklearn.metrics import adjusted_rand_score
+
+        from tests.synthetic import make_city
+
+        city = make_city(work / "city.tif", zone_grid=(4, 4), zone_px=256, seed=3)
+        city_fp = work / "city_buildings.gpkg"
+        city.footprints.to_file(city_fp, driver="GPKG")
+        stats_of: dict = {}
+        for name, what, params in variants:
+            row = {"what": what, "images": {}}
+            for img, raster, fp in IMAGES:
+                raster, fp = data / raster, data / fp
+                px = tile_px(raster)
+                tiles, labels = run_variant(name, params, raster, fp, work, px, K, img)
+                if img not in stats_of:
+                    stats_of[img] = tile_stats(tiles, fp)
+                row["images"][img] = {"tiles": len(tiles), "tile_px": px, **scores(labels, stats_of[img])}
+            for key in (*STATS, "mean", "random"):
+                row[key] = round(float(np.mean([r[key] for r in row["images"].values()])), 3)
+            tiles, labels = run_variant(name, params, city.raster, city_fp, work, 64, 4, "city")
+            truth = city.zone_of_tiles(64)[tiles.row, tiles.col]
+            row["ari_synthetic"] = round(float(adjusted_rand_score(truth, labels)), 3)
+            results["variants"][name] = row
+            print(f"{name:13s} cov {row['bldg_cov']:.2f} count {row['bldg_count']:.2f} size {row['bldg_mean']:.2f} "
+                  f"orien {row['bldg_orien']:.2f} | mean {row['mean']:.3f} random {row['random']:.3f} | "
+                  f"ARI {row['ari_synthetic']:.3f}   ({time.perf_counter() - t0:.0f} s)", flush=True)
+    print(f"\neta-squared per image (mean of the four statistics; random level in brackets), K={K}, "
+          f"{TILE_M} m tiles:")
+    imgs = [i[0] for i in IMAGES]
+    print(f"{'variant':13s} " + " ".join(f"{i:>15s}" for i in imgs) + f" {'mean':>6s} {'random':>6s} {'ARI':>6s}")
+    for name, row in results["variants"].items():
+        cells = " ".join(f"{row['images'][i]['mean']:7.3f} ({row['images'][i]['random']:.3f})" for i in imgs)
+        print(f"{name:13s} {cells} {row['mean']:6.3f} {row['random']:6.3f} {row['ari_synthetic']:6.3f}")
+    path = out / ("eval_form.json" if only is None else "eval_form_partial.json")
+    path.write_text(json.dumps(results, indent=2))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
