@@ -21,6 +21,10 @@ MAX_K = 254                 # CLUSTER_NODATA - 1: ids 0..MAX_K-1 fit below the n
 # tiles hold too little of the urban form for the CNN's features to say anything
 MIN_TILE_PX = 16
 
+# many rasters: scenes whose footprints lie further apart than this (ground metres) are different places (cities):
+# `cluster` fits one model on several places, each its own study (engine.raster.study.place_groups)
+PLACE_GAP_M = 5000.0
+
 # random seeds: numpy's and scikit-learn's generators take 0 .. 2**32 - 1 (torch takes more; the smaller wins)
 MAX_SEED = 2 ** 32 - 1
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from . import defaults
-from .limits import CLUSTER_NODATA, MAX_CLASSES, MAX_K, MAX_SEED, MIN_K, MIN_LABELS, MIN_TILE_PX
+from .limits import CLUSTER_NODATA, MAX_CLASSES, MAX_K, MAX_SEED, MIN_K, MIN_LABELS, MIN_TILE_PX, PLACE_GAP_M
 from .outputs import CHECKPOINT
 from .params import (BANDS, BOOL, CHOICE, EXTENT, FILE, FLOAT, FOLDER, INT, K_LIST, OUT_FILE, OUT_FOLDER, RASTER,
                      SIZE, SIZES, TEXT, VECTOR, Output, Param, Rule, Tool)
@@ -170,6 +170,11 @@ SMALLER_OVERLAP = Rule("smaller", ("overlap", "tile_size"), "The overlap must be
 RESUME_ON_DASK = Rule("requires", ("resume", "dask"), "--resume continues an interrupted --dask run from the "
                                                       "partitions it finished: give the same --dask.")
 
+PLACES_HELP = (f"; scenes more than {PLACE_GAP_M / 1000:g} km apart are several places (cities): each its own "
+               "study, one k-means model fitted on all of them, one tiles layer with a 'place' column (in EPSG:4326 "
+               "when the places' CRSs differ); `predict` each place with the model")
+ONE_GRID = " (not written by a run over several places: `predict` each place)"
+
 STATS_OUTPUTS = (Output("stats_csv", "{stem}_stats.csv", "eta-squared of every statistic", when="stats"),
                  Output("profile", "{stem}_profile.png", "per-cluster profile plot", when="stats"),
                  Output("boxes", "{stem}_boxes.png", "box plots of the statistics per cluster", when="stats"))
@@ -179,7 +184,7 @@ CLUSTER = Tool(
     "cluster", "cluster raster tiles by CNN features (k-means or DeepCluster)",
     "Cut RASTER into tiles, compute CNN features and cluster them with k-means, or with DeepCluster (k-means "
     "pseudo-labels that fine-tune the CNN).",
-    params=(RASTER_IN, OUT_GPKG,
+    params=(replace(RASTER_IN, help=RASTER_IN.help + PLACES_HELP), OUT_GPKG,
             Param("k", INT, 8, minimum=MIN_K, maximum=MAX_K, label="Number of clusters (K)",
                   help=f"number of clusters K, {MIN_K} to {MAX_K} and at most the number of valid tiles"),
             *TILING, *AREA, *MODEL, METHOD, *FEATURE_RECIPE, *DEEPCLUSTER,
@@ -196,11 +201,12 @@ CLUSTER = Tool(
     outputs=(Output("gpkg", "{out}", "layer 'tiles': tile_id, row, col, cluster, clust_dist, pc1, pc2, valid_frac "
                                      "(+ the statistics and a 'clusters' layer with --buildings/--roads/...)"),
              Output("tif", "{stem}_clusters.tif", f"cluster map, one pixel per tile ({CLUSTER_NODATA} = skipped "
-                                                  "tile), with a colour table"),
+                                                  "tile), with a colour table" + ONE_GRID),
              Output("manifest", "{stem}_manifest.json", "parameters, versions, seed, device, timings, input "
                                                         "checksum; for DeepCluster the loss, NMI and eta-squared "
                                                         "per epoch"),
-             Output("quicklook", "{stem}_quicklook.png", "the image with the clusters over it", when="quicklook"),
+             Output("quicklook", "{stem}_quicklook.png", "the image with the clusters over it" + ONE_GRID,
+                    when="quicklook"),
              Output("model", "{stem}_model.pt", "the fitted model: CNN weights, PCA, centroids, tiling (for "
                                                 "`predict`)", when="!save_model"),
              *STATS_OUTPUTS),
@@ -232,7 +238,7 @@ PREDICT = Tool(
                                                     "it finished (same parameters)"),
             OVERWRITE, PROGRESS),
     rules=(RESUME_ON_DASK,),
-    outputs=CLUSTER.outputs[:4],
+    outputs=tuple(replace(o, help=o.help.replace(ONE_GRID, "")) for o in CLUSTER.outputs[:4]),
     stages=CLUSTER_STAGES,
     examples=("python -m engine predict run_model.pt other_city.tif --out other.gpkg",),
     notes="The raster must have the model's band count and about its ground resolution (within "

@@ -21,6 +21,11 @@ that is not a raster, scenes without a CRS, scenes with different band counts or
 different CRSs that span more than one UTM zone (``MAX_ZONE_OVERRUN_DEG`` beyond the central zone's band):
 split such a study per zone; and scenes so far apart (several cities) that the mosaic holding them would be
 mostly empty and huge (``check_sparse``): every tile of the mosaic is scanned, so run each place on its own.
+
+Several places (cities) in one run: ``place_groups(value)`` splits the scenes into places, the connected groups of
+scenes whose footprints lie within ``PLACE_GAP_M`` of each other (in the given order, a place's scenes in the
+given order). One place is a study as above (or the one raster itself); ``cluster`` takes several places and
+fits one model on all of them (``engine.tools.places``), each place its own study in its own CRS.
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from ..contract.limits import PLACE_GAP_M  # noqa: F401 - scenes further apart are other places (cities)
 from ..errors import BadInput
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".img", ".ecw", ".sid", ".kea")   # the rasters a folder study takes
@@ -196,6 +202,49 @@ def open_study(value, param: str = "raster", cache_dir: "str | Path | None" = No
     return Study(tuple(s.path for s in scenes), str(vrt), crs.to_string(), res, mixed)
 
 
+def place_groups(value, param: str = "raster") -> list[list[str]]:
+    """The places of ``value``: lists of scene paths, each the scenes whose footprints lie within
+    ``PLACE_GAP_M`` of another scene of the place (connected groups), the places in the order of their first
+    scene, each place's scenes in the order given. Every scene is read and checked (a readable raster with a CRS,
+    one band count and data type across ALL places: one model is fitted on them) before any work."""
+    paths = scene_paths(value, param)
+    n = len(paths)
+    scenes = [read_scene(p, param, f" (scene {i + 1} of {n})" if n > 1 else "") for i, p in enumerate(paths)]
+    check_scenes(scenes, param)
+    boxes = [_lonlat_bounds(s) for s in scenes]
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(n):
+        for j in range(i + 1, n):
+            if _gap_m(boxes[i], boxes[j]) <= PLACE_GAP_M:
+                parent[root(j)] = root(i)
+    groups: dict[int, list[str]] = {}
+    for i, p in enumerate(paths):
+        groups.setdefault(root(i), []).append(p)
+    return list(groups.values())
+
+
+def _lonlat_bounds(scene: Scene) -> tuple:
+    from rasterio.warp import transform_bounds
+
+    return transform_bounds(scene.crs, "EPSG:4326", *scene.bounds, densify_pts=21)
+
+
+def _gap_m(a: tuple, b: tuple) -> float:
+    """About how many metres lie between two lon/lat boxes (0 when they touch or overlap)."""
+    dlon = max(0.0, b[0] - a[2], a[0] - b[2])
+    dlon = min(dlon, 360.0 - dlon) if dlon > 180.0 else dlon
+    dlat = max(0.0, b[1] - a[3], a[1] - b[3])
+    lat = math.radians((max(a[1], b[1]) + min(a[3], b[3])) / 2.0)
+    return math.hypot(dlon * 111_320.0 * math.cos(lat), dlat * 110_574.0)
+
+
 def vrt_scenes(path: "str | Path") -> list[str]:
     """The raster files a VRT mosaics, through the warped VRTs of a mixed-CRS study, first the one that wins
     where they overlap (a VRT paints its later sources over the earlier ones): a study's scenes as given."""
@@ -275,8 +324,9 @@ def check_sparse(scenes: list[Scene], layout: tuple, param: str = "raster") -> N
     if total > MAX_SPARSE_PX and total > MAX_EMPTY_FACTOR * covered:
         raise _bad(f"{param}: the {len(scenes)} scenes lie far apart: they cover {covered / total:.1%} of the "
                    f"{width} x {height} px mosaic that holds them all, whose every tile would be read. A study is "
-                   "one place cut into scenes: run each place (city) on its own, or `predict` the others with the "
-                   "model of the first.", param)
+                   "one place cut into scenes: `cluster` takes the scenes of several places (cities) and fits one "
+                   "model on all; other tools take one place: run each place on its own, or `predict` each with "
+                   "that model.", param)
 
 
 def _write_study(folder: Path, scenes: list[Scene], crs, mixed: bool, layout: tuple) -> None:

@@ -295,8 +295,9 @@ def tile_polygons(tiled, rows, cols):
     return shapely.polygons(np.concatenate([corners, corners[:, :1]], axis=1))
 
 
-def building_coverage(tiled, rows, cols, buildings: str, warnings: list | None = None) -> np.ndarray:
-    """Footprint share of each tile (computed in the working CRS); problems with the layer go to ``warnings``."""
+def building_coverage(tiled, rows, cols, buildings: str, warnings: list | None = None, missing_ok: bool = False):
+    """Footprint share of each tile (computed in the working CRS); problems with the layer go to ``warnings``.
+    No footprint on the tiles: BadInput, or None with ``missing_ok`` (one place of several)."""
     import shapely
 
     from ..stats.measures import bldg_cov, read_buildings
@@ -304,6 +305,8 @@ def building_coverage(tiled, rows, cols, buildings: str, warnings: list | None =
     b = read_buildings(buildings, tiled.working_crs, warnings=warnings)
     polys = tile_polygons(tiled, rows, cols)
     if not shapely.STRtree(b.values).query(polys, predicate="intersects").size:
+        if missing_ok:
+            return None
         raise BadInput(f"--buildings {buildings!r}: no footprint overlaps the tiles of the raster; "
                        "check that both cover the same place.")
     return bldg_cov(polys, b.values).to_numpy()
@@ -377,15 +380,21 @@ def run(params: ClusterParams, progress: Progress | None = None) -> dict:
 
     from ..distributed.session import keep_sessions
 
+    from .places import check_places, places_of, run_places
+
     check_params("cluster", params)
     check_vector_inputs("cluster", params)
-    params = study_params("cluster", params)
     if params.form and params.method == "deepcluster":
         from ..contract.problems import BAD_CHOICE
 
         raise BadInput("--form joins building morphometrics to fixed CNN features before k-means; it works with "
                        "--method kmeans, not deepcluster. Drop --form or use --method kmeans.", param="form",
                        code=BAD_CHOICE)
+    places = places_of(params, params.cache_dir or default_cache_dir())     # scenes far apart: several places
+    if places:
+        check_places(params, places)
+    else:
+        params = study_params("cluster", params)
     stats = wants_statistics(params)
     if stats:                      # before the features are computed and cached, not in the statistics step
         check_statistics_inputs(params, params.raster if isinstance(params.raster, (str, os.PathLike)) else None)
@@ -397,7 +406,10 @@ def run(params: ClusterParams, progress: Progress | None = None) -> dict:
         OutputSet(stats_files, overwrite=params.overwrite).check()
         committed: list[bool] = []
         try:
-            manifest = _run_cluster(params, progress, outputs, final=not stats, committed=committed)
+            if places:
+                manifest = run_places(params, places, progress, outputs, final=not stats, committed=committed)
+            else:
+                manifest = _run_cluster(params, progress, outputs, final=not stats, committed=committed)
             if not stats:
                 return manifest
             from .stats import run as run_stats

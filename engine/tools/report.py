@@ -158,7 +158,8 @@ def run(params: ReportParams, progress: Progress | None = None) -> dict:
         if warnings:
             sections.insert(0, Section("Notes", "".join(note(w) for w in warnings), anchor="notes"))
         progress("write", 0, 1, str(out))
-        raster = manifest.get("inputs", {}).get("raster") or manifest.get("inputs", {}).get("raster_before", "")
+        raster = manifest.get("inputs", {}).get("raster") or manifest.get("inputs", {}).get("raster_before", "") \
+            or ", ".join(str(p.get("raster")) for p in manifest.get("places") or [])
         subtitle = (f"{kind} run {Path(params.run).name}; raster {raster}; written "
                     f"{time.strftime('%Y-%m-%d %H:%M')} by Urban Form Mapper")
         text = document(f"Urban form report: {Path(params.run).stem}", subtitle, sections)
@@ -173,6 +174,53 @@ def run(params: ReportParams, progress: Progress | None = None) -> dict:
 
 
 # -- cluster and predict runs --------------------------------------------------------------------------------------
+class _Places:
+    """The rasters of a cluster run over several places (``engine.tools.places``), each cut as the run cut it."""
+
+    def __init__(self, tiled: list):
+        self.tiled = tiled
+
+    def images(self, places, rows, cols) -> list[np.ndarray]:
+        return [tile_images(self.tiled[int(p)], [r], [c])[0] for p, r, c in zip(places, rows, cols, strict=True)]
+
+    def close(self) -> None:
+        for t in reversed(self.tiled):          # (each holds a GDAL environment: the last opened closes first)
+            t.close()
+
+
+def _places_view(tiles, manifest: dict, warnings: list):
+    """(rasters or None, map shape, map rows, map cols) of a run over several places: the places' tile grids
+    side by side on the map thumbnails (one empty column between), in the order of the places."""
+    places = manifest["places"]
+    ids = tiles["place"].to_numpy().astype(int)
+    tiled = [open_run_raster(p.get("raster"), manifest, warnings) for p in places]
+    heights, widths, stale = [], [], False
+    for i, t in enumerate(tiled):
+        mine = ids == i
+        h = int(tiles["row"].to_numpy()[mine].max(initial=-1)) + 1
+        w = int(tiles["col"].to_numpy()[mine].max(initial=-1)) + 1
+        if t is not None and (h > t.grid.n_rows or w > t.grid.n_cols):
+            stale = True
+            warnings.append(f"place {places[i].get('name')!r}: its raster no longer has the run's tile grid: the "
+                            "galleries are left out.")
+        heights.append(max(h, t.grid.n_rows) if t is not None else h)
+        widths.append(max(w, t.grid.n_cols) if t is not None else w)
+    offsets = np.concatenate([[0], np.cumsum(np.asarray(widths) + 1)[:-1]])
+    shape = (max(heights), int(offsets[-1] + widths[-1]))
+    view = None
+    if all(t is not None for t in tiled) and not stale:
+        view = _Places(tiled)
+    else:
+        for t in reversed(tiled):
+            if t is not None:
+                t.close()
+    warnings.append(f"a run over {len(places)} places "
+                    f"({', '.join(str(p.get('name')) for p in places)}): the maps show their tile grids side by "
+                    "side, left to right")
+    return view, shape, tiles["row"], tiles["col"] + offsets[ids]
+
+
+
 def _cluster_sections(params: ReportParams, manifest: dict, layers: list[str], progress, warnings: list) -> list:
     from ..analysis.images import data_uri, grid_thumbnail, highlight_colors, png_bytes
     from ..analysis.report import Section, gallery, gallery_picks, img, swatch, table
@@ -184,12 +232,17 @@ def _cluster_sections(params: ReportParams, manifest: dict, layers: list[str], p
                        code=P.BAD_FORMAT)
     labels = tiles["cluster"].to_numpy()
     ids = sorted(int(k) for k in np.unique(labels))
-    tiled = open_run_raster(manifest.get("inputs", {}).get("raster"), manifest, warnings)
-    shape = tiled.grid.shape if tiled is not None else (int(tiles["row"].max()) + 1, int(tiles["col"].max()) + 1)
-    if tiled is not None and (tiles["row"].max() >= shape[0] or tiles["col"].max() >= shape[1]):
-        warnings.append("the run's raster no longer has the run's tile grid: the galleries are left out.")
-        tiled.close()
-        tiled = None
+    if len(manifest.get("places") or []) > 1 and "place" in tiles.columns:      # a cluster run over places
+        tiled, shape, map_rows, map_cols = _places_view(tiles, manifest, warnings)
+    else:
+        tiled = open_run_raster(manifest.get("inputs", {}).get("raster"), manifest, warnings)
+        shape = tiled.grid.shape if tiled is not None else (int(tiles["row"].max()) + 1,
+                                                            int(tiles["col"].max()) + 1)
+        map_rows, map_cols = tiles["row"], tiles["col"]
+        if tiled is not None and (tiles["row"].max() >= shape[0] or tiles["col"].max() >= shape[1]):
+            warnings.append("the run's raster no longer has the run's tile grid: the galleries are left out.")
+            tiled.close()
+            tiled = None
     sections = [_overview(manifest, tiles, ids)]
     stats = manifest.get("statistics", {})
     stats_section = None
@@ -210,7 +263,7 @@ def _cluster_sections(params: ReportParams, manifest: dict, layers: list[str], p
         for i, k in enumerate(ids):
             members = np.flatnonzero(labels == k)
             sub = tiles.iloc[members]
-            thumb = grid_thumbnail(shape, tiles["row"], tiles["col"], highlight_colors(labels, k, cluster_color(k)))
+            thumb = grid_thumbnail(shape, map_rows, map_cols, highlight_colors(labels, k, cluster_color(k)))
             head = (f'<div class="row"><div>{swatch(cluster_color(k))}<b>{len(members)} tiles</b> '
                     f"({len(members) / len(tiles):.1%} of {len(tiles)}); mean distance to the centre "
                     f"{float(sub['clust_dist'].mean()):.3f}</div>"
@@ -226,7 +279,8 @@ def _cluster_sections(params: ReportParams, manifest: dict, layers: list[str], p
                 for title, which in (("closest to the centre", closest), ("at random", picked)):
                     rows_ = sub["row"].to_numpy()[which]
                     cols_ = sub["col"].to_numpy()[which]
-                    images = tile_images(tiled, rows_, cols_)
+                    images = tiled.images(sub["place"].to_numpy()[which], rows_, cols_) \
+                        if isinstance(tiled, _Places) else tile_images(tiled, rows_, cols_)
                     items = [(data_uri(png_bytes(a)), f"tile {int(t)}")
                              for a, t in zip(images, sub["tile_id"].to_numpy()[which], strict=True)]
                     body += f"<h4>{title}</h4>" + gallery(items)

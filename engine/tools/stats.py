@@ -295,6 +295,42 @@ def _road_columns(p: StatsParams, tiles_m, warnings: list) -> dict:
     return {c: df[c].to_numpy() for c in df.columns}
 
 
+PLACE_COLUMNS = ("place", "place_name")     # a cluster run over several places (engine.tools.places)
+
+
+def _places(gdf) -> list:
+    """[(place name, row positions)] of a tiles layer of a run over several places (its ``place`` column), each
+    measured in its own metric CRS: one UTM zone cannot hold cities far apart. [(None, None)]: one place, the
+    whole layer, as always."""
+    if PLACE_COLUMNS[0] not in gdf.columns:
+        return [(None, None)]
+    values = gdf[PLACE_COLUMNS[0]].to_numpy()
+    ids = list(dict.fromkeys(values.tolist()))
+    if len(ids) < 2:
+        return [(None, None)]
+    names = gdf[PLACE_COLUMNS[1]].to_numpy() if PLACE_COLUMNS[1] in gdf.columns else values
+    out = []
+    for i in ids:
+        idx = np.flatnonzero(values == i)
+        out.append((str(names[idx[0]]), idx))
+    return out
+
+
+def _per_place(places: list, parts_m: list, n: int, compute) -> dict:
+    """The columns ``compute(tiles in metres)`` gives, computed place by place and put back in the layer's order."""
+    if places[0][1] is None:
+        return compute(parts_m[0])
+    out: dict[str, np.ndarray] = {}
+    for (_, idx), part in zip(places, parts_m, strict=True):
+        for name, values in compute(part).items():
+            values = np.asarray(values)
+            if name not in out:
+                out[name] = np.zeros(n, dtype=values.dtype) if values.dtype.kind in "iub" else \
+                    np.full(n, np.nan, dtype=np.float64 if values.dtype.kind == "f" else object)
+            out[name][idx] = values
+    return out
+
+
 def _dissolve(gdf, labels, ids):
     import shapely
 
@@ -370,19 +406,21 @@ def _run(params: StatsParams, progress, outputs: StatsOutputs, final: bool) -> d
         raise BadInput(f"layer {params.layer!r} of {str(run)!r} has no CRS; the tiles must have one.")
     from ..stats.measures import to_metric
 
-    tiles_m = to_metric(gdf.geometry)
+    places = _places(gdf)                   # a run over several places: each measured in its own metric CRS
+    parts_m = [to_metric(gdf.geometry if idx is None else gdf.geometry.iloc[idx]) for _, idx in places]
     progress("open", 1, 1)
 
     columns: dict[str, np.ndarray] = {}
     dask: dict = {}                         # the Dask session's record, when the buildings ran on one
     if params.buildings:
         progress("buildings", 0, 1, str(params.buildings))
-        columns.update(_building_columns(params, tiles_m, warnings, progress, dask))
+        columns.update(_per_place(places, parts_m, len(gdf),
+                                  lambda m: _building_columns(params, m, warnings, progress, dask)))
         report()
         progress("buildings", 1, 1)
     if params.roads:
         progress("roads", 0, 1, str(params.roads))
-        columns.update(_road_columns(params, tiles_m, warnings))
+        columns.update(_per_place(places, parts_m, len(gdf), lambda m: _road_columns(params, m, warnings)))
         report()
         progress("roads", 1, 1)
     if params.nir_band is not None:
@@ -449,7 +487,10 @@ def _run(params: StatsParams, progress, outputs: StatsOutputs, final: bool) -> d
                 if v},
             "road_field": params.road_field if params.roads else None,
             "major_values": list(_major_values(params.major_values)) if params.roads else None,
-            "metric_crs": tiles_m.crs.to_string(),
+            "metric_crs": ", ".join(dict.fromkeys(m.crs.to_string() for m in parts_m)),
+            **({"metric_crs_per_place": {name: m.crs.to_string() for (name, _), m in zip(places, parts_m,
+                                                                                        strict=True)}}
+               if len(places) > 1 else {}),
             "columns": list(columns),
             "stats": stat_cols,
             "profile_columns": profile_columns(stat_cols),

@@ -166,26 +166,37 @@ def cluster_labels(layer: QgsVectorLayer, field: str = "cluster") -> dict[int, s
 
 
 def add_cluster_outputs(outputs: dict, name: str, project: QgsProject | None = None) -> tuple:
-    """Add the tiles layer and the cluster raster under a group ``name``; returns (group, tiles, raster)."""
+    """Add the tiles layer and the cluster raster under a group ``name``; returns (group, tiles, raster). A run
+    over several places (cities) writes no cluster raster (one grid per place): the tiles only, raster None."""
     project = project or QgsProject.instance()
-    gpkg, tif = Path(outputs["gpkg"]), Path(outputs["tif"])
-    raster = QgsRasterLayer(str(tif), f"{name} clusters (raster)")
+    gpkg = Path(outputs["gpkg"])
+    tif = Path(outputs["tif"]) if outputs.get("tif") and Path(outputs["tif"]).exists() else None
+    raster = QgsRasterLayer(str(tif), f"{name} clusters (raster)") if tif is not None else None
     tiles = QgsVectorLayer(f"{gpkg}|layername=tiles", f"{name} tiles", "ogr")
-    if not raster.isValid() or not tiles.isValid():
+    if (raster is not None and not raster.isValid()) or not tiles.isValid():
         raise RuntimeError(f"QGIS cannot open {gpkg if not tiles.isValid() else tif}")
     k = _k_of_run(outputs) or (max(cluster_values(tiles), default=0) + 1)
     labels = cluster_labels(tiles)
-    colors = style_cluster_raster(raster, k, labels)
+    if raster is not None:
+        colors = style_cluster_raster(raster, k, labels)
+    else:
+        colors = palette_colors(range(k))          # the engine's colours, as the GeoTIFF's colour table has them
     style_tiles(tiles, colors, labels=labels)
-    save_styles(tiles, raster, gpkg, tif)
+    if raster is not None:
+        save_styles(tiles, raster, gpkg, tif)
+        mark_output(raster, "cluster raster")
+    else:
+        tiles.saveNamedStyle(str(gpkg.with_name(gpkg.stem + "_tiles.qml")))
+        tiles.saveStyleToDatabase("tiles", "Urban Form Mapper clusters", True, "")
     mark_output(tiles, "tiles")
-    mark_output(raster, "cluster raster")
     group = new_group(project, name)
     for layer in (tiles, raster):
-        project.addMapLayer(layer, False)
-        group.addLayer(layer)
+        if layer is not None:
+            project.addMapLayer(layer, False)
+            group.addLayer(layer)
     # the tiles already show the clusters; the raster (same colours) is one click away
-    group.findLayer(raster.id()).setItemVisibilityChecked(False)
+    if raster is not None:
+        group.findLayer(raster.id()).setItemVisibilityChecked(False)
     return group, tiles, raster
 
 

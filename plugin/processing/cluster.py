@@ -128,7 +128,8 @@ class ClusterAlgorithm(EngineAlgorithm):
             forget_output(context, out)
             return {}
         load_output_as(context, out, f"{out}|layername=tiles", TILES_STYLER)
-        return {OUTPUT: out, CLUSTER_RASTER: str(outputs["tif"]), MANIFEST: str(outputs["manifest"])}
+        tif = Path(outputs["tif"])          # (none from a run over several places far apart: one grid each)
+        return {OUTPUT: out, CLUSTER_RASTER: str(tif) if tif.is_file() else None, MANIFEST: str(outputs["manifest"])}
 
     def build_request(self, parameters, context, raster, out: str, area: str | None,
                       raster_file: str | None = None) -> ClusterRequest:

@@ -52,3 +52,33 @@ def test_cluster_raster_opens_as_paletted(run_out):
         assert layer.renderer().type() == "paletted"
     finally:
         del layer
+
+
+def test_a_run_over_several_places_loads_its_tiles_without_a_cluster_raster(urbanform, qgis_new_project, tmp_path):
+    """``cluster`` over places far apart writes one tiles layer (EPSG:4326, a place column) and no cluster
+    raster: the dock adds the tiles alone, styled with the engine's colours."""
+    from osgeo import ogr, osr
+
+    from urbanform.plugin.layers.clusters import add_cluster_outputs
+
+    gpkg = tmp_path / "both.gpkg"
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(gpkg))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(4326)
+    layer = ds.CreateLayer("tiles", srs, ogr.wkbPolygon)
+    for name, kind in (("cluster", ogr.OFTInteger), ("place", ogr.OFTInteger), ("place_name", ogr.OFTString)):
+        layer.CreateField(ogr.FieldDefn(name, kind))
+    for i, (x, place) in enumerate(((32.5, 0), (39.2, 1))):
+        f = ogr.Feature(layer.GetLayerDefn())
+        f.SetField("cluster", i)
+        f.SetField("place", place)
+        f.SetField("place_name", f"city{place}")
+        f.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON(({x} 0,{x + .001} 0,{x + .001} .001,{x} .001,{x} 0))"))
+        layer.CreateFeature(f)
+    ds = None
+    group, tiles, raster = add_cluster_outputs({"gpkg": str(gpkg), "tif": str(tmp_path / "both_clusters.tif"),
+                                                "manifest": str(tmp_path / "both_manifest.json")}, "both")
+    assert raster is None and tiles.isValid() and tiles.featureCount() == 2
+    assert [c.value() for c in tiles.renderer().categories()][:2] == [0, 1]
+    assert (tmp_path / "both_tiles.qml").is_file()
+    del group, tiles
