@@ -50,6 +50,9 @@ def note(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+RECIPE: dict = {}      # --pool/--cnn-px given on the command line (default: the sweep's own defaults)
+
+
 def features_alone(raster: str, sizes: list[str], cache: Path, backbone: str, weights: str) -> dict:
     """Extractor + scan + feature extraction of every tile size, as the sweep does them."""
     import numpy as np
@@ -58,14 +61,14 @@ def features_alone(raster: str, sizes: list[str], cache: Path, backbone: str, we
     from engine.io import sha256_file
     from engine.progress import Progress
     from engine.raster.tiling import TiledRaster
-    from engine.tools.cluster import _compute_features, feature_key
+    from engine.tools.cluster import _compute_features, feature_extractor, feature_key
     from engine.tools.sweep import SweepParams
 
-    params = SweepParams(raster, "unused.gpkg", backbone=backbone, weights=weights, cache_dir=str(cache))
+    params = SweepParams(raster, "unused.gpkg", backbone=backbone, weights=weights, cache_dir=str(cache), **RECIPE)
     progress = Progress("none")
     t0 = time.perf_counter()
     checksum = sha256_file(raster)
-    extractor = FeatureExtractor(backbone, weights, seed=params.seed)
+    extractor = feature_extractor(params)          # the sweep's own recipe (--pool, --cnn-px defaults)
     per_size = {}
     for size in sizes:
         t = time.perf_counter()
@@ -85,7 +88,7 @@ def sweep(raster: str, sizes: list[str], ks: str, cache: Path, out: Path, backbo
 
     kw = {} if n_init is None else {"n_init": n_init}
     params = SweepParams(raster, str(out), k=ks, tile_size=",".join(sizes), backbone=backbone, weights=weights,
-                         cache_dir=str(cache), overwrite=True, **kw)
+                         cache_dir=str(cache), overwrite=True, **RECIPE, **kw)
     t0 = time.perf_counter()
     manifest = run_sweep(params)
     seconds = time.perf_counter() - t0
@@ -135,6 +138,8 @@ def parse_args(argv=None):
     ap.add_argument("--weights", default="imagenet")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--n-init", type=int, default=None, help="k-means restarts (default: the sweep's)")
+    ap.add_argument("--pool", default=None, help="feature depths, multi or last (default: the sweep's)")
+    ap.add_argument("--cnn-px", default=None, help="CNN input size or 'native' (default: the sweep's)")
     ap.add_argument("--out", default="bench_out", help="folder for bench_sweep.json")
     ap.add_argument("--tmp", default=None, help="folder for the generated raster (default: system temp)")
     return ap.parse_args(argv)
@@ -147,6 +152,7 @@ def main(argv=None) -> int:
     from tests.synthetic import make_city
 
     args = parse_args(argv)
+    RECIPE.update({k: v for k, v in (("pool", args.pool), ("cnn_px", args.cnn_px)) if v is not None})
     sizes = parse_tile_sizes(args.tile_sizes)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
