@@ -33,3 +33,21 @@ def building_coverage(tiles, footprints: "str | Path") -> np.ndarray:
     inter = gpd.overlay(tiles[["tile_id", "geometry"]], b[["geometry"]], how="intersection")
     area = inter.assign(a=inter.area).groupby("tile_id").a.sum()
     return tiles.tile_id.map(area).fillna(0).to_numpy() / tiles.area.to_numpy()
+
+
+def zone_labels(city, tile: int, per_zone: int, seed: int) -> tuple[list, list]:
+    """``per_zone`` labelled points per zone of a synthetic city (``tests.synthetic``), at the centres of tiles
+    of ``tile`` px drawn at random (seeded): (zone names, shapely Points in the city's CRS)."""
+    from shapely.geometry import Point
+
+    from tests.synthetic import ZONES
+
+    zone = city.zone_of_tiles(tile)
+    rng = np.random.default_rng(seed)
+    names, points = [], []
+    for z, name in enumerate(ZONES):
+        cells = np.argwhere(zone == z)
+        for r, c in cells[rng.choice(len(cells), per_zone, replace=False)]:
+            names.append(name)
+            points.append(Point(*(city.transform * ((c + 0.5) * tile, (r + 0.5) * tile))))
+    return names, points

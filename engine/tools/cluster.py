@@ -114,6 +114,14 @@ def default_cache_dir() -> Path:
     return Path(root) / "features"
 
 
+def building_evaluation(buildings, labels, coverage, warnings: list) -> dict:
+    """The manifest's ``evaluation``: how much of the building coverage per tile the clusters explain."""
+    from ..stats.measures import eta_squared
+
+    return {"buildings": os.path.abspath(buildings), "eta2_bldg_cov": eta_squared(labels, coverage),
+            "mean_bldg_cov": float(coverage.mean()), "warnings": warnings}
+
+
 def feature_recipe(params) -> dict:
     """How tile features are made from the CNN (``pool``, ``cnn_px``: None = native): the params' for k-means
     (a params value without them: the last block at native size), DeepCluster's own (last, native)."""
@@ -438,7 +446,6 @@ def _run_cluster(params: ClusterParams, progress: Progress, outputs: RunOutputs,
     from ..distributed.session import dask_session
     from ..io import sha256_file, versions, write_json
     from ..raster.tiling import TiledRaster
-    from ..stats.measures import eta_squared
 
     lap = Laps()
     outset = OutputSet(outputs.paths(), overwrite=params.overwrite)
@@ -568,9 +575,7 @@ def _run_cluster(params: ClusterParams, progress: Progress, outputs: RunOutputs,
         if session is not None:
             manifest["dask"] = session.record()
         if coverage is not None:
-            manifest["evaluation"] = {"buildings": os.path.abspath(params.buildings),
-                                      "eta2_bldg_cov": eta_squared(labels, coverage),
-                                      "mean_bldg_cov": float(coverage.mean()), "warnings": layer_warnings}
+            manifest["evaluation"] = building_evaluation(params.buildings, labels, coverage, layer_warnings)
         manifest["timings_s"] = lap.total()
         write_json(outset.temp(outputs.manifest), manifest)
         with committing(final):

@@ -130,9 +130,9 @@ def run_places(params, places: "list[Place]", progress: Progress, outputs, final
     from ..io import NpyFile, OutputSet, sha256_file, versions, write_json
     from ..io import write_gpkg_chunks
     from ..raster.tiling import TiledRaster
-    from ..stats.measures import eta_squared
-    from .cluster import (Laps, _compute_features, building_coverage, default_cache_dir, feature_extractor,
-                          feature_key, feature_recipe, input_record, select_tiles, tile_frames, tiling_settings)
+    from .cluster import (Laps, _compute_features, building_coverage, building_evaluation, default_cache_dir,
+                          feature_extractor, feature_key, feature_recipe, input_record, select_tiles, tile_frames,
+                          tiling_settings)
 
     lap = Laps()
     sizes_m = check_places(params, places)
@@ -236,7 +236,8 @@ def run_places(params, places: "list[Place]", progress: Progress, outputs, final
             "tiling": {**settings, "backbone": params.backbone, "weights": params.weights,
                        "tiles_total": sum(r["tiles_total"] for r in records), "tiles_valid": n_total},
             "features": {"backbone": params.backbone, "dim": extractor.dim, "sobel": params.sobel, **recipe,
-                         "form_file": None, "weights_file": str(extractor.weights_path) if extractor.weights_path else None,
+                         "form_file": None,
+                         "weights_file": str(extractor.weights_path) if extractor.weights_path else None,
                          "device": str(extractor.device), "precision": extractor.precision,
                          "cache_keys": [r["cache_key"] for r in records],
                          "cache_hit": all(r["cache_hit"] for r in records)},
@@ -248,9 +249,7 @@ def run_places(params, places: "list[Place]", progress: Progress, outputs, final
         }
         if coverages:
             coverage = np.concatenate(coverages)
-            manifest["evaluation"] = {"buildings": os.path.abspath(params.buildings),
-                                      "eta2_bldg_cov": eta_squared(labels, coverage),
-                                      "mean_bldg_cov": float(coverage.mean()), "warnings": layer_warnings}
+            manifest["evaluation"] = building_evaluation(params.buildings, labels, coverage, layer_warnings)
         manifest["timings_s"] = lap.total()
         write_json(outset.temp(outputs.manifest), manifest)
         with committing(final):

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from engine.tools.classify import ClassifyParams, run  # noqa: E402
 from tests.synthetic import ZONES, make_city  # noqa: E402
-from tests.truth import building_coverage  # noqa: E402
+from tests.truth import building_coverage, zone_labels  # noqa: E402
 
 TILE = 64
 SAMPLE = REPO / "resources" / "sample"
@@ -51,16 +51,9 @@ def city_case(work: Path, seed: int, city) -> list[dict]:
     import geopandas as gpd
 
     zone = city.zone_of_tiles(TILE)
-    rng = np.random.default_rng(seed)
-    rows, cols, names = [], [], []
-    for z, name in enumerate(ZONES):
-        cells = np.argwhere(zone == z)
-        for r, c in cells[rng.choice(len(cells), 5, replace=False)]:
-            rows.append(r)
-            cols.append(c)
-            names.append(name)
+    names, points = zone_labels(city, TILE, 5, seed)
     labels = work / f"city_labels_{seed}.gpkg"
-    gpd.GeoDataFrame({"zone": names}, geometry=centres(city.transform, rows, cols), crs=city.crs).to_file(labels)
+    gpd.GeoDataFrame({"zone": names}, geometry=points, crs=city.crs).to_file(labels)
     out = []
     for finetune in (False, True):
         acc, tiles, secs = classify(city.raster, labels, "zone", work / "city.gpkg", finetune, work / "cache")

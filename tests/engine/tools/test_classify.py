@@ -13,7 +13,7 @@ from shapely.geometry import Point
 from engine.tools.classify import ClassifyParams, run
 from tests.engine.helpers import run_cli, work_events
 from tests.synthetic import ZONES
-from tests.truth import building_coverage
+from tests.truth import building_coverage, zone_labels
 
 TILE = 64
 
@@ -25,18 +25,10 @@ def centre_points(transform, rows, cols, size: int = TILE) -> list:
 @pytest.fixture(scope="module")
 def city_labels(city, tmp_path_factory):
     """Five labelled points per zone of the synthetic city, at the centres of tiles drawn at random (seeded)."""
-    zone = city.zone_of_tiles(TILE)
-    rng = np.random.default_rng(0)
-    rows, cols, names = [], [], []
-    for z, name in enumerate(ZONES):
-        cells = np.argwhere(zone == z)
-        for r, c in cells[rng.choice(len(cells), 5, replace=False)]:
-            rows.append(r)
-            cols.append(c)
-            names.append(name)
+    names, points = zone_labels(city, TILE, 5, seed=0)
     path = tmp_path_factory.mktemp("labels") / "labels.gpkg"
     gpd.GeoDataFrame({"zone": names, "code": np.arange(len(names)) % 2},
-                     geometry=centre_points(city.transform, rows, cols), crs=city.crs).to_file(path)
+                     geometry=points, crs=city.crs).to_file(path)
     return path
 
 
