@@ -57,7 +57,6 @@ def features_alone(raster: str, sizes: list[str], cache: Path, backbone: str, we
     """Extractor + scan + feature extraction of every tile size, as the sweep does them."""
     import numpy as np
 
-    from engine.features.extract import FeatureExtractor
     from engine.io import sha256_file
     from engine.progress import Progress
     from engine.raster.tiling import TiledRaster
