@@ -72,6 +72,29 @@ def atomic_path(final: "str | Path") -> Iterator[Path]:
         remove_partial(tmp)
 
 
+@contextmanager
+def atomic_folder(final: "str | Path") -> Iterator[Path]:
+    """Yield an empty temporary folder to fill; rename it to ``final`` when the block succeeds, so a reader sees
+    the whole folder or none. A ``final`` that another process put in place meanwhile is kept (theirs has the
+    same content: callers name folders after what they hold); any exception removes the temporary folder."""
+    import shutil
+
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = partial_path(final)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not final.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_text_atomic(final: "str | Path", text: str, encoding: str = "utf-8") -> None:
     with atomic_path(final) as tmp:
         tmp.write_text(text, encoding=encoding)

@@ -33,8 +33,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -332,9 +330,9 @@ def check_sparse(scenes: list[Scene], layout: tuple, param: str = "raster") -> N
 def _write_study(folder: Path, scenes: list[Scene], crs, mixed: bool, layout: tuple) -> None:
     """Write ``folder`` (study.vrt and, for mixed CRSs, one warped VRT per scene) under a temporary name and
     rename it into place: a reader sees a whole study or none."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.part-", dir=folder.parent))
-    try:
+    from ..io.atomic import atomic_folder
+
+    with atomic_folder(folder) as tmp:
         transform, width, height, grids = layout
         sources = [s.path for s in scenes]
         if mixed:
@@ -345,13 +343,6 @@ def _write_study(folder: Path, scenes: list[Scene], crs, mixed: bool, layout: tu
                 sources.append(str(folder / name))
         xml = mosaic_xml(scenes[0], crs, transform, width, height, sources, grids)
         (tmp / "study.vrt").write_text(xml, encoding="utf-8")
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            if not (folder / "study.vrt").is_file():     # another run wrote the same study meanwhile: keep theirs
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _cells(length: float, res: float) -> int:
