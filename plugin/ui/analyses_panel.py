@@ -38,6 +38,7 @@ from ..requests import ChangeRequest, ClassifyRequest, ReportRequest, SimilarReq
 from ..runner.task import EngineTask
 from . import marks, stats_inputs, wording
 from .bounds import bound
+from .panel import DockPanel
 
 FORM_CLASS, _ = uic.loadUiType(str(RESOURCES / "ui" / "analyses_panel.ui"))
 
@@ -57,7 +58,7 @@ def open_report(path) -> None:
     QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
 
 
-class AnalysesPanel(QWidget, FORM_CLASS):
+class AnalysesPanel(DockPanel, QWidget, FORM_CLASS):
     """``dock`` gives the raster (``rasterCombo``), the engine (``engine_python()``, ``engine_problem()``), the
     device and seed widgets and the overwrite question (``confirm_overwrite``)."""
 
@@ -347,14 +348,6 @@ class AnalysesPanel(QWidget, FORM_CLASS):
     def set_analysis(self, analysis: str) -> None:
         self.analysisCombo.setCurrentIndex(max(0, self.analysisCombo.findData(analysis)))
 
-    def raster(self) -> str:
-        from .dock import raster_path
-
-        return raster_path(self.dock.rasterCombo.currentLayer())
-
-    def device(self) -> str:
-        return self.dock.deviceCombo.currentData() or "auto"
-
     def _layers(self) -> dict:
         """request field -> the chosen vector layer Run hands the engine (None when empty)."""
         if self.analysis() == "similar":
@@ -406,10 +399,6 @@ class AnalysesPanel(QWidget, FORM_CLASS):
         if kind == "similar" and self.queryLayerCombo.currentLayer() is None:
             widgets["query"] = self.queryTilesEdit             # nothing chosen: the tile ids are the quick way
         return widgets
-
-    def problems(self) -> list[Problem]:
-        """Why Run is disabled (empty when it can run). An existing output is no reason: Run asks."""
-        return [problem for problem, _widget in self.problems_and_widgets()]
 
     def problems_and_widgets(self) -> list[tuple[Problem, object]]:
         engine = self.dock.engine_problem(self.dock.engine_python())
@@ -482,9 +471,6 @@ class AnalysesPanel(QWidget, FORM_CLASS):
         self.cancelButton.setEnabled(running and not self.task.isCanceled())
 
     # -- running -----------------------------------------------------------------------------------
-    def is_running(self) -> bool:
-        return self.task is not None
-
     def _busy(self) -> bool:
         return self.is_running() or self.dock.is_running() or self.dock.buildings.is_running()
 

@@ -35,6 +35,7 @@ from ..requests import (SEG_ENCODERS, WEIGHT_WORDS, EvaluateSegRequest, SegmentR
 from ..runner.task import EngineTask, TrainingClock
 from . import marks, stats_inputs, wording
 from .bounds import bound
+from .panel import DockPanel
 
 FORM_CLASS, _ = uic.loadUiType(str(RESOURCES / "ui" / "buildings_panel.ui"))
 
@@ -59,7 +60,7 @@ def footprint_candidate(layers):
     return None
 
 
-class BuildingsPanel(QWidget, FORM_CLASS):
+class BuildingsPanel(DockPanel, QWidget, FORM_CLASS):
     """``dock`` gives the raster layer (``rasterCombo``), the engine (``engine_python()``, ``engine_problem()``),
     the device and seed widgets and the overwrite question (``confirm_overwrite``)."""
 
@@ -179,14 +180,6 @@ class BuildingsPanel(QWidget, FORM_CLASS):
     def set_action(self, action: str) -> None:
         self.actionCombo.setCurrentIndex(max(0, self.actionCombo.findData(action)))
 
-    def raster(self) -> str:
-        from .dock import raster_path
-
-        return raster_path(self.dock.rasterCombo.currentLayer())
-
-    def device(self) -> str:
-        return self.dock.deviceCombo.currentData() or "auto"
-
     def train_request(self) -> TrainSegRequest:
         layer = self.footprintsCombo.currentLayer()
         minutes = self.budgetCombo.currentData() == "minutes"
@@ -240,10 +233,6 @@ class BuildingsPanel(QWidget, FORM_CLASS):
         if self._segments():
             out.append(self.segment_request(model))
         return out
-
-    def problems(self) -> list[Problem]:
-        """Why Run is disabled (empty when it can run). An existing output is no reason: Run asks."""
-        return [problem for problem, _widget in self.problems_and_widgets()]
 
     def problems_and_widgets(self) -> list[tuple[Problem, object]]:
         """(problem, the widget that sets its parameter, or None) for each of ``problems()``."""
@@ -353,9 +342,6 @@ class BuildingsPanel(QWidget, FORM_CLASS):
         self.segCancelButton.setEnabled(running and not self.task.isCanceled())
 
     # -- running -----------------------------------------------------------------------------------
-    def is_running(self) -> bool:
-        return self.task is not None
-
     def run(self) -> bool:
         """Start the chain (train, segment, evaluate as chosen); False (with the reason shown) when it cannot."""
         if self.is_running() or self.dock.is_running():
