@@ -367,9 +367,12 @@ SEGMENT = Tool(
             replace(OUT_GPKG, help="output GeoPackage (.gpkg): the buildings layer; the masks go next to it"),
             Param("overlap", INT, None, minimum=0, unit="px", label="Window overlap",
                   help="overlap between windows in px (default a quarter of the model's chip: 64 for 256)"),
-            Param("threshold", FLOAT, 0.5, minimum=0, maximum=1, open_min=True, open_max=True,
-                  label="Probability threshold", help="probability threshold"),
+            Param("threshold", FLOAT, None, minimum=0, maximum=1, open_min=True, open_max=True,
+                  label="Probability threshold", help="probability threshold (default: the one the training "
+                  "chose on its validation blocks, 0.5 for older models)"),
             Param("probability", BOOL, False, help="also write OUT_prob.tif"),
+            Param("tta", BOOL, False, label="Test-time flips",
+                  help="average the probabilities of every window and its three flips (4x the model's time)"),
             Param("min_area", FLOAT, 4.0, minimum=0, unit="m2", label="Smallest building",
                   help="drop buildings and holes below this area in m2"),
             Param("simplify", FLOAT, 0.5, minimum=0, unit="m", label="Simplify", help="simplification tolerance "

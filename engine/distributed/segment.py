@@ -54,6 +54,7 @@ class SegmentJob:
     batch: int
     store: str
     threads: "int | None" = None
+    tta: bool = False
 
     @property
     def folder(self) -> Path:
@@ -86,6 +87,7 @@ class _RunnerSpec:
     precision: str
     batch: int
     threads: "int | None"
+    tta: bool = False
 
     def build(self):
         import torch
@@ -94,7 +96,8 @@ class _RunnerSpec:
         from .worker import set_torch_threads
 
         set_torch_threads(self.threads)
-        return Runner(load_model(self.model)[0], torch.device(self.device), self.precision, self.batch)
+        return Runner(load_model(self.model)[0], torch.device(self.device), self.precision, self.batch,
+                      tta=self.tta)
 
 
 def _wkb(polys: list) -> dict:
@@ -126,7 +129,7 @@ def segment_band(band: Band, job: SegmentJob) -> dict:
 
     t0 = time.perf_counter()
     reader_spec = _ReaderSpec(job.raster, job.model, job.resample)
-    runner_spec = _RunnerSpec(job.model, job.device, job.precision, job.batch, job.threads)
+    runner_spec = _RunnerSpec(job.model, job.device, job.precision, job.batch, job.threads, job.tta)
     counts = {"building_px": 0, "valid_px": 0}
     with segment_env(), cached(reader_spec, reader_spec.open) as reader, \
             cached(runner_spec, runner_spec.build) as runner:

@@ -147,10 +147,14 @@ class Reader:
 class Runner:
     """Batched forward passes with autocast; on GPU out-of-memory the batch is halved and retried."""
 
-    def __init__(self, net, device, precision: str, batch_size: int):
+    # test-time augmentation: the flips each chip is also run with (``tta``); their probabilities are averaged
+    FLIPS = ((), (3,), (2,), (2, 3))
+
+    def __init__(self, net, device, precision: str, batch_size: int, tta: bool = False):
         import torch
 
         self.torch = torch
+        self.flips = self.FLIPS if tta else ((),)
         # channels_last: measured 1.9x faster with bf16 on this CPU for the resnet18 U-Net (2.75 -> 5.29 Mpx/s)
         self.net = net.to(device, memory_format=torch.channels_last).eval()
         self.device = device
@@ -168,7 +172,11 @@ class Runner:
                 dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
                 with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype or torch.float32,
                                                             enabled=dtype is not None):
-                    y = torch.sigmoid(self.net(x).float())[:, 0]
+                    y = 0.0
+                    for f in self.flips:           # flipped input, its probabilities flipped back
+                        pf = torch.sigmoid(self.net(x.flip(f) if f else x).float())
+                        y = y + (pf.flip(f) if f else pf)
+                    y = y[:, 0] / len(self.flips)
                 out[i:i + n] = y.cpu().numpy()
                 i += n
             except torch.cuda.OutOfMemoryError:

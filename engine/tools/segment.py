@@ -30,8 +30,9 @@ class SegmentParams:
     model: object                 # MODEL.pt path, or (torch module, meta dict) for a model already in memory
     out: str
     overlap: int | None = None          # None: a quarter of the chip (64 px for 256 px chips)
-    threshold: float = 0.5
+    threshold: "float | None" = None    # None: the model's (chosen on its validation blocks), else 0.5
     probability: bool = False
+    tta: bool = False                   # average over the window and its 3 flips
     min_area: float = 4.0
     simplify: float = 0.5
     regularize: bool = False
@@ -113,10 +114,11 @@ def _run(params: SegmentParams, progress, session=None) -> dict:
             targets = {"gpkg": outs.temp(paths["gpkg"]), "mask": outs.temp(paths["mask"]),
                        "staging": partial_path(paths["mask"], "-stage"),
                        "prob": outs.temp(paths["prob"]) if params.probability else None}
-            settings = {"threshold": params.threshold, "min_area": params.min_area, "simplify": params.simplify,
+            threshold = float(meta.get("threshold", 0.5)) if params.threshold is None else params.threshold
+            settings = {"threshold": threshold, "min_area": params.min_area, "simplify": params.simplify,
                         "regularize": params.regularize}
             if session is None:
-                runner = Runner(net, device, precision, batch)
+                runner = Runner(net, device, precision, batch, tta=params.tta)
                 counts = segment_raster(reader, runner, chip, overlap, **targets, **settings, block=params.block,
                                         progress=progress)
             else:
@@ -130,7 +132,7 @@ def _run(params: SegmentParams, progress, session=None) -> dict:
                 "model": str(params.model) if not isinstance(params.model, (tuple, list)) else "<in memory>",
                 "model_meta": {k: meta.get(k) for k in ("encoder", "bands", "n_bands", "pixel_size_m", "chip",
                                                         "val_iou") if k in meta},
-                "chip": chip, "overlap": overlap, "stride": chip - overlap,
+                "chip": chip, "overlap": overlap, "stride": chip - overlap, "threshold": threshold,
                 "batch_size": batch if session is not None else runner.batch,
                 "device": str(device), "precision": precision, "resampled": reader.resampled,
                 "width": W, "height": H, "pixel_size_m": reader.pixel_size_m,
@@ -171,12 +173,12 @@ def _segment_on_dask(session, params: SegmentParams, reader, chip: int, overlap:
 
     ident = {"raster": stamp(params.raster), "model": stamp(params.model), "resample": params.resample,
              "chip": chip, "overlap": overlap, "probability": params.probability, "block": params.block,
-             "band_blocks": BAND_BLOCKS, "device": device.type, "precision": precision, "batch": batch, **settings}
+             "band_blocks": BAND_BLOCKS, "tta": params.tta, "device": device.type, "precision": precision, "batch": batch, **settings}
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
     job = SegmentJob(os.path.abspath(params.raster), os.path.abspath(params.model), params.resample, chip, overlap,
                      store=str(default_cache_dir().parent / "segment" / key), block=params.block,
                      device=device.type, precision=precision, batch=batch, probability=params.probability,
-                     threads=session.torch_threads, **settings)
+                     threads=session.torch_threads, tta=params.tta, **settings)
     ds = reader.ds
     return segment_on_dask(session, job, row_bands(reader.height, params.block), width=reader.width,
                            height=reader.height, crs=ds.crs, transform=ds.transform, resume=params.resume,

@@ -189,6 +189,8 @@ def _run(params: TrainParams, progress, outputs: TrainOutputs) -> dict:
                                       for w in split.val_windows],
                       "train_cells": np.argwhere(split.train).tolist()},
             "history": done.history, "val_iou": done.best_iou, "best_epoch": done.best_epoch,
+            "threshold": done.meta["threshold"], "threshold_val_iou": done.meta["threshold_val_iou"],
+            "val_iou_at_0.5": done.meta["val_iou_at_0.5"],
             "epochs_done": done.epochs_done,
             "chips_per_s": done.chips_seen / done.train_s if done.train_s > 0 else 0.0, "warnings": warnings,
             "versions": versions(), "seconds": time.monotonic() - t_start,

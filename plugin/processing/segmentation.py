@@ -51,9 +51,10 @@ TRAIN_NOTES = {"raster": "A local file.", "buildings": "Polygons; invalid geomet
                "minutes": "Give it or Epochs, not both.",
                "out": f"{params.output_name(TRAIN_SEG, 'checkpoint', 'MODEL.pt')} and "
                       f"{params.output_name(TRAIN_SEG, 'manifest', 'MODEL.pt')} are written next to it."}
-SEGMENT_PARAMS = ("raster", "model", "overlap", "threshold", "probability", "min_area", "simplify", "regularize",
+SEGMENT_PARAMS = ("raster", "model", "overlap", "threshold", "probability", "tta", "min_area", "simplify", "regularize",
                   "resample", "device", "dask", "out")
 SEGMENT_OPTIONS = {"probability": {"title": "Also write the probability raster"},
+                   "tta": {"title": "Test-time flips (4x the model's time)"},
                    "regularize": {"title": "Square the outlines to right angles"},
                    "resample": {"title": "Resample to the model's resolution"},
                    "out": {"output": "vector", "layer_types": POLYGONS, "title": "Buildings"}}
@@ -204,7 +205,7 @@ class SegmentAlgorithm(SegmentationAlgorithm):
             raster=self.study_raster(parameters, context, self.local_raster(
                 self.parameterAsRasterLayer(parameters, INPUT, context), parameters, context, feedback), feedback),
             model=value("model") or "", out=out, overlap=value("overlap"), threshold=value("threshold"),
-            probability=value("probability"), min_area=value("min_area"), simplify=value("simplify"),
+            probability=value("probability"), tta=value("tta"), min_area=value("min_area"), simplify=value("simplify"),
             regularize=value("regularize"), resample=value("resample"), device=value("device"),
             dask=value("dask") or None, overwrite=True)
         if self.run_request(request, feedback) is None:

@@ -29,8 +29,9 @@ class SegmentRequest:
     model: str
     out: str
     overlap: int | None = SEGMENT.param("overlap").default    # px; None: the engine's choice (a quarter of the chip)
-    threshold: float = SEGMENT.param("threshold").default
+    threshold: float | None = SEGMENT.param("threshold").default   # None: the model's own
     probability: bool = SEGMENT.param("probability").default
+    tta: bool = SEGMENT.param("tta").default
     min_area: float = SEGMENT.param("min_area").default
     simplify: float = SEGMENT.param("simplify").default
     regularize: bool = SEGMENT.param("regularize").default
@@ -48,7 +49,7 @@ class SegmentRequest:
 
     def values(self) -> dict:
         return {"raster": self.raster, "model": self.model, "out": self.out, "overlap": self.overlap,
-                "threshold": self.threshold, "probability": self.probability, "min_area": self.min_area,
+                "threshold": self.threshold, "probability": self.probability, "tta": self.tta, "min_area": self.min_area,
                 "simplify": self.simplify, "regularize": self.regularize, "resample": self.resample,
                 "device": self.device, "dask": self.dask or None, "overwrite": self.overwrite}
 

@@ -98,9 +98,9 @@ class BuildingsPanel(DockPanel, QWidget, FORM_CLASS):
             self.encoderCombo.addItem(encoder, encoder)
         for spin, tool, name in ((self.epochsSpin, TrainSegRequest.TOOL, "epochs"),
                                  (self.chipSpin, TrainSegRequest.TOOL, "chip"),
-                                 (self.minutesSpin, TrainSegRequest.TOOL, "minutes"),
-                                 (self.thresholdSpin, SegmentRequest.TOOL, "threshold")):
+                                 (self.minutesSpin, TrainSegRequest.TOOL, "minutes")):
             bound(spin, tool.param(name))                        # the ranges the contract declares
+        bound(self.thresholdSpin, SegmentRequest.TOOL.param("threshold"), minimum=0.0)   # 0: the model's own
         for value, label in WEIGHT_CHOICES:
             self.segWeightsCombo.addItem(label, value)
         for value, label in BUDGETS:
@@ -200,7 +200,7 @@ class BuildingsPanel(DockPanel, QWidget, FORM_CLASS):
         return SegmentRequest(
             raster=self.raster(), model=self.modelFile.filePath().strip() if model is None else model,
             out=self.segOutFile.filePath().strip(), overlap=None if overlap < 0 else overlap,
-            threshold=self.thresholdSpin.value(), probability=self.probabilityCheck.isChecked(),
+            threshold=self.thresholdSpin.value() or None, probability=self.probabilityCheck.isChecked(),
             regularize=self.regularizeCheck.isChecked(), device=self.device())
 
     def evaluate_request(self, seg: SegmentRequest) -> EvaluateSegRequest | None:
@@ -570,7 +570,7 @@ class BuildingsPanel(DockPanel, QWidget, FORM_CLASS):
         self.applyAfterCheck.setChecked(get(KEY + "apply_after", True, bool))
         self.modelFile.setFilePath(get(KEY + "model", "", str))
         self.segOverlapSpin.setValue(get(KEY + "overlap", -1, int))
-        self.thresholdSpin.setValue(get(KEY + "threshold", segment.threshold, float))
+        self.thresholdSpin.setValue(get(KEY + "threshold", segment.threshold or 0.0, float))
         self.probabilityCheck.setChecked(get(KEY + "probability", segment.probability, bool))
         self.regularizeCheck.setChecked(get(KEY + "regularize", segment.regularize, bool))
         self._weights_changed()

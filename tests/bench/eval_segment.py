@@ -40,6 +40,9 @@ CASES = {  # name -> (raster source, encoder, weights)
     "synthetic": ("synthetic", "resnet18", "none"),
     "kampala-resnet18": ("kampala", "resnet18", "none"),
     "kampala-lite0": ("kampala", "efficientnet_lite0", "imagenet"),
+    "zanzibar-lite0": ("zanzibar", "efficientnet_lite0", "imagenet"),
+    "kampala19-lite0": ("kampala19", "efficientnet_lite0", "imagenet"),
+    "atlanta-lite0": ("atlanta", "efficientnet_lite0", "imagenet"),
 }
 REFERENCE = {"kampala-resnet18": {"iou": 0.76, "precision": 0.87, "recall": 0.86},
              "kampala-lite0": {"iou": 0.79, "precision": 0.87, "recall": 0.90}}
@@ -63,8 +66,12 @@ def split_areas(raster: str, west: float, folder: Path) -> tuple[str, str]:
 
 
 def inputs(source: str, data: Path, folder: Path) -> tuple[str, str]:
-    if source == "kampala":
-        return str(data / "kampala_ug_oam_rgb_z20_epsg3857.tif"), str(data / "kampala_ug_osm_buildings.geojson")
+    real = {"kampala": ("kampala_ug_oam_rgb_z20_epsg3857.tif", "kampala_ug_osm_buildings.geojson"),
+            "kampala19": ("kampala_ug_oam_rgb_z19_epsg3857.tif", "kampala_ug_osm_buildings.geojson"),
+            "zanzibar": ("zanzibar_tz_oam_rgb_z20_epsg3857.tif", "zanzibar_tz_osm_buildings.geojson"),
+            "atlanta": ("atlanta_us_spacenet4_pan_0p5m.tif", "atlanta_us_spacenet4_buildings.geojson")}
+    if source in real:
+        return tuple(str(data / f) for f in real[source])
     from tests.synthetic import make_city
 
     city = make_city(folder / "city.tif", zone_grid=(4, 6), zone_px=256, seed=1)

@@ -330,3 +330,41 @@ def test_out_of_memory_halves_the_batch_then_gives_a_clear_error():
     np.testing.assert_allclose(got, expected, atol=1e-6)
     with pytest.raises(BadInput, match="out of memory even with batch 1"):
         Runner(OutOfMemoryAbove(Bright(3), limit=0), torch.device("cpu"), "fp32", 8)(chips)
+
+
+def test_threshold_defaults_to_the_models_own(tmp_path):
+    """A constant probability of sigmoid(0.5) = 0.62: a model that chose 0.7 in training maps nothing by
+    default, the flag overrides it, and a model without a threshold (older files) uses 0.5."""
+    r = write_rgb(tmp_path / "r.tif", scene())
+    net = Bright(const=0.5)
+    m, _ = run(tmp_path, r, "own", net, meta={"threshold": 0.7})
+    assert m["threshold"] == 0.7 and (read(tmp_path / "own_mask.tif")[0] == 0).all()
+    m, _ = run(tmp_path, r, "flag", net, meta={"threshold": 0.7}, threshold=0.6)
+    assert m["threshold"] == 0.6 and (read(tmp_path / "flag_mask.tif")[0] == 1).all()
+    m, _ = run(tmp_path, r, "old", net)
+    assert m["threshold"] == 0.5 and (read(tmp_path / "old_mask.tif")[0] == 1).all()
+
+
+def test_tta_averages_the_window_and_its_flips(tmp_path):
+    """A pointwise model gives the same probabilities with test-time flips; a one-sided 3 x 3 filter (not
+    flip-equivariant) gives the mean of the four flipped runs, flipped back."""
+    rgb = scene()
+    r = write_rgb(tmp_path / "r.tif", rgb)
+    run(tmp_path, r, "plain", Bright(k=1), probability=True)
+    run(tmp_path, r, "tta", Bright(k=1), probability=True, tta=True)
+    assert np.allclose(read(tmp_path / "plain_prob.tif")[0], read(tmp_path / "tta_prob.tif")[0], atol=1e-6)
+
+    corner = Bright(k=3)
+    with torch.no_grad():
+        corner.conv.weight.zero_()
+        corner.conv.weight[0, :, 0, 0] = 1.0 / (3 * 8)     # the pixel up and to the left only
+    x = torch.from_numpy(rgb)[None].float()
+    with torch.no_grad():
+        flips = [(), (3,), (2,), (2, 3)]
+        ref = sum(torch.sigmoid(corner(x.flip(f))).flip(f) if f else torch.sigmoid(corner(x))
+                  for f in flips)[0, 0].numpy() / 4
+    run(tmp_path, r, "one", corner, probability=True, chip=256, overlap=0, tta=True)   # one window: no blending
+    got = read(tmp_path / "one_prob.tif")[0]
+    assert np.allclose(got, ref, atol=1e-5)
+    run(tmp_path, r, "one_plain", corner, probability=True, chip=256, overlap=0)
+    assert np.abs(read(tmp_path / "one_plain_prob.tif")[0] - ref).max() > 0.05

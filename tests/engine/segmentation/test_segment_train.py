@@ -54,7 +54,14 @@ def test_bad_encoder_and_foreign_model_file(tmp_path):
 from rasterio.windows import Window  # noqa: E402
 
 from engine.segmentation.labels import rasterize_footprints  # noqa: E402
-from engine.segmentation.train import augment, evaluate_iou, sample_windows, split_cells  # noqa: E402
+from engine.segmentation.train import (  # noqa: E402
+    THRESHOLDS,
+    augment,
+    choose_threshold,
+    evaluate_iou,
+    sample_windows,
+    split_cells,
+)
 from engine.tools.train_seg import TrainParams, run_train  # noqa: E402
 from tests.synthetic import make_city  # noqa: E402
 
@@ -161,6 +168,33 @@ def test_model_file_weights_only_and_same_logits(trained, city):
     x = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
     with torch.no_grad():
         assert torch.equal(other(x), model(x))
+
+
+def test_training_chooses_its_threshold_on_the_validation_blocks(trained, city):
+    """The model file keeps the threshold with the best validation IoU; the IoU at 0.5 of that choice agrees
+    with the training's own validation; logits pushed up (an over-confident model) move the choice up, pushed
+    down move it down."""
+    from engine.raster.tiling import TiledRaster
+    from engine.segmentation.labels import footprints_on_grid
+
+    _, manifest, messages, out = trained
+    model, meta = load_seg_model(out)
+    assert meta["threshold"] == manifest["threshold"] and manifest["threshold"] in THRESHOLDS
+    assert manifest["threshold_val_iou"] >= manifest["val_iou_at_0.5"]
+    assert manifest["val_iou_at_0.5"] == pytest.approx(manifest["val_iou"], abs=2e-3)
+    assert any(s == "train" and m.startswith(f"threshold {manifest['threshold']:.2f}") for s, m in messages)
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    chosen = {}
+    with TiledRaster(str(city.raster), tile_size=f"{CHIP}px") as tiled:
+        geoms = footprints_on_grid(city.footprints, tiled.dataset.crs)
+        val = [Window(*v) for v in manifest["split"]["val_windows"]]
+        for shift in (-2.0, 0.0, 2.0):
+            with torch.no_grad():
+                head.bias += shift
+            chosen[shift] = choose_threshold(model, tiled, geoms, val, 8, torch.device("cpu"), "fp32")["threshold"]
+            with torch.no_grad():
+                head.bias -= shift
+    assert chosen[-2.0] <= chosen[0.0] <= chosen[2.0] and chosen[-2.0] < chosen[2.0]
 
 
 def test_validation_blocks_disjoint_from_training(trained):
