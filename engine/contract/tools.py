@@ -94,6 +94,7 @@ MODEL = (Param("backbone", CHOICE, defaults.DEFAULT_BACKBONE, choices=defaults.B
                help="whiten PCA components (the published recipe; off by default: it amplifies noise when "
                     "tiles are few)"))
 KMEANS = ("method", "kmeans")
+FORM_LABEL = "Footprints or building model for form features"      # --form of cluster and predict
 # the recipe of k-means tile features and the optional morphometrics of --form (issue 16: form-aware clusters)
 FEATURE_RECIPE = (Param("pool", CHOICE, defaults.DEFAULT_POOL, choices=defaults.POOLS, applies_when=KMEANS, advanced=True,
                   label="Feature depths",
@@ -103,9 +104,11 @@ FEATURE_RECIPE = (Param("pool", CHOICE, defaults.DEFAULT_POOL, choices=defaults.
                   advanced=True, label="CNN input size", unit="px",
                   help="tiles are resized to this many pixels before the CNN (128: 64 px tiles of 0.3 m imagery "
                        "seen at 0.15 m), or 'native'"),
-            Param("form", VECTOR, applies_when=KMEANS, label="Footprints for form features",
-                  help="building footprints (any vector file and CRS): their coverage, count, mean size, "
-                       "orientation, compactness and spacing per tile join the CNN features"),
+            Param("form", FILE, applies_when=KMEANS, label=FORM_LABEL,
+                  help="building footprints (any vector file and CRS), or a building model written by "
+                       "train-seg (MODEL.pt), which maps the raster's buildings first (kept in the feature "
+                       "cache): their coverage, count, mean size, orientation, compactness and spacing per "
+                       "tile join the CNN features"),
             Param("form_weight", FLOAT, 2.0, minimum=0, applies_when=KMEANS, advanced=True, label="Form weight",
                   help="weight of the --form morphometrics against the CNN features (1: equal variance; 2, the "
                        "default, measured best with the CNN still separating building-free land covers)"))
@@ -230,8 +233,9 @@ PREDICT = Tool(
                                                 "resized to its pixels"),
             Param("res_tolerance", FLOAT, 0.1, minimum=0, maximum=1, open_max=True, advanced=True,
                   help="accepted difference in ground pixel size without --resample (0.1 = 10%%)"),
-            Param("form", VECTOR, label="Footprints for form features",
-                  help="building footprints of this raster: needed when the model was made with --form"),
+            Param("form", FILE, label=FORM_LABEL,
+                  help="building footprints of this raster, or a building model written by train-seg (MODEL.pt) "
+                       "that maps them: needed when the model was made with --form"),
             *AREA, *DEVICE,
             Param("quicklook", BOOL, True, negative_flag="--no-quicklook", help="skip the PNG quicklook"),
             DASK, Param("resume", BOOL, False, help="with --dask: continue an interrupted run from the partitions "

@@ -24,6 +24,7 @@ that do not fit the U-Net: each a BadInput naming the file and the fix.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 from ..clustering.modelfile import SEG_FORMAT as FORMAT
@@ -61,6 +62,34 @@ def save_seg_model(path: "str | Path", model, meta: dict, extra: dict | None = N
 
 
 HINT = "Give the MODEL.pt written by `train-seg`."
+MODEL_SUFFIXES = (".pt", ".pth")
+
+
+def is_model_file(path: "str | Path") -> bool:
+    """Whether ``path`` is meant as a model file rather than a vector layer (``cluster --form`` takes either).
+
+    By its bytes first, so that a model uploaded under another name is known: what ``torch.save`` writes (a
+    zip archive holding a ``data.pkl``, or a bare pickle); then by its name (``.pt``, ``.pth``), so that a
+    damaged or truncated model is refused as a model, in a model's words. Reads a few bytes and the zip's
+    directory only: nothing is unpickled.
+    """
+    p = Path(path)
+    named = p.suffix.lower() in MODEL_SUFFIXES
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(4)
+    except OSError:                     # missing, a folder, unreadable: the caller's checks say so
+        return named
+    if head[:1] == b"\x80":              # a pickle (torch.save's legacy format)
+        return True
+    if head == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(p) as z:
+                if any(n == "data.pkl" or n.endswith("/data.pkl") for n in z.namelist()):
+                    return True
+        except (zipfile.BadZipFile, OSError):
+            pass
+    return named
 
 
 def read_seg_file(path: "str | Path") -> dict:

@@ -23,7 +23,7 @@ from ..errors import BadInput
 # the vector inputs a tool checks before any work: parameter -> (geometry kind, what it should be)
 VECTOR_INPUTS = {
     "buildings": ("polygon", "building footprints"),
-    "form": ("polygon", "building footprints"),
+    "form": ("polygon", "a building model from train-seg (MODEL.pt) or building footprints"),
     "roads": ("line", "road lines"),
     "area": ("polygon", "the polygon(s) to limit the run to"),
     "label_area": ("polygon", "the polygon(s) where the footprints are complete"),
@@ -106,6 +106,11 @@ def check_vector_inputs(tool: str, params, names=tuple(VECTOR_INPUTS)) -> None:
         value = getattr(params, name, None)
         if name not in declared.names() or not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
             continue
+        if name == "form":                 # --form also takes a building model (checked by formsource.check_form)
+            from .formsource import is_building_model
+
+            if is_building_model(value):
+                continue
         kind, what = VECTOR_INPUTS[name]
         try:
             check_vector(value, declared.flag(name), what, kind=kind)

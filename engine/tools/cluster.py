@@ -403,6 +403,10 @@ def run(params: ClusterParams, progress: Progress | None = None) -> dict:
         check_places(params, places)
     else:
         params = study_params("cluster", params)
+        if params.form:                # a building model as --form: loaded whole, and made for this raster
+            from .formsource import check_form
+
+            check_form(params.form, params.raster)
     stats = wants_statistics(params)
     if stats:                      # before the features are computed and cached, not in the statistics step
         check_statistics_inputs(params, params.raster if isinstance(params.raster, (str, os.PathLike)) else None)
@@ -474,15 +478,21 @@ def _run_cluster(params: ClusterParams, progress: Progress, outputs: RunOutputs,
         layer_warnings: list[str] = []
         coverage = building_coverage(tiled, rows, cols, params.buildings, layer_warnings) if params.buildings \
             else None
-        form = None
-        if params.form:
+        checksum = sha256_file(params.raster)
+        form = form_source = None
+        if params.form:       # footprints, or the buildings a model maps (cached: engine.tools.formsource)
             from ..clustering.formjoin import tile_form
+            from .formsource import form_footprints
 
-            form = tile_form(tiled, rows, cols, params.form, "--form", layer_warnings)
+            footprints, form_source = form_footprints(
+                params.form, params.raster, raster_sha256=checksum, progress=progress, device=params.device,
+                precision=params.precision,
+                cache_dir=(Path(params.cache_dir) if params.cache_dir else default_cache_dir())
+                if params.use_cache else Path(workdir))
+            form = tile_form(tiled, rows, cols, footprints, "--form", layer_warnings)
         for w in layer_warnings:
             progress("warning", 1, 1, w)
         lap("scan")
-        checksum = sha256_file(params.raster)
 
         clustering: dict = {"method": params.method, "k": params.k}
         if deep:
@@ -552,7 +562,8 @@ def _run_cluster(params: ClusterParams, progress: Progress, outputs: RunOutputs,
         recipe = {**feature_recipe(params), "form": joiner.get_state() if not deep and form is not None else None}
         save_model(outset.temp(outputs.model), km, network, backbone=params.backbone, sobel=params.sobel,
                    tiling=settings, method=params.method,
-                   extra={"features": recipe, "clustering": clustering, "weights": params.weights, "seed": params.seed,
+                   extra={"features": {**recipe, "form_source": form_source}, "clustering": clustering,
+                          "weights": params.weights, "seed": params.seed,
                           "raster": os.path.abspath(params.raster), "sha256": checksum,
                           **({"scenes": inputs["scenes"]} if "scenes" in inputs else {})})
         lap("write")
@@ -565,6 +576,7 @@ def _run_cluster(params: ClusterParams, progress: Progress, outputs: RunOutputs,
                        "tiles_valid": int(len(rows)), "warped": tiled.warped},
             "features": {"backbone": params.backbone, "dim": extractor.dim, "sobel": params.sobel, **recipe,
                          "form_file": os.path.abspath(params.form) if params.form else None,
+                         "form_source": form_source,
                          "weights_file": str(extractor.weights_path) if extractor.weights_path else None,
                          "device": str(extractor.device), "precision": extractor.precision, **feature_info},
             "clustering": clustering,

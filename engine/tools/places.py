@@ -236,7 +236,7 @@ def run_places(params, places: "list[Place]", progress: Progress, outputs, final
             "tiling": {**settings, "backbone": params.backbone, "weights": params.weights,
                        "tiles_total": sum(r["tiles_total"] for r in records), "tiles_valid": n_total},
             "features": {"backbone": params.backbone, "dim": extractor.dim, "sobel": params.sobel, **recipe,
-                         "form_file": None,
+                         "form_file": None, "form_source": None,
                          "weights_file": str(extractor.weights_path) if extractor.weights_path else None,
                          "device": str(extractor.device), "precision": extractor.precision,
                          "cache_keys": [r["cache_key"] for r in records],

@@ -82,6 +82,10 @@ def run(params: PredictParams, progress: Progress | None = None) -> dict:
     check_params("predict", params)
     check_vector_inputs("predict", params)
     params = study_params("predict", params)
+    if params.form:                    # a building model as --form: loaded whole, and made for this raster
+        from .formsource import check_form
+
+        check_form(params.form, params.raster)
     progress = progress or Progress("none")
     outputs = RunOutputs.for_out(params.out, params.quicklook, model=False)
     with locked_outputs(outputs.paths()):
@@ -102,7 +106,8 @@ def _run(params: PredictParams, progress, outputs) -> dict:
     joiner = model.form
     if joiner is not None and not params.form:
         raise BadInput(f"model {params.model!r} was made with --form (building morphometrics joined to the CNN "
-                       "features): give --form with the building footprints of this raster.", param="form")
+                       "features): give --form with the building footprints of this raster, or a building "
+                       "model from train-seg that maps them.", param="form")
     if joiner is None and params.form:
         raise BadInput(f"--form: model {params.model!r} was made without --form, so its clusters do not use "
                        "footprints; drop --form (or make the model with `cluster --form`).", param="form")
@@ -119,17 +124,22 @@ def _run(params: PredictParams, progress, outputs) -> dict:
         lap("open")
         rows, cols, valid = select_tiles(tiled, t["min_valid"], params.extent, params.area, progress,
                                          params.raster)
-        form = None
-        if joiner is not None:
+        checksum = sha256_file(params.raster)
+        form = form_source = None
+        if joiner is not None:        # footprints, or the buildings a model maps (cached: engine.tools.formsource)
             from ..clustering.formjoin import tile_form
+            from .cluster import default_cache_dir
+            from .formsource import form_footprints
 
             warnings: list = []
-            form = tile_form(tiled, rows, cols, params.form, "--form", warnings)
+            footprints, form_source = form_footprints(params.form, params.raster, raster_sha256=checksum,
+                                                      cache_dir=default_cache_dir(), device=params.device,
+                                                      precision=params.precision, progress=progress)
+            form = tile_form(tiled, rows, cols, footprints, "--form", warnings)
             for w in warnings:
                 progress("warning", 1, 1, w)
         lap("scan")
         progress("features", 0, len(rows), f"{model.backbone} on {extractor.device.type} ({extractor.precision})")
-        checksum = sha256_file(params.raster)
         feats = _features(params, tiled, rows, cols, extractor, checksum, Path(workdir) / "features.npy", progress,
                           session)
         lap("features")
@@ -152,7 +162,9 @@ def _run(params: PredictParams, progress, outputs) -> dict:
             "model": {"path": os.path.abspath(params.model), "sha256": sha256_file(params.model),
                       "method": model.method, "backbone": model.backbone, "k": model.k, "tiling": t,
                       "pool": model.pool, "cnn_px": model.cnn_px, "form": joiner is not None,
+                      "form_source": (model.meta.get("features") or {}).get("form_source"),
                       "trained_on": model.meta.get("raster")},
+            "form_source": form_source,
             "inputs": input_record(params.raster, tiled, checksum),
             "tiling": {**{k: v for k, v in plan.items()}, "tile_px": tiled.grid.size,
                        "tiles_valid": int(len(rows)), "warped": tiled.warped,

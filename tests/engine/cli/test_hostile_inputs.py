@@ -369,6 +369,11 @@ def input_cases(tool: str, p: C.Param) -> list[tuple[str, object]]:
         out += [("a CSV", _fx("csv")), ("random bytes .pt", _fx("random.pt")), ("text as .pt", _fx("text.pt")),
                 ("truncated .pt", _fx("cut_seg")),
                 ("a cluster model", _fx("model")), ("a state dict", _fx("weights")), ("a raster", _fx("raster"))]
+    elif p.name == "form":              # footprints, or a building model (train-seg's MODEL.pt) that maps them
+        out += [("a CSV", _fx("csv")), ("a raster", _fx("raster")), ("random bytes .gpkg", _fx("random.gpkg")),
+                ("truncated GeoPackage", _fx("cut.gpkg")), ("text as .gpkg", _fx("text.gpkg")),
+                ("random bytes .pt", _fx("random.pt")), ("text as .pt", _fx("text.pt")),
+                ("truncated .pt", _fx("cut_seg")), ("a cluster model", _fx("model")), ("a state dict", _fx("weights"))]
     elif p.name == "run":
         out += [("a CSV", _fx("csv")), ("random bytes .gpkg", _fx("random.gpkg")), ("text as .gpkg", _fx("text.gpkg")),
                 ("a raster", _fx("raster")),
@@ -416,7 +421,8 @@ def output_cases(tool: str, p: C.Param) -> list[tuple[str, object, dict]]:
 
 
 # what a clashing input is made of (a copy of this fixture), by the input's declared type or name
-CLASH_SOURCES = {C.RASTER: ("raster", ".tif"), C.VECTOR: ("footprints", ".gpkg"), "model": ("model", ".pt"),
+CLASH_SOURCES = {C.RASTER: ("raster", ".tif"), C.VECTOR: ("footprints", ".gpkg"), "form": ("footprints", ".gpkg"),
+                 "model": ("model", ".pt"),
                  "weights": ("weights", ".pt"), "pred": ("mask", ".tif")}
 
 

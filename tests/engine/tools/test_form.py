@@ -116,3 +116,144 @@ def test_bad_form_input_is_refused_before_any_work(runs, tmp_path, case):
         run_cluster(ClusterParams(raster=str(raster), out=str(out), k=4, quicklook=False, form=str(form), **kw))
     assert exc.value.param == "form"
     assert not out.exists()
+
+
+# -- --form given a building model (the MODEL.pt of train-seg): the raster's buildings mapped, cached, joined --
+
+def _building_model(path, raster, quantile: float = 0.8, **meta):
+    """A U-Net file that maps some buildings on ``raster``: random resnet18 weights (seed 0), the head's bias set
+    so that the brightest ``1 - quantile`` of its logits on a window of the raster pass the 0.5 threshold (a
+    real model, not a good one; what train-seg's first epochs give maps nothing at all)."""
+    import rasterio
+    import torch
+    from rasterio.windows import Window
+
+    from engine.raster.tiling import ground_pixel_size
+    from engine.segmentation.modelfile import save_seg_model
+    from engine.segmentation.unet import UNet
+
+    torch.manual_seed(0)
+    net = UNet("resnet18", weights="none").eval()
+    with rasterio.open(raster) as ds:
+        x = torch.from_numpy(ds.read((1, 2, 3), window=Window(0, 0, 256, 256))[None].copy())
+    with torch.inference_mode():
+        logits = net(x)
+        net.head.bias -= torch.quantile(logits.flatten(), quantile)
+    save_seg_model(path, net, {"bands": [1, 2, 3], "n_bands": 3, "stretch": None, "chip": 128,
+                               "ground_pixel_m": ground_pixel_size(str(raster)), **meta})
+    return path
+
+
+@pytest.fixture(scope="module")
+def mapped(runs):
+    """--form MODEL.pt: a first run maps the buildings into the cache, a second (another K) reuses them."""
+    d = runs["dir"] / "mapped"
+    d.mkdir()
+    model = _building_model(d / "buildings.pt", runs["raster"])
+    common = dict(raster=str(runs["raster"]), quicklook=False, cache_dir=str(d / "features"), form=str(model))
+    first = run_cluster(ClusterParams(out=str(d / "first.gpkg"), k=4, **common))
+    return {"dir": d, "model": model, "common": common, "first": first}
+
+
+def test_form_takes_a_building_model_and_caches_its_buildings(mapped, monkeypatch):
+    from engine.clustering.modelfile import load_model
+    from engine.io import sha256_file
+    from engine.tools import segment
+
+    d, first = mapped["dir"], mapped["first"]
+    src = first["features"]["form_source"]
+    assert src["kind"] == "building_model" and not src["cache_hit"] and src["n_buildings"] > 0
+    assert src["sha256"] == sha256_file(mapped["model"]) and src["path"] == str(mapped["model"].resolve())
+    buildings = d / "features" / "buildings" / f"{src['cache_key']}.gpkg"
+    assert src["buildings"] == str(buildings)
+    assert len(gpd.read_file(buildings, layer="buildings")) == src["n_buildings"]
+    assert first["features"]["form"]["n_form_"] == 7 and first["features"]["form_file"] == str(mapped["model"])
+    assert load_model(d / "first_model.pt").meta["features"]["form_source"]["kind"] == "building_model"
+    leftovers = [p.name for p in buildings.parent.iterdir() if p.name.startswith(".")]   # locks only, no partials
+    assert all(name.endswith(".lock") for name in leftovers)
+
+    def no_segmentation(*a, **k):
+        raise AssertionError("the cached buildings were mapped again")
+
+    monkeypatch.setattr(segment, "run", no_segmentation)
+    second = run_cluster(ClusterParams(out=str(d / "second.gpkg"), k=3, **mapped["common"]))
+    src2 = second["features"]["form_source"]
+    assert src2["cache_hit"] and src2["buildings"] == src["buildings"] and src2["n_buildings"] == src["n_buildings"]
+    assert second["features"]["cache_hit"]                  # the CNN features too
+
+
+def test_form_with_footprints_records_them(runs):
+    src = runs["form"]["features"]["form_source"]
+    assert src == {"kind": "footprints", "path": str(runs["fp"].resolve())}
+
+
+def test_predict_with_the_building_model_reproduces_the_run(mapped, monkeypatch):
+    d = mapped["dir"]
+    monkeypatch.setenv("URBANFORM_CACHE", str(d))         # predict's cache: d/features, the run's
+    out = d / "pred.gpkg"
+    m = run_predict(PredictParams(model=str(d / "first_model.pt"), raster=mapped["common"]["raster"], out=str(out),
+                                  quicklook=False, form=str(mapped["model"])))
+    assert m["form_source"]["cache_hit"] and m["model"]["form_source"]["kind"] == "building_model"
+    a = gpd.read_file(d / "first.gpkg", layer="tiles").cluster.to_numpy()
+    np.testing.assert_array_equal(a, gpd.read_file(out, layer="tiles").cluster.to_numpy())
+
+
+@pytest.mark.parametrize("case", ["cluster model", "state dict", "random bytes", "truncated", "one band",
+                                  "another resolution"])
+def test_a_pt_that_is_no_building_model_for_this_raster_is_refused_before_any_work(runs, tmp_path, case):
+    import torch
+
+    raster = runs["raster"]
+    bad = tmp_path / "bad.pt"
+    if case == "cluster model":
+        bad = runs["dir"] / "plain_model.pt"
+    elif case == "state dict":
+        torch.save({"w": torch.zeros(2)}, bad)
+    elif case == "random bytes":
+        bad.write_bytes(np.random.default_rng(0).integers(0, 256, 2048, dtype=np.uint8).tobytes())
+    elif case == "truncated":
+        whole = _building_model(tmp_path / "whole.pt", raster).read_bytes()
+        bad.write_bytes(whole[: len(whole) // 2])
+    elif case == "one band":                       # a model of RGB imagery for a one-band raster
+        import rasterio
+
+        _building_model(bad, raster)
+        with rasterio.open(raster) as src:
+            with rasterio.open(tmp_path / "grey.tif", "w", **{**src.profile, "count": 1}) as dst:
+                dst.write(src.read(1)[None])
+        raster = tmp_path / "grey.tif"
+    else:
+        from engine.raster.tiling import ground_pixel_size
+
+        _building_model(bad, raster, ground_pixel_m=3 * ground_pixel_size(str(raster)))
+    out = tmp_path / "run.gpkg"
+    for run in (lambda: run_cluster(ClusterParams(raster=str(raster), out=str(out), k=4, quicklook=False,
+                                                  cache_dir=str(tmp_path / "cache"), form=str(bad))),
+                lambda: run_predict(PredictParams(model=str(runs["dir"] / "form_model.pt"), raster=str(raster),
+                                                  out=str(out), quicklook=False, form=str(bad)))):
+        with pytest.raises(BadInput, match="^--form ") as exc:
+            run()
+        assert exc.value.param == "form"
+        assert "train-seg" in str(exc.value) or "footprints" in str(exc.value)
+        assert not out.exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_building_model_that_maps_nothing_is_said_so(runs, tiny_seg_model, tmp_path):
+    """The session's tiny model (one epoch of 16 chips) maps no building on the sample: a clear error, no run."""
+    out = tmp_path / "run.gpkg"
+    with pytest.raises(BadInput, match="mapped no building") as exc:
+        run_cluster(ClusterParams(raster=str(runs["raster"]), out=str(out), k=4, quicklook=False,
+                                  cache_dir=str(tmp_path / "cache"), form=str(tiny_seg_model)))
+    assert exc.value.param == "form" and not out.exists()
+
+
+def test_model_files_are_told_from_vector_files(runs, tmp_path):
+    import shutil
+
+    from engine.segmentation.modelfile import is_model_file
+
+    renamed = tmp_path / "model.bin"                 # a model uploaded under another name: known by its bytes
+    shutil.copy2(runs["dir"] / "plain_model.pt", renamed)
+    assert is_model_file(renamed) and is_model_file(tmp_path / "missing.pt")
+    assert not is_model_file(runs["fp"]) and not is_model_file(runs["raster"])
+    assert not is_model_file(tmp_path / "missing.gpkg")
