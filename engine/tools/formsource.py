@@ -35,11 +35,11 @@ FLAG = "--form"
 PARAM = "form"
 FIX = (f"{FLAG} takes building footprints (a vector file, any CRS) or a building model written by `train-seg` "
        "(MODEL.pt)")
-# how the buildings of a --form model are mapped: the segment tool's defaults, in the cache key so that a
-# change here maps them again
-SEGMENT_SETTINGS = {"threshold": 0.5, "min_area": 4.0, "simplify": 0.5, "regularize": False}
+# how the buildings of a --form model are mapped: the segment tool's defaults (threshold None: the one the model
+# chose on its validation blocks), in the cache key so that a change here maps them again
+SEGMENT_SETTINGS = {"threshold": None, "min_area": 4.0, "simplify": 0.5, "regularize": False}
 CACHE_FOLDER = "buildings"          # under the feature cache folder
-VERSION = 1
+VERSION = 2
 
 
 def is_building_model(value) -> bool:

@@ -239,11 +239,22 @@ def test_a_pt_that_is_no_building_model_for_this_raster_is_refused_before_any_wo
 
 
 def test_a_building_model_that_maps_nothing_is_said_so(runs, tiny_seg_model, tmp_path):
-    """The session's tiny model (one epoch of 16 chips) maps no building on the sample: a clear error, no run."""
+    """The session's tiny model with its output layer's bias pushed far down maps no building on the sample: a
+    clear error, no run."""
+    import torch
+
+    from engine.segmentation.modelfile import load_seg_model, save_seg_model
+
+    net, meta = load_seg_model(tiny_seg_model)
+    head = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        head.bias -= 100.0
+    blind = tmp_path / "blind.pt"
+    save_seg_model(blind, net, meta)
     out = tmp_path / "run.gpkg"
     with pytest.raises(BadInput, match="mapped no building") as exc:
         run_cluster(ClusterParams(raster=str(runs["raster"]), out=str(out), k=4, quicklook=False,
-                                  cache_dir=str(tmp_path / "cache"), form=str(tiny_seg_model)))
+                                  cache_dir=str(tmp_path / "cache"), form=str(blind)))
     assert exc.value.param == "form" and not out.exists()
 
 
