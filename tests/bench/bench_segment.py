@@ -1,15 +1,18 @@
 """Building segmentation speed, memory and seams (`make bench` calls this).
 
-One run measures, with one resnet18 U-Net trained for ``--train-minutes`` on a
-generated city (so that the mask and the polygons are realistic; speed does not
-depend on the weights otherwise):
+One run measures, with one U-Net (``--encoder``: the default encoder,
+efficientnet_lite0 from its packaged ImageNet weights, unless told; resnet18 is
+trained from scratch) trained for ``--train-minutes`` on a generated city (so
+that the mask and the polygons are realistic; speed does not depend on the
+weights otherwise):
 
 1. throughput: ``run_segment`` over a generated ``--size`` px raster (default
    4096) with the default 25 % overlap (64 px of 256) and with none, against the
    model alone on random uint8 chips of the same size and batch (warm-up
    excluded, median of repeats). Raster Mpx/s counts each raster pixel once;
    chip Mpx/s counts every pixel the model saw, overlaps included, so
-   ``chip Mpx/s / model-only Mpx/s`` is the pipeline's efficiency (target >= 0.8).
+   ``chip Mpx/s / model-only Mpx/s`` is the pipeline's efficiency (target >= 0.8
+   with segment's defaults; the naive tiles are for comparison).
 2. memory: peak RSS (wait4 ru_maxrss of ``python -m engine segment``) on a
    2048 px raster versus a 16384 px one (the 2048 px city mosaicked, uncompressed
    512 px blocks); target: large within +10 % of small.
@@ -18,7 +21,7 @@ depend on the weights otherwise):
    the true footprints within 4 px of the naive tiles' borders and elsewhere.
 
     .venv/bin/python tests/bench/bench_segment.py [--out bench_out] [--size 4096] [--train-minutes 2]
-        [--repeats 3] [--sections throughput,memory,seams] [--quick]
+        [--repeats 3] [--sections throughput,memory,seams] [--quick] [--encoder resnet18]
 """
 from __future__ import annotations
 
@@ -44,8 +47,9 @@ BORDER_PX = 4
 SHIFT = 100          # px: see run_seams
 
 
-def train_model(folder: Path, minutes: float) -> dict:
-    """A resnet18 U-Net from scratch on the western 60 % of a generated city; returns paths and areas."""
+def train_model(folder: Path, minutes: float, encoder: str) -> dict:
+    """A U-Net (``encoder``: ImageNet weights where packaged, else from scratch) on the western 60 % of a
+    generated city; returns paths and areas."""
     from engine.tools.train_seg import TrainParams, run_train
     from tests.bench.eval_segment import split_areas
     from tests.synthetic import make_city
@@ -56,9 +60,10 @@ def train_model(folder: Path, minutes: float) -> dict:
     west, east = split_areas(str(city.raster), 0.6, folder)
     model = folder / "model.pt"
     note(f"training the bench model for {minutes:g} min")
-    m = run_train(TrainParams(str(city.raster), str(fp), str(model), encoder="resnet18", weights="none",
+    weights = "imagenet" if encoder == "efficientnet_lite0" else "none"
+    m = run_train(TrainParams(str(city.raster), str(fp), str(model), encoder=encoder, weights=weights,
                               chip=CHIP, minutes=minutes, label_area=west, seed=0))
-    return {"raster": str(city.raster), "footprints": str(fp), "east": east, "model": str(model),
+    return {"raster": str(city.raster), "footprints": str(fp), "east": east, "model": str(model), "encoder": encoder,
             "val_iou": m["val_iou"], "epochs": m["epochs_done"]}
 
 
@@ -209,7 +214,8 @@ def run_seams(trained: dict, tmp: Path) -> dict:
 
 # ----------------------------------------------------------------------------- report
 def report(res: dict) -> str:
-    lines = ["Building segmentation bench (resnet18 U-Net, 256 px chips, batch 8)"]
+    enc = (res.get("trained") or {}).get("encoder", "?")
+    lines = [f"Building segmentation bench ({enc} U-Net, 256 px chips, batch 8)"]
     t = res.get("trained")
     if t:
         lines.append(f"  model: trained {t['epochs']} epochs on the synthetic city, validation IoU {t['val_iou']:.3f}")
@@ -218,10 +224,11 @@ def report(res: dict) -> str:
         lines.append(f"1 throughput on a {tp['size']} px raster; model only {tp['model_only_mpx_s']:.2f} Mpx/s "
                      "(random chips, warm-up excluded)")
         for r in tp["rows"]:
-            verdict = "meets" if r["ratio"] >= 0.8 else "MISSES"
+            verdict = (("meets" if r["ratio"] >= 0.8 else "MISSES") + " 0.8") if r["overlap"] == OVERLAP \
+                else "naive tiles, for comparison"
             lines.append(f"  overlap {r['overlap']:3d} px: {r['seconds']:.2f} s, raster {r['raster_mpx_s']:.2f} Mpx/s, "
                          f"chips {r['chip_mpx_s']:.2f} Mpx/s ({r['chips']} chips), chips/model-only "
-                         f"{r['ratio']:.2f} ({verdict} 0.8), {r['buildings']} buildings, {r['precision']}")
+                         f"{r['ratio']:.2f} ({verdict}), {r['buildings']} buildings, {r['precision']}")
         lines.append(contention_note(tp["contention"]))
     mem = res.get("memory")
     if mem:
@@ -251,6 +258,7 @@ def main(argv=None) -> int:
     ap.add_argument("--mem-small", type=int, default=2048)
     ap.add_argument("--mem-large", type=int, default=16384)
     ap.add_argument("--quick", action="store_true", help="1 min training, 2048 px, 4096 px memory, 1 repeat")
+    ap.add_argument("--encoder", default=None, help="U-Net encoder (default: train-seg's default)")
     args = ap.parse_args(argv)
     if args.quick:
         args.train_minutes, args.size, args.mem_large, args.repeats = 1.0, 2048, 4096, 1
@@ -263,7 +271,9 @@ def main(argv=None) -> int:
     res: dict = {"environment": environment()}
     with tempfile.TemporaryDirectory(prefix="urbanform-benchseg-") as tmp:
         tmp = Path(tmp)
-        trained = train_model(tmp, args.train_minutes)
+        from engine.contract.defaults import DEFAULT_SEG_ENCODER
+
+        trained = train_model(tmp, args.train_minutes, args.encoder or DEFAULT_SEG_ENCODER)
         res["trained"] = trained
         if "throughput" in sections:
             res["throughput"] = run_throughput(trained["model"], tmp, args.size, args.repeats)
@@ -275,7 +285,7 @@ def main(argv=None) -> int:
     print(text)
     (out / "bench_segment.json").write_text(json.dumps(res, indent=2, default=str))
     (out / "bench_segment.txt").write_text(text + "\n")
-    missed = [r for r in res.get("throughput", {}).get("rows", []) if r["ratio"] < 0.8]
+    missed = [r for r in res.get("throughput", {}).get("rows", []) if r["overlap"] == OVERLAP and r["ratio"] < 0.8]
     missed += [res["memory"]] if "memory" in res and res["memory"]["ratio"] > 1.10 else []
     return 1 if missed else 0
 
