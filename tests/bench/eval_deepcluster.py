@@ -27,7 +27,7 @@ the one with the best eta-squared of coverage.
     .venv/bin/python tests/bench/eval_deepcluster.py [--out bench_out] [--data ../shared/data]
         [--epochs 4] [--crops-per-tile 8] [--raster z20|z19] [--compare]
     .venv/bin/python tests/bench/eval_deepcluster.py --augment light,colour [--images kampala,zanzibar]
-        [--epochs 3] [--patience N]
+        [--epochs 4] [--seeds 0,1,2] [--patience N]
 """
 from __future__ import annotations
 
