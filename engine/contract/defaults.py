@@ -21,3 +21,8 @@ DEFAULT_WEIGHTS = "imagenet"
 POOLS = ("multi", "last")                   # multi: two intermediate blocks + the last, each pooled and L2-normed
 DEFAULT_POOL = "multi"
 DEFAULT_CNN_PX = 128                        # tiles resized to this many pixels before the CNN
+# DeepCluster training augmentation (cluster/sweep --augment): light colour jitter, or strong colour changes
+# that keep form (random hue rotation, greyscale, strong saturation/contrast/brightness); see
+# engine/clustering/deepcluster.py for the measurements behind the default
+AUGMENTS = ("light", "colour")
+DEFAULT_AUGMENT = "light"

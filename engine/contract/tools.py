@@ -136,7 +136,13 @@ DEEPCLUSTER = (
           help="with --buildings: stop after this many epochs without a better eta-squared and keep the best "
                "epoch"),
     Param("sobel", BOOL, False, group=TRAINING, applies_when=DEEP, advanced=True,
-          help="feed the CNN grey level and Sobel gradients instead of colour"))
+          help="feed the CNN grey level and Sobel gradients instead of colour"),
+    Param("augment", CHOICE, defaults.DEFAULT_AUGMENT, choices=defaults.AUGMENTS, group=TRAINING,
+          applies_when=DEEP, advanced=True, label="Training augmentation",
+          help="colour changes of the training crops (besides shifts, flips and 90-degree rotations): light "
+               "(small brightness, contrast and saturation changes) or colour (random hue rotation, greyscale, "
+               "strong saturation, contrast and brightness changes, to push the clusters to follow form "
+               "rather than colour; measured: no gain over light on Kampala and Zanzibar)"))
 CACHE = (Param("cache_dir", FOLDER, None, advanced=True,
                help="feature cache folder (default $URBANFORM_CACHE or ~/.cache/urbanform/features)"),
          Param("use_cache", BOOL, True, negative_flag="--no-cache", advanced=True,

@@ -72,6 +72,7 @@ class ClusterParams(StatsInputs):
     freeze: str = "auto"
     crops_per_tile: int = 8
     patience: int = 2
+    augment: str = defaults.DEFAULT_AUGMENT
     resume: bool = False
     dask: str | None = None               # 'local:N' or 'tcp://host:port': features and assignment on Dask
 
@@ -502,7 +503,8 @@ def _run_cluster(params: ClusterParams, progress: Progress, outputs: RunOutputs,
                 n_clusters=params.k, backbone=params.backbone, weights=params.weights, epochs=params.epochs,
                 lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay,
                 batch_size=params.train_batch_size, sobel=params.sobel, freeze=params.freeze,
-                crops_per_tile=params.crops_per_tile, patience=params.patience, pca_dims=params.pca_dims,
+                crops_per_tile=params.crops_per_tile, patience=params.patience, augment=params.augment,
+                pca_dims=params.pca_dims,
                 whiten=params.whiten, seed=params.seed, device=params.device, precision=params.precision,
                 feature_batch_size=params.batch_size)
             on_dask = deepcluster_on_dask(session, tiled, rows, cols, params, workdir) if session else None
@@ -517,7 +519,7 @@ def _run_cluster(params: ClusterParams, progress: Progress, outputs: RunOutputs,
             clustering.update(history=est.history_, best_epoch=est.best_epoch_, stopped_early=est.stopped_early_,
                               training={k: getattr(params, k) for k in (
                                   "epochs", "lr", "momentum", "weight_decay", "train_batch_size", "freeze",
-                                  "crops_per_tile", "patience", "sobel")})
+                                  "crops_per_tile", "patience", "sobel", "augment")})
             feature_info = {"cache_key": None, "cache_hit": False}
             lap("deepcluster")
         else:

@@ -125,6 +125,7 @@ class SweepParams(StatsInputs):
     crops_per_tile: int = 8
     freeze: str = "auto"
     sobel: bool = False
+    augment: str = defaults.DEFAULT_AUGMENT
     momentum: float = 0.9
     weight_decay: float = 1e-5
     train_batch_size: int = 64
@@ -384,7 +385,8 @@ def _deepcluster_kwargs(params: SweepParams, k: int) -> dict:
     return {"n_clusters": k, "backbone": params.backbone, "weights": params.weights, "epochs": params.epochs,
             "lr": params.lr, "momentum": params.momentum, "weight_decay": params.weight_decay,
             "batch_size": params.train_batch_size, "sobel": params.sobel, "freeze": params.freeze,
-            "crops_per_tile": params.crops_per_tile, "patience": params.patience, "pca_dims": params.pca_dims,
+            "crops_per_tile": params.crops_per_tile, "patience": params.patience, "augment": params.augment,
+            "pca_dims": params.pca_dims,
             "whiten": params.whiten, "seed": params.seed, "device": params.device, "precision": params.precision,
             "feature_batch_size": params.batch_size}
 

@@ -1,5 +1,5 @@
 """DeepCluster: quality against its starting point on the synthetic city, and the mechanics
-(checkpoint/resume, determinism, Sobel, bad input) on a tiny generated city. Real torch throughout."""
+(checkpoint/resume, determinism, Sobel, augmentation, bad input) on a tiny generated city. Real torch throughout."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from engine.clustering.deepcluster import DeepCluster, balanced_samples
+from engine.clustering.deepcluster import DeepCluster, augment, balanced_samples, recolour
+from engine.contract import defaults
 from engine.errors import BadInput, Cancelled
 from engine.raster.tiling import TiledRaster
 from tests.engine.helpers import REPO
@@ -197,9 +198,114 @@ def test_sobel_option_runs(small_city):
     ({"epochs": 0}, "--epochs 0"), ({"lr": 0}, "--lr 0"), ({"lr": -0.1}, "--lr -0.1"),
     ({"n_clusters": 65}, "--k 65"), ({"n_clusters": 1}, "--k 1"), ({"freeze": "some"}, "--freeze 'some'"),
     ({"crops_per_tile": 0}, "--crops-per-tile 0"), ({"batch_size": 1}, "--train-batch-size 1"),
-    ({"momentum": 1.5}, "--momentum 1.5"),
+    ({"momentum": 1.5}, "--momentum 1.5"), ({"augment": "sepia"}, "--augment 'sepia'"),
 ])
 def test_bad_parameters_name_the_option(small_city, kw, option):
     with pytest.raises(BadInput) as err:
         small_fit(small_city.raster, **kw)
     assert str(err.value).startswith(option)
+
+
+# ----------------------------------------------------------------------------- colour-invariant augmentation
+
+def bright_square_batch(n=16, size=32):
+    """``n`` crops of random dark colours, each with a bright square of another random colour in one corner
+    region, plus a grey ramp across the crop: a geometry (where the square is, which pixels are brighter)
+    that colour changes must keep."""
+    import torch
+
+    g = torch.Generator().manual_seed(11)
+    ramp = torch.linspace(0, 30, size).view(1, 1, 1, size)
+    base = 20 + torch.rand(n, 3, 1, 1, generator=g) * 60 + ramp
+    x = base.expand(n, 3, size, size).clone()
+    x[:, :, 4:14, 18:28] = 170 + torch.rand(n, 3, 1, 1, generator=g) * 80
+    return x
+
+
+def grey(x):
+    return x.mean(1)
+
+
+def test_colour_augmentation_keeps_shape_range_and_geometry():
+    """Recolouring moves no pixel: the bright square stays brightest where it was in every crop, and the grey
+    level keeps its per-pixel order (Spearman >= 0.99; only clipping at 0/255 can tie pixels)."""
+    import torch
+    from scipy.stats import spearmanr
+
+    x = bright_square_batch()
+    y = recolour(x, torch.Generator().manual_seed(0), "colour")
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert float(y.min()) >= 0 and float(y.max()) <= 255
+    square = torch.zeros(32, 32, dtype=torch.bool)
+    square[4:14, 18:28] = True
+    for before, after in zip(grey(x), grey(y)):
+        assert float(after[square].min()) > float(after[~square].max())      # the square is still the bright part
+        assert spearmanr(before.flatten(), after.flatten())[0] >= 0.99
+    # flips and rotations come on top, and move the square to one of the 8 symmetric places
+    z = augment(x, torch.Generator().manual_seed(0), "colour")
+    assert z.shape == x.shape
+    for after in grey(z):
+        top = after >= after.max() * 0.999
+        places = [torch.rot90(m, k) for m in (square, square.flip(1)) for k in range(4)]
+        assert any(bool(top[p].all()) for p in places)
+
+
+def test_colour_augmentation_changes_colour_much_more_than_light():
+    """Per-crop mean colour (chromaticity) and brightness move far more under 'colour' than 'light', and
+    'colour' greys some crops out entirely."""
+    import torch
+
+    x = bright_square_batch(n=200)
+
+    def chroma(t):                      # per crop: mean r, g, b shares of the pixel sum
+        m = t.mean((2, 3))
+        return m / m.sum(1, keepdim=True)
+
+    moved = {}
+    for mode in defaults.AUGMENTS:
+        y = recolour(x, torch.Generator().manual_seed(1), mode)
+        moved[mode] = (float((chroma(y) - chroma(x)).abs().sum(1).mean()),
+                       float((y.mean((1, 2, 3)) / x.mean((1, 2, 3))).log().abs().mean()))
+        if mode == "colour":
+            spread = (y.max(1).values - y.min(1).values).amax((1, 2))      # 0: a grey crop
+            assert 0.1 <= float((spread < 1e-3).float().mean()) <= 0.45
+    assert moved["colour"][0] > 5 * moved["light"][0]                       # hue and saturation
+    assert moved["colour"][1] > 2.5 * moved["light"][1]                     # brightness
+    assert moved["light"][0] < 0.05
+
+
+def test_augmentation_is_deterministic_for_a_generator_seed():
+    import torch
+
+    x = bright_square_batch()
+    for mode in defaults.AUGMENTS:
+        a = augment(x, torch.Generator().manual_seed(5), mode)
+        b = augment(x, torch.Generator().manual_seed(5), mode)
+        c = augment(x, torch.Generator().manual_seed(6), mode)
+        assert torch.equal(a, b) and not torch.equal(a, c)
+    assert not torch.equal(augment(x, torch.Generator().manual_seed(5), "light"),
+                           augment(x, torch.Generator().manual_seed(5), "colour"))
+    with pytest.raises(ValueError, match="sepia"):
+        recolour(x, torch.Generator(), "sepia")
+
+
+def test_augment_reaches_deepcluster_from_the_cli(small_city, tmp_path):
+    """``cluster --method deepcluster --augment colour`` trains with it: the manifest records it, and the
+    first epoch's loss differs from the same run with the default (same seed, same crops, other colours)."""
+    from engine.cli import build_parser, main
+
+    sub = next(a for a in build_parser()._actions if a.dest == "tool").choices["cluster"]
+    assert sub.get_default("augment") == defaults.DEFAULT_AUGMENT
+    losses = {}
+    for mode in defaults.AUGMENTS:
+        out = tmp_path / f"{mode}.gpkg"
+        argv = ["cluster", str(small_city.raster), "--out", str(out), "--k", "3", "--tile-size", "32px",
+                "--method", "deepcluster", "--epochs", "1", "--crops-per-tile", "1", "--train-batch-size", "16",
+                "--backbone", "resnet18", "--weights", "none", "--no-cache", "--progress", "none",
+                "--augment", mode]
+        assert main(argv) == 0
+        manifest = json.loads((tmp_path / f"{mode}_manifest.json").read_text())
+        clustering = manifest["clustering"]
+        assert clustering["training"]["augment"] == mode
+        losses[mode] = clustering["history"][1]["loss"]
+    assert losses["light"] != losses["colour"]

@@ -83,6 +83,9 @@ def test_engine_choice_lists_and_defaults_are_the_contracts():
     for fn in (ClusterParams, SweepParams, FeatureExtractor, DeepCluster, ProbeParams):
         assert default(fn, "backbone") == defaults.DEFAULT_BACKBONE, fn
         assert default(fn, "weights") == defaults.DEFAULT_WEIGHTS, fn
+    for fn in (ClusterParams, SweepParams, DeepCluster):
+        assert default(fn, "augment") == defaults.DEFAULT_AUGMENT, fn
+    assert defaults.DEFAULT_AUGMENT in defaults.AUGMENTS
     for fn in (TrainParams, UNet):
         assert default(fn, "encoder") == defaults.DEFAULT_SEG_ENCODER, fn
         assert default(fn, "weights") == defaults.DEFAULT_WEIGHTS, fn

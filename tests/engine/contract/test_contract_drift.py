@@ -113,7 +113,8 @@ def test_a_declared_check_names_the_flag(tmp_path, capsys):
 CHOICE_LISTS = {name: value for name, value in vars(declared).items()          # DEEP is applies_when, no list
                 if isinstance(value, tuple) and len(value) >= 2 and all(isinstance(v, str) for v in value)
                 and name.isupper() and name != "DEEP"} | {"BACKBONES": defaults.BACKBONES,
-                                                         "SEG_ENCODERS": defaults.SEG_ENCODERS}
+                                                         "SEG_ENCODERS": defaults.SEG_ENCODERS,
+                                                         "AUGMENTS": defaults.AUGMENTS}
 OUTPUT_SUFFIXES = sorted({re.sub(r"\{(stem|tag)\}", "", o.pattern).split("_", 1)[-1]
                           for tool in TOOLS.values() for o in tool.outputs if o.pattern.startswith("{stem}_")}
                          | {"checkpoint.pt"})
