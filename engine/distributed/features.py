@@ -30,13 +30,14 @@ class RemoteExtractor:
     def __init__(self, session, spec: ExtractorSpec, state_dict: "dict | None" = None):
         import torch
 
-        from ..features.backbones import build_backbone
+        from ..features.backbones import build_backbone, state_digest
 
         self.worker_spec = spec
         self.sobel = spec.sobel
         self.pool, self.cnn_px = spec.pool, spec.cnn_px
         self.model, self.spec, self.weights_path = build_backbone(spec.backbone, spec.weights, spec.seed, spec.sobel,
                                                                    state_dict, spec.pool)
+        self.state_digest = state_digest(state_dict)
         self.dim = self.spec.feature_dim(spec.pool)
         found = session.call(describe_device, spec.device, spec.precision)
         self.device = torch.device(found["device"])

@@ -312,6 +312,24 @@ def pooled_network(spec: BackboneSpec, model, sobel: bool = False, pool: str = "
     return sobel_input(model) if sobel else model
 
 
+def state_digest(state_dict: "dict | None") -> "str | None":
+    """SHA-256 of a network's weights (names, shapes, dtypes and values): what identifies a CNN given as a state
+    dict (a DeepCluster or a classifier file's) in the feature cache's key; None without one."""
+    if state_dict is None:
+        return None
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def build_backbone(name: str, weights: str = "imagenet", seed: int = 0, sobel: bool = False,
                    state_dict: dict | None = None, pool: str = "last"):
     """(pooled model in eval mode, spec, weights path or None).

@@ -19,7 +19,7 @@ from ..contract import defaults
 from ..contract.problems import BAD_CHOICE
 from ..contract.tools import DEVICES, PRECISIONS
 from ..errors import BadInput
-from .backbones import build_backbone
+from .backbones import build_backbone, state_digest
 from .runtime import tune_malloc
 
 
@@ -107,6 +107,7 @@ class FeatureExtractor:
         self.pool = pool
         self.cnn_px = None if cnn_px in (None, "native") else int(cnn_px)
         self.model, self.spec, self.weights_path = build_backbone(backbone, weights, seed, sobel, state_dict, pool)
+        self.state_digest = state_digest(state_dict)      # the network given as weights, for the feature cache
         self.precision = choose_precision(self.device, precision)
         self.channels_last = channels_last and self.device.type != "mps"
         self.dim = self.spec.feature_dim(pool)

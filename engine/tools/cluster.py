@@ -144,6 +144,7 @@ def feature_key(checksum: str, tiled, extractor, params: ClusterParams, rows, co
         "backbone": params.backbone, "weights": _weights_id(extractor.weights_path, params.seed),
         "precision": extractor.precision, "device": extractor.device.type, "v": 2,
         "sobel": bool(getattr(extractor, "sobel", False)),
+        "state": getattr(extractor, "state_digest", None),     # a network given as a state dict (classify --model)
         "pool": getattr(extractor, "pool", "last"), "cnn_px": getattr(extractor, "cnn_px", None),
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]

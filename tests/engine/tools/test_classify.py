@@ -156,3 +156,29 @@ def test_finetune_tunes_the_last_block_in_each_fold_and_the_model_file_keeps_it(
                                  model=str(tmp_path / "tuned_classifier.pt")))
     assert applied["classify"]["finetune"]
     assert (gpd.read_file(tmp_path / "again.gpkg", layer="tiles")["class"] == tiles["class"]).mean() >= 0.98
+
+
+def test_a_classifier_replaced_under_the_same_name_is_not_served_stale_features(city, city_labels, tmp_path):
+    """The feature cache knows a classifier's CNN by the file's content: a fine-tuned classifier saved over an
+    untuned one at the same path gets its own features, not the cached ones of the file it replaced."""
+    import shutil
+
+    plain = tmp_path / "plain.gpkg"
+    run(ClassifyParams(raster=str(city.raster), out=str(plain), labels=str(city_labels), field="zone", folds=2))
+    tuned = tmp_path / "tuned.gpkg"
+    run(ClassifyParams(raster=str(city.raster), out=str(tuned), labels=str(city_labels), field="zone", folds=2,
+                       finetune=True))
+    shared, cache = tmp_path / "shared.pt", tmp_path / "cache"
+
+    def apply(name: str, model=shared, cache_dir=cache) -> np.ndarray:
+        out = tmp_path / f"{name}.gpkg"
+        run(ClassifyParams(raster=str(city.raster), out=str(out), model=str(model), cache_dir=str(cache_dir)))
+        return gpd.read_file(out, layer="tiles")["prob"].to_numpy()
+
+    shutil.copy2(tmp_path / "plain_classifier.pt", shared)
+    first = apply("first")
+    shutil.copy2(tmp_path / "tuned_classifier.pt", shared)
+    second = apply("second")
+    own = apply("own", tmp_path / "tuned_classifier.pt", tmp_path / "own_cache")
+    assert not np.allclose(first, own, atol=1e-3)
+    assert np.allclose(second, own, atol=1e-3)
