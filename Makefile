@@ -102,7 +102,14 @@ demo: setup
 serve: setup
 	$(PY) -m engine serve --host "$(HOST)" --port "$(PORT)" --data-dir "$(DATA_DIR)" $(SERVE_OPTS)
 
-test: setup test-engine test-plugin
+# the two suites run side by side, one torch thread each (URBANFORM_THREADS, OMP_NUM_THREADS): on two cores
+# most of either suite waits on Python, GDAL or QGIS, not on torch; SERIAL=1 runs them one after the other
+test: setup
+ifeq ($(SERIAL),1)
+	$(MAKE) --no-print-directory test-engine test-plugin
+else
+	URBANFORM_THREADS=1 OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -j2 --output-sync=target test-engine test-plugin
+endif
 
 test-engine: setup
 	$(PY) -m pytest tests/engine -p no:qgis -q -ra --durations=20 --junitxml=.test-results/engine.xml
