@@ -96,14 +96,20 @@ def cell_windows(mask: np.ndarray, chip: int) -> list[Window]:
 
 
 # -- data ---------------------------------------------------------------------------------
+HAZE_P = 0.3          # share of training chips seen through haze (veil of a light grey, 10-45 %)
+BLUR_P = 0.2          # share of training chips slightly blurred (3 x 3 box, as an image out of focus)
+
+
 def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Random flips, 90-degree rotation and photometric changes of a batch: uint8 x (B,3,H,W), y (B,H,W)
     -> float32 x on the 0-255 scale, y unchanged in type.
 
-    Photometric: contrast, per-band gain, brightness and saturation jitter; none changes where the
-    buildings are. Tried and not kept: haze (a light-grey veil of 10-45 % on 30 % of the chips) and a 3 x 3
-    blur on 20 %: trained on the west of Zanzibar for 6 minutes the east scored 0.654 against 0.651
-    without (one run each), and the synthetic city in 3 minutes 0.874 against 0.934."""
+    Photometric: contrast, per-band gain, brightness and saturation jitter, and on some chips haze (a veil
+    of light grey, as over a corner of a drone mosaic or in hazy satellite scenes) or a slight blur: none
+    changes where the buildings are, and imagery the model never saw differs from its training area
+    mostly in these ways. Measured (train-seg 15 min on the west of Zanzibar, scored on its east, whose
+    lower right is hazy): east IoU 0.673 with haze and blur, 0.216 without (the hazy field mapped as one
+    roof); the price on the clean synthetic city (resnet18 from scratch, 3 min): 0.874 against 0.934."""
     xs, ys = [], []
     for xi, yi in zip(x, y):
         k = int(rng.integers(0, 4))
@@ -119,11 +125,19 @@ def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.
     gain = rng.uniform(0.92, 1.08, size=(b, 3, 1, 1)).astype(np.float32)
     bright = rng.uniform(-20.0, 20.0, size=(b, 1, 1, 1)).astype(np.float32)
     sat = rng.uniform(0.6, 1.3, size=(b, 1, 1, 1)).astype(np.float32)
+    haze = np.where(rng.random((b, 1, 1, 1)) < HAZE_P, rng.uniform(0.1, 0.45, (b, 1, 1, 1)), 0.0).astype(np.float32)
+    veil = rng.uniform(170.0, 240.0, size=(b, 1, 1, 1)).astype(np.float32)
     mean = xf.mean(axis=(1, 2, 3), keepdims=True)
     xf = (xf - mean) * contrast + mean * gain + bright
     if xf.shape[1] == 3:
         grey = xf.mean(axis=1, keepdims=True)
         xf = grey + (xf - grey) * sat
+    xf = xf * (1.0 - haze) + veil * haze
+    blur = np.flatnonzero(rng.random(b) < BLUR_P)
+    if len(blur):
+        from scipy.ndimage import uniform_filter
+
+        xf[blur] = uniform_filter(xf[blur], size=(1, 1, 3, 3), mode="nearest")
     return np.clip(xf, 0.0, 255.0, out=xf), ys
 
 

@@ -99,9 +99,9 @@ def test_split_blocks_and_training_windows_disjoint():
 
 
 def test_augment_keeps_image_and_mask_aligned():
-    """Blocky buildings, bright on dark: after flips, rotations and colour jitter every chip's buildings are
-    still where its mask says (the jitter moves the grey levels, never the places); a rotation applied to the
-    image but not the mask would agree on about half the pixels."""
+    """Blocky buildings, bright on dark: after flips, rotations, colour jitter, haze and blur every chip's
+    buildings are still where its mask says (haze and blur move the grey levels and soften the edges, never
+    the places); a rotation applied to the image but not the mask would agree on about half the pixels."""
     rng = np.random.default_rng(1)
     n = 32
     y = np.kron(rng.random((n, 8, 8)) > 0.6, np.ones((8, 8))).astype(np.uint8)
@@ -116,7 +116,7 @@ def test_augment_keeps_image_and_mask_aligned():
         cut = 0.5 * (g[m].mean() + g[~m].mean())
         assert ((g > cut) == m).mean() > 0.93
     spread = grey.reshape(n, -1).max(1) - grey.reshape(n, -1).min(1)
-    assert spread.min() < 0.9 * spread.max()          # the contrast was jittered
+    assert spread.min() < 0.75 * spread.max()         # some chips came out hazy or low in contrast
 
 
 # -- training ---------------------------------------------------------------------------------------------
