@@ -31,8 +31,11 @@ def _pieces(mask: np.ndarray, r0: int, c0: int) -> list:
     if not m.any():
         return []
     out = []
+    # rings straight to arrays (shapely.geometry.shape visits every vertex in Python: a fifth of segment's time
+    # outside the model on a dense city)
     for geom, _ in rasterio.features.shapes(m, mask=m > 0, transform=Affine.translation(c0, r0), connectivity=4):
-        out.append(shapely.geometry.shape(geom))
+        rings = [shapely.linearrings(np.asarray(r, dtype=np.float64)) for r in geom["coordinates"]]
+        out.append(shapely.polygons(rings[0], holes=rings[1:] or None))
     return out
 
 
@@ -43,7 +46,9 @@ def _canon(polys: list) -> list:
 
     if not polys:
         return []
-    return list(shapely.normalize(shapely.simplify(np.array(polys, dtype=object), 0.0)))
+    # tolerance 0 only drops collinear vertices: plain Douglas-Peucker gives the same rings as the topology-
+    # preserving simplifier here, in about 60 % of its time
+    return list(shapely.normalize(shapely.simplify(np.array(polys, dtype=object), 0.0, preserve_topology=False)))
 
 
 def _merge(pieces: list) -> list:
