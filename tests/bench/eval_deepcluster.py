@@ -116,6 +116,16 @@ def show(title: str, runs: list[dict], key: str) -> None:
             print("    " + "  ".join(cells) + mark)
 
 
+def synthetic_city(folder: Path):
+    """(the synthetic city of 4 zone types in 4 x 4 blocks, its footprints file, the true zone of each 64 px tile)."""
+    from tests.synthetic import make_city
+
+    city = make_city(folder / "city.tif", zone_grid=(4, 4), zone_px=256, seed=3)
+    fp = folder / "city_buildings.gpkg"
+    city.footprints.to_file(fp)
+    return city, fp, city.zone_of_tiles(64)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(REPO / "bench_out"))
@@ -140,12 +150,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="urbanform-evaldc-") as tmp:
         if not args.skip_city:
-            from tests.synthetic import make_city
-
-            city = make_city(Path(tmp) / "city.tif", zone_grid=(4, 4), zone_px=256, seed=3)
-            fp = Path(tmp) / "city_buildings.gpkg"
-            city.footprints.to_file(fp)
-            truth = city.zone_of_tiles(64)
+            city, fp, truth = synthetic_city(Path(tmp))
             for backbone, weights in STARTS:
                 result["synthetic"].append(fit(city.raster, fp, 4, truth, backbone=backbone, weights=weights,
                                                **common))
@@ -200,12 +205,7 @@ def compare_augment(args) -> int:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="urbanform-evaldc-") as tmp:
         if not args.skip_city:
-            from tests.synthetic import make_city
-
-            city = make_city(Path(tmp) / "city.tif", zone_grid=(4, 4), zone_px=256, seed=3)
-            fp = Path(tmp) / "city_buildings.gpkg"
-            city.footprints.to_file(fp)
-            truth = city.zone_of_tiles(64)
+            city, fp, truth = synthetic_city(Path(tmp))
             for mode in modes:
                 result["synthetic"].append(fit(city.raster, fp, 4, truth, augment=mode, **common))
             show("Synthetic city, K=4, 64 px tiles: ARI vs true zones per epoch", result["synthetic"], "ari")
