@@ -173,7 +173,8 @@ def _segment_on_dask(session, params: SegmentParams, reader, chip: int, overlap:
 
     ident = {"raster": stamp(params.raster), "model": stamp(params.model), "resample": params.resample,
              "chip": chip, "overlap": overlap, "probability": params.probability, "block": params.block,
-             "band_blocks": BAND_BLOCKS, "tta": params.tta, "device": device.type, "precision": precision, "batch": batch, **settings}
+             "band_blocks": BAND_BLOCKS, "tta": params.tta, "device": device.type, "precision": precision,
+             "batch": batch, **settings}
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
     job = SegmentJob(os.path.abspath(params.raster), os.path.abspath(params.model), params.resample, chip, overlap,
                      store=str(default_cache_dir().parent / "segment" / key), block=params.block,

@@ -49,8 +49,9 @@ class SegmentRequest:
 
     def values(self) -> dict:
         return {"raster": self.raster, "model": self.model, "out": self.out, "overlap": self.overlap,
-                "threshold": self.threshold, "probability": self.probability, "tta": self.tta, "min_area": self.min_area,
-                "simplify": self.simplify, "regularize": self.regularize, "resample": self.resample,
+                "threshold": self.threshold, "probability": self.probability, "tta": self.tta,
+                "min_area": self.min_area, "simplify": self.simplify, "regularize": self.regularize,
+                "resample": self.resample,
                 "device": self.device, "dask": self.dask or None, "overwrite": self.overwrite}
 
     def problems(self) -> list[Problem]:

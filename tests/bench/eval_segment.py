@@ -156,7 +156,8 @@ def report(rows: list[dict]) -> str:
         lines.append(f"| {r['case']} | {r['encoder']} ({r['weights']}{chip}) | {r['minutes']:g} min | {r['epochs']} "
                      f"({r['best_epoch']}) | {r['val_iou']:.3f} | {r['threshold']:.2f} | {e['iou']:.3f} | "
                      f"{e['precision']:.3f} | {e['recall']:.3f} | {e['f1']:.3f} | {e['obj_f1']:.3f} | {v['iou']:.3f} | "
-                     f"{r.get('east_iou_at_0.5', float('nan')):.3f} | {flips} | {r['train_chips_per_s']:.1f} | {r['segment_mpx_per_s']:.2f} |")
+                     f"{r.get('east_iou_at_0.5', float('nan')):.3f} | {flips} | {r['train_chips_per_s']:.1f} | "
+                     f"{r['segment_mpx_per_s']:.2f} |")
     lines.append("")
     for r in rows:
         if "error" in r:
@@ -165,8 +166,8 @@ def report(rows: list[dict]) -> str:
         ref = REFERENCE.get(r["case"])
         target = 0.9 if r["case"] == "synthetic" else TARGET_IOU
         verdict = "meets" if r["east"]["iou"] >= target else "MISSES"
-        lines.append(f"{r['case']}: IoU {r['east']['iou']:.3f} {verdict} the target {target}"
-                     + (f"; the issue's reference {ref['iou']} (P {ref['precision']}, R {ref['recall']})" if ref else ""))
+        reference = f"; the issue's reference {ref['iou']} (P {ref['precision']}, R {ref['recall']})" if ref else ""
+        lines.append(f"{r['case']}: IoU {r['east']['iou']:.3f} {verdict} the target {target}{reference}")
         lines.append(f"  training: {contention_note(r['train_contention']).strip()}")
     return "\n".join(lines)
 
