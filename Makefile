@@ -36,7 +36,7 @@ help:
 	@echo "make lock      pin requirements.txt with hashes into requirements.lock"
 	@echo "make bench     throughput, malloc tuning and memory benchmarks (minutes)"
 	@echo "make bench-gpu the GPU benchmark (features, segmentation, DeepCluster, 11 Gpx projection; CPU: small sizes)"
-	@echo "make eval      clustering quality on the real labelled images (eta-squared of building statistics) and the synthetic city"
+	@echo "make eval      clustering and building segmentation quality on every labelled image and the synthetic city (~1.5 h)"
 	@echo "make package   plugin zip and plugins.xml in $(DIST)/ (Install from ZIP, or a plugin repository at REPO_URL)"
 	@echo "make deploy    link this tree into the QGIS profile '$(PROFILE)' for development"
 	@echo "make clean     remove build and demo outputs (distclean also removes .venv); never the service's"
