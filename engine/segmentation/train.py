@@ -228,21 +228,26 @@ def _autocast(device, precision):
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
-def evaluate_iou(model, tiled, geoms, windows, batch_size, device, precision) -> dict:
-    """Pixel IoU, precision and recall of ``model`` (threshold 0.5) over ``windows``."""
+def _predictions(model, tiled, geoms, windows, batch_size, device, precision):
+    """(logits (n,h,w) float32, truth (n,h,w) bool) of ``model`` in eval mode, batch by batch over ``windows``."""
     import torch
 
     model.eval()
-    tp = fp = fn = 0
     with torch.inference_mode():
         for x, y in _batches(tiled, geoms, windows, batch_size):
             with _autocast(device, precision):
                 logits = model(torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last))
-            pred = (logits.float()[:, 0] > 0).cpu().numpy()
-            truth = y.astype(bool)
-            tp += int((pred & truth).sum())
-            fp += int((pred & ~truth).sum())
-            fn += int((~pred & truth).sum())
+            yield logits.float()[:, 0].cpu().numpy(), y.astype(bool)
+
+
+def evaluate_iou(model, tiled, geoms, windows, batch_size, device, precision) -> dict:
+    """Pixel IoU, precision and recall of ``model`` (threshold 0.5) over ``windows``."""
+    tp = fp = fn = 0
+    for logits, truth in _predictions(model, tiled, geoms, windows, batch_size, device, precision):
+        pred = logits > 0
+        tp += int((pred & truth).sum())
+        fp += int((pred & ~truth).sum())
+        fn += int((~pred & truth).sum())
     return {"iou": tp / max(1, tp + fp + fn), "precision": tp / max(1, tp + fp), "recall": tp / max(1, tp + fn)}
 
 
@@ -257,21 +262,16 @@ def choose_threshold(model, tiled, geoms, windows, batch_size, device, precision
     blocks (never on the area scored later) and kept in the model file; ``segment`` uses it by default.
     Returns ``{"threshold", "iou", "iou_at_0.5"}``.
     """
-    import torch
+    from scipy.special import expit
 
-    model.eval()
     bins = 100
     hist_b = np.zeros(bins, np.int64)     # building pixels per probability bin
     hist_o = np.zeros(bins, np.int64)     # background pixels per probability bin
-    with torch.inference_mode():
-        for x, y in _batches(tiled, geoms, windows, batch_size):
-            with _autocast(device, precision):
-                logits = model(torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last))
-            p = torch.sigmoid(logits.float()[:, 0]).cpu().numpy()
-            k = np.minimum((p * bins).astype(np.int64), bins - 1)
-            truth = y.astype(bool)
-            hist_b += np.bincount(k[truth], minlength=bins)
-            hist_o += np.bincount(k[~truth], minlength=bins)
+    for logits, truth in _predictions(model, tiled, geoms, windows, batch_size, device, precision):
+        p = expit(logits)
+        k = np.minimum((p * bins).astype(np.int64), bins - 1)
+        hist_b += np.bincount(k[truth], minlength=bins)
+        hist_o += np.bincount(k[~truth], minlength=bins)
 
     def iou(t: float) -> float:
         i = int(round(t * bins))
