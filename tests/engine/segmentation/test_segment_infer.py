@@ -161,6 +161,24 @@ def test_min_area_and_simplify(tmp_path):
     assert len(big.geometry.exterior.coords) == 5     # a clean rectangle: 4 corners + closing point
 
 
+def test_simplify_falls_back_to_the_topology_keeping_simplifier_only_where_needed():
+    import shapely
+
+    from engine.segmentation.polygons import simplify_outlines
+
+    # a staircase (a pixel outline of a rotated edge): plain Douglas-Peucker, as shapely gives it
+    stairs = shapely.Polygon([(0, 0), (6, 0), (6, 1), (5, 1), (5, 2), (4, 2), (4, 3), (3, 3), (3, 4), (2, 4),
+                              (2, 5), (1, 5), (1, 6), (0, 6)])
+    # a 1 m x 1 m building at a 2 m tolerance: plain Douglas-Peucker collapses it, the fallback keeps it
+    small = shapely.box(10, 10, 11, 11)
+    assert shapely.simplify(small, 2.0, preserve_topology=False).is_empty
+    out = simplify_outlines(np.array([stairs, small], dtype=object), 2.0)
+    assert out[0].equals_exact(shapely.simplify(stairs, 2.0, preserve_topology=False), 0)
+    assert len(out[0].exterior.coords) < len(stairs.exterior.coords)
+    assert out[1].equals_exact(shapely.simplify(small, 2.0, preserve_topology=True), 0) and out[1].area > 0
+    assert shapely.is_valid(out).all()
+
+
 def test_buildings_in_metres_on_web_mercator(tmp_path):
     """At 60 N a Web Mercator metre is half a ground metre: a 40 x 20 px roof at 0.5 'm' is 10 m x 5 m."""
     from pyproj import Transformer
