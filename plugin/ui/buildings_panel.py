@@ -101,6 +101,9 @@ class BuildingsPanel(DockPanel, QWidget, FORM_CLASS):
                                  (self.minutesSpin, TrainSegRequest.TOOL, "minutes")):
             bound(spin, tool.param(name))                        # the ranges the contract declares
         bound(self.thresholdSpin, SegmentRequest.TOOL.param("threshold"), minimum=0.0)   # 0: the model's own
+        tta = SegmentRequest.TOOL.param("tta")                     # the contract's words for test-time flips
+        self.ttaCheck.setText(tta.title)
+        self.ttaCheck.setToolTip(tta.help)
         for value, label in WEIGHT_CHOICES:
             self.segWeightsCombo.addItem(label, value)
         for value, label in BUDGETS:
@@ -137,7 +140,7 @@ class BuildingsPanel(DockPanel, QWidget, FORM_CLASS):
                        self.chipsPerEpochSpin.valueChanged, self.modelOutFile.fileChanged,
                        self.applyAfterCheck.toggled, self.modelFile.fileChanged, self.segOverlapSpin.valueChanged,
                        self.thresholdSpin.valueChanged, self.probabilityCheck.toggled, self.regularizeCheck.toggled,
-                       self.segOutFile.fileChanged, self.evaluateCombo.layerChanged):
+                       self.ttaCheck.toggled, self.segOutFile.fileChanged, self.evaluateCombo.layerChanged):
             signal.connect(self.update_state)
         self.segRunButton.clicked.connect(self.run)
         self.segCancelButton.clicked.connect(self.cancel)
@@ -201,7 +204,7 @@ class BuildingsPanel(DockPanel, QWidget, FORM_CLASS):
             raster=self.raster(), model=self.modelFile.filePath().strip() if model is None else model,
             out=self.segOutFile.filePath().strip(), overlap=None if overlap < 0 else overlap,
             threshold=self.thresholdSpin.value() or None, probability=self.probabilityCheck.isChecked(),
-            regularize=self.regularizeCheck.isChecked(), device=self.device())
+            regularize=self.regularizeCheck.isChecked(), tta=self.ttaCheck.isChecked(), device=self.device())
 
     def evaluate_request(self, seg: SegmentRequest) -> EvaluateSegRequest | None:
         """The evaluation after ``seg`` (of its mask, pixel and object scores), or None when no layer is chosen."""
@@ -548,7 +551,8 @@ class BuildingsPanel(DockPanel, QWidget, FORM_CLASS):
                   "chips_per_epoch": self.chipsPerEpochSpin.value(),
                   "apply_after": self.applyAfterCheck.isChecked(), "model": self.modelFile.filePath(),
                   "overlap": self.segOverlapSpin.value(), "threshold": self.thresholdSpin.value(),
-                  "probability": self.probabilityCheck.isChecked(), "regularize": self.regularizeCheck.isChecked()}
+                  "probability": self.probabilityCheck.isChecked(), "regularize": self.regularizeCheck.isChecked(),
+                  "tta": self.ttaCheck.isChecked()}
         for key, value in values.items():
             settings.set(KEY + key, value)
 
@@ -573,6 +577,7 @@ class BuildingsPanel(DockPanel, QWidget, FORM_CLASS):
         self.thresholdSpin.setValue(get(KEY + "threshold", segment.threshold or 0.0, float))
         self.probabilityCheck.setChecked(get(KEY + "probability", segment.probability, bool))
         self.regularizeCheck.setChecked(get(KEY + "regularize", segment.regularize, bool))
+        self.ttaCheck.setChecked(get(KEY + "tta", segment.tta, bool))
         self._weights_changed()
         self._budget_changed()
 

@@ -152,6 +152,13 @@ def test_dock_trains_then_maps_and_evaluates_with_progress_and_styled_layers(mak
     panel.footprintsCombo.setLayer(footprints)
     panel.evaluateCombo.setLayer(QgsProject.instance().mapLayer(sample_layers.buildings_id))
     panel.probabilityCheck.setChecked(True)
+    tta = panel.segment_request().TOOL.param("tta")               # test-time flips: the contract's words,
+    assert panel.ttaCheck.text() == tta.title and panel.ttaCheck.toolTip() == tta.help
+    assert not panel.segment_request().tta and "--tta" not in panel.segment_request().argv()
+    panel.ttaCheck.setChecked(True)                               # on the command line when ticked, remembered
+    assert panel.segment_request().tta and "--tta" in panel.segment_request().argv()
+    panel.save_settings()
+    assert make_dock().buildings.ttaCheck.isChecked()
     panel.modelOutFile.setFilePath(str(tmp_path / "model.pt"))
     panel.segOutFile.setFilePath(str(tmp_path / "kampala_b.gpkg"))
     assert panel.problems() == [], panel.problems()
@@ -174,6 +181,7 @@ def test_dock_trains_then_maps_and_evaluates_with_progress_and_styled_layers(mak
                                                     "kampala_b.gpkg", "kampala_b_mask.tif", "kampala_b_prob.tif",
                                                     "kampala_b_manifest.json", "kampala_b_buildings.qml",
                                                     "kampala_b_mask.qml", "kampala_b_prob.qml"}
+    assert json.loads((tmp_path / "kampala_b_manifest.json").read_text())["params"]["tta"] is True
 
     # the layers: a group named after the run, outlines, semi-transparent mask, unchecked probability
     group = QgsProject.instance().layerTreeRoot().findGroup("kampala_b")
