@@ -154,6 +154,7 @@ def run_places(params, places: "list[Place]", progress: Progress, outputs, final
                             "differ a little): `predict` resizes the tiles of a place to the first place's pixels, "
                             "so its labels may differ from this run's; give the tile size in px to keep them equal")
             progress("warning", 1, 1, f"warning: {warnings[-1]}")
+        places, tiled_all = _inside_area(places, tiled_all, params.area, warnings, progress)
         picks, coverages, layer_warnings = [], [], []
         for p, tiled in zip(places, tiled_all, strict=True):
             progress("scan", 0, 0, f"place {p.name}")
@@ -268,6 +269,26 @@ def _coverage(place, tiled, rows, cols, buildings, warnings: list, building_cove
         warnings.append(f"--buildings {buildings!r}: no footprint overlaps the tiles of place {place.name!r}; "
                         "its building coverage is 0")
     return coverage
+
+
+def _inside_area(places: list, tiled_all: list, area, warnings: list, progress) -> tuple[list, list]:
+    """The places (and their tiled rasters) with a tile centre inside ``area``: an area drawn around some of
+    the places leaves the others out, with a warning, rather than stopping the run; BadInput (``area``) when
+    it covers no place."""
+    if not area:
+        return places, tiled_all
+    from ..raster.area import tiles_inside
+
+    inside = [bool(tiles_inside(t, None, area).any()) for t in tiled_all]
+    if not any(inside):
+        raise BadInput(f"--area {str(area)!r}: no tile centre of any place lies inside it ("
+                       f"{', '.join(p.name for p in places)}); check that it overlaps the places.", param="area")
+    out = [p.name for p, ok in zip(places, inside, strict=True) if not ok]
+    if out:
+        warnings.append(f"--area: no tile of {', '.join(out)} lies inside it; left out of the run")
+        progress("warning", 1, 1, f"warning: {warnings[-1]}")
+    return ([p for p, ok in zip(places, inside, strict=True) if ok],
+            [t for t, ok in zip(tiled_all, inside, strict=True) if ok])
 
 
 def _spans(picks) -> list[tuple[int, int]]:

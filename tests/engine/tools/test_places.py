@@ -176,6 +176,33 @@ def test_one_place_runs_as_before_and_a_bad_mix_is_refused(cities, tmp_path):
     assert not any(tmp_path.glob("x*"))
 
 
+def test_an_area_around_some_places_leaves_the_others_out_with_a_warning(cities, tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    (a1, a2), far = cities
+    with rasterio.open(a1) as src:
+        crs, bounds = src.crs, src.bounds
+    area = tmp_path / "kampala_only.gpkg"
+    gpd.GeoDataFrame(geometry=[box(*bounds)], crs=crs).to_file(area)      # the first strip: Kampala only
+    out = tmp_path / "k.gpkg"
+    manifest = run_cluster(ClusterParams(raster=[str(a1), str(a2), str(far)], out=str(out), area=str(area), **FAST))
+    assert any("--area" in w and "zanzibar" in w and "left out" in w for w in manifest["warnings"]), manifest
+    assert [p["name"] for p in manifest["places"]] == ["strip_0"]
+    tiles = pyogrio.read_dataframe(out, layer="tiles")
+    assert set(tiles.place_name) == {"strip_0"} and len(tiles) == manifest["tiling"]["tiles_valid"]
+    # tile centres inside the first strip only: fewer tiles than the two strips hold
+    assert len(tiles) < manifest["tiling"]["tiles_total"]
+
+    nowhere = tmp_path / "nowhere.gpkg"
+    gpd.GeoDataFrame(geometry=[box(0, 0, 10, 10)], crs="EPSG:32636").to_file(nowhere)
+    with pytest.raises(BadInput) as err:
+        run_cluster(ClusterParams(raster=[str(a1), str(far)], out=str(tmp_path / "n.gpkg"), area=str(nowhere),
+                                  **FAST))
+    assert err.value.param == "area" and "any place" in str(err.value) and "zanzibar" in str(err.value)
+    assert not any(tmp_path.glob("n.*")) and not any(tmp_path.glob("n_*"))      # nothing written
+
+
 def test_the_report_shows_the_places_side_by_side_with_their_tiles(both, tmp_path):
     from engine.tools.report import ReportParams
     from engine.tools.report import run as run_report
