@@ -277,11 +277,13 @@ class Laps:
         return self.timings
 
 
-def select_tiles(tiled, min_valid: float, extent, area, progress, raster: str):
-    """(rows, cols, valid fraction grid) of the tiles a run uses, or BadInput when there are none."""
+def select_tiles(tiled, min_valid: float, extent, area, progress, raster: str, inside: "np.ndarray | None" = None):
+    """(rows, cols, valid fraction grid) of the tiles a run uses, or BadInput when there are none. ``inside``:
+    the tiles inside ``extent`` and ``area`` (``tiles_inside``) when the caller has them already."""
     from ..raster.area import tiles_inside
 
-    inside = tiles_inside(tiled, extent, area)
+    if inside is None:
+        inside = tiles_inside(tiled, extent, area)
     if not inside.any():
         raise BadInput("no tile centre lies inside the --extent/--area limit; check that it overlaps the raster "
                        f"{raster!r} (the extent is in the raster's CRS).")

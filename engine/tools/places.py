@@ -154,11 +154,11 @@ def run_places(params, places: "list[Place]", progress: Progress, outputs, final
                             "differ a little): `predict` resizes the tiles of a place to the first place's pixels, "
                             "so its labels may differ from this run's; give the tile size in px to keep them equal")
             progress("warning", 1, 1, f"warning: {warnings[-1]}")
-        places, tiled_all = _inside_area(places, tiled_all, params.area, warnings, progress)
+        places, tiled_all, insides = _inside_area(places, tiled_all, params.area, warnings, progress)
         picks, coverages, layer_warnings = [], [], []
-        for p, tiled in zip(places, tiled_all, strict=True):
+        for p, tiled, inside in zip(places, tiled_all, insides, strict=True):
             progress("scan", 0, 0, f"place {p.name}")
-            rows, cols, valid = select_tiles(tiled, params.min_valid, None, params.area, progress, p.raster)
+            rows, cols, valid = select_tiles(tiled, params.min_valid, None, params.area, progress, p.raster, inside)
             picks.append((rows, cols, valid))
             if params.buildings:
                 coverages.append(_coverage(p, tiled, rows, cols, params.buildings, layer_warnings, building_coverage))
@@ -271,24 +271,25 @@ def _coverage(place, tiled, rows, cols, buildings, warnings: list, building_cove
     return coverage
 
 
-def _inside_area(places: list, tiled_all: list, area, warnings: list, progress) -> tuple[list, list]:
-    """The places (and their tiled rasters) with a tile centre inside ``area``: an area drawn around some of
-    the places leaves the others out, with a warning, rather than stopping the run; BadInput (``area``) when
-    it covers no place."""
+def _inside_area(places: list, tiled_all: list, area, warnings: list, progress) -> tuple[list, list, list]:
+    """(places, their tiled rasters, their tiles inside ``area``) of the places with a tile centre inside
+    ``area``: an area drawn around some of the places leaves the others out, with a warning, rather than
+    stopping the run; BadInput (``area``) when it covers no place. Without an area: all, masks None."""
     if not area:
-        return places, tiled_all
+        return places, tiled_all, [None] * len(places)
     from ..raster.area import tiles_inside
 
-    inside = [bool(tiles_inside(t, None, area).any()) for t in tiled_all]
-    if not any(inside):
+    insides = [tiles_inside(t, None, area) for t in tiled_all]
+    keep = [bool(m.any()) for m in insides]
+    if not any(keep):
         raise BadInput(f"--area {str(area)!r}: no tile centre of any place lies inside it ("
                        f"{', '.join(p.name for p in places)}); check that it overlaps the places.", param="area")
-    out = [p.name for p, ok in zip(places, inside, strict=True) if not ok]
+    out = [p.name for p, ok in zip(places, keep, strict=True) if not ok]
     if out:
         warnings.append(f"--area: no tile of {', '.join(out)} lies inside it; left out of the run")
         progress("warning", 1, 1, f"warning: {warnings[-1]}")
-    return ([p for p, ok in zip(places, inside, strict=True) if ok],
-            [t for t, ok in zip(tiled_all, inside, strict=True) if ok])
+    kept = [i for i, ok in enumerate(keep) if ok]
+    return [places[i] for i in kept], [tiled_all[i] for i in kept], [insides[i] for i in kept]
 
 
 def _spans(picks) -> list[tuple[int, int]]:

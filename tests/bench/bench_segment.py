@@ -70,9 +70,9 @@ def train_model(folder: Path, minutes: float, encoder: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- 1 throughput
-def model_only(net, repeats: int, batches: int = 6, runner=None) -> float:
+def model_only(net, repeats: int, batches: int = 6) -> float:
     """Model Mpx/s on random uint8 chips through the same runner as segment (bf16/channels_last as chosen)."""
-    runner = runner or seg_runner(net)
+    runner = seg_runner(net)
     chips = np.random.default_rng(0).integers(0, 256, (BATCH * batches, 3, CHIP, CHIP), dtype=np.uint8)
     runner(chips[:BATCH])                                              # warm-up
     return median([model_pass(runner, chips) for _ in range(repeats)])
@@ -249,8 +249,8 @@ def report(res: dict) -> str:
                 else "naive tiles, for comparison"
             lines.append(f"  overlap {r['overlap']:3d} px: {r['seconds']:.2f} s, raster {r['raster_mpx_s']:.2f} Mpx/s, "
                          f"chips {r['chip_mpx_s']:.2f} Mpx/s ({r['chips']} chips), chips/model-only "
-                         f"{r['ratio']:.2f} ({verdict}; median of the pairs {r.get('ratios')}), {r['buildings']} buildings, "
-                         f"{r['precision']}")
+                         f"{r['ratio']:.2f} ({verdict}; median of the pairs {r.get('ratios')}), "
+                         f"{r['buildings']} buildings, {r['precision']}")
         lines.append(contention_note(tp["contention"]))
     mem = res.get("memory")
     if mem:
