@@ -199,8 +199,8 @@ def to_cog(src: Path, dst: Path) -> None:
     """The mask as a Cloud Optimized GeoTIFF (what ``segment`` writes)."""
     import rasterio.shutil
 
-    # deflate level 3: half the time of the default level 6 for a file about 1.5x as big (a 4096 px mask:
-    # 0.07 s and 0.73 MB against 0.14 s and 0.50 MB)
+    # deflate level 3, not GDAL's default 6: a somewhat bigger file, written in about half the time (cProfile of
+    # segment on the segment bench's city: see the README)
     rasterio.shutil.copy(str(src), str(dst), driver="COG", COMPRESS="DEFLATE", LEVEL=3, BLOCKSIZE=256,
                          OVERVIEW_RESAMPLING="NEAREST", BIGTIFF="IF_SAFER")
 
@@ -326,8 +326,7 @@ def segment_raster(reader: Reader, runner: Runner, chip: int, overlap: int, *, g
         pdst = rasterio.open(prob, "w", **write_profile(W, H, transform, crs, "float32", PROB_NODATA)) \
             if prob else None
         try:
-            # the staging file only lives until the COG is made: deflate level 3 (0.04 s for a 4096 px mask, 0.08 s
-            # at the default level 6)
+            # the staging file only lives until the COG is made: deflate level 3, which writes faster
             with rasterio.open(staging, "w", **write_profile(W, H, transform, crs, "uint8", MASK_NODATA),
                                ZLEVEL=3) as mdst:
                 k = 0
