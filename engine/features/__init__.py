@@ -2,6 +2,7 @@
 
 Modules: ``backbones`` (the registry, offline weights, build_backbone),
 ``extract`` (device/precision choice, FeatureExtractor, tile batches,
-extract_features), ``runtime`` (glibc malloc tuning at start-up).
+extract_features), ``streams`` (several batches at once on CPU), ``runtime`` (glibc malloc tuning
+and thread count at start-up).
 Import the modules; this package imports nothing heavy (torch comes with them).
 """

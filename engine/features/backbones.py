@@ -273,6 +273,8 @@ class _MultiDepthFactory:
     forward hooks; the state dict is the trunk's under ``body.``."""
 
     def __call__(self, body, taps):
+        import threading
+
         import torch
 
         class MultiDepth(torch.nn.Module):
@@ -286,13 +288,13 @@ class _MultiDepthFactory:
 
             def _keep(self, name):
                 def hook(_module, _inputs, output):
-                    self._seen[name] = output
+                    self._seen[(threading.get_ident(), name)] = output
                 return hook
 
             def forward(self, x):
-                self._seen.clear()
+                me = threading.get_ident()
                 last = self.body(x)
-                parts = [self._seen.pop(name).float().mean((2, 3)) for name in self.taps] + [last.float()]
+                parts = [self._seen.pop((me, name)).float().mean((2, 3)) for name in self.taps] + [last.float()]
                 return torch.cat([torch.nn.functional.normalize(p, dim=1) for p in parts], 1)
 
         return MultiDepth(body, taps)

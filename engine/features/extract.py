@@ -2,9 +2,10 @@
 in ``backbones``).
 
 On CPUs with bf16 support the model runs under bf16 autocast in channels_last
-layout; on CUDA under fp16/bf16 autocast. Tiles are read sequentially on CPU
-(on two cores a reader thread only steals time from the model) and in a
-background thread on GPUs, where reading is the bound.
+layout; on CUDA under fp16/bf16 autocast. On CPU several batches run at once,
+each on some of the cores (``streams``), while the caller's thread reads the
+next tiles (on two cores a reader thread of its own only steals time from the
+model); on GPUs tiles are read in a background thread, as reading is the bound.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from ..contract.tools import DEVICES, PRECISIONS
 from ..errors import BadInput
 from .backbones import build_backbone, state_digest
 from .runtime import tune_malloc
+from .streams import map_batches
 
 
 def available_devices() -> list[str]:
@@ -225,8 +227,8 @@ def extract_features(tiled, rows: np.ndarray, cols: np.ndarray, extractor: Featu
     if overlap_reads:
         batches = prefetch(batches)
     n = len(rows)
-    for start, tiles in batches:
-        out[start: start + len(tiles)] = extractor(tiles)
+    for start, feats in map_batches(extractor, batches, extractor.device):
+        out[start: start + len(feats)] = feats
         if progress is not None:
-            progress(start + len(tiles), n)
+            progress(start + len(feats), n)
     return out

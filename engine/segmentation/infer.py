@@ -216,9 +216,11 @@ def chip_starts(n: int, chip: int, stride: int) -> list[int]:
 def predict_stream(reader: Reader, runner: Runner, chip: int, overlap: int, chip_rows: "range | None" = None):
     """Yield (r0, prob rows (float32), valid rows) top to bottom, one chip row's worth of final rows at a time.
 
-    Chips are read a batch at a time (the next batch while the model runs the current one). Held at any
-    time: the probability accumulator (``chip`` rows x width, float32, which also carries the yielded
-    rows), the validity of the same rows, and two batches of chips. The summed blending weights are not
+    Chips are read a batch at a time (the next batch while the model runs the current ones); on CPU
+    several batches run at once (``features.streams``) and their probabilities are added in the chips'
+    order. Held at any time: the probability accumulator (``chip`` rows x width, float32, which also
+    carries the yielded rows), the validity of the same rows, and a few batches of chips (two more than
+    the streams). The summed blending weights are not
     stored but computed: every chip of the grid adds ``outer(w1, w1)``, so they are a row sum times a
     column sum.
 
@@ -227,7 +229,7 @@ def predict_stream(reader: Reader, runner: Runner, chip: int, overlap: int, chip
     contributions of every chip over them in the same order as in a whole run, hence the same values; the
     rows before it lack the chips above the range.
     """
-    from concurrent.futures import ThreadPoolExecutor
+    from ..features.streams import map_batches
 
     stride = chip - overlap
     W, H = reader.width, reader.height
@@ -247,37 +249,51 @@ def predict_stream(reader: Reader, runner: Runner, chip: int, overlap: int, chip
     ks = range(len(ys)) if chip_rows is None else chip_rows
     jobs = [(k, ys[k], xs[i:i + step], i + step >= len(xs)) for k in ks for i in range(0, len(xs), step)]
 
+    def run(chips):
+        return None if chips is None else runner(chips)
+
+    for (k, y0, row_end, valids, kept), probs in map_batches(run, chip_batches(reader, jobs, chip), runner.device):
+        for x, valid in valids:
+            acc_v[:, x:x + chip] |= valid
+        if probs is not None:
+            for x, p in zip(kept, probs, strict=True):
+                acc_p[:, x:x + chip] += p * w2
+        del probs
+        if not row_end:
+            continue
+        y1 = min(ys[k + 1] if k + 1 < len(ys) else H, H)    # rows y0 .. y1 are final: no later chip reaches them
+        n = y1 - y0
+        prob = acc_p[:n, :W]
+        prob /= row_w[y0:y1, None]
+        prob /= col_w[None, :W]
+        yield y0, prob, acc_v[:n, :W]
+        acc_p[:chip - n] = acc_p[n:].copy()
+        acc_p[chip - n:] = 0
+        acc_v[:chip - n] = acc_v[n:].copy()
+        acc_v[chip - n:] = False
+
+
+def chip_batches(reader: Reader, jobs: list, chip: int):
+    """Yield ((chip row, y0, row_end, [(x, valid)], [x of the chips to run]), chips or None) for the jobs of
+    :func:`predict_stream`, reading each job's chips in a thread while the one before is handed on (GDAL
+    frees the GIL). Chips without a valid pixel are not run."""
+    from concurrent.futures import ThreadPoolExecutor
+
     def read(job):
         _, y0, bx, _ = job
         return [(x,) + reader.read(y0, x, chip, chip) for x in bx]
 
-    pool = ThreadPoolExecutor(1)       # reads the next batch while the model runs (GDAL frees the GIL)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="chip-reader")
     try:
         nxt = pool.submit(read, jobs[0])
         for j, (k, y0, _, row_end) in enumerate(jobs):
-            items = nxt.result()
+            got = nxt.result()
             if j + 1 < len(jobs):
                 nxt = pool.submit(read, jobs[j + 1])
-            for x, _, valid in items:
-                acc_v[:, x:x + chip] |= valid
-            items = [(x, data) for x, data, valid in items if valid.any()]
-            if items:
-                probs = runner(np.stack([data for _, data in items]))
-                for (x, _), p in zip(items, probs, strict=True):
-                    acc_p[:, x:x + chip] += p * w2
-            del items
-            if not row_end:
-                continue
-            y1 = min(ys[k + 1] if k + 1 < len(ys) else H, H)    # rows y0 .. y1 are final: no later chip reaches them
-            n = y1 - y0
-            prob = acc_p[:n, :W]
-            prob /= row_w[y0:y1, None]
-            prob /= col_w[None, :W]
-            yield y0, prob, acc_v[:n, :W]
-            acc_p[:chip - n] = acc_p[n:].copy()
-            acc_p[chip - n:] = 0
-            acc_v[:chip - n] = acc_v[n:].copy()
-            acc_v[chip - n:] = False
+            kept = [(x, data) for x, data, valid in got if valid.any()]
+            chips = np.stack([data for _, data in kept]) if kept else None
+            yield (k, y0, row_end, [(x, valid) for x, _, valid in got], [x for x, _ in kept]), chips
+            del got, kept, chips
     finally:
         pool.shutdown(wait=True)
 

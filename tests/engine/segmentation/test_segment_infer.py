@@ -288,6 +288,29 @@ def test_segment_then_evaluate_on_the_synthetic_city(tmp_path):
     assert b["obj_precision"] >= a["obj_precision"]
 
 
+def test_several_streams_give_the_probabilities_of_one(tmp_path, monkeypatch):
+    """On CPU several batches of chips run at once (features.streams); their probabilities are added in the
+    chips' order, so the blended rows are those of one batch at a time."""
+    from engine.features.streams import intra_op_threads
+    from engine.segmentation.infer import Reader, Runner, predict_stream
+    from engine.segmentation.unet import UNet
+
+    torch.manual_seed(0)
+    net = UNet("resnet18", weights="none")
+    reader = Reader(write_rgb(tmp_path / "r.tif", scene()), META, False)
+    out = {}
+    try:
+        for streams in ("1", "2"):
+            monkeypatch.setenv("URBANFORM_STREAMS", streams)
+            with intra_op_threads(2):                 # make test gives each suite one thread
+                runner = Runner(net, torch.device("cpu"), "fp32", 2)
+                out[streams] = np.concatenate([p.copy() for _, p, _ in predict_stream(reader, runner, 64, 16)])
+    finally:
+        reader.close()
+    assert out["1"].shape == (200, 180)
+    assert np.allclose(out["1"], out["2"], atol=1e-6)
+
+
 def test_streaming_memory_does_not_grow_with_raster_height(tmp_path):
     """Peak Python/numpy allocations of the streamed inference: a raster 8x taller costs the same."""
     import tracemalloc
