@@ -58,13 +58,16 @@ def intra_op_threads(n: int):
             torch.set_num_threads(before)
 
 
-def map_batches(fn: Callable, items: Iterable[tuple], device, threads: "int | None" = None) -> Iterator[tuple]:
+def map_batches(fn: Callable, items: Iterable[tuple], device, threads: "int | None" = None,
+                ahead: "int | None" = None) -> Iterator[tuple]:
     """Yield (key, fn(batch)) for the (key, batch) ``items``, in their order, running ``fn`` on
     ``stream_plan(device, threads)`` streams. The items are drawn in the caller's thread (reading tiles
-    there overlaps the model's work), at most one more than there are streams ahead of the results. An
-    error in ``fn`` is raised here; closing the iterator early (a cancelled run) waits for the batches
-    running and drops the rest."""
+    there overlaps the model's work), at most ``ahead`` (default: one more than there are streams) ahead
+    of the results: more keeps the streams busy while the caller works longer on a result. An error in
+    ``fn`` is raised here; closing the iterator early (a cancelled run) waits for the batches running and
+    drops the rest."""
     streams, per = stream_plan(device, threads)
+    ahead = max(streams + 1, int(ahead or 0))
     if streams == 1:
         for key, batch in items:
             yield key, fn(batch)
@@ -74,7 +77,7 @@ def map_batches(fn: Callable, items: Iterable[tuple], device, threads: "int | No
         try:
             for key, batch in items:
                 pending.append((key, pool.submit(fn, batch)))
-                while len(pending) > streams:
+                while len(pending) > ahead - 1:
                     key0, done = pending.popleft()
                     yield key0, done.result()
             while pending:

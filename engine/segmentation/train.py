@@ -229,15 +229,21 @@ def _autocast(device, precision):
 
 
 def _predictions(model, tiled, geoms, windows, batch_size, device, precision):
-    """(logits (n,h,w) float32, truth (n,h,w) bool) of ``model`` in eval mode, batch by batch over ``windows``."""
+    """(logits (n,h,w) float32, truth (n,h,w) bool) of ``model`` in eval mode, batch by batch over ``windows``
+    (on CPU several batches at once: ``features.streams``)."""
     import torch
 
+    from ..features.streams import map_batches
+
+    def run(x):
+        with torch.inference_mode(), _autocast(device, precision):
+            logits = model(torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last))
+        return logits.float()[:, 0].cpu().numpy()
+
     model.eval()
-    with torch.inference_mode():
-        for x, y in _batches(tiled, geoms, windows, batch_size):
-            with _autocast(device, precision):
-                logits = model(torch.from_numpy(x).to(device).contiguous(memory_format=torch.channels_last))
-            yield logits.float()[:, 0].cpu().numpy(), y.astype(bool)
+    batches = ((y, x) for x, y in _batches(tiled, geoms, windows, batch_size))
+    for y, logits in map_batches(run, batches, device):
+        yield logits, y.astype(bool)
 
 
 def evaluate_iou(model, tiled, geoms, windows, batch_size, device, precision) -> dict:
