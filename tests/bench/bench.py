@@ -20,7 +20,8 @@ It measures, in one run (compare figures only within a run):
    times, the engine's own stage timings and a per-stage split of the peak;
 5. the environment: CPU, cores, torch, precision, bf16 autocast, malloc state;
 6. contention: model-only throughput idle and while a busy process of its own holds one core (target: at
-   most 1.5x slower), and with one thread under the same load.
+   most 1.5x slower), with one thread under the same load, and both with one stream of all the
+   threads (URBANFORM_STREAMS=1) to show what several batches at once gain.
 
 The report goes to stdout (and OUT/bench.txt); the same figures go to
 OUT/bench.json. Progress notes go to stderr. Generated rasters live in a
@@ -61,14 +62,14 @@ PLANS = {
         "e2e_raster_px": 4096,      # 4096 tiles of 64 px, 324 tiles of 224 px
         "model_warmup": 3, "model_batches_px": 1 << 22, "model_repeats": 5,
         "e2e_repeats": 3,
-        "malloc_rounds": 2, "malloc_repeats": 5,
+        "malloc_rounds": 2, "malloc_repeats": 5, "contention_rounds": 3,
         "mem_small_px": 2048, "mem_large_px": 16384,
     },
     "quick": {
         "e2e_raster_px": 1024,
         "model_warmup": 2, "model_batches_px": 1 << 21, "model_repeats": 3,
         "e2e_repeats": 2,
-        "malloc_rounds": 1, "malloc_repeats": 3,
+        "malloc_rounds": 1, "malloc_repeats": 3, "contention_rounds": 1,
         "mem_small_px": 1024, "mem_large_px": 4096,
     },
 }
@@ -218,17 +219,23 @@ def measure_model(extractor, px: int, batch_size: int, warmup: int, batches: int
     """Model-only throughput: ``repeats`` timings of ``batches`` batches after ``warmup`` batches.
 
     Inputs are random uint8 tiles (n, 3, px, px); two arrays alternate so
-    that the model does not see one buffer over and over.
+    that the model does not see one buffer over and over. The batches run as
+    extract_features runs them (``streams.map_batches``: on CPU several at once).
     """
+    from engine.features.streams import map_batches
+
     rng = np.random.default_rng(seed)
     inputs = [rng.integers(0, 256, (batch_size, 3, px, px), dtype=np.uint8) for _ in range(2)]
-    for i in range(warmup):
-        extractor(inputs[i % 2])
+
+    def run(n: int):
+        for _ in map_batches(extractor, ((i, inputs[i % 2]) for i in range(n)), extractor.device):
+            pass
+
+    run(warmup)
     rates = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        for i in range(batches):
-            extractor(inputs[i % 2])
+        run(batches)
         rates.append(batches * batch_size / (time.perf_counter() - t0))
     return {"batch_size": batch_size, "warmup_batches": warmup, "batches_per_repeat": batches,
             "repeats": repeats, "tiles_per_s": median(rates), "tiles_per_s_all": [round(r, 1) for r in rates]}
@@ -821,36 +828,46 @@ def run_contention(plan: dict, batch_override: int | None) -> dict:
     alternating; the slowdown is idle / loaded (target <= 1.5). Also the same under load with one thread, to
     show what the engine's choice costs or saves."""
     from engine.features.runtime import usable_cores
+    from engine.features.streams import stream_plan
 
     case = {"name": "efficientnet_lite0 @ 64 px", "backbone": "efficientnet_lite0", "px": 64, "weights": "imagenet"}
     spec = {"case": case, "batch_size": batch_override, "warmup": plan["model_warmup"],
             "batches": max(2, round(plan["model_batches_px"] / (64 * 64 * 256))), "repeats": plan["model_repeats"]}
-    rates: dict = {"idle": [], "loaded": [], "loaded_1_thread": []}
-    for _ in range(plan["malloc_rounds"]):
+    env = {"idle": {}, "loaded": {}, "loaded_1_thread": {"URBANFORM_THREADS": "1"},
+           "idle_1_stream": {"URBANFORM_STREAMS": "1"}, "loaded_1_stream": {"URBANFORM_STREAMS": "1"}}
+    rates: dict = {mode: [] for mode in env}
+    for _ in range(plan["contention_rounds"]):
         for mode in rates:
-            load = subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) if mode != "idle" else None
+            load = subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) if mode.startswith("loaded") else None
             try:
                 time.sleep(0.2 if load else 0)
-                extra = {"URBANFORM_THREADS": "1"} if mode == "loaded_1_thread" else {"URBANFORM_THREADS": None}
+                extra = {"URBANFORM_THREADS": None, "URBANFORM_STREAMS": None, **env[mode]}
                 rates[mode].append(run_worker(spec, extra)["tiles_per_s"])
             finally:
                 if load is not None:
                     load.kill()
                     load.wait()
     med = {mode: median(v) for mode, v in rates.items()}
-    return {"case": case["name"], "threads": usable_cores(), "tiles_per_s": med,
-            "tiles_per_s_all": {m: [round(r, 1) for r in v] for m, v in rates.items()},
+    return {"case": case["name"], "threads": usable_cores(), "streams": list(stream_plan("cpu", usable_cores())),
+            "tiles_per_s": med, "tiles_per_s_all": {m: [round(r, 1) for r in v] for m, v in rates.items()},
             "slowdown": round(med["idle"] / med["loaded"], 3),
-            "slowdown_1_thread": round(med["idle"] / med["loaded_1_thread"], 3)}
+            "slowdown_1_thread": round(med["idle"] / med["loaded_1_thread"], 3),
+            "slowdown_1_stream": round(med["idle_1_stream"] / med["loaded_1_stream"], 3),
+            "streams_gain_idle": round(med["idle"] / med["idle_1_stream"], 3),
+            "streams_gain_loaded": round(med["loaded"] / med["loaded_1_stream"], 3)}
 
 
 def report_contention(c: dict) -> str:
     ok = "meets" if c["slowdown"] <= 1.5 else "MISSES"
     t = c["tiles_per_s"]
-    return (f"\nContention ({c['case']}, model only, {c['threads']} threads, fresh processes): idle "
-            f"{t['idle']:,.0f} tiles/s; while a busy process holds one core {t['loaded']:,.0f} tiles/s: slowdown "
-            f"{c['slowdown']:.2f}x ({ok} the 1.5x target); one thread under the same load {t['loaded_1_thread']:,.0f}"
-            f" tiles/s ({c['slowdown_1_thread']:.2f}x).")
+    streams, per = c["streams"]
+    return (f"\nContention ({c['case']}, model only, {c['threads']} threads as {streams} streams of {per}, fresh "
+            f"processes): idle {t['idle']:,.0f} tiles/s; while a busy process holds one core {t['loaded']:,.0f} "
+            f"tiles/s: slowdown {c['slowdown']:.2f}x ({ok} the 1.5x target); one thread under the same load "
+            f"{t['loaded_1_thread']:,.0f} tiles/s ({c['slowdown_1_thread']:.2f}x).\n"
+            f"  One stream of all {c['threads']} threads (URBANFORM_STREAMS=1, the engine before streams): idle "
+            f"{t['idle_1_stream']:,.0f}, loaded {t['loaded_1_stream']:,.0f} tiles/s ({c['slowdown_1_stream']:.2f}x); "
+            f"streams gain {c['streams_gain_idle']:.2f}x idle, {c['streams_gain_loaded']:.2f}x loaded.")
 
 
 def parse_args(argv=None):

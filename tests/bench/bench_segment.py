@@ -74,7 +74,7 @@ def model_only(net, repeats: int, batches: int = 6) -> float:
     """Model Mpx/s on random uint8 chips through the same runner as segment (bf16/channels_last as chosen)."""
     runner = seg_runner(net)
     chips = np.random.default_rng(0).integers(0, 256, (BATCH * batches, 3, CHIP, CHIP), dtype=np.uint8)
-    runner(chips[:BATCH])                                              # warm-up
+    model_pass(runner, chips[:2 * BATCH])                               # warm-up
     return median([model_pass(runner, chips) for _ in range(repeats)])
 
 
@@ -88,9 +88,15 @@ def seg_runner(net):
 
 
 def model_pass(runner, chips: np.ndarray) -> float:
-    """Mpx/s of one pass of the model over ``chips``."""
+    """Mpx/s of one pass of the model over ``chips``, in batches run as segment runs them (on CPU several at
+    once, sharing the runner's batch: ``features.streams``, ``infer.chips_per_batch``)."""
+    from engine.features.streams import map_batches
+    from engine.segmentation.infer import chips_per_batch
+
+    step = chips_per_batch(runner)
     t0 = time.perf_counter()
-    runner(chips)
+    for _ in map_batches(runner, ((i, chips[i:i + step]) for i in range(0, len(chips), step)), runner.device):
+        pass
     return len(chips) * CHIP * CHIP / 1e6 / (time.perf_counter() - t0)
 
 
@@ -119,7 +125,7 @@ def run_throughput(model: str, tmp: Path, size: int, repeats: int) -> dict:
         for overlap in (OVERLAP, 0):
             chips = n_chips(size, size, overlap)
             random_chips = rng.integers(0, 256, (chips, 3, CHIP, CHIP), dtype=np.uint8)
-            runner(random_chips[:BATCH])                                # warm-up
+            model_pass(runner, random_chips[:2 * BATCH])                 # warm-up
             times, rates, ratios = [], [], []
             for _ in range(repeats):
                 rates.append(model_pass(runner, random_chips))
