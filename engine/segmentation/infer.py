@@ -222,10 +222,9 @@ def predict_stream(reader: Reader, runner: Runner, chip: int, overlap: int, chip
     Chips are read a batch at a time (the next batch while the model runs the current ones); on CPU
     several batches run at once (``features.streams``) and their probabilities are added in the chips'
     order. Held at any time: the probability accumulator (``chip`` rows x width, float32, which also
-    carries the yielded rows), the validity of the same rows, and a few batches of chips (two more than
-    the streams). The summed blending weights are not
-    stored but computed: every chip of the grid adds ``outer(w1, w1)``, so they are a row sum times a
-    column sum.
+    carries the yielded rows), the validity of the same rows, and up to 9 batches of chips and their
+    probabilities (``chips_per_batch`` chips each). The summed blending weights are not stored but
+    computed: every chip of the grid adds ``outer(w1, w1)``, so they are a row sum times a column sum.
 
     ``chip_rows``: run only these chip rows (indices into :func:`chip_starts` down the raster), as a band of
     a partitioned run does (``engine.distributed``). The rows after the first chip row of the range get the
