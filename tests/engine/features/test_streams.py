@@ -90,3 +90,26 @@ def test_several_streams_give_the_features_of_one(kampala_z19, monkeypatch):
                 out[streams] = extract_features(tiled, rows, cols, ex, np.zeros((24, ex.dim), np.float32),
                                                 batch_size=5, overlap_reads=False)
     assert np.allclose(out["1"], out["2"], atol=1e-5)
+
+
+def test_a_cancelled_extraction_puts_the_threads_back_at_once(kampala_z19, monkeypatch):
+    """progress raising (the engine's cancel) ends the stream iterator as the error leaves extract_features:
+    torch's thread count is back while the caller still holds the traceback."""
+    monkeypatch.setenv("URBANFORM_STREAMS", "2")
+    ex = FeatureExtractor("efficientnet_lite0", "none", device="cpu", precision="fp32")
+
+    class Cancelled(Exception):
+        pass
+
+    def progress(done, total):
+        raise Cancelled
+
+    with TiledRaster(kampala_z19, "64px") as tiled, intra_op_threads(2):
+        rows, cols = np.divmod(np.arange(40), tiled.grid.n_cols)
+        try:
+            extract_features(tiled, rows, cols, ex, np.zeros((40, ex.dim), np.float32), batch_size=4,
+                             overlap_reads=False, progress=progress)
+        except Cancelled as exc:
+            assert exc.__traceback__ is not None and torch.get_num_threads() == 2
+        else:
+            raise AssertionError("progress should have cancelled the run")
