@@ -282,7 +282,7 @@ def predict_stream(reader: Reader, runner: Runner, chip: int, overlap: int, chip
 def chips_per_batch(runner: Runner) -> int:
     """Chips in each batch handed to the model: on CPU the streams share the runner's batch (its memory
     budget), so several batches at once hold no more chips than one did; and a stream of one thread ran
-    4 chips faster than 8 (efficientnet_lite0 U-Net, 256 px: about 5.5 vs 4.3 Mpx/s on 2 cores)."""
+    4 chips no slower than 8 (bench_segment's model-only, 2 cores: 6.80 vs 6.67 Mpx/s)."""
     from ..features.streams import stream_plan
 
     streams, _ = stream_plan(runner.device)
