@@ -2,7 +2,7 @@
 
 :class:`BlockPolygonizer` takes the mask one band of rows at a time (any height,
 full width), cuts it into ``block`` x ``block`` squares and polygonises each with
-``rasterio.features.shapes`` in *pixel* coordinates, so every vertex is an
+:func:`.outlines.mask_polygons` in *pixel* coordinates, so every vertex is an
 integer and pieces that meet at a block border share exact edges. A piece that
 touches an inner block border is held back; once its neighbours are known the
 held pieces are grouped by contact and unioned, so a building straddling a
@@ -20,39 +20,22 @@ from typing import Iterator
 
 import numpy as np
 
-
-def _pieces(mask: np.ndarray, r0: int, c0: int) -> list:
-    """Polygons of the 4-connected True regions of ``mask`` in pixel coordinates offset by (c0, r0)."""
-    import rasterio.features
-    import shapely
-    from affine import Affine
-
-    m = np.ascontiguousarray(mask, dtype=np.uint8)
-    if not m.any():
-        return []
-    out = []
-    # rings straight to arrays (shapely.geometry.shape visits every vertex in Python: a fifth of segment's time
-    # outside the model on a dense city)
-    for geom, _ in rasterio.features.shapes(m, mask=m > 0, transform=Affine.translation(c0, r0), connectivity=4):
-        rings = [shapely.linearrings(np.asarray(r, dtype=np.float64)) for r in geom["coordinates"]]
-        out.append(shapely.polygons(rings[0], holes=rings[1:] or None))
-    return out
+from .outlines import mask_polygons
 
 
 def _canon(polys: list) -> list:
-    """Collinear vertices dropped and rings started at a canonical vertex (exact on integer pixel coordinates),
-    so a building gives the same vertex list - hence the same simplification - whatever the blocks were."""
+    """Rings started at a canonical vertex, so a building gives the same vertex list - hence the same
+    simplification - whatever the blocks were (the outlines carry no collinear vertex: see :func:`_merge`)."""
     import shapely
 
     if not polys:
         return []
-    # tolerance 0 only drops collinear vertices: plain Douglas-Peucker gives the same rings as the topology-
-    # preserving simplifier here, in about 60 % of its time
-    return list(shapely.normalize(shapely.simplify(np.array(polys, dtype=object), 0.0, preserve_topology=False)))
+    return list(shapely.normalize(np.array(polys, dtype=object)))
 
 
 def _merge(pieces: list) -> list:
-    """Union pieces that touch (share an edge) into single polygons; return exploded polygons."""
+    """Union pieces that touch (share an edge) into single polygons; return exploded polygons. The vertices a
+    union leaves where the pieces met (collinear, on integer pixel coordinates) are dropped exactly."""
     import shapely
 
     if len(pieces) <= 1:
@@ -77,7 +60,12 @@ def _merge(pieces: list) -> list:
     out = []
     for r in np.unique(roots):
         group = arr[roots == r]
-        geom = group[0] if len(group) == 1 else shapely.union_all(group)
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        # tolerance 0 only drops collinear vertices: plain Douglas-Peucker gives the same rings as the
+        # topology-preserving simplifier here, in about 60 % of its time
+        geom = shapely.simplify(shapely.union_all(group), 0.0, preserve_topology=False)
         out.extend(shapely.get_parts(geom).tolist())       # corner-only contacts stay separate polygons
     return out
 
@@ -143,11 +131,14 @@ class BlockPolygonizer:
         final, held = [], list(self._carry)
         for c0 in range(0, self.width, self.block):
             c1 = min(c0 + self.block, self.width)
-            for p in _pieces(data[:, c0:c1], r0, c0):
-                x0, y0, x1, y1 = p.bounds
-                inner = (x0 == c0 and c0 > 0) or (x1 == c1 and c1 < self.width) or (y0 == r0 and r0 > 0) \
-                    or (y1 == r1 and r1 < self.height)
-                (held if inner else final).append(p)
+            pieces = np.array(mask_polygons(data[:, c0:c1], r0, c0), dtype=object)
+            if not len(pieces):
+                continue
+            x0, y0, x1, y1 = shapely.bounds(pieces).T
+            inner = ((x0 == c0) & (c0 > 0)) | ((x1 == c1) & (c1 < self.width)) | ((y0 == r0) & (r0 > 0)) \
+                | ((y1 == r1) & (r1 < self.height))
+            held.extend(pieces[inner].tolist())
+            final.extend(pieces[~inner].tolist())
         merged = _merge(held)
         self._carry = []
         for p in merged:
@@ -193,13 +184,26 @@ def to_crs_coords(geom, transform):
                                                                d * xy[:, 0] + e * xy[:, 1] + f]))
 
 
-def _drop_small_holes(p, min_area: float):
+def drop_small_holes(parts: np.ndarray, min_area: float) -> np.ndarray:
+    """The polygons ``parts`` without the holes smaller than ``min_area`` (vectorised: every ring at once)."""
     import shapely
 
-    if min_area <= 0 or shapely.get_num_interior_rings(p) == 0:
-        return p
-    holes = [h for h in p.interiors if shapely.Polygon(h).area >= min_area]
-    return shapely.Polygon(p.exterior, holes)
+    with_holes = np.nonzero(shapely.get_num_interior_rings(parts) > 0)[0]
+    if min_area <= 0 or not len(with_holes):
+        return parts
+    rings, owner = shapely.get_rings(parts[with_holes], return_index=True)
+    shell = np.r_[True, owner[1:] != owner[:-1]]            # get_rings lists each exterior first
+    keep = shell | (shapely.area(shapely.polygons(rings)) >= min_area)
+    out = parts.copy()
+    out[with_holes] = shapely.polygons(rings[keep], indices=np.unique(owner[keep], return_inverse=True)[1])
+    return out
+
+
+def _parts(geoms: np.ndarray) -> np.ndarray:
+    """``shapely.get_parts``, without copying every polygon when none is a multi-part geometry."""
+    import shapely
+
+    return geoms if (shapely.get_type_id(geoms) == 3).all() else shapely.get_parts(geoms)
 
 
 def regularize(p, tolerance: float = 0.85):
@@ -233,14 +237,11 @@ def simplify_outlines(parts: np.ndarray, tolerance: float) -> np.ndarray:
 def clean(geoms, min_area: float = 4.0, simplify: float = 0.5, regularize_: bool = False) -> list:
     """Polygons in a metric CRS -> holes and specks below ``min_area`` m2 removed, simplified, regularised.
 
-    Vectorised over all polygons (shapely 2); only polygons with holes are visited one by one."""
+    Vectorised over all polygons and rings (shapely 2)."""
     import shapely
 
-    parts = shapely.get_parts(np.asarray(list(geoms), dtype=object))
-    parts = parts[shapely.area(parts) >= min_area]
-    if min_area > 0:
-        for i in np.nonzero(shapely.get_num_interior_rings(parts) > 0)[0]:
-            parts[i] = _drop_small_holes(parts[i], min_area)
+    parts = _parts(np.asarray(list(geoms), dtype=object))
+    parts = drop_small_holes(parts[shapely.area(parts) >= min_area], min_area)
     if simplify > 0:
         parts = simplify_outlines(parts, simplify)
     if regularize_ and len(parts):
@@ -248,7 +249,7 @@ def clean(geoms, min_area: float = 4.0, simplify: float = 0.5, regularize_: bool
     invalid = ~shapely.is_valid(parts)
     if invalid.any():
         parts[invalid] = shapely.make_valid(parts[invalid])
-    parts = shapely.get_parts(parts)
+    parts = _parts(parts)
     keep = (shapely.get_type_id(parts) == 3) & (shapely.area(parts) >= min_area)
     return list(parts[keep])
 
