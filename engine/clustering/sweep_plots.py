@@ -45,6 +45,12 @@ def _save(fig, path) -> None:
     fig.savefig(str(path), format="png")
 
 
+def _title(ax, text: str, fontsize: float) -> None:
+    """An axes title at a fixed height: matplotlib otherwise measures every tick label to place it (a sixth
+    of the sweep's drawing time)."""
+    ax.set_title(text, fontsize=fontsize, y=1.0, pad=4)
+
+
 def _num(v) -> float:
     try:
         return float(v)
@@ -66,7 +72,7 @@ def plot_metrics(path, rows: list[dict], sizes: list[str]) -> None:
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=size,
                         color=f"C{i}")
-        ax.set_title(title, fontsize=9)
+        _title(ax, title, 9)
         _integer_k(ax)
         ax.set_xlabel("K", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -83,7 +89,7 @@ def plot_metrics(path, rows: list[dict], sizes: list[str]) -> None:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=f"{small} vs {large}",
                         color=f"C{drawn + len(sizes)}")
                 drawn += 1
-    ax.set_title("ARI across tile sizes (same K)", fontsize=9)
+    _title(ax, "ARI across tile sizes (same K)", 9)
     _integer_k(ax)
     ax.set_xlabel("K", fontsize=8)
     ax.tick_params(labelsize=7)
@@ -191,7 +197,7 @@ def plot_lineage(path, labels_by_k: dict[int, np.ndarray], title: str = "") -> N
     ax.set_yticks([])
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
-    ax.set_title(title or "cluster lineage across K", fontsize=10)
+    _title(ax, title or "cluster lineage across K", 10)
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.07, top=0.93)
     _save(fig, path)
 
@@ -237,10 +243,11 @@ def plot_pca(path, scores, labels_by_k: dict[int, np.ndarray], title: str = "", 
         lab = labels_by_k[k][sample]
         palette = _rgba(int(lab.max(initial=0)) + 1)           # RGBA rows: no per-point colour parsing
         ax.scatter(sc[sample, 0], sc[sample, 1], c=palette[lab], s=4, linewidths=0, alpha=0.8)
-        ax.set_title(f"K={k}", fontsize=9)
+        _title(ax, f"K={k}", 9)
         ax.set_xlabel("pc1", fontsize=7)
         ax.set_ylabel("pc2", fontsize=7)
-        ax.tick_params(labelsize=6)
+        ax.set_xticks([])                  # PCA scores have no unit worth reading; ticks were half the drawing
+        ax.set_yticks([])
     for ax in axes[len(ks):]:
         ax.set_visible(False)
     note = f" ({len(sample)} of {n} tiles)" if len(sample) < n else ""
