@@ -24,6 +24,9 @@ block at the tile's own pixels (the old default); multi-depth pooling
 (--pool multi); tiles resized to 128 or 224 px before the CNN (--cnn-px);
 context (eval only: the features of a window twice the tile, centred on it,
 appended) or the mean features of the 8 neighbouring tiles (eval only);
+structure (eval only: five image measures beside the CNN features, joined as
+--form joins morphometrics at weight 0.5: edge density at three scales, for
+building size, and the dominant edge orientation folded to 0-45 degrees);
 --whiten and --pca-dims 16 on the default features; --form with the
 footprints at five weights; and form-segmented: --form with a building model
 instead of footprints (Zanzibar only). For it, train-seg learns on the western
@@ -90,6 +93,8 @@ VARIANTS = (
     ("multi-224", "--pool multi --cnn-px 224", {"pool": "multi", "cnn_px": 224}),
     ("context", "multi-128 + features of a 2x window around the tile", "context"),
     ("neighbours", "multi-128 + mean features of the 8 neighbouring tiles", "neighbours"),
+    ("structure", "multi-128 + image structure (edge density at 3 scales, edge orientation), weight 0.5",
+     "structure"),
     ("whiten", "multi-128, --whiten", {"whiten": True}),
     ("pca-16", "multi-128, --pca-dims 16", {"pca_dims": "16"}),
     ("form-0.5", "default + --form footprints --form-weight 0.5", {"form_weight": 0.5, "form": True}),
@@ -132,6 +137,34 @@ def tile_stats(tiles, footprints) -> dict:
     return {s: st[s].to_numpy(dtype=float) for s in STATS}
 
 
+STRUCTURE_WEIGHT = 0.5      # of 0.3, 0.5, 1 (and 0.5, 1, 2 with the orientation columns alone) the best mean
+
+
+def structure(tiles: np.ndarray) -> np.ndarray:
+    """(n, 5) per tile: edge density (mean gradient over mean brightness) at Gaussian scales 1, 2 and 4 px,
+    and the dominant edge orientation relative to the pixel grid folded to 0-45 degrees (the fourth power of
+    the gradient: edges 90 degrees apart agree) as cos and coherence-weighted sin."""
+    from scipy import ndimage
+
+    out = []
+    for t in tiles.astype(np.float32):
+        g = t.mean(0)
+        bright = max(float(g.mean()), 1.0)
+        dens = []
+        for sigma in (1.0, 2.0, 4.0):
+            gx = ndimage.gaussian_filter(g, sigma, order=(0, 1))
+            gy = ndimage.gaussian_filter(g, sigma, order=(1, 0))
+            dens.append(float(np.hypot(gx, gy).mean()) * sigma / bright)
+        gx = ndimage.sobel(g, 1)
+        gy = ndimage.sobel(g, 0)
+        m2 = gx * gx + gy * gy
+        z = (gx + 1j * gy) ** 4 / np.maximum(m2, 1e-6)
+        zz = z.sum() / max(float(m2.sum()), 1e-6)
+        r, ang = abs(zz), np.angle(zz) / 4            # -45..45 degrees from the grid
+        out.append([*dens, r * np.cos(4 * ang), r * abs(np.sin(4 * ang))])
+    return np.asarray(out)
+
+
 def own_labels(kind: str, raster: Path, tiles, px: int, k: int) -> np.ndarray:
     """Labels of the variants computed here: colour statistics, or the default features with context."""
     from engine.clustering.kmeans import KMeansTiles
@@ -156,7 +189,14 @@ def own_labels(kind: str, raster: Path, tiles, px: int, k: int) -> np.ndarray:
                     ctx.append(ex(np.stack([tr.read_window_rgb(int(cc) * px - px // 2, int(rr) * px - px // 2,
                                                                2 * px) for rr, cc in zip(r, c)])))
             own = np.concatenate(own)
-            if kind == "context":
+            if kind == "structure":
+                from engine.clustering.formjoin import FormJoin
+
+                st = np.concatenate([structure(np.stack([tr.read_window_rgb(int(cc) * px, int(rr) * px, px)
+                                                         for rr, cc in zip(rows[s: s + 64], cols[s: s + 64])]))
+                                     for s in range(0, len(rows), 64)])
+                X = FormJoin(STRUCTURE_WEIGHT).fit_transform(own, st)
+            elif kind == "context":
                 X = np.concatenate([own, np.concatenate(ctx)], 1)
             else:                                   # the mean of the (up to 8) valid neighbours' features
                 where = {(int(r), int(c)): i for i, (r, c) in enumerate(zip(rows, cols))}
