@@ -22,7 +22,7 @@ from ..contract.tools import DEVICES, PRECISIONS
 from ..errors import BadInput
 from .backbones import build_backbone, state_digest
 from .runtime import tune_malloc
-from .streams import map_batches
+from .streams import map_batches, stream_batch
 
 
 def available_devices() -> list[str]:
@@ -218,10 +218,15 @@ def tile_batches(tiled, rows: np.ndarray, cols: np.ndarray, batch_size: int) -> 
 def extract_features(tiled, rows: np.ndarray, cols: np.ndarray, extractor: FeatureExtractor,
                      out: np.ndarray, batch_size: int | None = None, progress=None,
                      overlap_reads: bool | None = None) -> np.ndarray:
-    """Fill ``out`` (n, dim; may be a memmap) with the features of the tiles at (rows, cols)."""
+    """Fill ``out`` (n, dim; may be a memmap) with the features of the tiles at (rows, cols).
+
+    On CPU the streams share the batch (``batch_size``, or the default for the tile and CNN size): each runs
+    ``stream_batch`` tiles, so the batches in flight at once hold no more activations than one batch did
+    (with a whole batch per stream, peak memory depended on whether the streams' peaks met, and rose with
+    the raster's tile count: bench.py's memory section read 1,263 and 1,452 MiB from 2048 to 16384 px)."""
     batch_size = batch_size or default_batch_size(max(tiled.grid.size, getattr(extractor, "cnn_px", None) or 0),
                                                   extractor.device)
-    batches: Iterable = tile_batches(tiled, rows, cols, batch_size)
+    batches: Iterable = tile_batches(tiled, rows, cols, stream_batch(batch_size, extractor.device))
     if overlap_reads is None:
         overlap_reads = extractor.device.type != "cpu" or (os.cpu_count() or 1) > 4
     if overlap_reads:

@@ -43,6 +43,13 @@ def stream_plan(device, threads: "int | None" = None) -> tuple[int, int]:
     return threads // per, per
 
 
+def stream_batch(batch: int, device) -> int:
+    """The items each stream's batch holds so that the streams together hold ``batch`` (the caller's memory
+    budget): several batches in flight at once then peak no higher than one batch did."""
+    streams, _ = stream_plan(device)
+    return max(1, -(-int(batch) // streams))
+
+
 @contextlib.contextmanager
 def intra_op_threads(n: int):
     """Torch's intra-op thread count set to ``n`` for the block, then put back."""

@@ -283,10 +283,9 @@ def chips_per_batch(runner: Runner) -> int:
     """Chips in each batch handed to the model: on CPU the streams share the runner's batch (its memory
     budget), so several batches at once hold no more chips than one did; and a stream of one thread ran
     4 chips no slower than 8 (bench_segment's model-only, 2 cores: 6.80 vs 6.67 Mpx/s)."""
-    from ..features.streams import stream_plan
+    from ..features.streams import stream_batch
 
-    streams, _ = stream_plan(runner.device)
-    return max(1, -(-runner.batch // streams))
+    return stream_batch(runner.batch, runner.device)
 
 
 def chip_batches(reader: Reader, jobs: list, chip: int):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from engine.features.extract import FeatureExtractor, extract_features
-from engine.features.streams import MOST_STREAMS, intra_op_threads, map_batches, stream_plan
+from engine.features.streams import MOST_STREAMS, intra_op_threads, map_batches, stream_batch, stream_plan
 from engine.raster.tiling import TiledRaster
 
 
@@ -74,6 +74,40 @@ def test_intra_op_threads_is_restored():
     with intra_op_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_the_streams_share_the_batch(monkeypatch):
+    """Several batches in flight hold no more items than the one batch asked for (peak memory stays the same)."""
+    monkeypatch.setenv("URBANFORM_STREAMS", "2")
+    with intra_op_threads(2):
+        assert stream_batch(256, torch.device("cpu")) == 128
+        assert stream_batch(5, torch.device("cpu")) == 3
+        assert stream_batch(1, torch.device("cpu")) == 1
+    monkeypatch.setenv("URBANFORM_STREAMS", "1")
+    with intra_op_threads(2):
+        assert stream_batch(256, torch.device("cpu")) == 256
+
+
+def test_extraction_runs_each_stream_on_its_share_of_the_batch(kampala_z19, monkeypatch):
+    import engine.features.extract as extract
+
+    ex = FeatureExtractor("resnet18", "none", device="cpu", precision="fp32")
+    seen = []
+
+    def counting(fn, items, device, **kw):
+        def sizes():
+            for key, batch in items:
+                seen.append(len(batch))
+                yield key, batch
+        return map_batches(fn, sizes(), device, **kw)
+
+    monkeypatch.setattr(extract, "map_batches", counting)
+    monkeypatch.setenv("URBANFORM_STREAMS", "2")
+    with TiledRaster(kampala_z19, "64px") as tiled, intra_op_threads(2):
+        rows, cols = np.divmod(np.arange(20), tiled.grid.n_cols)
+        extract_features(tiled, rows, cols, ex, np.zeros((20, ex.dim), np.float32), batch_size=8,
+                         overlap_reads=False)
+    assert seen == [4] * 5
 
 
 def test_several_streams_give_the_features_of_one(kampala_z19, monkeypatch):
