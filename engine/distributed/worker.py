@@ -106,8 +106,10 @@ class ExtractorSpec:
 
 def set_torch_threads(threads: "int | None") -> None:
     """Torch's threads in this worker: ``threads``, else the worker's own thread count (``dask worker
-    --nthreads``), the Dask way of saying how many cores a worker has (its environment sets OMP to 1)."""
-    import torch
+    --nthreads``), the Dask way of saying how many cores a worker has (its environment sets OMP to 1). Set
+    through ``runtime.set_threads``: the extractor built next keeps it (``configure_threads`` had put the
+    machine's usable cores back, so two one-thread workers on two cores ran two threads each)."""
+    from ..features.runtime import set_threads
 
     if not threads:
         try:
@@ -116,7 +118,7 @@ def set_torch_threads(threads: "int | None") -> None:
             threads = get_worker().state.nthreads
         except (ImportError, ValueError):
             return                                 # not on a Dask worker: torch's own setting
-    torch.set_num_threads(int(threads))
+    set_threads(int(threads))
 
 
 @dataclass(frozen=True)

@@ -84,9 +84,21 @@ def cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> "float | None":
 _threads = {"set": None}
 
 
+def set_threads(n: int) -> int:
+    """Torch's intra-op threads set to ``n`` explicitly (a Dask worker's ``--nthreads``, ``--threads``), so that
+    :func:`configure_threads` later keeps it instead of setting the usable cores. Returns ``n``."""
+    import torch
+
+    n = int(n)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    _threads["set"] = n
+    return n
+
+
 def configure_threads() -> int:
     """Torch's intra-op threads from :func:`usable_cores` (URBANFORM_THREADS, when set, wins; so does a count set
-    explicitly later, such as a Dask worker's or ``--threads``); idempotent. Returns the count set."""
+    explicitly by :func:`set_threads`, before or after); idempotent. Returns the count set."""
     if _threads["set"] is not None:
         return _threads["set"]
     import torch

@@ -158,7 +158,9 @@ def _run(params: TrainParams, progress, outputs: TrainOutputs) -> dict:
         geoms = footprints_on_grid(p.buildings, ds.crs, warnings=warnings)
         split = split_labelled_area(tiled, geoms, p.label_area, p.chip, p.val_fraction, p.seed, warnings)
         if p.threads:
-            torch.set_num_threads(int(p.threads))
+            from ..features.runtime import set_threads
+
+            set_threads(int(p.threads))
         ground_m = ground_pixel_size(tiled.path)            # what segment compares resolutions by
         meta_base = {
             "bands": list(tiled.bands), "n_bands": len(tiled.bands),

@@ -56,3 +56,17 @@ def test_a_process_pinned_to_one_cpu_runs_torch_on_one_thread():
     assert _threads_in_child({}, one) == 1
     assert _threads_in_child({}) == usable_cores()
     assert _threads_in_child({"URBANFORM_THREADS": "1"}) == 1
+
+
+def test_a_thread_count_set_before_the_extractor_is_kept():
+    """A Dask worker (``--nthreads 1``) or ``--threads`` sets the count before the CNN is built; building it must
+    not put the machine's usable cores back (two one-thread workers on two cores ran two threads each)."""
+    code = ("from engine.distributed.worker import set_torch_threads\n"
+            "set_torch_threads(1)\n"
+            "from engine.features.extract import FeatureExtractor\n"
+            "import torch\n"
+            "FeatureExtractor('resnet18', 'none', device='cpu')\n"
+            "print(torch.get_num_threads())\n")
+    env = {k: v for k, v in os.environ.items() if k != "URBANFORM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    assert int(out.stdout.strip().splitlines()[-1]) == 1
