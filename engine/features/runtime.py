@@ -101,11 +101,5 @@ def configure_threads() -> int:
     explicitly by :func:`set_threads`, before or after); idempotent. Returns the count set."""
     if _threads["set"] is not None:
         return _threads["set"]
-    import torch
-
     given = os.environ.get("URBANFORM_THREADS", "").strip()
-    n = int(given) if given.isdigit() and int(given) > 0 else usable_cores()
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-    _threads["set"] = n
-    return n
+    return set_threads(int(given) if given.isdigit() and int(given) > 0 else usable_cores())

@@ -11,10 +11,9 @@ loop over vertices or regions:
    separate regions (4-connectivity), so each chain keeps to its own pixel, or the same region reaching
    round, so each chain keeps to its own background pixel: the outer boundary and a hole (or two holes)
    touch at that corner instead of one ring crossing itself, which GEOS would call invalid;
-3. the chains are found and put in order by pointer jumping (about log2 of the longest ring passes over
-   the edges), only the corners where the direction turns are kept, and each ring goes to the region of
-   the pixels on its right: the ring that runs clockwise on screen is the region's shell, the others its
-   holes.
+3. the edges are kept as straight runs, so every vertex is a corner where the outline turns; the rings
+   are put in order by one depth-first walk (scipy's csgraph) and each goes to the region of the pixels on
+   its right: the ring that runs clockwise on screen is the region's shell, the others its holes.
 """
 from __future__ import annotations
 
@@ -46,20 +45,17 @@ def _segments(fg: np.ndarray):
     def px(r, c):                                  # pixel (row, col) of the mask -> flat padded index
         return (r + 1) * wp + c + 1
 
-    def pick(cond, a, b):
-        return np.where(cond, a, b)
-
     # horizontal pixel edges at corner row y (0..h): region below runs east, region above runs west
     y, x0, x1, down = _runs(fg)
-    east = (pick(down, x0, x1 + 1), y, pick(down, x1 + 1, x0), y,
-            pick(down, px(y, x0), px(y - 1, x1)), pick(down, px(y, x1), px(y - 1, x0)),
-            pick(down, px(y - 1, x0), px(y, x1)), pick(down, px(y - 1, x1), px(y, x0)))
+    east = (np.where(down, x0, x1 + 1), y, np.where(down, x1 + 1, x0), y,
+            np.where(down, px(y, x0), px(y - 1, x1)), np.where(down, px(y, x1), px(y - 1, x0)),
+            np.where(down, px(y - 1, x0), px(y, x1)), np.where(down, px(y - 1, x1), px(y, x0)))
     # vertical pixel edges at corner column x (0..w) (rows of the transposed mask): region on the right runs
     # north, region on the left runs south
     x, y0, y1, right = _runs(np.ascontiguousarray(fg.T))
-    south = (x, pick(right, y1 + 1, y0), x, pick(right, y0, y1 + 1),
-             pick(right, px(y1, x), px(y0, x - 1)), pick(right, px(y0, x), px(y1, x - 1)),
-             pick(right, px(y1, x - 1), px(y0, x)), pick(right, px(y0, x - 1), px(y1, x)))
+    south = (x, np.where(right, y1 + 1, y0), x, np.where(right, y0, y1 + 1),
+             np.where(right, px(y1, x), px(y0, x - 1)), np.where(right, px(y0, x), px(y1, x - 1)),
+             np.where(right, px(y1, x - 1), px(y0, x)), np.where(right, px(y0, x - 1), px(y1, x)))
     return [np.concatenate(cols).astype(np.int64) for cols in zip(east, south)]
 
 
@@ -87,7 +83,6 @@ def _ring_order(nxt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from scipy.sparse.csgraph import connected_components, depth_first_order
 
     n = len(nxt)
-    idx = np.arange(n)
     chain = csr_matrix((np.ones(n, np.int8), nxt, np.arange(n + 1)), shape=(n, n))
     _, comp = connected_components(chain, directed=True, connection="weak")
     _, heads = np.unique(comp, return_index=True)
@@ -128,10 +123,11 @@ def mask_polygons(mask: np.ndarray, r0: int = 0, c0: int = 0) -> list:
     # signed area (shoelace): > 0 for a ring that runs clockwise on screen (y down), i.e. a region's shell
     hole = np.bincount(rid, x * y[after] - x[after] * y) < 0
     ring_region = labels[fg_s[walk[starts]]]
+    ranked = np.lexsort((hole, ring_region))          # the rings, shell first, region by region
     ring_rank = np.empty(len(starts), np.int64)
-    ring_rank[np.lexsort((hole, ring_region))] = np.arange(len(starts))     # shell first, region by region
+    ring_rank[ranked] = np.arange(len(starts))
     vertex_rank = ring_rank[rid]
     v = np.argsort(vertex_rank, kind="stable")
     rings = shapely.linearrings(np.column_stack([x[v], y[v]]), indices=vertex_rank[v])
-    ring_poly = np.unique(ring_region, return_inverse=True)[1]
-    return list(shapely.polygons(rings, indices=np.sort(ring_poly)))
+    ring_poly = np.unique(ring_region, return_inverse=True)[1]      # regions numbered 0.. in order
+    return list(shapely.polygons(rings, indices=ring_poly[ranked]))
