@@ -36,3 +36,30 @@ def test_every_requirement_is_pinned_with_hashes():
     assert all(v.startswith("1.") for v in pins["numpy"]), "numpy must stay below 2 (QGIS's osgeo)"
     blocks = re.split(r"\n(?=[A-Za-z0-9])", lock.split("\n", 2)[2])
     assert all("--hash=sha256:" in b for b in blocks if b.strip()), "every pinned package needs its hashes"
+
+
+def test_every_package_the_engine_imports_is_a_requirement():
+    """A package the engine imports only because another requirement pulls it in today can vanish from the
+    lock when that requirement changes: each one the engine imports must be named in requirements.txt."""
+    import ast
+    import sys
+    from importlib.metadata import packages_distributions
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    declared = {norm(re.split(r"[<>=!~;\s#\[]", line.strip(), maxsplit=1)[0])
+                for line in (REPO / "requirements.txt").read_text(encoding="utf-8").splitlines() if line.strip()}
+    imported: dict[str, str] = {}
+    for path in sorted((REPO / "engine").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top != "engine":
+                    imported.setdefault(top, str(path.relative_to(REPO)))
+    dists = packages_distributions()
+    missing = {top: where for top, where in imported.items()
+               if not any(norm(d) in declared for d in dists.get(top, [top]))}
+    assert not missing, f"imported by the engine but not in requirements.txt (add them, then `make lock`): {missing}"
