@@ -35,8 +35,10 @@ from rasterio.windows import Window
 from ..errors import BadInput
 
 # GDAL's block cache defaults to 5% of RAM; a bounded cache keeps memory flat
-# when streaming through rasters far larger than it.
+# when streaming through rasters far larger than it. A TiledRaster lowers it to
+# what reading its tiles row by row needs (``block_cache_bytes``).
 GDAL_ENV = {"GDAL_CACHEMAX": 64 * 1024 * 1024, "GDAL_NUM_THREADS": "1"}  # bytes: rasterio passes ints as bytes
+MIN_BLOCK_CACHE = 8 * 1024 * 1024
 
 from ..contract.tools import EDGES as EDGE_POLICIES  # noqa: E402 - the contract's list, under its old name
 
@@ -457,6 +459,25 @@ def parse_bands(text: "str | Sequence[int] | None", info: RasterInfo) -> list[in
     return bands
 
 
+def block_cache_bytes(width: int, count: int, itemsize: int, block_height: int, tile: int, stride: int,
+                      n_rows: int, mask: bool = True) -> int:
+    """GDAL's block cache for reading tiles one grid row after another: the blocks the tallest row of tiles
+    spans across the raster's width (all bands, and a one-byte ``mask`` band when validity is read), a quarter
+    more for GDAL's bookkeeping, between 8 MiB and ``GDAL_ENV``'s 64 MiB.
+
+    Reading row after row, the blocks a row of tiles shares with the next are the last ones read, so they
+    stay in a cache this big (a row of tiles that spans block rows A and B is read block column by block
+    column, A0 B0 A1 B1 ..., so a cache of one block row would evict what it reads next). A full 64 MiB
+    cache was most of the growth of peak memory from a 2048 px to a 16384 px raster; measured on a
+    16384 px RGB raster of 512 px blocks (one row of blocks: 24 MiB): reading every 64 px tile took 0.9 s
+    at 64 MiB (+58 MiB resident), 1.1 s at 30 MiB (+24 MiB), 2.7 s at 16 MiB (blocks decoded again).
+    """
+    starts = np.arange(max(1, n_rows), dtype=np.int64) * stride
+    spans = int(((starts + tile - 1) // block_height - starts // block_height).max()) + 1
+    need = spans * block_height * width * (count * itemsize + int(mask)) * 5 // 4
+    return int(min(GDAL_ENV["GDAL_CACHEMAX"], max(MIN_BLOCK_CACHE, need)))
+
+
 class TiledRaster:
     """An open raster cut into tiles, read block by block as uint8 RGB.
 
@@ -494,6 +515,11 @@ class TiledRaster:
         overlap_px = self.overlap_len.to_pixels(pixel_m)
         self.pixel_size_m = pixel_m
         self.grid = TileGrid(ds.width, ds.height, size, size - overlap_px, ds.transform, edge)
+        if self._vrt is None:         # a warp reads its source's blocks in its own pattern: the full cache
+            g = self.grid
+            rasterio.env.setenv(GDAL_CACHEMAX=block_cache_bytes(
+                ds.width, ds.count, np.dtype(ds.dtypes[0]).itemsize, ds.block_shapes[0][0], g.size, g.stride,
+                g.n_rows, mask=not self.all_valid))
         self.stretch = self._estimate_stretch(stretch_samples, seed)
 
     # -- opening -----------------------------------------------------------------

@@ -20,8 +20,8 @@ Run from the repository root (``make bench`` runs it)::
 3. memory: peak RSS of each of two workers (VmHWM; a LocalCluster started for each raster, so a peak is that
    raster's) and of the client (``python -m engine cluster --dask tcp://...``, ``wait4`` ru_maxrss) on a 2048 px,
    an 8192 px and a 16384 px raster (the city mosaicked), resnet18 (weights none) at 64 px; target: 16384 px
-   within +10 % of 2048 px. The 8192 px run tells bounded caches that a small raster does not fill (GDAL's 64 MiB
-   block cache, the k-means assignment's 8192-tile chunks) from growth.
+   within +10 % of 2048 px. The 8192 px run tells bounded caches that a small raster does not fill (GDAL's block
+   cache, sized to one row of the raster's blocks; the k-means assignment's 2048-tile chunks) from growth.
 4. ``probe --plan`` for an 11 gigapixel study (a VRT of 52 x 52 copies of a 2048 px city, 106496 px square):
    tile count, feature store size, memory per worker and time for 1, 4 and 16 workers, from one partition
    timed on this machine.
@@ -184,7 +184,7 @@ def run_memory_one(raster: Path, work: Path, label: str) -> dict:
 
 def run_memory(plan: dict, tmp: Path) -> dict:
     """Peaks on the small and the large raster, and on one in between (where the bounded caches are full: GDAL's
-    64 MiB block cache, k-means' assignment chunk of 8192 tiles), to tell their filling from growth."""
+    block cache, k-means' assignment chunk of 2048 tiles), to tell their filling from growth."""
     small = tmp / "mem_small.tif"
     make_city_raster(small, plan["mem_small_px"], seed=2)
     sizes = {"small": (small, plan["mem_small_px"]), "mid": (tmp / "mem_mid.tif", plan["mem_large_px"] // 2),

@@ -11,7 +11,7 @@ from pyproj import Geod, Transformer
 from shapely.geometry import Point
 
 from engine.errors import BadInput
-from engine.raster.tiling import Length, TiledRaster, TileGrid, utm_crs_for
+from engine.raster.tiling import GDAL_ENV, MIN_BLOCK_CACHE, Length, TiledRaster, TileGrid, block_cache_bytes, utm_crs_for
 from engine.tools.cluster import tile_frames
 from tests.engine.helpers import shared
 
@@ -68,6 +68,42 @@ def test_pad_edge_counts_outside_pixels_as_invalid(make_raster, rgb_noise):
     assert valid[0, 0] == 1.0
     assert valid[1, 1] == pytest.approx(36 * 36 / 64 ** 2)
     assert (tiles[0, :, 36:, :] == 0).all() and (tiles[0, :, :, 36:] == 0).all()
+
+
+# ------------------------------------------------------------------ GDAL's block cache
+MIB = 1024 * 1024
+
+
+def test_block_cache_holds_the_blocks_one_row_of_tiles_spans():
+    # 64 px tiles in 512 px blocks never straddle two block rows: one row of blocks, RGB, a quarter more
+    assert block_cache_bytes(16384, 3, 1, 512, 64, 64, 256, mask=False) == 512 * 16384 * 3 * 5 // 4
+    # a one-byte mask band is read too when validity is not known by construction
+    assert block_cache_bytes(16384, 3, 1, 512, 64, 64, 256, mask=True) == 512 * 16384 * 4 * 5 // 4
+    # 100 px tiles in 256 px blocks: some rows straddle two block rows
+    assert block_cache_bytes(8192, 3, 1, 256, 100, 100, 80, mask=False) == 2 * 256 * 8192 * 3 * 5 // 4
+    # 64 px tiles with 32 px overlap in 64 px blocks: every row after the first spans two
+    assert block_cache_bytes(32768, 3, 1, 64, 64, 32, 100, mask=False) == 2 * 64 * 32768 * 3 * 5 // 4
+    # one row of tiles of a striped file spans many one-row strips
+    assert block_cache_bytes(65536, 3, 1, 1, 64, 64, 100, mask=False) == 64 * 65536 * 3 * 5 // 4
+
+
+def test_block_cache_stays_between_8_and_64_mib():
+    assert block_cache_bytes(1024, 3, 1, 256, 64, 64, 16) == MIN_BLOCK_CACHE
+    assert block_cache_bytes(200_000, 4, 2, 512, 224, 224, 900) == GDAL_ENV["GDAL_CACHEMAX"] == 64 * MIB
+
+
+def test_an_open_raster_sets_the_cache_it_needs_and_closing_restores_the_enclosing_one(make_raster, rgb_noise):
+    wide = make_raster("wide.tif", rgb_noise(512, 6144), tiled=True, blockxsize=512, blockysize=512)
+    small = make_raster("small.tif", rgb_noise(256, 256))
+    with TiledRaster(wide, "64px") as tiled:
+        need = block_cache_bytes(6144, 3, 1, 512, 64, 64, tiled.grid.n_rows, mask=False)
+        assert MIN_BLOCK_CACHE < need < GDAL_ENV["GDAL_CACHEMAX"]
+        assert rasterio.env.getenv()["GDAL_CACHEMAX"] == need
+        with TiledRaster(small, "64px"):
+            assert rasterio.env.getenv()["GDAL_CACHEMAX"] == MIN_BLOCK_CACHE
+        assert rasterio.env.getenv()["GDAL_CACHEMAX"] == need
+        assert tiled.read_tiles(0, range(96)).shape == (96, 3, 64, 64)
+    assert not rasterio.env.hasenv()
 
 
 # ------------------------------------------------------------------ tiles on the ground
