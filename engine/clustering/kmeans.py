@@ -75,9 +75,9 @@ class KMeansTiles:
     max_fit_samples : k-means is fitted on at most this many tiles (a seeded
         sample) so memory does not grow with the raster; PCA sees every tile
         (its covariance is accumulated in chunks) and every tile is assigned.
-    chunk : tiles read, projected and assigned at a time (2048 x 1280 float32 is 10 MiB). Fit and
-        assignment of 65,536 x 512 features peaked at 236 MiB with 8192 and the k-means sample read whole,
-        191 MiB with 2048 and the sample reduced chunk by chunk, no slower (assignment 0.2-0.4 s).
+    chunk : tiles read, projected and assigned at a time (2048 x 1280 float32 is 10 MiB). With 8192 and
+        the k-means sample read whole, these temporaries were part of what made peak memory grow with the
+        raster (``tests/bench/bench.py --sections memory``).
     """
 
     def __init__(self, n_clusters: int = 8, pca_dims: "int | str" = "auto", whiten: bool = False,

@@ -467,10 +467,9 @@ def block_cache_bytes(width: int, count: int, itemsize: int, block_height: int, 
 
     Reading row after row, the blocks a row of tiles shares with the next are the last ones read, so they
     stay in a cache this big (a row of tiles that spans block rows A and B is read block column by block
-    column, A0 B0 A1 B1 ..., so a cache of one block row would evict what it reads next). A full 64 MiB
-    cache was most of the growth of peak memory from a 2048 px to a 16384 px raster; measured on a
-    16384 px RGB raster of 512 px blocks (one row of blocks: 24 MiB): reading every 64 px tile took 0.9 s
-    at 64 MiB (+58 MiB resident), 1.1 s at 30 MiB (+24 MiB), 2.7 s at 16 MiB (blocks decoded again).
+    column, A0 B0 A1 B1 ..., so a cache of one block row would evict what it reads next; a smaller cache
+    decodes blocks again). A full 64 MiB cache was most of the growth of peak memory from a 2048 px to a
+    16384 px raster (``tests/bench/bench.py --sections memory``).
     """
     starts = np.arange(max(1, n_rows), dtype=np.int64) * stride
     spans = int(((starts + tile - 1) // block_height - starts // block_height).max()) + 1
