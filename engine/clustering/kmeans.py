@@ -117,6 +117,10 @@ class KMeansTiles:
         tile assigned from it, without projecting X again; the result is the
         same as without it.
         """
+        return self._fit(X, pca_from, reduced)[0]
+
+    def _fit(self, X, pca_from, reduced) -> tuple["KMeansTiles", "tuple | None"]:
+        """``fit``, returning also (labels, distances, scores) of every tile when X was projected for them."""
         from sklearn.cluster import KMeans
 
         n, f = X.shape
@@ -135,11 +139,11 @@ class KMeansTiles:
         km.fit(self._reduce_rows(X, sample) if reduced is None else reduced[sample])
         self.cluster_centers_ = km.cluster_centers_.astype(np.float32)
         if reduced is None:
-            labels = np.concatenate([self.transform(X[s: s + self.chunk]).argmin(1)
-                                     for s in range(0, n, self.chunk)])
+            labels, dist, scores = self._assign(X)
         else:
             labels = np.concatenate([self._distances(reduced[s: s + self.chunk]).argmin(1)
                                      for s in range(0, n, self.chunk)])
+            dist = scores = None
         # order clusters by size (0 = largest), ties by first member, so ids are stable and readable
         counts = np.bincount(labels, minlength=self.n_clusters)
         first = np.array([np.argmax(labels == k) if counts[k] else n for k in range(self.n_clusters)])
@@ -149,7 +153,12 @@ class KMeansTiles:
         remap[order] = np.arange(len(order))
         self.labels_ = remap[labels].astype(np.int32)
         self.inertia_ = float(km.inertia_)
-        return self
+        return self, (None if dist is None else (self.labels_, dist, scores))
+
+    def fit_assign(self, X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``fit(X)`` then ``assign(X)``, reading and projecting X once: fitting already assigns every tile
+        (to order the clusters by size), so its distances and scores are returned rather than computed again."""
+        return self._fit(X, None, None)[1]
 
     def fit_pca(self, X) -> "KMeansTiles":
         """Fit only the PCA step (mean, components, variances); k-means is left unfitted.
@@ -280,6 +289,9 @@ class KMeansTiles:
     def assign(self, X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(cluster, distance to its centre, first two PCA scores) per tile, chunk by chunk."""
         self._check_fitted(X)
+        return self._assign(X)
+
+    def _assign(self, X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n = len(X)
         labels = np.empty(n, dtype=np.int32)
         dist = np.empty(n, dtype=np.float32)

@@ -499,6 +499,7 @@ def _run_cluster(params: ClusterParams, progress: Progress, outputs: RunOutputs,
         lap("scan")
 
         clustering: dict = {"method": params.method, "k": params.k}
+        assignment = None         # (labels, distances, scores) when fitting already computed them
         if deep:
             from ..clustering.deepcluster import DeepCluster
 
@@ -543,9 +544,15 @@ def _run_cluster(params: ClusterParams, progress: Progress, outputs: RunOutputs,
 
                 joiner = FormJoin(params.form_weight).fit(feats, form)
                 feats = joiner.transform(feats, form)
-            km = KMeansTiles(params.k, params.pca_dims, params.whiten, params.seed).fit(feats)
+            km = KMeansTiles(params.k, params.pca_dims, params.whiten, params.seed)
+            if session is not None and form is None:
+                km.fit(feats)
+            else:
+                assignment = km.fit_assign(feats)
             network = extractor.model.state_dict()
-        if session is not None and form is None:
+        if assignment is not None:
+            labels, dist, scores = assignment
+        elif session is not None and form is None:
             from ..distributed.features import assign
 
             labels, dist, scores = assign(session, km, feats.path, len(rows), progress)

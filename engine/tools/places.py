@@ -199,8 +199,8 @@ def run_places(params, places: "list[Place]", progress: Progress, outputs, final
             start += len(rows)
         lap("features")
         progress("cluster", 0, 1, f"k-means, K={params.k}, on {n_total} tiles of {len(places)} places")
-        km = KMeansTiles(params.k, params.pca_dims, params.whiten, params.seed).fit(all_feats)
-        labels, dist, scores = km.assign(all_feats)
+        km = KMeansTiles(params.k, params.pca_dims, params.whiten, params.seed)
+        labels, dist, scores = km.fit_assign(all_feats)
         progress("cluster", 1, 1, f"{km.n_components_} PCA dims")
         lap("cluster")
 

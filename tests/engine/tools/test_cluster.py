@@ -46,6 +46,41 @@ def test_save_load_predict(blobs, tmp_path):
         back.predict(X[:, :10])
 
 
+class RowsRead:
+    """An array that counts the feature rows read from it (as from a memmap on disk)."""
+
+    def __init__(self, X):
+        self.X, self.rows = X, 0
+        self.shape = X.shape
+
+    def __len__(self):
+        return len(self.X)
+
+    def __getitem__(self, index):
+        part = self.X[index]
+        self.rows += len(part)
+        return part
+
+
+def test_fit_assign_is_fit_then_assign_reading_the_features_one_time_less(blobs):
+    X, _ = blobs
+    X = X + np.random.default_rng(1).normal(0, 8, X.shape).astype(np.float32)   # ambiguous: distances matter
+    a = KMeansTiles(5, seed=3, chunk=64)
+    a.fit(X)
+    labels, dist, scores = a.assign(X)
+    b = KMeansTiles(5, seed=3, chunk=64)
+    got = b.fit_assign(X)
+    assert np.array_equal(got[0], labels) and np.array_equal(got[0], b.labels_)
+    np.testing.assert_array_equal(got[1], dist)
+    np.testing.assert_array_equal(got[2], scores)
+    assert got[1].dtype == np.float32 and got[2].shape == (len(X), 2)
+
+    separate, once = RowsRead(X), RowsRead(X)
+    KMeansTiles(5, seed=3, chunk=64).fit(separate).assign(separate)
+    KMeansTiles(5, seed=3, chunk=64).fit_assign(once)
+    assert separate.rows - once.rows == len(X)
+
+
 def test_fits_a_memmap(blobs, tmp_path):
     X, truth = blobs
     mm = np.lib.format.open_memmap(tmp_path / "f.npy", mode="w+", dtype=np.float32, shape=X.shape)
