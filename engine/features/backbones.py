@@ -43,6 +43,7 @@ class BackboneSpec:
     imagenet_files: Callable[[], list]     # candidate weight files, first existing wins
     pool: Callable[["object"], "object"]   # full model -> module mapping (B,3,H,W) to (B,dim)
     taps: tuple = ()                       # --pool multi: (submodule of the pooled model, its channels)
+    min_px: int = 16                       # the smallest tile side the network takes (its padding and strides)
 
     def feature_dim(self, pool: str = "last") -> int:
         """Length of a tile's feature vector with ``--pool`` ``pool``."""
@@ -117,10 +118,10 @@ _SPECS: dict[str, BackboneSpec] = {
                              _resnet_pool, (("layer2", 512), ("layer3", 1024))),
     "vgg16": BackboneSpec("vgg16", 512, IMAGENET_MEAN, IMAGENET_STD, _tv("vgg16"),
                           lambda: _torch_cache_files("vgg16-397923af.pth"), _vgg_pool,
-                          (("0.15", 256), ("0.22", 512))),
+                          (("0.15", 256), ("0.22", 512)), min_px=32),
     "efficientnet_lite0": BackboneSpec("efficientnet_lite0", 1280, (0.498, 0.498, 0.498), (0.502, 0.502, 0.502),
                                        _effnet_build, _effnet_files, _EffnetPooled(),
-                                       (("net._blocks.4", 40), ("net._blocks.10", 112))),
+                                       (("net._blocks.4", 40), ("net._blocks.10", 112)), min_px=32),
 }
 # the choices are the contract's (engine.contract.defaults.BACKBONES), in its order
 BACKBONES: dict[str, BackboneSpec] = {name: _SPECS[name] for name in defaults.BACKBONES}

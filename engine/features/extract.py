@@ -125,9 +125,15 @@ class FeatureExtractor:
 
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
 
+    def check_tile_px(self, tile_px: int) -> None:
+        """BadInput before any work when tiles of ``tile_px`` would reach the CNN smaller than it takes."""
+        check_cnn_input(self.spec, self.cnn_px, tile_px)
+
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         import torch
 
+        if self.cnn_px is None:
+            check_cnn_input(self.spec, None, min(tiles.shape[-2:]))
         x = torch.from_numpy(np.ascontiguousarray(tiles))
         if self.cnn_px is not None and tuple(x.shape[-2:]) != (self.cnn_px, self.cnn_px):
             x = resize_tiles(x, self.cnn_px)
@@ -143,6 +149,21 @@ class FeatureExtractor:
                                                     enabled=dtype is not None):
             y = self.model(x)
         return y.float().cpu().numpy()
+
+
+def check_cnn_input(spec, cnn_px: "int | None", tile_px: int) -> None:
+    """BadInput naming the fix when the CNN would see tiles smaller than backbone ``spec`` takes (EfficientNet
+    and VGG need 32 px: smaller inputs vanish in their strided layers). ``cnn_px`` None: tiles as read."""
+    px = int(cnn_px) if cnn_px is not None else int(tile_px)
+    if px >= spec.min_px:
+        return
+    if cnn_px is not None:
+        raise BadInput(f"--cnn-px {cnn_px}: {spec.name} needs tiles of at least {spec.min_px} px. "
+                       f"Use --cnn-px {spec.min_px} or more (the default is {defaults.DEFAULT_CNN_PX}).",
+                       param="cnn_px")
+    raise BadInput(f"--cnn-px native: the tiles are {px} px and {spec.name} needs at least {spec.min_px} px. "
+                   f"Use --cnn-px {defaults.DEFAULT_CNN_PX} (the default: tiles are resized), a larger "
+                   f"--tile-size, or --backbone resnet18 (it takes tiles from 16 px).", param="cnn_px")
 
 
 def resize_tiles(x, px: int):

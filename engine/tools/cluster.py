@@ -471,6 +471,10 @@ def _run_cluster(params: ClusterParams, progress: Progress, outputs: RunOutputs,
 
             resolve_weights(backbone_spec(params.backbone), params.weights)
             choose_device(params.device)
+        from ..features.backbones import backbone_spec
+        from ..features.extract import check_cnn_input
+
+        check_cnn_input(backbone_spec(params.backbone), feature_recipe(params)["cnn_px"], tiled.grid.size)
         lap("open")
         rows, cols, valid = select_tiles(tiled, params.min_valid, params.extent, params.area, progress,
                                          params.raster)

@@ -251,12 +251,16 @@ class Part:
 
 def _plan(params: SweepParams, sizes: list[str], ks: list[int], progress) -> list[Part]:
     """Open the raster at every tile size and count valid tiles (cheap), before any real work."""
+    from ..features.backbones import backbone_spec
+    from ..features.extract import check_cnn_input
     from ..raster.tiling import TiledRaster
+    from .cluster import feature_recipe
 
     parts = []
     for size in sizes:
         with TiledRaster(params.raster, size, params.overlap, params.edge, params.bands, seed=params.seed) as tiled:
             g = tiled.grid
+            check_cnn_input(backbone_spec(params.backbone), feature_recipe(params)["cnn_px"], g.size)
             progress("scan", 0, g.n_rows, f"{size}: {len(g)} tiles of {g.size} px")
             valid = tiled.valid_fraction(progress=progress.stage("scan"))
             keep = valid >= params.min_valid

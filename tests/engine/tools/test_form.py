@@ -30,6 +30,46 @@ def test_multi_depth_features_have_one_l2_normalised_block_per_depth(backbone, d
                                rtol=1e-4, atol=1e-5)
 
 
+def test_tiles_too_small_for_the_backbone_are_refused_naming_the_fix():
+    from engine.features.extract import FeatureExtractor
+
+    tiles = np.zeros((2, 3, 24, 24), dtype=np.uint8)
+    with pytest.raises(BadInput, match="tiles are 24 px and efficientnet_lite0 needs at least 32 px") as e:
+        FeatureExtractor("efficientnet_lite0", "none", "cpu", "fp32", cnn_px="native")(tiles)
+    assert e.value.param == "cnn_px" and "--cnn-px 128" in str(e.value) and "resnet18" in str(e.value)
+    with pytest.raises(BadInput, match="--cnn-px 24: efficientnet_lite0 needs tiles of at least 32 px"):
+        FeatureExtractor("efficientnet_lite0", "none", "cpu", "fp32", cnn_px=24).check_tile_px(64)
+    assert FeatureExtractor("efficientnet_lite0", "none", "cpu", "fp32", cnn_px=32)(tiles).shape == (2, 1280)
+    assert FeatureExtractor("resnet18", "none", "cpu", "fp32", cnn_px="native")(tiles).shape == (2, 512)
+
+
+@pytest.mark.parametrize("tool", ["cluster", "sweep"])
+def test_cluster_and_sweep_refuse_native_tiles_too_small_before_any_work(tool, tmp_path):
+    from engine.progress import Progress
+    from tests.engine.helpers import SAMPLE
+
+    class Stages(Progress):
+        def __init__(self):
+            super().__init__("none")
+            self.seen = []
+
+        def __call__(self, stage, *args, **fields):
+            self.seen.append(stage)
+
+    raster = str(SAMPLE / "kampala_ug_oam_rgb_z19_epsg3857.tif")
+    rec = Stages()
+    with pytest.raises(BadInput, match="--cnn-px native: the tiles are 24 px"):
+        if tool == "cluster":
+            run_cluster(ClusterParams(raster=raster, out=str(tmp_path / "c.gpkg"), k=3, tile_size="24px",
+                                      cnn_px="native", weights="none", quicklook=False, use_cache=False), rec)
+        else:
+            from engine.tools.sweep import SweepParams, run_sweep
+
+            run_sweep(SweepParams(raster, str(tmp_path / "s.gpkg"), k="2,3", tile_size="48px,24px", cnn_px="native",
+                                  weights="none", use_cache=False), rec)
+    assert "open" in rec.seen and "features" not in rec.seen and not any(tmp_path.iterdir())
+
+
 def test_form_features_of_known_buildings():
     from engine.stats.form import FORM_COLUMNS, form_features
 
