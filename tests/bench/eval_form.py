@@ -54,8 +54,15 @@ A second model trained the same way (``python -m engine train-seg`` with
 0.342 (east 0.367; 91 buildings mapped, east IoU 0.699): timed training on a
 busy 2-core machine sees a different number of chips.
 
+At other tile sizes (--tile-m; the synthetic city keeps 64 px tiles), one
+run each (README, "Features that follow urban form"): 9.6 m tiles, 0.15 m
+per CNN pixel (multi-64) 0.195 against 0.183 for 128 px; 38.4 m tiles, 0.369
+(multi-256) against 0.411 for 128 px and 0.402 for tiles as read.
+
     .venv/bin/python tests/bench/eval_form.py [--out bench_out] [--data ../shared/data] [--only NAME,...]
-        [--seg-minutes 4] [--seg-model MODEL.pt]
+        [--tile-m 19.2] [--seg-minutes 4] [--seg-model MODEL.pt]
+
+``--only`` also takes multi-N (the default's features with --cnn-px N).
 """
 from __future__ import annotations
 
@@ -112,10 +119,21 @@ SEGMENTED_IMAGES = ("zanzibar_z20",)
 WEST = 0.6
 
 
-def tile_px(raster: Path) -> int:
+def tile_px(raster: Path, tile_m: float = TILE_M) -> int:
     from engine.raster.tiling import ground_pixel_size
 
-    return int(round(TILE_M / ground_pixel_size(str(raster))))
+    return int(round(tile_m / ground_pixel_size(str(raster))))
+
+
+def variant(name: str) -> tuple:
+    """A named variant of VARIANTS, or ``multi-N`` for any CNN size N (for example multi-64 or multi-256 with
+    --tile-m: the default's features at another size)."""
+    for v in VARIANTS:
+        if v[0] == name:
+            return v
+    if name.startswith("multi-") and name[6:].isdigit():
+        return name, f"--pool multi --cnn-px {name[6:]}", {"pool": "multi", "cnn_px": int(name[6:])}
+    raise SystemExit(f"eval_form: no variant {name!r}; use one of {', '.join(v[0] for v in VARIANTS)} or multi-N")
 
 
 def scores(labels, stats) -> dict:
@@ -273,7 +291,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(REPO / "bench_out"))
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
-    ap.add_argument("--only", default=None, help="comma-separated variant names")
+    ap.add_argument("--only", default=None, help="comma-separated variant names (also multi-N: --cnn-px N)")
+    ap.add_argument("--tile-m", type=float, default=TILE_M,
+                    help=f"tile size on the ground in metres for the real images (default {TILE_M}; the "
+                         "synthetic city keeps 64 px tiles)")
     ap.add_argument("--seg-minutes", type=float, default=4.0,
                     help="form-segmented: train-seg's time budget on the western part (minutes)")
     ap.add_argument("--seg-model", default=None,
@@ -281,9 +302,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     data, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    only = set(args.only.split(",")) if args.only else None
-    variants = [v for v in VARIANTS if only is None or v[0] in only]
-    results: dict = {"tile_m": TILE_M, "k": K, "variants": {}}
+    only = args.only.split(",") if args.only else None
+    variants = list(VARIANTS) if only is None else [variant(n) for n in only]
+    results: dict = {"tile_m": args.tile_m, "k": K, "variants": {}}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="urbanform-evalform-") as tmp:
         work = Path(tmp)
@@ -302,7 +323,7 @@ def main(argv=None) -> int:
                 if segmented and img not in SEGMENTED_IMAGES:
                     continue
                 raster, fp = data / raster, data / fp
-                px = tile_px(raster)
+                px = tile_px(raster, args.tile_m)
                 form_model = None
                 if segmented:
                     seg = building_model(raster, fp, work / f"seg_{img}", args.seg_minutes, args.seg_model)
@@ -330,7 +351,7 @@ def main(argv=None) -> int:
                   f"orien {row['bldg_orien']:.2f} | mean {row['mean']:.3f} random {row['random']:.3f} | "
                   f"ARI {ari}   ({time.perf_counter() - t0:.0f} s)", flush=True)
     print(f"\neta-squared per image (mean of the four statistics; random level in brackets), K={K}, "
-          f"{TILE_M} m tiles:")
+          f"{args.tile_m} m tiles:")
     imgs = [i[0] for i in IMAGES]
     print(f"{'variant':13s} " + " ".join(f"{i:>15s}" for i in imgs) + f" {'mean':>6s} {'random':>6s} {'ARI':>6s}")
     for name, row in results["variants"].items():
