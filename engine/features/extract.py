@@ -125,10 +125,6 @@ class FeatureExtractor:
 
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
 
-    def check_tile_px(self, tile_px: int) -> None:
-        """BadInput before any work when tiles of ``tile_px`` would reach the CNN smaller than it takes."""
-        check_cnn_input(self.spec, self.cnn_px, tile_px)
-
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         import torch
 

@@ -464,16 +464,16 @@ def _run_cluster(params: ClusterParams, progress: Progress, outputs: RunOutputs,
                              params.bands, seed=params.seed) as tiled, \
             tempfile.TemporaryDirectory(prefix="urbanform-") as workdir, \
             dask_session(params.dask, progress) as session:
+        from ..features.backbones import backbone_spec
+        from ..features.extract import check_cnn_input
+
         extractor = None if deep else feature_extractor(params, session)
         if deep:   # check the backbone, weights and device before the scan; DeepCluster builds its own
-            from ..features.backbones import backbone_spec, resolve_weights
+            from ..features.backbones import resolve_weights
             from ..features.extract import choose_device
 
             resolve_weights(backbone_spec(params.backbone), params.weights)
             choose_device(params.device)
-        from ..features.backbones import backbone_spec
-        from ..features.extract import check_cnn_input
-
         check_cnn_input(backbone_spec(params.backbone), feature_recipe(params)["cnn_px"], tiled.grid.size)
         lap("open")
         rows, cols, valid = select_tiles(tiled, params.min_valid, params.extent, params.area, progress,

@@ -31,14 +31,15 @@ def test_multi_depth_features_have_one_l2_normalised_block_per_depth(backbone, d
 
 
 def test_tiles_too_small_for_the_backbone_are_refused_naming_the_fix():
-    from engine.features.extract import FeatureExtractor
+    from engine.features.backbones import backbone_spec
+    from engine.features.extract import FeatureExtractor, check_cnn_input
 
     tiles = np.zeros((2, 3, 24, 24), dtype=np.uint8)
     with pytest.raises(BadInput, match="tiles are 24 px and efficientnet_lite0 needs at least 32 px") as e:
         FeatureExtractor("efficientnet_lite0", "none", "cpu", "fp32", cnn_px="native")(tiles)
     assert e.value.param == "cnn_px" and "--cnn-px 128" in str(e.value) and "resnet18" in str(e.value)
     with pytest.raises(BadInput, match="--cnn-px 24: efficientnet_lite0 needs tiles of at least 32 px"):
-        FeatureExtractor("efficientnet_lite0", "none", "cpu", "fp32", cnn_px=24).check_tile_px(64)
+        check_cnn_input(backbone_spec("efficientnet_lite0"), 24, 64)
     assert FeatureExtractor("efficientnet_lite0", "none", "cpu", "fp32", cnn_px=32)(tiles).shape == (2, 1280)
     assert FeatureExtractor("resnet18", "none", "cpu", "fp32", cnn_px="native")(tiles).shape == (2, 512)
 
