@@ -122,7 +122,7 @@ test-plugin: setup
 
 eval: setup
 	$(PY) tests/bench/eval.py --out bench_out
-	$(PY) tests/bench/eval_form.py --out bench_out
+	$(PY) tests/bench/eval_form.py --seeds 3 --out bench_out
 	$(PY) tests/bench/eval_deepcluster.py --out bench_out
 	$(PY) tests/bench/eval_segment.py --out bench_out
 

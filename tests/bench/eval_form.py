@@ -3,8 +3,11 @@
 For each variant, every real image with building footprints in ../shared/data
 is cut into tiles of 19.2 m on the ground (64 px at 0.3 m: 65 px on Kampala
 zoom 19, 129 on zoom 20 and Zanzibar, 38 on Atlanta's 0.5 m), clustered with
-K=6 and seed 0, and the clusters are scored by the eta-squared (share of
-variance explained) of four building statistics of engine.stats.measures:
+K=6 (seeds 0..N-1 with --seeds N: the seed of k-means and of the tiling's
+stretch samples; every score is then the mean over the seeds, and "sd" the
+standard deviation of the overall mean across them), and the clusters are
+scored by the eta-squared (share of variance explained) of four building
+statistics of engine.stats.measures:
 
 - bldg_cov (footprint share) and bldg_count (footprints whose centroid is in
   the tile): over all tiles (0 where there is no building);
@@ -54,13 +57,13 @@ A second model trained the same way (``python -m engine train-seg`` with
 0.342 (east 0.367; 91 buildings mapped, east IoU 0.699): timed training on a
 busy 2-core machine sees a different number of chips.
 
-At other tile sizes (--tile-m; the synthetic city keeps 64 px tiles), one
-run each (README, "Features that follow urban form"): 9.6 m tiles, 0.15 m
-per CNN pixel (multi-64) 0.195 against 0.183 for 128 px; 38.4 m tiles, 0.369
-(multi-256) against 0.411 for 128 px and 0.402 for tiles as read.
+At other tile sizes (--tile-m; the synthetic city keeps 64 px tiles), five
+seeds each (README, "Features that follow urban form"): 9.6 m tiles, 0.15 m
+per CNN pixel (multi-64) 0.196 against 0.177 for 128 px; 38.4 m tiles, 0.334
+(multi-256) against 0.396 for 128 px and 0.426 for tiles as read.
 
     .venv/bin/python tests/bench/eval_form.py [--out bench_out] [--data ../shared/data] [--only NAME,...]
-        [--tile-m 19.2] [--seg-minutes 4] [--seg-model MODEL.pt]
+        [--tile-m 19.2] [--seeds 1] [--seg-minutes 4] [--seg-model MODEL.pt]
 
 ``--only`` also takes multi-N (the default's features with --cnn-px N).
 """
@@ -183,7 +186,7 @@ def structure(tiles: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
-def own_labels(kind: str, raster: Path, tiles, px: int, k: int) -> np.ndarray:
+def own_labels(kind: str, raster: Path, tiles, px: int, k: int, seed: int = 0) -> np.ndarray:
     """Labels of the variants computed here: colour statistics, or the default features with context."""
     from engine.clustering.kmeans import KMeansTiles
     from engine.features.extract import FeatureExtractor
@@ -224,7 +227,7 @@ def own_labels(kind: str, raster: Path, tiles, px: int, k: int) -> np.ndarray:
                           if (dr or dc) and (r + dr, c + dc) in where]
                     nb[i] = own[js].mean(0) if js else own[i]
                 X = np.concatenate([own, nb], 1)
-    return KMeansTiles(k, "auto", False, 0).fit(X).labels_
+    return KMeansTiles(k, "auto", False, seed).fit(X).labels_
 
 
 def building_model(raster: Path, footprints: Path, folder: Path, minutes: float, given: "str | None") -> dict:
@@ -239,28 +242,32 @@ def building_model(raster: Path, footprints: Path, folder: Path, minutes: float,
         return {**record, "model": given, "trained_here": False}
     from engine.tools.train_seg import TrainParams, run_train
 
-    model = folder / "buildings.pt"
+    model, done = folder / "buildings.pt", folder / "training.json"
+    if done.exists():                   # trained already for an earlier seed: every seed clusters with one model
+        return json.loads(done.read_text())
     t0 = time.perf_counter()
     m = run_train(TrainParams(str(raster), str(footprints), str(model), minutes=minutes, label_area=west, seed=0))
-    return {**record, "model": str(model), "trained_here": True, "minutes": minutes, "epochs": m["epochs_done"],
-            "best_epoch": m["best_epoch"], "val_iou": round(m["val_iou"], 3),
-            "train_s": round(time.perf_counter() - t0, 1)}
+    record = {**record, "model": str(model), "trained_here": True, "minutes": minutes, "epochs": m["epochs_done"],
+              "best_epoch": m["best_epoch"], "val_iou": round(m["val_iou"], 3),
+              "train_s": round(time.perf_counter() - t0, 1)}
+    done.write_text(json.dumps(record))
+    return record
 
 
 def run_variant(name, params, raster: Path, footprints, workdir: Path, px: int, k: int, tag: str,
-                form_model: "str | None" = None):
+                form_model: "str | None" = None, seed: int = 0):
     import geopandas as gpd
 
     if isinstance(params, str) or params is None:           # labels computed here, on the default's tiles
-        tiles = run_variant("multi-128", {}, raster, footprints, workdir, px, k, tag)[0]
-        return tiles, own_labels(params or "colour", raster, tiles, px, k)
+        tiles = run_variant("multi-128", {}, raster, footprints, workdir, px, k, tag, None, seed)[0]
+        return tiles, own_labels(params or "colour", raster, tiles, px, k, seed)
     kw = dict(params)
     form = kw.pop("form", False)
     if form:
         kw["form"] = form_model if form == "segmented" else str(footprints)
-    out = workdir / f"{tag}_{name}.gpkg"
+    out = workdir / f"{tag}_s{seed}_{name}.gpkg"
     if not out.exists():
-        run_cluster(ClusterParams(raster=str(raster), out=str(out), k=k, tile_size=f"{px}px", seed=0,
+        run_cluster(ClusterParams(raster=str(raster), out=str(out), k=k, tile_size=f"{px}px", seed=seed,
                                   quicklook=False, cache_dir=str(workdir / "cache"), **kw))
     tiles = gpd.read_file(out, layer="tiles")
     return tiles, tiles.cluster.to_numpy()
@@ -287,6 +294,68 @@ def mapped_quality(manifest: Path, footprints: Path, east_area: str) -> dict:
             "east_iou": round(float(e["iou"]), 3), "east_obj_f1": round(float(e["obj_f1"]), 3)}
 
 
+def evaluate(name, what, params, seed: int, data: Path, work: Path, args, city, city_fp, stats_of: dict) -> dict:
+    """One variant with one seed (k-means and the tiling's) on every labelled image and the synthetic city."""
+    from sklearn.metrics import adjusted_rand_score
+
+    row = {"what": what, "seed": seed, "images": {}}
+    segmented = isinstance(params, dict) and params.get("form") == "segmented"
+    for img, raster, fp in IMAGES:
+        if segmented and img not in SEGMENTED_IMAGES:
+            continue
+        raster, fp = data / raster, data / fp
+        px = tile_px(raster, args.tile_m)
+        form_model = None
+        if segmented:
+            seg = building_model(raster, fp, work / f"seg_{img}", args.seg_minutes, args.seg_model)
+            form_model = seg["model"]
+        tiles, labels = run_variant(name, params, raster, fp, work, px, K, img, form_model, seed)
+        if (img, seed) not in stats_of:              # the seed moves the stretch's samples, not the tile grid
+            stats_of[(img, seed)] = tile_stats(tiles, fp)
+        st = stats_of[(img, seed)]
+        east = east_of(raster, tiles)
+        row["images"][img] = {"tiles": len(tiles), "tile_px": px, **scores(labels, st),
+                              "east": scores(labels[east], {s: v[east] for s, v in st.items()})}
+        if segmented:
+            row["images"][img]["segmentation"] = {**seg, **mapped_quality(
+                work / f"{img}_s{seed}_{name}_manifest.json", fp, seg["east_area"])}
+    for key in (*STATS, "mean", "random"):
+        row[key] = round(float(np.mean([r[key] for r in row["images"].values()])), 3)
+    if segmented:                                  # no building model of the synthetic city is trained here
+        row["ari_synthetic"] = None
+    else:
+        tiles, labels = run_variant(name, params, city.raster, city_fp, work, 64, 4, "city", None, seed)
+        truth = city.zone_of_tiles(64)[tiles.row, tiles.col]
+        row["ari_synthetic"] = round(float(adjusted_rand_score(truth, labels)), 3)
+    return row
+
+
+def over_seeds(runs: list) -> dict:
+    """Several seeds of one variant as one row: every score averaged over the seeds (per image too), with the
+    standard deviation of the overall mean across seeds (``mean_sd``), each seed's mean (``seed_means``) and the
+    lowest synthetic ARI (``ari_min``)."""
+    def avg(rows, key):
+        return round(float(np.mean([r[key] for r in rows])), 3)
+
+    means = [r["mean"] for r in runs]
+    row = {"what": runs[0]["what"], "seeds": [r["seed"] for r in runs], "images": {}}
+    for img, first in runs[0]["images"].items():
+        per = [r["images"][img] for r in runs]
+        row["images"][img] = {"tiles": first["tiles"], "tile_px": first["tile_px"],
+                              **{k: avg(per, k) for k in (*STATS, "mean", "random")},
+                              "mean_sd": round(float(np.std([p["mean"] for p in per], ddof=1)), 3),
+                              "east": {k: avg([p["east"] for p in per], k) for k in (*STATS, "mean", "random")}}
+        if "segmentation" in first:
+            row["images"][img]["segmentation"] = first["segmentation"]
+    row.update({k: avg(runs, k) for k in (*STATS, "mean", "random")})
+    row["mean_sd"] = round(float(np.std(means, ddof=1)), 3)
+    row["seed_means"] = [round(m, 3) for m in means]
+    aris = [r["ari_synthetic"] for r in runs]
+    row["ari_synthetic"] = None if aris[0] is None else round(float(np.mean(aris)), 3)
+    row["ari_min"] = None if aris[0] is None else min(aris)
+    return row
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(REPO / "bench_out"))
@@ -295,6 +364,9 @@ def main(argv=None) -> int:
     ap.add_argument("--tile-m", type=float, default=TILE_M,
                     help=f"tile size on the ground in metres for the real images (default {TILE_M}; the "
                          "synthetic city keeps 64 px tiles)")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="run each variant with seeds 0..N-1 (k-means and tiling) and report the mean over the "
+                         "seeds with its standard deviation (default 1: seed 0 only)")
     ap.add_argument("--seg-minutes", type=float, default=4.0,
                     help="form-segmented: train-seg's time budget on the western part (minutes)")
     ap.add_argument("--seg-model", default=None,
@@ -304,12 +376,12 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     only = args.only.split(",") if args.only else None
     variants = list(VARIANTS) if only is None else [variant(n) for n in only]
-    results: dict = {"tile_m": args.tile_m, "k": K, "variants": {}}
+    if args.seeds < 1:
+        raise SystemExit("eval_form: --seeds must be at least 1")
+    results: dict = {"tile_m": args.tile_m, "k": K, "seeds": args.seeds, "variants": {}}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="urbanform-evalform-") as tmp:
         work = Path(tmp)
-        from sklearn.metrics import adjusted_rand_score
-
         from tests.synthetic import make_city
 
         city = make_city(work / "city.tif", zone_grid=(4, 4), zone_px=256, seed=3)
@@ -317,39 +389,15 @@ def main(argv=None) -> int:
         city.footprints.to_file(city_fp, driver="GPKG")
         stats_of: dict = {}
         for name, what, params in variants:
-            row = {"what": what, "images": {}}
-            segmented = isinstance(params, dict) and params.get("form") == "segmented"
-            for img, raster, fp in IMAGES:
-                if segmented and img not in SEGMENTED_IMAGES:
-                    continue
-                raster, fp = data / raster, data / fp
-                px = tile_px(raster, args.tile_m)
-                form_model = None
-                if segmented:
-                    seg = building_model(raster, fp, work / f"seg_{img}", args.seg_minutes, args.seg_model)
-                    form_model = seg["model"]
-                tiles, labels = run_variant(name, params, raster, fp, work, px, K, img, form_model)
-                if img not in stats_of:
-                    stats_of[img] = tile_stats(tiles, fp)
-                east = east_of(raster, tiles)
-                row["images"][img] = {"tiles": len(tiles), "tile_px": px, **scores(labels, stats_of[img]),
-                                      "east": scores(labels[east], {s: v[east] for s, v in stats_of[img].items()})}
-                if segmented:
-                    row["images"][img]["segmentation"] = {**seg, **mapped_quality(work / f"{img}_{name}_manifest.json",
-                                                                                  fp, seg["east_area"])}
-            for key in (*STATS, "mean", "random"):
-                row[key] = round(float(np.mean([r[key] for r in row["images"].values()])), 3)
-            if segmented:                          # no building model of the synthetic city is trained here
-                row["ari_synthetic"] = None
-            else:
-                tiles, labels = run_variant(name, params, city.raster, city_fp, work, 64, 4, "city")
-                truth = city.zone_of_tiles(64)[tiles.row, tiles.col]
-                row["ari_synthetic"] = round(float(adjusted_rand_score(truth, labels)), 3)
+            runs = [evaluate(name, what, params, seed, data, work, args, city, city_fp, stats_of)
+                    for seed in range(args.seeds)]
+            row = runs[0] if len(runs) == 1 else over_seeds(runs)
             results["variants"][name] = row
             ari = "-" if row["ari_synthetic"] is None else f"{row['ari_synthetic']:.3f}"
+            spread = f" sd {row['mean_sd']:.3f} over {args.seeds} seeds {row['seed_means']}" if len(runs) > 1 else ""
             print(f"{name:13s} cov {row['bldg_cov']:.2f} count {row['bldg_count']:.2f} size {row['bldg_mean']:.2f} "
                   f"orien {row['bldg_orien']:.2f} | mean {row['mean']:.3f} random {row['random']:.3f} | "
-                  f"ARI {ari}   ({time.perf_counter() - t0:.0f} s)", flush=True)
+                  f"ARI {ari}{spread}   ({time.perf_counter() - t0:.0f} s)", flush=True)
     print(f"\neta-squared per image (mean of the four statistics; random level in brackets), K={K}, "
           f"{args.tile_m} m tiles:")
     imgs = [i[0] for i in IMAGES]
