@@ -61,6 +61,10 @@ def check_params(tool: str, params) -> None:
     if problems:
         first = problems[0]
         raise BadInput(first.message, param=first.param, code=first.code, problems=problems)
+    if "use_cache" in declared.names() and values.get("use_cache", True):
+        from ..io.cache import budget_bytes
+
+        budget_bytes()              # the feature cache's budget (URBANFORM_CACHE_MAX_GB): a bad value stops here
 
 
 def study_params(tool: str, params):

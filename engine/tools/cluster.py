@@ -161,6 +161,9 @@ def _compute_features(tiled, rows, cols, extractor, params, cache_dir: Path, key
     """Features of the valid tiles as an ``NpyFile``, from the cache when possible; with a Dask ``session`` (and
     a ``RemoteExtractor``) computed on its workers through the feature store ``CACHE/parts/KEY``, whose finished
     partitions ``params.resume`` reuses."""
+    from ..io import cache
+
+    budget = cache.budget_bytes()            # a bad URBANFORM_CACHE_MAX_GB is refused before any work
     cache_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_parts(cache_dir)
     final = cache_dir / f"{key}.npy"
@@ -170,6 +173,7 @@ def _compute_features(tiled, rows, cols, extractor, params, cache_dir: Path, key
         except (OSError, ValueError):
             feats = None
         if feats is not None and feats.shape == (len(rows), extractor.dim):
+            cache.touch(final)
             progress("features", len(rows), len(rows), "reused cached features")
             return feats, True, final
     if session is not None:
@@ -178,14 +182,27 @@ def _compute_features(tiled, rows, cols, extractor, params, cache_dir: Path, key
         batch = extractor.batch_size(tiled.grid.size, params.batch_size)
         feats = compute_features(session, raster_spec(tiled, params.seed), extractor, rows, cols, batch,
                                  cache_dir / "parts" / key, final, progress, resume=params.resume)
-        return feats, False, final
-    from ..features.extract import extract_features
+    else:
+        from ..features.extract import extract_features
 
-    with atomic_path(final) as tmp:          # .{key}.part-{pid}.npy, what _remove_stale_parts looks for
-        out = NpyFile(tmp, shape=(len(rows), extractor.dim))
-        extract_features(tiled, rows, cols, extractor, out, batch_size=params.batch_size,
-                         progress=progress.stage("features"))
-    return NpyFile(final), False, final
+        with atomic_path(final) as tmp:      # .{key}.part-{pid}.npy, what _remove_stale_parts looks for
+            out = NpyFile(tmp, shape=(len(rows), extractor.dim))
+            extract_features(tiled, rows, cols, extractor, out, batch_size=params.batch_size,
+                             progress=progress.stage("features"))
+        feats = NpyFile(final)
+    trim_cache(cache_dir, budget, progress, len(rows))
+    return feats, False, final
+
+
+def trim_cache(cache_dir: Path, budget: "int | None", progress, n: int) -> None:
+    """Keep the feature cache under its budget (``engine.io.cache``) after a new file, saying what went."""
+    from ..io import cache
+
+    removed = cache.trim(cache_dir, budget)
+    if removed:
+        gb = sum(size for _, size in removed) / 2 ** 30
+        progress("features", n, n, f"feature cache over its {budget / 2 ** 30:g} GB budget ({cache.ENV}): "
+                                   f"removed the {len(removed)} least recently used file(s), {gb:.2f} GB")
 
 
 def raster_spec(tiled, seed: int):

@@ -1,0 +1,106 @@
+"""The feature cache's size budget (engine.io.cache): least recently used files go first, recent ones stay."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from engine.errors import BadInput
+from engine.io import cache
+
+MB = 2 ** 20
+
+
+def put(folder, name, size_mb, used):
+    """A cache file of ``size_mb`` MiB last used at time ``used``."""
+    path = folder / name
+    path.write_bytes(b"\0" * int(size_mb * MB))
+    os.utime(path, (used, used))
+    return path
+
+
+def test_trim_deletes_least_recently_used_feature_files_until_under_budget(tmp_path):
+    now = 1_000_000.0
+    old = put(tmp_path, "a.npy", 3, now - 9000)
+    older = put(tmp_path, "b.npy", 3, now - 10000)
+    newer = put(tmp_path, "c.npy", 3, now - 8000)
+    partial = put(tmp_path, ".d.part-123.npy", 5, now - 20000)     # a run's partial file: its own to remove
+    other = put(tmp_path, "e.json", 5, now - 20000)
+    (tmp_path / "parts").mkdir()
+    removed = cache.trim(tmp_path, 4 * MB, now=now)
+    assert [p for p, _ in removed] == [older, old]
+    assert [size for _, size in removed] == [3 * MB, 3 * MB]
+    assert newer.exists() and partial.exists() and other.exists() and (tmp_path / "parts").is_dir()
+
+
+def test_trim_keeps_recently_used_files_even_over_budget(tmp_path):
+    now = 1_000_000.0
+    stale = put(tmp_path, "stale.npy", 2, now - cache.GRACE_S - 1)
+    recent = put(tmp_path, "recent.npy", 2, now - 10)
+    fresh = put(tmp_path, "fresh.npy", 2, now)
+    assert [p for p, _ in cache.trim(tmp_path, 0, now=now)] == [stale]
+    assert recent.exists() and fresh.exists()
+    assert cache.trim(tmp_path, 0, now=now) == []
+    assert cache.trim(tmp_path, None, now=now + 10 * cache.GRACE_S) == []          # no budget: keep all
+    assert cache.trim(tmp_path / "missing", 0) == []
+
+
+def test_touch_makes_a_file_the_most_recently_used(tmp_path):
+    now = 1_000_000.0
+    a = put(tmp_path, "a.npy", 1, now - 9000)
+    b = put(tmp_path, "b.npy", 1, now - 8000)
+    cache.touch(a)                                  # a cache hit
+    assert [p for p, _ in cache.trim(tmp_path, 1 * MB, now=os.stat(a).st_mtime + cache.GRACE_S)] == [b]
+    cache.touch(tmp_path / "gone.npy")              # no error for a file removed meanwhile
+
+
+def test_budget_from_the_environment():
+    assert cache.budget_bytes({}) == int(cache.DEFAULT_MAX_GB * 2 ** 30)
+    assert cache.budget_bytes({cache.ENV: "0.5"}) == 2 ** 29
+    assert cache.budget_bytes({cache.ENV: "0"}) is None
+    for bad in ("lots", "-1", "nan", "inf"):
+        with pytest.raises(BadInput, match=f"{cache.ENV}=.*gigabytes.*or 0 to keep") as e:
+            cache.budget_bytes({cache.ENV: bad})
+        assert e.value.param == "cache_dir"
+
+
+def test_cluster_trims_the_cache_after_a_new_file_and_refuses_a_bad_budget_first(city, tmp_path, monkeypatch):
+    """Two tilings of one raster with a budget of one file: the second run removes the first's file (the grace
+    period set to 0 here) and says so; a hit marks its file used. A bad budget stops before the scan."""
+    from engine.progress import Progress
+    from engine.tools.cluster import ClusterParams, run_cluster
+
+    store = tmp_path / "store"
+    monkeypatch.setattr(cache, "GRACE_S", 0.0)
+    events = []
+
+    class Events(Progress):
+        def __init__(self):
+            super().__init__("none")
+
+        def __call__(self, stage, done=0, total=0, message="", **fields):
+            events.append((stage, message))
+
+    def go(size, name):
+        return run_cluster(
+            ClusterParams(raster=str(city.raster), out=str(tmp_path / name), k=2, tile_size=size, weights="none",
+                          backbone="resnet18", pool="last", cnn_px="native", quicklook=False, cache_dir=str(store)),
+            Events())
+
+    go("96px", "a.gpkg")
+    (used, size, first), = cache.feature_files(store)
+    os.utime(first, (used - 100, used - 100))                      # last used a while ago
+    monkeypatch.setenv(cache.ENV, repr(size * 1.2 / 2 ** 30))      # room for either file, not for both
+    go("128px", "b.gpkg")
+    (used, _, second), = cache.feature_files(store)
+    assert second != first and not first.exists()
+    assert any("least recently used file(s)" in m and cache.ENV in m for s, m in events if s == "features")
+    os.utime(second, (used - 100, used - 100))
+    assert go("128px", "c.gpkg")["features"]["cache_hit"]
+    assert cache.feature_files(store)[0][0] > used - 50           # the hit marked it used now
+
+    monkeypatch.setenv(cache.ENV, "many")
+    events.clear()
+    with pytest.raises(BadInput, match=cache.ENV):
+        go("64px", "d.gpkg")
+    assert events == [] and not (tmp_path / "d.gpkg").exists() and second.exists()
