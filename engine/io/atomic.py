@@ -95,6 +95,21 @@ def atomic_folder(final: "str | Path") -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def remove_folder(folder: "str | Path") -> bool:
+    """Delete ``folder`` so that no reader sees it half gone: renamed out of sight first (to its partial name),
+    then removed. False when it is gone already (another process removed it) or cannot be moved."""
+    import shutil
+
+    folder = Path(folder)
+    gone = partial_path(folder, ".gone")
+    try:
+        os.rename(folder, gone)
+    except OSError:
+        return False
+    shutil.rmtree(gone, ignore_errors=True)
+    return True
+
+
 def write_text_atomic(final: "str | Path", text: str, encoding: str = "utf-8") -> None:
     with atomic_path(final) as tmp:
         tmp.write_text(text, encoding=encoding)

@@ -4,6 +4,7 @@ Every tool that describes tiles with a CNN caches the features as ``<cache>/<key
 tiling and recipe: ``engine.tools.cluster._compute_features``). Nothing removed them, so a machine that
 clusters many rasters, a server taking uploads above all, filled its disk a few hundred megabytes at a time.
 
+- ``default_cache_dir()``: the folder when a run names none (``$URBANFORM_CACHE/features``).
 - ``budget_bytes()``: the budget, ``URBANFORM_CACHE_MAX_GB`` gigabytes (default ``DEFAULT_MAX_GB``; 0 keeps
   every file). Read before any work, so a bad value is refused before features are computed.
 - ``touch(path)``: a cache hit marks its file as used (its modification time is the time of last use).
@@ -27,6 +28,14 @@ from ..errors import BadInput
 ENV = "URBANFORM_CACHE_MAX_GB"
 DEFAULT_MAX_GB = 20.0
 GRACE_S = 3600.0
+
+
+def default_cache_dir() -> Path:
+    """The feature cache folder when a run names none: ``$URBANFORM_CACHE/features``, else
+    ``~/.cache/urbanform/features`` (under ``$XDG_CACHE_HOME`` when set)."""
+    root = os.environ.get("URBANFORM_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "urbanform")
+    return Path(root) / "features"
 
 
 def budget_bytes(environ=None) -> "int | None":

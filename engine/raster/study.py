@@ -15,6 +15,7 @@ open like any raster, so tiles are read from the mosaic and never straddle a sce
 - A study VRT is written once per set of scenes (their paths, sizes and modification times) under
   ``<cache>/studies/<key>/study.vrt`` (the feature cache folder, which Dask workers see too), atomically, and
   never rewritten: the same scenes give the same file, which the run's manifest and model file name.
+  ``prune_studies`` deletes the studies whose scenes are gone (the server does after removing a job's files).
 
 Refused before any work, with a BadInput naming the parameter and the fix: a folder without rasters, a file
 that is not a raster, scenes without a CRS, scenes with different band counts or data types, and scenes in
@@ -253,6 +254,28 @@ def vrt_scenes(path: "str | Path") -> list[str]:
         leaves = vrt_scenes(source) if source.lower().endswith(".vrt") and os.path.isfile(source) else [source]
         out += [leaf for leaf in leaves if leaf not in out]
     return out
+
+
+def prune_studies(cache_dir: "str | Path") -> list[Path]:
+    """Delete the study folders under ``cache_dir`` whose scenes are gone (a server's uploads removed with their
+    job, a folder of scenes deleted): their VRT can never open again, and the same paths given again make a
+    new study (the key holds the files' times). The folders removed; a study being written is not touched."""
+    from ..io.atomic import remove_folder
+
+    root = Path(cache_dir) / STUDIES
+    try:
+        folders = sorted(f for f in root.iterdir() if f.is_dir() and not f.name.startswith("."))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    removed = []
+    for folder in folders:
+        vrt = folder / "study.vrt"
+        scenes = vrt_scenes(vrt) if vrt.is_file() else []
+        if not scenes or all(os.path.exists(s) for s in scenes):
+            continue
+        if remove_folder(folder):                   # out of sight at once; another process may prune it too
+            removed.append(folder)
+    return removed
 
 
 def study_key(scenes: list[Scene], crs) -> str:

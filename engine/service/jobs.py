@@ -136,7 +136,7 @@ class JobManager:
         if job.status == RUNNING:
             self.wait(job_id, self.config.grace + 10)
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
-        self._used = None
+        self._files_removed()
         self.store.update(job_id, status=DISMISSED, finished=job.finished or time.time(), pid=None,
                           message="dismissed: the job was stopped and its files removed")
         return self.store.get(job_id)
@@ -144,9 +144,18 @@ class JobManager:
     def forget(self, job_id: str) -> None:
         """Remove a finished job's row and files (a synchronous execution, once answered)."""
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+        self._files_removed()
         self.store.delete(job_id)
         self._done.pop(job_id, None)
+
+    def _files_removed(self) -> None:
+        """After a job's files went: the disk use is counted again, and the study VRTs of its uploaded scenes
+        (written under the feature cache, ``engine.raster.study``) go too."""
+        from ..io.cache import default_cache_dir
+        from ..raster.study import prune_studies
+
         self._used = None
+        prune_studies(default_cache_dir())
 
     # -- running
     def _work(self, slot: int) -> None:
@@ -242,15 +251,15 @@ class JobManager:
         keep = self.config.keep_results
         if not keep:
             return 0
-        gone = 0
-        for job in self.store.list(status=[SUCCESSFUL, FAILED, DISMISSED], limit=1 << 30):
-            if job.finished and job.finished < time.time() - keep:
-                shutil.rmtree(self.job_dir(job.id), ignore_errors=True)
-                self.store.delete(job.id)
-                gone += 1
-        if gone:
-            self._used = None
-        return gone
+        expired = [job for job in self.store.list(status=[SUCCESSFUL, FAILED, DISMISSED], limit=1 << 30)
+                   if job.finished and job.finished < time.time() - keep]
+        for job in expired:
+            shutil.rmtree(self.job_dir(job.id), ignore_errors=True)
+        if expired:                 # every file first: once a job answers 404, nothing of it is left
+            self._files_removed()
+        for job in expired:
+            self.store.delete(job.id)
+        return len(expired)
 
     def scrub(self, text: str) -> str:
         """``text`` with the server's own paths reduced to file names (a client never learns them)."""

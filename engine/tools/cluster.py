@@ -23,6 +23,7 @@ from ..contract.params import output_files
 from ..contract.tools import CLUSTER, STATS_OUTPUTS
 from ..errors import BadInput, Cancelled
 from ..io import NpyFile, OutputSet, atomic_path
+from ..io.cache import default_cache_dir
 from ..progress import Progress, committing
 from . import check_params, check_vector_inputs, locked_outputs, param_values, study_params
 from .stats import StatsInputs
@@ -107,12 +108,6 @@ class RunOutputs:
 
     def paths(self) -> list[Path]:
         return [p for p in (self.gpkg, self.tif, self.manifest, self.quicklook, self.model) if p is not None]
-
-
-def default_cache_dir() -> Path:
-    root = os.environ.get("URBANFORM_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "urbanform")
-    return Path(root) / "features"
 
 
 def building_evaluation(buildings, labels, coverage, warnings: list) -> dict:

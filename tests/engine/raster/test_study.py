@@ -8,6 +8,7 @@ make one study are refused before any work, naming the raster parameter.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,3 +185,25 @@ def test_the_contract_takes_several_rasters_and_checks_each(strips, tmp_path):
     (tmp_path / "o.gpkg").write_text("")
     (problem,) = check(cluster, {**values, "overwrite": True})
     assert problem.code == P.CLASHES                          # an output that is one of the scenes
+
+
+def test_prune_studies_deletes_only_the_studies_whose_scenes_are_gone(strips, tmp_path):
+    import shutil
+
+    from engine.raster.study import STUDIES, open_study, prune_studies
+
+    own = []
+    for p in strips:                               # copies: one of them is deleted below
+        own.append(tmp_path / "scenes" / p.name)
+        own[-1].parent.mkdir(exist_ok=True)
+        shutil.copy(p, own[-1])
+    cache = tmp_path / "cache"
+    every = open_study([str(p) for p in own], cache_dir=cache)
+    first_two = open_study([str(p) for p in own[:2]], cache_dir=cache)
+    writing = cache / STUDIES / ".abc.part-1"      # a study being written elsewhere
+    writing.mkdir()
+    assert prune_studies(cache) == []
+    own[-1].unlink()
+    assert prune_studies(cache) == [Path(every.path).parent]
+    assert not Path(every.path).exists() and Path(first_two.path).exists() and writing.is_dir()
+    assert prune_studies(tmp_path / "no-cache") == []

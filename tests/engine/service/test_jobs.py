@@ -110,15 +110,20 @@ def test_a_restart_keeps_finished_jobs_and_fails_the_interrupted_one(tmp_path):
         server.stop()
 
 
-def test_results_expire_after_keep_results(tmp_path):
+def test_results_expire_after_keep_results_with_the_study_of_their_uploads(tmp_path):
+    """Two uploaded scenes are one study, whose VRT the engine writes under the feature cache (the conftest's
+    URBANFORM_CACHE, which the server inherits): when the job expires, its files and that VRT go."""
+    studies = tmp_path / "cache" / "features" / "studies"
     with Server(tmp_path / "server", "--keep-results", "2s") as server, server.client() as client:
-        info = submit(client, "probe", {}, files={"raster": (RASTER.name, RASTER.read_bytes())})
+        scenes = [("raster", ("a.tif", RASTER.read_bytes())), ("raster", ("b.tif", RASTER.read_bytes()))]
+        info = submit(client, "probe", {}, files=scenes)
         assert wait_for(client, info["jobID"])["status"] == "successful"
         deadline = time.monotonic() + 20
         while client.get(f"/jobs/{info['jobID']}").status_code != 404 and time.monotonic() < deadline:
             time.sleep(0.5)
         assert_ogc_error(client.get(f"/jobs/{info['jobID']}"), 404)
         assert not (server.jobs_dir / info["jobID"]).exists()
+        assert studies.is_dir() and list(studies.iterdir()) == []
 
 
 def test_a_full_quota_refuses_new_jobs_with_507_before_work(tmp_path):
