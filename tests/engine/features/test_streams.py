@@ -47,6 +47,29 @@ def test_map_batches_keeps_the_order_and_runs_each_stream_on_its_share_of_the_th
     assert torch.get_num_threads() == before                  # put back afterwards
 
 
+def test_streams_started_from_another_thread_get_their_share_too(monkeypatch):
+    """A Dask worker or a server runs the extraction in a thread of its own, whose torch thread count may differ
+    from the main thread's: the streams still run on their share (6 threads: 3 streams of 2), and the calling
+    thread's count is put back."""
+    monkeypatch.delenv("URBANFORM_STREAMS", raising=False)
+    seen, after = [], []
+
+    def fn(batch):
+        seen.append(torch.get_num_threads())
+        return batch
+
+    def caller():
+        torch.set_num_threads(1)
+        list(map_batches(fn, ((i, i) for i in range(6)), torch.device("cpu"), threads=6))
+        after.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    t = threading.Thread(target=caller)
+    t.start()
+    t.join()
+    assert seen == [2] * 6 and after == [1]
+    assert torch.get_num_threads() == before
+
 def test_an_error_in_a_batch_is_raised_and_the_threads_are_put_back():
     before = torch.get_num_threads()
 
