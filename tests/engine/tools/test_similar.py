@@ -6,6 +6,7 @@ import json
 import geopandas as gpd
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
 from shapely.geometry import Point, box
 
 from engine.analysis.similar import precision_at
@@ -96,10 +97,17 @@ def test_the_live_features_give_about_the_runs_similarity(where, query, kampala_
     q = z[tiles["query"].to_numpy() == 1].mean(axis=0)
     approx = (z @ q) / np.maximum(np.linalg.norm(z, axis=1), 1e-12) / np.linalg.norm(q)
     exact = tiles["similarity"].to_numpy()
-    overlap = len(set(np.argsort(-exact)[:20]) & set(np.argsort(-approx)[:20])) / 20
+    # the top 20 by the live cosines, against the run's: the city's zones are near copies of one tile, so the
+    # run's similarities around rank 20 differ in the fourth decimal (0.7411 at rank 20, 0.7405 at rank 24 on
+    # one machine) and a tile counts as one of the run's top 20 when within TIE of the 20th
+    TIE = 0.005
+    top = np.argsort(-approx)[:20]
+    overlap = float((exact[top] >= np.sort(exact)[-20] - TIE).mean())
     diff = np.abs(approx - exact).max()
+    rho = spearmanr(approx, exact).statistic
     print(f"live similarity, {where} ({len(tiles)} tiles, {LIVE_DIMS} axes, query {query}): max |difference| "
-          f"{diff:.4f}, correlation {np.corrcoef(approx, exact)[0, 1]:.4f}, top-20 overlap {overlap:.2f}")
+          f"{diff:.4f}, correlation {np.corrcoef(approx, exact)[0, 1]:.4f}, rank correlation {rho:.4f}, top-20 "
+          f"overlap {overlap:.2f} (ties within {TIE})")
     if len(tiles) <= LIVE_DIMS:
         assert diff < 1e-4
-    assert diff < 0.1 and overlap >= 0.9
+    assert diff < 0.1 and overlap >= 0.9 and rho > 0.99
