@@ -158,7 +158,7 @@ def _compute_features(tiled, rows, cols, extractor, params, cache_dir: Path, key
     partitions ``params.resume`` reuses."""
     from ..io import cache
 
-    budget = cache.budget_bytes()            # a bad URBANFORM_CACHE_MAX_GB is refused before any work
+    budget = cache.budget_bytes()            # (a bad value was refused by check_params, before any work)
     cache_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_parts(cache_dir)
     final = cache_dir / f"{key}.npy"

@@ -70,6 +70,7 @@ def test_streams_started_from_another_thread_get_their_share_too(monkeypatch):
     assert seen == [2] * 6 and after == [1]
     assert torch.get_num_threads() == before
 
+
 def test_an_error_in_a_batch_is_raised_and_the_threads_are_put_back():
     before = torch.get_num_threads()
 
