@@ -1,7 +1,8 @@
 """Writing outputs safely: atomic file sets, GeoPackage and GeoTIFF writers, manifests.
 
 Modules: ``atomic`` (the one atomic writer: partial paths, OutputSet, NpyFile; remove_folder),
-``cache`` (the feature cache's folder and its size budget: least recently used files go first),
+``cache`` (the feature cache's folder and its size budget: the least recently used feature files and
+mapped buildings go first),
 ``lock`` (one writer per output: OutputLock, taken before the OutputSet),
 ``writers`` (GeoPackage layers and cluster GeoTIFFs), ``manifest`` (checksums,
 versions, the JSON manifest), ``vectors`` (the one reader of vector inputs:

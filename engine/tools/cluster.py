@@ -195,9 +195,7 @@ def trim_cache(cache_dir: Path, budget: "int | None", progress, n: int) -> None:
 
     removed = cache.trim(cache_dir, budget)
     if removed:
-        gb = sum(size for _, size in removed) / 2 ** 30
-        progress("features", n, n, f"feature cache over its {budget / 2 ** 30:g} GB budget ({cache.ENV}): "
-                                   f"removed the {len(removed)} least recently used file(s), {gb:.2f} GB")
+        progress("features", n, n, cache.trimmed_message(removed, budget))
 
 
 def raster_spec(tiled, seed: int):

@@ -14,6 +14,9 @@ beside it), the key made of the raster's SHA-256, the model file's SHA-256
 and the segmentation settings: a second run on the same raster with the same
 model (another K, another weight, ``predict`` on it) reuses it without
 segmenting again. ``--no-cache`` maps into the run's temporary folder instead.
+The layers count against the feature cache's size budget (``engine.io.cache``):
+a new one may remove the least recently used features and layers; a reused one
+is marked used.
 
 :func:`check_form` comes before any work: a ``.pt`` that is not a building
 model (a cluster model, a state dict, a damaged file) or a model made for
@@ -30,6 +33,7 @@ from pathlib import Path
 
 from ..contract import problems as P
 from ..errors import BadInput
+from ..io.cache import BUILDINGS as CACHE_FOLDER     # under the feature cache folder
 
 FLAG = "--form"
 PARAM = "form"
@@ -38,7 +42,6 @@ FIX = (f"{FLAG} takes building footprints (a vector file, any CRS) or a building
 # how the buildings of a --form model are mapped: the segment tool's defaults (threshold None: the one the model
 # chose on its validation blocks), in the cache key so that a change here maps them again
 SEGMENT_SETTINGS = {"threshold": None, "min_area": 4.0, "simplify": 0.5, "regularize": False}
-CACHE_FOLDER = "buildings"          # under the feature cache folder
 VERSION = 2
 
 
@@ -101,10 +104,11 @@ def form_footprints(value, raster: str, *, raster_sha256: str, cache_dir: "str |
     """
     if not is_building_model(value):
         return os.fspath(value), {"kind": "footprints", "path": os.path.abspath(value)}
-    from ..io import sha256_file
+    from ..io import cache, sha256_file
     from .segment import SegmentParams, output_paths
     from .segment import run as run_segment
 
+    budget = cache.budget_bytes()           # a bad URBANFORM_CACHE_MAX_GB stops here, before the mapping
     model = os.fspath(value)
     model_sha = sha256_file(model)
     key = buildings_key(raster_sha256, model_sha)
@@ -121,6 +125,7 @@ def form_footprints(value, raster: str, *, raster_sha256: str, cache_dir: "str |
         except (OSError, ValueError):
             done = None
     if done is not None:
+        cache.touch_all(paths.values())
         say("scan", 1, 1, f"buildings mapped by {Path(model).name} reused from the cache")
         return str(out), _mapped({**record, "cache_hit": True}, done, model, raster)
     folder.mkdir(parents=True, exist_ok=True)
@@ -134,6 +139,9 @@ def form_footprints(value, raster: str, *, raster_sha256: str, cache_dir: "str |
     # overwrite: only what no finished run left whole (a layer without its manifest) is replaced
     manifest = run_segment(SegmentParams(str(raster), model, str(out), device=device, precision=precision,
                                          overwrite=True, **SEGMENT_SETTINGS), relay)
+    removed = cache.trim(cache_dir, budget)  # the new layer counts against the feature cache's budget
+    if removed:
+        say("scan", 1, 1, cache.trimmed_message(removed, budget))
     return str(out), _mapped({**record, "cache_hit": False}, manifest, model, raster)
 
 

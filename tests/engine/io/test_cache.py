@@ -54,6 +54,46 @@ def test_touch_makes_a_file_the_most_recently_used(tmp_path):
     cache.touch(tmp_path / "gone.npy")              # no error for a file removed meanwhile
 
 
+def buildings(folder, key, size_mb, used):
+    """The three files of a mapped buildings layer (``buildings/KEY.gpkg``, mask, manifest), last used at
+    ``used`` (the manifest) and before."""
+    (folder / cache.BUILDINGS).mkdir(exist_ok=True)
+    return [put(folder / cache.BUILDINGS, f"{key}{end}", size_mb / 3, used - lag)
+            for end, lag in ((".gpkg", 50), ("_mask.tif", 40), ("_manifest.json", 0))]
+
+
+def test_mapped_buildings_count_against_the_budget_and_go_together_manifest_first(tmp_path):
+    now = 1_000_000.0
+    oldest = put(tmp_path, "a.npy", 3, now - 10000)
+    layer = buildings(tmp_path, "0123abcd", 3, now - 9000)          # last used when its manifest was
+    newer = put(tmp_path, "b.npy", 3, now - 8000)
+    lock = put(tmp_path / cache.BUILDINGS, ".0123abcd.gpkg.lock", 1, now - 20000)
+    part = put(tmp_path / cache.BUILDINGS, ".9999.gpkg.part-12.gpkg", 1, now - 20000)
+    other = put(tmp_path / cache.BUILDINGS, "notes.txt", 1, now - 20000)
+    ((used, size, files),) = cache.building_groups(tmp_path)
+    assert used == now - 9000 and size == 3 * MB and files[0].name == "0123abcd_manifest.json"
+    assert {f.name for f in files} == {p.name for p in layer}
+    assert [e[2][0] for e in cache.entries(tmp_path)] == [oldest, files[0], newer]
+
+    removed = cache.trim(tmp_path, 3 * MB, now=now)
+    assert removed == [(oldest, 3 * MB), (files[0], 3 * MB)]
+    assert not any(p.exists() for p in layer) and newer.exists()
+    assert lock.exists() and part.exists() and other.exists()      # locks, partial files, others: not the cache's
+    assert cache.trimmed_message(removed, 3 * MB).endswith(
+        "removed the least recently used 1 feature file(s) and 1 mapped buildings layer(s), 0.01 GB")
+
+
+def test_a_mapped_layer_used_recently_stays_and_a_hit_marks_all_its_files(tmp_path):
+    now = 1_000_000.0
+    layer = buildings(tmp_path, "feed", 3, now - cache.GRACE_S - 100)
+    put(tmp_path, "a.npy", 3, now - cache.GRACE_S - 50)
+    cache.touch_all(layer)                                         # a cache hit: the layer is the newest now
+    hit = os.stat(layer[0]).st_mtime
+    assert all(os.stat(p).st_mtime == pytest.approx(hit, abs=5) for p in layer)
+    assert [p.name for p, _ in cache.trim(tmp_path, 0, now=hit + 10)] == ["a.npy"]
+    assert all(p.exists() for p in layer)
+
+
 def test_budget_from_the_environment():
     assert cache.budget_bytes({}) == int(cache.DEFAULT_MAX_GB * 2 ** 30)
     assert cache.budget_bytes({cache.ENV: "0.5"}) == 2 ** 29
@@ -94,7 +134,7 @@ def test_cluster_trims_the_cache_after_a_new_file_and_refuses_a_bad_budget_first
     go("128px", "b.gpkg")
     (used, _, second), = cache.feature_files(store)
     assert second != first and not first.exists()
-    assert any("least recently used file(s)" in m and cache.ENV in m for s, m in events if s == "features")
+    assert any("least recently used 1 feature file(s)" in m and cache.ENV in m for s, m in events if s == "features")
     os.utime(second, (used - 100, used - 100))
     assert go("128px", "c.gpkg")["features"]["cache_hit"]
     assert cache.feature_files(store)[0][0] > used - 50           # the hit marked it used now

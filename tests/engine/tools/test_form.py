@@ -1,6 +1,8 @@
 """Form-aware clustering (issue 16 part 1): multi-depth features, tiles resized before the CNN, --form."""
 from __future__ import annotations
 
+import os
+
 import geopandas as gpd
 import numpy as np
 import pytest
@@ -221,6 +223,54 @@ def test_form_takes_a_building_model_and_caches_its_buildings(mapped, monkeypatc
     src2 = second["features"]["form_source"]
     assert src2["cache_hit"] and src2["buildings"] == src["buildings"] and src2["n_buildings"] == src["n_buildings"]
     assert second["features"]["cache_hit"]                  # the CNN features too
+
+
+def test_mapped_buildings_are_reused_then_removed_by_the_cache_budget_and_mapped_again(mapped, tmp_path,
+                                                                                    monkeypatch):
+    """The layer --form MODEL.pt maps counts against URBANFORM_CACHE_MAX_GB (engine.io.cache). On a copy of the
+    run's cache: a hit marks the layer used; once it has gone unused past the grace period, a run that adds
+    features under a budget too small for the old entries removes it with them and says so; the next --form
+    run maps the buildings again."""
+    import shutil
+
+    from engine.io import cache
+    from engine.progress import Progress
+
+    store = tmp_path / "features"
+    shutil.copytree(mapped["dir"] / "features", store)
+    (_, _, layer), = cache.building_groups(store)
+    messages = []
+
+    class Said(Progress):
+        def __init__(self):
+            super().__init__("none")
+
+        def __call__(self, stage, done=0, total=0, message="", **fields):
+            messages.append(message)
+
+    def age_everything():                                           # last used long before the grace period
+        for _, _, files in cache.entries(store):
+            for f in files:
+                os.utime(f, (1e9, 1e9))
+
+    def go(name, **kw):
+        common = {**mapped["common"], "cache_dir": str(store), **kw}
+        return run_cluster(ClusterParams(out=str(tmp_path / name), k=3, **common), Said())
+
+    age_everything()
+    first = go("a.gpkg")                                            # the mapped run's tiling: both are hits
+    assert first["features"]["cache_hit"] and first["features"]["form_source"]["cache_hit"]
+    assert all(os.stat(f).st_mtime > 1.5e9 for f in layer)          # the hit marked the layer's files used
+    age_everything()
+    old = [p for _, _, p in cache.feature_files(store)]
+    monkeypatch.setenv(cache.ENV, "1e-6")                           # about 1 kB: room for nothing old
+    second = go("b.gpkg", tile_size="48px", form=None)              # another tiling: new features
+    assert not second["features"]["cache_hit"]
+    assert not any(f.exists() for f in [*layer, *old]) and len(cache.feature_files(store)) == 1
+    assert any("1 mapped buildings layer(s)" in m and cache.ENV in m for m in messages)
+    monkeypatch.setenv(cache.ENV, "0")
+    third = go("c.gpkg")
+    assert not third["features"]["form_source"]["cache_hit"] and all(f.exists() for f in layer)
 
 
 def test_form_with_footprints_records_them(runs):
