@@ -136,7 +136,32 @@ def variant(name: str) -> tuple:
             return v
     if name.startswith("multi-") and name[6:].isdigit():
         return name, f"--pool multi --cnn-px {name[6:]}", {"pool": "multi", "cnn_px": int(name[6:])}
-    raise SystemExit(f"eval_form: no variant {name!r}; use one of {', '.join(v[0] for v in VARIANTS)} or multi-N")
+    if name.startswith("blocks-") and len(block_weights(name)) == 3:
+        return name, f"multi-128 with its three depths weighted {', '.join(name[7:].split('-'))}", name
+    raise SystemExit(f"eval_form: no variant {name!r}; use one of {', '.join(v[0] for v in VARIANTS)}, multi-N "
+                     "or blocks-A-B-C")
+
+
+def block_weights(name: str) -> list:
+    """``blocks-0.5-1-1``: the weights of the default's three L2-normalised depths (blocks 4 and 10, last)."""
+    try:
+        return [float(w) for w in name[len("blocks-"):].split("-")]
+    except ValueError:
+        return []
+
+
+def weighted_blocks(manifest: Path, workdir: Path, weights: list) -> np.ndarray:
+    """The features a multi-128 run cached (its manifest names them), each depth's block times its weight."""
+    from engine.features.backbones import backbone_spec
+
+    feats = json.loads(manifest.read_text())["features"]
+    X = np.array(np.load(workdir / "cache" / f"{feats['cache_key']}.npy"))       # float32, as cluster reads it
+    spec = backbone_spec(feats["backbone"])
+    edges = np.cumsum([0, *(c for _, c in spec.taps), spec.dim])
+    assert edges[-1] == X.shape[1] and len(weights) == len(edges) - 1, (X.shape, edges, weights)
+    for w, a, b in zip(weights, edges[:-1], edges[1:]):
+        X[:, a:b] *= w
+    return X
 
 
 def scores(labels, stats) -> dict:
@@ -258,6 +283,12 @@ def run_variant(name, params, raster: Path, footprints, workdir: Path, px: int, 
                 form_model: "str | None" = None, seed: int = 0):
     import geopandas as gpd
 
+    if isinstance(params, str) and params.startswith("blocks-"):     # the default's features, depths reweighted
+        from engine.clustering.kmeans import KMeansTiles
+
+        tiles = run_variant("multi-128", {}, raster, footprints, workdir, px, k, tag, None, seed)[0]
+        X = weighted_blocks(workdir / f"{tag}_s{seed}_multi-128_manifest.json", workdir, block_weights(params))
+        return tiles, KMeansTiles(k, "auto", False, seed).fit(X).labels_
     if isinstance(params, str) or params is None:           # labels computed here, on the default's tiles
         tiles = run_variant("multi-128", {}, raster, footprints, workdir, px, k, tag, None, seed)[0]
         return tiles, own_labels(params or "colour", raster, tiles, px, k, seed)
@@ -360,7 +391,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(REPO / "bench_out"))
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
-    ap.add_argument("--only", default=None, help="comma-separated variant names (also multi-N: --cnn-px N)")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated variant names (also multi-N: --cnn-px N; blocks-A-B-C: the default's three "
+                         "depths weighted A, B, C)")
     ap.add_argument("--tile-m", type=float, default=TILE_M,
                     help=f"tile size on the ground in metres for the real images (default {TILE_M}; the "
                          "synthetic city keeps 64 px tiles)")
