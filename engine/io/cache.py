@@ -9,7 +9,7 @@ uploads above all, filled its disk a few hundred megabytes at a time.
 - ``default_cache_dir()``: the folder when a run names none (``$URBANFORM_CACHE/features``).
 - ``budget_bytes()``: the budget, ``URBANFORM_CACHE_MAX_GB`` gigabytes (default ``DEFAULT_MAX_GB``; 0 keeps
   every file). Read before any work, so a bad value is refused before features are computed.
-- ``touch(path)``: a cache hit marks its files as used (their modification time is the time of last use).
+- ``touch(*paths)``: a cache hit marks its files as used (their modification time is the time of last use).
 - ``trim(folder, max_bytes)``: after a new entry is written, the least recently used ones are deleted until
   the entries total at most the budget. An entry used in the last ``GRACE_S`` seconds is never deleted, so a
   run still reading it, or another process that has just found it, keeps it, even when that leaves the cache
@@ -64,12 +64,14 @@ def budget_bytes(environ=None) -> "int | None":
     return None if gb == 0 else int(gb * 2 ** 30)
 
 
-def touch(path: "str | Path") -> None:
-    """Mark a cached file as used now (a cache hit); a file another process has just removed is no error."""
-    try:
-        os.utime(path)
-    except OSError:
-        pass
+def touch(*paths: "str | Path") -> None:
+    """Mark the files of a cache entry as used now (a cache hit); a file another process has just removed is
+    no error."""
+    for path in paths:
+        try:
+            os.utime(path)
+        except OSError:
+            pass
 
 
 def _files(folder) -> list[os.DirEntry]:
@@ -117,12 +119,6 @@ def entries(folder: "str | Path") -> list[tuple[float, int, tuple[Path, ...]]]:
     """(last use, size in bytes, files) of everything the budget counts in ``folder``: each feature file and
     each mapped buildings layer; least recently used first."""
     return sorted([(used, size, (path,)) for used, size, path in feature_files(folder)] + building_groups(folder))
-
-
-def touch_all(paths) -> None:
-    """Mark every file of a cache entry as used now (see ``touch``)."""
-    for path in paths:
-        touch(path)
 
 
 def trim(folder: "str | Path", max_bytes: "int | None", now: "float | None" = None,

@@ -125,7 +125,7 @@ def form_footprints(value, raster: str, *, raster_sha256: str, cache_dir: "str |
         except (OSError, ValueError):
             done = None
     if done is not None:
-        cache.touch_all(paths.values())
+        cache.touch(*paths.values())
         say("scan", 1, 1, f"buildings mapped by {Path(model).name} reused from the cache")
         return str(out), _mapped({**record, "cache_hit": True}, done, model, raster)
     folder.mkdir(parents=True, exist_ok=True)

@@ -87,7 +87,7 @@ def test_a_mapped_layer_used_recently_stays_and_a_hit_marks_all_its_files(tmp_pa
     now = 1_000_000.0
     layer = buildings(tmp_path, "feed", 3, now - cache.GRACE_S - 100)
     put(tmp_path, "a.npy", 3, now - cache.GRACE_S - 50)
-    cache.touch_all(layer)                                         # a cache hit: the layer is the newest now
+    cache.touch(*layer)                                            # a cache hit: the layer is the newest now
     hit = os.stat(layer[0]).st_mtime
     assert all(os.stat(p).st_mtime == pytest.approx(hit, abs=5) for p in layer)
     assert [p.name for p, _ in cache.trim(tmp_path, 0, now=hit + 10)] == ["a.npy"]
