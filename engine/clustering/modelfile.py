@@ -62,6 +62,18 @@ class ClusterModel:
         return str((self.meta.get("features") or {}).get("pool", "last"))
 
     @property
+    def depth_weights(self) -> "tuple | None":
+        """The weights of ``--pool multi``'s depths (files written before they existed: all 1); None with
+        'last'."""
+        if self.pool != "multi":
+            return None
+        from ..features.backbones import backbone_spec
+
+        recorded = (self.meta.get("features") or {}).get("depth_weights")
+        spec = backbone_spec(self.backbone)
+        return spec.multi_weights(recorded if recorded is not None else (1.0,) * (len(spec.taps) + 1))
+
+    @property
     def cnn_px(self) -> "int | None":
         """``--cnn-px`` of the run (None: tiles as read)."""
         px = (self.meta.get("features") or {}).get("cnn_px")
@@ -161,8 +173,14 @@ def load_model(path: "str | Path") -> ClusterModel:
     n_form = int((recipe.get("form") or {}).get("n_form_", 0))
     _check_kmeans(path, kmeans, backbone, pool, n_form)
     _check_network(path, network, backbone, sobel, pool)
-    return ClusterModel(kmeans=kmeans, network=network, backbone=backbone, sobel=sobel, tiling=tiling,
-                        method=method, meta=meta)
+    model = ClusterModel(kmeans=kmeans, network=network, backbone=backbone, sobel=sobel, tiling=tiling,
+                         method=method, meta=meta)
+    try:
+        model.depth_weights
+    except BadInput:
+        raise BadInput(f"{damaged} (its depth weights {recipe.get('depth_weights')!r} do not fit the {backbone} "
+                       f"features). {HINT}") from None
+    return model
 
 
 def _check_kmeans(path, km: KMeansTiles, backbone: str, pool: str = "last", n_form: int = 0) -> None:

@@ -18,7 +18,8 @@ DEFAULT_BACKBONE = "efficientnet_lite0"
 DEFAULT_SEG_ENCODER = "efficientnet_lite0"
 DEFAULT_WEIGHTS = "imagenet"
 # tile features (cluster --pool, --cnn-px): chosen by tests/bench/eval_form.py on the labelled real images
-POOLS = ("multi", "last")                   # multi: two intermediate blocks + the last, each pooled and L2-normed
+POOLS = ("multi", "last")                   # multi: two intermediate blocks + the last, each pooled, L2-normed
+                                            # and weighted (features.backbones.BackboneSpec.depth_weights)
 DEFAULT_POOL = "multi"
 DEFAULT_CNN_PX = 128                        # tiles resized to this many pixels before the CNN
 # DeepCluster training augmentation (cluster/sweep --augment): light colour jitter, or strong colour changes

@@ -99,7 +99,8 @@ FORM_LABEL = "Footprints or building model for form features"      # --form of c
 FEATURE_RECIPE = (Param("pool", CHOICE, defaults.DEFAULT_POOL, choices=defaults.POOLS, applies_when=KMEANS, advanced=True,
                   label="Feature depths",
                   help="multi: mean-pooled features of two intermediate blocks (texture) and the last one "
-                       "(objects), each L2-normalised, side by side; last: the last block only"),
+                       "(objects), each L2-normalised and weighted (EfficientNet-Lite0: the first at half weight), "
+                       "side by side; last: the last block only"),
             Param("cnn_px", INT, defaults.DEFAULT_CNN_PX, words=("native",), minimum=16, applies_when=KMEANS,
                   advanced=True, label="CNN input size", unit="px",
                   help="tiles are resized to this many pixels before the CNN (128: 64 px tiles of 0.3 m imagery "

@@ -83,6 +83,7 @@ class ExtractorSpec:
     state_file: "str | None" = None
     pool: str = "last"                    # --pool and --cnn-px of the feature recipe (FeatureExtractor)
     cnn_px: "int | None" = None
+    depth_weights: "tuple | None" = None  # --pool multi's depth weights (None: the backbone's own)
 
     def build(self):
         from ..features.extract import FeatureExtractor, ResizedExtractor
@@ -100,7 +101,7 @@ class ExtractorSpec:
         given = self.model_file or self.state_file
         extractor = FeatureExtractor(self.backbone, "none" if given else self.weights, self.device,
                                      self.precision, seed=self.seed, sobel=self.sobel, state_dict=state,
-                                     pool=self.pool, cnn_px=self.cnn_px)
+                                     pool=self.pool, cnn_px=self.cnn_px, depth_weights=self.depth_weights)
         return ResizedExtractor(extractor, self.resize_px) if self.resize_px else extractor
 
 

@@ -44,10 +44,26 @@ class BackboneSpec:
     pool: Callable[["object"], "object"]   # full model -> module mapping (B,3,H,W) to (B,dim)
     taps: tuple = ()                       # --pool multi: (submodule of the pooled model, its channels)
     min_px: int = 16                       # the smallest tile side the network takes (its padding and strides)
+    depth_weights: tuple = ()              # --pool multi: weight of each tap's block and the last (): all 1
 
     def feature_dim(self, pool: str = "last") -> int:
         """Length of a tile's feature vector with ``--pool`` ``pool``."""
         return self.dim + (sum(c for _, c in self.taps) if pool == "multi" else 0)
+
+    def multi_weights(self, weights: "tuple | list | None" = None) -> tuple:
+        """The weights of ``--pool multi``'s depths (one per tap, then the last block): ``weights`` checked, or
+        the backbone's own (None). BadInput if they do not fit."""
+        n = len(self.taps) + 1
+        if weights is None:
+            return tuple(float(w) for w in (self.depth_weights or (1.0,) * n))
+        try:
+            out = tuple(float(w) for w in weights)
+        except (TypeError, ValueError):
+            out = ()
+        if len(out) != n or not all(0.0 < w < float("inf") for w in out):
+            raise BadInput(f"depth weights {weights!r} do not fit backbone {self.name}: it needs {n} "
+                           "positive numbers (its intermediate blocks, then the last).")
+        return out
 
 
 def _torch_cache_files(*names: str) -> list[Path]:
@@ -119,9 +135,12 @@ _SPECS: dict[str, BackboneSpec] = {
     "vgg16": BackboneSpec("vgg16", 512, IMAGENET_MEAN, IMAGENET_STD, _tv("vgg16"),
                           lambda: _torch_cache_files("vgg16-397923af.pth"), _vgg_pool,
                           (("0.15", 256), ("0.22", 512)), min_px=32),
+    # the first depth at half weight: mean eta-squared 0.286 vs 0.267 at 19.2 m tiles and 0.441 vs 0.396 at
+    # 38.4 m, every seed of 5 (tests/bench/eval_form.py, variants blocks-A-B-C); a tie at 9.6 m
     "efficientnet_lite0": BackboneSpec("efficientnet_lite0", 1280, (0.498, 0.498, 0.498), (0.502, 0.502, 0.502),
                                        _effnet_build, _effnet_files, _EffnetPooled(),
-                                       (("net._blocks.4", 40), ("net._blocks.10", 112)), min_px=32),
+                                       (("net._blocks.4", 40), ("net._blocks.10", 112)), min_px=32,
+                                       depth_weights=(0.5, 1.0, 1.0)),
 }
 # the choices are the contract's (engine.contract.defaults.BACKBONES), in its order
 BACKBONES: dict[str, BackboneSpec] = {name: _SPECS[name] for name in defaults.BACKBONES}
@@ -270,19 +289,21 @@ sobel_input = _SobelFactory()
 class _MultiDepthFactory:
     """Wraps a pooled trunk so that it returns, side by side, the mean-pooled output of the spec's ``taps``
     (intermediate blocks: texture, small structures) and its own pooled output (objects), each
-    L2-normalised so that no depth outweighs another by its scale (``--pool multi``). The taps are read by
-    forward hooks; the state dict is the trunk's under ``body.``."""
+    L2-normalised so that no depth outweighs another by its scale, then times its weight in ``weights``
+    (``BackboneSpec.multi_weights``; ``--pool multi``). The taps are read by forward hooks; the state dict is
+    the trunk's under ``body.`` (the weights are constants, not state)."""
 
-    def __call__(self, body, taps):
+    def __call__(self, body, taps, weights: "tuple | None" = None):
         import threading
 
         import torch
 
         class MultiDepth(torch.nn.Module):
-            def __init__(self, body, taps):
+            def __init__(self, body, taps, weights):
                 super().__init__()
                 self.body = body
                 self.taps = [name for name, _ in taps]
+                self.weights = tuple(weights) if weights is not None else (1.0,) * (len(self.taps) + 1)
                 self._seen: dict = {}
                 for name in self.taps:
                     body.get_submodule(name).register_forward_hook(self._keep(name))
@@ -296,20 +317,23 @@ class _MultiDepthFactory:
                 me = threading.get_ident()
                 last = self.body(x)
                 parts = [self._seen.pop((me, name)).float().mean((2, 3)) for name in self.taps] + [last.float()]
-                return torch.cat([torch.nn.functional.normalize(p, dim=1) for p in parts], 1)
+                return torch.cat([torch.nn.functional.normalize(p, dim=1) * w for p, w in zip(parts, self.weights)],
+                                 1)
 
-        return MultiDepth(body, taps)
+        return MultiDepth(body, taps, weights)
 
 
 multi_depth = _MultiDepthFactory()
 
 
-def pooled_network(spec: BackboneSpec, model, sobel: bool = False, pool: str = "last"):
-    """The module that maps tiles to features: the trunk ``model`` pooled as ``pool`` says, behind the Sobel
-    input layer when ``sobel``."""
+def pooled_network(spec: BackboneSpec, model, sobel: bool = False, pool: str = "last",
+                   depth_weights: "tuple | None" = None):
+    """The module that maps tiles to features: the trunk ``model`` pooled as ``pool`` says (with ``multi``, its
+    depths weighted by ``depth_weights``, None: the backbone's own), behind the Sobel input layer when
+    ``sobel``."""
     model = spec.pool(model)
     if pool == "multi":
-        model = multi_depth(model, spec.taps)
+        model = multi_depth(model, spec.taps, spec.multi_weights(depth_weights))
     elif pool != "last":
         raise BadInput(f"--pool {pool!r} is unknown; use multi or last.", param="pool")
     return sobel_input(model) if sobel else model
@@ -334,10 +358,11 @@ def state_digest(state_dict: "dict | None") -> "str | None":
 
 
 def build_backbone(name: str, weights: str = "imagenet", seed: int = 0, sobel: bool = False,
-                   state_dict: dict | None = None, pool: str = "last"):
+                   state_dict: dict | None = None, pool: str = "last", depth_weights: "tuple | None" = None):
     """(pooled model in eval mode, spec, weights path or None).
 
-    ``pool``: 'last' (global average of the last block) or 'multi' (see ``multi_depth``). ``sobel`` puts a
+    ``pool``: 'last' (global average of the last block) or 'multi' (see ``multi_depth``; ``depth_weights``
+    weight its depths, None: the backbone's own, ``BackboneSpec.multi_weights``). ``sobel`` puts a
     fixed grey + Sobel-gradient input layer in front of the trunk. ``state_dict`` (the state of a model built the same way, e.g. from a
     saved cluster model) replaces ``weights`` and must match exactly.
     """
@@ -349,7 +374,7 @@ def build_backbone(name: str, weights: str = "imagenet", seed: int = 0, sobel: b
     model = spec.build()
     if path is not None:
         load_trunk_weights(model, path, f"backbone {name}", "Pick the backbone these weights were trained for.")
-    model = pooled_network(spec, model, sobel, pool)
+    model = pooled_network(spec, model, sobel, pool, depth_weights)
     if state_dict is not None:
         try:
             model.load_state_dict(state_dict)

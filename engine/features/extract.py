@@ -98,9 +98,10 @@ class FeatureExtractor:
     def __init__(self, backbone: str = defaults.DEFAULT_BACKBONE, weights: str = defaults.DEFAULT_WEIGHTS,
                  device: str = "auto", precision: str = "auto", channels_last: bool = True, seed: int = 0,
                  sobel: bool = False, state_dict: dict | None = None, pool: str = "last",
-                 cnn_px: "int | str | None" = None):
-        """``pool``: 'last' or 'multi' (``backbones.multi_depth``); ``cnn_px``: every tile is resized to this
-        many pixels before the CNN (None or 'native': as read)."""
+                 cnn_px: "int | str | None" = None, depth_weights: "tuple | list | None" = None):
+        """``pool``: 'last' or 'multi' (``backbones.multi_depth``, its depths weighted by ``depth_weights``,
+        None: the backbone's own); ``cnn_px``: every tile is resized to this many pixels before the CNN (None or
+        'native': as read)."""
         import torch
 
         tune_malloc()
@@ -108,7 +109,10 @@ class FeatureExtractor:
         self.sobel = sobel
         self.pool = pool
         self.cnn_px = None if cnn_px in (None, "native") else int(cnn_px)
-        self.model, self.spec, self.weights_path = build_backbone(backbone, weights, seed, sobel, state_dict, pool)
+        self.model, self.spec, self.weights_path = build_backbone(backbone, weights, seed, sobel, state_dict, pool,
+                                                                  depth_weights)
+        # the weights of --pool multi's depths as used (the feature cache's key has them); None with 'last'
+        self.depth_weights = self.spec.multi_weights(depth_weights) if pool == "multi" else None
         self.state_digest = state_digest(state_dict)      # the network given as weights, for the feature cache
         self.precision = choose_precision(self.device, precision)
         self.channels_last = channels_last and self.device.type != "mps"

@@ -113,7 +113,8 @@ def _run(params: ChangeParams, progress, files: dict) -> dict:
                                f"({after.grid.shape} tiles of {after.grid.size} px against {before.grid.shape} of "
                                f"{before.grid.size} px).", param="raster_after", code=P.BAD_FORMAT)
             extractor = FeatureExtractor(model.backbone, "none", params.device, params.precision, sobel=model.sobel,
-                                         state_dict=model.network, pool=model.pool, cnn_px=model.cnn_px)
+                                         state_dict=model.network, pool=model.pool, cnn_px=model.cnn_px,
+                                         depth_weights=model.depth_weights)
             resize = t["tile_px"] if before.grid.size != t["tile_px"] else None
             lap("open")
             rows, cols, valid_a = select_tiles(before, t["min_valid"], params.extent, params.area, progress,

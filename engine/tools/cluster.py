@@ -119,12 +119,16 @@ def building_evaluation(buildings, labels, coverage, warnings: list) -> dict:
 
 
 def feature_recipe(params) -> dict:
-    """How tile features are made from the CNN (``pool``, ``cnn_px``: None = native): the params' for k-means
-    (a params value without them: the last block at native size), DeepCluster's own (last, native)."""
+    """How tile features are made from the CNN (``pool``, ``cnn_px``: None = native, ``depth_weights``: the
+    backbone's weights of --pool multi's depths, None with 'last'): the params' for k-means (a params value
+    without them: the last block at native size), DeepCluster's own (last, native)."""
     if getattr(params, "method", "kmeans") == "deepcluster":
-        return {"pool": "last", "cnn_px": None}
-    px = getattr(params, "cnn_px", None)
-    return {"pool": getattr(params, "pool", "last"), "cnn_px": None if px in (None, "native") else int(px)}
+        return {"pool": "last", "cnn_px": None, "depth_weights": None}
+    from ..features.backbones import backbone_spec
+
+    px, pool = getattr(params, "cnn_px", None), getattr(params, "pool", "last")
+    weights = backbone_spec(params.backbone).multi_weights() if pool == "multi" else None
+    return {"pool": pool, "cnn_px": None if px in (None, "native") else int(px), "depth_weights": weights}
 
 
 def feature_key(checksum: str, tiled, extractor, params: ClusterParams, rows, cols) -> str:
@@ -141,6 +145,7 @@ def feature_key(checksum: str, tiled, extractor, params: ClusterParams, rows, co
         "sobel": bool(getattr(extractor, "sobel", False)),
         "state": getattr(extractor, "state_digest", None),     # a network given as a state dict (classify --model)
         "pool": getattr(extractor, "pool", "last"), "cnn_px": getattr(extractor, "cnn_px", None),
+        "depth_weights": getattr(extractor, "depth_weights", None),
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 

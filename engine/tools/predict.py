@@ -161,7 +161,8 @@ def _run(params: PredictParams, progress, outputs) -> dict:
             "parameters": asdict(params),
             "model": {"path": os.path.abspath(params.model), "sha256": sha256_file(params.model),
                       "method": model.method, "backbone": model.backbone, "k": model.k, "tiling": t,
-                      "pool": model.pool, "cnn_px": model.cnn_px, "form": joiner is not None,
+                      "pool": model.pool, "cnn_px": model.cnn_px, "depth_weights": model.depth_weights,
+                      "form": joiner is not None,
                       "form_source": (model.meta.get("features") or {}).get("form_source"),
                       "trained_on": model.meta.get("raster")},
             "form_source": form_source,
@@ -192,14 +193,15 @@ def _extractor(params: PredictParams, model, resize_px, session):
         from ..features.extract import FeatureExtractor
 
         extractor = FeatureExtractor(model.backbone, "none", params.device, params.precision, sobel=model.sobel,
-                                     state_dict=model.network, pool=model.pool, cnn_px=model.cnn_px)
+                                     state_dict=model.network, pool=model.pool, cnn_px=model.cnn_px,
+                                     depth_weights=model.depth_weights)
         return ResizedExtractor(extractor, resize_px) if resize_px else extractor
     from ..distributed.features import RemoteExtractor
     from ..distributed.worker import ExtractorSpec
 
     spec = ExtractorSpec(model.backbone, "none", params.device, params.precision, sobel=model.sobel,
                          model_file=os.path.abspath(params.model), resize_px=resize_px, pool=model.pool,
-                         cnn_px=model.cnn_px)
+                         cnn_px=model.cnn_px, depth_weights=model.depth_weights)
     return RemoteExtractor(session, spec, state_dict=model.network)
 
 

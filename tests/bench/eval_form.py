@@ -99,7 +99,7 @@ VARIANTS = (
     ("last-native", "last block, tiles as read (the old default)", {"pool": "last", "cnn_px": "native"}),
     ("multi-native", "--pool multi, tiles as read", {"pool": "multi", "cnn_px": "native"}),
     ("last-128", "last block, --cnn-px 128", {"pool": "last", "cnn_px": 128}),
-    ("multi-128", "--pool multi --cnn-px 128 (the new default)", {}),
+    ("multi-128", "--pool multi --cnn-px 128, depths weighted 0.5, 1, 1 (the default)", {}),
     ("multi-224", "--pool multi --cnn-px 224", {"pool": "multi", "cnn_px": 224}),
     ("context", "multi-128 + features of a 2x window around the tile", "context"),
     ("neighbours", "multi-128 + mean features of the 8 neighbouring tiles", "neighbours"),
@@ -151,7 +151,8 @@ def block_weights(name: str) -> list:
 
 
 def weighted_blocks(manifest: Path, workdir: Path, weights: list) -> np.ndarray:
-    """The features a multi-128 run cached (its manifest names them), each depth's block times its weight."""
+    """The features a multi-128 run cached (its manifest names them), each depth's block times ``weights`` in
+    place of the run's own depth weights."""
     from engine.features.backbones import backbone_spec
 
     feats = json.loads(manifest.read_text())["features"]
@@ -159,8 +160,9 @@ def weighted_blocks(manifest: Path, workdir: Path, weights: list) -> np.ndarray:
     spec = backbone_spec(feats["backbone"])
     edges = np.cumsum([0, *(c for _, c in spec.taps), spec.dim])
     assert edges[-1] == X.shape[1] and len(weights) == len(edges) - 1, (X.shape, edges, weights)
-    for w, a, b in zip(weights, edges[:-1], edges[1:]):
-        X[:, a:b] *= w
+    own = feats.get("depth_weights") or [1.0] * len(weights)
+    for w, o, a, b in zip(weights, own, edges[:-1], edges[1:]):
+        X[:, a:b] *= w / o
     return X
 
 

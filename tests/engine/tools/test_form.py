@@ -14,22 +14,31 @@ from engine.tools.cluster import ClusterParams, run_cluster
 from engine.tools.predict import PredictParams, run_predict
 
 
-@pytest.mark.parametrize("backbone, dims", [("efficientnet_lite0", (40, 112, 1280)), ("resnet18", (128, 256, 512))])
-def test_multi_depth_features_have_one_l2_normalised_block_per_depth(backbone, dims):
+@pytest.mark.parametrize("backbone, dims, weights", [("efficientnet_lite0", (40, 112, 1280), (0.5, 1.0, 1.0)),
+                                                      ("resnet18", (128, 256, 512), (1.0, 1.0, 1.0))])
+def test_multi_depth_features_have_one_l2_normalised_block_per_depth_times_its_weight(backbone, dims, weights):
     from engine.features.extract import FeatureExtractor
 
     ex = FeatureExtractor(backbone, "none", "cpu", "fp32", pool="multi", cnn_px=48)
-    assert ex.dim == sum(dims)
+    assert ex.dim == sum(dims) and ex.depth_weights == weights         # the backbone's own weights
     tiles = np.random.default_rng(0).integers(0, 256, size=(3, 3, 24, 24), dtype=np.uint8)   # resized to 48
     f = ex(tiles)
     assert f.shape == (3, sum(dims))
     edges = np.cumsum((0, *dims))
-    for a, b in zip(edges[:-1], edges[1:]):
-        np.testing.assert_allclose(np.linalg.norm(f[:, a:b], axis=1), 1.0, rtol=1e-4)
+    for w, a, b in zip(weights, edges[:-1], edges[1:]):
+        np.testing.assert_allclose(np.linalg.norm(f[:, a:b], axis=1), w, rtol=1e-4)
     last = FeatureExtractor(backbone, "none", "cpu", "fp32", pool="last", cnn_px=48)
-    assert last.dim == dims[-1]
+    assert last.dim == dims[-1] and last.depth_weights is None
     np.testing.assert_allclose(f[:, edges[-2]:], last(tiles) / np.linalg.norm(last(tiles), axis=1, keepdims=True),
                                rtol=1e-4, atol=1e-5)
+    given = (2.0, 1.0, 0.25)                                           # weights given: each block scaled alone
+    g = FeatureExtractor(backbone, "none", "cpu", "fp32", pool="multi", cnn_px=48, depth_weights=given)(tiles)
+    for w, own, a, b in zip(given, weights, edges[:-1], edges[1:]):
+        np.testing.assert_allclose(g[:, a:b], f[:, a:b] * (w / own), rtol=1e-4, atol=1e-6)
+    with pytest.raises(BadInput, match=f"depth weights \\[1, 1\\] do not fit backbone {backbone}: it needs 3"):
+        FeatureExtractor(backbone, "none", "cpu", "fp32", pool="multi", depth_weights=[1, 1])
+    with pytest.raises(BadInput, match="3 positive numbers"):
+        FeatureExtractor(backbone, "none", "cpu", "fp32", pool="multi", depth_weights=[1, 0, 1])
 
 
 def test_tiles_too_small_for_the_backbone_are_refused_naming_the_fix():
@@ -109,7 +118,7 @@ def runs(tmp_path_factory):
 def test_default_recipe_is_recorded_and_form_reuses_the_cached_features(runs):
     f = runs["plain"]["features"]
     assert (f["pool"], f["cnn_px"], f["form"]) == (defaults.DEFAULT_POOL, defaults.DEFAULT_CNN_PX, None)
-    assert f["dim"] == 1280 + 40 + 112
+    assert f["dim"] == 1280 + 40 + 112 and list(f["depth_weights"]) == [0.5, 1.0, 1.0]
     g = runs["form"]["features"]
     assert g["cache_key"] == f["cache_key"] and g["cache_hit"]
     assert g["form"]["n_form_"] == 7 and g["form"]["weight"] == 2.0
@@ -124,6 +133,42 @@ def test_predict_reproduces_the_cluster_run(runs, name):
     a = gpd.read_file(d / f"{name}.gpkg", layer="tiles").cluster.to_numpy()
     b = gpd.read_file(out, layer="tiles").cluster.to_numpy()
     np.testing.assert_array_equal(a, b)
+
+
+def test_model_files_without_depth_weights_are_predicted_with_equal_weights(runs, tmp_path):
+    """Model files written before the depths had weights were fitted on equally weighted depths: predict
+    makes the features that way for them, and refuses a file whose weights do not fit its backbone."""
+    import json
+
+    import torch
+
+    from engine.clustering.modelfile import load_model
+
+    d = runs["dir"]
+    model = load_model(d / "plain_model.pt")
+    assert model.depth_weights == (0.5, 1.0, 1.0)
+    X = np.load(d / "cache" / f"{runs['plain']['features']['cache_key']}.npy")
+    np.testing.assert_array_equal(model.kmeans.assign(X)[0],
+                                  gpd.read_file(d / "plain.gpkg", layer="tiles").cluster.to_numpy())
+    equal = X.copy()
+    equal[:, :40] *= 2.0                                          # block 4 at weight 1, as old files had it
+    labels, dist, _ = model.kmeans.assign(equal)
+    assert not np.allclose(dist, model.kmeans.assign(X)[1], rtol=1e-3)     # the weights matter
+    obj = torch.load(d / "plain_model.pt", weights_only=True)
+    meta = json.loads(obj["meta"])
+    del meta["features"]["depth_weights"]
+    torch.save({**obj, "meta": json.dumps(meta)}, tmp_path / "old.pt")
+    assert load_model(tmp_path / "old.pt").depth_weights == (1.0, 1.0, 1.0)
+    out = run_predict(PredictParams(model=str(tmp_path / "old.pt"), raster=str(runs["raster"]),
+                                    out=str(tmp_path / "old.gpkg"), quicklook=False))
+    assert out["model"]["depth_weights"] == (1.0, 1.0, 1.0)
+    tiles = gpd.read_file(tmp_path / "old.gpkg", layer="tiles")
+    np.testing.assert_array_equal(tiles.cluster.to_numpy(), labels)
+    np.testing.assert_allclose(tiles.clust_dist.to_numpy(), dist, rtol=1e-4)
+    meta["features"]["depth_weights"] = [1.0, 1.0]
+    torch.save({**obj, "meta": json.dumps(meta)}, tmp_path / "bad.pt")
+    with pytest.raises(BadInput, match=r"bad.pt' is damaged \(its depth weights \[1.0, 1.0\] do not fit"):
+        load_model(tmp_path / "bad.pt")
 
 
 def test_predict_asks_for_form_when_the_model_used_it_and_refuses_it_otherwise(runs):
