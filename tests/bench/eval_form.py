@@ -43,7 +43,8 @@ model of the synthetic city is trained).
 
 Measured on Zanzibar (465 tiles), one run with a 4-minute training (6 epochs,
 validation IoU 0.834; 114 buildings mapped for 121 true, east pixel IoU 0.710,
-object F1 0.396):
+object F1 0.396), before the default weighted its depths (multi-128 was then
+blocks-1-1-1):
 
     .venv/bin/python tests/bench/eval_form.py --only multi-128,form-2,form-segmented --seg-minutes 4
 
@@ -59,13 +60,15 @@ busy 2-core machine sees a different number of chips.
 
 At other tile sizes (--tile-m; the synthetic city keeps 64 px tiles), five
 seeds each (README, "Features that follow urban form"): 9.6 m tiles, 0.15 m
-per CNN pixel (multi-64) 0.196 against 0.177 for 128 px; 38.4 m tiles, 0.334
-(multi-256) against 0.396 for 128 px and 0.426 for tiles as read.
+per CNN pixel (multi-64) 0.192 against 0.181 for 128 px; 38.4 m tiles, 0.351
+(multi-256) against 0.441 for 128 px and 0.417 for tiles as read.
 
     .venv/bin/python tests/bench/eval_form.py [--out bench_out] [--data ../shared/data] [--only NAME,...]
         [--tile-m 19.2] [--seeds 1] [--seg-minutes 4] [--seg-model MODEL.pt]
 
-``--only`` also takes multi-N (the default's features with --cnn-px N).
+``--only`` also takes multi-N (the default's features with --cnn-px N) and
+blocks-A-B-C (the default's features with its three depths weighted A, B, C;
+blocks-1-1-1 is the default before the depth weights).
 """
 from __future__ import annotations
 
