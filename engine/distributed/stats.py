@@ -127,6 +127,7 @@ def building_stats_on_dask(session, buildings: str, tiles_m, store_root: Path, p
     import shutil
 
     from ..io import atomic_path
+    from ..io.cache import prune_run_stores
     from ..io.vectors import feature_count
     from ..stats.measures import (BUILDING_SUMS, NO_FOOTPRINTS, _warn, add_reports, building_columns,
                                   overlap_message, type_messages)
@@ -137,6 +138,7 @@ def building_stats_on_dask(session, buildings: str, tiles_m, store_root: Path, p
     parts = split(n, BUILDINGS_PER_PARTITION) if n else []
     wkb = _wkb(list(np.asarray(tiles_m.values, dtype=object)))
     folder = Path(store_root) / store_key(buildings, wkb, tiles_m.crs.to_wkt(), n)
+    prune_run_stores(Path(store_root), folder.name, progress, "buildings")
     if folder.exists() and not resume:
         shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,14 @@ and manifest (``buildings/KEY.gpkg``, ``KEY_mask.tif``, ``KEY_manifest.json``: l
 recent of them was, removed together, the manifest first, so that what is left of a group half removed is
 never taken for a cache hit). Partial files and locks (names starting with a dot, removed by the run that
 owns them), the partitions of Dask runs in progress (``parts/``) and study VRTs (``studies/``, removed with
-their scenes: ``engine.raster.study.prune_studies``) are left alone.
+their scenes: ``engine.raster.study.prune_studies``) are left alone by ``trim``.
+
+- ``prune_stores(folder)``: the stores of Dask runs (``<cache>/features/parts/KEY`` of cluster, predict and
+  sweep, DeepCluster's ``parts/deepcluster-ID``; ``<cache>/segment/KEY`` of segment; ``<cache>/stats/KEY``
+  of the building statistics) are removed when their run succeeds and kept when it fails, for ``--resume``.
+  A store nothing has been written to for ``STORE_MAX_AGE_S`` (a week) is taken for abandoned and removed
+  (``prune_run_stores``) when the next Dask run that keeps its store in the same folder starts; never that
+  run's own store, which ``--resume`` wants.
 """
 from __future__ import annotations
 
@@ -34,6 +41,7 @@ from ..errors import BadInput
 ENV = "URBANFORM_CACHE_MAX_GB"
 DEFAULT_MAX_GB = 20.0
 GRACE_S = 3600.0
+STORE_MAX_AGE_S = 7 * 86400.0      # a Dask run's store untouched this long is abandoned (prune_stores)
 BUILDINGS = "buildings"            # the folder of the buildings --form MODEL.pt maps (engine.tools.formsource)
 # the files of one mapped buildings layer: engine.tools.segment.output_paths(KEY.gpkg)
 _BUILDINGS_FILE = re.compile(r"^([0-9A-Za-z]+)(\.gpkg|_mask\.tif|_prob\.tif|_manifest\.json)$")
@@ -159,3 +167,53 @@ def trimmed_message(removed: list[tuple[Path, int]], budget: int) -> str:
     what = f"{len(removed) - n_b} feature file(s)" + (f" and {n_b} mapped buildings layer(s)" if n_b else "")
     return (f"feature cache over its {budget / 2 ** 30:g} GB budget ({ENV}): removed the least recently used "
             f"{what}, {gb:.2f} GB")
+
+
+def _newest_write(folder: Path) -> float:
+    """The last time a file under ``folder`` (or the folder itself) was written."""
+    newest = folder.stat().st_mtime
+    for root, _dirs, names in os.walk(folder):
+        for name in names:
+            try:
+                newest = max(newest, os.stat(os.path.join(root, name), follow_symlinks=False).st_mtime)
+            except FileNotFoundError:
+                pass
+    return newest
+
+
+def prune_stores(folder: "str | Path", keep: "str | None" = None, now: "float | None" = None,
+                 max_age_s: "float | None" = None) -> list[Path]:
+    """Remove the stores of interrupted Dask runs in ``folder`` (one sub-folder each) that nothing has been
+    written to for ``max_age_s`` seconds (default ``STORE_MAX_AGE_S``), except the store named ``keep`` (the
+    run's own); the stores removed. Each goes as ``atomic.remove_folder`` removes a folder: out of sight
+    first. A missing folder is nothing to do."""
+    from .atomic import remove_folder
+
+    now = time.time() if now is None else now
+    max_age_s = STORE_MAX_AGE_S if max_age_s is None else max_age_s
+    removed = []
+    for e in _files(folder):
+        if e.name == keep or not e.is_dir(follow_symlinks=False):
+            continue
+        try:
+            stale = now - _newest_write(Path(e.path)) > max_age_s
+        except FileNotFoundError:                  # another process removed it first
+            continue
+        if stale and remove_folder(e.path):
+            removed.append(Path(e.path))
+    return removed
+
+
+def pruned_message(removed: list[Path]) -> str:
+    """What a run says after ``prune_stores`` removed ``removed``."""
+    return (f"removed {len(removed)} store(s) of interrupted Dask runs that nothing had written to for over "
+            f"{STORE_MAX_AGE_S / 86400:g} days (too late for --resume): {', '.join(p.name for p in removed)}")
+
+
+def prune_run_stores(stores: "str | Path", key: str, progress, stage: str) -> list[Path]:
+    """Before a Dask run that keeps its store in ``stores/key``: ``prune_stores`` there (never ``key``), saying
+    what went as ``progress(stage, 0, 1, message)``."""
+    pruned = prune_stores(stores, keep=key)
+    if pruned:
+        progress(stage, 0, 1, pruned_message(pruned))
+    return pruned

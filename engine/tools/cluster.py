@@ -179,6 +179,7 @@ def _compute_features(tiled, rows, cols, extractor, params, cache_dir: Path, key
     if session is not None:
         from ..distributed.features import compute_features
 
+        cache.prune_run_stores(cache_dir / "parts", key, progress, "features")
         batch = extractor.batch_size(tiled.grid.size, params.batch_size)
         feats = compute_features(session, raster_spec(tiled, params.seed), extractor, rows, cols, batch,
                                  cache_dir / "parts" / key, final, progress, resume=params.resume)

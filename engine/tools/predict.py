@@ -218,9 +218,11 @@ def _features(params: PredictParams, tiled, rows, cols, extractor, checksum: str
                          progress=progress.stage("features"))
         return feats
     from ..distributed.features import compute_features
+    from ..io.cache import prune_run_stores
     from .cluster import default_cache_dir, raster_spec
 
     key = _store_key(params, tiled, extractor, checksum, rows, cols)
+    prune_run_stores(default_cache_dir() / "parts", key, progress, "features")
     batch = extractor.batch_size(tiled.grid.size, params.batch_size)
     return compute_features(session, raster_spec(tiled, 0), extractor, rows, cols, batch,
                             default_cache_dir() / "parts" / key, path, progress, resume=params.resume,

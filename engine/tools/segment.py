@@ -165,6 +165,7 @@ def _segment_on_dask(session, params: SegmentParams, reader, chip: int, overlap:
 
     from ..distributed.partitions import BAND_BLOCKS, row_bands
     from ..distributed.segment import SegmentJob, segment_on_dask
+    from ..io.cache import prune_run_stores
     from .cluster import default_cache_dir
 
     def stamp(path) -> list:
@@ -176,8 +177,10 @@ def _segment_on_dask(session, params: SegmentParams, reader, chip: int, overlap:
              "band_blocks": BAND_BLOCKS, "tta": params.tta, "device": device.type, "precision": precision,
              "batch": batch, **settings}
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
+    stores = default_cache_dir().parent / "segment"
+    prune_run_stores(stores, key, progress, "segment")
     job = SegmentJob(os.path.abspath(params.raster), os.path.abspath(params.model), params.resample, chip, overlap,
-                     store=str(default_cache_dir().parent / "segment" / key), block=params.block,
+                     store=str(stores / key), block=params.block,
                      device=device.type, precision=precision, batch=batch, probability=params.probability,
                      threads=session.torch_threads, tta=params.tta, **settings)
     ds = reader.ds

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from engine.distributed.partitions import partition_tiles
+from engine.progress import Progress
 from engine.tools.cluster import ClusterParams
 from engine.tools.cluster import run as run_cluster
 from tests.engine.distributed.helpers import assert_same_tiles, tile_columns, worker_pids
@@ -42,13 +43,24 @@ def kampala_single(kampala_z19, tmp_path_factory):
 
 def test_cluster_on_dask_gives_the_labels_of_one_process(dask_cluster, kampala_z19, kampala_single, tmp_path):
     cluster, _ = dask_cluster
-    manifest = _cluster(kampala_z19, tmp_path / "dask.gpkg", dask=cluster.scheduler_address)
+    cache = Path(os.environ["URBANFORM_CACHE"]) / "features"
+    abandoned = cache / "parts" / ("0" * 32)                     # an interrupted run's store, a week untouched
+    abandoned.mkdir(parents=True)
+    (abandoned / "part-000000.npy").write_bytes(b"\0" * 128)
+    week_ago = time.time() - 8 * 86400
+    for p in (abandoned / "part-000000.npy", abandoned):
+        os.utime(p, (week_ago, week_ago))
+    log = io.StringIO()
+    manifest = run_cluster(ClusterParams(raster=str(kampala_z19), out=str(tmp_path / "dask.gpkg"),
+                                         dask=cluster.scheduler_address, **FAST), Progress("json", stream=log, min_interval=0))
     assert_same_tiles(tile_columns(kampala_single), tile_columns(tmp_path / "dask.gpkg"))
     assert manifest["dask"]["workers"] == 2 and manifest["dask"]["address"] == cluster.scheduler_address
     assert manifest["features"]["device"] == "cpu"
-    # the store was gathered into the feature cache file one process writes, and removed
-    cache = Path(os.environ["URBANFORM_CACHE"]) / "features"
+    # the store was gathered into the feature cache file one process writes, and removed; the abandoned store
+    # went before the run, which said so
     assert (cache / f"{manifest['features']['cache_key']}.npy").is_file() and not (cache / "parts").exists()
+    said = [e.get("message", "") for e in work_events(log.getvalue())]
+    assert any("removed 1 store(s) of interrupted Dask runs" in m and "0" * 32 in m for m in said), said
 
 
 def test_predict_and_sweep_on_dask_give_the_labels_of_one_process(dask_cluster, kampala_z19, kampala_single,

@@ -2,6 +2,10 @@
 band edges are merged as block edges are (the polygoniser on its own, then through the tool)."""
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 import shapely
@@ -62,9 +66,16 @@ def test_segment_on_dask_equals_one_process(dask_cluster, kampala_z19, seg_model
     with rasterio.open(tmp_path / "probe_prob.tif") as src:          # a threshold that cuts many buildings
         threshold = float(np.median(src.read(1)))
     one = run(SegmentParams(out=str(tmp_path / "one.gpkg"), threshold=threshold, **common))
+    stores = Path(os.environ["URBANFORM_CACHE"]) / "segment"    # interrupted runs' stores: a week old, a day old
+    for name, age in (("abandoned", 8 * 86400), ("recent", 86400)):
+        (stores / name).mkdir(parents=True)
+        (stores / name / "band-000000.json").write_text("{}")
+        for p in (stores / name / "band-000000.json", stores / name):
+            os.utime(p, (time.time() - age, time.time() - age))
     many = run(SegmentParams(out=str(tmp_path / "dask.gpkg"), threshold=threshold,
                              dask=dask_cluster[0].scheduler_address, **common))
     assert many["dask"]["runs"] == [{"stage": "segment", "bands": 4, "band_rows": 128, "kept": 0}]
+    assert sorted(p.name for p in stores.iterdir()) == ["recent"]         # its own store and the abandoned gone
     for key in ("n_buildings", "building_px", "valid_px"):
         assert one[key] == many[key], key
     assert one["n_buildings"] > 20

@@ -2,7 +2,9 @@
 process (counts exact, areas and means within float rounding)."""
 from __future__ import annotations
 
+import os
 import shutil
+import time
 
 import numpy as np
 import pyogrio
@@ -76,12 +78,20 @@ def test_resume_keeps_the_partitions_an_interrupted_run_summed(dask_cluster, kam
     (store,) = root.iterdir()
     left = sorted(p.name for p in store.glob("part-*.npz"))
     assert len(left) >= 1
+    # resumed eight days later, beside another run's store abandoned as long: that one goes, its own stays
+    (root / "abandoned").mkdir()
+    (root / "abandoned" / "part-000000.npz").write_bytes(b"\0")
+    late = time.time() - 8 * 86400
+    for path in [*store.iterdir(), store, *(root / "abandoned").iterdir(), root / "abandoned"]:
+        os.utime(path, (late, late))
+    said = []
 
     with dask_session(address, lambda *a, **k: None) as session:
         resumed = stats.building_stats_on_dask(session, str(kampala_buildings), tiles, root,
-                                               lambda *a, **k: None, resume=True)
+                                               lambda *a, **k: said.append(a), resume=True)
         (record,) = session.runs
     assert len(left) <= record["kept"] < record["partitions"]        # (tasks running at the stop may finish)
+    assert "removed 1 store(s) of interrupted Dask runs" in said[0][3] and "abandoned" in said[0][3]
     assert not list(root.iterdir())
     with dask_session(address, lambda *a, **k: None) as session:
         whole = stats.building_stats_on_dask(session, str(kampala_buildings), tiles, root, lambda *a, **k: None)

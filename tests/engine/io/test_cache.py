@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -92,6 +93,40 @@ def test_a_mapped_layer_used_recently_stays_and_a_hit_marks_all_its_files(tmp_pa
     assert all(os.stat(p).st_mtime == pytest.approx(hit, abs=5) for p in layer)
     assert [p.name for p, _ in cache.trim(tmp_path, 0, now=hit + 10)] == ["a.npy"]
     assert all(p.exists() for p in layer)
+
+
+def store(folder, name, written):
+    """A Dask run's store: a folder holding a partition, written at ``written``, and a sub-folder."""
+    path = folder / name
+    (path / "epoch-000").mkdir(parents=True)
+    put(path, "part-000000.npy", 0.01, written)
+    put(path / "epoch-000", "part-000000.npy", 0.01, written)
+    os.utime(path / "epoch-000", (written, written))
+    os.utime(path, (written, written))
+    return path
+
+
+def test_prune_stores_removes_only_stores_untouched_for_a_week_and_never_the_runs_own(tmp_path):
+    now = time.time()
+    week = cache.STORE_MAX_AGE_S
+    abandoned = store(tmp_path, "a" * 32, now - week - 60)
+    own = store(tmp_path, "b" * 32, now - week - 60)                 # the run's own: --resume wants it
+    recent = store(tmp_path, "c" * 32, now - week + 60)
+    deep = store(tmp_path, "deepcluster-0123456789ab", now - week - 60)
+    os.utime(deep / "epoch-000" / "part-000000.npy", (now - 5, now - 5))  # one file written just now
+    loose = put(tmp_path, "notes.txt", 0.01, now - 2 * week)             # not a store: left alone
+    removed = cache.prune_stores(tmp_path, keep="b" * 32, now=now)
+    assert removed == [abandoned]
+    assert not abandoned.exists() and own.is_dir() and recent.is_dir() and deep.is_dir() and loose.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([own.name, recent.name, deep.name, loose.name])
+    msg = cache.pruned_message(removed)
+    assert "removed 1 store(s) of interrupted Dask runs" in msg and "7 days" in msg and "a" * 32 in msg
+    assert cache.prune_stores(tmp_path / "missing") == []
+    said = []                                         # as a run does it: its own store kept, what went said
+    late = store(tmp_path, "d" * 32, 1000.0)
+    assert cache.prune_run_stores(tmp_path, "b" * 32, lambda *a: said.append(a), "segment") == [late]
+    assert said == [("segment", 0, 1, cache.pruned_message([late]))] and own.is_dir()
+    assert cache.prune_run_stores(tmp_path, "b" * 32, lambda *a: said.append(a), "segment") == [] and len(said) == 1
 
 
 def test_budget_from_the_environment():
