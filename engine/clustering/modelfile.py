@@ -65,13 +65,11 @@ class ClusterModel:
     def depth_weights(self) -> "tuple | None":
         """The weights of ``--pool multi``'s depths (files written before they existed: all 1); None with
         'last'."""
-        if self.pool != "multi":
-            return None
         from ..features.backbones import backbone_spec
 
         recorded = (self.meta.get("features") or {}).get("depth_weights")
         spec = backbone_spec(self.backbone)
-        return spec.multi_weights(recorded if recorded is not None else (1.0,) * (len(spec.taps) + 1))
+        return spec.pool_weights(self.pool, recorded if recorded is not None else (1.0,) * spec.n_depths)
 
     @property
     def cnn_px(self) -> "int | None":

@@ -37,7 +37,7 @@ class RemoteExtractor:
         self.pool, self.cnn_px = spec.pool, spec.cnn_px
         self.model, self.spec, self.weights_path = build_backbone(spec.backbone, spec.weights, spec.seed, spec.sobel,
                                                                    state_dict, spec.pool, spec.depth_weights)
-        self.depth_weights = self.spec.multi_weights(spec.depth_weights) if spec.pool == "multi" else None
+        self.depth_weights = self.spec.pool_weights(spec.pool, spec.depth_weights)
         self.state_digest = state_digest(state_dict)
         self.dim = self.spec.feature_dim(spec.pool)
         found = session.call(describe_device, spec.device, spec.precision)

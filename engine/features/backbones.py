@@ -50,10 +50,17 @@ class BackboneSpec:
         """Length of a tile's feature vector with ``--pool`` ``pool``."""
         return self.dim + (sum(c for _, c in self.taps) if pool == "multi" else 0)
 
-    def multi_weights(self, weights: "tuple | list | None" = None) -> tuple:
+    @property
+    def n_depths(self) -> int:
+        """The depths ``--pool multi`` puts side by side: the taps, then the last block."""
+        return len(self.taps) + 1
+
+    def pool_weights(self, pool: str, weights: "tuple | list | None" = None) -> "tuple | None":
         """The weights of ``--pool multi``'s depths (one per tap, then the last block): ``weights`` checked, or
-        the backbone's own (None). BadInput if they do not fit."""
-        n = len(self.taps) + 1
+        the backbone's own (None); None with any other ``pool``. BadInput if they do not fit."""
+        if pool != "multi":
+            return None
+        n = self.n_depths
         if weights is None:
             return tuple(float(w) for w in (self.depth_weights or (1.0,) * n))
         try:
@@ -290,10 +297,10 @@ class _MultiDepthFactory:
     """Wraps a pooled trunk so that it returns, side by side, the mean-pooled output of the spec's ``taps``
     (intermediate blocks: texture, small structures) and its own pooled output (objects), each
     L2-normalised so that no depth outweighs another by its scale, then times its weight in ``weights``
-    (``BackboneSpec.multi_weights``; ``--pool multi``). The taps are read by forward hooks; the state dict is
+    (``BackboneSpec.pool_weights``; ``--pool multi``). The taps are read by forward hooks; the state dict is
     the trunk's under ``body.`` (the weights are constants, not state)."""
 
-    def __call__(self, body, taps, weights: "tuple | None" = None):
+    def __call__(self, body, taps, weights: tuple):
         import threading
 
         import torch
@@ -303,7 +310,7 @@ class _MultiDepthFactory:
                 super().__init__()
                 self.body = body
                 self.taps = [name for name, _ in taps]
-                self.weights = tuple(weights) if weights is not None else (1.0,) * (len(self.taps) + 1)
+                self.weights = tuple(weights)
                 self._seen: dict = {}
                 for name in self.taps:
                     body.get_submodule(name).register_forward_hook(self._keep(name))
@@ -333,7 +340,7 @@ def pooled_network(spec: BackboneSpec, model, sobel: bool = False, pool: str = "
     ``sobel``."""
     model = spec.pool(model)
     if pool == "multi":
-        model = multi_depth(model, spec.taps, spec.multi_weights(depth_weights))
+        model = multi_depth(model, spec.taps, spec.pool_weights(pool, depth_weights))
     elif pool != "last":
         raise BadInput(f"--pool {pool!r} is unknown; use multi or last.", param="pool")
     return sobel_input(model) if sobel else model
@@ -362,7 +369,7 @@ def build_backbone(name: str, weights: str = "imagenet", seed: int = 0, sobel: b
     """(pooled model in eval mode, spec, weights path or None).
 
     ``pool``: 'last' (global average of the last block) or 'multi' (see ``multi_depth``; ``depth_weights``
-    weight its depths, None: the backbone's own, ``BackboneSpec.multi_weights``). ``sobel`` puts a
+    weight its depths, None: the backbone's own, ``BackboneSpec.pool_weights``). ``sobel`` puts a
     fixed grey + Sobel-gradient input layer in front of the trunk. ``state_dict`` (the state of a model built the same way, e.g. from a
     saved cluster model) replaces ``weights`` and must match exactly.
     """

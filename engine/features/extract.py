@@ -112,7 +112,7 @@ class FeatureExtractor:
         self.model, self.spec, self.weights_path = build_backbone(backbone, weights, seed, sobel, state_dict, pool,
                                                                   depth_weights)
         # the weights of --pool multi's depths as used (the feature cache's key has them); None with 'last'
-        self.depth_weights = self.spec.multi_weights(depth_weights) if pool == "multi" else None
+        self.depth_weights = self.spec.pool_weights(pool, depth_weights)
         self.state_digest = state_digest(state_dict)      # the network given as weights, for the feature cache
         self.precision = choose_precision(self.device, precision)
         self.channels_last = channels_last and self.device.type != "mps"

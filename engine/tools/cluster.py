@@ -127,8 +127,8 @@ def feature_recipe(params) -> dict:
     from ..features.backbones import backbone_spec
 
     px, pool = getattr(params, "cnn_px", None), getattr(params, "pool", "last")
-    weights = backbone_spec(params.backbone).multi_weights() if pool == "multi" else None
-    return {"pool": pool, "cnn_px": None if px in (None, "native") else int(px), "depth_weights": weights}
+    return {"pool": pool, "cnn_px": None if px in (None, "native") else int(px),
+            "depth_weights": backbone_spec(params.backbone).pool_weights(pool)}
 
 
 def feature_key(checksum: str, tiled, extractor, params: ClusterParams, rows, cols) -> str:
