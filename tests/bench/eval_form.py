@@ -27,6 +27,12 @@ block at the tile's own pixels (the old default); multi-depth pooling
 (--pool multi); tiles resized to 128 or 224 px before the CNN (--cnn-px);
 context (eval only: the features of a window twice the tile, centred on it,
 appended) or the mean features of the 8 neighbouring tiles (eval only);
+scales (eval only: the default's features of the tile at 128 and at 64 px side
+by side); own (the default's features made here, by FeatureExtractor on the
+tiles the run cut: the baseline of the eval-only variants) and flips,
+rotations, d4 (eval only: those features averaged over the tile and its
+horizontal flip, its four rotations by 90 degrees, or all eight symmetries of
+the square; none of them changes the four statistics);
 structure (eval only: five image measures beside the CNN features, joined as
 --form joins morphometrics at weight 0.5: edge density at three scales, for
 building size, and the dominant edge orientation folded to 0-45 degrees);
@@ -105,9 +111,14 @@ VARIANTS = (
     ("multi-128", "--pool multi --cnn-px 128, depths weighted 0.5, 1, 1 (the default)", {}),
     ("multi-224", "--pool multi --cnn-px 224", {"pool": "multi", "cnn_px": 224}),
     ("context", "multi-128 + features of a 2x window around the tile", "context"),
+    ("scales", "multi-128 + the same features of the tile at 64 px (two scales side by side)", "scales"),
     ("neighbours", "multi-128 + mean features of the 8 neighbouring tiles", "neighbours"),
     ("structure", "multi-128 + image structure (edge density at 3 scales, edge orientation), weight 0.5",
      "structure"),
+    ("own", "multi-128's features made here, as the symmetry variants make them (their baseline)", "own"),
+    ("flips", "multi-128, features averaged over the tile and its horizontal flip", "flips"),
+    ("rotations", "multi-128, features averaged over the tile's 4 rotations by 90 degrees", "rotations"),
+    ("d4", "multi-128, features averaged over the 8 symmetries of the square", "d4"),
     ("whiten", "multi-128, --whiten", {"whiten": True}),
     ("pca-16", "multi-128, --pca-dims 16", {"pca_dims": "16"}),
     ("form-0.5", "default + --form footprints --form-weight 0.5", {"form_weight": 0.5, "form": True}),
@@ -216,6 +227,16 @@ def structure(tiles: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
+def symmetries(batch: np.ndarray, kind: str) -> list:
+    """The views of a (n, bands, px, px) batch whose features a symmetry variant averages: the batch alone, or
+    with its horizontal flip (flips), its 4 rotations (rotations) or all 8 symmetries of the square (d4). None
+    changes the four building statistics (orientation is folded to 0-45 degrees from the grid)."""
+    if kind not in ("flips", "rotations", "d4"):
+        return [batch]
+    turns = [np.rot90(batch, q, axes=(2, 3)) for q in range(1 if kind == "flips" else 4)]
+    return turns if kind == "rotations" else turns + [v[..., ::-1] for v in turns]
+
+
 def own_labels(kind: str, raster: Path, tiles, px: int, k: int, seed: int = 0) -> np.ndarray:
     """Labels of the variants computed here: colour statistics, or the default features with context."""
     from engine.clustering.kmeans import KMeansTiles
@@ -231,11 +252,14 @@ def own_labels(kind: str, raster: Path, tiles, px: int, k: int, seed: int = 0) -
             X = (X - X.mean(0)) / np.maximum(X.std(0), 1e-9)
         else:
             ex = FeatureExtractor(pool=defaults.DEFAULT_POOL, cnn_px=defaults.DEFAULT_CNN_PX)
+            ex64 = FeatureExtractor(pool=defaults.DEFAULT_POOL, cnn_px=64) if kind == "scales" else None
             own, ctx = [], []
             for s in range(0, len(rows), 64):
                 r, c = rows[s: s + 64], cols[s: s + 64]
-                own.append(ex(np.stack([tr.read_window_rgb(int(cc) * px, int(rr) * px, px)
-                                        for rr, cc in zip(r, c)])))
+                batch = np.stack([tr.read_window_rgb(int(cc) * px, int(rr) * px, px) for rr, cc in zip(r, c)])
+                own.append(np.mean([ex(np.ascontiguousarray(v)) for v in symmetries(batch, kind)], 0))
+                if kind == "scales":
+                    ctx.append(ex64(batch))
                 if kind == "context":
                     ctx.append(ex(np.stack([tr.read_window_rgb(int(cc) * px - px // 2, int(rr) * px - px // 2,
                                                                2 * px) for rr, cc in zip(r, c)])))
@@ -247,8 +271,10 @@ def own_labels(kind: str, raster: Path, tiles, px: int, k: int, seed: int = 0) -
                                                          for rr, cc in zip(rows[s: s + 64], cols[s: s + 64])]))
                                      for s in range(0, len(rows), 64)])
                 X = FormJoin(STRUCTURE_WEIGHT).fit_transform(own, st)
-            elif kind == "context":
+            elif kind in ("context", "scales"):
                 X = np.concatenate([own, np.concatenate(ctx)], 1)
+            elif kind in ("own", "flips", "rotations", "d4"):
+                X = own
             else:                                   # the mean of the (up to 8) valid neighbours' features
                 where = {(int(r), int(c)): i for i, (r, c) in enumerate(zip(rows, cols))}
                 nb = np.empty_like(own)
