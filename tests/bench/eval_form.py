@@ -74,7 +74,8 @@ per CNN pixel (multi-64) 0.192 against 0.181 for 128 px; 38.4 m tiles, 0.351
 
 ``--only`` also takes multi-N (the default's features with --cnn-px N) and
 blocks-A-B-C (the default's features with its three depths weighted A, B, C;
-blocks-1-1-1 is the default before the depth weights).
+blocks-1-1-1 is the default before the depth weights) and pca-N (the default
+with --pca-dims N).
 """
 from __future__ import annotations
 
@@ -150,6 +151,8 @@ def variant(name: str) -> tuple:
             return v
     if name.startswith("multi-") and name[6:].isdigit():
         return name, f"--pool multi --cnn-px {name[6:]}", {"pool": "multi", "cnn_px": int(name[6:])}
+    if name.startswith("pca-") and name[4:].isdigit():
+        return name, f"multi-128, --pca-dims {name[4:]}", {"pca_dims": name[4:]}
     if name.startswith("blocks-") and len(block_weights(name)) == 3:
         return name, f"multi-128 with its three depths weighted {', '.join(name[7:].split('-'))}", name
     raise SystemExit(f"eval_form: no variant {name!r}; use one of {', '.join(v[0] for v in VARIANTS)}, multi-N "
