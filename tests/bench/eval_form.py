@@ -27,7 +27,8 @@ block at the tile's own pixels (the old default); multi-depth pooling
 (--pool multi); tiles resized to 128 or 224 px before the CNN (--cnn-px);
 context (eval only: the features of a window twice the tile, centred on it,
 appended) or the mean features of the 8 neighbouring tiles (eval only);
-scales (eval only: the default's features of the tile at 128 and at 64 px side
+colour-joined (eval only: the mean and standard deviation of each band joined
+to the default's features as structure is); scales (eval only: the default's features of the tile at 128 and at 64 px side
 by side); own (the default's features made here, by FeatureExtractor on the
 tiles the run cut: the baseline of the eval-only variants) and flips,
 rotations, d4 (eval only: those features averaged over the tile and its
@@ -120,6 +121,8 @@ VARIANTS = (
     ("flips", "multi-128, features averaged over the tile and its horizontal flip", "flips"),
     ("rotations", "multi-128, features averaged over the tile's 4 rotations by 90 degrees", "rotations"),
     ("d4", "multi-128, features averaged over the 8 symmetries of the square", "d4"),
+    ("colour-joined", "multi-128 + mean and std of each band, joined as structure is (weight 0.5)",
+     "colour-joined"),
     ("whiten", "multi-128, --whiten", {"whiten": True}),
     ("pca-16", "multi-128, --pca-dims 16", {"pca_dims": "16"}),
     ("form-0.5", "default + --form footprints --form-weight 0.5", {"form_weight": 0.5, "form": True}),
@@ -230,6 +233,12 @@ def structure(tiles: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
+def colour_stats(tiles: np.ndarray) -> np.ndarray:
+    """(n, 2 * bands) per tile: the mean and standard deviation of each band."""
+    t = tiles.reshape(len(tiles), tiles.shape[1], -1).astype(np.float64)
+    return np.concatenate([t.mean(2), t.std(2)], 1)
+
+
 def symmetries(batch: np.ndarray, kind: str) -> list:
     """The views of a (n, bands, px, px) batch whose features a symmetry variant averages: the batch alone, or
     with its horizontal flip (flips), its 4 rotations (rotations) or all 8 symmetries of the square (d4). None
@@ -250,8 +259,7 @@ def own_labels(kind: str, raster: Path, tiles, px: int, k: int, seed: int = 0) -
     with TiledRaster(str(raster), f"{px}px") as tr:
         if kind == "colour":
             parts = [tr.read_tiles(int(r), cols[rows == r].tolist()) for r in np.unique(rows)]
-            t = np.concatenate(parts).reshape(len(rows), 3, -1).astype(np.float64)
-            X = np.concatenate([t.mean(2), t.std(2)], 1)
+            X = colour_stats(np.concatenate(parts))
             X = (X - X.mean(0)) / np.maximum(X.std(0), 1e-9)
         else:
             ex = FeatureExtractor(pool=defaults.DEFAULT_POOL, cnn_px=defaults.DEFAULT_CNN_PX)
@@ -267,11 +275,12 @@ def own_labels(kind: str, raster: Path, tiles, px: int, k: int, seed: int = 0) -
                     ctx.append(ex(np.stack([tr.read_window_rgb(int(cc) * px - px // 2, int(rr) * px - px // 2,
                                                                2 * px) for rr, cc in zip(r, c)])))
             own = np.concatenate(own)
-            if kind == "structure":
+            if kind in ("structure", "colour-joined"):
                 from engine.clustering.formjoin import FormJoin
 
-                st = np.concatenate([structure(np.stack([tr.read_window_rgb(int(cc) * px, int(rr) * px, px)
-                                                         for rr, cc in zip(rows[s: s + 64], cols[s: s + 64])]))
+                measure = structure if kind == "structure" else colour_stats
+                st = np.concatenate([measure(np.stack([tr.read_window_rgb(int(cc) * px, int(rr) * px, px)
+                                                       for rr, cc in zip(rows[s: s + 64], cols[s: s + 64])]))
                                      for s in range(0, len(rows), 64)])
                 X = FormJoin(STRUCTURE_WEIGHT).fit_transform(own, st)
             elif kind in ("context", "scales"):
