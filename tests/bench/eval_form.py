@@ -27,7 +27,10 @@ block at the tile's own pixels (the old default); multi-depth pooling
 (--pool multi); tiles resized to 128 or 224 px before the CNN (--cnn-px);
 context (eval only: the features of a window twice the tile, centred on it,
 appended) or the mean features of the 8 neighbouring tiles (eval only);
-colour-joined (eval only: the mean and standard deviation of each band joined
+sharpen-G (eval only: each principal component of the default's features
+times its standard deviation over the first's to the power G, so G = 0 is the
+default and G = -1 whitening) and drop-pcN (the first N principal directions
+projected out); colour-joined (eval only: the mean and standard deviation of each band joined
 to the default's features as structure is); scales (eval only: the default's features of the tile at 128 and at 64 px side
 by side); own (the default's features made here, by FeatureExtractor on the
 tiles the run cut: the baseline of the eval-only variants) and flips,
@@ -123,6 +126,10 @@ VARIANTS = (
     ("d4", "multi-128, features averaged over the 8 symmetries of the square", "d4"),
     ("colour-joined", "multi-128 + mean and std of each band, joined as structure is (weight 0.5)",
      "colour-joined"),
+    ("drop-pc1", "multi-128 with its first principal direction projected out", "drop-pc1"),
+    ("drop-pc2", "multi-128 with its first two principal directions projected out", "drop-pc2"),
+    ("sharpen-0.5", "multi-128, each principal component scaled by (its sd / the first's) ** 0.5", "sharpen-0.5"),
+    ("sharpen-1", "multi-128, each principal component scaled by its sd / the first's", "sharpen-1"),
     ("whiten", "multi-128, --whiten", {"whiten": True}),
     ("pca-16", "multi-128, --pca-dims 16", {"pca_dims": "16"}),
     ("form-0.5", "default + --form footprints --form-weight 0.5", {"form_weight": 0.5, "form": True}),
@@ -250,7 +257,10 @@ def symmetries(batch: np.ndarray, kind: str) -> list:
 
 
 def own_labels(kind: str, raster: Path, tiles, px: int, k: int, seed: int = 0) -> np.ndarray:
-    """Labels of the variants computed here: colour statistics, or the default features with context."""
+    """Labels of the variants computed here (``kind``: VARIANTS' string): colour statistics alone, or the
+    default's features made here (``own``) averaged over views (flips, rotations, d4), with something beside
+    them (context, scales, neighbours, structure, colour-joined) or their principal components reshaped
+    (sharpen-G, drop-pcN)."""
     from engine.clustering.kmeans import KMeansTiles
     from engine.features.extract import FeatureExtractor
     from engine.raster.tiling import TiledRaster
@@ -287,6 +297,16 @@ def own_labels(kind: str, raster: Path, tiles, px: int, k: int, seed: int = 0) -
                 X = np.concatenate([own, np.concatenate(ctx)], 1)
             elif kind in ("own", "flips", "rotations", "d4"):
                 X = own
+            elif kind.startswith("sharpen-"):            # each principal component times (sd / first sd) ** g
+                pca = KMeansTiles(k, "auto", False, seed).fit_pca(own)
+                z = (own - own.mean(0)) @ pca.components_.T
+                sd = np.sqrt(pca.explained_variance_)
+                X = z * (sd / sd[0]) ** float(kind[8:])
+                return KMeansTiles(k, int(pca.n_components_), False, seed).fit(X).labels_
+            elif kind.startswith("drop-pc"):             # the first N principal directions projected out
+                c = own - own.mean(0)
+                v = np.linalg.svd(c, full_matrices=False)[2][: int(kind[7:])]
+                X = own - c @ v.T @ v
             else:                                   # the mean of the (up to 8) valid neighbours' features
                 where = {(int(r), int(c)): i for i, (r, c) in enumerate(zip(rows, cols))}
                 nb = np.empty_like(own)
