@@ -76,7 +76,9 @@ per CNN pixel (multi-64) 0.192 against 0.181 for 128 px; 38.4 m tiles, 0.351
     .venv/bin/python tests/bench/eval_form.py [--out bench_out] [--data ../shared/data] [--only NAME,...]
         [--tile-m 19.2] [--seeds 1] [--seg-minutes 4] [--seg-model MODEL.pt]
 
-``--only`` also takes multi-N (the default's features with --cnn-px N) and
+Without --only every variant runs except those of ON_REQUEST (own, the
+symmetries, scales, colour-joined, sharpen-G, drop-pcN: measured once, README
+"What did not help"). ``--only`` also takes multi-N (the default's features with --cnn-px N) and
 blocks-A-B-C (the default's features with its three depths weighted A, B, C;
 blocks-1-1-1 is the default before the depth weights) and pca-N (the default
 with --pca-dims N).
@@ -140,6 +142,9 @@ VARIANTS = (
     ("form-segmented", "default + --form MODEL.pt (buildings mapped by train-seg's model; Zanzibar only)",
      {"form_weight": 2.0, "form": "segmented"}),
 )
+# measured once (README, "What did not help") and run with --only only, so that make eval stays shorter
+ON_REQUEST = ("own", "flips", "rotations", "d4", "scales", "colour-joined", "drop-pc1", "drop-pc2", "sharpen-0.5",
+              "sharpen-1")
 # --form with mapped buildings: a building model is trained on the western WEST share of the image (its
 # footprints given there only, --label-area), then cluster --form MODEL.pt maps the whole image with it; the
 # clusters are scored against the true footprints, on all tiles and on the eastern tiles (never seen in training)
@@ -471,7 +476,7 @@ def main(argv=None) -> int:
     data, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     only = args.only.split(",") if args.only else None
-    variants = list(VARIANTS) if only is None else [variant(n) for n in only]
+    variants = [v for v in VARIANTS if v[0] not in ON_REQUEST] if only is None else [variant(n) for n in only]
     if args.seeds < 1:
         raise SystemExit("eval_form: --seeds must be at least 1")
     results: dict = {"tile_m": args.tile_m, "k": K, "seeds": args.seeds, "variants": {}}
