@@ -27,16 +27,17 @@ block at the tile's own pixels (the old default); multi-depth pooling
 (--pool multi); tiles resized to 128 or 224 px before the CNN (--cnn-px);
 context (eval only: the features of a window twice the tile, centred on it,
 appended) or the mean features of the 8 neighbouring tiles (eval only);
-sharpen-G (eval only: each principal component of the default's features
-times its standard deviation over the first's to the power G, so G = 0 is the
-default and G = -1 whitening) and drop-pcN (the first N principal directions
-projected out); colour-joined (eval only: the mean and standard deviation of each band joined
-to the default's features as structure is); scales (eval only: the default's features of the tile at 128 and at 64 px side
-by side); own (the default's features made here, by FeatureExtractor on the
-tiles the run cut: the baseline of the eval-only variants) and flips,
-rotations, d4 (eval only: those features averaged over the tile and its
-horizontal flip, its four rotations by 90 degrees, or all eight symmetries of
-the square; none of them changes the four statistics);
+scales (eval only: the default's features of the tile at 128 and at 64 px
+side by side); colour-joined (eval only: the mean and standard deviation of
+each band joined to the default's features as structure is); own (the
+default's features made here, by FeatureExtractor on the tiles the run cut:
+the baseline of the eval-only variants) and flips, rotations, d4 (eval only:
+those features averaged over the tile and its horizontal flip, its four
+rotations by 90 degrees, or all eight symmetries of the square; none of them
+changes the four statistics); sharpen-G (eval only: each principal component
+of the default's features times its standard deviation over the first's to
+the power G, so G = 0 is the default and G = -1 whitening) and drop-pcN (the
+first N principal directions projected out);
 structure (eval only: five image measures beside the CNN features, joined as
 --form joins morphometrics at weight 0.5: edge density at three scales, for
 building size, and the dominant edge orientation folded to 0-45 degrees);
@@ -261,6 +262,21 @@ def symmetries(batch: np.ndarray, kind: str) -> list:
     return turns if kind == "rotations" else turns + [v[..., ::-1] for v in turns]
 
 
+def reshaped_components(kind: str, X: np.ndarray) -> tuple:
+    """(features, PCA count for k-means) of ``sharpen-G`` (each principal component of ``X``, as k-means'
+    automatic PCA finds them, times its standard deviation over the first's to the power G) or ``drop-pcN``
+    (``X`` with its first N principal directions projected out; the automatic count)."""
+    from engine.clustering.kmeans import KMeansTiles
+
+    c = X - X.mean(0)
+    if kind.startswith("drop-pc"):
+        v = np.linalg.svd(c, full_matrices=False)[2][: int(kind[len("drop-pc"):])]
+        return X - c @ v.T @ v, "auto"
+    pca = KMeansTiles(2, "auto").fit_pca(X)
+    sd = np.sqrt(pca.explained_variance_)
+    return (c @ pca.components_.T) * (sd / sd[0]) ** float(kind[len("sharpen-"):]), int(pca.n_components_)
+
+
 def own_labels(kind: str, raster: Path, tiles, px: int, k: int, seed: int = 0) -> np.ndarray:
     """Labels of the variants computed here (``kind``: VARIANTS' string): colour statistics alone, or the
     default's features made here (``own``) averaged over views (flips, rotations, d4), with something beside
@@ -271,6 +287,7 @@ def own_labels(kind: str, raster: Path, tiles, px: int, k: int, seed: int = 0) -
     from engine.raster.tiling import TiledRaster
 
     rows, cols = tiles.row.to_numpy(), tiles.col.to_numpy()
+    dims = "auto"
     with TiledRaster(str(raster), f"{px}px") as tr:
         if kind == "colour":
             parts = [tr.read_tiles(int(r), cols[rows == r].tolist()) for r in np.unique(rows)]
@@ -302,16 +319,8 @@ def own_labels(kind: str, raster: Path, tiles, px: int, k: int, seed: int = 0) -
                 X = np.concatenate([own, np.concatenate(ctx)], 1)
             elif kind in ("own", "flips", "rotations", "d4"):
                 X = own
-            elif kind.startswith("sharpen-"):            # each principal component times (sd / first sd) ** g
-                pca = KMeansTiles(k, "auto", False, seed).fit_pca(own)
-                z = (own - own.mean(0)) @ pca.components_.T
-                sd = np.sqrt(pca.explained_variance_)
-                X = z * (sd / sd[0]) ** float(kind[8:])
-                return KMeansTiles(k, int(pca.n_components_), False, seed).fit(X).labels_
-            elif kind.startswith("drop-pc"):             # the first N principal directions projected out
-                c = own - own.mean(0)
-                v = np.linalg.svd(c, full_matrices=False)[2][: int(kind[7:])]
-                X = own - c @ v.T @ v
+            elif kind.startswith(("sharpen-", "drop-pc")):
+                X, dims = reshaped_components(kind, own)
             else:                                   # the mean of the (up to 8) valid neighbours' features
                 where = {(int(r), int(c)): i for i, (r, c) in enumerate(zip(rows, cols))}
                 nb = np.empty_like(own)
@@ -320,7 +329,7 @@ def own_labels(kind: str, raster: Path, tiles, px: int, k: int, seed: int = 0) -
                           if (dr or dc) and (r + dr, c + dc) in where]
                     nb[i] = own[js].mean(0) if js else own[i]
                 X = np.concatenate([own, nb], 1)
-    return KMeansTiles(k, "auto", False, seed).fit(X).labels_
+    return KMeansTiles(k, dims, False, seed).fit(X).labels_
 
 
 def building_model(raster: Path, footprints: Path, folder: Path, minutes: float, given: "str | None") -> dict:
