@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from engine.contract import defaults
+from engine.contract.tools import TOOLS
 from tests.engine.helpers import REPO
 
 RASTER = REPO / "resources" / "sample" / "kampala_ug_oam_rgb_z19_epsg3857.tif"
@@ -132,8 +133,9 @@ def test_sweep(fresh):
 def seg_model(fresh):
     model = fresh.out / "m.pt"
     # the default training length (10 epochs of >= 256 chips of 256 px) is a sensible first model for an
-    # analyst but takes minutes on 2 CPU cores; one epoch is the smallest run that checks the defaults
-    fresh("train-seg", RASTER, "--buildings", BUILDINGS, "--out", model, "--epochs", 1)
+    # analyst but takes minutes on 2 CPU cores (one epoch of 256 chips: over 3 minutes with one thread); one
+    # epoch of 16 chips is the smallest run that still checks the defaults (encoder, weights, chip size)
+    fresh("train-seg", RASTER, "--buildings", BUILDINGS, "--out", model, "--epochs", 1, "--chips-per-epoch", 16)
     return model
 
 
@@ -143,6 +145,7 @@ def test_train_seg(seg_model):
     assert m["encoder"] == defaults.DEFAULT_SEG_ENCODER
     assert m["params"]["encoder"] == defaults.DEFAULT_SEG_ENCODER
     assert m["params"]["weights"] == defaults.DEFAULT_WEIGHTS
+    assert m["params"]["chip"] == TOOLS["train-seg"].param("chip").default
 
 
 @pytest.fixture(scope="module")
