@@ -37,7 +37,12 @@ rotations by 90 degrees, or all eight symmetries of the square; none of them
 changes the four statistics); sharpen-G (eval only: each principal component
 of the default's features times its standard deviation over the first's to
 the power G, so G = 0 is the default and G = -1 whitening) and drop-pcN (the
-first N principal directions projected out);
+first N principal directions projected out); other clusterers on the
+default's features in k-means' space (eval only: a Gaussian mixture with full
+covariances, Ward's agglomerative clustering, spectral clustering on a
+10-nearest-neighbour graph, k-means on the principal components without the
+L2 normalisation) and the default's labels smoothed spatially (each tile takes
+the majority label of its 3 x 3 neighbourhood);
 structure (eval only: five image measures beside the CNN features, joined as
 --form joins morphometrics at weight 0.5: edge density at three scales, for
 building size, and the dominant edge orientation folded to 0-45 degrees);
@@ -78,7 +83,7 @@ per CNN pixel (multi-64) 0.192 against 0.181 for 128 px; 38.4 m tiles, 0.351
         [--tile-m 19.2] [--seeds 1] [--seg-minutes 4] [--seg-model MODEL.pt]
 
 Without --only every variant runs except those of ON_REQUEST (own, the
-symmetries, scales, colour-joined, sharpen-G, drop-pcN: measured once, README
+symmetries, scales, colour-joined, sharpen-G, drop-pcN, the other clusterers: measured once, README
 "What did not help"). ``--only`` also takes multi-N (the default's features with --cnn-px N) and
 blocks-A-B-C (the default's features with its three depths weighted A, B, C;
 blocks-1-1-1 is the default before the depth weights) and pca-N (the default
@@ -133,6 +138,12 @@ VARIANTS = (
     ("drop-pc2", "multi-128 with its first two principal directions projected out", "drop-pc2"),
     ("sharpen-0.5", "multi-128, each principal component scaled by (its sd / the first's) ** 0.5", "sharpen-0.5"),
     ("sharpen-1", "multi-128, each principal component scaled by its sd / the first's", "sharpen-1"),
+    ("gmm", "multi-128's space, a Gaussian mixture (full covariances) instead of k-means", "clusterer-gmm"),
+    ("ward", "multi-128's space, Ward's agglomerative clustering instead of k-means", "clusterer-ward"),
+    ("spectral", "multi-128's space, spectral clustering (10-nearest-neighbour graph) instead of k-means",
+     "clusterer-spectral"),
+    ("no-l2", "multi-128, k-means on the principal components without the L2 normalisation", "clusterer-no-l2"),
+    ("smoothed", "multi-128's labels, each tile given the majority label of its 3 x 3 tiles", "clusterer-smoothed"),
     ("whiten", "multi-128, --whiten", {"whiten": True}),
     ("pca-16", "multi-128, --pca-dims 16", {"pca_dims": "16"}),
     ("form-0.5", "default + --form footprints --form-weight 0.5", {"form_weight": 0.5, "form": True}),
@@ -145,7 +156,7 @@ VARIANTS = (
 )
 # measured once (README, "What did not help") and run with --only only, so that make eval stays shorter
 ON_REQUEST = ("own", "flips", "rotations", "d4", "scales", "colour-joined", "drop-pc1", "drop-pc2", "sharpen-0.5",
-              "sharpen-1")
+              "sharpen-1", "gmm", "ward", "spectral", "no-l2", "smoothed")
 # --form with mapped buildings: a building model is trained on the western WEST share of the image (its
 # footprints given there only, --label-area), then cluster --form MODEL.pt maps the whole image with it; the
 # clusters are scored against the true footprints, on all tiles and on the eastern tiles (never seen in training)
@@ -277,6 +288,43 @@ def reshaped_components(kind: str, X: np.ndarray) -> tuple:
     return (c @ pca.components_.T) * (sd / sd[0]) ** float(kind[len("sharpen-"):]), int(pca.n_components_)
 
 
+def grid_neighbours(tiles) -> list:
+    """For each tile, the indices of the tiles of its 3 x 3 neighbourhood (itself included) that are there."""
+    rows, cols = tiles.row.to_numpy(), tiles.col.to_numpy()
+    where = {(int(r), int(c)): i for i, (r, c) in enumerate(zip(rows, cols))}
+    return [[where[(int(r) + dr, int(c) + dc)] for dr in (-1, 0, 1) for dc in (-1, 0, 1)
+             if (int(r) + dr, int(c) + dc) in where] for r, c in zip(rows, cols)]
+
+
+def other_clusterer(kind: str, X: np.ndarray, tiles, k: int, seed: int) -> np.ndarray:
+    """Labels of ``clusterer-NAME``: the default's features reduced as k-means reduces them (PCA with the
+    automatic count, L2 normalisation), then clustered by another method; ``no-l2`` leaves out the
+    normalisation, ``smoothed`` gives each tile the majority of the default's labels over its 3 x 3 tiles."""
+    from sklearn.cluster import AgglomerativeClustering, KMeans, SpectralClustering
+    from sklearn.mixture import GaussianMixture
+
+    from engine.clustering.kmeans import KMeansTiles
+
+    km = KMeansTiles(k, "auto", False, seed).fit(X)
+    name = kind[len("clusterer-"):]
+    if name == "gmm":
+        return GaussianMixture(k, covariance_type="full", n_init=3, reg_covar=1e-4,
+                               random_state=seed).fit_predict(km.reduce(X))
+    if name == "ward":
+        return AgglomerativeClustering(k, linkage="ward").fit_predict(km.reduce(X))
+    if name == "spectral":
+        return SpectralClustering(k, affinity="nearest_neighbors", n_neighbors=10,
+                                  random_state=seed).fit_predict(km.reduce(X))
+    if name == "no-l2":
+        return KMeans(k, n_init=10, random_state=seed).fit_predict(km.project(X))
+    labels, out = km.labels_, km.labels_.copy()
+    for i, js in enumerate(grid_neighbours(tiles)):       # a tie keeps the tile's own label
+        votes = np.bincount(labels[js], minlength=k)
+        if votes.max() > votes[labels[i]]:
+            out[i] = votes.argmax()
+    return out
+
+
 def own_labels(kind: str, raster: Path, tiles, px: int, k: int, seed: int = 0) -> np.ndarray:
     """Labels of the variants computed here (``kind``: VARIANTS' string): colour statistics alone, or the
     default's features made here (``own``) averaged over views (flips, rotations, d4), with something beside
@@ -360,11 +408,15 @@ def run_variant(name, params, raster: Path, footprints, workdir: Path, px: int, 
                 form_model: "str | None" = None, seed: int = 0):
     import geopandas as gpd
 
-    if isinstance(params, str) and params.startswith("blocks-"):     # the default's features, depths reweighted
+    if isinstance(params, str) and params.startswith(("blocks-", "clusterer-")):   # the default's cached features
         from engine.clustering.kmeans import KMeansTiles
 
         tiles = run_variant("multi-128", {}, raster, footprints, workdir, px, k, tag, None, seed)[0]
-        X = weighted_blocks(workdir / f"{tag}_s{seed}_multi-128_manifest.json", workdir, block_weights(params))
+        manifest = workdir / f"{tag}_s{seed}_multi-128_manifest.json"
+        if params.startswith("clusterer-"):
+            X = weighted_blocks(manifest, workdir, json.loads(manifest.read_text())["features"]["depth_weights"])
+            return tiles, other_clusterer(params, X, tiles, k, seed)
+        X = weighted_blocks(manifest, workdir, block_weights(params))       # depths reweighted
         return tiles, KMeansTiles(k, "auto", False, seed).fit(X).labels_
     if isinstance(params, str) or params is None:           # labels computed here, on the default's tiles
         tiles = run_variant("multi-128", {}, raster, footprints, workdir, px, k, tag, None, seed)[0]
