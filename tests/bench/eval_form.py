@@ -81,13 +81,16 @@ per CNN pixel (multi-64) 0.192 against 0.181 for 128 px; 38.4 m tiles, 0.351
 
     .venv/bin/python tests/bench/eval_form.py [--out bench_out] [--data ../shared/data] [--only NAME,...]
         [--tile-m 19.2] [--seeds 1] [--seg-minutes 4] [--seg-model MODEL.pt]
+        [--lite0-depths 4,10 --depth-weights 0.5,1,1]
 
 Without --only every variant runs except those of ON_REQUEST (own, the
 symmetries, scales, colour-joined, sharpen-G, drop-pcN, the other clusterers: measured once, README
 "What did not help"). ``--only`` also takes multi-N (the default's features with --cnn-px N) and
 blocks-A-B-C (the default's features with its three depths weighted A, B, C;
 blocks-1-1-1 is the default before the depth weights) and pca-N (the default
-with --pca-dims N).
+with --pca-dims N). ``--lite0-depths B,... --depth-weights W,...`` makes --pool
+multi tap other EfficientNet-Lite0 blocks for the whole run (default 4,10 with
+0.5,1,1): every multi variant then uses them.
 """
 from __future__ import annotations
 
@@ -516,6 +519,25 @@ def over_seeds(runs: list) -> dict:
     return row
 
 
+LITE0_BLOCK_CHANNELS = (16, 24, 24, 40, 40, 80, 80, 80, 112, 112, 112, 192, 192, 192, 192, 320)
+
+
+def tap_lite0_blocks(blocks: list, weights: list) -> None:
+    """Make ``--pool multi`` tap these EfficientNet-Lite0 blocks (their mean-pooled outputs beside the last
+    block's), weighted ``weights`` (one per block, then the last block), for the rest of this process: the
+    engine's backbone table is changed here, so every run of the script (and the cache key) sees it."""
+    import dataclasses
+
+    from engine.features import backbones
+
+    if len(weights) != len(blocks) + 1 or not all(0 <= b < len(LITE0_BLOCK_CHANNELS) for b in blocks):
+        raise SystemExit(f"eval_form: --lite0-depths takes blocks 0-{len(LITE0_BLOCK_CHANNELS) - 1} and "
+                         "--depth-weights one weight per block and one for the last block")
+    spec = dataclasses.replace(backbones.BACKBONES["efficientnet_lite0"], depth_weights=tuple(weights),
+                               taps=tuple((f"net._blocks.{b}", LITE0_BLOCK_CHANNELS[b]) for b in blocks))
+    backbones.BACKBONES["efficientnet_lite0"] = spec
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(REPO / "bench_out"))
@@ -533,7 +555,14 @@ def main(argv=None) -> int:
                     help="form-segmented: train-seg's time budget on the western part (minutes)")
     ap.add_argument("--seg-model", default=None,
                     help="form-segmented: a building model trained already (on the western part), not trained here")
+    ap.add_argument("--lite0-depths", default=None,
+                    help="EfficientNet-Lite0's intermediate blocks that --pool multi taps, for example 2,4,10 "
+                         "(default 4,10), for the whole run; with --depth-weights (one per block, then the last)")
+    ap.add_argument("--depth-weights", default=None, help="with --lite0-depths: for example 0.5,0.5,1,1")
     args = ap.parse_args(argv)
+    if args.lite0_depths:
+        tap_lite0_blocks([int(b) for b in args.lite0_depths.split(",")],
+                         [float(w) for w in (args.depth_weights or "").split(",") if w])
     data, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     only = args.only.split(",") if args.only else None
