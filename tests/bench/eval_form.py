@@ -525,7 +525,8 @@ LITE0_BLOCK_CHANNELS = (16, 24, 24, 40, 40, 80, 80, 80, 112, 112, 112, 192, 192,
 def tap_lite0_blocks(blocks: list, weights: list) -> None:
     """Make ``--pool multi`` tap these EfficientNet-Lite0 blocks (their mean-pooled outputs beside the last
     block's), weighted ``weights`` (one per block, then the last block), for the rest of this process: the
-    engine's backbone table is changed here, so every run of the script (and the cache key) sees it."""
+    engine's backbone table is changed here, so every run of the script sees it. The feature cache's key does
+    not name the taps; the script's cache is a folder of its own run, so no other run's features are read."""
     import dataclasses
 
     from engine.features import backbones
