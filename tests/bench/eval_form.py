@@ -197,17 +197,18 @@ def block_weights(name: str) -> list:
         return []
 
 
-def weighted_blocks(manifest: Path, workdir: Path, weights: list) -> np.ndarray:
+def weighted_blocks(manifest: Path, workdir: Path, weights: "list | None" = None) -> np.ndarray:
     """The features a multi-128 run cached (its manifest names them), each depth's block times ``weights`` in
-    place of the run's own depth weights."""
+    place of the run's own depth weights (None: as the run weighted them)."""
     from engine.features.backbones import backbone_spec
 
     feats = json.loads(manifest.read_text())["features"]
     X = np.array(np.load(workdir / "cache" / f"{feats['cache_key']}.npy"))       # float32, as cluster reads it
     spec = backbone_spec(feats["backbone"])
     edges = np.cumsum([0, *(c for _, c in spec.taps), spec.dim])
+    own = feats.get("depth_weights") or [1.0] * (len(edges) - 1)
+    weights = own if weights is None else weights
     assert edges[-1] == X.shape[1] and len(weights) == len(edges) - 1, (X.shape, edges, weights)
-    own = feats.get("depth_weights") or [1.0] * len(weights)
     for w, o, a, b in zip(weights, own, edges[:-1], edges[1:]):
         X[:, a:b] *= w / o
     return X
@@ -373,11 +374,9 @@ def own_labels(kind: str, raster: Path, tiles, px: int, k: int, seed: int = 0) -
             elif kind.startswith(("sharpen-", "drop-pc")):
                 X, dims = reshaped_components(kind, own)
             else:                                   # the mean of the (up to 8) valid neighbours' features
-                where = {(int(r), int(c)): i for i, (r, c) in enumerate(zip(rows, cols))}
                 nb = np.empty_like(own)
-                for i, (r, c) in enumerate(zip(rows, cols)):
-                    js = [where[(r + dr, c + dc)] for dr in (-1, 0, 1) for dc in (-1, 0, 1)
-                          if (dr or dc) and (r + dr, c + dc) in where]
+                for i, block in enumerate(grid_neighbours(tiles)):
+                    js = [j for j in block if j != i]
                     nb[i] = own[js].mean(0) if js else own[i]
                 X = np.concatenate([own, nb], 1)
     return KMeansTiles(k, dims, False, seed).fit(X).labels_
@@ -417,8 +416,7 @@ def run_variant(name, params, raster: Path, footprints, workdir: Path, px: int, 
         tiles = run_variant("multi-128", {}, raster, footprints, workdir, px, k, tag, None, seed)[0]
         manifest = workdir / f"{tag}_s{seed}_multi-128_manifest.json"
         if params.startswith("clusterer-"):
-            X = weighted_blocks(manifest, workdir, json.loads(manifest.read_text())["features"]["depth_weights"])
-            return tiles, other_clusterer(params, X, tiles, k, seed)
+            return tiles, other_clusterer(params, weighted_blocks(manifest, workdir), tiles, k, seed)
         X = weighted_blocks(manifest, workdir, block_weights(params))       # depths reweighted
         return tiles, KMeansTiles(k, "auto", False, seed).fit(X).labels_
     if isinstance(params, str) or params is None:           # labels computed here, on the default's tiles
