@@ -1,7 +1,7 @@
 """Helpers shared by the Dask tests (import them from here, never from a test module or conftest).
 
 A local Dask cluster of two worker processes (one thread each, small memory), the tile layers of two runs
-compared, the pids of a cluster's workers. Dask is imported only by what uses it.
+compared, the pids of a cluster's workers, a wait until its workers run nothing. Dask is imported only by what uses it.
 """
 from __future__ import annotations
 
@@ -23,6 +23,21 @@ def start_cluster():
     client = Client(cluster)
     client.wait_for_workers(2, timeout=60)
     return cluster, client
+
+
+def wait_until_idle(client, timeout: float = 60.0) -> None:
+    """Until no worker thread runs a task: a cancelled client's tasks already running go on to the end (Dask
+    cannot stop a thread) and write their partitions, so a test that looks at a store waits for them first."""
+    import time
+
+    def running(dask_worker) -> int:
+        return len(dask_worker.state.all_running_tasks)
+
+    end = time.monotonic() + timeout
+    while any(client.run(running).values()):
+        if time.monotonic() > end:
+            raise TimeoutError(f"Dask workers still running tasks after {timeout:.0f} s")
+        time.sleep(0.1)
 
 
 def worker_pids(client) -> dict:

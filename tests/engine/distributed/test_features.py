@@ -23,7 +23,7 @@ from engine.distributed.partitions import partition_tiles
 from engine.progress import Progress
 from engine.tools.cluster import ClusterParams
 from engine.tools.cluster import run as run_cluster
-from tests.engine.distributed.helpers import assert_same_tiles, tile_columns, worker_pids
+from tests.engine.distributed.helpers import assert_same_tiles, tile_columns, wait_until_idle, worker_pids
 from tests.engine.helpers import REPO, run_cli, work_events
 
 FAST = {"backbone": "efficientnet_lite0", "tile_size": "32px", "batch_size": 2, "k": 4}     # 32 tiles a partition
@@ -140,7 +140,7 @@ def test_resume_after_the_client_is_killed(dask_cluster, city, tmp_path):
     finally:
         proc.wait(timeout=60)
     cache = Path(os.environ["URBANFORM_CACHE"])
-    time.sleep(1.0)                                   # the tasks it left running finish their partitions
+    wait_until_idle(dask_cluster[1])                  # the tasks it left running finish their partitions
     kept = len(_parts(cache))
     assert kept > 0 and not (tmp_path / "r.gpkg").exists()
     # nothing half-written next to OUT (the killed run's output lock is taken over: its process is gone)

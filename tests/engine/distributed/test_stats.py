@@ -15,6 +15,7 @@ from engine.tools.cluster import ClusterParams
 from engine.tools.cluster import run as run_cluster
 from engine.tools.stats import StatsParams
 from engine.tools.stats import run as run_stats
+from tests.engine.distributed.helpers import wait_until_idle
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +76,7 @@ def test_resume_keeps_the_partitions_an_interrupted_run_summed(dask_cluster, kam
 
     with dask_session(address, lambda *a, **k: None) as session, pytest.raises(Cancelled):
         stats.building_stats_on_dask(session, str(kampala_buildings), tiles, root, stop_at_the_first)
+    wait_until_idle(dask_cluster[1])                                  # the tasks running at the stop write theirs
     (store,) = root.iterdir()
     left = sorted(p.name for p in store.glob("part-*.npz"))
     assert len(left) >= 1
