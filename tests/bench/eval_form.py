@@ -42,7 +42,9 @@ default's features in k-means' space (eval only: a Gaussian mixture with full
 covariances, Ward's agglomerative clustering, spectral clustering on a
 10-nearest-neighbour graph, k-means on the principal components without the
 L2 normalisation) and the default's labels smoothed spatially (each tile takes
-the majority label of its 3 x 3 neighbourhood);
+the majority label of its 3 x 3 neighbourhood); sqrt, zscore, centred (eval
+only: each depth's cached features signed-square-rooted, standardised per
+feature, or centred on the image's mean, then normalised again);
 structure (eval only: five image measures beside the CNN features, joined as
 --form joins morphometrics at weight 0.5: edge density at three scales, for
 building size, and the dominant edge orientation folded to 0-45 degrees);
@@ -84,7 +86,7 @@ per CNN pixel (multi-64) 0.192 against 0.181 for 128 px; 38.4 m tiles, 0.351
         [--lite0-depths 4,10 --depth-weights 0.5,1,1]
 
 Without --only every variant runs except those of ON_REQUEST (own, the
-symmetries, scales, colour-joined, sharpen-G, drop-pcN, the other clusterers: measured once, README
+symmetries, scales, colour-joined, sharpen-G, drop-pcN, the other clusterers, the reshaped depths: measured once, README
 "What did not help"). ``--only`` also takes multi-N (the default's features with --cnn-px N) and
 blocks-A-B-C (the default's features with its three depths weighted A, B, C;
 blocks-1-1-1 is the default before the depth weights) and pca-N (the default
@@ -147,6 +149,11 @@ VARIANTS = (
      "clusterer-spectral"),
     ("no-l2", "multi-128, k-means on the principal components without the L2 normalisation", "clusterer-no-l2"),
     ("smoothed", "multi-128's labels, each tile given the majority label of its 3 x 3 tiles", "clusterer-smoothed"),
+    ("sqrt", "multi-128, each depth's features signed-square-rooted, then L2-normalised again", "clusterer-sqrt"),
+    ("zscore", "multi-128, each feature standardised over the image's tiles (each depth's block then scaled to "
+     "unit mean norm)", "clusterer-zscore"),
+    ("centred", "multi-128, each depth's features centred on the image's mean before the L2 normalisation",
+     "clusterer-centred"),
     ("whiten", "multi-128, --whiten", {"whiten": True}),
     ("pca-16", "multi-128, --pca-dims 16", {"pca_dims": "16"}),
     ("form-0.5", "default + --form footprints --form-weight 0.5", {"form_weight": 0.5, "form": True}),
@@ -159,7 +166,7 @@ VARIANTS = (
 )
 # measured once (README, "What did not help") and run with --only only, so that make eval stays shorter
 ON_REQUEST = ("own", "flips", "rotations", "d4", "scales", "colour-joined", "drop-pc1", "drop-pc2", "sharpen-0.5",
-              "sharpen-1", "gmm", "ward", "spectral", "no-l2", "smoothed")
+              "sharpen-1", "gmm", "ward", "spectral", "no-l2", "smoothed", "sqrt", "zscore", "centred")
 # --form with mapped buildings: a building model is trained on the western WEST share of the image (its
 # footprints given there only, --label-area), then cluster --form MODEL.pt maps the whole image with it; the
 # clusters are scored against the true footprints, on all tiles and on the eastern tiles (never seen in training)
@@ -195,6 +202,34 @@ def block_weights(name: str) -> list:
         return [float(w) for w in name[len("blocks-"):].split("-")]
     except ValueError:
         return []
+
+
+def block_edges(manifest: Path) -> np.ndarray:
+    """The column edges of each depth's block in a multi-128 run's cached features (taps, then the last)."""
+    from engine.features.backbones import backbone_spec
+
+    spec = backbone_spec(json.loads(manifest.read_text())["features"]["backbone"])
+    return np.cumsum([0, *(c for _, c in spec.taps), spec.dim])
+
+
+def reshaped_blocks(kind: str, X: np.ndarray, edges) -> np.ndarray:
+    """The features of ``clusterer-sqrt|zscore|centred``, made from the cached ones (each depth's block
+    L2-normalised times its weight): each block signed-square-rooted, standardised per column or centred on the
+    image's mean, then brought back to the block's norm (per tile, or on average for zscore) times its weight."""
+    out = np.empty_like(X, dtype=np.float64)
+    for a, b in zip(edges[:-1], edges[1:]):
+        block = X[:, a:b].astype(np.float64)
+        w = float(np.median(np.linalg.norm(block, axis=1)))          # the depth's weight (unit rows times w)
+        if kind == "sqrt":
+            block = np.sign(block) * np.sqrt(np.abs(block))
+        elif kind == "centred":
+            block = block - block.mean(0)
+        else:                                                       # zscore
+            block = (block - block.mean(0)) / (block.std(0) + 1e-9)
+            out[:, a:b] = block * w / np.sqrt(b - a)
+            continue
+        out[:, a:b] = block / (np.linalg.norm(block, axis=1, keepdims=True) + 1e-12) * w
+    return out
 
 
 def weighted_blocks(manifest: Path, workdir: Path, weights: "list | None" = None) -> np.ndarray:
@@ -415,6 +450,9 @@ def run_variant(name, params, raster: Path, footprints, workdir: Path, px: int, 
 
         tiles = run_variant("multi-128", {}, raster, footprints, workdir, px, k, tag, None, seed)[0]
         manifest = workdir / f"{tag}_s{seed}_multi-128_manifest.json"
+        if params in ("clusterer-sqrt", "clusterer-zscore", "clusterer-centred"):
+            X = reshaped_blocks(params[len("clusterer-"):], weighted_blocks(manifest, workdir), block_edges(manifest))
+            return tiles, KMeansTiles(k, "auto", False, seed).fit(X).labels_
         if params.startswith("clusterer-"):
             return tiles, other_clusterer(params, weighted_blocks(manifest, workdir), tiles, k, seed)
         X = weighted_blocks(manifest, workdir, block_weights(params))       # depths reweighted
