@@ -25,7 +25,7 @@ SERVE_OPTS = $(if $(JOBS),--jobs "$(JOBS)") $(if $(TOKEN_FILE),--token-file "$(T
 # headless Qt for every QGIS process started from here
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: help setup lock system-packages demo serve test test-engine test-plugin bench bench-gpu eval package deploy undeploy clean distclean
+.PHONY: help setup lock system-packages demo serve test test-engine test-plugin test-lane-a test-lane-b bench bench-gpu eval package deploy undeploy clean distclean
 
 help:
 	@echo "make demo      set up if needed, then cluster the bundled Kampala sample into demo_out/"
@@ -106,19 +106,36 @@ serve: setup
 	$(PY) -m engine serve --host "$(HOST)" --port "$(PORT)" --data-dir "$(DATA_DIR)" $(SERVE_OPTS)
 
 # the two suites run side by side, one torch thread each (URBANFORM_THREADS, OMP_NUM_THREADS): on two cores
-# most of either suite waits on Python, GDAL or QGIS, not on torch; SERIAL=1 runs them one after the other
+# most of either suite waits on Python, GDAL or QGIS, not on torch. The engine suite is the longer one, so its
+# Dask tests (ENGINE_LANE_B) run after the plugin suite in the other lane: both lanes then end at about the same
+# time. SERIAL=1 runs the suites one after the other, all threads.
+ENGINE_LANE_B = tests/engine/distributed
+ENGINE_PYTEST = $(PY) -m pytest -p no:qgis -q -ra --durations=20
+
 test: setup
 ifeq ($(SERIAL),1)
 	$(MAKE) --no-print-directory test-engine test-plugin
 else
-	URBANFORM_THREADS=1 OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -j2 --output-sync=target test-engine test-plugin
+	URBANFORM_THREADS=1 OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -j2 --output-sync=target test-lane-a test-lane-b
 endif
 
 test-engine: setup
-	$(PY) -m pytest tests/engine -p no:qgis -q -ra --durations=20 --junitxml=.test-results/engine.xml
+	rm -f .test-results/engine-dask.xml
+	$(ENGINE_PYTEST) tests/engine --junitxml=.test-results/engine.xml
+
+PLUGIN_PYTEST = $(PY) -m pytest tests/plugin -q -ra --durations=20 --junitxml=.test-results/plugin.xml
 
 test-plugin: setup
-	$(PY) -m pytest tests/plugin -q -ra --durations=20 --junitxml=.test-results/plugin.xml
+	$(PLUGIN_PYTEST)
+
+# the two lanes of `make test`: the engine suite but its Dask tests; the plugin suite, then the Dask tests
+# (which run, and report, even when a plugin test failed)
+test-lane-a: setup
+	$(ENGINE_PYTEST) tests/engine --ignore=$(ENGINE_LANE_B) --junitxml=.test-results/engine.xml
+
+test-lane-b: setup
+	rc=0; $(PLUGIN_PYTEST) || rc=$$?; \
+	$(ENGINE_PYTEST) $(ENGINE_LANE_B) --junitxml=.test-results/engine-dask.xml || rc=$$?; exit $$rc
 
 eval: setup
 	$(PY) tests/bench/eval.py --out bench_out
