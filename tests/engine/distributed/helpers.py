@@ -25,17 +25,26 @@ def start_cluster():
     return cluster, client
 
 
-def wait_until_idle(client, timeout: float = 60.0) -> None:
-    """Until no worker thread runs a task: a cancelled client's tasks already running go on to the end (Dask
-    cannot stop a thread) and write their partitions, so a test that looks at a store waits for them first."""
+def wait_until_idle(client, settle: float = 1.0, timeout: float = 60.0) -> None:
+    """Until no worker thread has run a task for ``settle`` seconds: a cancelled or killed client's tasks already
+    running go on to the end (Dask cannot stop a thread) and write their partitions, and a worker may start one
+    more before the scheduler has forgotten them; a test that looks at a store waits for all of that first."""
     import time
 
     def running(dask_worker) -> int:
         return len(dask_worker.state.all_running_tasks)
 
     end = time.monotonic() + timeout
-    while any(client.run(running).values()):
-        if time.monotonic() > end:
+    quiet_since = None
+    while True:
+        now = time.monotonic()
+        if any(client.run(running).values()):
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = now
+        elif now - quiet_since >= settle:
+            return
+        if now > end:
             raise TimeoutError(f"Dask workers still running tasks after {timeout:.0f} s")
         time.sleep(0.1)
 
