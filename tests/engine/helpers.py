@@ -1,10 +1,13 @@
 """Helpers shared by engine test modules (import them from here, never from a test module or conftest).
 
-The repository's paths, the shared real data, small GeoTIFFs and the CLI in a subprocess.
+The repository's paths, the shared real data, small GeoTIFFs and the command line (in this process, or in a child
+``python -m engine`` where the process itself is under test).
 No torch here: conftest imports this module, so every test session would pay for it.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -39,10 +42,27 @@ def write_raster(path, data: np.ndarray, crs="EPSG:32630", transform=None, nodat
     return Path(path)
 
 
-def run_cli(*args, cwd=REPO, env=None, check=None):
-    """Run ``python -m engine ARGS``; returns the CompletedProcess."""
-    proc = subprocess.run([sys.executable, "-m", "engine", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=600)
+def run_cli(*args, cwd=REPO, env=None, check=None, process=False) -> subprocess.CompletedProcess:
+    """Run the engine's command line with ``args``; returns a CompletedProcess (its return code, stdout, stderr).
+
+    By default in this process: ``engine.cli.main(args)``, the function ``python -m engine`` calls, with stdout
+    and stderr captured. A child interpreter would spend 3-5 s importing torch, scikit-learn and GDAL again
+    before each run, most of the time of a run on the small rasters of the tests. ``process=True`` (and any
+    ``env`` or ``cwd``) runs a real ``python -m engine`` child instead: for what only a process shows (its
+    signals, its exit, what C libraries print, the environment it starts with).
+    """
+    argv = [str(a) for a in args]
+    if process or env is not None or Path(cwd) != REPO:
+        proc = subprocess.run([sys.executable, "-m", "engine", *argv], cwd=cwd, capture_output=True, text=True,
+                              env={**os.environ, **(env or {})}, timeout=600)
+    else:
+        from engine.cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(argv)
+        proc = subprocess.CompletedProcess([sys.executable, "-m", "engine", *argv], code, out.getvalue(),
+                                           err.getvalue())
     if check is not None:
         assert proc.returncode == check, f"exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
     return proc

@@ -1,7 +1,8 @@
 """Cancel at any instant: exit 130 with nothing half-written, or exit 0 when the outputs were committed.
 
 Real subprocesses read with ``--progress json``; on seeing a chosen event the test sends SIGTERM (or SIGINT,
-Ctrl+C) and looks at the exit code and the files. In-process, real signals delivered to this process show
+Ctrl+C) and looks at the exit code and the files (a rerun to completion, which needs no signal, runs in this
+process). In-process, real signals delivered to this process show
 that a cancel waits while a commit renames files and is dropped after the last one.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 
 from engine import progress as cancel
 from engine.errors import Cancelled
-from tests.engine.helpers import REPO, SAMPLE
+from tests.engine.helpers import REPO, SAMPLE, run_cli
 
 RASTER = SAMPLE / "kampala_ug_oam_rgb_z19_epsg3857.tif"
 CLUSTER_FILES = ("c.gpkg", "c_clusters.tif", "c_manifest.json", "c_quicklook.png", "c_model.pt")
@@ -122,8 +123,7 @@ def test_sweep_cancelled_after_its_first_tile_size_resumes_to_complete(tmp_path)
     assert [name for name, _ in pyogrio.list_layers(out)] == ["tiles_64px"]
 
     # exactly what the message says: the same command with --resume
-    done = subprocess.run([sys.executable, "-m", "engine", "sweep", str(RASTER), "--out", str(out), *SWEEP_ARGS,
-                           "--resume", "--progress", "none"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = run_cli("sweep", RASTER, "--out", out, *SWEEP_ARGS, "--resume", "--progress", "none")
     assert done.returncode == 0, done.stderr
     m = json.loads((tmp_path / "s_manifest.json").read_text())
     assert m["complete"] is True and m["missing"] == [] and m["layers"] == {"tiles_64px": [2, 3],
@@ -146,9 +146,7 @@ def test_sweep_cancelled_between_plots_and_layer_leaves_no_stray_plot_and_reruns
             return
         assert "nothing was written. Run the same command again" in line, line
         assert sweep_files(tmp_path) == [], sweep_files(tmp_path)
-        again = subprocess.run([sys.executable, "-m", "engine", "sweep", str(RASTER), "--out", str(out),
-                                *SWEEP_ARGS, "--progress", "none"], cwd=REPO, capture_output=True, text=True,
-                               timeout=600)
+        again = run_cli("sweep", RASTER, "--out", out, *SWEEP_ARGS, "--progress", "none")
         assert again.returncode == 0, again.stderr
 
 
@@ -212,8 +210,8 @@ def test_only_the_first_cancel_is_raised(handler):
 
 # ------------------------------------------------------------------------------ trainings keep a checkpoint
 def rerun(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "engine", *map(str, args), "--progress", "none"], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
+    """The command again, to completion (in this process: the signal was the other process's test)."""
+    return run_cli(*args, "--progress", "none")
 
 
 def test_deepcluster_cancelled_after_an_epoch_says_resume_and_resume_works(tmp_path):

@@ -7,20 +7,18 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
-import sys
 
 import pytest
 
 from engine.tools.cluster import ClusterParams
 from engine.tools.cluster import run as run_cluster
-from tests.engine.helpers import REPO, SAMPLE, work_events
+from tests.engine.helpers import SAMPLE, run_cli, work_events
 
 RASTER = SAMPLE / "kampala_ug_oam_rgb_z19_epsg3857.tif"
 
 
 def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "engine", *map(str, args), "--progress", "json"], cwd=REPO,
-                          capture_output=True, text=True, timeout=600, check=False)
+    return run_cli(*args, "--progress", "json")
 
 
 def digest(folder) -> dict:
