@@ -44,7 +44,9 @@ covariances, Ward's agglomerative clustering, spectral clustering on a
 L2 normalisation) and the default's labels smoothed spatially (each tile takes
 the majority label of its 3 x 3 neighbourhood); sqrt, zscore, centred (eval
 only: each depth's cached features signed-square-rooted, standardised per
-feature, or centred on the image's mean, then normalised again);
+feature, or centred on the image's mean, then normalised again); decolour
+(eval only: the cached features less their least-squares fit on the tile's
+colour statistics);
 structure (eval only: five image measures beside the CNN features, joined as
 --form joins morphometrics at weight 0.5: edge density at three scales, for
 building size, and the dominant edge orientation folded to 0-45 degrees);
@@ -154,6 +156,8 @@ VARIANTS = (
      "unit mean norm)", "clusterer-zscore"),
     ("centred", "multi-128, each depth's features centred on the image's mean before the L2 normalisation",
      "clusterer-centred"),
+    ("decolour", "multi-128, less what a least-squares fit on the tile's colour (mean and sd of each band) "
+     "predicts of its features", "clusterer-decolour"),
     ("whiten", "multi-128, --whiten", {"whiten": True}),
     ("pca-16", "multi-128, --pca-dims 16", {"pca_dims": "16"}),
     ("form-0.5", "default + --form footprints --form-weight 0.5", {"form_weight": 0.5, "form": True}),
@@ -166,7 +170,8 @@ VARIANTS = (
 )
 # measured once (README, "What did not help") and run with --only only, so that make eval stays shorter
 ON_REQUEST = ("own", "flips", "rotations", "d4", "scales", "colour-joined", "drop-pc1", "drop-pc2", "sharpen-0.5",
-              "sharpen-1", "gmm", "ward", "spectral", "no-l2", "smoothed", "sqrt", "zscore", "centred")
+              "sharpen-1", "gmm", "ward", "spectral", "no-l2", "smoothed", "sqrt", "zscore", "centred",
+              "decolour")
 # --form with mapped buildings: a building model is trained on the western WEST share of the image (its
 # footprints given there only, --label-area), then cluster --form MODEL.pt maps the whole image with it; the
 # clusters are scored against the true footprints, on all tiles and on the eastern tiles (never seen in training)
@@ -230,6 +235,23 @@ def reshaped_blocks(kind: str, X: np.ndarray, edges) -> np.ndarray:
             continue
         out[:, a:b] = block / (np.linalg.norm(block, axis=1, keepdims=True) + 1e-12) * w
     return out
+
+
+def decoloured(X: np.ndarray, raster: Path, tiles, px: int) -> np.ndarray:
+    """``clusterer-decolour``: the features less what the tile's colour predicts of them (the residual of a
+    least-squares fit on the mean and standard deviation of each band, intercept included), so k-means has to
+    group tiles by what the colour does not explain."""
+    from engine.raster.tiling import TiledRaster
+
+    rows, cols = tiles.row.to_numpy(), tiles.col.to_numpy()
+    with TiledRaster(str(raster), f"{px}px") as tr:
+        C = np.concatenate([colour_stats(np.stack([tr.read_window_rgb(int(c) * px, int(r) * px, px)
+                                                    for r, c in zip(rows[s: s + 64], cols[s: s + 64])]))
+                            for s in range(0, len(rows), 64)])
+    C = (C - C.mean(0)) / np.maximum(C.std(0), 1e-9)
+    Xc = X.astype(np.float64) - X.mean(0)
+    coef = np.linalg.lstsq(C, Xc, rcond=None)[0]
+    return Xc - C @ coef
 
 
 def weighted_blocks(manifest: Path, workdir: Path, weights: "list | None" = None) -> np.ndarray:
@@ -450,6 +472,9 @@ def run_variant(name, params, raster: Path, footprints, workdir: Path, px: int, 
 
         tiles = run_variant("multi-128", {}, raster, footprints, workdir, px, k, tag, None, seed)[0]
         manifest = workdir / f"{tag}_s{seed}_multi-128_manifest.json"
+        if params == "clusterer-decolour":
+            X = decoloured(weighted_blocks(manifest, workdir), raster, tiles, px)
+            return tiles, KMeansTiles(k, "auto", False, seed).fit(X).labels_
         if params in ("clusterer-sqrt", "clusterer-zscore", "clusterer-centred"):
             X = reshaped_blocks(params[len("clusterer-"):], weighted_blocks(manifest, workdir), block_edges(manifest))
             return tiles, KMeansTiles(k, "auto", False, seed).fit(X).labels_

@@ -5,9 +5,6 @@ real GeoTIFFs cut with real bytes."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +12,11 @@ import numpy as np
 from engine.contract import problems as P
 from engine.contract import progress as contract
 from engine.contract.tools import TOOLS
-from tests.engine.helpers import REPO, write_raster
+from tests.engine.helpers import run_cli, write_raster
 
 
-def cli(*args, cwd=REPO):
-    return subprocess.run([sys.executable, "-m", "engine", *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, env={**os.environ})
+def cli(*args):
+    return run_cli(*args, process=True)
 
 
 def events(proc) -> list[dict]:
