@@ -503,8 +503,16 @@ class TiledRaster:
         self.edge = edge
         self._env = rasterio.Env(**GDAL_ENV)
         self._env.__enter__()
+        self._src = self._vrt = None
+        try:
+            self._open(stretch_samples, seed)
+        except BaseException:
+            self.close()             # a raster refused here leaves no open file and no GDAL settings behind
+            raise
+
+    def _open(self, stretch_samples: int, seed: int) -> None:
+        """Open the raster (and its UTM warp), build the tile grid, size GDAL's block cache, estimate the stretch."""
         self._src = rasterio.open(self.path)
-        self._vrt = None
         metric = "m" in (self.tile_size.unit, self.overlap_len.unit)
         if metric and needs_warp(self.info.crs):
             self._vrt = self._open_warp()
@@ -513,7 +521,7 @@ class TiledRaster:
         size = self.tile_size.to_pixels(pixel_m)
         overlap_px = self.overlap_len.to_pixels(pixel_m)
         self.pixel_size_m = pixel_m
-        self.grid = TileGrid(ds.width, ds.height, size, size - overlap_px, ds.transform, edge)
+        self.grid = TileGrid(ds.width, ds.height, size, size - overlap_px, ds.transform, self.edge)
         if self._vrt is None:         # a warp reads its source's blocks in its own pattern: the full cache
             g = self.grid
             rasterio.env.setenv(GDAL_CACHEMAX=block_cache_bytes(
@@ -571,7 +579,8 @@ class TiledRaster:
     def close(self) -> None:
         if self._vrt is not None:
             self._vrt.close()
-        self._src.close()
+        if self._src is not None:
+            self._src.close()
         self._env.__exit__(None, None, None)
 
     def __enter__(self) -> "TiledRaster":

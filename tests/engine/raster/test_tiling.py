@@ -106,6 +106,16 @@ def test_an_open_raster_sets_the_cache_it_needs_and_closing_restores_the_enclosi
     assert not rasterio.env.hasenv()
 
 
+@pytest.mark.parametrize("tile_size, edge", [("512px", "drop"), ("8px", "drop"), ("64px", "wrap")])
+def test_a_raster_refused_on_opening_leaves_no_gdal_settings_behind(make_raster, rgb_noise, tile_size, edge):
+    """A process that goes on after a refusal (the Python API, a Dask worker, the CLI called in-process) keeps
+    GDAL's settings as they were: tiles larger than the raster, too small, or an unknown edge rule."""
+    small = make_raster("small.tif", rgb_noise(256, 256))
+    with pytest.raises(BadInput):
+        TiledRaster(small, tile_size, edge=edge)
+    assert not rasterio.env.hasenv()
+
+
 # ------------------------------------------------------------------ tiles on the ground
 def _marker_raster(make_raster, crs, transform, size=(512, 512), at=(300, 200)):
     """Noise with a 6x6 pure-magenta marker whose top-left pixel is at (row, col) ``at``."""
