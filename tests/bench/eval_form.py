@@ -239,19 +239,23 @@ def reshaped_blocks(kind: str, X: np.ndarray, edges) -> np.ndarray:
 
 def decoloured(X: np.ndarray, raster: Path, tiles, px: int) -> np.ndarray:
     """``clusterer-decolour``: the features less what the tile's colour predicts of them (the residual of a
-    least-squares fit on the mean and standard deviation of each band, intercept included), so k-means has to
-    group tiles by what the colour does not explain."""
+    least-squares fit on the ``colour`` variant's statistics, intercept included), so k-means has to group tiles
+    by what the colour does not explain."""
+    C = tile_colour(raster, tiles, px)
+    Xc = X.astype(np.float64) - X.mean(0)
+    return Xc - C @ np.linalg.lstsq(C, Xc, rcond=None)[0]
+
+
+def tile_colour(raster: Path, tiles, px: int) -> np.ndarray:
+    """The ``colour`` variant's features: each tile's mean and standard deviation of each band, standardised over
+    the image's tiles (rows in the order of ``tiles``, which the runs write grid row by grid row)."""
     from engine.raster.tiling import TiledRaster
 
     rows, cols = tiles.row.to_numpy(), tiles.col.to_numpy()
     with TiledRaster(str(raster), f"{px}px") as tr:
-        C = np.concatenate([colour_stats(np.stack([tr.read_window_rgb(int(c) * px, int(r) * px, px)
-                                                    for r, c in zip(rows[s: s + 64], cols[s: s + 64])]))
-                            for s in range(0, len(rows), 64)])
-    C = (C - C.mean(0)) / np.maximum(C.std(0), 1e-9)
-    Xc = X.astype(np.float64) - X.mean(0)
-    coef = np.linalg.lstsq(C, Xc, rcond=None)[0]
-    return Xc - C @ coef
+        parts = [tr.read_tiles(int(r), cols[rows == r].tolist()) for r in np.unique(rows)]
+    X = colour_stats(np.concatenate(parts))
+    return (X - X.mean(0)) / np.maximum(X.std(0), 1e-9)
 
 
 def weighted_blocks(manifest: Path, workdir: Path, weights: "list | None" = None) -> np.ndarray:
@@ -397,45 +401,42 @@ def own_labels(kind: str, raster: Path, tiles, px: int, k: int, seed: int = 0) -
 
     rows, cols = tiles.row.to_numpy(), tiles.col.to_numpy()
     dims = "auto"
+    if kind == "colour":
+        return KMeansTiles(k, dims, False, seed).fit(tile_colour(raster, tiles, px)).labels_
     with TiledRaster(str(raster), f"{px}px") as tr:
-        if kind == "colour":
-            parts = [tr.read_tiles(int(r), cols[rows == r].tolist()) for r in np.unique(rows)]
-            X = colour_stats(np.concatenate(parts))
-            X = (X - X.mean(0)) / np.maximum(X.std(0), 1e-9)
-        else:
-            ex = FeatureExtractor(pool=defaults.DEFAULT_POOL, cnn_px=defaults.DEFAULT_CNN_PX)
-            ex64 = FeatureExtractor(pool=defaults.DEFAULT_POOL, cnn_px=64) if kind == "scales" else None
-            own, ctx = [], []
-            for s in range(0, len(rows), 64):
-                r, c = rows[s: s + 64], cols[s: s + 64]
-                batch = np.stack([tr.read_window_rgb(int(cc) * px, int(rr) * px, px) for rr, cc in zip(r, c)])
-                own.append(np.mean([ex(np.ascontiguousarray(v)) for v in symmetries(batch, kind)], 0))
-                if kind == "scales":
-                    ctx.append(ex64(batch))
-                if kind == "context":
-                    ctx.append(ex(np.stack([tr.read_window_rgb(int(cc) * px - px // 2, int(rr) * px - px // 2,
-                                                               2 * px) for rr, cc in zip(r, c)])))
-            own = np.concatenate(own)
-            if kind in ("structure", "colour-joined"):
-                from engine.clustering.formjoin import FormJoin
+        ex = FeatureExtractor(pool=defaults.DEFAULT_POOL, cnn_px=defaults.DEFAULT_CNN_PX)
+        ex64 = FeatureExtractor(pool=defaults.DEFAULT_POOL, cnn_px=64) if kind == "scales" else None
+        own, ctx = [], []
+        for s in range(0, len(rows), 64):
+            r, c = rows[s: s + 64], cols[s: s + 64]
+            batch = np.stack([tr.read_window_rgb(int(cc) * px, int(rr) * px, px) for rr, cc in zip(r, c)])
+            own.append(np.mean([ex(np.ascontiguousarray(v)) for v in symmetries(batch, kind)], 0))
+            if kind == "scales":
+                ctx.append(ex64(batch))
+            if kind == "context":
+                ctx.append(ex(np.stack([tr.read_window_rgb(int(cc) * px - px // 2, int(rr) * px - px // 2,
+                                                           2 * px) for rr, cc in zip(r, c)])))
+        own = np.concatenate(own)
+        if kind in ("structure", "colour-joined"):
+            from engine.clustering.formjoin import FormJoin
 
-                measure = structure if kind == "structure" else colour_stats
-                st = np.concatenate([measure(np.stack([tr.read_window_rgb(int(cc) * px, int(rr) * px, px)
-                                                       for rr, cc in zip(rows[s: s + 64], cols[s: s + 64])]))
-                                     for s in range(0, len(rows), 64)])
-                X = FormJoin(STRUCTURE_WEIGHT).fit_transform(own, st)
-            elif kind in ("context", "scales"):
-                X = np.concatenate([own, np.concatenate(ctx)], 1)
-            elif kind in ("own", "flips", "rotations", "d4"):
-                X = own
-            elif kind.startswith(("sharpen-", "drop-pc")):
-                X, dims = reshaped_components(kind, own)
-            else:                                   # the mean of the (up to 8) valid neighbours' features
-                nb = np.empty_like(own)
-                for i, block in enumerate(grid_neighbours(tiles)):
-                    js = [j for j in block if j != i]
-                    nb[i] = own[js].mean(0) if js else own[i]
-                X = np.concatenate([own, nb], 1)
+            measure = structure if kind == "structure" else colour_stats
+            st = np.concatenate([measure(np.stack([tr.read_window_rgb(int(cc) * px, int(rr) * px, px)
+                                                   for rr, cc in zip(rows[s: s + 64], cols[s: s + 64])]))
+                                 for s in range(0, len(rows), 64)])
+            X = FormJoin(STRUCTURE_WEIGHT).fit_transform(own, st)
+        elif kind in ("context", "scales"):
+            X = np.concatenate([own, np.concatenate(ctx)], 1)
+        elif kind in ("own", "flips", "rotations", "d4"):
+            X = own
+        elif kind.startswith(("sharpen-", "drop-pc")):
+            X, dims = reshaped_components(kind, own)
+        else:                                   # the mean of the (up to 8) valid neighbours' features
+            nb = np.empty_like(own)
+            for i, block in enumerate(grid_neighbours(tiles)):
+                js = [j for j in block if j != i]
+                nb[i] = own[js].mean(0) if js else own[i]
+            X = np.concatenate([own, nb], 1)
     return KMeansTiles(k, dims, False, seed).fit(X).labels_
 
 
