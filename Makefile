@@ -106,16 +106,18 @@ serve: setup
 	$(PY) -m engine serve --host "$(HOST)" --port "$(PORT)" --data-dir "$(DATA_DIR)" $(SERVE_OPTS)
 
 # the two suites run side by side, one torch thread each (URBANFORM_THREADS, OMP_NUM_THREADS): on two cores
-# most of either suite waits on Python, GDAL or QGIS, not on torch. The engine suite is the longer one, so its
-# Dask tests (ENGINE_LANE_B) run after the plugin suite in the other lane: both lanes then end at about the same
-# time. SERIAL=1 runs the suites one after the other, all threads.
-ENGINE_LANE_B = tests/engine/distributed
+# most of either suite waits on Python, GDAL or QGIS, not on torch. The Dask tests (DASK_TESTS) run in the lane
+# that finishes its suite first (it claims them by creating DASK_CLAIM), so both lanes end at about the same time
+# whichever suite is the longer on this machine. SERIAL=1 runs the suites one after the other, all threads.
+DASK_TESTS = tests/engine/distributed
+DASK_CLAIM = .test-results/.dask-claimed
 ENGINE_PYTEST = $(PY) -m pytest -p no:qgis -q -ra --durations=20
 
 test: setup
 ifeq ($(SERIAL),1)
 	$(MAKE) --no-print-directory test-engine test-plugin
 else
+	mkdir -p .test-results && rm -rf $(DASK_CLAIM) .test-results/engine-dask.xml
 	URBANFORM_THREADS=1 OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -j2 --output-sync=target test-lane-a test-lane-b
 endif
 
@@ -128,14 +130,18 @@ PLUGIN_PYTEST = $(PY) -m pytest tests/plugin -q -ra --durations=20 --junitxml=.t
 test-plugin: setup
 	$(PLUGIN_PYTEST)
 
-# the two lanes of `make test`: the engine suite but its Dask tests; the plugin suite, then the Dask tests
-# (which run, and report, even when a plugin test failed)
+# the two lanes of `make test`: the engine suite but its Dask tests, and the plugin suite; then the lane that
+# ends first runs the Dask tests (which run, and report, even when a test of that lane's suite failed)
+RUN_DASK_IF_FIRST = if mkdir $(DASK_CLAIM) 2>/dev/null; then \
+	$(ENGINE_PYTEST) $(DASK_TESTS) --junitxml=.test-results/engine-dask.xml || rc=$$?; fi
+
 test-lane-a: setup
-	$(ENGINE_PYTEST) tests/engine --ignore=$(ENGINE_LANE_B) --junitxml=.test-results/engine.xml
+	rc=0; $(ENGINE_PYTEST) tests/engine --ignore=$(DASK_TESTS) --junitxml=.test-results/engine.xml || rc=$$?; \
+	$(RUN_DASK_IF_FIRST); exit $$rc
 
 test-lane-b: setup
 	rc=0; $(PLUGIN_PYTEST) || rc=$$?; \
-	$(ENGINE_PYTEST) $(ENGINE_LANE_B) --junitxml=.test-results/engine-dask.xml || rc=$$?; exit $$rc
+	$(RUN_DASK_IF_FIRST); exit $$rc
 
 eval: setup
 	$(PY) tests/bench/eval.py --out bench_out
