@@ -221,6 +221,10 @@ _NET = re.compile(r"Could not fetch URL|NewConnectionError|Failed to establish a
                   r"Failed to fetch|Network is unreachable|ConnectTimeout|timed out|"
                   r"Could not find a version that satisfies|No matching distribution found|"
                   r"not found in the (?:package registry|provided package locations)|Because .* was not found", re.I)
+# the index itself could not be reached (no answer, no name, a proxy in the way): nothing else will come from it
+_UNREACHABLE = re.compile(r"NewConnectionError|Failed to establish a new connection|Connection refused|"
+                          r"Temporary failure in name resolution|Name or service not known|Network is unreachable|"
+                          r"ProxyError|ConnectTimeout", re.I)
 _CERT = re.compile(r"invalid peer certificate|CERTIFICATE_VERIFY_FAILED|certificate verify failed|UnknownIssuer",
                    re.I)
 _HASH = re.compile(r"do not match the hashes|Hash mismatch|hash mismatch", re.I)
@@ -496,6 +500,9 @@ def install(opts: Options, log: Callable[[str], None] = print,
                 candidate = env_dir / ("Scripts/uv.exe" if sys.platform == "win32" else "bin/uv")
                 uv = candidate if candidate.is_file() else None
             elif _DISK.search(out):
+                raise explain(out, opts, needed=needed)
+            elif not opts.wheel_dirs and (_UNREACHABLE.search(out) or _CERT.search(out)):
+                # the packages would come from the same index: say so now, not after pip's retries again
                 raise explain(out, opts, needed=needed)
             else:
                 log("uv could not be installed; pip installs the packages instead (slower).")

@@ -155,11 +155,14 @@ def test_an_unreachable_index_keeps_the_previous_engine_and_says_how_to_use_a_wh
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
     for var in ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"):
         monkeypatch.delenv(var, raising=False)
+    log = []
     with pytest.raises(setup_mod.SetupError) as err:
         setup_mod.install(setup_mod.Options(home=home, python=BASE_PYTHON, plugin_dir=REPO,
-                                            index_url="http://127.0.0.1:9/simple"), log=lambda _: None)
+                                            index_url="http://127.0.0.1:9/simple"), log=log.append)
     assert err.value.code == "index", str(err.value)
     assert "127.0.0.1:9" in str(err.value) and "Wheel folder" in str(err.value)
+    # the first download (uv) found the index unreachable: the packages are not tried there again with pip
+    assert "== Get uv" in log and "== Install packages" not in log, "\n".join(log[-20:])
     _assert_previous_engine_kept(setup_mod, home, before)
 
 
