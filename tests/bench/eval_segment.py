@@ -30,7 +30,11 @@ the default encoder; target IoU >= 0.85 on the real ones, issue 16):
 
     .venv/bin/python tests/bench/eval_segment.py [--out bench_out] [--data ../shared/data]
         [--cases synthetic,zanzibar-lite0,...] [--minutes 15] [--synthetic-minutes 3] [--west 0.6]
-        [--no-tta] [--keep FOLDER]
+        [--no-tta] [--keep FOLDER] [--seeds 0,1,2]
+
+``--seeds`` trains each case once per seed (the split of the validation blocks, the initial weights and the
+chips drawn); the report then gives the east IoU of each run and their mean and standard deviation: on
+Zanzibar three seeds of the same recipe differ by 0.1, so one run cannot show a gain that small.
 """
 from __future__ import annotations
 
@@ -98,7 +102,8 @@ def inputs(source: str, data: Path, folder: Path) -> tuple[str, str]:
     return str(city.raster), str(fp)
 
 
-def run_case(name: str, data: Path, folder: Path, minutes: float, west: float, tta: bool = True) -> dict:
+def run_case(name: str, data: Path, folder: Path, minutes: float, west: float, tta: bool = True,
+             seed: int = 0) -> dict:
     from engine.segmentation.evaluate import evaluate
     from engine.tools.segment import SegmentParams, run_segment
     from engine.tools.train_seg import TrainParams, run_train
@@ -110,7 +115,7 @@ def run_case(name: str, data: Path, folder: Path, minutes: float, west: float, t
     model = folder / "model.pt"
     with CpuMonitor() as train_mon:
         tm = run_train(TrainParams(raster, footprints, str(model), encoder=encoder, weights=weights,
-                                   minutes=minutes, label_area=west_area, seed=0, chip=CHIPS.get(name, 256)))
+                                   minutes=minutes, label_area=west_area, seed=seed, chip=CHIPS.get(name, 256)))
     with CpuMonitor() as seg_mon:
         sm = run_segment(SegmentParams(raster, str(model), str(folder / "pred.gpkg")))
     mask = sm["outputs"]["mask"]
@@ -127,7 +132,7 @@ def run_case(name: str, data: Path, folder: Path, minutes: float, west: float, t
         flips = {"east": {k: round(float(fs[k]), 3) for k in ("iou", "precision", "recall", "obj_f1")},
                  "cost": round(sm["mpx_per_s"] / max(fm["mpx_per_s"], 1e-9), 2)}
     return {
-        "case": name, "raster": raster, "encoder": encoder, "weights": weights, "minutes": minutes,
+        "case": name, "seed": seed, "raster": raster, "encoder": encoder, "weights": weights, "minutes": minutes,
         "chip": CHIPS.get(name, 256),
         "epochs": tm["epochs_done"], "best_epoch": tm["best_epoch"], "val_iou": round(tm["val_iou"], 3),
         "train_chips_per_s": round(tm["chips_per_s"], 1), "train_cells": tm["split"]["n_train_cells"],
@@ -156,7 +161,8 @@ def report(rows: list[dict]) -> str:
         e, v, f = r["east"], r["east_polygons"], r.get("tta") or {}
         flips = f"{f['east']['iou']:.3f} ({f['cost']:.1f}x)" if f else "-"
         chip = f", {r['chip']} px chips" if r.get("chip", 256) != 256 else ""
-        lines.append(f"| {r['case']} | {r['encoder']} ({r['weights']}{chip}) | {r['minutes']:g} min | {r['epochs']} "
+        case = f"{r['case']} (seed {r['seed']})" if len({q.get('seed', 0) for q in rows}) > 1 else r["case"]
+        lines.append(f"| {case} | {r['encoder']} ({r['weights']}{chip}) | {r['minutes']:g} min | {r['epochs']} "
                      f"({r['best_epoch']}) | {r['val_iou']:.3f} | {r['threshold']:.2f} | {e['iou']:.3f} | "
                      f"{e['precision']:.3f} | {e['recall']:.3f} | {e['f1']:.3f} | {e['obj_f1']:.3f} | {v['iou']:.3f} | "
                      f"{r.get('east_iou_at_0.5', float('nan')):.3f} | {flips} | {r['train_chips_per_s']:.1f} | "
@@ -172,7 +178,24 @@ def report(rows: list[dict]) -> str:
         reference = f"; the issue's reference {ref['iou']} (P {ref['precision']}, R {ref['recall']})" if ref else ""
         lines.append(f"{r['case']}: IoU {r['east']['iou']:.3f} {verdict} the target {target}{reference}")
         lines.append(f"  training: {contention_note(r['train_contention']).strip()}")
+    lines += over_seeds(rows)
     return "\n".join(lines)
+
+
+def over_seeds(rows: list[dict]) -> list[str]:
+    """A line per case trained with several seeds: the east IoU of each run, their mean and standard deviation."""
+    import numpy as np
+
+    lines = []
+    for case in dict.fromkeys(r["case"] for r in rows):
+        done = [r for r in rows if r["case"] == case and "error" not in r]
+        if len(done) < 2:
+            continue
+        ious = np.array([r["east"]["iou"] for r in done])
+        each = ", ".join(f"{r['east']['iou']:.3f} (seed {r['seed']})" for r in done)
+        lines.append(f"{case} over {len(done)} seeds: east IoU {each}; mean {ious.mean():.3f} "
+                     f"(sd {ious.std(ddof=1):.3f})")
+    return [""] + lines if lines else []
 
 
 def main(argv=None) -> int:
@@ -185,6 +208,8 @@ def main(argv=None) -> int:
     ap.add_argument("--synthetic-minutes", type=float, default=3.0)
     ap.add_argument("--west", type=float, default=0.6, help="share of the raster's width used for training")
     ap.add_argument("--keep", default=None, help="keep models and outputs in this folder")
+    ap.add_argument("--seeds", default="0", help="train each case once per seed (comma-separated integers); "
+                                                 "the report adds each case's mean and sd over them")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -192,21 +217,30 @@ def main(argv=None) -> int:
     unknown = [c for c in names if c not in CASES]
     if unknown:
         ap.error(f"--cases: unknown {unknown}; choose from {', '.join(CASES)}")
+    try:
+        seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
+    except ValueError:
+        ap.error(f"--seeds: {args.seeds!r} is not a list of integers; for example --seeds 0,1,2")
+    if not seeds or len(set(seeds)) != len(seeds):
+        ap.error(f"--seeds: give one or more different integers, for example --seeds 0,1,2 (got {args.seeds!r})")
     rows = []
     with tempfile.TemporaryDirectory(prefix="urbanform-evalseg-") as tmp:
         base = Path(args.keep) if args.keep else Path(tmp)
-        for name in names:
+        for name, seed in ((n, s) for n in names for s in seeds):
             minutes = args.synthetic_minutes if name.startswith("synthetic") else args.minutes
             t0 = time.perf_counter()
-            print(f"[eval_segment {time.strftime('%H:%M:%S')}] {name}: training {minutes:g} min", file=sys.stderr,
+            label = name if len(seeds) == 1 else f"{name} (seed {seed})"
+            print(f"[eval_segment {time.strftime('%H:%M:%S')}] {label}: training {minutes:g} min", file=sys.stderr,
                   flush=True)
+            folder = base / name if len(seeds) == 1 else base / f"{name}-seed{seed}"
             try:
-                rows.append(run_case(name, Path(args.data), base / name, minutes, args.west, tta=not args.no_tta))
+                rows.append(run_case(name, Path(args.data), folder, minutes, args.west, tta=not args.no_tta,
+                                     seed=seed))
             except BadInput as exc:          # one case's bad input does not lose the others' figures
-                rows.append({"case": name, "error": str(exc)})
-                print(f"[eval_segment] {name} FAILED: {exc}", file=sys.stderr, flush=True)
+                rows.append({"case": name, "seed": seed, "error": str(exc)})
+                print(f"[eval_segment] {label} FAILED: {exc}", file=sys.stderr, flush=True)
                 continue
-            print(f"[eval_segment] {name} done in {time.perf_counter() - t0:.0f} s: east IoU "
+            print(f"[eval_segment] {label} done in {time.perf_counter() - t0:.0f} s: east IoU "
                   f"{rows[-1]['east']['iou']:.3f}", file=sys.stderr, flush=True)
     text = report(rows)
     print(text)
