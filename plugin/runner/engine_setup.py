@@ -215,16 +215,16 @@ def torch_plan(choice: str = "auto", system: str | None = None, driver: str | No
 
 # -- errors in plain words -------------------------------------------------------------------------
 _DISK = re.compile(r"No space left on device|\[Errno 28\]|os error 28|Disk quota exceeded", re.I)
-_NET = re.compile(r"Could not fetch URL|NewConnectionError|Failed to establish a new connection|ProxyError|"
-                  r"Proxy Authentication Required|\b407\b|Connection refused|tcp connect error|dns error|"
-                  r"error sending request|Temporary failure in name resolution|Name or service not known|"
-                  r"Failed to fetch|Network is unreachable|ConnectTimeout|timed out|"
+# the index itself could not be reached (no answer, no name, a proxy in the way): nothing else will come from it
+_UNREACHABLE_TEXT = (r"NewConnectionError|Failed to establish a new connection|Connection refused|"
+                     r"Temporary failure in name resolution|Name or service not known|Network is unreachable|"
+                     r"ProxyError|ConnectTimeout")
+_UNREACHABLE = re.compile(_UNREACHABLE_TEXT, re.I)
+# any failure to fetch the packages: the index unreachable, or reached without what the lock names
+_NET = re.compile(_UNREACHABLE_TEXT + r"|Could not fetch URL|Proxy Authentication Required|\b407\b|tcp connect error|"
+                  r"dns error|error sending request|Failed to fetch|timed out|"
                   r"Could not find a version that satisfies|No matching distribution found|"
                   r"not found in the (?:package registry|provided package locations)|Because .* was not found", re.I)
-# the index itself could not be reached (no answer, no name, a proxy in the way): nothing else will come from it
-_UNREACHABLE = re.compile(r"NewConnectionError|Failed to establish a new connection|Connection refused|"
-                          r"Temporary failure in name resolution|Name or service not known|Network is unreachable|"
-                          r"ProxyError|ConnectTimeout", re.I)
 _CERT = re.compile(r"invalid peer certificate|CERTIFICATE_VERIFY_FAILED|certificate verify failed|UnknownIssuer",
                    re.I)
 _HASH = re.compile(r"do not match the hashes|Hash mismatch|hash mismatch", re.I)

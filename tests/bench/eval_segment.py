@@ -154,14 +154,15 @@ def report(rows: list[dict]) -> str:
                  "recall | F1 | object F1 | polygons IoU | IoU at 0.5 | IoU with flips (cost) | train chips/s | "
                  "segment Mpx/s |")
     lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    several = len({r.get("seed", 0) for r in rows}) > 1      # rows named by case and seed
     for r in rows:
+        case = f"{r['case']} (seed {r['seed']})" if several else r["case"]
         if "error" in r:
-            lines.append(f"| {r['case']} | failed: {r['error']} |" + " |" * 14)
+            lines.append(f"| {case} | failed: {r['error']} |" + " |" * 14)
             continue
         e, v, f = r["east"], r["east_polygons"], r.get("tta") or {}
         flips = f"{f['east']['iou']:.3f} ({f['cost']:.1f}x)" if f else "-"
         chip = f", {r['chip']} px chips" if r.get("chip", 256) != 256 else ""
-        case = f"{r['case']} (seed {r['seed']})" if len({q.get('seed', 0) for q in rows}) > 1 else r["case"]
         lines.append(f"| {case} | {r['encoder']} ({r['weights']}{chip}) | {r['minutes']:g} min | {r['epochs']} "
                      f"({r['best_epoch']}) | {r['val_iou']:.3f} | {r['threshold']:.2f} | {e['iou']:.3f} | "
                      f"{e['precision']:.3f} | {e['recall']:.3f} | {e['f1']:.3f} | {e['obj_f1']:.3f} | {v['iou']:.3f} | "
