@@ -1,9 +1,10 @@
 """KMeansTiles' PCA: the Gram-matrix path (fewer tiles than features) and the float32 subset eigensolver give
-the components of the full float64 eigendecomposition of the covariance."""
+the components of the full float64 eigendecomposition of the covariance. Its k-means seeding
+(``kmeans_plusplus``) chooses what scikit-learn's k-means++ chooses."""
 import numpy as np
 import pytest
 
-from engine.clustering.kmeans import KMeansTiles, auto_pca_dims
+from engine.clustering.kmeans import KMeansTiles, auto_pca_dims, kmeans_plusplus
 
 
 def _reference(X: np.ndarray, pca_dims):
@@ -42,3 +43,38 @@ def test_fit_pca_is_deterministic():
     X = rng.normal(size=(200, 500)).astype(np.float32)
     a, b = KMeansTiles(2).fit_pca(X), KMeansTiles(2).fit_pca(X)
     assert np.array_equal(a.components_, b.components_) and np.array_equal(a.mean_, b.mean_)
+
+
+def _blobs_and_noise(seed: int):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(7, 12)) * 4
+    blobs = (centres[rng.integers(0, 7, 1500)] + rng.normal(size=(1500, 12))).astype(np.float32)
+    noise = rng.normal(size=(600, 30)).astype(np.float32)
+    return blobs, noise
+
+
+@pytest.mark.parametrize("k", [2, 3, 7, 12])
+@pytest.mark.parametrize("seed", [0, 5])
+def test_kmeans_plusplus_chooses_the_seeds_scikit_learn_chooses(k, seed):
+    from sklearn.cluster import kmeans_plusplus as sklearn_plusplus
+
+    for X in _blobs_and_noise(seed):
+        ours = kmeans_plusplus(X, k, np.random.RandomState(seed))
+        theirs, _ = sklearn_plusplus(X, k, random_state=np.random.RandomState(seed))
+        assert ours.dtype == X.dtype and ours.shape == (k, X.shape[1])
+        assert np.array_equal(ours, theirs)
+
+
+def test_kmeans_tiles_clusters_as_scikit_learn_kmeans_on_the_reduced_tiles():
+    """The whole fit, restarts included, gives the clusters of KMeans(init='k-means++') on the same rows (ids
+    differ: KMeansTiles numbers them by size)."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score
+
+    blobs, _ = _blobs_and_noise(2)
+    for k in (3, 7):
+        est = KMeansTiles(k, pca_dims=8, seed=3).fit(blobs)
+        Z = est.reduce(blobs)
+        reference = KMeans(k, n_init=10, random_state=3).fit(Z)
+        assert adjusted_rand_score(est.labels_, reference.labels_) == 1.0
+        assert est.inertia_ == pytest.approx(reference.inertia_, rel=1e-6)
