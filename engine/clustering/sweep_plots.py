@@ -284,6 +284,11 @@ class BackgroundPlots:
     its ``spawn`` runs the caller's main script again in the worker, which a
     script without a ``__main__`` guard does not survive.
 
+    ``start=False`` leaves the worker unstarted until ``start`` (or the first
+    ``draw``): its start-up (~0.5 s of CPU importing matplotlib) slowed the
+    feature extraction it overlapped by as much on a 2-core machine, so the
+    sweep starts it when its k-means fits leave a core free.
+
     ``draw`` hands a figure to the worker and returns its job; ``wait`` returns
     when the jobs are drawn and raises what the drawing raised. Without a
     worker (``inline=True``, or one that cannot start or has died) the figures
@@ -291,11 +296,18 @@ class BackgroundPlots:
     same. ``close`` ends the worker.
     """
 
-    def __init__(self, inline: bool = False):
+    def __init__(self, inline: bool = False, start: bool = True):
         self._proc = None
         self._unanswered: list = []           # jobs sent, in order, not yet answered
-        if inline:
+        self._started = inline                # (inline: nothing to start)
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Start the worker process (once; nothing for an inline one or when it cannot start)."""
+        if self._started:
             return
+        self._started = True
         import os
         import queue
         import subprocess
@@ -334,6 +346,7 @@ class BackgroundPlots:
             pass
 
     def draw(self, kind: str, *args, **kwargs) -> dict:
+        self.start()
         job = {"kind": kind, "args": args, "kwargs": kwargs, "done": self._proc is None}
         if self._proc is None:
             draw(kind, *args, **kwargs)
@@ -377,6 +390,7 @@ class BackgroundPlots:
         self._unanswered.clear()
 
     def _stop(self) -> None:
+        self._started = True                   # a closed one draws any later figure here
         proc, self._proc = self._proc, None
         if proc is None:
             return

@@ -82,6 +82,10 @@ from .stats import StatsInputs
 
 # k-means and metrics on at most this many tiles run on one thread: see _few_threads
 ONE_THREAD_TILES = 20000
+# the PCA and the silhouette's distance matrix (large matrix products) use every core from this many tiles: on
+# the 2048 px city the PCA of 4,096 tiles took 0.20-0.30 s on two threads against 0.29-0.36 s on one, while 256
+# and 1,024 tiles were no faster on two and up to 10x slower when the plot worker held a core (bench_sweep.py)
+BIG_PRODUCT_TILES = 2048
 # features up to this size are read into memory once per tile size (else streamed from the cache file)
 IN_MEMORY_BYTES = 1 << 30
 # parameters that do not change results: a resumed sweep may differ in these
@@ -284,8 +288,9 @@ def _plan(params: SweepParams, sizes: list[str], ks: list[int], progress) -> lis
 
 
 def _kmeans_part(part: Part, tiled, params: SweepParams, extractor, checksum: str, cache_dir: Path, progress,
-                 timings: dict, session=None) -> dict:
-    """Features once, PCA once, k-means per K. Returns raw labels per K, reduced features and scores."""
+                 timings: dict, session=None, one_thread=None) -> dict:
+    """Features once, PCA once, k-means per K. Returns raw labels per K, reduced features and scores.
+    ``one_thread``: called as the k-means fits start on one thread (a core is free from there on)."""
     from ..clustering.kmeans import KMeansTiles, _l2
     from .cluster import _compute_features, feature_key
 
@@ -300,16 +305,19 @@ def _kmeans_part(part: Part, tiled, params: SweepParams, extractor, checksum: st
     t = time.perf_counter()
     if feats.shape[0] * feats.shape[1] * 4 <= IN_MEMORY_BYTES:
         feats = feats[0: len(feats)]        # one read instead of two per K (k-means sample, assignment)
-    with _few_threads(len(part.rows)):
+    with _few_threads(len(part.rows), BIG_PRODUCT_TILES):
         pca = KMeansTiles(2, params.pca_dims, params.whiten, params.seed).fit_pca(feats)
         P = pca.project(feats)
-        Z = P / np.sqrt(np.maximum(pca.explained_variance_, 1e-12)) if params.whiten else P.copy()
-        Z = _l2(Z)
-        timings["pca"] = round(time.perf_counter() - t, 3)
-        part.info.update(cache_key=key, cache_hit=bool(cache_hit), pca_dims=int(pca.n_components_),
-                         explained_variance=float(pca.explained_variance_ratio_.sum()))
+    Z = P / np.sqrt(np.maximum(pca.explained_variance_, 1e-12)) if params.whiten else P.copy()
+    Z = _l2(Z)
+    timings["pca"] = round(time.perf_counter() - t, 3)
+    part.info.update(cache_key=key, cache_hit=bool(cache_hit), pca_dims=int(pca.n_components_),
+                     explained_variance=float(pca.explained_variance_ratio_.sum()))
+    with _few_threads(len(part.rows)):
         labels, inertia = {}, {}
         t = time.perf_counter()
+        if one_thread is not None:
+            one_thread()
         for i, k in enumerate(part.ks):
             progress(stage, i, len(part.ks), f"k-means K={k}")
             est = KMeansTiles(k, params.pca_dims, params.whiten, params.seed, n_init=params.n_init)
@@ -322,8 +330,8 @@ def _kmeans_part(part: Part, tiled, params: SweepParams, extractor, checksum: st
     return {"labels": labels, "Z": {k: Z for k in labels}, "scores": _two(P), "scores_by_k": None}
 
 
-def _few_threads(n_tiles: int):
-    """One BLAS/OpenMP thread for k-means and metrics over few tiles.
+def _few_threads(n_tiles: int, above: int = ONE_THREAD_TILES):
+    """One BLAS/OpenMP thread for k-means and metrics over few tiles (at most ``above``).
 
     Why: a k-means fit over a few thousand tiles is a long series of tiny
     parallel steps; with two threads on a 2-core machine that is also running
@@ -334,7 +342,7 @@ def _few_threads(n_tiles: int):
     """
     from contextlib import nullcontext
 
-    if n_tiles > ONE_THREAD_TILES:
+    if n_tiles > above:
         return nullcontext()
     from threadpoolctl import threadpool_limits
 
@@ -404,6 +412,11 @@ def _finish_part(part: Part, result: dict, params: SweepParams, progress, timing
     part.labels = consistent_labels(raw)
     prev = None
     shared: dict[int, SilhouetteSample] = {}      # k-means: one feature space, one distance matrix
+    spaces = {id(result["Z"][k]): result["Z"][k] for k in part.ks}
+    if len(spaces) == 1:
+        (key, Z), = spaces.items()
+        with _few_threads(len(part.rows), BIG_PRODUCT_TILES):
+            shared[key] = SilhouetteSample(Z, params.seed)
     with _few_threads(len(part.rows)):
         for k in part.ks:
             Z = result["Z"][k]
@@ -660,7 +673,9 @@ def _sweep(params: SweepParams, progress: Progress, final: bool, ks: list, outpu
         })
 
     tmpdir = None
-    plots = BackgroundPlots()          # the PNGs are drawn in another process while this one goes on
+    # the PNGs are drawn in another process while this one goes on; it starts when the first k-means fits leave
+    # a core free (or at the first figure), not during the first features
+    plots = BackgroundPlots(start=False)
     # the tile size computed last, its files written under temporary names, waiting for its plots to commit
     pending: "dict | None" = None
 
@@ -826,7 +841,8 @@ def _run_part(part: Part, params: SweepParams, extractor, checksum: str, cache_d
     progress(stage, 0, len(part.ks), f"{len(part.rows)} tiles, K {', '.join(map(str, part.ks))}")
     with TiledRaster(params.raster, part.size, params.overlap, params.edge, params.bands, seed=params.seed) as tiled:
         if params.method == "kmeans":
-            result = _kmeans_part(part, tiled, params, extractor, checksum, cache_dir, progress, timings, session)
+            result = _kmeans_part(part, tiled, params, extractor, checksum, cache_dir, progress, timings, session,
+                                  one_thread=plots.start)
         else:
             result = _deepcluster_part(part, tiled, params, progress, timings, session)
         columns = _finish_part(part, result, params, progress, timings)

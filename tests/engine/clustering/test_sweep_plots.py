@@ -55,3 +55,27 @@ def test_a_dead_worker_leaves_the_figures_to_this_process(tmp_path):
     finally:
         worker.close()
     assert job["done"] and _png(tmp_path / "f.png")
+
+
+def test_an_unstarted_worker_starts_at_start_or_at_the_first_figure(tmp_path):
+    """The sweep makes its worker with start=False and starts it when its k-means leaves a core free."""
+    for how in ("start", "draw"):
+        worker = BackgroundPlots(start=False)
+        try:
+            assert worker._proc is None
+            if how == "start":
+                worker.start()
+                proc = worker._proc
+                assert proc is not None and proc.poll() is None
+                worker.start()                        # once
+                assert worker._proc is proc
+            job = worker.draw("lineage", tmp_path / f"{how}.png", _labels())
+            assert worker._proc is not None and not job["done"]     # drawn by the worker, not here
+            worker.wait([job])
+        finally:
+            worker.close()
+        assert _png(tmp_path / f"{how}.png")
+    closed = BackgroundPlots(start=False)
+    closed.close()                                    # nothing started, nothing to end ...
+    job = closed.draw("lineage", tmp_path / "closed.png", _labels())
+    assert closed._proc is None and job["done"] and _png(tmp_path / "closed.png")    # ... and no worker after
