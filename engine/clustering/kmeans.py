@@ -64,7 +64,7 @@ def _top_eigh(sym: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
 
 def kmeans_plusplus(X: np.ndarray, n_clusters: int, random_state: np.random.RandomState) -> np.ndarray:
     """Greedy k-means++ seeds for ``sklearn.cluster.KMeans(init=kmeans_plusplus)``: scikit-learn's own
-    ``init='k-means++'`` choices, in a fifth of the time.
+    ``init='k-means++'`` choices, faster.
 
     The method (Arthur and Vassilvitskii, greedy variant): the first centre is
     a tile drawn at random; each next one is the best, by the total squared
