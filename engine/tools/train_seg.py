@@ -112,8 +112,6 @@ def run(params: TrainParams, progress=None) -> dict:
 
 def _run(params: TrainParams, progress, outputs: TrainOutputs) -> dict:
     """The training, with the outputs locked by the caller."""
-    import torch
-
     from ..features.extract import choose_device, choose_precision
     from ..io import OutputSet, versions, write_json
     from ..raster.tiling import TiledRaster, ground_pixel_size

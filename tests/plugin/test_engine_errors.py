@@ -55,7 +55,7 @@ def few_valid_tiles(path: Path) -> Path:
 
 
 # -- the runner -------------------------------------------------------------------------------------
-def test_the_runner_reads_the_error_event_and_never_passes_it_on_as_progress(urbanform, engine_here, tmp_path):
+def test_the_runner_reads_the_error_event_and_never_passes_it_on_as_progress(urbanform, engine_here, tmp_path):  # noqa: F811
     from urbanform.engine.contract.problems import BAD_FORMAT, Problem
     from urbanform.plugin.runner.engine_process import EXIT_BAD_INPUT, run_engine
 
@@ -122,7 +122,7 @@ def test_processing_names_its_k_parameter_for_more_clusters_than_valid_tiles(pro
 
 # -- the dock ---------------------------------------------------------------------------------------
 @pytest.fixture
-def dock(urbanform, engine_here, qgis_iface, qgis_new_project, tmp_path):
+def dock(urbanform, engine_here, qgis_iface, qgis_new_project, tmp_path):  # noqa: F811
     from urbanform.plugin.ui.dock import UrbanFormDock
 
     raster = QgsRasterLayer(str(few_valid_tiles(tmp_path / "input" / "few.tif")), "few")
