@@ -341,8 +341,10 @@ TRAIN_SEG = Tool(
             replace(WEIGHTS, help=f"'imagenet' (the encoder's ImageNet weights: packaged for {_OFFLINE}, from "
                                   "the local torch cache for the others; nothing is downloaded), 'none' (random), "
                                   "or a state-dict file"),
-            Param("chip", INT, 256, minimum=SEG_CHIP_MULTIPLE, multiple_of=SEG_CHIP_MULTIPLE, label="Chip size",
-                  unit="px", help=f"chip side in px, a multiple of {SEG_CHIP_MULTIPLE}"),
+            Param("chip", INT, None, minimum=SEG_CHIP_MULTIPLE, multiple_of=SEG_CHIP_MULTIPLE, label="Chip size",
+                  unit="px", help=f"chip side in px, a multiple of {SEG_CHIP_MULTIPLE} (default: the largest of "
+                                  f"{', '.join(map(str, defaults.SEG_AUTO_CHIPS))} px that leaves the labelled area "
+                                  f"at least {defaults.SEG_AUTO_CHIP_CELLS} chips)"),
             Param("epochs", INT, None, minimum=1, maximum=MAX_EPOCHS, label="Epochs",
                   help="training epochs (default 10 without --minutes)"),
             Param("minutes", FLOAT, None, minimum=0, open_min=True, label="Time budget", unit="min",

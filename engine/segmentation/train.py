@@ -322,6 +322,33 @@ def _label_area_cells(tiled, geoms, label_area, warnings):
     return cover, area
 
 
+def usable_cells(tiled, geoms, label_area, warnings: list) -> int:
+    """How many cells of ``tiled``'s chip grid the labelled area can use (inside it and valid, as
+    ``split_labelled_area`` counts them); 0 when the chip is larger than the raster."""
+    g = tiled.grid
+    if g.n_rows == 0 or g.n_cols == 0:
+        return 0
+    return int(_usable(tiled, _label_area_cells(tiled, geoms, label_area, warnings)[0]).sum())
+
+
+def _usable(tiled, cover: np.ndarray) -> np.ndarray:
+    """The cells mostly inside the labelled area (``cover``, per cell) and mostly valid."""
+    valid = tiled.valid_fraction() if not tiled.all_valid else np.ones(tiled.grid.shape, dtype=np.float32)
+    return (cover >= MIN_COVER) & (valid >= MIN_COVER)
+
+
+def auto_chip(cells_at) -> int:
+    """``--chip`` when not given: the first (largest) of ``contract.defaults.SEG_AUTO_CHIPS`` at which
+    ``cells_at(chip)`` (the usable cells of the labelled area) reaches ``SEG_AUTO_CHIP_CELLS``, else the smallest
+    (``split_labelled_area`` then says what is missing)."""
+    from ..contract.defaults import SEG_AUTO_CHIP_CELLS, SEG_AUTO_CHIPS
+
+    for chip in SEG_AUTO_CHIPS:
+        if cells_at(chip) >= SEG_AUTO_CHIP_CELLS:
+            return chip
+    return SEG_AUTO_CHIPS[-1]
+
+
 @dataclass
 class Split:
     """The usable chip cells of the labelled area and their split (cell masks of the chip grid)."""
@@ -349,8 +376,7 @@ def split_labelled_area(tiled, geoms, label_area, chip: int, val_fraction: float
     if g.n_rows == 0 or g.n_cols == 0:
         raise BadInput(f"--chip {chip}: larger than the raster ({ds.width} x {ds.height} px); give a "
                        "smaller chip.", param="chip")
-    valid = tiled.valid_fraction() if not tiled.all_valid else np.ones(g.shape, dtype=np.float32)
-    usable = (cover >= MIN_COVER) & (valid >= MIN_COVER)
+    usable = _usable(tiled, cover)
     n_usable = int(usable.sum())
     pixel_area = abs(ds.transform.a * ds.transform.e - ds.transform.b * ds.transform.d)
     cells_geom = shapely.union_all([shapely.box(*ds.window_bounds(w)) for w in cell_windows(usable, chip)]) \

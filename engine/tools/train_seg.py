@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,7 @@ class TrainParams:
     out: str                            # MODEL.pt
     encoder: str = defaults.DEFAULT_SEG_ENCODER
     weights: str = defaults.DEFAULT_WEIGHTS  # 'imagenet' | 'none' | encoder state dict path
-    chip: int = 256
+    chip: int | None = None             # default: segmentation.train.auto_chip (the largest that fits the area)
     epochs: int | None = None           # total epochs (a resumed run counts the ones done); default 10
     minutes: float | None = None        # wall-clock budget for this call
     val_fraction: float = 0.2
@@ -110,6 +110,27 @@ def run(params: TrainParams, progress=None) -> dict:
             raise
 
 
+def _footprints(p: TrainParams, warnings: list):
+    """The footprints in the raster's CRS (``segmentation.labels.footprints_on_grid``)."""
+    import rasterio
+
+    from ..segmentation.labels import footprints_on_grid
+
+    with rasterio.open(str(p.raster)) as ds:
+        crs = ds.crs
+    return footprints_on_grid(p.buildings, crs, warnings=warnings)
+
+
+def _usable_cells_at(p: TrainParams, chip: int, geoms) -> int:
+    """The usable cells of the labelled area on the grid of ``chip``-px chips (the label area's own warnings
+    are said once, by the training's split)."""
+    from ..raster.tiling import TiledRaster
+    from ..segmentation.train import usable_cells
+
+    with TiledRaster(str(p.raster), tile_size=f"{chip}px", bands=p.bands, seed=p.seed) as tiled:
+        return usable_cells(tiled, geoms, p.label_area, [])
+
+
 def _run(params: TrainParams, progress, outputs: TrainOutputs) -> dict:
     """The training, with the outputs locked by the caller."""
     from ..features.extract import choose_device, choose_precision
@@ -117,7 +138,7 @@ def _run(params: TrainParams, progress, outputs: TrainOutputs) -> dict:
     from ..raster.tiling import TiledRaster, ground_pixel_size
     from ..segmentation.labels import footprints_on_grid
     from ..segmentation.modelfile import read_seg_file, save_seg_model
-    from ..segmentation.train import encoder_lr_share, split_labelled_area, train_unet
+    from ..segmentation.train import auto_chip, encoder_lr_share, split_labelled_area, train_unet
     from ..segmentation.unet import DECODER_CHANNELS, UNet
 
     t_start = time.monotonic()
@@ -128,6 +149,12 @@ def _run(params: TrainParams, progress, outputs: TrainOutputs) -> dict:
     # (AVX512-BF16), 256-px chips, batch 8, 3 interleaved repeats: efficientnet_lite0 5.3 -> 8.8 chips/s and
     # resnet18 5.2 -> 12.4 chips/s (best of 3, fp32 -> bf16); bf16 was ahead in every pair.
     precision = choose_precision(device, p.precision)
+    warnings: list[str] = []
+    progress("open", 0, 0, f"opening {p.raster}")
+    geoms, chip_auto = None, p.chip is None
+    if chip_auto:         # (resolved before the fingerprint: a checkpoint records the chip it was trained with)
+        geoms = _footprints(p, warnings)
+        p = replace(p, chip=auto_chip(lambda chip: _usable_cells_at(p, chip, geoms)))
     ckpt = None
     fingerprint = _fingerprint(p)
     if p.resume:
@@ -149,11 +176,10 @@ def _run(params: TrainParams, progress, outputs: TrainOutputs) -> dict:
     outset = OutputSet([outputs.model, outputs.manifest] + ([] if p.resume else [outputs.checkpoint]),
                        overwrite=p.overwrite or p.resume)
 
-    warnings: list[str] = []
-    progress("open", 0, 0, f"opening {p.raster}")
     with TiledRaster(str(p.raster), tile_size=f"{p.chip}px", bands=p.bands, seed=p.seed) as tiled, outset:
         ds = tiled.dataset
-        geoms = footprints_on_grid(p.buildings, ds.crs, warnings=warnings)
+        if geoms is None:
+            geoms = footprints_on_grid(p.buildings, ds.crs, warnings=warnings)
         split = split_labelled_area(tiled, geoms, p.label_area, p.chip, p.val_fraction, p.seed, warnings)
         if p.threads:
             from ..features.runtime import set_threads
@@ -181,7 +207,8 @@ def _run(params: TrainParams, progress, outputs: TrainOutputs) -> dict:
             "tool": "train-seg", "model": os.path.abspath(outputs.model),
             "checkpoint": os.path.abspath(outputs.checkpoint), "params": {**_as_dict(p), **fingerprint},
             "encoder": p.encoder, "precision": precision, "device": device.type,
-            "chip": p.chip, "bands": list(tiled.bands), "pixel_size_m": tiled.pixel_size_m, "ground_pixel_m": ground_m,
+            "chip": p.chip, "chip_auto": chip_auto, "bands": list(tiled.bands), "pixel_size_m": tiled.pixel_size_m,
+            "ground_pixel_m": ground_m,
             "split": {"block_cells": split.block, "n_usable_cells": split.n_usable,
                       "n_train_cells": int(split.train.sum()), "n_val_cells": int(split.val.sum()),
                       "building_px": split.building_px,

@@ -35,7 +35,7 @@ class TrainSegRequest:
     out: str
     encoder: str = defaults.DEFAULT_SEG_ENCODER
     weights: str = defaults.DEFAULT_WEIGHTS    # or a file path
-    chip: int = TRAIN_SEG.param("chip").default
+    chip: int | None = TRAIN_SEG.param("chip").default          # None: the engine's choice (fits the area)
     epochs: int | None = TRAIN_SEG.param("epochs").default      # None (and no minutes): the engine's choice
     minutes: float | None = None
     val_fraction: float = TRAIN_SEG.param("val_fraction").default

@@ -97,9 +97,9 @@ class BuildingsPanel(DockPanel, QWidget, FORM_CLASS):
         for encoder in SEG_ENCODERS:
             self.encoderCombo.addItem(encoder, encoder)
         for spin, tool, name in ((self.epochsSpin, TrainSegRequest.TOOL, "epochs"),
-                                 (self.chipSpin, TrainSegRequest.TOOL, "chip"),
                                  (self.minutesSpin, TrainSegRequest.TOOL, "minutes")):
             bound(spin, tool.param(name))                        # the ranges the contract declares
+        bound(self.chipSpin, TrainSegRequest.TOOL.param("chip"), minimum=0)      # 0: auto, the engine's choice
         bound(self.thresholdSpin, SegmentRequest.TOOL.param("threshold"), minimum=0.0)   # 0: the model's own
         tta = SegmentRequest.TOOL.param("tta")                     # the contract's words for test-time flips
         self.ttaCheck.setText(tta.title)
@@ -192,7 +192,7 @@ class BuildingsPanel(DockPanel, QWidget, FORM_CLASS):
             buildings=(stats_inputs.local_file(layer) or stats_inputs.temp_path(layer)) if layer else None,
             encoder=self.encoderCombo.currentData(),
             weights=self.segWeightsFile.filePath().strip() if weights == "file" else weights,
-            chip=self.chipSpin.value(), chips_per_epoch=self.chipsPerEpochSpin.value() or None,
+            chip=self.chipSpin.value() or None, chips_per_epoch=self.chipsPerEpochSpin.value() or None,
             epochs=None if minutes else self.epochsSpin.value(),
             minutes=self.minutesSpin.value() if minutes else None, device=self.device(),
             seed=self.dock.seedSpin.value())
@@ -547,7 +547,7 @@ class BuildingsPanel(DockPanel, QWidget, FORM_CLASS):
         values = {"action": self.action(), "encoder": self.encoderCombo.currentData(),
                   "weights": self.segWeightsCombo.currentData(), "weights_file": self.segWeightsFile.filePath(),
                   "budget": self.budgetCombo.currentData(), "epochs": self.epochsSpin.value(),
-                  "minutes": self.minutesSpin.value(), "chip": self.chipSpin.value(),
+                  "minutes": self.minutesSpin.value(), "chip_size": self.chipSpin.value(),
                   "chips_per_epoch": self.chipsPerEpochSpin.value(),
                   "apply_after": self.applyAfterCheck.isChecked(), "model": self.modelFile.filePath(),
                   "overlap": self.segOverlapSpin.value(), "threshold": self.thresholdSpin.value(),
@@ -569,7 +569,8 @@ class BuildingsPanel(DockPanel, QWidget, FORM_CLASS):
         self.epochsSpin.setValue(get(KEY + "epochs", 10, int))
         self.minutesSpin.setValue(get(KEY + "minutes", 15.0, float))
         train, segment = TrainSegRequest(raster="", buildings=None, out=""), SegmentRequest(raster="", model="", out="")
-        self.chipSpin.setValue(get(KEY + "chip", train.chip, int))
+        # (a new key: the old one holds the box's former default, 256, for anyone who ran it once)
+        self.chipSpin.setValue(get(KEY + "chip_size", train.chip or 0, int))
         self.chipsPerEpochSpin.setValue(get(KEY + "chips_per_epoch", 0, int))
         self.applyAfterCheck.setChecked(get(KEY + "apply_after", True, bool))
         self.modelFile.setFilePath(get(KEY + "model", "", str))

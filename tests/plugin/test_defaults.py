@@ -71,3 +71,9 @@ def test_dock_defaults_are_the_contracts(make_dock, defaults):
     assert panel.segWeightsCombo.currentData() == defaults.DEFAULT_WEIGHTS
     train = panel.train_request()
     assert (train.encoder, train.weights) == (defaults.DEFAULT_SEG_ENCODER, defaults.DEFAULT_WEIGHTS)
+    # the chip size: the engine's choice (the largest that fits the labelled area), unless one is set
+    assert panel.chipSpin.value() == 0 and panel.chipSpin.text().startswith("auto")
+    assert train.chip is None and "--chip" not in train.argv()
+    panel.chipSpin.setValue(384)
+    assert panel.train_request().chip == 384 and "384" in panel.train_request().argv()
+    assert panel.chipSpin.singleStep() == 32 and panel.chipSpin.maximum() >= max(defaults.SEG_AUTO_CHIPS)

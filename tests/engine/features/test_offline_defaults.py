@@ -132,7 +132,7 @@ def test_sweep(fresh):
 @pytest.fixture(scope="module")
 def seg_model(fresh):
     model = fresh.out / "m.pt"
-    # the default training length (10 epochs of >= 256 chips of 256 px) is a sensible first model for an
+    # the default training length (10 epochs of >= 256 chips) is a sensible first model for an
     # analyst but takes minutes on 2 CPU cores (one epoch of 256 chips: over 3 minutes with one thread); one
     # epoch of 16 chips is the smallest run that still checks the defaults (encoder, weights, chip size)
     fresh("train-seg", RASTER, "--buildings", BUILDINGS, "--out", model, "--epochs", 1, "--chips-per-epoch", 16)
@@ -145,7 +145,8 @@ def test_train_seg(seg_model):
     assert m["encoder"] == defaults.DEFAULT_SEG_ENCODER
     assert m["params"]["encoder"] == defaults.DEFAULT_SEG_ENCODER
     assert m["params"]["weights"] == defaults.DEFAULT_WEIGHTS
-    assert m["params"]["chip"] == TOOLS["train-seg"].param("chip").default
+    assert TOOLS["train-seg"].param("chip").default is None          # the chip that fits the labelled area:
+    assert m["chip_auto"] is True and m["params"]["chip"] == m["chip"] == 128     # 768 x 512 px: 128 px chips
 
 
 @pytest.fixture(scope="module")

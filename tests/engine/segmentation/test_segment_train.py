@@ -384,3 +384,50 @@ def test_encoder_learning_rate_share():
     assert encoder_lr_share(TrainParams("r.tif", "b.gpkg", "m.pt", weights="imagenet")) == 0.1
     assert encoder_lr_share(TrainParams("r.tif", "b.gpkg", "m.pt", weights="none")) == 1.0
     assert encoder_lr_share(TrainParams("r.tif", "b.gpkg", "m.pt", weights="imagenet", encoder_lr=0.5)) == 0.5
+
+
+# -- the chip size when none is given -------------------------------------------------------------------------
+def test_auto_chip_takes_the_largest_chip_that_leaves_enough_cells():
+    from engine.contract.defaults import SEG_AUTO_CHIP_CELLS, SEG_AUTO_CHIPS
+    from engine.segmentation.train import auto_chip
+
+    assert SEG_AUTO_CHIPS == tuple(sorted(SEG_AUTO_CHIPS, reverse=True)) and SEG_AUTO_CHIP_CELLS == 12
+    assert auto_chip({512: 4, 384: 9, 256: 12, 128: 50}.get) == 256
+    assert auto_chip({512: 11, 384: 12, 256: 30, 128: 99}.get) == 384
+    assert auto_chip(lambda chip: 1000) == 512
+    assert auto_chip(lambda chip: 0) == 128              # nothing fits: the smallest, and the split says why
+
+
+def _area(raster, tmp_path, name, west_share=1.0):
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    with rasterio_open(raster) as src:
+        b = src.bounds
+        area = gpd.GeoDataFrame(geometry=[box(b.left, b.bottom, b.left + west_share * (b.right - b.left), b.top)],
+                                crs=src.crs)
+    area.to_file(tmp_path / f"{name}.gpkg")
+    return str(tmp_path / f"{name}.gpkg")
+
+
+@pytest.mark.parametrize("zone_grid, west_share, chip", [((6, 8), 1.0, 512),    # 1536 x 2048 px: 12 cells of 512
+                                                          ((4, 4), 0.5, 128)])   # 1024 x 512 px: 8 of 256, 32 of 128
+def test_without_chip_the_training_takes_the_largest_that_fits_its_labelled_area(tmp_path, zone_grid, west_share,
+                                                                                  chip):
+    from tests.synthetic import make_city
+
+    city = make_city(tmp_path / "city.tif", zone_grid=zone_grid, zone_px=256, seed=3)
+    params = TrainParams(city.raster, city.footprints, str(tmp_path / "m.pt"), encoder="resnet18", weights="none",
+                         epochs=1, chips_per_epoch=4, batch_size=4, label_area=_area(city.raster, tmp_path, "area",
+                                                                                     west_share))
+    assert params.chip is None
+    manifest = run_train(params)
+    assert manifest["chip"] == chip and manifest["chip_auto"] is True
+    assert manifest["params"]["chip"] == chip                      # what --resume compares
+    assert manifest["split"]["n_usable_cells"] >= 12
+    _, meta = load_seg_model(tmp_path / "m.pt")
+    assert meta["chip"] == chip                                    # segment cuts its windows to it
+    given = run_train(TrainParams(city.raster, city.footprints, str(tmp_path / "g.pt"), encoder="resnet18",
+                                  weights="none", epochs=1, chips_per_epoch=4, batch_size=4, chip=64,
+                                  label_area=_area(city.raster, tmp_path, "area2", west_share)))
+    assert given["chip"] == 64 and given["chip_auto"] is False
