@@ -111,13 +111,14 @@ def run(params: TrainParams, progress=None) -> dict:
 
 
 def _footprints(p: TrainParams, warnings: list):
-    """The footprints in the raster's CRS (``segmentation.labels.footprints_on_grid``)."""
-    import rasterio
-
+    """The footprints in the raster's CRS (``segmentation.labels.footprints_on_grid``); the raster is opened as
+    the training opens it, so a file that is not one gets the same clear error."""
+    from ..contract.defaults import SEG_AUTO_CHIPS
+    from ..raster.tiling import TiledRaster
     from ..segmentation.labels import footprints_on_grid
 
-    with rasterio.open(str(p.raster)) as ds:
-        crs = ds.crs
+    with TiledRaster(str(p.raster), tile_size=f"{SEG_AUTO_CHIPS[-1]}px", bands=p.bands, seed=p.seed) as tiled:
+        crs = tiled.dataset.crs
     return footprints_on_grid(p.buildings, crs, warnings=warnings)
 
 

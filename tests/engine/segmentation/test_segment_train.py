@@ -431,3 +431,12 @@ def test_without_chip_the_training_takes_the_largest_that_fits_its_labelled_area
                                   weights="none", epochs=1, chips_per_epoch=4, batch_size=4, chip=64,
                                   label_area=_area(city.raster, tmp_path, "area2", west_share)))
     assert given["chip"] == 64 and given["chip_auto"] is False
+
+
+def test_without_chip_a_file_that_is_not_a_raster_gets_the_clear_error(city, tmp_path):
+    """Choosing the chip opens the raster first: it must say what the training says (no bare GDAL error)."""
+    notes = tmp_path / "notes.tif"
+    notes.write_text("not a raster")
+    with pytest.raises(BadInput, match="cannot be read: it is not a raster format GDAL knows"):
+        run_train(TrainParams(str(notes), city.footprints, str(tmp_path / "m.pt"), epochs=1))
+    assert not (tmp_path / "m.pt").exists()
