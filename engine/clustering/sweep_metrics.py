@@ -125,9 +125,12 @@ def cluster_metrics(Z: np.ndarray, labels: np.ndarray, seed: int = 0, sample: in
 
     ``silhouette``: the sample's distances when several labellings share ``Z``.
     NaN where a metric is undefined (one cluster only, or as many clusters as tiles).
-    """
-    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
 
+    Calinski-Harabasz and Davies-Bouldin are scikit-learn's definitions, computed
+    here from the cluster centres in one pass (``_centre_scores``): the
+    library's functions spend most of their time checking their inputs, and a
+    sweep calls them for every K and tile size.
+    """
     labels = np.asarray(labels)
     n = len(labels)
     n_labels = len(np.unique(labels))
@@ -135,18 +138,70 @@ def cluster_metrics(Z: np.ndarray, labels: np.ndarray, seed: int = 0, sample: in
     if not 2 <= n_labels <= n - 1:
         return out
     out["silhouette"] = (silhouette or SilhouetteSample(Z, seed, sample)).score(labels)
-    out["calinski_harabasz"] = float(calinski_harabasz_score(Z, labels))
-    out["davies_bouldin"] = float(davies_bouldin_score(Z, labels))
+    out.update(_centre_scores(Z, labels))
     return out
 
 
-def agreement(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    """NMI and ARI between two labellings of the same tiles (NaN for no tiles)."""
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+def _centre_scores(Z: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Calinski-Harabasz and Davies-Bouldin of ``labels`` (two or more clusters) on ``Z``, in float64."""
+    X = np.asarray(Z, dtype=np.float64)
+    enc = np.unique(labels, return_inverse=True)[1].ravel()
+    n, k = len(X), int(enc.max()) + 1
+    counts = np.bincount(enc, minlength=k).astype(np.float64)
+    centres = np.zeros((k, X.shape[1]))
+    np.add.at(centres, enc, X)
+    centres /= counts[:, None]
+    to_centre = np.linalg.norm(X - centres[enc], axis=1)
+    # Calinski-Harabasz: dispersion between clusters over dispersion within, each over its degrees of freedom
+    between_disp = float((counts * ((centres - X.mean(axis=0)) ** 2).sum(axis=1)).sum())
+    within_disp = float((to_centre ** 2).sum())
+    ch = 1.0 if within_disp == 0.0 else between_disp * (n - k) / (within_disp * (k - 1.0))
+    # Davies-Bouldin: the mean over clusters of the worst (spread i + spread j) / distance of centres i and j
+    spread = np.bincount(enc, weights=to_centre, minlength=k) / counts
+    apart = np.sqrt(((centres[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2))
+    if np.allclose(spread, 0.0) or np.allclose(apart, 0.0):
+        db = 0.0
+    else:
+        apart[apart == 0.0] = np.inf
+        db = float(((spread[:, None] + spread[None, :]) / apart).max(axis=1).mean())
+    return {"calinski_harabasz": float(ch), "davies_bouldin": db}
 
-    if len(a) == 0:
+
+def agreement(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """NMI (arithmetic normalisation) and ARI between two labellings of the same tiles (NaN for no tiles).
+
+    scikit-learn's ``normalized_mutual_info_score`` and ``adjusted_rand_score``, both from one contingency
+    table: a sweep compares every K with the previous one and every tile size with the largest, and the
+    library's input checks cost many times the arithmetic."""
+    a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
+    n = len(a)
+    if n == 0:
         return {"nmi": math.nan, "ari": math.nan}
-    return {"nmi": float(normalized_mutual_info_score(a, b)), "ari": float(adjusted_rand_score(a, b))}
+    ia = np.unique(a, return_inverse=True)[1].ravel()
+    ib = np.unique(b, return_inverse=True)[1].ravel()
+    table = contingency(ia, ib)
+    rows, cols = table.sum(axis=1), table.sum(axis=0)
+    # NMI: the mutual information over the mean of the two entropies; one cluster on both sides is a perfect match
+    if table.shape == (1, 1):
+        nmi = 1.0
+    else:
+        ri, ci = np.nonzero(table)
+        nij = table[ri, ci].astype(np.float64)
+        mi = max(float((nij / n * (np.log(nij * n) - np.log(rows[ri] * cols[ci].astype(np.float64)))).sum()), 0.0)
+
+        def entropy(counts: np.ndarray) -> float:
+            p = counts[counts > 0] / n
+            return float(-(p * np.log(p)).sum())
+
+        nmi = 0.0 if mi == 0.0 else mi / max((entropy(rows) + entropy(cols)) / 2.0, np.finfo(np.float64).eps)
+    # ARI from the pair counts, in Python integers (exact for any number of tiles)
+    squares = int((table.astype(np.int64) ** 2).sum())
+    tp = squares - n
+    fp = int((table @ cols).sum()) - squares
+    fn = int((table.T @ rows).sum()) - squares
+    tn = n * n - fp - fn - squares
+    ari = 1.0 if fn == 0 and fp == 0 else 2.0 * (tp * tn - fn * fp) / ((tp + fn) * (fn + tn) + (tp + fp) * (fp + tn))
+    return {"nmi": float(nmi), "ari": float(ari)}
 
 
 def containing_tile(centres_px: np.ndarray, rows: np.ndarray, cols: np.ndarray, size: int, stride: int,

@@ -13,11 +13,12 @@ import math
 import numpy as np
 import pyogrio
 import pytest
-from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+from sklearn.metrics import (adjusted_rand_score, calinski_harabasz_score, davies_bouldin_score,
+                             normalized_mutual_info_score, silhouette_score)
 from threadpoolctl import threadpool_limits
 
-from engine.clustering.sweep_metrics import (SilhouetteSample, cluster_metrics, consistent_labels, containing_tile,
-                                             cross_size_pairs, relabel_like)
+from engine.clustering.sweep_metrics import (SilhouetteSample, agreement, cluster_metrics, consistent_labels,
+                                             containing_tile, cross_size_pairs, relabel_like)
 from engine.errors import BadInput, Cancelled
 from engine.progress import Progress
 from engine.tools.sweep import SweepParams, layer_name, parse_k_list, parse_tile_sizes, run_sweep
@@ -155,6 +156,40 @@ def test_cluster_metrics_equal_sklearn():
     assert sample.score(labels) == pytest.approx(silhouette_score(Z[sample.idx], labels[sample.idx]))
     assert cluster_metrics(Z, labels, seed=3, sample=90)["silhouette"] == pytest.approx(sample.score(labels))
     assert math.isnan(cluster_metrics(Z, np.zeros(180, int))["silhouette"])
+
+
+def test_centre_scores_equal_sklearn_on_uneven_and_degenerate_clusters():
+    rng = np.random.default_rng(4)
+    # uneven sizes, labels that are not 0..k-1, float32 features as the sweep gives them
+    Z = np.concatenate([rng.normal(c, s, (n, 7)) for c, s, n in ((0, 1, 5), (3, 2, 120), (1, 0.5, 40), (9, 1, 2))])
+    Z = Z.astype(np.float32)
+    labels = np.repeat([7, -1, 30, 4], [5, 120, 40, 2])
+    for lab in (labels, rng.permutation(labels), rng.integers(0, 12, len(labels))):
+        m = cluster_metrics(Z, lab)
+        assert m["calinski_harabasz"] == pytest.approx(calinski_harabasz_score(Z, lab), rel=1e-5)
+        assert m["davies_bouldin"] == pytest.approx(davies_bouldin_score(Z, lab), rel=1e-5)
+    same = np.repeat(np.eye(3, dtype=np.float32), 4, axis=0)           # no spread inside the clusters
+    lab = np.repeat([0, 1, 2], 4)
+    m = cluster_metrics(same, lab)
+    assert m["calinski_harabasz"] == calinski_harabasz_score(same, lab) == 1.0
+    assert m["davies_bouldin"] == davies_bouldin_score(same, lab) == 0.0
+    twin = np.concatenate([same[:8], same[:4]])                          # clusters 0 and 2 share their centre
+    twin = twin + np.tile(rng.normal(0, 0.1, (4, 3)), (3, 1)).astype(np.float32)
+    assert cluster_metrics(twin, lab)["davies_bouldin"] == pytest.approx(davies_bouldin_score(twin, lab), rel=1e-5)
+
+
+def test_agreement_equals_sklearn():
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 6, 500)
+    cases = [(a, a), (a, (a + 3) % 6), (a, rng.integers(0, 9, 500)), (a, np.where(a < 2, 0, a)),
+             (a, np.zeros(500, int)), (np.zeros(9, int), np.zeros(9, int)), (np.array([3]), np.array([-2])),
+             (a.astype(str), rng.integers(0, 2, 500))]
+    for x, y in cases:
+        got = agreement(x, y)
+        assert got["nmi"] == pytest.approx(normalized_mutual_info_score(x, y), abs=1e-12)
+        assert got["ari"] == pytest.approx(adjusted_rand_score(x, y), abs=1e-12)
+    empty = agreement(np.array([], int), np.array([], int))
+    assert math.isnan(empty["nmi"]) and math.isnan(empty["ari"])
 
 
 def test_kmeans_reusing_a_fitted_pca_gives_the_same_clusters():
