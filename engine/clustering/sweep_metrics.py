@@ -142,18 +142,25 @@ def cluster_metrics(Z: np.ndarray, labels: np.ndarray, seed: int = 0, sample: in
     return out
 
 
-def _centre_scores(Z: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Calinski-Harabasz and Davies-Bouldin of ``labels`` (two or more clusters) on ``Z``, in float64."""
-    X = np.asarray(Z, dtype=np.float64)
+def _centre_scores(Z: np.ndarray, labels: np.ndarray, chunk: int = 32768) -> dict[str, float]:
+    """Calinski-Harabasz and Davies-Bouldin of ``labels`` (two or more clusters) on ``Z``.
+
+    Sums in float64 over ``chunk`` rows at a time, so the only copies of ``Z`` are a chunk's (a sweep's
+    reduced features can be millions of rows)."""
     enc = np.unique(labels, return_inverse=True)[1].ravel()
-    n, k = len(X), int(enc.max()) + 1
+    n, k = len(enc), int(enc.max()) + 1
+    spans = [slice(s, min(n, s + chunk)) for s in range(0, n, chunk)]
     counts = np.bincount(enc, minlength=k).astype(np.float64)
-    centres = np.zeros((k, X.shape[1]))
-    np.add.at(centres, enc, X)
+    centres = np.zeros((k, Z.shape[1]))
+    for sl in spans:
+        np.add.at(centres, enc[sl], np.asarray(Z[sl], dtype=np.float64))
     centres /= counts[:, None]
-    to_centre = np.linalg.norm(X - centres[enc], axis=1)
+    to_centre = np.empty(n)
+    for sl in spans:
+        to_centre[sl] = np.linalg.norm(np.asarray(Z[sl], dtype=np.float64) - centres[enc[sl]], axis=1)
     # Calinski-Harabasz: dispersion between clusters over dispersion within, each over its degrees of freedom
-    between_disp = float((counts * ((centres - X.mean(axis=0)) ** 2).sum(axis=1)).sum())
+    mean = counts @ centres / n
+    between_disp = float((counts * ((centres - mean) ** 2).sum(axis=1)).sum())
     within_disp = float((to_centre ** 2).sum())
     ch = 1.0 if within_disp == 0.0 else between_disp * (n - k) / (within_disp * (k - 1.0))
     # Davies-Bouldin: the mean over clusters of the worst (spread i + spread j) / distance of centres i and j

@@ -17,8 +17,8 @@ from sklearn.metrics import (adjusted_rand_score, calinski_harabasz_score, davie
                              normalized_mutual_info_score, silhouette_score)
 from threadpoolctl import threadpool_limits
 
-from engine.clustering.sweep_metrics import (SilhouetteSample, agreement, cluster_metrics, consistent_labels,
-                                             containing_tile, cross_size_pairs, relabel_like)
+from engine.clustering.sweep_metrics import (SilhouetteSample, _centre_scores, agreement, cluster_metrics,
+                                             consistent_labels, containing_tile, cross_size_pairs, relabel_like)
 from engine.errors import BadInput, Cancelled
 from engine.progress import Progress
 from engine.tools.sweep import SweepParams, layer_name, parse_k_list, parse_tile_sizes, run_sweep
@@ -168,6 +168,7 @@ def test_centre_scores_equal_sklearn_on_uneven_and_degenerate_clusters():
         m = cluster_metrics(Z, lab)
         assert m["calinski_harabasz"] == pytest.approx(calinski_harabasz_score(Z, lab), rel=1e-5)
         assert m["davies_bouldin"] == pytest.approx(davies_bouldin_score(Z, lab), rel=1e-5)
+        assert _centre_scores(Z, lab, chunk=7) == pytest.approx(_centre_scores(Z, lab))   # summed chunk by chunk
     same = np.repeat(np.eye(3, dtype=np.float32), 4, axis=0)           # no spread inside the clusters
     lab = np.repeat([0, 1, 2], 4)
     m = cluster_metrics(same, lab)
